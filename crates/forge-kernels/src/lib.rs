@@ -1,0 +1,21 @@
+//! Differentiable fused ops for training Qwen3 on candle.
+//!
+//! candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`) are applied without a backward
+//! pass, so gradients silently stop at them. Every op here is a candle `CustomOp` whose forward AND
+//! backward are fused CPU kernels; on other devices the same function falls back to the
+//! differentiable composite path in [`reference`] until a device kernel lands (see `kernels/`).
+//! Each op is checked against that composite path in the tests.
+
+mod cpu;
+pub mod cross_entropy;
+pub mod reference;
+pub mod rms_norm;
+pub mod rope;
+pub mod softmax;
+pub mod attention;
+
+pub use attention::attention;
+pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
+pub use rms_norm::rms_norm;
+pub use rope::rope;
+pub use softmax::softmax_last_dim;

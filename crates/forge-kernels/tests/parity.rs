@@ -1,0 +1,216 @@
+//! Every fused op against its slow composite reference: forward values and the gradients of a
+//! random projection of the output, for each input that takes a gradient.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use forge_kernels::{reference, IGNORE_TARGET};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+fn randn(rng: &mut StdRng, shape: &[usize]) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+}
+
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.to_dtype(DType::F32).unwrap();
+    let b = b.to_dtype(DType::F32).unwrap();
+    let diff = (&a - &b).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    let norm = b.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap().sqrt();
+    diff / norm.max(1e-30)
+}
+
+/// Runs `f` on fresh Vars made from `inputs`, back-propagates `Σ out·probe`, and returns the output
+/// and the gradient of each input.
+fn value_and_grads(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], probe: &Tensor) -> (Tensor, Vec<Option<Tensor>>) {
+    let vars: Vec<Var> = inputs.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+    let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let out = f(&tensors).unwrap();
+    let grads = (out.to_dtype(DType::F32).unwrap() * probe).unwrap().sum_all().unwrap().backward().unwrap();
+    let g = vars.iter().map(|v| grads.get(v.as_tensor()).cloned()).collect();
+    (out, g)
+}
+
+fn assert_parity(
+    name: &str,
+    fused: impl Fn(&[Tensor]) -> Result<Tensor>,
+    slow: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    differentiable: &[bool],
+    tol: f32,
+) {
+    // A single fused op must hand out detached gradients; composites inherit candle's behaviour
+    // (its matmul backward keeps a graph), which the model strips when collecting gradients.
+    let single_fused_op = !name.starts_with("attention");
+    let mut rng = StdRng::seed_from_u64(7);
+    let out_shape = slow(inputs).unwrap().dims().to_vec();
+    let probe = randn(&mut rng, &out_shape);
+    let (y_fast, g_fast) = value_and_grads(&fused, inputs, &probe);
+    let (y_slow, g_slow) = value_and_grads(&slow, inputs, &probe);
+    let e = rel_err(&y_fast, &y_slow);
+    assert!(e <= tol, "{name}: forward relative error {e:e} > {tol:e}");
+    for (i, ((gf, gs), &diff)) in g_fast.iter().zip(&g_slow).zip(differentiable).enumerate() {
+        if !diff {
+            continue;
+        }
+        let gs = gs.as_ref().unwrap_or_else(|| panic!("{name}: reference has no gradient for input {i}"));
+        let gf = gf.as_ref().unwrap_or_else(|| panic!("{name}: fused op gives no gradient for input {i}"));
+        assert!(!single_fused_op || !gf.track_op(), "{name}: gradient of input {i} still carries a graph");
+        let e = rel_err(gf, gs);
+        assert!(e <= tol, "{name}: gradient {i} relative error {e:e} > {tol:e}");
+    }
+}
+
+#[test]
+fn rms_norm_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(1);
+    // many rows (parallel path) and few rows (serial path)
+    for shape in [[2usize, 5, 48], [64, 33, 96]] {
+        let x = randn(&mut rng, &shape);
+        let w = randn(&mut rng, &[shape[2]]).affine(0.1, 1.0).unwrap();
+        assert_parity(
+            "rms_norm",
+            |t| forge_kernels::rms_norm(&t[0], &t[1], 1e-6),
+            |t| reference::rms_norm(&t[0], &t[1], 1e-6),
+            &[x, w],
+            &[true, true],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn softmax_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(2);
+    for shape in [[3usize, 7, 9], [8, 40, 129]] {
+        let x = (randn(&mut rng, &shape) * 3.0).unwrap();
+        assert_parity(
+            "softmax",
+            |t| forge_kernels::softmax_last_dim(&t[0]),
+            |t| reference::softmax_last_dim(&t[0]),
+            &[x],
+            &[true],
+            1e-5,
+        );
+    }
+}
+
+fn rope_tables(batch: usize, seq: usize, half: usize) -> (Tensor, Tensor) {
+    let angles: Vec<f32> = (0..batch * seq * half)
+        .map(|i| {
+            let (p, f) = ((i / half) % seq + i / (seq * half), i % half);
+            p as f32 * 10000f32.powf(-(2.0 * f as f32) / (2 * half) as f32)
+        })
+        .collect();
+    let a = Tensor::from_vec(angles, (batch, seq, half), &Device::Cpu).unwrap();
+    (a.cos().unwrap(), a.sin().unwrap())
+}
+
+#[test]
+fn rope_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for (b, table_batch) in [(2usize, 1usize), (3, 3)] {
+        let x = randn(&mut rng, &[b, 11, 4, 16]);
+        let (cos, sin) = rope_tables(table_batch, 11, 8);
+        assert_parity(
+            "rope",
+            |t| forge_kernels::rope(&t[0], &t[1], &t[2]),
+            |t| reference::rope(&t[0], &t[1], &t[2]),
+            &[x, cos, sin],
+            &[true, false, false],
+            1e-5,
+        );
+    }
+}
+
+fn causal_padding_bias(b: usize, s: usize, lengths: &[usize]) -> Tensor {
+    let mut bias = vec![0f32; b * s * s];
+    for r in 0..b {
+        for i in 0..s {
+            for j in 0..s {
+                if j > i || j >= lengths[r] {
+                    bias[(r * s + i) * s + j] = f32::MIN;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(bias, (b, 1, s, s), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn attention_matches_reference_with_gqa_and_padding() {
+    let mut rng = StdRng::seed_from_u64(4);
+    for (h, h_kv) in [(4usize, 4usize), (4, 2), (8, 1)] {
+        let (b, s, d) = (2, 13, 16);
+        let q = randn(&mut rng, &[b, h, s, d]);
+        let k = randn(&mut rng, &[b, h_kv, s, d]);
+        let v = randn(&mut rng, &[b, h_kv, s, d]);
+        let bias = causal_padding_bias(b, s, &[13, 6]);
+        let scale = 1.0 / (d as f64).sqrt();
+        assert_parity(
+            &format!("attention {h}:{h_kv}"),
+            |t| forge_kernels::attention(&t[0], &t[1], &t[2], Some(&t[3]), scale),
+            |t| reference::attention(&t[0], &t[1], &t[2], Some(&t[3]), scale),
+            &[q, k, v, bias],
+            &[true, true, true, false],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (n, vocab) = (37, 301);
+    let logits = (randn(&mut rng, &[n, vocab]) * 2.0).unwrap();
+    let targets: Vec<u32> = (0..n).map(|i| if i % 5 == 0 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let targets = Tensor::new(targets, &Device::Cpu).unwrap();
+    assert_parity(
+        "cross_entropy",
+        |t| forge_kernels::cross_entropy_per_token(&t[0], &targets),
+        |t| reference::cross_entropy_per_token(&t[0], &targets),
+        &[logits],
+        &[true],
+        1e-5,
+    );
+}
+
+#[test]
+fn cross_entropy_rejects_targets_outside_the_vocabulary() {
+    let logits = Tensor::zeros((2, 10), DType::F32, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[3u32, 10], &Device::Cpu).unwrap();
+    let err = forge_kernels::cross_entropy_per_token(&logits, &targets).unwrap_err().to_string();
+    assert!(err.contains("target id 10 is outside the vocabulary (size 10)"), "{err}");
+}
+
+#[test]
+fn bf16_ops_stay_within_bf16_tolerance_of_f32() {
+    let mut rng = StdRng::seed_from_u64(6);
+    let x = randn(&mut rng, &[4, 9, 64]);
+    let w = randn(&mut rng, &[64]).affine(0.1, 1.0).unwrap();
+    let f32_out = forge_kernels::rms_norm(&x, &w, 1e-6).unwrap();
+    let bf16_out = forge_kernels::rms_norm(&x.to_dtype(DType::BF16).unwrap(), &w.to_dtype(DType::BF16).unwrap(), 1e-6).unwrap();
+    assert_eq!(bf16_out.dtype(), DType::BF16);
+    let e = rel_err(&bf16_out, &f32_out);
+    assert!(e < 1e-2, "bf16 rms_norm relative error {e}");
+    let s32 = forge_kernels::softmax_last_dim(&x).unwrap();
+    let s16 = forge_kernels::softmax_last_dim(&x.to_dtype(DType::BF16).unwrap()).unwrap();
+    let e = rel_err(&s16, &s32);
+    assert!(e < 1e-2, "bf16 softmax relative error {e}");
+}
+
+/// The reason this crate exists: candle-nn's fused RMSNorm and softmax are applied without a
+/// backward pass, so the gradient silently stops there. If candle ever fixes this, this test
+/// fails and the fused ops here can be reconsidered.
+#[test]
+fn candle_stock_fused_ops_cut_the_gradient() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let x = Var::from_tensor(&randn(&mut rng, &[3, 16])).unwrap();
+    let w = Tensor::ones(16, DType::F32, &Device::Cpu).unwrap();
+    let stock = candle_nn::ops::rms_norm(x.as_tensor(), &w, 1e-6).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(stock.get(x.as_tensor()).is_none(), "candle's rms_norm now has a backward");
+    let stock = candle_nn::ops::softmax_last_dim(x.as_tensor()).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(stock.get(x.as_tensor()).is_none(), "candle's softmax_last_dim now has a backward");
+    let ours = forge_kernels::rms_norm(x.as_tensor(), &w, 1e-6).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(ours.get(x.as_tensor()).is_some());
+}

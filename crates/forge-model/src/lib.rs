@@ -1,0 +1,31 @@
+//! Qwen3 for training and inference on candle: HF config, trainable forward, weight load and
+//! export in the Hugging Face layout, tokenizer, scoring.
+
+mod config;
+mod error;
+pub mod export;
+mod params;
+pub mod qwen3;
+pub mod score;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::Config;
+pub use error::{ModelError, Result};
+pub use params::{Gradients, ParamStore};
+pub use qwen3::{Batch, Qwen3ForCausalLM};
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+
+/// Loads an HF model directory (config.json + safetensors) in `dtype` on `device`.
+pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<Qwen3ForCausalLM> {
+    let config_path = dir.join("config.json");
+    if !config_path.is_file() {
+        return Err(ModelError::NotAModelDir { dir: dir.into(), reason: "config.json is missing".into() });
+    }
+    let config = Config::from_file(&config_path)?;
+    let params = weights::load_params(dir, &config, dtype, device)?;
+    Qwen3ForCausalLM::new(config, params)
+}

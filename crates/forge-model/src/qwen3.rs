@@ -1,0 +1,331 @@
+//! Qwen3 dense decoder (HF `Qwen3ForCausalLM`), trainable: every op on the path has a backward.
+//!
+//! Parameter names are HF's. Forward covers whole sequences (training, scoring); a causal mask
+//! is combined with an optional padding mask so batches may hold sequences of different lengths.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use forge_kernels::{attention, cross_entropy_per_token, rms_norm, rope, IGNORE_TARGET};
+
+use crate::{Config, Gradients, ModelError, ParamStore, Result};
+
+/// Sequences of token ids with their padding mask and (for training) labels.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// `[b, s]` u32.
+    pub input_ids: Tensor,
+    /// `[b, s]`, non-zero = real token; `None` = no padding.
+    pub attention_mask: Option<Tensor>,
+    /// `[b, s]` i64, HF convention: position t is predicted from tokens < t, `-100` = ignored.
+    pub labels: Option<Tensor>,
+}
+
+/// `x·wᵀ` over the last dim of `x: [.., in]` with `w: [out, in]`.
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let (rows, inner) = (dims[..dims.len() - 1].iter().product::<usize>(), dims[dims.len() - 1]);
+    let y = x.reshape((rows, inner))?.matmul(&w.t()?)?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+    Ok(y.reshape(out_dims)?)
+}
+
+/// Per-batch tensors shared by all layers: the additive attention mask and the RoPE tables.
+pub struct LayerInputs {
+    /// `[b or 1, 1, s, s]` in the model dtype.
+    bias: Tensor,
+    /// `[1, s, head_dim/2]` f32.
+    cos: Tensor,
+    sin: Tensor,
+}
+
+struct Attention {
+    q_proj: Tensor,
+    k_proj: Tensor,
+    v_proj: Tensor,
+    o_proj: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    eps: f64,
+}
+
+impl Attention {
+    fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (h, h_kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        // 1. projections, per-head RMSNorm of q and k, rotary positions: [b, s, heads, d]
+        let q = rms_norm(&linear(x, &self.q_proj)?.reshape((b, s, h, d))?, &self.q_norm, self.eps)?;
+        let k = rms_norm(&linear(x, &self.k_proj)?.reshape((b, s, h_kv, d))?, &self.k_norm, self.eps)?;
+        let v = linear(x, &self.v_proj)?.reshape((b, s, h_kv, d))?;
+        let q = rope(&q, &inputs.cos, &inputs.sin)?;
+        let k = rope(&k, &inputs.cos, &inputs.sin)?;
+        // 2. heads first: [b, heads, s, d]
+        let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
+        let out = attention(&q, &k, &v, Some(&inputs.bias), 1.0 / (d as f64).sqrt())?;
+        // 3. [b, h, s, d] -> [b, s, h·d] -> [b, s, hidden]
+        let out = out.transpose(1, 2)?.reshape((b, s, h * d))?;
+        linear(&out, &self.o_proj)
+    }
+}
+
+struct Mlp {
+    gate_proj: Tensor,
+    up_proj: Tensor,
+    down_proj: Tensor,
+}
+
+impl Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gated = (linear(x, &self.gate_proj)?.silu()? * linear(x, &self.up_proj)?)?;
+        linear(&gated, &self.down_proj)
+    }
+}
+
+struct DecoderLayer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: Tensor,
+    post_attention_layernorm: Tensor,
+    eps: f64,
+}
+
+impl DecoderLayer {
+    /// `[b, s, hidden] -> [b, s, hidden]`
+    fn forward(&self, h: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
+        let attn = self.self_attn.forward(&rms_norm(h, &self.input_layernorm, self.eps)?, inputs)?;
+        let h = (h + attn)?;
+        let mlp = self.mlp.forward(&rms_norm(&h, &self.post_attention_layernorm, self.eps)?)?;
+        Ok((h + mlp)?)
+    }
+}
+
+pub struct Qwen3ForCausalLM {
+    config: Config,
+    params: ParamStore,
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    norm: Tensor,
+    lm_head: Tensor,
+    /// Additive-mask value for masked positions: the most negative finite value of the dtype.
+    mask_value: f64,
+}
+
+impl Qwen3ForCausalLM {
+    pub fn new(config: Config, params: ParamStore) -> Result<Self> {
+        let eps = config.rms_norm_eps;
+        let p = |name: String| params.tensor(&name);
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for l in 0..config.num_hidden_layers {
+            let prefix = format!("model.layers.{l}");
+            layers.push(DecoderLayer {
+                self_attn: Attention {
+                    q_proj: p(format!("{prefix}.self_attn.q_proj.weight"))?,
+                    k_proj: p(format!("{prefix}.self_attn.k_proj.weight"))?,
+                    v_proj: p(format!("{prefix}.self_attn.v_proj.weight"))?,
+                    o_proj: p(format!("{prefix}.self_attn.o_proj.weight"))?,
+                    q_norm: p(format!("{prefix}.self_attn.q_norm.weight"))?,
+                    k_norm: p(format!("{prefix}.self_attn.k_norm.weight"))?,
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                    eps,
+                },
+                mlp: Mlp {
+                    gate_proj: p(format!("{prefix}.mlp.gate_proj.weight"))?,
+                    up_proj: p(format!("{prefix}.mlp.up_proj.weight"))?,
+                    down_proj: p(format!("{prefix}.mlp.down_proj.weight"))?,
+                },
+                input_layernorm: p(format!("{prefix}.input_layernorm.weight"))?,
+                post_attention_layernorm: p(format!("{prefix}.post_attention_layernorm.weight"))?,
+                eps,
+            });
+        }
+        let embed_tokens = p("model.embed_tokens.weight".into())?;
+        let lm_head = if config.tie_word_embeddings { embed_tokens.clone() } else { p("lm_head.weight".into())? };
+        let mask_value = match embed_tokens.dtype() {
+            DType::F16 => f64::from(half::f16::MIN),
+            DType::BF16 => f64::from(half::bf16::MIN),
+            _ => f64::from(f32::MIN),
+        };
+        Ok(Self { norm: p("model.norm.weight".into())?, config, params, embed_tokens, layers, lm_head, mask_value })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embed_tokens.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed_tokens.device()
+    }
+
+    /// Rejects ids the embedding table does not have (candle would index out of bounds).
+    pub fn check_token_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(&id) => Err(ModelError::TokenOutOfVocab { id, vocab_size: self.config.vocab_size }),
+            None => Ok(()),
+        }
+    }
+
+    /// Mask and RoPE tables for `input_ids: [b, s]`; positions are 0..s for every row (right padding).
+    pub fn layer_inputs(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<LayerInputs> {
+        let (b, s) = input_ids.dims2()?;
+        let device = self.device();
+        let keep_key: Option<Vec<Vec<u8>>> = match attention_mask {
+            Some(mask) => {
+                if mask.dims() != [b, s] {
+                    return Err(ModelError::Invalid(format!("attention_mask has shape {:?}, input_ids {:?}", mask.dims(), [b, s])));
+                }
+                Some(mask.ne(0u32)?.to_vec2::<u8>()?)
+            }
+            None => None,
+        };
+        let rows = keep_key.as_ref().map_or(1, |_| b);
+        let mut bias = vec![0f32; rows * s * s];
+        for r in 0..rows {
+            for i in 0..s {
+                for j in 0..s {
+                    let masked = j > i || keep_key.as_ref().is_some_and(|k| k[r][j] == 0);
+                    if masked {
+                        bias[(r * s + i) * s + j] = self.mask_value as f32;
+                    }
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (rows, 1, s, s), device)?.to_dtype(self.dtype())?;
+        let half = self.config.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| (1.0 / self.config.rope_theta.powf(2.0 * i as f64 / self.config.head_dim as f64)) as f32)
+            .collect();
+        let angles: Vec<f32> = (0..s).flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
+        let angles = Tensor::from_vec(angles, (1, s, half), device)?;
+        Ok(LayerInputs { bias, cos: angles.cos()?, sin: angles.sin()? })
+    }
+
+    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, s) = input_ids.dims2()?;
+        self.check_token_ids(&input_ids.flatten_all()?.to_vec1::<u32>()?)?;
+        Ok(self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, s, self.config.hidden_size))?)
+    }
+
+    /// Final hidden states after the last norm: `[b, s, hidden]`.
+    pub fn forward_hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        let inputs = self.layer_inputs(input_ids, attention_mask)?;
+        let mut h = self.embed(input_ids)?;
+        for layer in &self.layers {
+            h = layer.forward(&h, &inputs)?;
+        }
+        Ok(rms_norm(&h, &self.norm, self.config.rms_norm_eps)?)
+    }
+
+    /// Logits at every position: `[b, s, vocab]` in the model dtype.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
+        linear(&self.forward_hidden(input_ids, attention_mask)?, &self.lm_head)
+    }
+
+    /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
+    pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
+        let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
+        self.head_loss(&hidden, batch)
+    }
+
+    fn head_loss(&self, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let labels = batch.labels.as_ref().ok_or_else(|| ModelError::Invalid("the batch has no labels".into()))?;
+        let (targets, count) = shifted_targets(labels, self.config.vocab_size)?;
+        let (b, s, h) = hidden.dims3()?;
+        // position t predicts label t+1; the last position predicts nothing
+        let hidden = hidden.narrow(1, 0, s - 1)?.reshape((b * (s - 1), h))?;
+        let logits = linear(&hidden, &self.lm_head)?;
+        let targets = Tensor::from_vec(targets, b * (s - 1), self.device())?;
+        Ok((cross_entropy_per_token(&logits, &targets)?.sum_all()? / count.max(1) as f64)?)
+    }
+
+    /// Loss and the gradient of every parameter. With `recompute`, layer activations are not kept
+    /// for backward: each layer's forward is re-run from its saved input during backward
+    /// (activation checkpointing), which gives the same gradients at a fraction of the memory.
+    pub fn loss_and_gradients(&self, batch: &Batch, recompute: bool) -> Result<(f32, Gradients)> {
+        let mut grads = Gradients::new();
+        if !recompute {
+            let loss = self.loss(batch)?;
+            self.params.accumulate_gradients(&loss.backward()?, &mut grads)?;
+            return Ok((loss.to_scalar::<f32>()?, grads));
+        }
+        let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref())?;
+        // 1. forward, keeping only each layer's (detached) input
+        let embedded = self.embed(&batch.input_ids)?;
+        let mut layer_inputs = Vec::with_capacity(self.layers.len());
+        let mut h = embedded.detach();
+        for layer in &self.layers {
+            layer_inputs.push(h.clone());
+            h = layer.forward(&h, &inputs)?.detach();
+        }
+        // 2. head: loss and gradient w.r.t. the last hidden state
+        let last = Var::from_tensor(&h)?;
+        let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
+        let loss = self.head_loss(&hidden, batch)?;
+        let store = loss.backward()?;
+        self.params.accumulate_gradients(&store, &mut grads)?;
+        let mut upstream = gradient_of(&store, &last)?;
+        // 3. layers in reverse: re-run the forward, back-propagate `upstream` through it
+        for (layer, input) in self.layers.iter().zip(&layer_inputs).rev() {
+            let input = Var::from_tensor(input)?;
+            let out = layer.forward(input.as_tensor(), &inputs)?;
+            let store = (out * &upstream)?.sum_all()?.backward()?;
+            self.params.accumulate_gradients(&store, &mut grads)?;
+            upstream = gradient_of(&store, &input)?;
+        }
+        // 4. embedding
+        let store = (embedded * upstream)?.sum_all()?.backward()?;
+        self.params.accumulate_gradients(&store, &mut grads)?;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    }
+
+    /// `log p(token_t | tokens_<t)` for t ≥ 1 of each row, natural log, computed in f32.
+    /// Rows are right-padded; `lengths[r]` real tokens in row r.
+    pub fn token_logprobs(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let (b, s) = input_ids.dims2()?;
+        let mask: Vec<u32> = lengths.iter().flat_map(|&n| (0..s).map(move |j| u32::from(j < n))).collect();
+        let mask = Tensor::from_vec(mask, (b, s), self.device())?;
+        let logits = self.forward(input_ids, Some(&mask))?.to_dtype(DType::F32)?;
+        let log_probs = candle_nn::ops::log_softmax(&logits.narrow(1, 0, s - 1)?, D::Minus1)?;
+        let next = input_ids.narrow(1, 1, s - 1)?.unsqueeze(2)?;
+        let picked = log_probs.gather(&next, 2)?.squeeze(2)?.to_vec2::<f32>()?;
+        Ok(picked.into_iter().zip(lengths).map(|(row, &n)| row[..n.saturating_sub(1)].to_vec()).collect())
+    }
+}
+
+fn gradient_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {
+    store
+        .get(var.as_tensor())
+        .map(Tensor::detach)
+        .ok_or_else(|| ModelError::Invalid("recomputation lost the gradient of a layer input".into()))
+}
+
+/// HF label shift: targets for positions 0..s-1 are labels 1..s; `-100` becomes [`IGNORE_TARGET`].
+fn shifted_targets(labels: &Tensor, vocab_size: usize) -> Result<(Vec<u32>, usize)> {
+    let rows = labels.to_dtype(DType::I64)?.to_vec2::<i64>()?;
+    let mut targets = Vec::new();
+    let mut count = 0;
+    for row in rows {
+        for &label in &row[1..] {
+            if label == -100 {
+                targets.push(IGNORE_TARGET);
+            } else if label < 0 || label as usize >= vocab_size {
+                return Err(ModelError::Invalid(format!("label {label} is neither -100 nor a token id below vocab_size {vocab_size}")));
+            } else {
+                targets.push(label as u32);
+                count += 1;
+            }
+        }
+    }
+    Ok((targets, count))
+}

@@ -1,0 +1,98 @@
+//! Errors of the sandbox runtime. Every variant names what failed and what to do about it.
+//!
+//! Mistakes of the *agent* (a bad editor argument, a command that fails) are not errors here:
+//! they come back as tool observations. A `SandboxError` means the infrastructure failed.
+
+use std::time::Duration;
+
+/// Result alias of this crate.
+pub type Result<T, E = SandboxError> = std::result::Result<T, E>;
+
+/// What went wrong in the Docker runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The Docker Engine cannot be reached (socket missing, daemon down, wrong DOCKER_HOST).
+    #[error(
+        "cannot reach the Docker Engine at {endpoint}: {detail}. Start dockerd (or point DOCKER_HOST \
+         at a running engine) and make sure this user may open its socket"
+    )]
+    DockerUnreachable { endpoint: String, detail: String },
+
+    /// The image is not in the local engine; nothing is ever pulled (there is no registry).
+    #[error(
+        "image `{image}` is not in the local Docker Engine (no registry is used, images are never \
+         pulled); build it with scripts/build-base-image.sh or `docker import` a root filesystem"
+    )]
+    ImageMissing { image: String },
+
+    /// A Docker API call failed.
+    #[error("Docker API call `{op}` failed: {source}")]
+    Docker {
+        op: &'static str,
+        #[source]
+        source: bollard::errors::Error,
+    },
+
+    /// The engine did not answer in time.
+    #[error("Docker did not answer `{op}` within {after:?}; the engine is hung or overloaded (check `docker info`)")]
+    DockerTimeout { op: &'static str, after: Duration },
+
+    /// The container stopped or vanished while we used it (killed, OOM, removed by someone else).
+    #[error(
+        "container {container} is gone ({state}) while {during}; this sandbox is unusable: \
+         remove it and create a new one"
+    )]
+    ContainerGone {
+        container: String,
+        state: String,
+        during: String,
+    },
+
+    /// The persistent shell could not be (re)started or spoke an unexpected protocol.
+    #[error("the shell in container {container} failed: {detail}; the image needs /bin/bash")]
+    Shell { container: String, detail: String },
+
+    /// Copying files in or out of the container failed.
+    #[error("file transfer of `{path}` in container {container} failed: {detail}")]
+    Transfer {
+        container: String,
+        path: String,
+        detail: String,
+    },
+
+    /// A line of a tool-call file could not be read as a tool call.
+    #[error("{file}:{line}: not a tool call ({detail}); expected {{\"name\": ..., \"arguments\": {{...}}}} per line")]
+    BadToolCall {
+        file: String,
+        line: usize,
+        detail: String,
+    },
+
+    /// Local I/O (reading a calls file, writing observations).
+    #[error("I/O error while {what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    pub(crate) fn docker(op: &'static str, source: bollard::errors::Error) -> Self {
+        SandboxError::Docker { op, source }
+    }
+
+    /// True for a 404 answer from the engine (no such container / image / path).
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            SandboxError::Docker {
+                source: bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                },
+                ..
+            }
+        )
+    }
+}

@@ -1,0 +1,37 @@
+//! Docker sandbox runtime on bollard: containers from locally built images (no registry),
+//! a persistent shell over one attached `docker exec` per container (no server inside the
+//! container), one-shot execs with timeouts, file transfer via tar, a pool that resets and
+//! reuses containers, a reaper for containers of crashed runs, and the agent's tools
+//! (`execute_bash`, `str_replace_editor`, `finish`).
+//!
+//! ```no_run
+//! # async fn demo() -> forge_sandbox::Result<()> {
+//! use forge_sandbox::{Runtime, SandboxSpec, ToolCall};
+//! let rt = Runtime::connect().await?;
+//! let mut sb = rt.create(&SandboxSpec::new("forge/base:py3").workdir("/testbed")).await?;
+//! let obs = sb.call(&ToolCall { name: "execute_bash".into(),
+//!                               arguments: serde_json::json!({"command": "ls"}) }).await?;
+//! println!("{}", obs.output);
+//! sb.remove().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod editor;
+pub mod error;
+pub mod output;
+pub mod pool;
+pub mod replay;
+pub mod runtime;
+pub mod sandbox;
+pub mod tools;
+
+pub use editor::{EditorArgs, EditorResult, PathKind};
+pub use error::{Result, SandboxError};
+pub use output::CappedOutput;
+pub use pool::{PoolStats, SandboxPool};
+pub use replay::{read_calls, replay, ReplaySummary};
+pub use runtime::{
+    ImageInfo, Limits, Runtime, SandboxSpec, DEFAULT_IMAGE, LABEL_OWNER, LABEL_SANDBOX,
+};
+pub use sandbox::{ExecOutput, Sandbox};
+pub use tools::{tool_schemas, Observation, ToolCall, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};

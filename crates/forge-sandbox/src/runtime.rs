@@ -1,0 +1,386 @@
+//! Connection to the Docker Engine, container creation with our labels and limits, and the reaper.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+
+use crate::error::{Result, SandboxError};
+use crate::sandbox::Sandbox;
+
+/// Label present on every container this crate creates.
+pub const LABEL_SANDBOX: &str = "forge.sandbox";
+/// Label naming the creating process as `host:pid` (used by the reaper).
+pub const LABEL_OWNER: &str = "forge.owner";
+
+/// Default image built by `scripts/build-base-image.sh`.
+pub const DEFAULT_IMAGE: &str = "forge/base:py3";
+
+/// How long a plain API call may take before we call the engine hung.
+const API_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Resource limits of a sandbox container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is disabled: memory+swap = memory).
+    pub memory_bytes: i64,
+    /// CPU quota in units of 1e-9 CPUs (1_000_000_000 = one CPU).
+    pub nano_cpus: i64,
+    /// Maximum number of processes/threads in the container (contains fork bombs).
+    pub pids: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 2 << 30,
+            nano_cpus: 1_000_000_000,
+            pids: 512,
+        }
+    }
+}
+
+/// Everything needed to create a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub image: String,
+    /// Working directory of the shell (created by Docker if missing).
+    pub workdir: String,
+    /// Extra environment (`KEY=VALUE`).
+    pub env: Vec<String>,
+    /// Extra labels (the crate always adds `forge.sandbox` and `forge.owner`).
+    pub labels: HashMap<String, String>,
+    pub limits: Limits,
+    /// Network access; off by default (`--network none`).
+    pub network: bool,
+    /// Default timeout of `execute_bash` when the call gives none.
+    pub default_timeout: Duration,
+    /// Bytes of command output kept (head + tail); the middle is replaced by a marker.
+    pub max_output_bytes: usize,
+}
+
+impl SandboxSpec {
+    pub fn new(image: impl Into<String>) -> Self {
+        SandboxSpec {
+            image: image.into(),
+            workdir: "/".into(),
+            env: Vec::new(),
+            labels: HashMap::new(),
+            limits: Limits::default(),
+            network: false,
+            default_timeout: Duration::from_secs(120),
+            max_output_bytes: 30_000,
+        }
+    }
+
+    pub fn workdir(mut self, dir: impl Into<String>) -> Self {
+        self.workdir = dir.into();
+        self
+    }
+
+    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn env(mut self, kv: impl Into<String>) -> Self {
+        self.env.push(kv.into());
+        self
+    }
+}
+
+/// Facts about a local image.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub size_bytes: i64,
+}
+
+/// A connection to the Docker Engine. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    docker: Docker,
+    endpoint: String,
+}
+
+static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+pub(crate) fn owner_label() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// Some randomness without a crate: std's per-process random hash keys, time and a counter.
+pub(crate) fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(NAME_COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", h.finish())
+}
+
+pub(crate) async fn api<T>(
+    op: &'static str,
+    fut: impl std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>,
+) -> Result<T> {
+    match tokio::time::timeout(API_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|e| SandboxError::docker(op, e)),
+        Err(_) => Err(SandboxError::DockerTimeout {
+            op,
+            after: API_TIMEOUT,
+        }),
+    }
+}
+
+impl Runtime {
+    /// Connects to `$DOCKER_HOST` or the local socket, negotiates the API version and checks that
+    /// the engine answers (within 10 s), so an absent daemon is a clear error, never a hang.
+    pub async fn connect() -> Result<Self> {
+        let endpoint = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
+        Self::connect_to(&endpoint).await
+    }
+
+    /// Connects to an explicit endpoint: `unix:///path/docker.sock` or `tcp://host:port`.
+    pub async fn connect_to(endpoint: &str) -> Result<Self> {
+        let unreachable = |detail: String| SandboxError::DockerUnreachable {
+            endpoint: endpoint.to_string(),
+            detail,
+        };
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
+        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+            Docker::connect_with_http(endpoint, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
+        } else if endpoint.starts_with('/') {
+            Docker::connect_with_unix(endpoint, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
+        } else {
+            return Err(unreachable(
+                "unsupported endpoint scheme (use unix:// or tcp://)".into(),
+            ));
+        }
+        .map_err(|e| unreachable(e.to_string()))?;
+        let docker =
+            match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => return Err(unreachable(e.to_string())),
+                Err(_) => return Err(unreachable("no answer within 10 s".into())),
+            };
+        Ok(Runtime {
+            docker,
+            endpoint: endpoint.to_string(),
+        })
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// Checks that `image` exists locally (never pulls).
+    pub async fn image_info(&self, image: &str) -> Result<ImageInfo> {
+        match api("inspect image", self.docker.inspect_image(image)).await {
+            Ok(i) => Ok(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                size_bytes: i.size.unwrap_or(0),
+            }),
+            Err(e) if e.is_not_found() => Err(SandboxError::ImageMissing {
+                image: image.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates and starts a sandbox container and its persistent shell.
+    pub async fn create(&self, spec: &SandboxSpec) -> Result<Sandbox> {
+        let id = self.create_container(spec).await?;
+        // From here on the container is ours: any failure removes it.
+        let mut sandbox = Sandbox::adopt(self.clone(), id, spec.clone());
+        if let Err(e) = self.start(sandbox.id()).await {
+            let _ = sandbox.remove().await;
+            return Err(e);
+        }
+        if let Err(e) = sandbox.start_shell().await {
+            let _ = sandbox.remove().await;
+            return Err(e);
+        }
+        Ok(sandbox)
+    }
+
+    pub(crate) async fn start(&self, id: &str) -> Result<()> {
+        api("start container", self.docker.start_container(id, None)).await
+    }
+
+    /// Creates (does not start) a container for `spec`; returns its id.
+    pub async fn create_container(&self, spec: &SandboxSpec) -> Result<String> {
+        self.image_info(&spec.image).await?;
+        let mut labels = spec.labels.clone();
+        labels.insert(LABEL_SANDBOX.into(), "1".into());
+        labels.entry(LABEL_OWNER.into()).or_insert_with(owner_label);
+        let host_config = HostConfig {
+            memory: Some(spec.limits.memory_bytes),
+            memory_swap: Some(spec.limits.memory_bytes),
+            nano_cpus: Some(spec.limits.nano_cpus),
+            pids_limit: Some(spec.limits.pids),
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.into()),
+            privileged: Some(false),
+            cap_drop: Some(vec!["ALL".into()]),
+            // What root needs to work on a repository it owns; no network, mknod, chroot, ptrace.
+            cap_add: Some(
+                [
+                    "CHOWN",
+                    "DAC_OVERRIDE",
+                    "FOWNER",
+                    "FSETID",
+                    "KILL",
+                    "SETGID",
+                    "SETUID",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            // tini as PID 1 reaps the orphans left by killed commands (they count against pids).
+            init: Some(true),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(vec!["sleep".into(), "infinity".into()]),
+            working_dir: Some(spec.workdir.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            network_disabled: Some(!spec.network),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let name = format!("forge-{}-{}", std::process::id(), &nonce()[..10]);
+        let opts = CreateContainerOptions {
+            name: Some(name),
+            ..Default::default()
+        };
+        let resp = match api(
+            "create container",
+            self.docker.create_container(Some(opts), body),
+        )
+        .await
+        {
+            Err(e) if e.is_not_found() => {
+                return Err(SandboxError::ImageMissing {
+                    image: spec.image.clone(),
+                })
+            }
+            r => r?,
+        };
+        Ok(resp.id)
+    }
+
+    /// Force-removes a container (and its anonymous volumes). A missing container is not an error.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        match api(
+            "remove container",
+            self.docker.remove_container(id, Some(opts)),
+        )
+        .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            // 409: removal already in progress.
+            Err(SandboxError::Docker {
+                source:
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409, ..
+                    },
+                ..
+            }) => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Ids of our containers (running or not), optionally narrowed by one more `key=value` label.
+    pub async fn list_sandboxes(&self, label: Option<(&str, &str)>) -> Result<Vec<String>> {
+        let mut filters = vec![LABEL_SANDBOX.to_string()];
+        if let Some((k, v)) = label {
+            filters.push(format!("{k}={v}"));
+        }
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_string(), filters)])),
+            ..Default::default()
+        };
+        let list = api("list containers", self.docker.list_containers(Some(opts))).await?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
+    }
+
+    /// Removes every sandbox carrying `key=value`. Returns how many were removed.
+    pub async fn remove_labeled(&self, key: &str, value: &str) -> Result<usize> {
+        let ids = self.list_sandboxes(Some((key, value))).await?;
+        for id in &ids {
+            self.remove_container(id).await?;
+        }
+        Ok(ids.len())
+    }
+
+    /// The reaper: removes sandboxes left behind by crashed runs on this host, i.e. those whose
+    /// owner process (label `forge.owner=host:pid`) no longer exists. Returns how many it removed.
+    pub async fn reap_stale(&self) -> Result<usize> {
+        let opts = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![LABEL_SANDBOX.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let list = api("list containers", self.docker.list_containers(Some(opts))).await?;
+        let host = hostname();
+        let mut removed = 0;
+        for c in list {
+            let (Some(id), Some(labels)) = (c.id, c.labels) else {
+                continue;
+            };
+            let Some(owner) = labels.get(LABEL_OWNER) else {
+                continue;
+            };
+            let Some((h, pid)) = owner.rsplit_once(':') else {
+                continue;
+            };
+            if h != host {
+                continue;
+            }
+            let alive = pid.parse::<u32>().is_ok_and(|p| {
+                p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
+            });
+            if !alive {
+                tracing::info!(container = %id, owner = %owner, "reaping sandbox of a dead run");
+                self.remove_container(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

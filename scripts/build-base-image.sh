@@ -9,7 +9,8 @@
 #   FORGE_DEBIAN_SUITE  override the suite  (default: this machine's VERSION_CODENAME)
 #
 # Idempotent: exits at once when the tag already exists. Needs root (debootstrap) and docker.
-# Size (measured, bookworm, amd64): see benches/results/sandbox.md (~ 200 MB uncompressed).
+# Size (measured, bookworm, amd64): 190,726,037 bytes (182 MiB) uncompressed, one layer; a full
+# build takes ~66 s here. See benches/results/sandbox.md.
 set -euo pipefail
 
 TAG="${1:-${FORGE_BASE_IMAGE:-forge/base:py3}}"

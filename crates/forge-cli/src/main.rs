@@ -1,1 +1,118 @@
-fn main() {}
+//! `forge`: the command line. It parses arguments and calls the libraries; nothing else.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "forge", version, about = "Train Qwen3 models into software-engineering agents")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a checkpoint as a Hugging Face model directory (sharded safetensors, config, tokenizer).
+    Export {
+        /// Model or checkpoint directory (HF layout).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Output directory; must be empty or absent unless --force.
+        #[arg(long)]
+        out: PathBuf,
+        /// Largest shard, e.g. 5GB, 500MB, 2GiB (HF semantics).
+        #[arg(long, default_value = "5GB")]
+        shard_size: String,
+        /// Stored dtype; default: the checkpoint's own.
+        #[arg(long)]
+        dtype: Option<CliDType>,
+        /// Replace a non-empty output directory.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Per-token log-probabilities of sequences: `{"tokens": [ids]}` or `{"text": "..."}` per line.
+    Score {
+        /// Model directory, or an `org/name` id in the local Hugging Face cache.
+        #[arg(long)]
+        model: String,
+        /// JSONL input.
+        #[arg(long)]
+        input: PathBuf,
+        /// JSONL output (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = CliDType::F32)]
+        dtype: CliDType,
+        /// cpu, or cuda / cuda:N with a CUDA build.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CliDType {
+    F32,
+    Bf16,
+    F16,
+}
+
+impl From<CliDType> for DType {
+    fn from(d: CliDType) -> Self {
+        match d {
+            CliDType::F32 => DType::F32,
+            CliDType::Bf16 => DType::BF16,
+            CliDType::F16 => DType::F16,
+        }
+    }
+}
+
+fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(ordinal)) => Ok(Device::new_cuda(ordinal)?),
+            _ => bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
+        },
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Export { checkpoint, out, shard_size, dtype, force } => {
+            let shard_size = forge_model::export::parse_size(&shard_size)?;
+            let summary = forge_model::export::export(&checkpoint, &out, shard_size, dtype.map(DType::from), force)
+                .with_context(|| format!("exporting {}", checkpoint.display()))?;
+            eprintln!(
+                "exported {} parameters as {} in {} shard(s) to {}",
+                summary.parameters,
+                forge_model::export::dtype_name(summary.dtype),
+                summary.shards,
+                out.display()
+            );
+        }
+        Command::Score { model, input, out, dtype, device } => {
+            let device = parse_device(&device)?;
+            let dir = forge_model::weights::resolve_model_dir(&model)?;
+            let loaded = forge_model::load_model(&dir, dtype.into(), &device).with_context(|| format!("loading {}", dir.display()))?;
+            let mut sink: Box<dyn Write> = match &out {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let n = forge_model::score::score_file(&loaded, &dir, &input, &mut sink)?;
+            sink.flush()?;
+            eprintln!("scored {n} sequence(s)");
+        }
+    }
+    Ok(())
+}

@@ -297,7 +297,7 @@ impl Qwen3ForCausalLM {
         let mask = Tensor::from_vec(mask, (b, s), self.device())?;
         let logits = self.forward(input_ids, Some(&mask))?.to_dtype(DType::F32)?;
         let log_probs = candle_nn::ops::log_softmax(&logits.narrow(1, 0, s - 1)?, D::Minus1)?;
-        let next = input_ids.narrow(1, 1, s - 1)?.unsqueeze(2)?;
+        let next = input_ids.narrow(1, 1, s - 1)?.contiguous()?.unsqueeze(2)?;
         let picked = log_probs.gather(&next, 2)?.squeeze(2)?.to_vec2::<f32>()?;
         Ok(picked.into_iter().zip(lengths).map(|(row, &n)| row[..n.saturating_sub(1)].to_vec()).collect())
     }

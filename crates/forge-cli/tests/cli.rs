@@ -1,0 +1,116 @@
+//! End-to-end tests of the `forge` binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn forge(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_forge")).args(args).output().expect("forge runs")
+}
+
+fn fixture(path: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(path).display().to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn score_agrees_with_transformers_log_probs() {
+    for name in ["gqa2-untied-f32", "gqa4-tied-f32", "gqa2-sharded-f32"] {
+        let out = forge(&["score", "--model", &fixture(&format!("{name}/model")), "--input", &fixture(&format!("{name}/score_input.jsonl"))]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let ours: Vec<serde_json::Value> =
+            String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let expected: Vec<serde_json::Value> = std::fs::read_to_string(fixture(&format!("{name}/score_expected.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(ours.len(), expected.len(), "{name}: line count");
+        for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+            let (la, lb) = (a["logprobs"].as_array().unwrap(), b["logprobs"].as_array().unwrap());
+            assert_eq!(la.len(), lb.len(), "{name} line {i}: number of log-probs");
+            for (x, y) in la.iter().zip(lb) {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{name} line {i}: {x} vs {y}");
+            }
+            for key in ["sum", "mean_nll"] {
+                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+                assert!((x - y).abs() <= 1e-4 * y.abs().max(1.0), "{name} line {i} {key}: {x} vs {y}");
+            }
+        }
+    }
+}
+
+#[test]
+fn score_writes_to_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_path = tmp.path().join("scores.jsonl");
+    let out = forge(&[
+        "score",
+        "--model",
+        &fixture("gqa2-untied-f32/model"),
+        "--input",
+        &fixture("gqa2-untied-f32/score_input.jsonl"),
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(out_path).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn score_rejects_bad_input_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("gqa2-untied-f32/model");
+    let cases = [
+        ("empty.jsonl", "", "no input lines"),
+        ("oov.jsonl", "{\"tokens\": [1, 2, 3]}\n{\"tokens\": [5, 9999]}\n", "sequence 2: token id 9999 is outside the vocabulary (vocab_size 512)"),
+        ("garbage.jsonl", "{\"tokens\": [1, 2]}\nnot json\n", "garbage.jsonl:2: expected {\"tokens\": [ids]} or {\"text\": \"...\"}"),
+        ("both.jsonl", "{\"tokens\": [1], \"text\": \"a\"}\n", "exactly one of"),
+        ("negative.jsonl", "{\"tokens\": [-1]}\n", "garbage"),
+    ];
+    for (file, content, expected) in cases {
+        let path = tmp.path().join(file);
+        std::fs::write(&path, content).unwrap();
+        let out = forge(&["score", "--model", &model, "--input", path.to_str().unwrap()]);
+        assert!(!out.status.success(), "{file} was accepted");
+        let err = stderr(&out);
+        let expected = if file == "negative.jsonl" { "negative.jsonl:1" } else { expected };
+        assert!(err.contains(expected), "{file}: {err}");
+        assert!(!err.contains("panicked"), "{file}: {err}");
+    }
+    let out = forge(&["score", "--model", "/nonexistent/dir", "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such directory"), "{}", stderr(&out));
+    let out = forge(&["score", "--model", "nobody/absent-model", "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
+    assert!(stderr(&out).contains("not in the Hugging Face cache"), "{}", stderr(&out));
+}
+
+#[test]
+fn export_via_cli_then_score_the_export() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("exported");
+    let out = forge(&[
+        "export",
+        "--checkpoint",
+        &fixture("gqa2-untied-f32/model"),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--shard-size",
+        "100KB",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("shard(s)"));
+    assert!(out_dir.join("model.safetensors.index.json").is_file());
+    let again = forge(&["export", "--checkpoint", &fixture("gqa2-untied-f32/model"), "--out", out_dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--force"), "{}", stderr(&again));
+    let scored = forge(&["score", "--model", out_dir.to_str().unwrap(), "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
+    assert!(scored.status.success(), "{}", stderr(&scored));
+    let original = forge(&["score", "--model", &fixture("gqa2-untied-f32/model"), "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
+    assert_eq!(scored.stdout, original.stdout, "scores changed after export");
+    let bad = forge(&["export", "--checkpoint", &fixture("gqa2-untied-f32/model"), "--out", "/tmp/x", "--shard-size", "lots"]);
+    assert!(stderr(&bad).contains("shard size `lots`"), "{}", stderr(&bad));
+}

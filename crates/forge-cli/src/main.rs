@@ -51,6 +51,28 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Docker sandbox utilities.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Run tool calls (`{"name": ..., "arguments": {...}}` per line) in a fresh container and print
+    /// one JSON observation per call.
+    Replay {
+        /// Image to start the container from.
+        #[arg(long, default_value = forge_sandbox::DEFAULT_IMAGE)]
+        image: String,
+        /// JSONL file of tool calls.
+        #[arg(long)]
+        calls: PathBuf,
+        /// Working directory of the shell (default /).
+        #[arg(long)]
+        workdir: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -112,6 +134,11 @@ fn main() -> Result<()> {
             let n = forge_model::score::score_file(&loaded, &dir, &input, &mut sink)?;
             sink.flush()?;
             eprintln!("scored {n} sequence(s)");
+        }
+        Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = runtime.block_on(forge_sandbox::replay(&image, &calls, workdir.as_deref(), std::io::stdout().lock()))?;
+            eprintln!("replayed {} call(s){}", summary.calls, if summary.finished { ", finished" } else { "" });
         }
     }
     Ok(())

@@ -114,3 +114,38 @@ fn export_via_cli_then_score_the_export() {
     let bad = forge(&["export", "--checkpoint", &fixture("gqa2-untied-f32/model"), "--out", "/tmp/x", "--shard-size", "lots"]);
     assert!(stderr(&bad).contains("shard size `lots`"), "{}", stderr(&bad));
 }
+
+/// Needs the Docker Engine and `forge/base:py3` (scripts/build-base-image.sh); under CI=true a
+/// missing engine fails the test, elsewhere it is skipped loudly.
+#[test]
+fn sandbox_replay_prints_one_observation_per_call() {
+    let docker_ok = Command::new("docker").args(["image", "inspect", "forge/base:py3"]).output().is_ok_and(|o| o.status.success());
+    if !docker_ok {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "Docker with the image forge/base:py3 is required under CI=true (run scripts/build-base-image.sh)");
+        eprintln!("\n!!!!! SKIPPING sandbox_replay_prints_one_observation_per_call: no Docker or no forge/base:py3 !!!!!\n");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let calls = tmp.path().join("calls.jsonl");
+    std::fs::write(
+        &calls,
+        concat!(
+            "{\"name\": \"execute_bash\", \"arguments\": {\"command\": \"mkdir -p /work && cd /work && echo hi > a.txt\"}}\n",
+            "{\"name\": \"execute_bash\", \"arguments\": {\"command\": \"pwd && cat a.txt\"}}\n",
+            "{\"name\": \"str_replace_editor\", \"arguments\": {\"command\": \"str_replace\", \"path\": \"/work/a.txt\", \"old_str\": \"hi\", \"new_str\": \"bye\"}}\n",
+            "{\"name\": \"execute_bash\", \"arguments\": {\"command\": \"cat a.txt; (exit 3)\"}}\n",
+            "{\"name\": \"finish\", \"arguments\": {\"message\": \"done\"}}\n",
+        ),
+    )
+    .unwrap();
+    let out = forge(&["sandbox", "replay", "--calls", calls.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines[1]["output"].as_str().unwrap().trim(), "/work\nhi");
+    assert!(lines[2]["output"].as_str().unwrap().contains("has been edited"), "{}", lines[2]);
+    assert_eq!(lines[3]["output"].as_str().unwrap().trim(), "bye");
+    assert_eq!(lines[3]["exit_code"], 3);
+    assert_eq!(lines[4]["finished"], true);
+}

@@ -1,0 +1,80 @@
+//! One training step (forward + backward, no optimizer) of a ~20M-parameter Qwen3 on CPU: the
+//! shape of `scripts/bench_torch.py`, which measures PyTorch + transformers side by side
+//! (`scripts/bench-cpu.sh` runs both and writes benches/results/cpu-train-step.md).
+//!
+//! `cargo bench -p forge-model --bench train_step -- [--recompute] [--warmup 2] [--steps 10]`
+//! prints one JSON line. Peak memory is the process high-water mark, so run one mode per process.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
+
+fn rss_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn arg(args: &[String], name: &str, default: usize) -> usize {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return Ok(()); // cargo's bench discovery
+    }
+    let recompute = args.iter().any(|a| a == "--recompute");
+    let (warmup, steps) = (arg(&args, "--warmup", 2), arg(&args, "--steps", 10));
+    let (batch, seq) = (arg(&args, "--batch", 2), arg(&args, "--seq", 256));
+
+    let config = Config::from_json(
+        r#"{"model_type": "qwen3", "vocab_size": 8192, "hidden_size": 512, "intermediate_size": 1536,
+            "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+            "max_position_embeddings": 4096}"#,
+    )?;
+    let rss_before = rss_mib("VmRSS:");
+    let params = ParamStore::random(&config, 0.02, 0, DType::F32, &Device::Cpu)?;
+    let model = Qwen3ForCausalLM::new(config.clone(), params)?;
+    let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
+    let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
+    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
+
+    let mut times = Vec::new();
+    let mut loss = 0.0;
+    for i in 0..warmup + steps {
+        let start = Instant::now();
+        let (l, grads) = model.loss_and_gradients(&step, recompute)?;
+        drop(grads);
+        let elapsed = start.elapsed().as_secs_f64();
+        loss = l;
+        if i >= warmup {
+            times.push(elapsed);
+        }
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted[sorted.len() / 2];
+    let mean = times.iter().sum::<f64>() / times.len() as f64;
+    let report = serde_json::json!({
+        "impl": "forge",
+        "threads": rayon::current_num_threads(),
+        "recompute": recompute,
+        "params": config.num_parameters(),
+        "tokens_per_step": batch * seq,
+        "step_s_median": median,
+        "step_s_mean": mean,
+        "tokens_per_s": (batch * seq) as f64 / median,
+        "peak_rss_mib": rss_mib("VmHWM:"),
+        "rss_before_model_mib": rss_before,
+        "loss": loss,
+    });
+    println!("{report}");
+    Ok(())
+}

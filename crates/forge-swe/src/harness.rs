@@ -1,0 +1,630 @@
+//! Execution: one instance in a fresh container from its image (patch applied with the official
+//! fallbacks, hardened eval script, timeout), the official output layout, parallel bounded
+//! workers, resumable runs, re-grading of existing logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use forge_sandbox::{Runtime, SandboxSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SweError};
+use crate::grading::{
+    self, GradingVersion, InstanceReport, APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT,
+    RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT, TEST_EXIT_CODE,
+};
+use crate::instance::{
+    load_instances, load_predictions, patch_files, Prediction, PredictionsSource, TaskInstance,
+};
+
+/// Label on every container the harness creates (value: the run id).
+pub const LABEL_RUN: &str = "forge.swe.run";
+
+/// Files a model patch may not change: they would let it rewrite how tests run or report
+/// (a conftest.py forcing passes, a plugin loaded at interpreter start). They are restored to
+/// the base commit before the tests run.
+pub fn is_protected_path(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    matches!(
+        name,
+        "conftest.py" | "pytest.ini" | "sitecustomize.py" | "usercustomize.py"
+    ) || name.ends_with(".pth")
+}
+
+/// Wraps a pytest command so that the process exits right after pytest returns: `atexit`
+/// handlers and non-daemon threads of the code under test cannot print after the summary.
+/// Other commands are returned unchanged.
+pub fn harden_test_cmd(cmd: &str) -> String {
+    let wrapper = "python3 -c 'import os, sys, pytest; rc = pytest.main(sys.argv[1:]); \
+                   sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))'";
+    for prefix in ["python3 -m pytest", "python -m pytest", "pytest"] {
+        if let Some(rest) = cmd.strip_prefix(prefix) {
+            if rest.is_empty() || rest.starts_with(' ') {
+                return format!("{wrapper}{rest}");
+            }
+        }
+    }
+    cmd.to_string()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The eval script of an instance. With `test_cmd` (our tasks) the harness writes its own
+/// hardened script; otherwise the dataset's `eval_script` is used as given.
+pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>) -> Result<String> {
+    let Some(test_cmd) = inst.test_cmd.as_deref() else {
+        return inst.eval_script.clone().ok_or_else(|| {
+            SweError::Invalid(format!(
+                "instance {} has neither `test_cmd` nor `eval_script`; cannot run its tests",
+                inst.instance_id
+            ))
+        });
+    };
+    let base = &inst.base_commit;
+    let test_files = inst.test_files();
+    let files_q: Vec<String> = test_files.iter().map(|f| shell_quote(f)).collect();
+    let files_q = files_q.join(" ");
+    let protected: Vec<String> = model_patch
+        .map(patch_files)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| is_protected_path(p))
+        .collect();
+    let mut s = String::new();
+    s.push_str("#!/bin/bash\nset -uo pipefail\ncd /testbed\n");
+    s.push_str(&format!("git -c core.fileMode=false diff --stat {base}\n"));
+    // Restore the test files (and protected files the patch touched) to the base commit;
+    // files that do not exist at base are removed.
+    s.push_str("restore() {\n  for f in \"$@\"; do\n    if git cat-file -e ");
+    s.push_str(&format!(
+        "{base}:\"$f\" 2>/dev/null; then git checkout -q {base} -- \"$f\"; else rm -rf -- \"$f\"; fi\n  done\n}}\n"
+    ));
+    let mut restore_list = files_q.clone();
+    for p in &protected {
+        restore_list.push(' ');
+        restore_list.push_str(&shell_quote(p));
+    }
+    if !restore_list.trim().is_empty() {
+        s.push_str(&format!("restore {restore_list}\n"));
+    }
+    // Byte-code caches the patch may have planted are not trusted either.
+    s.push_str("find . -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null\n");
+    if !inst.test_patch.trim().is_empty() {
+        let delim = "EOF_114329324912";
+        s.push_str(&format!(
+            "git apply --verbose - <<'{delim}' || {{ echo '{}'; exit 1; }}\n{}\n{delim}\n",
+            grading::TESTS_ERROR,
+            inst.test_patch.trim_end_matches('\n')
+        ));
+    }
+    s.push_str(&format!(": '{START_TEST_OUTPUT}'\necho '{START_TEST_OUTPUT}'\n"));
+    s.push_str(&format!("{} {files_q}\nrc=$?\n", harden_test_cmd(test_cmd)));
+    s.push_str(&format!("echo '{END_TEST_OUTPUT}'\n"));
+    if !files_q.is_empty() {
+        s.push_str(&format!("restore {files_q}\n"));
+    }
+    s.push_str("exit $rc\n");
+    Ok(s)
+}
+
+/// How an instance's evaluation ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Graded (resolved or not).
+    Graded { report: InstanceReport },
+    /// No patch (None or empty): not run, unresolved.
+    EmptyPatch,
+    /// Infrastructure or patch-application failure: recorded with its reason, never "unresolved".
+    Error { reason: String },
+}
+
+/// The result of one instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceResult {
+    pub instance_id: String,
+    pub outcome: Outcome,
+    /// Seconds from container creation to removal (0 when not run).
+    pub seconds: f64,
+    /// True when an earlier run's report was reused (resume).
+    pub reused: bool,
+}
+
+impl InstanceResult {
+    pub fn resolved(&self) -> bool {
+        matches!(&self.outcome, Outcome::Graded { report } if report.resolved)
+    }
+}
+
+/// Options of one instance's execution.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub timeout: Duration,
+    pub version: GradingVersion,
+    /// Extra labels on the container (tests use them to check for leaks).
+    pub labels: BTreeMap<String, String>,
+    /// Image used when the instance names none.
+    pub default_image: Option<String>,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            timeout: Duration::from_secs(1800),
+            version: GradingVersion::V4,
+            labels: BTreeMap::new(),
+            default_image: None,
+        }
+    }
+}
+
+/// What running one instance produced (before files are written).
+#[derive(Debug, Clone)]
+pub struct RawRun {
+    pub eval_script: String,
+    /// The full log (apply output, eval output, the host-written exit code line).
+    pub log: String,
+    pub outcome: Outcome,
+}
+
+/// Runs one instance with `patch` (`None` or empty: only the test patch) in a fresh container and
+/// grades it.
+pub async fn run_instance(
+    rt: &Runtime,
+    inst: &TaskInstance,
+    patch: Option<&str>,
+    opts: &ExecOptions,
+) -> Result<RawRun> {
+    let script = eval_script(inst, patch)?;
+    let image = inst
+        .image
+        .clone()
+        .or_else(|| opts.default_image.clone())
+        .ok_or_else(|| {
+            SweError::Invalid(format!("instance {} names no image", inst.instance_id))
+        })?;
+    let err = |reason: String, log: String, script: &str| RawRun {
+        eval_script: script.to_string(),
+        log,
+        outcome: Outcome::Error { reason },
+    };
+    if let Err(e) = rt.image_info(&image).await {
+        return Ok(err(format!("image missing: {e}"), String::new(), &script));
+    }
+    let mut spec = SandboxSpec::new(image).workdir("/testbed");
+    spec.max_output_bytes = 64 << 20;
+    spec.default_timeout = opts.timeout;
+    for (k, v) in &opts.labels {
+        spec = spec.label(k, v);
+    }
+    let mut sb = match rt.create(&spec).await {
+        Ok(sb) => sb,
+        Err(e) => return Ok(err(format!("container creation failed: {e}"), String::new(), &script)),
+    };
+    let res = run_in(&sb, inst, patch, &script, opts).await;
+    let _ = sb.remove().await;
+    Ok(match res {
+        Ok(r) => r,
+        Err(e) => err(format!("container failure: {e}"), String::new(), &script),
+    })
+}
+
+async fn run_in(
+    sb: &forge_sandbox::Sandbox,
+    inst: &TaskInstance,
+    patch: Option<&str>,
+    script: &str,
+    opts: &ExecOptions,
+) -> Result<RawRun> {
+    let mut log = String::new();
+    let short = Some(Duration::from_secs(120));
+    let done = |log: String, outcome: Outcome| RawRun {
+        eval_script: script.to_string(),
+        log,
+        outcome,
+    };
+    // A clean checkout of the base commit (images may hold several tasks' commits).
+    if inst.test_cmd.is_some() {
+        let base = &inst.base_commit;
+        let o = sb
+            .exec(
+                &["bash", "-c", &format!("cd /testbed && git checkout -qf {base} && git clean -fdqx")],
+                short,
+            )
+            .await?;
+        if o.exit_code != Some(0) {
+            log.push_str(&o.output);
+            log.push_str(&format!("\n{RESET_FAILED}\n"));
+            return Ok(done(log, Outcome::Error { reason: format!("could not check out base commit {base}: {}", o.output.trim()) }));
+        }
+    }
+    if let Some(p) = patch.filter(|p| !p.trim().is_empty()) {
+        let mut data = p.as_bytes().to_vec();
+        if !data.ends_with(b"\n") {
+            data.push(b'\n');
+        }
+        sb.write_file("/tmp/patch.diff", &data, 0o644).await?;
+        let apply = "cd /testbed && \
+            (git apply --verbose /tmp/patch.diff || git apply --verbose --reject /tmp/patch.diff \
+             || patch --batch --fuzz=5 -p1 -i /tmp/patch.diff)";
+        let o = sb.exec(&["bash", "-c", apply], short).await?;
+        log.push_str(&o.output);
+        if o.exit_code != Some(0) {
+            log.push_str(&format!("\n{APPLY_PATCH_FAIL}\n"));
+            return Ok(done(
+                log,
+                Outcome::Error {
+                    reason: "patch could not be applied (git apply, git apply --reject, patch --fuzz=5 all failed)".into(),
+                },
+            ));
+        }
+        log.push_str(&format!("\n{APPLY_PATCH_PASS}\n"));
+    }
+    sb.write_file("/eval.sh", script.as_bytes(), 0o755).await?;
+    let o = sb.exec(&["bash", "/eval.sh"], Some(opts.timeout)).await?;
+    log.push_str(&o.output);
+    if o.timed_out {
+        log.push_str(&format!("\n{TESTS_TIMEOUT}\n"));
+        return Ok(done(
+            log,
+            Outcome::Error {
+                reason: format!("tests timed out after {} s", opts.timeout.as_secs()),
+            },
+        ));
+    }
+    if let Ok(Some(state)) = sb.container_state().await {
+        if state != "running" {
+            return Ok(done(log, Outcome::Error { reason: format!("container died during the tests ({state})") }));
+        }
+    }
+    // Host-written: the code under test cannot put anything after this line.
+    if !log.ends_with('\n') {
+        log.push('\n');
+    }
+    log.push_str(&format!("{TEST_EXIT_CODE} {}\n", o.exit_code.unwrap_or(-1)));
+    let report = grading::grade(inst, Some(patch.unwrap_or("")), &log, opts.version);
+    Ok(done(log, Outcome::Graded { report }))
+}
+
+/// Options of a whole evaluation run (`forge eval swebench`).
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Dataset: parquet, JSONL or JSON.
+    pub dataset: PathBuf,
+    /// Predictions file or gold.
+    pub predictions: PredictionsSource,
+    pub run_id: String,
+    /// Only these instances (all when empty).
+    pub instance_ids: Vec<String>,
+    /// Parallel containers.
+    pub workers: usize,
+    /// Per-instance test timeout.
+    pub timeout: Duration,
+    pub grading: GradingVersion,
+    /// Root under which `logs/run_evaluation/...` and the summary `{model}.{run_id}.json` go.
+    pub output_root: PathBuf,
+    /// Image for instances that name none.
+    pub default_image: Option<String>,
+    /// Extra container labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl EvalOptions {
+    pub fn new(dataset: impl Into<PathBuf>, predictions: PredictionsSource, run_id: &str) -> Self {
+        EvalOptions {
+            dataset: dataset.into(),
+            predictions,
+            run_id: run_id.to_string(),
+            instance_ids: Vec::new(),
+            workers: 4,
+            timeout: Duration::from_secs(1800),
+            grading: GradingVersion::V4,
+            output_root: PathBuf::from("."),
+            default_image: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// The run summary `{model}.{run_id}.json` (official field names plus `errors` with reasons).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub total_instances: usize,
+    pub submitted_instances: usize,
+    pub completed_instances: usize,
+    pub resolved_instances: usize,
+    pub unresolved_instances: usize,
+    pub empty_patch_instances: usize,
+    pub error_instances: usize,
+    pub completed_ids: Vec<String>,
+    pub incomplete_ids: Vec<String>,
+    pub empty_patch_ids: Vec<String>,
+    pub submitted_ids: Vec<String>,
+    pub resolved_ids: Vec<String>,
+    pub unresolved_ids: Vec<String>,
+    pub error_ids: Vec<String>,
+    pub schema_version: u32,
+    /// instance id → reason.
+    pub errors: BTreeMap<String, String>,
+    pub grading: GradingVersion,
+    pub wall_seconds: f64,
+    /// Where the summary was written.
+    #[serde(skip)]
+    pub summary_path: PathBuf,
+}
+
+/// `model_name_or_path` as a path component (official: `/` → `__`).
+pub fn model_dir_name(model: &str) -> String {
+    let m = model.replace('/', "__");
+    if m.is_empty() {
+        "None".into()
+    } else {
+        m
+    }
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<()> {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).map_err(|e| SweError::io(d, e))?;
+    }
+    // Atomic: a crash never leaves a half-written report that resume would trust.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(|e| SweError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SweError::io(path, e))
+}
+
+/// Writes the per-instance files; `report.json` only for graded instances.
+fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun) -> Result<()> {
+    write(&dir.join("patch.diff"), pred.model_patch.as_deref().unwrap_or("").as_bytes())?;
+    write(&dir.join("eval.sh"), raw.eval_script.as_bytes())?;
+    write(&dir.join("test_output.txt"), raw.log.as_bytes())?;
+    match &raw.outcome {
+        Outcome::Graded { report } => {
+            let v = grading::report_json(&pred.instance_id, report);
+            write(&dir.join("report.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())?;
+        }
+        Outcome::Error { reason } => {
+            write(&dir.join("run_instance.log"), format!("error: {reason}\n").as_bytes())?;
+        }
+        Outcome::EmptyPatch => {}
+    }
+    Ok(())
+}
+
+fn read_report(path: &Path, id: &str) -> Option<InstanceReport> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut m: BTreeMap<String, InstanceReport> = serde_json::from_str(&text).ok()?;
+    m.remove(id)
+}
+
+/// Runs the evaluation: loads the dataset and predictions, runs every instance with a patch in
+/// `workers` parallel containers (instances with a `report.json` from an earlier run are
+/// reused), writes the official layout and the run summary, and returns the summary.
+pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let mut instances = load_instances(&opts.dataset)?;
+    if !opts.instance_ids.is_empty() {
+        for id in &opts.instance_ids {
+            if !instances.iter().any(|i| &i.instance_id == id) {
+                return Err(SweError::Invalid(format!(
+                    "instance {id} (from --instance-ids) is not in {}",
+                    opts.dataset.display()
+                )));
+            }
+        }
+        instances.retain(|i| opts.instance_ids.contains(&i.instance_id));
+    }
+    let preds = load_predictions(&opts.predictions, &instances)?;
+    for id in preds.keys() {
+        if !instances.iter().any(|i| &i.instance_id == id) && opts.instance_ids.is_empty() {
+            return Err(SweError::Invalid(format!(
+                "prediction for {id} names an instance that is not in {}",
+                opts.dataset.display()
+            )));
+        }
+    }
+    let model = preds
+        .values()
+        .next()
+        .map(|p| p.model_name_or_path.clone())
+        .unwrap_or_else(|| "None".into());
+    let model_dir = model_dir_name(&model);
+    let log_root = opts
+        .output_root
+        .join("logs/run_evaluation")
+        .join(&opts.run_id)
+        .join(&model_dir);
+    let rt = Runtime::connect().await?;
+    let mut labels = opts.labels.clone();
+    labels.insert(LABEL_RUN.into(), opts.run_id.clone());
+    let exec_opts = Arc::new(ExecOptions {
+        timeout: opts.timeout,
+        version: opts.grading,
+        labels,
+        default_image: opts.default_image.clone(),
+    });
+    let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    let mut results: Vec<InstanceResult> = Vec::new();
+    for inst in instances.iter().filter(|i| preds.contains_key(&i.instance_id)) {
+        let pred = preds[&inst.instance_id].clone();
+        let dir = log_root.join(&inst.instance_id);
+        if pred.model_patch.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            results.push(InstanceResult {
+                instance_id: inst.instance_id.clone(),
+                outcome: Outcome::EmptyPatch,
+                seconds: 0.0,
+                reused: false,
+            });
+            continue;
+        }
+        if let Some(report) = read_report(&dir.join("report.json"), &inst.instance_id) {
+            results.push(InstanceResult {
+                instance_id: inst.instance_id.clone(),
+                outcome: Outcome::Graded { report },
+                seconds: 0.0,
+                reused: true,
+            });
+            continue;
+        }
+        let (rt, inst, sem, eo) = (rt.clone(), inst.clone(), sem.clone(), exec_opts.clone());
+        set.spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore open");
+            let t = Instant::now();
+            let raw = match run_instance(&rt, &inst, pred.model_patch.as_deref(), &eo).await {
+                Ok(r) => r,
+                Err(e) => RawRun {
+                    eval_script: String::new(),
+                    log: String::new(),
+                    outcome: Outcome::Error { reason: e.to_string() },
+                },
+            };
+            let seconds = t.elapsed().as_secs_f64();
+            let outcome = match write_instance_files(&dir, &pred, &raw) {
+                Ok(()) => raw.outcome,
+                Err(e) => Outcome::Error { reason: format!("could not write outputs: {e}") },
+            };
+            tracing::info!(instance = %inst.instance_id, seconds, ?outcome, "evaluated");
+            InstanceResult { instance_id: inst.instance_id.clone(), outcome, seconds, reused: false }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => return Err(SweError::Invalid(format!("an evaluation task panicked: {e}"))),
+        }
+    }
+    let mut summary = summarize(&instances, &preds, &results, opts.grading);
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    let path = opts
+        .output_root
+        .join(format!("{}.{}.json", model_dir, opts.run_id));
+    write(&path, serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    summary.summary_path = path;
+    Ok(summary)
+}
+
+fn summarize(
+    instances: &[TaskInstance],
+    preds: &BTreeMap<String, Prediction>,
+    results: &[InstanceResult],
+    grading: GradingVersion,
+) -> RunSummary {
+    let mut s = RunSummary {
+        total_instances: instances.len(),
+        schema_version: 2,
+        grading,
+        ..Default::default()
+    };
+    let by_id: BTreeMap<&str, &InstanceResult> =
+        results.iter().map(|r| (r.instance_id.as_str(), r)).collect();
+    for inst in instances {
+        let id = inst.instance_id.clone();
+        if !preds.contains_key(&id) {
+            s.incomplete_ids.push(id);
+            continue;
+        }
+        s.submitted_ids.push(id.clone());
+        match by_id.get(id.as_str()).map(|r| &r.outcome) {
+            Some(Outcome::Graded { report }) => {
+                s.completed_ids.push(id.clone());
+                if report.resolved {
+                    s.resolved_ids.push(id);
+                } else {
+                    s.unresolved_ids.push(id);
+                }
+            }
+            Some(Outcome::EmptyPatch) => s.empty_patch_ids.push(id),
+            Some(Outcome::Error { reason }) => {
+                s.errors.insert(id.clone(), reason.clone());
+                s.error_ids.push(id);
+            }
+            None => s.incomplete_ids.push(id),
+        }
+    }
+    s.submitted_instances = s.submitted_ids.len();
+    s.completed_instances = s.completed_ids.len();
+    s.resolved_instances = s.resolved_ids.len();
+    s.unresolved_instances = s.unresolved_ids.len();
+    s.empty_patch_instances = s.empty_patch_ids.len();
+    s.error_instances = s.error_ids.len();
+    s
+}
+
+/// `forge eval regrade`: re-grades the `test_output.txt` logs under `logs_dir` (the `{model}`
+/// level of the layout) without Docker, rewrites each `report.json`, and writes the run summary
+/// `{model}.{run_id}.json` next to `logs/` (three levels above `logs_dir`'s parent), or into
+/// `logs_dir` when the layout differs.
+pub fn regrade(
+    dataset: &Path,
+    logs_dir: &Path,
+    run_id: &str,
+    version: GradingVersion,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let instances = load_instances(dataset)?;
+    let mut preds = BTreeMap::new();
+    let mut results = Vec::new();
+    let model = logs_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "None".into());
+    for inst in &instances {
+        let dir = logs_dir.join(&inst.instance_id);
+        let log_path = dir.join("test_output.txt");
+        if !log_path.exists() {
+            continue;
+        }
+        let patch = std::fs::read_to_string(dir.join("patch.diff")).ok();
+        preds.insert(
+            inst.instance_id.clone(),
+            Prediction {
+                instance_id: inst.instance_id.clone(),
+                model_name_or_path: model.clone(),
+                model_patch: patch.clone(),
+            },
+        );
+        let log = std::fs::read_to_string(&log_path).map_err(|e| SweError::io(&log_path, e))?;
+        let outcome = if patch.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            Outcome::EmptyPatch
+        } else if dir.join("run_instance.log").exists() && !dir.join("report.json").exists() {
+            let reason = std::fs::read_to_string(dir.join("run_instance.log")).unwrap_or_default();
+            Outcome::Error { reason: reason.trim().trim_start_matches("error: ").to_string() }
+        } else {
+            let report = grading::grade(inst, patch.as_deref(), &log, version);
+            let v = grading::report_json(&inst.instance_id, &report);
+            write(&dir.join("report.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())?;
+            Outcome::Graded { report }
+        };
+        results.push(InstanceResult {
+            instance_id: inst.instance_id.clone(),
+            outcome,
+            seconds: 0.0,
+            reused: false,
+        });
+    }
+    if results.is_empty() {
+        return Err(SweError::Invalid(format!(
+            "no `<instance_id>/test_output.txt` of an instance of {} under {}; pass the {{model}} level of logs/run_evaluation/{{run_id}}/{{model}}",
+            dataset.display(),
+            logs_dir.display()
+        )));
+    }
+    let mut summary = summarize(&instances, &preds, &results, version);
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    // logs/run_evaluation/{run_id}/{model} → root is four levels up.
+    let root = logs_dir
+        .ancestors()
+        .nth(4)
+        .filter(|_| logs_dir.ancestors().nth(2).is_some_and(|p| p.ends_with("logs/run_evaluation")))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| logs_dir.to_path_buf());
+    let path = root.join(format!("{model}.{run_id}.json"));
+    write(&path, serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    summary.summary_path = path;
+    Ok(summary)
+}

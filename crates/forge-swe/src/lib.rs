@@ -1,0 +1,28 @@
+//! SWE-bench-compatible harness on the Docker sandbox: task instances in the SWE-bench schema
+//! (parquet, JSONL, JSON), predictions, the seven log parsers SWE-bench Verified needs, grading
+//! with the official swebench 4.1.0 semantics (and v5 behind an option), hardened execution in
+//! fresh containers with the official output layout, re-grading, task validation, and a bundled
+//! task set built into images offline.
+
+#![allow(non_snake_case)]
+
+pub mod bundled;
+pub mod error;
+pub mod grading;
+pub mod harness;
+pub mod instance;
+pub mod parsers;
+pub mod validate;
+
+pub use error::{Result, SweError};
+pub use grading::{grade, GradingVersion, InstanceReport, TestsStatus};
+pub use harness::{
+    eval_script, regrade, run_evaluation, run_instance, EvalOptions, ExecOptions, InstanceResult,
+    Outcome, RunSummary,
+};
+pub use instance::{
+    load_instances, load_predictions, save_instances_jsonl, Prediction, PredictionsSource,
+    TaskInstance,
+};
+pub use parsers::{LogParser, StatusMap};
+pub use validate::{validate_tasks, TaskValidation};

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone, with all set-up included (the README's test command;
+# .ci/run calls exactly this). Needs: the Rust toolchain, a running Docker Engine, root for
+# debootstrap (the sandbox base image is built once and reused).
+#
+# Docker-backed tests are strict here: a missing engine or image FAILS them (CI=true semantics),
+# because a skipped test must never count as a pass.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export CI="${CI:-true}"
+# A target dir outside the clone survives fresh clones and keeps CI fast; correctness never depends on it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step() { printf '\n=== %s ===\n' "$*" >&2; }
+
+step "sandbox base image"
+scripts/build-base-image.sh
+for script in scripts/build-task-images.sh; do
+  if [[ -x "$script" ]]; then
+    step "$script"
+    "$script"
+  fi
+done
+
+step "build (all targets, incl. benches and the CLI)"
+cargo build --workspace --all-targets --locked
+
+step "tests"
+cargo test --workspace --locked -- --test-threads="${FORGE_TEST_THREADS:-2}"
+
+step "no sandbox containers left behind"
+leaked="$(docker ps -aq --filter label=forge.sandbox)"
+if [[ -n "$leaked" ]]; then
+  echo "containers leaked by the test suite: $leaked" >&2
+  docker rm -f $leaked >/dev/null
+  exit 1
+fi
+echo "all tests passed" >&2

@@ -1,0 +1,15 @@
+from textkit import camel_to_snake, snake_to_camel
+
+
+def test_camel_to_snake_simple():
+    assert camel_to_snake("fooBar") == "foo_bar"
+    assert camel_to_snake("FooBarBaz") == "foo_bar_baz"
+
+
+def test_snake_to_camel():
+    assert snake_to_camel("foo_bar_baz") == "fooBarBaz"
+    assert snake_to_camel("foo_bar", upper_first=True) == "FooBar"
+
+
+def test_snake_to_camel_keeps_leading_underscores():
+    assert snake_to_camel("_private_name") == "_privateName"

@@ -1,0 +1,20 @@
+"""Identifier case conversion."""
+
+import re
+
+_UPPER = re.compile(r"([A-Z])")
+
+
+def camel_to_snake(name):
+    """'parseHTTPResponse' -> 'parse_http_response'; acronyms stay one word."""
+    return _UPPER.sub(r"_\1", name).lower().lstrip("_")
+
+
+def snake_to_camel(name, upper_first=False):
+    """'parse_http_response' -> 'parseHttpResponse' (or 'ParseHttpResponse')."""
+    leading = len(name) - len(name.lstrip("_"))
+    parts = [p for p in name.split("_") if p]
+    if not parts:
+        return name
+    head = parts[0].capitalize() if upper_first else parts[0].lower()
+    return "_" * leading + head + "".join(p.capitalize() for p in parts[1:])

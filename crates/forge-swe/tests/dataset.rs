@@ -1,0 +1,167 @@
+//! Loading instances and predictions (parquet, JSONL, JSON), error messages naming file and line,
+//! and the consistency of the checked-in bundled dataset with its sources. No Docker needed.
+
+use std::path::{Path, PathBuf};
+
+use forge_swe::instance::patch_files;
+use forge_swe::{bundled, load_instances, load_predictions, save_instances_jsonl, PredictionsSource};
+
+fn verified() -> PathBuf {
+    std::env::var("FORGE_SWEBENCH_PARQUET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/swebench_verified.parquet")
+        })
+}
+
+#[test]
+fn swebench_verified_parquet_round_trips() {
+    let path = verified();
+    if !path.exists() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(!ci, "{} is missing (set FORGE_SWEBENCH_PARQUET)", path.display());
+        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
+        return;
+    }
+    let insts = load_instances(&path).unwrap();
+    assert_eq!(insts.len(), 500);
+    let ids: std::collections::BTreeSet<_> = insts.iter().map(|i| &i.instance_id).collect();
+    assert_eq!(ids.len(), 500);
+    let django = insts.iter().find(|i| i.repo == "django/django").unwrap();
+    assert!(!django.fail_to_pass.is_empty());
+    assert!(django.patch.starts_with("diff --git"));
+    assert!(!django.test_files().is_empty());
+    // every instance has a known parser behaviour, and Verified uses exactly these 7
+    let mut behaviours = std::collections::BTreeSet::new();
+    for i in &insts {
+        assert!(!i.base_commit.is_empty() && !i.problem_statement.is_empty());
+        assert!(!i.fail_to_pass.is_empty(), "{}", i.instance_id);
+        behaviours.insert(forge_swe::LogParser::for_instance(i.log_parser.as_deref(), &i.repo).name());
+    }
+    assert_eq!(behaviours.len(), 7, "{behaviours:?}");
+    // round trip through JSONL keeps every field, known or not
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v.jsonl");
+    save_instances_jsonl(&out, &insts).unwrap();
+    let back = load_instances(&out).unwrap();
+    assert_eq!(back, insts);
+    // a JSON list and a dict keyed by id give the same
+    let list = dir.path().join("v.json");
+    std::fs::write(&list, serde_json::to_string(&insts[..3]).unwrap()).unwrap();
+    assert_eq!(load_instances(&list).unwrap(), insts[..3].to_vec());
+}
+
+#[test]
+fn test_lists_as_strings_or_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("d.jsonl");
+    std::fs::write(
+        &p,
+        r#"{"repo":"a/b","instance_id":"a__b-1","base_commit":"c","FAIL_TO_PASS":"[\"t1\"]","PASS_TO_PASS":["t2","t3"]}
+
+{"repo":"a/b","instance_id":"a__b-2","base_commit":"c","FAIL_TO_PASS":["x"],"PASS_TO_PASS":"[]","custom":{"k":1}}
+"#,
+    )
+    .unwrap();
+    let v = load_instances(&p).unwrap();
+    assert_eq!(v[0].fail_to_pass, vec!["t1"]);
+    assert_eq!(v[0].pass_to_pass, vec!["t2", "t3"]);
+    assert!(v[1].pass_to_pass.is_empty());
+    assert_eq!(v[1].extra["custom"]["k"], 1);
+}
+
+#[test]
+fn bad_records_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &p,
+        "{\"repo\":\"a/b\",\"instance_id\":\"x\",\"base_commit\":\"c\",\"FAIL_TO_PASS\":[],\"PASS_TO_PASS\":[]}\n{not json\n",
+    )
+    .unwrap();
+    let e = load_instances(&p).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl:2:"), "{e}");
+    std::fs::write(&p, "{\"repo\":\"a/b\",\"instance_id\":\"x\",\"base_commit\":\"c\",\"FAIL_TO_PASS\":\"[oops\",\"PASS_TO_PASS\":[]}\n").unwrap();
+    let e = load_instances(&p).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl:1:") && e.contains("FAIL_TO_PASS") || e.contains("JSON-encoded"), "{e}");
+    std::fs::write(&p, "{\"repo\":\"a/b\",\"base_commit\":\"c\"}\n").unwrap();
+    let e = load_instances(&p).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl:1:") && e.contains("instance_id"), "{e}");
+    let e = load_instances(Path::new("/nonexistent/x.parquet")).unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/x.parquet"), "{e}");
+    let notpq = dir.path().join("x.parquet");
+    std::fs::write(&notpq, "hello").unwrap();
+    let e = load_instances(&notpq).unwrap_err().to_string();
+    assert!(e.contains("x.parquet") && e.contains("parquet"), "{e}");
+}
+
+#[test]
+fn predictions_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let insts: Vec<forge_swe::TaskInstance> = serde_json::from_str(
+        r#"[{"repo":"a/b","instance_id":"i1","base_commit":"c","patch":"GOLD1","FAIL_TO_PASS":[],"PASS_TO_PASS":[]},
+            {"repo":"a/b","instance_id":"i2","base_commit":"c","patch":"GOLD2","FAIL_TO_PASS":[],"PASS_TO_PASS":[]}]"#,
+    )
+    .unwrap();
+    let gold = load_predictions(&PredictionsSource::parse("gold"), &insts).unwrap();
+    assert_eq!(gold["i2"].model_patch.as_deref(), Some("GOLD2"));
+    assert_eq!(gold["i1"].model_name_or_path, "gold");
+    let list = dir.path().join("p.json");
+    std::fs::write(&list, r#"[{"instance_id":"i1","model_name_or_path":"m/x","model_patch":"P"},{"instance_id":"i2","model_name_or_path":"m/x","model_patch":null}]"#).unwrap();
+    let dict = dir.path().join("d.json");
+    std::fs::write(&dict, r#"{"i1":{"model_name_or_path":"m/x","model_patch":"P"},"i2":{"instance_id":"i2","model_name_or_path":"m/x","model_patch":null}}"#).unwrap();
+    let jsonl = dir.path().join("p.jsonl");
+    std::fs::write(&jsonl, "{\"instance_id\":\"i1\",\"model_name_or_path\":\"m/x\",\"model_patch\":\"P\"}\n{\"instance_id\":\"i2\",\"model_name_or_path\":\"m/x\",\"model_patch\":null}\n").unwrap();
+    let a = load_predictions(&PredictionsSource::File(list), &insts).unwrap();
+    let b = load_predictions(&PredictionsSource::File(dict), &insts).unwrap();
+    let c = load_predictions(&PredictionsSource::File(jsonl.clone()), &insts).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a["i1"].model_patch.as_deref(), Some("P"));
+    assert_eq!(a["i2"].model_patch, None);
+    std::fs::write(&jsonl, "{\"instance_id\":\"i1\",\"model_patch\":\"P\"}\n{\"model_patch\":\"P\"}\n").unwrap();
+    let e = load_predictions(&PredictionsSource::File(jsonl), &insts).unwrap_err().to_string();
+    assert!(e.contains("p.jsonl:2:") && e.contains("instance_id"), "{e}");
+}
+
+#[test]
+fn patch_file_headers() {
+    let p = "diff --git a/x/y.py b/x/y.py\n--- a/x/y.py\n+++ b/x/y.py\n@@ -1 +1 @@\n-a\n+b\ndiff --git a/tests/t.py b/tests/t.py\nnew file mode 100644\n";
+    assert_eq!(patch_files(p), vec!["x/y.py", "tests/t.py"]);
+}
+
+/// The checked-in dataset matches its sources: the histories rebuilt here (host git, fixed
+/// names and dates) give the same commits and patches.
+#[test]
+fn bundled_dataset_matches_sources() {
+    let dir = bundled::default_tasks_dir();
+    let repos = bundled::discover(&dir).unwrap();
+    assert!(repos.len() >= 4);
+    let tmp = tempfile::tempdir().unwrap();
+    let built: Vec<_> = repos
+        .iter()
+        .map(|r| bundled::build_repo(r, &tmp.path().join(&r.name)).unwrap())
+        .collect();
+    let fresh = bundled::instances_of(&built, &Default::default());
+    let checked_in = load_instances(&bundled::dataset_path(&dir)).unwrap();
+    assert!(checked_in.len() >= 12);
+    assert_eq!(fresh.len(), checked_in.len());
+    let mut images = std::collections::BTreeSet::new();
+    for (a, b) in checked_in.iter().zip(&fresh) {
+        assert_eq!(a.instance_id, b.instance_id);
+        assert_eq!(a.base_commit, b.base_commit, "{}: regenerate tasks/bundled.jsonl", a.instance_id);
+        assert_eq!(a.patch, b.patch, "{}", a.instance_id);
+        assert_eq!(a.test_patch, b.test_patch, "{}", a.instance_id);
+        assert_eq!(a.image, b.image);
+        assert!(!a.fail_to_pass.is_empty() && !a.pass_to_pass.is_empty(), "{}", a.instance_id);
+        // gold patches touch sources only, test patches tests only
+        assert!(patch_files(&a.patch).iter().all(|f| !bundled::is_test_file(f)));
+        assert!(patch_files(&a.test_patch).iter().all(|f| bundled::is_test_file(f)));
+        images.insert(a.image.clone().unwrap());
+    }
+    // several instances share one image (one per project)
+    assert_eq!(images.len(), repos.len());
+    // base commits differ within a project
+    let bases: std::collections::BTreeSet<_> = checked_in.iter().map(|i| &i.base_commit).collect();
+    assert_eq!(bases.len(), checked_in.len());
+}

@@ -1,0 +1,26 @@
+//! The optimizer layer of SFT and RL training: AdamW with fp32 state and master weights (one
+//! fused pass per tensor on CPU), gradient clipping and accumulation, learning-rate schedules,
+//! and atomic checkpoint directories.
+//!
+//! A training step, in order:
+//! ```ignore
+//! let mut acc = GradAccumulator::new();
+//! for micro in micro_batches { acc.add(model.loss_and_gradients(&micro, recompute)?.1)?; }
+//! optimizer.set_lr(schedule.lr(optimizer.steps()));
+//! let stats = optimizer.step(&acc.finish()?)?;   // clips, decays, updates the Vars in place
+//! ```
+
+mod accumulate;
+pub mod checkpoint;
+mod clip;
+mod error;
+mod fused;
+pub mod optim;
+pub mod schedule;
+
+pub use accumulate::GradAccumulator;
+pub use checkpoint::Checkpoints;
+pub use clip::{clip_coefficient, clip_grad_norm, grad_norm};
+pub use error::{Result, TrainError};
+pub use optim::{applies_weight_decay, AdamW, AdamWConfig, ParamGroups, StepStats};
+pub use schedule::{LrSchedule, ScheduleKind};

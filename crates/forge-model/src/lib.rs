@@ -1,6 +1,7 @@
 //! Qwen3 for training and inference on candle: HF config, trainable forward, weight load and
 //! export in the Hugging Face layout, tokenizer, scoring.
 
+pub mod chat_template;
 mod config;
 mod error;
 pub mod export;

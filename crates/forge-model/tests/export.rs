@@ -128,3 +128,22 @@ fn hub_ids_resolve_through_a_local_cache() {
     let err = resolve_in_hub_cache("tiny-org/absent", &hub_cache).unwrap_err().to_string();
     assert!(err.contains("not in the Hugging Face cache") && err.contains("tiny-org/absent"), "{err}");
 }
+
+#[test]
+fn f16_on_disk_loads_into_f32_and_bf16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("f16");
+    export(&model_dir("gqa2-untied-f32"), &out, DEFAULT_SHARD_SIZE, Some(DType::F16), false).unwrap();
+    assert_eq!(forge_model::weights::stored_dtype(&out).unwrap(), DType::F16);
+    assert_eq!(read_json(&out.join("config.json"))["torch_dtype"], "float16");
+    let config = Config::from_file(&out.join("config.json")).unwrap();
+    let original = load_params(&model_dir("gqa2-untied-f32"), &config, DType::F32, &Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let loaded = load_params(&out, &config, dtype, &Device::Cpu).unwrap();
+        for ((name, a), (_, b)) in original.iter().zip(loaded.iter()) {
+            assert_eq!(b.dtype(), dtype);
+            let e = common::rel_err(b.as_tensor(), a.as_tensor());
+            assert!(e < 1e-2, "{name} as {dtype:?} from f16: relative error {e}");
+        }
+    }
+}

@@ -51,10 +51,61 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Training recipes.
+    Train {
+        #[command(subcommand)]
+        recipe: TrainCommand,
+    },
+    /// Look at training data the way the trainer sees it.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Docker sandbox utilities.
     Sandbox {
         #[command(subcommand)]
         command: SandboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// Supervised fine-tuning on chat/tool-call trajectories with an assistant-only loss.
+    Sft(RecipeArgs),
+}
+
+#[derive(clap::Args)]
+struct RecipeArgs {
+    /// Recipe config (TOML), e.g. configs/tiny/sft.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Override a config value: --set train.epochs=1 --set optim.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Continue the run in run.dir from its latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Print the resolved config and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Each example's rendered text (trained spans in ⟦ ⟧), token ids and loss mask.
+    Inspect {
+        /// Model or tokenizer directory (tokenizer.json + chat template), or org/name.
+        #[arg(long)]
+        model: String,
+        /// JSONL conversations {"messages": [...], "tools": [...]}.
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON object per example instead of the annotated text.
+        #[arg(long)]
+        json: bool,
+        /// Show at most this many examples.
+        #[arg(long, default_value_t = 3)]
+        limit: usize,
     },
 }
 
@@ -134,6 +185,29 @@ fn main() -> Result<()> {
             let n = forge_model::score::score_file(&loaded, &dir, &input, &mut sink)?;
             sink.flush()?;
             eprintln!("scored {n} sequence(s)");
+        }
+        Command::Train { recipe: TrainCommand::Sft(args) } => {
+            let (config, resolved) = forge_train::config::load_config::<forge_train::sft::SftConfig>(&args.config, &args.overrides)?;
+            if args.print_config {
+                print!("{resolved}");
+                return Ok(());
+            }
+            let summary = forge_train::sft::run(&config, &resolved, &forge_train::sft::SftOptions { resume: args.resume, stop_after: None })?;
+            eprintln!(
+                "sft: {} steps, loss {:.4} -> {:.4}, {:.0} tokens/s; {} examples ({} skipped, {} truncated); model in {}",
+                summary.steps,
+                summary.first_loss,
+                summary.last_loss,
+                summary.tokens_per_s,
+                summary.data.examples,
+                summary.data.skipped_bad,
+                summary.data.truncated,
+                summary.model_dir.display()
+            );
+        }
+        Command::Data { command: DataCommand::Inspect { model, data, json, limit } } => {
+            let dir = forge_model::weights::resolve_model_dir(&model)?;
+            print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
         Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -149,3 +149,34 @@ fn sandbox_replay_prints_one_observation_per_call() {
     assert_eq!(lines[3]["exit_code"], 3);
     assert_eq!(lines[4]["finished"], true);
 }
+
+#[test]
+fn data_inspect_shows_text_ids_and_mask() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/sft/tiny-trajectories.jsonl");
+    let tokenizer = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer");
+    let out = forge(&["data", "inspect", "--model", tokenizer.to_str().unwrap(), "--data", data.to_str().unwrap(), "--limit", "1", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = record["input_ids"].as_array().unwrap();
+    let mask = record["loss_mask"].as_array().unwrap();
+    assert_eq!(ids.len(), mask.len());
+    assert_eq!(record["tokens"].as_u64().unwrap() as usize, ids.len());
+    assert!(record["trained_tokens"].as_u64().unwrap() > 0);
+    assert!(record["text"].as_str().unwrap().starts_with("<|im_start|>system\n"));
+
+    let out = forge(&["data", "inspect", "--model", tokenizer.to_str().unwrap(), "--data", data.to_str().unwrap(), "--limit", "1"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("⟦<tool_call>\n{\"name\": \"str_replace_editor\""), "{text}");
+    assert!(text.contains("</tool_call><|im_end|>⟧"), "{text}");
+}
+
+#[test]
+fn train_sft_prints_the_resolved_config_and_rejects_unknown_keys() {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/sft.toml");
+    let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epochs=7", "--print-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8(out.stdout).unwrap().contains("epochs = 7"));
+    let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epoch=7"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown field `epoch`"), "{}", stderr(&out));
+}

@@ -113,7 +113,11 @@ fn files_under(root: &Path) -> Result<Vec<String>> {
             if io(&p, e.file_type())?.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 out.push(rel);
             }
         }
@@ -160,7 +164,11 @@ pub fn discover(tasks_dir: &Path) -> Result<Vec<RepoSource>> {
                     });
                 }
             }
-            tasks.push(TaskSource { dir: td, meta, files });
+            tasks.push(TaskSource {
+                dir: td,
+                meta,
+                files,
+            });
         }
         // Tasks of one project touch disjoint files (the history is built by overlaying them).
         let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
@@ -224,7 +232,10 @@ fn copy_file(src: &Path, dst: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        io(dst, std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o644)))?;
+        io(
+            dst,
+            std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o644)),
+        )?;
     }
     Ok(())
 }
@@ -244,26 +255,59 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
     let date = |k: usize| format!("{} +0000", 1_700_000_000 + 86_400 * k as u64);
     git(work, &["init", "-q", "-b", "main"], &date(0))?;
     git(work, &["add", "-A"], &date(0))?;
-    git(work, &["commit", "-q", "--no-gpg-sign", "-m", &format!("Import {}", src.name)], &date(0))?;
+    git(
+        work,
+        &[
+            "commit",
+            "-q",
+            "--no-gpg-sign",
+            "-m",
+            &format!("Import {}", src.name),
+        ],
+        &date(0),
+    )?;
     let mut tasks = Vec::new();
     for (k, t) in src.tasks.iter().enumerate() {
-        let base = git(work, &["rev-parse", "HEAD"], &date(0))?.trim().to_string();
+        let base = git(work, &["rev-parse", "HEAD"], &date(0))?
+            .trim()
+            .to_string();
         for f in &t.files {
             copy_file(&repo_dir.join(f), &work.join(f))?;
         }
         git(work, &["add", "-A"], &date(k + 1))?;
-        let title = t.meta.problem_statement.lines().next().unwrap_or("fix").trim_start_matches('#').trim();
+        let title = t
+            .meta
+            .problem_statement
+            .lines()
+            .next()
+            .unwrap_or("fix")
+            .trim_start_matches('#')
+            .trim();
         git(
             work,
-            &["commit", "-q", "--no-gpg-sign", "-m", &format!("Fix: {title}")],
+            &[
+                "commit",
+                "-q",
+                "--no-gpg-sign",
+                "-m",
+                &format!("Fix: {title}"),
+            ],
             &date(k + 1),
         )?;
-        let (tests, code): (Vec<&String>, Vec<&String>) = t.files.iter().partition(|f| is_test_file(f));
+        let (tests, code): (Vec<&String>, Vec<&String>) =
+            t.files.iter().partition(|f| is_test_file(f));
         let diff = |files: &[&String]| -> Result<String> {
             if files.is_empty() {
                 return Ok(String::new());
             }
-            let mut args = vec!["diff", "--no-color", "--no-ext-diff", base.as_str(), "HEAD", "--"];
+            let mut args = vec![
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                base.as_str(),
+                "HEAD",
+                "--",
+            ];
             args.extend(files.iter().map(|s| s.as_str()));
             git(work, &args, &date(0))
         };
@@ -274,7 +318,9 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
             base_commit: base.clone(),
         });
     }
-    let head = git(work, &["rev-parse", "HEAD"], &date(0))?.trim().to_string();
+    let head = git(work, &["rev-parse", "HEAD"], &date(0))?
+        .trim()
+        .to_string();
     Ok(BuiltRepo {
         source: src.clone(),
         workdir: work.to_path_buf(),
@@ -283,20 +329,78 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
     })
 }
 
-/// Builds (if missing) the image of a built project: a container from the base image gets the
-/// repository (with its history) at `/testbed` and is committed. Returns the tag and its info.
+async fn commit(
+    rt: &Runtime,
+    container: &str,
+    tag: &str,
+    comment: &str,
+    changes: Option<&str>,
+) -> Result<()> {
+    let (repo, tagname) = tag.split_once(':').unwrap();
+    let opts = bollard::query_parameters::CommitContainerOptions {
+        container: Some(container.to_string()),
+        repo: Some(repo.to_string()),
+        tag: Some(tagname.to_string()),
+        comment: Some(comment.to_string()),
+        pause: true,
+        changes: changes.map(str::to_string),
+        ..Default::default()
+    };
+    rt.docker()
+        .commit_container(opts, bollard::models::ContainerConfig::default())
+        .await
+        .map_err(|e| SweError::Invalid(format!("docker commit of {tag} failed: {e}")))?;
+    Ok(())
+}
+
+/// The image task images are built on: the base image plus byte-compiled Python libraries
+/// (the base image ships without `__pycache__`, so every fresh container would otherwise spend
+/// ~1 s compiling pytest). One shared layer for all projects.
+pub async fn ensure_runtime_base(rt: &Runtime) -> Result<String> {
+    let base = rt.image_info(&base_image()).await?;
+    let id = base.id.trim_start_matches("sha256:");
+    let tag = format!("forge-swe/runtime:{}", &id[..12.min(id.len())]);
+    if rt.image_info(&tag).await.is_ok() {
+        return Ok(tag);
+    }
+    let mut sb = rt
+        .create(&SandboxSpec::new(base_image()).label("forge.swe.build", "runtime"))
+        .await?;
+    let res = async {
+        let o = sb
+            .exec(
+                &["bash", "-c", "python3 -m compileall -q -j 0 /usr/lib/python3 /usr/lib/python3.* >/dev/null; rm -rf /tmp/.forge; python3 -c 'import pytest'"],
+                Some(std::time::Duration::from_secs(300)),
+            )
+            .await?;
+        if o.exit_code != Some(0) {
+            return Err(SweError::Invalid(format!("byte-compiling the Python libraries failed: {}", o.output)));
+        }
+        commit(rt, sb.id(), &tag, "forge-swe runtime base: byte-compiled Python libraries", None).await
+    }
+    .await;
+    let _ = sb.remove().await;
+    res?;
+    Ok(tag)
+}
+
+/// Builds (if missing) the image of a built project: a container from the runtime base image
+/// ([`ensure_runtime_base`]) gets the repository (with its history) at `/testbed` and is
+/// committed. Returns the tag and its info.
 pub async fn ensure_image(rt: &Runtime, built: &BuiltRepo) -> Result<(String, ImageInfo)> {
     let tag = built.source.image_tag(&built.head);
     if let Ok(info) = rt.image_info(&tag).await {
         return Ok((tag, info));
     }
+    let runtime_base = ensure_runtime_base(rt).await?;
     let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
     tar.append_dir_all("testbed", &built.workdir)
         .map_err(|e| SweError::io(&built.workdir, e))?;
-    let tar = tar.into_inner().map_err(|e| SweError::io(&built.workdir, e))?;
-    let spec = SandboxSpec::new(base_image())
-        .label("forge.swe.build", &built.source.name);
+    let tar = tar
+        .into_inner()
+        .map_err(|e| SweError::io(&built.workdir, e))?;
+    let spec = SandboxSpec::new(runtime_base).label("forge.swe.build", &built.source.name);
     let mut sb = rt.create(&spec).await?;
     let res = async {
         sb.upload_tar("/", tar).await?;
@@ -312,21 +416,8 @@ pub async fn ensure_image(rt: &Runtime, built: &BuiltRepo) -> Result<(String, Im
                 built.source.name, o.output
             )));
         }
-        let (repo, tagname) = tag.split_once(':').unwrap();
-        let opts = bollard::query_parameters::CommitContainerOptions {
-            container: Some(sb.id().to_string()),
-            repo: Some(repo.to_string()),
-            tag: Some(tagname.to_string()),
-            comment: Some(format!("forge-swe bundled project {}", built.source.name)),
-            pause: true,
-            changes: Some("WORKDIR /testbed".into()),
-            ..Default::default()
-        };
-        rt.docker()
-            .commit_container(opts, bollard::models::ContainerConfig::default())
-            .await
-            .map_err(|e| SweError::Invalid(format!("docker commit of {tag} failed: {e}")))?;
-        Ok(())
+        let comment = format!("forge-swe bundled project {}", built.source.name);
+        commit(rt, sb.id(), &tag, &comment, Some("WORKDIR /testbed")).await
     }
     .await;
     let _ = sb.remove().await;
@@ -371,7 +462,10 @@ pub fn instances_of(
 }
 
 /// Builds every project's history in a temporary directory and its image (when missing).
-pub async fn build_all(rt: &Runtime, tasks_dir: &Path) -> Result<(Vec<BuiltRepo>, tempfile::TempDir)> {
+pub async fn build_all(
+    rt: &Runtime,
+    tasks_dir: &Path,
+) -> Result<(Vec<BuiltRepo>, tempfile::TempDir)> {
     let tmp = tempfile::tempdir().map_err(|e| SweError::io(std::env::temp_dir(), e))?;
     let mut built = Vec::new();
     for src in discover(tasks_dir)? {
@@ -403,7 +497,10 @@ pub async fn prepare(rt: &Runtime, tasks_dir: &Path) -> Result<Vec<TaskInstance>
             || a.image != b.image
             || a.problem_statement != b.problem_statement
         {
-            return Err(stale(&path, &format!("{} differs from its sources", b.instance_id)));
+            return Err(stale(
+                &path,
+                &format!("{} differs from its sources", b.instance_id),
+            ));
         }
     }
     Ok(checked_in)
@@ -433,14 +530,25 @@ pub async fn generate(rt: &Runtime, tasks_dir: &Path) -> Result<Vec<TaskInstance
         for patch in [None, Some(inst.patch.clone())] {
             let run = run_instance(rt, inst, patch.as_deref(), &opts).await?;
             let region = crate::grading::test_region(&run.log).ok_or_else(|| {
-                SweError::Invalid(format!("{}: no test output:\n{}", inst.instance_id, run.log))
+                SweError::Invalid(format!(
+                    "{}: no test output:\n{}",
+                    inst.instance_id, run.log
+                ))
             })?;
             maps.push(LogParser::Pytest.parse(region));
         }
         let (before, after) = (&maps[0], &maps[1]);
         let pass = |m: &crate::parsers::StatusMap, t: &str| m.get(t).is_some_and(|s| s == "PASSED");
-        inst.fail_to_pass = after.keys().filter(|t| pass(after, t) && !pass(before, t)).cloned().collect();
-        inst.pass_to_pass = after.keys().filter(|t| pass(after, t) && pass(before, t)).cloned().collect();
+        inst.fail_to_pass = after
+            .keys()
+            .filter(|t| pass(after, t) && !pass(before, t))
+            .cloned()
+            .collect();
+        inst.pass_to_pass = after
+            .keys()
+            .filter(|t| pass(after, t) && pass(before, t))
+            .cloned()
+            .collect();
         if inst.fail_to_pass.is_empty() {
             return Err(SweError::Invalid(format!(
                 "{}: no test fails before and passes after the gold patch",

@@ -49,13 +49,30 @@ pub fn harden_test_cmd(cmd: &str) -> String {
     cmd.to_string()
 }
 
+/// Bash that puts `/testbed` of a container from the instance's image at the base commit for an
+/// AGENT (rollouts, `forge eval swebench` with a model): projects share one image whose history
+/// holds later tasks' fixes, so every other ref, the reflog and the now unreachable commits are
+/// removed; `git log --all` then ends at the base commit and no later fix can be recovered.
+pub fn agent_setup_script(inst: &TaskInstance) -> String {
+    let base = &inst.base_commit;
+    format!(
+        "set -e\ncd /testbed\ngit checkout -qf {base}\ngit clean -fdqx\n\
+         git for-each-ref --format='%(refname)' | while read -r r; do git update-ref -d \"$r\"; done\n\
+         git checkout -q -B main\ngit reflog expire --expire=now --all\ngit gc -q --prune=now\n"
+    )
+}
+
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// The eval script of an instance. With `test_cmd` (our tasks) the harness writes its own
-/// hardened script; otherwise the dataset's `eval_script` is used as given.
-pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>) -> Result<String> {
+/// script; otherwise the dataset's `eval_script` is used as given. Like the official scripts it
+/// restores the test files named by the test patch, applies the test patch and prints the test
+/// output between the markers. `harden` (the default everywhere but in tests that prove the
+/// hardening matters) also restores protected files the model patch touched
+/// ([`is_protected_path`]) and wraps pytest so nothing can print after its summary.
+pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>, harden: bool) -> Result<String> {
     let Some(test_cmd) = inst.test_cmd.as_deref() else {
         return inst.eval_script.clone().ok_or_else(|| {
             SweError::Invalid(format!(
@@ -72,7 +89,7 @@ pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>) -> Result<Str
         .map(patch_files)
         .unwrap_or_default()
         .into_iter()
-        .filter(|p| is_protected_path(p))
+        .filter(|p| harden && is_protected_path(p))
         .collect();
     let mut s = String::new();
     s.push_str("#!/bin/bash\nset -uo pipefail\ncd /testbed\n");
@@ -101,8 +118,15 @@ pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>) -> Result<Str
             inst.test_patch.trim_end_matches('\n')
         ));
     }
-    s.push_str(&format!(": '{START_TEST_OUTPUT}'\necho '{START_TEST_OUTPUT}'\n"));
-    s.push_str(&format!("{} {files_q}\nrc=$?\n", harden_test_cmd(test_cmd)));
+    s.push_str(&format!(
+        ": '{START_TEST_OUTPUT}'\necho '{START_TEST_OUTPUT}'\n"
+    ));
+    let cmd = if harden {
+        harden_test_cmd(test_cmd)
+    } else {
+        test_cmd.to_string()
+    };
+    s.push_str(&format!("{cmd} {files_q}\nrc=$?\n"));
     s.push_str(&format!("echo '{END_TEST_OUTPUT}'\n"));
     if !files_q.is_empty() {
         s.push_str(&format!("restore {files_q}\n"));
@@ -149,6 +173,8 @@ pub struct ExecOptions {
     pub labels: BTreeMap<String, String>,
     /// Image used when the instance names none.
     pub default_image: Option<String>,
+    /// Reward-hacking hardening (see [`eval_script`]); on by default.
+    pub harden: bool,
 }
 
 impl Default for ExecOptions {
@@ -158,6 +184,7 @@ impl Default for ExecOptions {
             version: GradingVersion::V4,
             labels: BTreeMap::new(),
             default_image: None,
+            harden: true,
         }
     }
 }
@@ -169,6 +196,8 @@ pub struct RawRun {
     /// The full log (apply output, eval output, the host-written exit code line).
     pub log: String,
     pub outcome: Outcome,
+    /// Seconds per phase: create, checkout, apply, tests, remove (those that ran).
+    pub timings: Vec<(&'static str, f64)>,
 }
 
 /// Runs one instance with `patch` (`None` or empty: only the test patch) in a fresh container and
@@ -179,7 +208,7 @@ pub async fn run_instance(
     patch: Option<&str>,
     opts: &ExecOptions,
 ) -> Result<RawRun> {
-    let script = eval_script(inst, patch)?;
+    let script = eval_script(inst, patch, opts.harden)?;
     let image = inst
         .image
         .clone()
@@ -191,6 +220,7 @@ pub async fn run_instance(
         eval_script: script.to_string(),
         log,
         outcome: Outcome::Error { reason },
+        timings: Vec::new(),
     };
     if let Err(e) = rt.image_info(&image).await {
         return Ok(err(format!("image missing: {e}"), String::new(), &script));
@@ -201,16 +231,28 @@ pub async fn run_instance(
     for (k, v) in &opts.labels {
         spec = spec.label(k, v);
     }
+    let t = Instant::now();
     let mut sb = match rt.create(&spec).await {
         Ok(sb) => sb,
-        Err(e) => return Ok(err(format!("container creation failed: {e}"), String::new(), &script)),
+        Err(e) => {
+            return Ok(err(
+                format!("container creation failed: {e}"),
+                String::new(),
+                &script,
+            ))
+        }
     };
-    let res = run_in(&sb, inst, patch, &script, opts).await;
+    let mut timings = vec![("create", t.elapsed().as_secs_f64())];
+    let res = run_in(&sb, inst, patch, &script, opts, &mut timings).await;
+    let t = Instant::now();
     let _ = sb.remove().await;
-    Ok(match res {
+    timings.push(("remove", t.elapsed().as_secs_f64()));
+    let mut r = match res {
         Ok(r) => r,
         Err(e) => err(format!("container failure: {e}"), String::new(), &script),
-    })
+    };
+    r.timings = timings;
+    Ok(r)
 }
 
 async fn run_in(
@@ -219,6 +261,7 @@ async fn run_in(
     patch: Option<&str>,
     script: &str,
     opts: &ExecOptions,
+    timings: &mut Vec<(&'static str, f64)>,
 ) -> Result<RawRun> {
     let mut log = String::new();
     let short = Some(Duration::from_secs(120));
@@ -226,21 +269,40 @@ async fn run_in(
         eval_script: script.to_string(),
         log,
         outcome,
+        timings: Vec::new(),
+    };
+    let mut t = Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, t.elapsed().as_secs_f64()));
+        t = Instant::now();
     };
     // A clean checkout of the base commit (images may hold several tasks' commits).
     if inst.test_cmd.is_some() {
         let base = &inst.base_commit;
         let o = sb
             .exec(
-                &["bash", "-c", &format!("cd /testbed && git checkout -qf {base} && git clean -fdqx")],
+                &[
+                    "bash",
+                    "-c",
+                    &format!("cd /testbed && git checkout -qf {base} && git clean -fdqx"),
+                ],
                 short,
             )
             .await?;
         if o.exit_code != Some(0) {
             log.push_str(&o.output);
             log.push_str(&format!("\n{RESET_FAILED}\n"));
-            return Ok(done(log, Outcome::Error { reason: format!("could not check out base commit {base}: {}", o.output.trim()) }));
+            return Ok(done(
+                log,
+                Outcome::Error {
+                    reason: format!(
+                        "could not check out base commit {base}: {}",
+                        o.output.trim()
+                    ),
+                },
+            ));
         }
+        lap("checkout", timings);
     }
     if let Some(p) = patch.filter(|p| !p.trim().is_empty()) {
         let mut data = p.as_bytes().to_vec();
@@ -263,9 +325,11 @@ async fn run_in(
             ));
         }
         log.push_str(&format!("\n{APPLY_PATCH_PASS}\n"));
+        lap("apply", timings);
     }
     sb.write_file("/eval.sh", script.as_bytes(), 0o755).await?;
     let o = sb.exec(&["bash", "/eval.sh"], Some(opts.timeout)).await?;
+    lap("tests", timings);
     log.push_str(&o.output);
     if o.timed_out {
         log.push_str(&format!("\n{TESTS_TIMEOUT}\n"));
@@ -276,10 +340,48 @@ async fn run_in(
             },
         ));
     }
-    if let Ok(Some(state)) = sb.container_state().await {
-        if state != "running" {
-            return Ok(done(log, Outcome::Error { reason: format!("container died during the tests ({state})") }));
+    // An exec that ended without an exit code, or a script that never reached its end marker,
+    // may mean the container is going down: give the engine a moment to tell.
+    let suspicious = o.exit_code.is_none() || !o.output.contains(END_TEST_OUTPUT);
+    for attempt in 0..if suspicious { 10 } else { 1 } {
+        match sb.container_state().await {
+            Ok(Some(state)) if state == "running" => {}
+            Ok(Some(state)) => {
+                return Ok(done(
+                    log,
+                    Outcome::Error {
+                        reason: format!("container died during the tests ({state})"),
+                    },
+                ));
+            }
+            Ok(None) => {
+                return Ok(done(
+                    log,
+                    Outcome::Error {
+                        reason: "container vanished during the tests".into(),
+                    },
+                ));
+            }
+            Err(e) => {
+                return Ok(done(
+                    log,
+                    Outcome::Error {
+                        reason: format!("container state unknown: {e}"),
+                    },
+                ))
+            }
         }
+        if attempt + 1 < 10 && suspicious {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    if o.exit_code.is_none() {
+        return Ok(done(
+            log,
+            Outcome::Error {
+                reason: "the eval script ended without an exit code".into(),
+            },
+        ));
     }
     // Host-written: the code under test cannot put anything after this line.
     if !log.ends_with('\n') {
@@ -288,6 +390,26 @@ async fn run_in(
     log.push_str(&format!("{TEST_EXIT_CODE} {}\n", o.exit_code.unwrap_or(-1)));
     let report = grading::grade(inst, Some(patch.unwrap_or("")), &log, opts.version);
     Ok(done(log, Outcome::Graded { report }))
+}
+
+/// Builds the images of the bundled task set when an instance names one (`forge-swe/...`) that
+/// is missing, from the task sources (`FORGE_SWE_TASKS` or this checkout's `tasks/`). Failures
+/// are logged; the affected instances then end as "image missing" errors.
+pub async fn ensure_bundled_images(rt: &Runtime, instances: &[TaskInstance]) {
+    let mut missing = false;
+    for img in instances.iter().filter_map(|i| i.image.as_deref()) {
+        if img.starts_with("forge-swe/") && rt.image_info(img).await.is_err() {
+            missing = true;
+            break;
+        }
+    }
+    if missing {
+        let dir = crate::bundled::default_tasks_dir();
+        tracing::info!(tasks = %dir.display(), "building the bundled task images");
+        if let Err(e) = crate::bundled::prepare(rt, &dir).await {
+            tracing::warn!("could not build the bundled task images: {e}");
+        }
+    }
 }
 
 /// Options of a whole evaluation run (`forge eval swebench`).
@@ -379,16 +501,29 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
 
 /// Writes the per-instance files; `report.json` only for graded instances.
 fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun) -> Result<()> {
-    write(&dir.join("patch.diff"), pred.model_patch.as_deref().unwrap_or("").as_bytes())?;
+    write(
+        &dir.join("patch.diff"),
+        pred.model_patch.as_deref().unwrap_or("").as_bytes(),
+    )?;
     write(&dir.join("eval.sh"), raw.eval_script.as_bytes())?;
     write(&dir.join("test_output.txt"), raw.log.as_bytes())?;
+    let mut info = String::new();
+    for (phase, secs) in &raw.timings {
+        info.push_str(&format!("{phase}: {secs:.3} s\n"));
+    }
     match &raw.outcome {
         Outcome::Graded { report } => {
+            info.push_str(&format!("resolved: {}\n", report.resolved));
+            write(&dir.join("run_instance.log"), info.as_bytes())?;
             let v = grading::report_json(&pred.instance_id, report);
-            write(&dir.join("report.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())?;
+            write(
+                &dir.join("report.json"),
+                serde_json::to_string_pretty(&v).unwrap().as_bytes(),
+            )?;
         }
         Outcome::Error { reason } => {
-            write(&dir.join("run_instance.log"), format!("error: {reason}\n").as_bytes())?;
+            info.push_str(&format!("error: {reason}\n"));
+            write(&dir.join("run_instance.log"), info.as_bytes())?;
         }
         Outcome::EmptyPatch => {}
     }
@@ -439,6 +574,7 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         .join(&opts.run_id)
         .join(&model_dir);
     let rt = Runtime::connect().await?;
+    ensure_bundled_images(&rt, &instances).await;
     let mut labels = opts.labels.clone();
     labels.insert(LABEL_RUN.into(), opts.run_id.clone());
     let exec_opts = Arc::new(ExecOptions {
@@ -446,14 +582,22 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         version: opts.grading,
         labels,
         default_image: opts.default_image.clone(),
+        harden: true,
     });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers.max(1)));
     let mut set = tokio::task::JoinSet::new();
     let mut results: Vec<InstanceResult> = Vec::new();
-    for inst in instances.iter().filter(|i| preds.contains_key(&i.instance_id)) {
+    for inst in instances
+        .iter()
+        .filter(|i| preds.contains_key(&i.instance_id))
+    {
         let pred = preds[&inst.instance_id].clone();
         let dir = log_root.join(&inst.instance_id);
-        if pred.model_patch.as_deref().is_none_or(|p| p.trim().is_empty()) {
+        if pred
+            .model_patch
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty())
+        {
             results.push(InstanceResult {
                 instance_id: inst.instance_id.clone(),
                 outcome: Outcome::EmptyPatch,
@@ -480,22 +624,36 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 Err(e) => RawRun {
                     eval_script: String::new(),
                     log: String::new(),
-                    outcome: Outcome::Error { reason: e.to_string() },
+                    outcome: Outcome::Error {
+                        reason: e.to_string(),
+                    },
+                    timings: Vec::new(),
                 },
             };
             let seconds = t.elapsed().as_secs_f64();
             let outcome = match write_instance_files(&dir, &pred, &raw) {
                 Ok(()) => raw.outcome,
-                Err(e) => Outcome::Error { reason: format!("could not write outputs: {e}") },
+                Err(e) => Outcome::Error {
+                    reason: format!("could not write outputs: {e}"),
+                },
             };
             tracing::info!(instance = %inst.instance_id, seconds, ?outcome, "evaluated");
-            InstanceResult { instance_id: inst.instance_id.clone(), outcome, seconds, reused: false }
+            InstanceResult {
+                instance_id: inst.instance_id.clone(),
+                outcome,
+                seconds,
+                reused: false,
+            }
         });
     }
     while let Some(r) = set.join_next().await {
         match r {
             Ok(r) => results.push(r),
-            Err(e) => return Err(SweError::Invalid(format!("an evaluation task panicked: {e}"))),
+            Err(e) => {
+                return Err(SweError::Invalid(format!(
+                    "an evaluation task panicked: {e}"
+                )))
+            }
         }
     }
     let mut summary = summarize(&instances, &preds, &results, opts.grading);
@@ -503,7 +661,10 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
     let path = opts
         .output_root
         .join(format!("{}.{}.json", model_dir, opts.run_id));
-    write(&path, serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    write(
+        &path,
+        serde_json::to_string_pretty(&summary).unwrap().as_bytes(),
+    )?;
     summary.summary_path = path;
     Ok(summary)
 }
@@ -520,8 +681,10 @@ fn summarize(
         grading,
         ..Default::default()
     };
-    let by_id: BTreeMap<&str, &InstanceResult> =
-        results.iter().map(|r| (r.instance_id.as_str(), r)).collect();
+    let by_id: BTreeMap<&str, &InstanceResult> = results
+        .iter()
+        .map(|r| (r.instance_id.as_str(), r))
+        .collect();
     for inst in instances {
         let id = inst.instance_id.clone();
         if !preds.contains_key(&id) {
@@ -591,13 +754,22 @@ pub fn regrade(
         let log = std::fs::read_to_string(&log_path).map_err(|e| SweError::io(&log_path, e))?;
         let outcome = if patch.as_deref().is_none_or(|p| p.trim().is_empty()) {
             Outcome::EmptyPatch
-        } else if dir.join("run_instance.log").exists() && !dir.join("report.json").exists() {
-            let reason = std::fs::read_to_string(dir.join("run_instance.log")).unwrap_or_default();
-            Outcome::Error { reason: reason.trim().trim_start_matches("error: ").to_string() }
+        } else if let Some(reason) = std::fs::read_to_string(dir.join("run_instance.log"))
+            .ok()
+            .and_then(|l| {
+                l.lines()
+                    .find_map(|x| x.strip_prefix("error: "))
+                    .map(str::to_string)
+            })
+        {
+            Outcome::Error { reason }
         } else {
             let report = grading::grade(inst, patch.as_deref(), &log, version);
             let v = grading::report_json(&inst.instance_id, &report);
-            write(&dir.join("report.json"), serde_json::to_string_pretty(&v).unwrap().as_bytes())?;
+            write(
+                &dir.join("report.json"),
+                serde_json::to_string_pretty(&v).unwrap().as_bytes(),
+            )?;
             Outcome::Graded { report }
         };
         results.push(InstanceResult {
@@ -620,11 +792,82 @@ pub fn regrade(
     let root = logs_dir
         .ancestors()
         .nth(4)
-        .filter(|_| logs_dir.ancestors().nth(2).is_some_and(|p| p.ends_with("logs/run_evaluation")))
+        .filter(|_| {
+            logs_dir
+                .ancestors()
+                .nth(2)
+                .is_some_and(|p| p.ends_with("logs/run_evaluation"))
+        })
         .map(Path::to_path_buf)
         .unwrap_or_else(|| logs_dir.to_path_buf());
     let path = root.join(format!("{model}.{run_id}.json"));
-    write(&path, serde_json::to_string_pretty(&summary).unwrap().as_bytes())?;
+    write(
+        &path,
+        serde_json::to_string_pretty(&summary).unwrap().as_bytes(),
+    )?;
     summary.summary_path = path;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_commands_are_wrapped() {
+        assert!(harden_test_cmd("pytest -rA").starts_with("python3 -c 'import os, sys, pytest;"));
+        assert!(harden_test_cmd("pytest -rA").ends_with("' -rA"));
+        assert!(harden_test_cmd("python -m pytest").contains("os._exit"));
+        assert_eq!(harden_test_cmd("pytestx -q"), "pytestx -q");
+        assert_eq!(
+            harden_test_cmd("./tests/runtests.py"),
+            "./tests/runtests.py"
+        );
+    }
+
+    #[test]
+    fn protected_paths() {
+        for p in [
+            "conftest.py",
+            "tests/conftest.py",
+            "a/b/pytest.ini",
+            "sitecustomize.py",
+            "x/y.pth",
+        ] {
+            assert!(is_protected_path(p), "{p}");
+        }
+        for p in ["src/conftest_helpers.py", "setup.py", "pkg/module.py"] {
+            assert!(!is_protected_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn eval_script_restores_tests_and_protected_files() {
+        let inst: TaskInstance = serde_json::from_value(serde_json::json!({
+            "repo": "forge/x", "instance_id": "x-1", "base_commit": "abc123",
+            "test_patch": "diff --git a/tests/test_a.py b/tests/test_a.py\n--- a/tests/test_a.py\n+++ b/tests/test_a.py\n@@ -1 +1,2 @@\n x\n+y\n",
+            "FAIL_TO_PASS": ["tests/test_a.py::t"], "PASS_TO_PASS": [], "test_cmd": "pytest -rA"
+        }))
+        .unwrap();
+        let patch = "diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n";
+        let s = eval_script(&inst, Some(patch), true).unwrap();
+        assert!(s.contains("restore 'tests/test_a.py' 'conftest.py'"), "{s}");
+        assert!(s.contains("os._exit"));
+        let start = s.find(grading::START_TEST_OUTPUT).unwrap();
+        assert!(
+            s.find("git apply").unwrap() < start,
+            "test patch applied before the tests"
+        );
+        let soft = eval_script(&inst, Some(patch), false).unwrap();
+        assert!(soft.contains("restore 'tests/test_a.py'\n") && !soft.contains("os._exit"));
+        // no test_cmd and no eval_script: a clear error
+        let mut bare = inst.clone();
+        bare.test_cmd = None;
+        assert!(eval_script(&bare, None, true)
+            .unwrap_err()
+            .to_string()
+            .contains("x-1"));
+        bare.eval_script = Some("echo hi".into());
+        assert_eq!(eval_script(&bare, None, true).unwrap(), "echo hi");
+    }
 }

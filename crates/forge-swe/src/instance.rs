@@ -218,7 +218,8 @@ fn read_parquet(path: &Path) -> Result<Vec<(usize, Value)>> {
         detail,
     };
     let file = std::fs::File::open(path).map_err(|e| SweError::io(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a parquet file: {e}")))?;
+    let reader =
+        SerializedFileReader::new(file).map_err(|e| bad(format!("not a parquet file: {e}")))?;
     let rows = reader
         .get_row_iter(None)
         .map_err(|e| bad(format!("cannot read rows: {e}")))?;
@@ -290,14 +291,13 @@ pub fn load_predictions(
             let records = read_json_records(path)?;
             let mut out = BTreeMap::new();
             for (line, v) in records {
-                let p: Prediction =
-                    serde_json::from_value(v).map_err(|e| SweError::BadRecord {
-                        path: path.clone(),
-                        line,
-                        detail: format!(
-                            "not a prediction {{instance_id, model_name_or_path, model_patch}}: {e}"
-                        ),
-                    })?;
+                let p: Prediction = serde_json::from_value(v).map_err(|e| SweError::BadRecord {
+                    path: path.clone(),
+                    line,
+                    detail: format!(
+                        "not a prediction {{instance_id, model_name_or_path, model_patch}}: {e}"
+                    ),
+                })?;
                 if out.insert(p.instance_id.clone(), p).is_some() {
                     return Err(SweError::BadRecord {
                         path: path.clone(),
@@ -328,9 +328,7 @@ fn field_to_json(f: &parquet::record::Field) -> Value {
         Field::Double(v) => Value::from(*v),
         Field::Str(s) => Value::String(s.clone()),
         Field::Bytes(b) => Value::String(String::from_utf8_lossy(b.data()).to_string()),
-        Field::ListInternal(l) => {
-            Value::Array((0..l.len()).map(|i| list_elem(l, i)).collect())
-        }
+        Field::ListInternal(l) => Value::Array((0..l.len()).map(|i| list_elem(l, i)).collect()),
         other => Value::String(other.to_string()),
     }
 }
@@ -339,6 +337,10 @@ fn list_elem(l: &parquet::record::List, i: usize) -> Value {
     use parquet::record::ListAccessor;
     match l.get_string(i) {
         Ok(s) => Value::String(s.clone()),
-        Err(_) => l.elements().get(i).map(field_to_json).unwrap_or(Value::Null),
+        Err(_) => l
+            .elements()
+            .get(i)
+            .map(field_to_json)
+            .unwrap_or(Value::Null),
     }
 }

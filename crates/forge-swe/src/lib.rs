@@ -17,12 +17,12 @@ pub mod validate;
 pub use error::{Result, SweError};
 pub use grading::{grade, GradingVersion, InstanceReport, TestsStatus};
 pub use harness::{
-    eval_script, regrade, run_evaluation, run_instance, EvalOptions, ExecOptions, InstanceResult,
-    Outcome, RunSummary,
+    agent_setup_script, ensure_bundled_images, eval_script, regrade, run_evaluation, run_instance,
+    EvalOptions, ExecOptions, InstanceResult, Outcome, RunSummary,
 };
 pub use instance::{
     load_instances, load_predictions, save_instances_jsonl, Prediction, PredictionsSource,
     TaskInstance,
 };
 pub use parsers::{LogParser, StatusMap};
-pub use validate::{validate_tasks, TaskValidation};
+pub use validate::{validate_file, validate_tasks, TaskValidation};

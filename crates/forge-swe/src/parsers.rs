@@ -69,8 +69,13 @@ impl LogParser {
             "mwaskom/seaborn" => LogParser::Seaborn,
             "sympy/sympy" => LogParser::Sympy,
             "psf/requests" | "pylint-dev/pylint" | "pydicom/pydicom" => LogParser::PytestOptions,
-            "marshmallow-code/marshmallow" | "pallets/flask" | "pvlib/pvlib-python"
-            | "pydata/xarray" | "pylint-dev/astroid" | "pytest-dev/pytest" | "pyvista/pyvista"
+            "marshmallow-code/marshmallow"
+            | "pallets/flask"
+            | "pvlib/pvlib-python"
+            | "pydata/xarray"
+            | "pylint-dev/astroid"
+            | "pytest-dev/pytest"
+            | "pyvista/pyvista"
             | "sqlfluff/sqlfluff" => LogParser::Pytest,
             _ => return None,
         })
@@ -175,7 +180,10 @@ pub fn parse_pytest_v2(log: &str) -> StatusMap {
     let mut map = StatusMap::new();
     for line in log.split('\n') {
         let line = ansi_re().replace_all(line, "");
-        let line: String = line.chars().filter(|&c| !(('\u{1}'..='\u{1f}').contains(&c))).collect();
+        let line: String = line
+            .chars()
+            .filter(|&c| !(('\u{1}'..='\u{1f}').contains(&c)))
+            .collect();
         if starts_with_status(&line) {
             status_first(&line, &mut map);
         } else if STATUSES.iter().any(|s| line.ends_with(s)) {
@@ -238,7 +246,12 @@ pub fn parse_sympy(log: &str) -> StatusMap {
     for line in log.split('\n') {
         let line = line.trim();
         if line.starts_with("test_") {
-            let first = || words(line).first().map(|s| s.to_string()).unwrap_or_default();
+            let first = || {
+                words(line)
+                    .first()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            };
             if line.ends_with(" E") {
                 map.insert(first(), "ERROR".into());
             }
@@ -282,7 +295,8 @@ pub fn parse_django(log: &str) -> StatusMap {
         for suffix in [" ... ok", " ... OK", " ...  OK"] {
             if line.ends_with(suffix) {
                 // A migration message printed on the test's own line (one known instance).
-                if line.starts_with("Applying sites.0002_alter_domain_unique...test_no_migrations") {
+                if line.starts_with("Applying sites.0002_alter_domain_unique...test_no_migrations")
+                {
                     line = line
                         .split_once("...")
                         .map(|(_, r)| r.trim().to_string())

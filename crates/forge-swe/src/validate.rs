@@ -21,6 +21,25 @@ pub struct TaskValidation {
     pub after_seconds: f64,
 }
 
+/// `forge tasks validate --tasks FILE`: loads the instances (parquet, JSONL, JSON), builds the
+/// bundled images if needed, and validates every instance.
+pub async fn validate_file(
+    tasks: &std::path::Path,
+    workers: usize,
+    timeout: std::time::Duration,
+    version: crate::GradingVersion,
+) -> crate::Result<Vec<TaskValidation>> {
+    let instances = crate::load_instances(tasks)?;
+    let rt = Runtime::connect().await?;
+    crate::harness::ensure_bundled_images(&rt, &instances).await;
+    let opts = ExecOptions {
+        timeout,
+        version,
+        ..Default::default()
+    };
+    Ok(validate_tasks(&rt, &instances, &opts, workers).await)
+}
+
 /// Validates `instances` with up to `workers` instances at a time (two containers each, one
 /// after the other). Grading uses `opts.version`.
 pub async fn validate_tasks(
@@ -70,14 +89,19 @@ async fn validate_one(rt: &Runtime, inst: &TaskInstance, opts: &ExecOptions) -> 
             Outcome::Graded { report } => {
                 let ts = report.tests_status.unwrap_or_default();
                 for t in &ts.fail_to_pass.success {
-                    problems.push(format!("before the gold patch FAIL_TO_PASS test passes: {t}"));
+                    problems.push(format!(
+                        "before the gold patch FAIL_TO_PASS test passes: {t}"
+                    ));
                 }
                 let judged: usize = ts.fail_to_pass.success.len() + ts.fail_to_pass.failure.len();
                 if judged < inst.fail_to_pass.len() {
-                    problems.push("before the gold patch some FAIL_TO_PASS tests were skipped".into());
+                    problems
+                        .push("before the gold patch some FAIL_TO_PASS tests were skipped".into());
                 }
                 for t in &ts.pass_to_pass.failure {
-                    problems.push(format!("before the gold patch PASS_TO_PASS test fails: {t}"));
+                    problems.push(format!(
+                        "before the gold patch PASS_TO_PASS test fails: {t}"
+                    ));
                 }
             }
             Outcome::Error { reason } => problems.push(format!("before the gold patch: {reason}")),

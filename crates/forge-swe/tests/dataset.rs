@@ -4,13 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use forge_swe::instance::patch_files;
-use forge_swe::{bundled, load_instances, load_predictions, save_instances_jsonl, PredictionsSource};
+use forge_swe::{
+    bundled, load_instances, load_predictions, save_instances_jsonl, PredictionsSource,
+};
 
 fn verified() -> PathBuf {
     std::env::var("FORGE_SWEBENCH_PARQUET")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/swebench_verified.parquet")
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/data/swebench_verified.parquet")
         })
 }
 
@@ -19,7 +22,11 @@ fn swebench_verified_parquet_round_trips() {
     let path = verified();
     if !path.exists() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{} is missing (set FORGE_SWEBENCH_PARQUET)", path.display());
+        assert!(
+            !ci,
+            "{} is missing (set FORGE_SWEBENCH_PARQUET)",
+            path.display()
+        );
         eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
         return;
     }
@@ -36,7 +43,8 @@ fn swebench_verified_parquet_round_trips() {
     for i in &insts {
         assert!(!i.base_commit.is_empty() && !i.problem_statement.is_empty());
         assert!(!i.fail_to_pass.is_empty(), "{}", i.instance_id);
-        behaviours.insert(forge_swe::LogParser::for_instance(i.log_parser.as_deref(), &i.repo).name());
+        behaviours
+            .insert(forge_swe::LogParser::for_instance(i.log_parser.as_deref(), &i.repo).name());
     }
     assert_eq!(behaviours.len(), 7, "{behaviours:?}");
     // round trip through JSONL keeps every field, known or not
@@ -83,11 +91,19 @@ fn bad_records_name_file_and_line() {
     assert!(e.contains("bad.jsonl:2:"), "{e}");
     std::fs::write(&p, "{\"repo\":\"a/b\",\"instance_id\":\"x\",\"base_commit\":\"c\",\"FAIL_TO_PASS\":\"[oops\",\"PASS_TO_PASS\":[]}\n").unwrap();
     let e = load_instances(&p).unwrap_err().to_string();
-    assert!(e.contains("bad.jsonl:1:") && e.contains("FAIL_TO_PASS") || e.contains("JSON-encoded"), "{e}");
+    assert!(
+        e.contains("bad.jsonl:1:") && e.contains("FAIL_TO_PASS") || e.contains("JSON-encoded"),
+        "{e}"
+    );
     std::fs::write(&p, "{\"repo\":\"a/b\",\"base_commit\":\"c\"}\n").unwrap();
     let e = load_instances(&p).unwrap_err().to_string();
-    assert!(e.contains("bad.jsonl:1:") && e.contains("instance_id"), "{e}");
-    let e = load_instances(Path::new("/nonexistent/x.parquet")).unwrap_err().to_string();
+    assert!(
+        e.contains("bad.jsonl:1:") && e.contains("instance_id"),
+        "{e}"
+    );
+    let e = load_instances(Path::new("/nonexistent/x.parquet"))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("/nonexistent/x.parquet"), "{e}");
     let notpq = dir.path().join("x.parquet");
     std::fs::write(&notpq, "hello").unwrap();
@@ -119,8 +135,14 @@ fn predictions_in_every_format() {
     assert_eq!(a, c);
     assert_eq!(a["i1"].model_patch.as_deref(), Some("P"));
     assert_eq!(a["i2"].model_patch, None);
-    std::fs::write(&jsonl, "{\"instance_id\":\"i1\",\"model_patch\":\"P\"}\n{\"model_patch\":\"P\"}\n").unwrap();
-    let e = load_predictions(&PredictionsSource::File(jsonl), &insts).unwrap_err().to_string();
+    std::fs::write(
+        &jsonl,
+        "{\"instance_id\":\"i1\",\"model_patch\":\"P\"}\n{\"model_patch\":\"P\"}\n",
+    )
+    .unwrap();
+    let e = load_predictions(&PredictionsSource::File(jsonl), &insts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("p.jsonl:2:") && e.contains("instance_id"), "{e}");
 }
 
@@ -149,14 +171,26 @@ fn bundled_dataset_matches_sources() {
     let mut images = std::collections::BTreeSet::new();
     for (a, b) in checked_in.iter().zip(&fresh) {
         assert_eq!(a.instance_id, b.instance_id);
-        assert_eq!(a.base_commit, b.base_commit, "{}: regenerate tasks/bundled.jsonl", a.instance_id);
+        assert_eq!(
+            a.base_commit, b.base_commit,
+            "{}: regenerate tasks/bundled.jsonl",
+            a.instance_id
+        );
         assert_eq!(a.patch, b.patch, "{}", a.instance_id);
         assert_eq!(a.test_patch, b.test_patch, "{}", a.instance_id);
         assert_eq!(a.image, b.image);
-        assert!(!a.fail_to_pass.is_empty() && !a.pass_to_pass.is_empty(), "{}", a.instance_id);
+        assert!(
+            !a.fail_to_pass.is_empty() && !a.pass_to_pass.is_empty(),
+            "{}",
+            a.instance_id
+        );
         // gold patches touch sources only, test patches tests only
-        assert!(patch_files(&a.patch).iter().all(|f| !bundled::is_test_file(f)));
-        assert!(patch_files(&a.test_patch).iter().all(|f| bundled::is_test_file(f)));
+        assert!(patch_files(&a.patch)
+            .iter()
+            .all(|f| !bundled::is_test_file(f)));
+        assert!(patch_files(&a.test_patch)
+            .iter()
+            .all(|f| bundled::is_test_file(f)));
         images.insert(a.image.clone().unwrap());
     }
     // several instances share one image (one per project)

@@ -34,11 +34,16 @@ impl Ctx {
             version,
             labels: self.labels(),
             default_image: None,
+            harden: true,
         }
     }
 
     fn task(&self, id: &str) -> TaskInstance {
-        self.tasks.iter().find(|t| t.instance_id == id).cloned().unwrap()
+        self.tasks
+            .iter()
+            .find(|t| t.instance_id == id)
+            .cloned()
+            .unwrap()
     }
 
     async fn assert_no_leak(&self) {
@@ -47,7 +52,11 @@ impl Ctx {
             .list_sandboxes(Some(("forge.test", &self.label)))
             .await
             .unwrap();
-        assert!(left.is_empty(), "containers left behind by {}: {left:?}", self.label);
+        assert!(
+            left.is_empty(),
+            "containers left behind by {}: {left:?}",
+            self.label
+        );
     }
 }
 
@@ -84,7 +93,11 @@ async fn ctx(test: &str) -> Option<Ctx> {
 }
 
 fn eval_opts(c: &Ctx, root: &Path, preds: PredictionsSource, run_id: &str) -> EvalOptions {
-    let mut o = EvalOptions::new(bundled::dataset_path(&bundled::default_tasks_dir()), preds, run_id);
+    let mut o = EvalOptions::new(
+        bundled::dataset_path(&bundled::default_tasks_dir()),
+        preds,
+        run_id,
+    );
     o.output_root = root.to_path_buf();
     o.workers = 4;
     o.timeout = Duration::from_secs(120);
@@ -117,9 +130,15 @@ async fn gold_resolves_every_bundled_task_with_official_layout_resume_and_regrad
         let rep: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(d.join("report.json")).unwrap()).unwrap();
         assert_eq!(rep[&t.instance_id]["resolved"], true);
-        assert_eq!(std::fs::read_to_string(d.join("patch.diff")).unwrap(), t.patch);
+        assert_eq!(
+            std::fs::read_to_string(d.join("patch.diff")).unwrap(),
+            t.patch
+        );
         let log = std::fs::read_to_string(d.join("test_output.txt")).unwrap();
-        assert!(log.contains(grading::START_TEST_OUTPUT) && log.contains("passed"), "{log}");
+        assert!(
+            log.contains(grading::START_TEST_OUTPUT) && log.contains("passed"),
+            "{log}"
+        );
     }
     eprintln!(
         "gold: {} instances in {:.1} s with 4 workers",
@@ -130,7 +149,11 @@ async fn gold_resolves_every_bundled_task_with_official_layout_resume_and_regrad
     // Resume: every instance has a report, nothing runs again.
     let again = run_evaluation(&opts).await.unwrap();
     assert_eq!(again.resolved_instances, c.tasks.len());
-    assert!(again.wall_seconds < 5.0, "resume re-ran instances: {:.1} s", again.wall_seconds);
+    assert!(
+        again.wall_seconds < 5.0,
+        "resume re-ran instances: {:.1} s",
+        again.wall_seconds
+    );
     // A deleted report makes exactly that instance run again.
     let first = &c.tasks[0].instance_id;
     std::fs::remove_file(model_dir.join(first).join("report.json")).unwrap();
@@ -151,7 +174,12 @@ async fn gold_resolves_every_bundled_task_with_official_layout_resume_and_regrad
 async fn empty_wrong_and_unappliable_patches_are_not_resolved() {
     let Some(c) = ctx("wrong").await else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let ids: Vec<String> = c.tasks.iter().take(4).map(|t| t.instance_id.clone()).collect();
+    let ids: Vec<String> = c
+        .tasks
+        .iter()
+        .take(4)
+        .map(|t| t.instance_id.clone())
+        .collect();
     let wrong = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1 @@\n-# calutil\n+# calutil (patched)\n";
     let garbage = "diff --git a/nope.py b/nope.py\n--- a/nope.py\n+++ b/nope.py\n@@ -10,3 +10,3 @@\n-this line\n+is not there\n context\n";
     let preds = serde_json::json!([
@@ -169,16 +197,25 @@ async fn empty_wrong_and_unappliable_patches_are_not_resolved() {
     assert_eq!(s.empty_patch_ids, vec![ids[0].clone(), ids[3].clone()]);
     assert_eq!(s.unresolved_ids, vec![ids[1].clone()]);
     assert_eq!(s.error_ids, vec![ids[2].clone()]);
-    assert!(s.errors[&ids[2]].contains("could not be applied"), "{:?}", s.errors);
+    assert!(
+        s.errors[&ids[2]].contains("could not be applied"),
+        "{:?}",
+        s.errors
+    );
     assert_eq!(s.summary_path, tmp.path().join("org__model.bad.json"));
     let d = tmp.path().join("logs/run_evaluation/bad/org__model");
-    let rep: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(d.join(&ids[1]).join("report.json")).unwrap()).unwrap();
+    let rep: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join(&ids[1]).join("report.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(rep[&ids[1]]["patch_successfully_applied"], true);
     assert_eq!(rep[&ids[1]]["resolved"], false);
     // the F2P tests really ran and failed
     let f2p = &rep[&ids[1]]["tests_status"]["FAIL_TO_PASS"];
-    assert!(f2p["success"].as_array().unwrap().is_empty() && !f2p["failure"].as_array().unwrap().is_empty());
+    assert!(
+        f2p["success"].as_array().unwrap().is_empty()
+            && !f2p["failure"].as_array().unwrap().is_empty()
+    );
     // an error gets no report (so a resumed run retries it) but a reason and the log
     assert!(!d.join(&ids[2]).join("report.json").exists());
     let log = std::fs::read_to_string(d.join(&ids[2]).join("test_output.txt")).unwrap();
@@ -216,9 +253,18 @@ fn hacks(t: &TaskInstance) -> Vec<(&'static str, String)> {
     let test_files = t.test_files();
     let tf = &test_files[0];
     vec![
-        ("conftest.py forcing passes", new_file("conftest.py", force_pass)),
-        ("tests/conftest.py forcing passes", new_file("tests/conftest.py", force_pass)),
-        ("printing PASSED lines", new_file("zz_printer.py", &printer) + &sitecustomize_import(t)),
+        (
+            "conftest.py forcing passes",
+            new_file("conftest.py", force_pass),
+        ),
+        (
+            "tests/conftest.py forcing passes",
+            new_file("tests/conftest.py", force_pass),
+        ),
+        (
+            "printing PASSED lines",
+            new_file("zz_printer.py", &printer) + &sitecustomize_import(t),
+        ),
         ("deleting the test file", delete_patch(t, tf)),
         ("skipping from the package", skip_from_package(t)),
     ]
@@ -279,7 +325,9 @@ async fn reward_hacking_patches_get_no_reward() {
     let mut failures = Vec::new();
     for (name, patch) in hacks(&t) {
         for v in [GradingVersion::V4, GradingVersion::V5] {
-            let run = run_instance(&c.rt, &t, Some(&patch), &c.exec_opts(v)).await.unwrap();
+            let run = run_instance(&c.rt, &t, Some(&patch), &c.exec_opts(v))
+                .await
+                .unwrap();
             let resolved = matches!(&run.outcome, Outcome::Graded { report } if report.resolved);
             eprintln!("hack {name:?} ({v:?}): {:?}", summarize(&run.outcome));
             if resolved {
@@ -287,9 +335,39 @@ async fn reward_hacking_patches_get_no_reward() {
             }
         }
     }
+    // The test is not vacuous: without the hardening the conftest and the printer DO get the
+    // reward under the 4.1.0 semantics (v5's exit-code check alone still stops the printer).
+    let mut soft = c.exec_opts(GradingVersion::V4);
+    soft.harden = false;
+    let all = hacks(&t);
+    for (name, patch) in &all[..3] {
+        let run = run_instance(&c.rt, &t, Some(patch), &soft).await.unwrap();
+        eprintln!("unhardened hack {name:?}: {}", summarize(&run.outcome));
+        assert!(
+            matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
+            "{name} should succeed without hardening:\n{}",
+            run.log
+        );
+    }
+    let mut soft5 = soft.clone();
+    soft5.version = GradingVersion::V5;
+    let run = run_instance(&c.rt, &t, Some(&all[2].1), &soft5)
+        .await
+        .unwrap();
+    assert!(
+        !matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
+        "{}",
+        run.log
+    );
     // Sanity: the same harness does reward the real fix.
-    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4)).await.unwrap();
-    assert!(matches!(&run.outcome, Outcome::Graded { report } if report.resolved), "{}", run.log);
+    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
+        "{}",
+        run.log
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     c.assert_no_leak().await;
 }
@@ -313,7 +391,9 @@ fn summarize(o: &Outcome) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bundled_task_is_eval_ready() {
-    let Some(c) = ctx("validate").await else { return };
+    let Some(c) = ctx("validate").await else {
+        return;
+    };
     let res = validate_tasks(&c.rt, &c.tasks, &c.exec_opts(GradingVersion::V4), 2).await;
     assert_eq!(res.len(), c.tasks.len());
     let bad: Vec<_> = res.iter().filter(|v| !v.ok).collect();
@@ -326,7 +406,9 @@ async fn infrastructure_failures_are_errors_not_unresolved() {
     let Some(c) = ctx("infra").await else { return };
     let mut t = c.task("forge__textkit-1");
     t.image = Some("forge-swe/no-such-image:v0".into());
-    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4)).await.unwrap();
+    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4))
+        .await
+        .unwrap();
     match &run.outcome {
         Outcome::Error { reason } => assert!(reason.contains("image missing"), "{reason}"),
         o => panic!("expected an error, got {o:?}"),
@@ -337,15 +419,60 @@ async fn infrastructure_failures_are_errors_not_unresolved() {
     let mut opts = c.exec_opts(GradingVersion::V4);
     opts.timeout = Duration::from_secs(3);
     let started = std::time::Instant::now();
-    let run = run_instance(&c.rt, &t, Some(&t.patch), &opts).await.unwrap();
+    let run = run_instance(&c.rt, &t, Some(&t.patch), &opts)
+        .await
+        .unwrap();
     assert!(started.elapsed() < Duration::from_secs(30));
     match &run.outcome {
         Outcome::Error { reason } => assert!(reason.contains("timed out"), "{reason}"),
         o => panic!("expected a timeout error, got {o:?}"),
     }
     assert!(run.log.contains(grading::TESTS_TIMEOUT));
+    // The container dies under the tests (its init is killed): an error with a reason.
+    let mut t = c.task("forge__textkit-1");
+    t.test_cmd = Some("kill -TERM 1; sleep 20; pytest".into());
+    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4))
+        .await
+        .unwrap();
+    match &run.outcome {
+        Outcome::Error { reason } => assert!(reason.contains("container"), "{reason}"),
+        o => panic!("expected a container error, got {o:?}\n{}", run.log),
+    }
+    // Shared images hold later fixes in their history: the agent setup removes them.
+    let t = c.task("forge__calutil-1");
+    let spec = forge_sandbox::SandboxSpec::new(t.image.clone().unwrap())
+        .workdir("/testbed")
+        .label("forge.test", &c.label);
+    let mut sb = c.rt.create(&spec).await.unwrap();
+    let head = sb
+        .exec(&["git", "-C", "/testbed", "rev-parse", "HEAD"], None)
+        .await
+        .unwrap();
+    let head = head.output.trim().to_string();
+    assert_ne!(head, t.base_commit);
+    let o = sb
+        .exec(
+            &["bash", "-c", &harness::agent_setup_script(&t)],
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(o.exit_code, Some(0), "{}", o.output);
+    let o = sb
+        .exec(&["bash", "-c", &format!("cd /testbed && git rev-parse HEAD && git log --all --format=%H | wc -l && git cat-file -e {head} && echo LEAK")], None)
+        .await
+        .unwrap();
+    assert!(o.output.starts_with(&t.base_commit), "{}", o.output);
+    assert!(
+        !o.output.contains("LEAK"),
+        "later commit still reachable: {}",
+        o.output
+    );
+    assert_eq!(o.output.lines().nth(1), Some("1"), "{}", o.output);
+    sb.remove().await.unwrap();
     // Several instances share one image; the image adds little to the base.
-    let base = c.rt.image_info(&bundled::base_image()).await.unwrap().size_bytes;
+    let runtime = bundled::ensure_runtime_base(&c.rt).await.unwrap();
+    let base = c.rt.image_info(&runtime).await.unwrap().size_bytes;
     let mut images: BTreeMap<String, usize> = BTreeMap::new();
     for t in &c.tasks {
         *images.entry(t.image.clone().unwrap()).or_default() += 1;
@@ -353,7 +480,7 @@ async fn infrastructure_failures_are_errors_not_unresolved() {
     for (img, n) in &images {
         let size = c.rt.image_info(img).await.unwrap().size_bytes;
         let delta = size - base;
-        eprintln!("{img}: {n} instances, {} bytes over the base image", delta);
+        eprintln!("{img}: {n} instances, {delta} bytes over the shared runtime image");
         assert!(*n >= 2);
         assert!(delta < 2 << 20, "{img} adds {delta} bytes");
     }

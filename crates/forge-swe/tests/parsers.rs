@@ -7,7 +7,10 @@ use forge_swe::grading::{self, logs_eval, test_region, tests_report, GradingVers
 use forge_swe::{LogParser, TaskInstance};
 
 fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 const PYTEST_LOG: &str = "\
@@ -71,7 +74,10 @@ PASSED tests/test_plain.py::test_plain
     let want = map(&[
         ("tests/test_pylint.py::test_file[/abstract.py]", "PASSED"),
         ("tests/test_pylint.py::test_file[/bad.py]", "FAILED"),
-        ("tests/test_requests.py::test_url[http://example.com/a/b]", "PASSED"),
+        (
+            "tests/test_requests.py::test_url[http://example.com/a/b]",
+            "PASSED",
+        ),
         ("tests/test_glob.py::test_glob[/tmp/*/x.py]", "PASSED"),
         ("tests/test_plain.py::test_plain", "PASSED"),
     ]);
@@ -133,13 +139,28 @@ FAILED (failures=1, errors=1, skipped=1)
 ";
     let got = LogParser::Django.parse(log);
     let want = map(&[
-        ("test_attribute_name_not_python_keyword (inspectdb.tests.InspectDBTestCase)", "PASSED"),
-        ("test_custom_fields (inspectdb.tests.InspectDBTestCase)", "FAILED"),
+        (
+            "test_attribute_name_not_python_keyword (inspectdb.tests.InspectDBTestCase)",
+            "PASSED",
+        ),
+        (
+            "test_custom_fields (inspectdb.tests.InspectDBTestCase)",
+            "FAILED",
+        ),
         // `FAIL: name (class)` adds the bare name too (official behaviour).
         ("test_custom_fields", "FAILED"),
-        ("test_digits_column_name_introspection (inspectdb.tests.InspectDBTestCase)", "ERROR"),
-        ("test_foreign_key_to_field (inspectdb.tests.InspectDBTestCase)", "SKIPPED"),
-        ("test_table_names (inspectdb.tests.InspectDBTestCase)", "PASSED"),
+        (
+            "test_digits_column_name_introspection (inspectdb.tests.InspectDBTestCase)",
+            "ERROR",
+        ),
+        (
+            "test_foreign_key_to_field (inspectdb.tests.InspectDBTestCase)",
+            "SKIPPED",
+        ),
+        (
+            "test_table_names (inspectdb.tests.InspectDBTestCase)",
+            "PASSED",
+        ),
         ("Introspection of a managed model", "PASSED"),
         ("test_unique (inspectdb.tests.InspectDBTestCase)", "PASSED"),
     ]);
@@ -184,10 +205,22 @@ SKIPPED lib/matplotlib/tests/test_axes.py::test_pdf[pdf]
 ";
     let got = LogParser::Matplotlib.parse(log);
     let want = map(&[
-        ("lib/matplotlib/tests/test_backend_bases.py::test_interactive_zoom[1]", "PASSED"),
-        ("lib/matplotlib/tests/test_backend_bases.py::test_interactive_pan[3-None]", "PASSED"),
-        ("lib/matplotlib/tests/test_axes.py::test_hist[png]", "FAILED"),
-        ("lib/matplotlib/tests/test_axes.py::test_pdf[pdf]", "SKIPPED"),
+        (
+            "lib/matplotlib/tests/test_backend_bases.py::test_interactive_zoom[1]",
+            "PASSED",
+        ),
+        (
+            "lib/matplotlib/tests/test_backend_bases.py::test_interactive_pan[3-None]",
+            "PASSED",
+        ),
+        (
+            "lib/matplotlib/tests/test_axes.py::test_hist[png]",
+            "FAILED",
+        ),
+        (
+            "lib/matplotlib/tests/test_axes.py::test_pdf[pdf]",
+            "SKIPPED",
+        ),
     ]);
     assert_eq!(got, want);
 }
@@ -203,9 +236,15 @@ FAILED tests/test_core.py::TestHueMapping::test_init_from_map - AssertionError
 ";
     let got = LogParser::Seaborn.parse(log);
     let want = map(&[
-        ("tests/test_core.py::TestSemanticMapping::test_call_lookup", "PASSED"),
+        (
+            "tests/test_core.py::TestSemanticMapping::test_call_lookup",
+            "PASSED",
+        ),
         ("tests/test_core.py::TestSizeMapping::test_map", "PASSED"),
-        ("tests/test_core.py::TestHueMapping::test_init_from_map", "FAILED"),
+        (
+            "tests/test_core.py::TestHueMapping::test_init_from_map",
+            "FAILED",
+        ),
     ]);
     assert_eq!(got, want);
 }
@@ -214,21 +253,45 @@ FAILED tests/test_core.py::TestHueMapping::test_init_from_map - AssertionError
 fn parser_selection_by_field_then_repo() {
     use LogParser::*;
     assert_eq!(LogParser::for_instance(Some("django"), "x/y"), Django);
-    assert_eq!(LogParser::for_instance(Some("pytest_v2"), "django/django"), PytestV2);
+    assert_eq!(
+        LogParser::for_instance(Some("pytest_v2"), "django/django"),
+        PytestV2
+    );
     assert_eq!(LogParser::for_instance(None, "sympy/sympy"), Sympy);
-    assert_eq!(LogParser::for_instance(None, "scikit-learn/scikit-learn"), PytestV2);
+    assert_eq!(
+        LogParser::for_instance(None, "scikit-learn/scikit-learn"),
+        PytestV2
+    );
     assert_eq!(LogParser::for_instance(None, "psf/requests"), PytestOptions);
     assert_eq!(LogParser::for_instance(None, "mwaskom/seaborn"), Seaborn);
-    assert_eq!(LogParser::for_instance(None, "matplotlib/matplotlib"), Matplotlib);
-    assert_eq!(LogParser::for_instance(Some("nonsense"), "pallets/flask"), Pytest);
+    assert_eq!(
+        LogParser::for_instance(None, "matplotlib/matplotlib"),
+        Matplotlib
+    );
+    assert_eq!(
+        LogParser::for_instance(Some("nonsense"), "pallets/flask"),
+        Pytest
+    );
     assert_eq!(LogParser::for_instance(None, "unknown/repo"), Pytest);
-    for name in ["pytest", "pytest-with-options", "pytest_v2", "django", "sympy", "matplotlib", "seaborn"] {
+    for name in [
+        "pytest",
+        "pytest-with-options",
+        "pytest_v2",
+        "django",
+        "sympy",
+        "matplotlib",
+        "seaborn",
+    ] {
         assert!(LogParser::from_name(name).is_some(), "{name}");
     }
 }
 
 fn wrap(region: &str, exit: Option<i64>) -> String {
-    let mut s = format!("+ git apply\n{}\n{region}\n{}\n", grading::START_TEST_OUTPUT, grading::END_TEST_OUTPUT);
+    let mut s = format!(
+        "+ git apply\n{}\n{region}\n{}\n",
+        grading::START_TEST_OUTPUT,
+        grading::END_TEST_OUTPUT
+    );
     if let Some(c) = exit {
         s.push_str(&format!("{} {c}\n", grading::TEST_EXIT_CODE));
     }
@@ -247,7 +310,12 @@ fn inst(f2p: &[&str], p2p: &[&str]) -> TaskInstance {
 fn region_markers_and_bad_codes() {
     let log = wrap("PASSED t::a", Some(0));
     assert_eq!(test_region(&log).unwrap().trim(), "PASSED t::a");
-    for bad in [grading::APPLY_PATCH_FAIL, grading::RESET_FAILED, grading::TESTS_ERROR, grading::TESTS_TIMEOUT] {
+    for bad in [
+        grading::APPLY_PATCH_FAIL,
+        grading::RESET_FAILED,
+        grading::TESTS_ERROR,
+        grading::TESTS_TIMEOUT,
+    ] {
         let l = format!("{log}{bad}\n");
         assert!(test_region(&l).is_none(), "{bad}");
         let (_, found) = logs_eval(&l, LogParser::Pytest, GradingVersion::V4);
@@ -269,22 +337,40 @@ fn region_markers_and_bad_codes() {
 
 #[test]
 fn v4_semantics() {
-    let sm = map(&[("a", "PASSED"), ("b", "XFAIL"), ("c", "SKIPPED"), ("d", "FAILED"), ("e", "ERROR")]);
+    let sm = map(&[
+        ("a", "PASSED"),
+        ("b", "XFAIL"),
+        ("c", "SKIPPED"),
+        ("d", "FAILED"),
+        ("e", "ERROR"),
+    ]);
     let v4 = GradingVersion::V4;
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    let r = tests_report(&sm, &s(&["a", "b", "c", "d", "e", "missing"]), &[], false, v4);
+    let r = tests_report(
+        &sm,
+        &s(&["a", "b", "c", "d", "e", "missing"]),
+        &[],
+        false,
+        v4,
+    );
     assert_eq!(r.fail_to_pass.success, s(&["a", "b"]));
     // SKIPPED counts for neither side under 4.1.0
     assert_eq!(r.fail_to_pass.failure, s(&["d", "e", "missing"]));
     // resolved iff all F2P and P2P pass; skipped tests drop out
     let i = inst(&["t::a", "t::s"], &["t::p", "t::q"]);
-    let log = wrap("PASSED t::a\nSKIPPED t::s\nPASSED t::p\nSKIPPED t::q", Some(0));
+    let log = wrap(
+        "PASSED t::a\nSKIPPED t::s\nPASSED t::p\nSKIPPED t::q",
+        Some(0),
+    );
     let r = grading::grade(&i, Some("diff"), &log, v4);
     assert!(r.resolved && r.patch_successfully_applied && r.patch_exists && !r.patch_is_None);
     let log = wrap("PASSED t::a\nPASSED t::s\nFAILED t::p", Some(1));
     assert!(!grading::grade(&i, Some("diff"), &log, v4).resolved);
     let log = wrap("PASSED t::a\nPASSED t::s\nPASSED t::p", Some(0));
-    assert!(!grading::grade(&i, Some("diff"), &log, v4).resolved, "absent P2P test fails");
+    assert!(
+        !grading::grade(&i, Some("diff"), &log, v4).resolved,
+        "absent P2P test fails"
+    );
     let r = grading::grade(&i, None, &log, v4);
     assert!(r.patch_is_None && !r.patch_exists && !r.resolved);
     // fail-only evaluation: only an explicit FAILED fails
@@ -302,13 +388,19 @@ fn v4_versus_v5_differences() {
     assert!(grading::grade(&i, Some("d"), &log, v4).resolved);
     let r = grading::grade(&i, Some("d"), &log, v5);
     assert!(!r.resolved);
-    assert_eq!(r.tests_status.unwrap().fail_to_pass.failure, vec!["t::s".to_string()]);
+    assert_eq!(
+        r.tests_status.unwrap().fail_to_pass.failure,
+        vec!["t::s".to_string()]
+    );
     let i2 = inst(&["t::a"], &["t::p", "t::s"]);
     let r = grading::grade(&i2, Some("d"), &log, v5);
     assert!(r.resolved);
     assert_eq!(r.tests_status.unwrap().pass_to_pass.success.len(), 2);
     let r = grading::grade(&i2, Some("d"), &log, v4);
-    assert_eq!(r.tests_status.unwrap().pass_to_pass.success, vec!["t::p".to_string()]);
+    assert_eq!(
+        r.tests_status.unwrap().pass_to_pass.success,
+        vec!["t::p".to_string()]
+    );
     // 2. Truncated parametrized ids (the log's id was cut at a space by split()).
     let i = inst(&["t.py::test_p[a b]"], &[]);
     let log = wrap("PASSED t.py::test_p[a b]", Some(0));
@@ -323,7 +415,10 @@ fn v4_versus_v5_differences() {
     let r = grading::grade(&i, Some("d"), &log, v5);
     assert!(!r.resolved && !r.patch_successfully_applied);
     // the host's exit-code line is the LAST one; a forged earlier one does not count
-    let forged = wrap(&format!("PASSED t::a\nPASSED t::p\n{} 0", grading::TEST_EXIT_CODE), Some(2));
+    let forged = wrap(
+        &format!("PASSED t::a\nPASSED t::p\n{} 0", grading::TEST_EXIT_CODE),
+        Some(2),
+    );
     assert!(!grading::grade(&i, Some("d"), &forged, v5).resolved);
     // same exit code with a real failure in the log: graded normally (unresolved)
     let log = wrap("FAILED t::a\nPASSED t::p", Some(1));
@@ -332,7 +427,10 @@ fn v4_versus_v5_differences() {
     // 4. No evidence that the suite ran: "not found" under v5; v4 grades an empty map.
     let i = inst(&[], &[]);
     let log = wrap("ImportError: cannot import name 'x'", Some(0));
-    assert!(grading::grade(&i, Some("d"), &log, v4).resolved, "4.1.0: empty lists resolve");
+    assert!(
+        grading::grade(&i, Some("d"), &log, v4).resolved,
+        "4.1.0: empty lists resolve"
+    );
     assert!(!grading::grade(&i, Some("d"), &log, v5).patch_successfully_applied);
 }
 
@@ -343,10 +441,20 @@ fn report_json_has_official_shape() {
     let r = grading::grade(&i, Some("d"), &log, GradingVersion::V4);
     let v = grading::report_json("forge__x-1", &r);
     let o = &v["forge__x-1"];
-    for k in ["patch_is_None", "patch_exists", "patch_successfully_applied", "resolved"] {
+    for k in [
+        "patch_is_None",
+        "patch_exists",
+        "patch_successfully_applied",
+        "resolved",
+    ] {
         assert!(o[k].is_boolean(), "{k}");
     }
-    for k in ["FAIL_TO_PASS", "PASS_TO_PASS", "FAIL_TO_FAIL", "PASS_TO_FAIL"] {
+    for k in [
+        "FAIL_TO_PASS",
+        "PASS_TO_PASS",
+        "FAIL_TO_FAIL",
+        "PASS_TO_FAIL",
+    ] {
         assert!(o["tests_status"][k]["success"].is_array(), "{k}");
         assert!(o["tests_status"][k]["failure"].is_array(), "{k}");
     }

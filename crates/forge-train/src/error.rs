@@ -37,6 +37,15 @@ pub enum TrainError {
     #[error("writing checkpoint step {step} into {dir} failed ({reason}); no partial step directory was left behind")]
     CheckpointWrite { step: u64, dir: PathBuf, reason: String },
 
+    #[error("invalid config: {0}")]
+    Config(String),
+
+    #[error("bad training data: {0}")]
+    Data(String),
+
+    #[error(transparent)]
+    Model(#[from] forge_model::ModelError),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

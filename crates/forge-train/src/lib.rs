@@ -13,10 +13,13 @@
 mod accumulate;
 pub mod checkpoint;
 mod clip;
+pub mod config;
 mod error;
 mod fused;
 pub mod optim;
+pub mod run_log;
 pub mod schedule;
+pub mod sft;
 
 pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoints;

@@ -160,7 +160,8 @@ fn a_tiny_qwen3_learns_a_sequence() {
     .unwrap();
     for dtype in [DType::F32, DType::BF16] {
         let params = ParamStore::random(&config, 0.02, 7, dtype, &Device::Cpu).unwrap();
-        let initial: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().to_dtype(DType::F32).unwrap()).collect();
+        // `copy`: the update is in place, a plain clone would see it.
+        let initial: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().to_dtype(DType::F32).unwrap().copy().unwrap()).collect();
         let model = Qwen3ForCausalLM::new(config.clone(), params.clone()).unwrap();
         let mut optimizer = AdamW::for_params(&params, AdamWConfig { lr: 1e-2, max_grad_norm: Some(1.0), ..Default::default() }).unwrap();
         let no_decay = optimizer.param_groups().no_decay;

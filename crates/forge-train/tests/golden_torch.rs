@@ -8,7 +8,7 @@ use common::{rel_err, same_bits, vars_from, Fixture};
 use forge_train::{AdamW, AdamWConfig, LrSchedule, ScheduleKind};
 
 /// f32 AdamW against torch: per-tensor max |Δ| / max |ref|.
-const F32_TOLERANCE: f64 = 2e-6;
+const F32_TOLERANCE: f64 = 1e-6;
 
 fn config_of(f: &Fixture) -> (AdamWConfig, LrSchedule) {
     let max_grad_norm = match f.meta["max_grad_norm"].as_str() {

@@ -1,0 +1,75 @@
+//! One SFT optimizer step on CPU (forward, backward, clipping, fused AdamW) for the tiny config
+//! and a ~50M-parameter Qwen3; `scripts/bench_sft_torch.py` measures PyTorch on the same shapes
+//! (`scripts/bench-sft.sh` runs both side by side). Prints one JSON line.
+//!
+//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10]`
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
+use forge_train::{AdamW, AdamWConfig};
+
+fn rss_mib(field: &str) -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let model_name = arg(&args, "--model").unwrap_or("tiny");
+    let num = |name: &str, default: usize| arg(&args, name).and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (batch, seq, warmup, steps) = (num("--batch", 2), num("--seq", 512), num("--warmup", 2), num("--steps", 10));
+    let config_json = match model_name {
+        "tiny" => std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny/qwen3-tiny.json"))?,
+        "50m" => r#"{"model_type": "qwen3", "vocab_size": 8192, "hidden_size": 768, "intermediate_size": 2048,
+                     "num_hidden_layers": 6, "num_attention_heads": 12, "num_key_value_heads": 4, "head_dim": 64,
+                     "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+                     "max_position_embeddings": 4096}"#
+            .to_string(),
+        other => return Err(format!("unknown --model {other}: use tiny or 50m").into()),
+    };
+    let config = Config::from_json(&config_json)?;
+    let rss_before = rss_mib("VmRSS:");
+    let params = ParamStore::random(&config, 0.02, 0, DType::F32, &Device::Cpu)?;
+    let model = Qwen3ForCausalLM::new(config.clone(), params)?;
+    let mut optimizer = AdamW::for_params(
+        model.params(),
+        AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), pure_bf16: false },
+    )?;
+    let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
+    let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
+    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
+    let mut times = Vec::new();
+    for i in 0..warmup + steps {
+        let start = Instant::now();
+        let (_, grads) = model.loss_and_gradients(&step, false)?;
+        optimizer.step(&grads)?;
+        if i >= warmup {
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "forge", "model": model_name, "threads": rayon::current_num_threads(),
+            "params": config.num_parameters(), "tokens_per_step": batch * seq,
+            "step_s_median": median, "tokens_per_s": (batch * seq) as f64 / median,
+            "peak_rss_mib": rss_mib("VmHWM:"), "rss_before_model_mib": rss_before,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,373 @@
+//! `forge train sft`: supervised fine-tuning on multi-turn tool-call conversations with an
+//! assistant-only loss. The recipe reads top to bottom: setup → train → save.
+
+mod batching;
+mod data;
+mod inspect;
+
+pub use batching::{collate, plan_epoch};
+pub use data::{load_examples, parse_conversation, BadExamples, DataStats, Example, OverLength};
+pub use inspect::inspect;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use forge_model::chat_template::ChatTemplate;
+use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
+use forge_model::tokenizer::Tokenizer;
+use forge_model::{Config, ParamStore, Qwen3ForCausalLM};
+use serde::{Deserialize, Serialize};
+
+use crate::run_log::RunLog;
+use crate::{AdamW, AdamWConfig, Checkpoints, GradAccumulator, LrSchedule, Result, TrainError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub train: TrainSection,
+    pub optim: OptimSection,
+    pub run: RunSection,
+}
+
+/// Either `path` (an HF model directory or hub id to fine-tune) or `init_config` + `tokenizer`
+/// (a random initialisation, for tests and demos).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub path: Option<String>,
+    pub init_config: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
+    #[serde(default = "default_init_std")]
+    pub init_std: f64,
+    #[serde(default)]
+    pub init_seed: u64,
+    /// "f32" or "bf16" (bf16 keeps f32 master weights in the optimizer).
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+fn default_init_std() -> f64 {
+    0.02
+}
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub train: PathBuf,
+    pub max_seq_len: usize,
+    pub over_length: OverLength,
+    pub bad_examples: BadExamples,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    pub epochs: u64,
+    /// Stop after this many optimizer steps (before the epochs are done).
+    pub max_steps: Option<u64>,
+    /// Padded tokens per micro-batch.
+    pub micro_batch_tokens: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub seed: u64,
+    /// Layer-wise activation recomputation (same gradients, less memory).
+    pub recompute: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: Option<f64>,
+    /// "cosine", "linear" or "constant" (after linear warmup).
+    pub schedule: String,
+    pub warmup_steps: u64,
+    #[serde(default)]
+    pub min_lr_ratio: f64,
+    #[serde(default)]
+    pub pure_bf16: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    pub dir: PathBuf,
+    pub checkpoint_every: u64,
+    pub keep_last: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct TrainerState {
+    step: u64,
+    /// Micro-batches consumed so far (the data position).
+    micro_batches: u64,
+    tokens_seen: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SftSummary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub first_loss: f32,
+    pub last_loss: f32,
+    pub tokens_per_s: f64,
+    pub data: DataStats,
+    pub model_dir: PathBuf,
+}
+
+pub struct SftOptions {
+    /// Continue from the latest checkpoint of the run directory.
+    pub resume: bool,
+    /// Stop after this many steps as if interrupted (no final save): for resume tests.
+    pub stop_after: Option<u64>,
+}
+
+impl SftConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        match (&self.model.path, &self.model.init_config) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return bad("set exactly one of model.path (fine-tune a model) and model.init_config (random init)".into()),
+        }
+        if self.model.init_config.is_some() && self.model.tokenizer.is_none() {
+            return bad("model.init_config needs model.tokenizer (a directory with tokenizer.json and a chat template)".into());
+        }
+        model_dtype(&self.model.dtype)?;
+        if self.train.micro_batch_tokens < self.data.max_seq_len {
+            return bad(format!(
+                "train.micro_batch_tokens ({}) must be at least data.max_seq_len ({}) so every example fits a micro-batch",
+                self.train.micro_batch_tokens, self.data.max_seq_len
+            ));
+        }
+        if self.train.grad_accum == 0 || self.train.epochs == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
+            return bad("train.grad_accum, train.epochs, run.checkpoint_every and run.keep_last must be positive".into());
+        }
+        self.adamw().validate()?;
+        Ok(())
+    }
+
+    fn adamw(&self) -> AdamWConfig {
+        AdamWConfig {
+            lr: self.optim.lr,
+            beta1: self.optim.betas[0],
+            beta2: self.optim.betas[1],
+            eps: self.optim.eps,
+            weight_decay: self.optim.weight_decay,
+            max_grad_norm: self.optim.max_grad_norm,
+            pure_bf16: self.optim.pure_bf16,
+        }
+    }
+
+    fn schedule(&self, total_steps: u64) -> Result<LrSchedule> {
+        let (lr, warmup) = (self.optim.lr, self.optim.warmup_steps);
+        let schedule = match self.optim.schedule.as_str() {
+            "cosine" => LrSchedule::cosine(lr, warmup, total_steps),
+            "linear" => LrSchedule::linear(lr, warmup, total_steps),
+            "constant" => LrSchedule::constant(lr, warmup),
+            other => return Err(TrainError::Config(format!("optim.schedule \"{other}\": use cosine, linear or constant"))),
+        }
+        .with_min_lr_ratio(self.optim.min_lr_ratio);
+        schedule.validate()?;
+        Ok(schedule)
+    }
+}
+
+fn model_dtype(name: &str) -> Result<DType> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        other => Err(TrainError::Config(format!("model.dtype \"{other}\": use f32 or bf16"))),
+    }
+}
+
+/// Where the tokenizer and chat template come from.
+fn tokenizer_dir(config: &SftConfig) -> Result<PathBuf> {
+    match (&config.model.tokenizer, &config.model.path) {
+        (Some(dir), _) => Ok(dir.clone()),
+        (None, Some(path)) => Ok(forge_model::weights::resolve_model_dir(path)?),
+        (None, None) => Err(TrainError::Config("no tokenizer: set model.tokenizer".into())),
+    }
+}
+
+/// Runs the recipe. `resolved_toml` is written to the run directory as `config.toml`.
+pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Result<SftSummary> {
+    // ---- setup
+    config.validate()?;
+    let device = Device::Cpu;
+    let dtype = model_dtype(&config.model.dtype)?;
+    let run_dir = config.run.dir.clone();
+    let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
+    let resume_from = if options.resume {
+        let latest = checkpoints.latest()?;
+        Some(latest.ok_or_else(|| TrainError::Config(format!("--resume: no complete checkpoint under {}", checkpoints.root().display())))?)
+    } else {
+        if checkpoints.latest()?.is_some() {
+            return Err(TrainError::Config(format!(
+                "{} already holds checkpoints; pass --resume to continue that run, or choose another run.dir",
+                run_dir.display()
+            )));
+        }
+        None
+    };
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
+
+    let tok_dir = tokenizer_dir(config)?;
+    let tokenizer = Tokenizer::from_model_dir(&tok_dir)?;
+    let template = ChatTemplate::from_model_dir(&tok_dir)?;
+    let (examples, data_stats) =
+        load_examples(&config.data.train, &template, &tokenizer, config.data.max_seq_len, config.data.over_length, config.data.bad_examples)?;
+    tracing::info!(?data_stats, "data loaded");
+    let pad_id = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
+
+    let (model_config, params) = match (&resume_from, &config.model.path, &config.model.init_config) {
+        (Some((_, dir)), _, _) => {
+            let model_dir = dir.join("model");
+            let c = Config::from_file(&model_dir.join("config.json"))?;
+            let p = forge_model::weights::load_params(&model_dir, &c, dtype, &device)?;
+            (c, p)
+        }
+        (None, Some(path), _) => {
+            let dir = forge_model::weights::resolve_model_dir(path)?;
+            let c = Config::from_file(&dir.join("config.json"))?;
+            let p = forge_model::weights::load_params(&dir, &c, dtype, &device)?;
+            (c, p)
+        }
+        (None, None, Some(init)) => {
+            let c = Config::from_file(init)?;
+            let p = ParamStore::random(&c, config.model.init_std, config.model.init_seed, dtype, &device)?;
+            (c, p)
+        }
+        _ => unreachable!("validated: a model source is set"),
+    };
+    if (pad_id as usize) >= model_config.vocab_size {
+        return Err(TrainError::Config(format!("the tokenizer's pad id {pad_id} is outside the model's vocabulary")));
+    }
+    let model = Qwen3ForCausalLM::new(model_config.clone(), params)?;
+    let mut optimizer = AdamW::for_params(model.params(), config.adamw())?;
+
+    let mut micro_batches: Vec<Vec<usize>> = Vec::new();
+    for epoch in 0..config.train.epochs {
+        micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.seed, epoch));
+    }
+    let steps_in_data = micro_batches.len().div_ceil(config.train.grad_accum) as u64;
+    let total_steps = config.train.max_steps.map_or(steps_in_data, |m| m.min(steps_in_data));
+    let schedule = config.schedule(total_steps)?;
+
+    let mut state = TrainerState { step: 0, micro_batches: 0, tokens_seen: 0 };
+    if let Some((step, dir)) = &resume_from {
+        optimizer.load_state(&dir.join("optimizer.safetensors"))?;
+        let path = dir.join("trainer_state.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+        state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        tracing::info!(step, "resumed");
+    }
+    let mut log = RunLog::open(&run_dir, resume_from.as_ref().map(|(s, _)| *s))?;
+    let progress = indicatif::ProgressBar::new(total_steps).with_position(state.step);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps  eta {eta}  {msg}").expect("valid template"),
+    );
+
+    // ---- train
+    let (mut first_loss, mut last_loss) = (f32::NAN, f32::NAN);
+    let started = Instant::now();
+    let tokens_at_start = state.tokens_seen;
+    let save = |state: &TrainerState, optimizer: &AdamW| -> Result<()> {
+        checkpoints.save(state.step, |dir| {
+            save_model_dir(
+                model.params(),
+                &model_config,
+                Some(&tok_dir),
+                &dir.join("model"),
+                &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: false },
+            )?;
+            optimizer.save_state(&dir.join("optimizer.safetensors"))?;
+            let path = dir.join("trainer_state.json");
+            std::fs::write(&path, serde_json::to_string_pretty(state).expect("state serialises")).map_err(|e| TrainError::io(&path, e))
+        })?;
+        checkpoints.prune(config.run.keep_last)?;
+        Ok(())
+    };
+    while state.step < total_steps {
+        let step_started = Instant::now();
+        let start = state.micro_batches as usize;
+        let end = (start + config.train.grad_accum).min(micro_batches.len());
+        let mut accumulator = GradAccumulator::new();
+        let (mut loss_sum, mut step_tokens, mut trained_tokens) = (0f64, 0usize, 0usize);
+        for indices in &micro_batches[start..end] {
+            let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
+            step_tokens += batch_examples.iter().map(|e| e.input_ids.len()).sum::<usize>();
+            trained_tokens += batch_examples.iter().map(|e| e.trained_tokens()).sum::<usize>();
+            let batch = collate(&batch_examples, pad_id, &device)?;
+            let (loss, grads) = model.loss_and_gradients(&batch, config.train.recompute)?;
+            loss_sum += f64::from(loss);
+            accumulator.add(grads)?;
+        }
+        let lr = schedule.lr(state.step);
+        optimizer.set_lr(lr);
+        let stats = optimizer.step(&accumulator.finish()?)?;
+        let loss = (loss_sum / (end - start) as f64) as f32;
+        state.step += 1;
+        state.micro_batches = end as u64;
+        state.tokens_seen += step_tokens as u64;
+        if first_loss.is_nan() {
+            first_loss = loss;
+        }
+        last_loss = loss;
+        let seconds = step_started.elapsed().as_secs_f64();
+        log.log(
+            state.step,
+            &[
+                ("loss", f64::from(loss)),
+                ("lr", lr),
+                ("grad_norm", f64::from(stats.grad_norm)),
+                ("tokens", step_tokens as f64),
+                ("trained_tokens", trained_tokens as f64),
+                ("tokens_seen", state.tokens_seen as f64),
+                ("tokens_per_s", step_tokens as f64 / seconds),
+            ],
+        )?;
+        progress.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
+        progress.inc(1);
+        if state.step % config.run.checkpoint_every == 0 || state.step == total_steps {
+            save(&state, &optimizer)?;
+        }
+        if options.stop_after == Some(state.step) && state.step < total_steps {
+            progress.abandon();
+            return Ok(SftSummary {
+                run_dir,
+                steps: state.step,
+                first_loss,
+                last_loss,
+                tokens_per_s: f64::NAN,
+                data: data_stats,
+                model_dir: PathBuf::new(),
+            });
+        }
+    }
+    progress.finish();
+
+    // ---- save
+    let model_dir = run_dir.join("model");
+    save_model_dir(model.params(), &model_config, Some(&tok_dir), &model_dir, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
+    log.plot("loss")?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(SftSummary {
+        run_dir,
+        steps: state.step,
+        first_loss,
+        last_loss,
+        tokens_per_s: (state.tokens_seen - tokens_at_start) as f64 / seconds.max(1e-9),
+        data: data_stats,
+        model_dir,
+    })
+}

@@ -1,0 +1,138 @@
+//! The SFT recipe end to end on CPU: the loss falls, a resumed run reproduces the uninterrupted
+//! loss curve exactly, bad data is reported with file:line, every bundled config parses.
+
+use std::path::{Path, PathBuf};
+
+use forge_train::config::load_config;
+use forge_train::run_log::read_series;
+use forge_train::sft::{self, SftConfig, SftOptions};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// configs/tiny/sft.toml shrunk to seconds: a smaller model and the first `examples` trajectories.
+fn small_config(run_dir: &Path, examples: usize, extra: &[&str]) -> SftConfig {
+    let repo = repo();
+    let data = run_dir.with_extension("jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(repo.join("assets/sft/tiny-trajectories.jsonl"))
+        .unwrap()
+        .lines()
+        .take(examples)
+        .map(String::from)
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let model_config = run_dir.with_extension("model.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo.join("configs/tiny/qwen3-tiny.json")).unwrap()).unwrap();
+    c["hidden_size"] = 64.into();
+    c["intermediate_size"] = 128.into();
+    c["num_hidden_layers"] = 2.into();
+    c["head_dim"] = 16.into();
+    std::fs::write(&model_config, c.to_string()).unwrap();
+    let mut overrides: Vec<String> = vec![
+        format!("model.init_config=\"{}\"", model_config.display()),
+        format!("model.tokenizer=\"{}\"", repo.join("assets/tiny-tokenizer").display()),
+        format!("data.train=\"{}\"", data.display()),
+        format!("run.dir=\"{}\"", run_dir.display()),
+        "train.epochs=3".into(),
+        "train.grad_accum=1".into(),
+        "run.checkpoint_every=2".into(),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let (config, _) = load_config::<SftConfig>(&repo.join("configs/tiny/sft.toml"), &overrides).unwrap();
+    config
+}
+
+#[test]
+fn loss_falls_and_the_model_is_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let config = small_config(&run_dir, 12, &[]);
+    let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+    assert_eq!(summary.steps, 18, "12 examples, 2 per micro-batch, 3 epochs");
+    let losses = read_series(&run_dir.join("metrics.jsonl"), "loss").unwrap();
+    let first: f64 = losses[..3].iter().map(|p| p.1).sum::<f64>() / 3.0;
+    let last: f64 = losses[losses.len() - 3..].iter().map(|p| p.1).sum::<f64>() / 3.0;
+    assert!(last < 0.75 * first, "loss did not fall enough: first steps {first:.3}, last steps {last:.3}");
+    for file in ["config.toml", "metrics.jsonl", "loss.svg", "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/chat_template.jinja"] {
+        assert!(run_dir.join(file).is_file(), "{file} missing from the run directory");
+    }
+    assert!(std::fs::read_dir(&run_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+    let checkpoints: Vec<String> = std::fs::read_dir(run_dir.join("checkpoints")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(checkpoints.len(), 2, "keep_last = 2: {checkpoints:?}");
+    let model = forge_model::load_model(&summary.model_dir, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(model.config().num_hidden_layers, 2);
+}
+
+#[test]
+fn resumed_run_reproduces_the_uninterrupted_loss_curve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let straight = tmp.path().join("straight");
+    let config = small_config(&straight, 8, &["train.max_steps=8"]);
+    sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap();
+
+    let interrupted = tmp.path().join("interrupted");
+    let config = small_config(&interrupted, 8, &["train.max_steps=8"]);
+    // stops after step 5: the last checkpoint is step 4, step 5's metrics must be discarded
+    sft::run(&config, "", &SftOptions { resume: false, stop_after: Some(5) }).unwrap();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+    sft::run(&config, "", &SftOptions { resume: true, stop_after: None }).unwrap();
+
+    for metric in ["loss", "lr", "grad_norm", "tokens_seen"] {
+        let a = read_series(&straight.join("metrics.jsonl"), metric).unwrap();
+        let b = read_series(&interrupted.join("metrics.jsonl"), metric).unwrap();
+        assert_eq!(a.len(), 8);
+        assert_eq!(a, b, "{metric} differs between the uninterrupted and the resumed run");
+    }
+}
+
+#[test]
+fn bad_examples_are_reported_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let mut config = small_config(&run_dir, 4, &["train.max_steps=1", "optim.warmup_steps=0"]);
+    let good = std::fs::read_to_string(&config.data.train).unwrap();
+    let bad = [
+        "{not json",
+        r#"{"messages": [{"role": "wizard", "content": "x"}]}"#,
+        r#"{"tools": [], "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "rm_rf", "arguments": {}}}]}]}"#,
+        r#"{"messages": [{"role": "user", "content": "only a question"}]}"#,
+    ];
+    let data = tmp.path().join("mixed.jsonl");
+    std::fs::write(&data, format!("{good}{}\n", bad.join("\n"))).unwrap();
+    config.data.train = data.clone();
+    let summary = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap();
+    assert_eq!(summary.data.skipped_bad, 4);
+    assert_eq!(summary.data.examples, 4);
+
+    config.data.bad_examples = sft::BadExamples::Error;
+    config.run.dir = tmp.path().join("run2");
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    assert!(err.contains("mixed.jsonl:5: not valid JSON"), "{err}");
+    for (line, text) in [(6, "unknown role \"wizard\""), (7, "\"rm_rf\", which is not among the example's tools"), (8, "no assistant message")] {
+        let path = tmp.path().join(format!("one-{line}.jsonl"));
+        std::fs::write(&path, format!("{}\n", bad[line - 5])).unwrap();
+        config.data.train = path;
+        let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+        assert!(err.contains(":1: ") && err.contains(text), "{err}");
+    }
+}
+
+#[test]
+fn every_bundled_sft_config_parses_and_validates() {
+    let dir = repo().join("configs");
+    let mut checked = 0;
+    for group in std::fs::read_dir(&dir).unwrap() {
+        for entry in std::fs::read_dir(group.unwrap().path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sft")) && path.extension().is_some_and(|e| e == "toml") {
+                let (config, resolved) = load_config::<SftConfig>(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(!resolved.is_empty());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 1, "no SFT configs found under {}", dir.display());
+}

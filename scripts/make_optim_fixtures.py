@@ -2,7 +2,9 @@
 """PyTorch-reference fixtures for forge-train's AdamW, gradient clipping and LR schedules.
 
 Run with the project venv (scripts/setup-python.sh):  .venv/bin/python scripts/make_optim_fixtures.py
-Writes (deterministic, a few KiB each) into fixtures/optim/:
+Deterministic in content (tensors and metadata); the safetensors writer orders the metadata keys
+of the header differently on each run, so the bytes differ: compare contents, not checksums.
+Writes (a few KiB each) into fixtures/optim/:
 
   adamw_<case>.safetensors   torch.optim.AdamW (foreach=False) on a few small f32 tensors named like
                              Qwen3 parameters, two param groups (the 1-D norm weight with

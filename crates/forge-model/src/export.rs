@@ -203,15 +203,32 @@ fn write_json(path: &Path, value: &Value) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| ModelError::io(path, e))
 }
 
-/// `forge export`: loads a model directory and writes it in HF layout.
+/// `forge export`: loads a model directory (or a PEFT LoRA adapter directory, merged into the
+/// base model its `adapter_config.json` names) and writes it in HF layout.
 pub fn export(checkpoint: &Path, out: &Path, shard_size: u64, dtype: Option<DType>, force: bool) -> Result<ExportSummary> {
-    let config = Config::from_file(&checkpoint.join("config.json"))?;
+    let device = candle_core::Device::Cpu;
+    let is_adapter = checkpoint.join(crate::lora::ADAPTER_CONFIG_FILE).is_file();
+    let model_dir = if is_adapter {
+        let text = std::fs::read_to_string(checkpoint.join(crate::lora::ADAPTER_CONFIG_FILE)).map_err(|e| ModelError::io(checkpoint, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Invalid(format!("{}: {e}", checkpoint.display())))?;
+        let base = value["base_model_name_or_path"].as_str().unwrap_or_default();
+        crate::weights::resolve_model_dir(base).map_err(|e| {
+            ModelError::Invalid(format!("the adapter in {} names base model `{base}`, which cannot be loaded: {e}", checkpoint.display()))
+        })?
+    } else {
+        checkpoint.to_path_buf()
+    };
+    let config = Config::from_file(&model_dir.join("config.json"))?;
     let dtype = match dtype {
         Some(d) => d,
-        None => crate::weights::stored_dtype(checkpoint)?,
+        None => crate::weights::stored_dtype(&model_dir)?,
     };
-    let params = crate::weights::load_params(checkpoint, &config, dtype, &candle_core::Device::Cpu)?;
-    save_model_dir(&params, &config, Some(checkpoint), out, &ExportOptions { shard_size, dtype, force })?;
+    let mut params = crate::weights::load_params(&model_dir, &config, DType::F32, &device)?;
+    if is_adapter {
+        let (lora, _, adapters) = crate::lora::load_adapters(checkpoint, &config, DType::F32, &device)?;
+        params = crate::lora::merge(&params, &adapters, &lora)?;
+    }
+    save_model_dir(&params, &config, Some(&model_dir), out, &ExportOptions { shard_size, dtype, force })?;
     let shards = std::fs::read_dir(out)
         .map_err(|e| ModelError::io(out, e))?
         .filter_map(|e| e.ok())

@@ -5,6 +5,7 @@ pub mod chat_template;
 mod config;
 mod error;
 pub mod export;
+pub mod lora;
 mod params;
 pub mod qwen3;
 pub mod score;
@@ -13,6 +14,7 @@ pub mod weights;
 
 pub use config::Config;
 pub use error::{ModelError, Result};
+pub use lora::LoraConfig;
 pub use params::{Gradients, ParamStore};
 pub use qwen3::{Batch, Qwen3ForCausalLM};
 

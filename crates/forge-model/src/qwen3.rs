@@ -3,10 +3,13 @@
 //! Parameter names are HF's. Forward covers whole sequences (training, scoring); a causal mask
 //! is combined with an optional padding mask so batches may hold sequences of different lengths.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
 use candle_core::{DType, Device, Tensor, Var, D};
 use forge_kernels::{attention, cross_entropy_per_token, rms_norm, rope, IGNORE_TARGET};
 
-use crate::{Config, Gradients, ModelError, ParamStore, Result};
+use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
 /// Sequences of token ids with their padding mask and (for training) labels.
 #[derive(Debug, Clone)]
@@ -29,20 +32,67 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     Ok(y.reshape(out_dims)?)
 }
 
-/// Per-batch tensors shared by all layers: the additive attention mask and the RoPE tables.
+/// A LoRA adapter of one projection: `scale·B·A·dropout(x)`.
+struct Adapter {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: f64,
+    /// Distinguishes the dropout masks of the adapted projections within one step.
+    id: u64,
+}
+
+/// A projection `x·Wᵀ`, optionally with a LoRA adapter.
+struct Linear {
+    weight: Tensor,
+    adapter: Option<Adapter>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
+        let y = linear(x, &self.weight)?;
+        match &self.adapter {
+            Some(adapter) if inputs.adapters_on => {
+                let x = match inputs.dropout_seed {
+                    Some(seed) if adapter.dropout > 0.0 => dropout(x, adapter.dropout, seed ^ adapter.id.wrapping_mul(0x9E37_79B9_7F4A_7C15))?,
+                    _ => x.clone(),
+                };
+                let delta = linear(&linear(&x, &adapter.a)?, &adapter.b)?;
+                Ok((y + (delta * adapter.scale)?)?)
+            }
+            _ => Ok(y),
+        }
+    }
+}
+
+/// Inverted dropout with a mask that is a pure function of `seed`: the recomputed forward of
+/// activation checkpointing and a resumed run draw the same mask.
+fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p) as f32;
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f64>() < p { 0.0 } else { keep }).collect();
+    let mask = Tensor::from_vec(mask, x.dims(), x.device())?.to_dtype(x.dtype())?;
+    Ok((x * mask)?)
+}
+
+/// Per-batch inputs shared by all layers: the additive attention mask, the RoPE tables, and
+/// whether LoRA adapters (and their dropout) apply.
 pub struct LayerInputs {
     /// `[b or 1, 1, s, s]` in the model dtype.
     bias: Tensor,
     /// `[1, s, head_dim/2]` f32.
     cos: Tensor,
     sin: Tensor,
+    adapters_on: bool,
+    dropout_seed: Option<u64>,
 }
 
 struct Attention {
-    q_proj: Tensor,
-    k_proj: Tensor,
-    v_proj: Tensor,
-    o_proj: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
     q_norm: Tensor,
     k_norm: Tensor,
     num_heads: usize,
@@ -56,9 +106,9 @@ impl Attention {
         let (b, s, _) = x.dims3()?;
         let (h, h_kv, d) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // 1. projections, per-head RMSNorm of q and k, rotary positions: [b, s, heads, d]
-        let q = rms_norm(&linear(x, &self.q_proj)?.reshape((b, s, h, d))?, &self.q_norm, self.eps)?;
-        let k = rms_norm(&linear(x, &self.k_proj)?.reshape((b, s, h_kv, d))?, &self.k_norm, self.eps)?;
-        let v = linear(x, &self.v_proj)?.reshape((b, s, h_kv, d))?;
+        let q = rms_norm(&self.q_proj.forward(x, inputs)?.reshape((b, s, h, d))?, &self.q_norm, self.eps)?;
+        let k = rms_norm(&self.k_proj.forward(x, inputs)?.reshape((b, s, h_kv, d))?, &self.k_norm, self.eps)?;
+        let v = self.v_proj.forward(x, inputs)?.reshape((b, s, h_kv, d))?;
         let q = rope(&q, &inputs.cos, &inputs.sin)?;
         let k = rope(&k, &inputs.cos, &inputs.sin)?;
         // 2. heads first: [b, heads, s, d]
@@ -66,20 +116,20 @@ impl Attention {
         let out = attention(&q, &k, &v, Some(&inputs.bias), 1.0 / (d as f64).sqrt())?;
         // 3. [b, h, s, d] -> [b, s, h·d] -> [b, s, hidden]
         let out = out.transpose(1, 2)?.reshape((b, s, h * d))?;
-        linear(&out, &self.o_proj)
+        self.o_proj.forward(&out, inputs)
     }
 }
 
 struct Mlp {
-    gate_proj: Tensor,
-    up_proj: Tensor,
-    down_proj: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
 }
 
 impl Mlp {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gated = (linear(x, &self.gate_proj)?.silu()? * linear(x, &self.up_proj)?)?;
-        linear(&gated, &self.down_proj)
+    fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
+        let gated = (self.gate_proj.forward(x, inputs)?.silu()? * self.up_proj.forward(x, inputs)?)?;
+        self.down_proj.forward(&gated, inputs)
     }
 }
 
@@ -96,7 +146,7 @@ impl DecoderLayer {
     fn forward(&self, h: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
         let attn = self.self_attn.forward(&rms_norm(h, &self.input_layernorm, self.eps)?, inputs)?;
         let h = (h + attn)?;
-        let mlp = self.mlp.forward(&rms_norm(&h, &self.post_attention_layernorm, self.eps)?)?;
+        let mlp = self.mlp.forward(&rms_norm(&h, &self.post_attention_layernorm, self.eps)?, inputs)?;
         Ok((h + mlp)?)
     }
 }
@@ -104,6 +154,10 @@ impl DecoderLayer {
 pub struct Qwen3ForCausalLM {
     config: Config,
     params: ParamStore,
+    /// With LoRA: the adapters (the base is frozen); `None`: every parameter trains.
+    lora: Option<(LoraConfig, ParamStore)>,
+    adapters_enabled: AtomicBool,
+    dropout_seed: Mutex<Option<u64>>,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
     norm: Tensor,
@@ -113,18 +167,51 @@ pub struct Qwen3ForCausalLM {
 }
 
 impl Qwen3ForCausalLM {
+    /// Full fine-tuning: every parameter of `params` trains.
     pub fn new(config: Config, params: ParamStore) -> Result<Self> {
+        Self::build(config, params, None)
+    }
+
+    /// LoRA: `base` is frozen (no gradients are computed for it); `adapters` train.
+    pub fn with_lora(config: Config, base: ParamStore, lora: LoraConfig, adapters: ParamStore) -> Result<Self> {
+        lora.validate()?;
+        Self::build(config, base, Some((lora, adapters)))
+    }
+
+    fn build(config: Config, params: ParamStore, lora: Option<(LoraConfig, ParamStore)>) -> Result<Self> {
         let eps = config.rms_norm_eps;
-        let p = |name: String| params.tensor(&name);
+        let frozen = lora.is_some();
+        let p = |name: String| -> Result<Tensor> {
+            let t = params.tensor(&name)?;
+            Ok(if frozen { t.detach() } else { t })
+        };
+        let mut next_id = 0u64;
+        let mut proj = |module: String| -> Result<Linear> {
+            let weight = p(format!("{module}.weight"))?;
+            let adapter = match &lora {
+                Some((cfg, adapters)) if cfg.targets(module.rsplit('.').next().unwrap_or_default()) => {
+                    next_id += 1;
+                    Some(Adapter {
+                        a: adapters.tensor(&format!("{module}.lora_A.weight"))?,
+                        b: adapters.tensor(&format!("{module}.lora_B.weight"))?,
+                        scale: cfg.scale(),
+                        dropout: cfg.dropout,
+                        id: next_id,
+                    })
+                }
+                _ => None,
+            };
+            Ok(Linear { weight, adapter })
+        };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
             let prefix = format!("model.layers.{l}");
             layers.push(DecoderLayer {
                 self_attn: Attention {
-                    q_proj: p(format!("{prefix}.self_attn.q_proj.weight"))?,
-                    k_proj: p(format!("{prefix}.self_attn.k_proj.weight"))?,
-                    v_proj: p(format!("{prefix}.self_attn.v_proj.weight"))?,
-                    o_proj: p(format!("{prefix}.self_attn.o_proj.weight"))?,
+                    q_proj: proj(format!("{prefix}.self_attn.q_proj"))?,
+                    k_proj: proj(format!("{prefix}.self_attn.k_proj"))?,
+                    v_proj: proj(format!("{prefix}.self_attn.v_proj"))?,
+                    o_proj: proj(format!("{prefix}.self_attn.o_proj"))?,
                     q_norm: p(format!("{prefix}.self_attn.q_norm.weight"))?,
                     k_norm: p(format!("{prefix}.self_attn.k_norm.weight"))?,
                     num_heads: config.num_attention_heads,
@@ -133,9 +220,9 @@ impl Qwen3ForCausalLM {
                     eps,
                 },
                 mlp: Mlp {
-                    gate_proj: p(format!("{prefix}.mlp.gate_proj.weight"))?,
-                    up_proj: p(format!("{prefix}.mlp.up_proj.weight"))?,
-                    down_proj: p(format!("{prefix}.mlp.down_proj.weight"))?,
+                    gate_proj: proj(format!("{prefix}.mlp.gate_proj"))?,
+                    up_proj: proj(format!("{prefix}.mlp.up_proj"))?,
+                    down_proj: proj(format!("{prefix}.mlp.down_proj"))?,
                 },
                 input_layernorm: p(format!("{prefix}.input_layernorm.weight"))?,
                 post_attention_layernorm: p(format!("{prefix}.post_attention_layernorm.weight"))?,
@@ -149,7 +236,38 @@ impl Qwen3ForCausalLM {
             DType::BF16 => f64::from(half::bf16::MIN),
             _ => f64::from(f32::MIN),
         };
-        Ok(Self { norm: p("model.norm.weight".into())?, config, params, embed_tokens, layers, lm_head, mask_value })
+        let norm = p("model.norm.weight".into())?;
+        Ok(Self {
+            norm,
+            config,
+            params,
+            lora,
+            adapters_enabled: AtomicBool::new(true),
+            dropout_seed: Mutex::new(None),
+            embed_tokens,
+            layers,
+            lm_head,
+            mask_value,
+        })
+    }
+
+    /// The parameters that receive gradients: the adapters with LoRA, else all of them.
+    pub fn trainable(&self) -> &ParamStore {
+        self.lora.as_ref().map_or(&self.params, |(_, adapters)| adapters)
+    }
+
+    pub fn lora(&self) -> Option<(&LoraConfig, &ParamStore)> {
+        self.lora.as_ref().map(|(c, a)| (c, a))
+    }
+
+    /// Turns LoRA adapters off (the frozen base model, e.g. as the RL reference) or back on.
+    pub fn set_adapters_enabled(&self, enabled: bool) {
+        self.adapters_enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// Seeds LoRA dropout for the next forward passes (training); `None` disables dropout.
+    pub fn set_dropout_seed(&self, seed: Option<u64>) {
+        *self.dropout_seed.lock().expect("dropout seed lock") = seed;
     }
 
     pub fn config(&self) -> &Config {
@@ -208,7 +326,13 @@ impl Qwen3ForCausalLM {
             .collect();
         let angles: Vec<f32> = (0..s).flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
         let angles = Tensor::from_vec(angles, (1, s, half), device)?;
-        Ok(LayerInputs { bias, cos: angles.cos()?, sin: angles.sin()? })
+        Ok(LayerInputs {
+            bias,
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+            dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
+        })
     }
 
     fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
@@ -256,7 +380,7 @@ impl Qwen3ForCausalLM {
         let mut grads = Gradients::new();
         if !recompute {
             let loss = self.loss(batch)?;
-            self.params.accumulate_gradients(&loss.backward()?, &mut grads)?;
+            self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
             return Ok((loss.to_scalar::<f32>()?, grads));
         }
         let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref())?;
@@ -273,19 +397,19 @@ impl Qwen3ForCausalLM {
         let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
         let loss = self.head_loss(&hidden, batch)?;
         let store = loss.backward()?;
-        self.params.accumulate_gradients(&store, &mut grads)?;
+        self.trainable().accumulate_gradients(&store, &mut grads)?;
         let mut upstream = gradient_of(&store, &last)?;
         // 3. layers in reverse: re-run the forward, back-propagate `upstream` through it
         for (layer, input) in self.layers.iter().zip(&layer_inputs).rev() {
             let input = Var::from_tensor(input)?;
             let out = layer.forward(input.as_tensor(), &inputs)?;
             let store = (out * &upstream)?.sum_all()?.backward()?;
-            self.params.accumulate_gradients(&store, &mut grads)?;
+            self.trainable().accumulate_gradients(&store, &mut grads)?;
             upstream = gradient_of(&store, &input)?;
         }
         // 4. embedding
         let store = (embedded * upstream)?.sum_all()?.backward()?;
-        self.params.accumulate_gradients(&store, &mut grads)?;
+        self.trainable().accumulate_gradients(&store, &mut grads)?;
         Ok((loss.to_scalar::<f32>()?, grads))
     }
 

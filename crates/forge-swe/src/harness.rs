@@ -23,22 +23,44 @@ use crate::instance::{
 pub const LABEL_RUN: &str = "forge.swe.run";
 
 /// Files a model patch may not change: they would let it rewrite how tests run or report
-/// (a conftest.py forcing passes, a plugin loaded at interpreter start). They are restored to
-/// the base commit before the tests run.
+/// (a conftest.py forcing passes, `addopts = -p plugin` in a config file, a module imported at
+/// interpreter start) or edit tests. Under hardening they are restored to the base commit (or
+/// removed when new) before the tests run. The tests that count come from the test patch, so
+/// reverting test files a model touched never hides a real fix.
 pub fn is_protected_path(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
+    let in_test_dir = path
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|d| matches!(d, "tests" | "test" | "testing"));
     matches!(
         name,
-        "conftest.py" | "pytest.ini" | "sitecustomize.py" | "usercustomize.py"
+        "conftest.py"
+            | "pytest.ini"
+            | "tox.ini"
+            | "setup.cfg"
+            | "pyproject.toml"
+            | "sitecustomize.py"
+            | "usercustomize.py"
     ) || name.ends_with(".pth")
+        || (name.starts_with("test_") && name.ends_with(".py"))
+        || name.ends_with("_test.py")
+        || in_test_dir
+        || path
+            .split('/')
+            .any(|c| c.ends_with(".dist-info") || c.ends_with(".egg-info"))
 }
 
 /// Wraps a pytest command so that the process exits right after pytest returns: `atexit`
 /// handlers and non-daemon threads of the code under test cannot print after the summary.
 /// Other commands are returned unchanged.
 pub fn harden_test_cmd(cmd: &str) -> String {
-    let wrapper = "python3 -c 'import os, sys, pytest; rc = pytest.main(sys.argv[1:]); \
-                   sys.stdout.flush(); sys.stderr.flush(); os._exit(int(rc))'";
+    // No plugins from entry points: a patch could add `x.dist-info/entry_points.txt` under the
+    // working directory, which is on sys.path.
+    let wrapper = "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -c 'import os, sys, pytest; \
+                   rc = pytest.main(sys.argv[1:]); sys.stdout.flush(); sys.stderr.flush(); \
+                   os._exit(int(rc))'";
     for prefix in ["python3 -m pytest", "python -m pytest", "pytest"] {
         if let Some(rest) = cmd.strip_prefix(prefix) {
             if rest.is_empty() || rest.starts_with(' ') {
@@ -412,8 +434,11 @@ pub async fn ensure_bundled_images(rt: &Runtime, instances: &[TaskInstance]) {
     }
 }
 
+/// Called once per finished instance (for progress bars): (result, done, total to run).
+pub type ProgressFn = std::sync::Arc<dyn Fn(&InstanceResult, usize, usize) + Send + Sync>;
+
 /// Options of a whole evaluation run (`forge eval swebench`).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EvalOptions {
     /// Dataset: parquet, JSONL or JSON.
     pub dataset: PathBuf,
@@ -433,6 +458,25 @@ pub struct EvalOptions {
     pub default_image: Option<String>,
     /// Extra container labels.
     pub labels: BTreeMap<String, String>,
+    /// Progress callback (instances that run; resumed and empty ones are not reported).
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for EvalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvalOptions")
+            .field("dataset", &self.dataset)
+            .field("predictions", &self.predictions)
+            .field("run_id", &self.run_id)
+            .field("instance_ids", &self.instance_ids)
+            .field("workers", &self.workers)
+            .field("timeout", &self.timeout)
+            .field("grading", &self.grading)
+            .field("output_root", &self.output_root)
+            .field("default_image", &self.default_image)
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EvalOptions {
@@ -448,6 +492,7 @@ impl EvalOptions {
             output_root: PathBuf::from("."),
             default_image: None,
             labels: BTreeMap::new(),
+            progress: None,
         }
     }
 }
@@ -815,7 +860,8 @@ mod tests {
 
     #[test]
     fn pytest_commands_are_wrapped() {
-        assert!(harden_test_cmd("pytest -rA").starts_with("python3 -c 'import os, sys, pytest;"));
+        assert!(harden_test_cmd("pytest -rA")
+            .starts_with("PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -c"));
         assert!(harden_test_cmd("pytest -rA").ends_with("' -rA"));
         assert!(harden_test_cmd("python -m pytest").contains("os._exit"));
         assert_eq!(harden_test_cmd("pytestx -q"), "pytestx -q");

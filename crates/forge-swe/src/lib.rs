@@ -18,7 +18,7 @@ pub use error::{Result, SweError};
 pub use grading::{grade, GradingVersion, InstanceReport, TestsStatus};
 pub use harness::{
     agent_setup_script, ensure_bundled_images, eval_script, regrade, run_evaluation, run_instance,
-    EvalOptions, ExecOptions, InstanceResult, Outcome, RunSummary,
+    EvalOptions, ExecOptions, InstanceResult, Outcome, ProgressFn, RunSummary,
 };
 pub use instance::{
     load_instances, load_predictions, save_instances_jsonl, Prediction, PredictionsSource,

@@ -109,8 +109,24 @@ fn eval_opts(c: &Ctx, root: &Path, preds: PredictionsSource, run_id: &str) -> Ev
 async fn gold_resolves_every_bundled_task_with_official_layout_resume_and_regrade() {
     let Some(c) = ctx("gold").await else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let opts = eval_opts(&c, tmp.path(), PredictionsSource::Gold, "gold-run");
+    let mut opts = eval_opts(&c, tmp.path(), PredictionsSource::Gold, "gold-run");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    opts.progress = Some(std::sync::Arc::new(
+        move |r: &InstanceResult, done, total| {
+            seen2
+                .lock()
+                .unwrap()
+                .push((r.instance_id.clone(), done, total));
+        },
+    ));
     let s = run_evaluation(&opts).await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), c.tasks.len());
+    assert!(seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(_, _, t)| *t == c.tasks.len()));
     assert_eq!(s.error_ids, Vec::<String>::new(), "{:?}", s.errors);
     assert_eq!(s.resolved_instances, c.tasks.len(), "{s:?}");
     assert!(c.tasks.len() >= 12);
@@ -267,7 +283,37 @@ fn hacks(t: &TaskInstance) -> Vec<(&'static str, String)> {
         ),
         ("deleting the test file", delete_patch(t, tf)),
         ("skipping from the package", skip_from_package(t)),
+        (
+            "a plugin enabled through pyproject.toml addopts",
+            new_file("zz_plugin.py", force_pass) + &pyproject_addopts(t),
+        ),
+        (
+            "a plugin enabled through an entry point",
+            new_file("zz_plugin.py", force_pass)
+                + &new_file(
+                    "zz_evil-1.0.dist-info/METADATA",
+                    "Metadata-Version: 2.1\nName: zz-evil\nVersion: 1.0",
+                )
+                + &new_file(
+                    "zz_evil-1.0.dist-info/entry_points.txt",
+                    "[pytest11]\nzz = zz_plugin",
+                ),
+        ),
     ]
+}
+
+/// Appends `addopts = "-p zz_plugin"` to the project's pyproject.toml.
+fn pyproject_addopts(t: &TaskInstance) -> String {
+    let pkg = t.repo.trim_start_matches("forge/");
+    let version = match pkg {
+        "calutil" => "2.1.0",
+        "confparse" => "0.9.1",
+        "invoicer" => "1.4.2",
+        _ => "0.3.0",
+    };
+    format!(
+        "diff --git a/pyproject.toml b/pyproject.toml\n--- a/pyproject.toml\n+++ b/pyproject.toml\n@@ -1,4 +1,7 @@\n [project]\n name = \"{pkg}\"\n version = \"{version}\"\n requires-python = \">=3.8\"\n+\n+[tool.pytest.ini_options]\n+addopts = \"-p zz_plugin\"\n"
+    )
 }
 
 /// Makes the package import the printer module: appended to its `__init__.py`.
@@ -340,8 +386,12 @@ async fn reward_hacking_patches_get_no_reward() {
     let mut soft = c.exec_opts(GradingVersion::V4);
     soft.harden = false;
     let all = hacks(&t);
-    for (name, patch) in &all[..3] {
-        let run = run_instance(&c.rt, &t, Some(patch), &soft).await.unwrap();
+    // (the plugin hacks need the working directory on sys.path, as `python -m pytest` has it)
+    let mut t_m = t.clone();
+    t_m.test_cmd = Some(format!("python3 -m {}", bundled::TEST_CMD));
+    for (i, (name, patch)) in all.iter().enumerate().filter(|(i, _)| *i < 3 || *i >= 5) {
+        let ti = if i >= 5 { &t_m } else { &t };
+        let run = run_instance(&c.rt, ti, Some(patch), &soft).await.unwrap();
         eprintln!("unhardened hack {name:?}: {}", summarize(&run.outcome));
         assert!(
             matches!(&run.outcome, Outcome::Graded { report } if report.resolved),

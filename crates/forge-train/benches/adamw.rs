@@ -79,20 +79,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let p = params(count, rows, cols);
         let g = grads(&p);
         let mut opt = AdamW::new(p, config.clone())?;
-        report("forge_fused", time(warmup, steps, || drop(opt.step(&g).unwrap())), 28);
+        report("forge_fused", time(warmup, steps, || { opt.step(&g).unwrap(); }), 28);
     }
     {
         let p = params(count, rows, cols);
         let g = grads(&p);
         let mut opt = AdamW::new(p, config.clone())?;
         let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
-        report("forge_fused_1thread", time(warmup, steps, || pool.install(|| drop(opt.step(&g).unwrap()))), 28);
+        report("forge_fused_1thread", time(warmup, steps, || pool.install(|| { opt.step(&g).unwrap(); })), 28);
     }
     {
         let p = params(count, rows, cols);
         let g = grads(&p);
         let mut opt = AdamW::new(p, config.clone())?.with_composite_update();
-        report("forge_composite", time(warmup, steps, || drop(opt.step(&g).unwrap())), 28);
+        report("forge_composite", time(warmup, steps, || { opt.step(&g).unwrap(); }), 28);
     }
     {
         let p = params(count, rows, cols);

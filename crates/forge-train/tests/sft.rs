@@ -136,3 +136,46 @@ fn every_bundled_sft_config_parses_and_validates() {
     }
     assert!(checked >= 1, "no SFT configs found under {}", dir.display());
 }
+
+#[test]
+fn lora_sft_trains_adapters_resumes_exactly_and_exports_merged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let lora_run = |name: &str, stop_after: Option<u64>, resume: bool| {
+        let run_dir = tmp.path().join(name);
+        let mut config = small_config(&run_dir, 6, &["train.max_steps=6", "optim.lr=1e-2", "optim.warmup_steps=1"]);
+        config.model.init_config = None;
+        config.model.path = Some(repo().join("fixtures/gqa2-untied-f32/model").display().to_string());
+        config.lora = Some(forge_model::LoraConfig {
+            rank: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+            seed: 1,
+        });
+        sft::run(&config, "", &SftOptions { resume, stop_after }).unwrap();
+        run_dir
+    };
+    let straight = lora_run("straight", None, false);
+    lora_run("interrupted", Some(3), false);
+    let resumed = lora_run("interrupted", None, true);
+    for metric in ["loss", "grad_norm"] {
+        let a = read_series(&straight.join("metrics.jsonl"), metric).unwrap();
+        assert_eq!(a.len(), 6);
+        assert_eq!(a, read_series(&resumed.join("metrics.jsonl"), metric).unwrap(), "{metric}");
+    }
+    let losses = read_series(&straight.join("metrics.jsonl"), "loss").unwrap();
+    assert!(losses[5].1 < losses[0].1, "LoRA loss did not fall: {losses:?}");
+    let step_dir = straight.join("checkpoints/step-6");
+    assert!(step_dir.join("adapter/adapter_model.safetensors").is_file() && !step_dir.join("model").exists());
+
+    // the exported model is the base with the adapters merged: it differs from the base
+    let base = forge_model::load_model(&repo().join("fixtures/gqa2-untied-f32/model"), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let tuned = forge_model::load_model(&straight.join("model"), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    let k = "model.layers.0.self_attn.k_proj.weight";
+    let diff = |name: &str| {
+        (base.params().tensor(name).unwrap() - tuned.params().tensor(name).unwrap()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap()
+    };
+    assert!(diff(q) > 0.0, "q_proj carries an adapter and must change");
+    assert_eq!(diff(k), 0.0, "k_proj has no adapter and must stay the base weight");
+}

@@ -16,7 +16,8 @@ use candle_core::{DType, Device};
 use forge_model::chat_template::ChatTemplate;
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::tokenizer::Tokenizer;
-use forge_model::{Config, ParamStore, Qwen3ForCausalLM};
+use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
+use forge_model::{Config, LoraConfig, ParamStore, Qwen3ForCausalLM};
 use serde::{Deserialize, Serialize};
 
 use crate::run_log::RunLog;
@@ -30,6 +31,9 @@ pub struct SftConfig {
     pub train: TrainSection,
     pub optim: OptimSection,
     pub run: RunSection,
+    /// Train LoRA adapters on a frozen base instead of every parameter.
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
 }
 
 /// Either `path` (an HF model directory or hub id to fine-tune) or `init_config` + `tokenizer`
@@ -142,6 +146,12 @@ impl SftConfig {
             return bad("model.init_config needs model.tokenizer (a directory with tokenizer.json and a chat template)".into());
         }
         model_dtype(&self.model.dtype)?;
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if self.model.path.is_none() {
+                return bad("[lora] needs model.path: adapters train on a pretrained base, which a random init is not".into());
+            }
+        }
         if self.train.micro_batch_tokens < self.data.max_seq_len {
             return bad(format!(
                 "train.micro_batch_tokens ({}) must be at least data.max_seq_len ({}) so every example fits a micro-batch",
@@ -229,31 +239,38 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     tracing::info!(?data_stats, "data loaded");
     let pad_id = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
 
-    let (model_config, params) = match (&resume_from, &config.model.path, &config.model.init_config) {
-        (Some((_, dir)), _, _) => {
-            let model_dir = dir.join("model");
-            let c = Config::from_file(&model_dir.join("config.json"))?;
-            let p = forge_model::weights::load_params(&model_dir, &c, dtype, &device)?;
-            (c, p)
-        }
-        (None, Some(path), _) => {
+    // the base model: pretrained or random; with full fine-tuning a checkpoint replaces it
+    let (model_config, mut params) = match (&config.model.path, &config.model.init_config) {
+        (Some(path), _) => {
             let dir = forge_model::weights::resolve_model_dir(path)?;
             let c = Config::from_file(&dir.join("config.json"))?;
             let p = forge_model::weights::load_params(&dir, &c, dtype, &device)?;
             (c, p)
         }
-        (None, None, Some(init)) => {
+        (None, Some(init)) => {
             let c = Config::from_file(init)?;
             let p = ParamStore::random(&c, config.model.init_std, config.model.init_seed, dtype, &device)?;
             (c, p)
         }
-        _ => unreachable!("validated: a model source is set"),
+        (None, None) => unreachable!("validated: a model source is set"),
     };
+    if let (Some((_, dir)), None) = (&resume_from, &config.lora) {
+        params = forge_model::weights::load_params(&dir.join("model"), &model_config, dtype, &device)?;
+    }
     if (pad_id as usize) >= model_config.vocab_size {
         return Err(TrainError::Config(format!("the tokenizer's pad id {pad_id} is outside the model's vocabulary")));
     }
-    let model = Qwen3ForCausalLM::new(model_config.clone(), params)?;
-    let mut optimizer = AdamW::for_params(model.params(), config.adamw())?;
+    let model = match &config.lora {
+        None => Qwen3ForCausalLM::new(model_config.clone(), params)?,
+        Some(lora) => {
+            let adapters = match &resume_from {
+                Some((_, dir)) => load_adapters(&dir.join("adapter"), &model_config, dtype, &device)?.2,
+                None => init_adapters(&model_config, lora, dtype, &device)?,
+            };
+            Qwen3ForCausalLM::with_lora(model_config.clone(), params, lora.clone(), adapters)?
+        }
+    };
+    let mut optimizer = AdamW::for_params(model.trainable(), config.adamw())?;
 
     let mut micro_batches: Vec<Vec<usize>> = Vec::new();
     for epoch in 0..config.train.epochs {
@@ -283,13 +300,16 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let tokens_at_start = state.tokens_seen;
     let save = |state: &TrainerState, optimizer: &AdamW| -> Result<()> {
         checkpoints.save(state.step, |dir| {
-            save_model_dir(
-                model.params(),
-                &model_config,
-                Some(&tok_dir),
-                &dir.join("model"),
-                &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: false },
-            )?;
+            match model.lora() {
+                Some((lora, adapters)) => save_adapters(&dir.join("adapter"), adapters, lora, config.model.path.as_deref().unwrap_or_default())?,
+                None => save_model_dir(
+                    model.params(),
+                    &model_config,
+                    Some(&tok_dir),
+                    &dir.join("model"),
+                    &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: false },
+                )?,
+            }
             optimizer.save_state(&dir.join("optimizer.safetensors"))?;
             let path = dir.join("trainer_state.json");
             std::fs::write(&path, serde_json::to_string_pretty(state).expect("state serialises")).map_err(|e| TrainError::io(&path, e))
@@ -302,6 +322,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let start = state.micro_batches as usize;
         let end = (start + config.train.grad_accum).min(micro_batches.len());
         let mut accumulator = GradAccumulator::new();
+        // LoRA dropout masks: a pure function of (seed, step), so a resumed run draws the same
+        model.set_dropout_seed(Some(config.train.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step));
         let (mut loss_sum, mut step_tokens, mut trained_tokens) = (0f64, 0usize, 0usize);
         for indices in &micro_batches[start..end] {
             let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
@@ -356,9 +378,14 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     }
     progress.finish();
 
-    // ---- save
+    // ---- save (LoRA: merged into the base, as users load it in transformers)
+    model.set_dropout_seed(None);
     let model_dir = run_dir.join("model");
-    save_model_dir(model.params(), &model_config, Some(&tok_dir), &model_dir, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
+    let final_params = match model.lora() {
+        Some((lora, adapters)) => merge(model.params(), adapters, lora)?,
+        None => model.params().clone(),
+    };
+    save_model_dir(&final_params, &model_config, Some(&tok_dir), &model_dir, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
     log.plot("loss")?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(SftSummary {

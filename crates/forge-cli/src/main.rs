@@ -61,6 +61,16 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Evaluate predictions (patches) on SWE-bench-style instances, as the official harness does.
+    Eval {
+        #[command(subcommand)]
+        command: EvalCommand,
+    },
+    /// Task-set utilities.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Docker sandbox utilities.
     Sandbox {
         #[command(subcommand)]
@@ -106,6 +116,64 @@ enum DataCommand {
         /// Show at most this many examples.
         #[arg(long, default_value_t = 3)]
         limit: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Apply each prediction in a fresh container of its instance's image, run the tests, grade.
+    /// Writes logs/run_evaluation/{run_id}/{model}/{instance_id}/ and {model}.{run_id}.json.
+    Swebench {
+        /// Instances: parquet, JSONL or JSON (e.g. tasks/bundled.jsonl).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Predictions file (JSON list, dict by instance id, JSONL) or `gold`.
+        #[arg(long)]
+        predictions: String,
+        #[arg(long)]
+        run_id: String,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Per-instance test timeout in seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// Grading semantics: v4 (swebench 4.1.0, default) or v5.
+        #[arg(long, default_value = "v4")]
+        grading: String,
+        /// Only these instances (space-separated).
+        #[arg(long, num_args = 1..)]
+        instance_ids: Vec<String>,
+        /// Directory under which logs/ and the summary go.
+        #[arg(long, default_value = ".")]
+        output_dir: PathBuf,
+    },
+    /// Re-grade existing test_output.txt logs without Docker and rewrite the reports.
+    Regrade {
+        #[arg(long)]
+        dataset: PathBuf,
+        /// The `{model}` level of logs/run_evaluation/{run_id}/{model}.
+        #[arg(long)]
+        logs: PathBuf,
+        #[arg(long)]
+        run_id: String,
+        #[arg(long, default_value = "v4")]
+        grading: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TasksCommand {
+    /// Eval-readiness: with the test patch, FAIL_TO_PASS fail and PASS_TO_PASS pass before the gold
+    /// patch, and all pass after it.
+    Validate {
+        #[arg(long)]
+        tasks: PathBuf,
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long, default_value = "v4")]
+        grading: String,
     },
 }
 
@@ -208,6 +276,54 @@ fn main() -> Result<()> {
         Command::Data { command: DataCommand::Inspect { model, data, json, limit } } => {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
+        }
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions, run_id, workers, timeout, grading, instance_ids, output_dir } } => {
+            let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
+            options.workers = workers;
+            options.timeout = std::time::Duration::from_secs(timeout);
+            options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            options.instance_ids = instance_ids;
+            options.output_root = output_dir;
+            let summary = tokio::runtime::Runtime::new()?.block_on(forge_swe::run_evaluation(&options))?;
+            eprintln!(
+                "{} instances: {} resolved, {} unresolved, {} empty patches, {} errors ({:.0} s); report {}",
+                summary.total_instances,
+                summary.resolved_instances,
+                summary.unresolved_instances,
+                summary.empty_patch_instances,
+                summary.error_instances,
+                summary.wall_seconds,
+                summary.summary_path.display()
+            );
+            for (id, reason) in &summary.errors {
+                eprintln!("  error {id}: {reason}");
+            }
+        }
+        Command::Eval { command: EvalCommand::Regrade { dataset, logs, run_id, grading } } => {
+            let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            let summary = forge_swe::regrade(&dataset, &logs, &run_id, grading)?;
+            eprintln!(
+                "re-graded {} instances: {} resolved; report {}",
+                summary.completed_instances,
+                summary.resolved_instances,
+                summary.summary_path.display()
+            );
+        }
+        Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading } } => {
+            let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            let results = tokio::runtime::Runtime::new()?.block_on(forge_swe::validate_file(
+                &tasks,
+                workers,
+                std::time::Duration::from_secs(timeout),
+                grading,
+            ))?;
+            let failed: Vec<_> = results.iter().filter(|r| !r.ok).collect();
+            for r in &results {
+                println!("{} {}{}", if r.ok { "ok  " } else { "FAIL" }, r.instance_id, if r.ok { String::new() } else { format!(": {}", r.problems.join("; ")) });
+            }
+            if !failed.is_empty() {
+                bail!("{} of {} tasks are not eval-ready", failed.len(), results.len());
+            }
         }
         Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
             let runtime = tokio::runtime::Runtime::new()?;

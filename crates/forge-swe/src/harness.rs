@@ -691,9 +691,17 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
             }
         });
     }
+    let to_run = set.len();
+    let mut done = 0;
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(r) => results.push(r),
+            Ok(r) => {
+                done += 1;
+                if let Some(p) = &opts.progress {
+                    p(&r, done, to_run);
+                }
+                results.push(r)
+            }
             Err(e) => {
                 return Err(SweError::Invalid(format!(
                     "an evaluation task panicked: {e}"

@@ -211,7 +211,11 @@ fn verified_test_names_round_trip_through_their_parsers() {
     let path = verified();
     if !path.exists() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{} is missing (set FORGE_SWEBENCH_PARQUET)", path.display());
+        assert!(
+            !ci,
+            "{} is missing (set FORGE_SWEBENCH_PARQUET)",
+            path.display()
+        );
         eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
         return;
     }
@@ -243,7 +247,11 @@ fn verified_test_names_round_trip_through_their_parsers() {
         let r5 = grading::grade(inst, Some("x"), &log, GradingVersion::V5).resolved;
         v4_ok += usize::from(r4);
         v5_ok += usize::from(r5);
-        assert!(r5 || !r4, "{}: v5 must resolve what v4 resolves", inst.instance_id);
+        assert!(
+            r5 || !r4,
+            "{}: v5 must resolve what v4 resolves",
+            inst.instance_id
+        );
         // one failing FAIL_TO_PASS test: never resolved
         let mut body = body.clone();
         body[0] = line(p, &inst.fail_to_pass[0], "FAILED");
@@ -255,7 +263,11 @@ fn verified_test_names_round_trip_through_their_parsers() {
             grading::TEST_EXIT_CODE
         );
         for v in [GradingVersion::V4, GradingVersion::V5] {
-            assert!(!grading::grade(inst, Some("x"), &log, v).resolved, "{} {v:?}", inst.instance_id);
+            assert!(
+                !grading::grade(inst, Some("x"), &log, v).resolved,
+                "{} {v:?}",
+                inst.instance_id
+            );
         }
     }
     eprintln!("synthetic all-pass logs resolve: v4 {v4_ok}/500, v5 {v5_ok}/500");

@@ -40,7 +40,7 @@ fn train(optimizer: &mut AdamW, vars: &[(String, Var)], until: u64) {
     while optimizer.steps() < until {
         optimizer.set_lr(schedule().lr(optimizer.steps()));
         // Alternate large and small gradients so clipping is on in some steps and off in others.
-        let scale = if optimizer.steps() % 2 == 0 { 2.0 } else { 0.01 };
+        let scale = [2.0, 0.01][(optimizer.steps() % 2) as usize];
         optimizer.step(&synthetic_grads(vars, optimizer.steps(), scale)).unwrap();
     }
 }

@@ -223,6 +223,7 @@ fn parse_device(spec: &str) -> Result<Device> {
 }
 
 fn main() -> Result<()> {
+    forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)

@@ -2,7 +2,7 @@
 
 use candle_core::{bail, Result, Tensor};
 
-use crate::softmax_last_dim;
+use crate::softmax::scaled_masked_softmax;
 
 /// `softmax(q·kᵀ·scale + bias)·v`, differentiable in `q`, `k` and `v`.
 ///
@@ -24,13 +24,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scal
     let groups = h / h_kv;
     // 1. scores: [b, h_kv, groups·sq, d] x [b, h_kv, d, sk] -> [b, h, sq, sk]
     let q_grouped = q.contiguous()?.reshape((b, h_kv, groups * sq, d))?;
-    let scores = (q_grouped.matmul(&k.contiguous()?.t()?)? * scale)?.reshape((b, h, sq, sk))?;
-    // 2. mask and normalise
-    let scores = match bias {
-        Some(bias) => scores.broadcast_add(bias)?,
-        None => scores,
-    };
-    let probs = softmax_last_dim(&scores)?;
+    let scores = q_grouped.matmul(&k.contiguous()?.t()?)?.reshape((b, h, sq, sk))?;
+    // 2. scale, mask and normalise in one pass
+    let probs = scaled_masked_softmax(&scores, bias, scale)?;
     // 3. [b, h_kv, groups·sq, sk] x [b, h_kv, sk, d] -> [b, h, sq, d]
     probs.reshape((b, h_kv, groups * sq, sk))?.matmul(&v.contiguous()?)?.reshape((b, h, sq, d))
 }

@@ -7,15 +7,18 @@
 //! Each op is checked against that composite path in the tests.
 
 mod cpu;
+pub mod cpu_memory;
 pub mod cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
+pub mod swiglu;
 pub mod attention;
 
 pub use attention::attention;
 pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
-pub use softmax::softmax_last_dim;
+pub use softmax::{scaled_masked_softmax, softmax_last_dim};
+pub use swiglu::swiglu;

@@ -63,3 +63,17 @@ pub fn cross_entropy_per_token(logits: &Tensor, targets: &Tensor) -> Result<Tens
     let nll = (lse - picked)?.squeeze(1)?;
     nll.mul(&keep.to_dtype(DType::F32)?)
 }
+
+/// `silu(gate) · up` from candle's primitives.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()?.mul(up)
+}
+
+/// `softmax(x·scale + bias)` from candle's primitives.
+pub fn scaled_masked_softmax(x: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let scaled = (x * scale)?;
+    match bias {
+        Some(bias) => softmax_last_dim(&scaled.broadcast_add(bias)?),
+        None => softmax_last_dim(&scaled),
+    }
+}

@@ -214,3 +214,47 @@ fn candle_stock_fused_ops_cut_the_gradient() {
     let ours = forge_kernels::rms_norm(x.as_tensor(), &w, 1e-6).unwrap().sqr().unwrap().sum_all().unwrap().backward().unwrap();
     assert!(ours.get(x.as_tensor()).is_some());
 }
+
+#[test]
+fn scaled_masked_softmax_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(9);
+    for (b, bias_batch) in [(2usize, 2usize), (3, 1)] {
+        let x = randn(&mut rng, &[b, 4, 9, 9]);
+        let lengths: Vec<usize> = (0..bias_batch).map(|i| 9 - 3 * i).collect();
+        let bias = causal_padding_bias(bias_batch, 9, &lengths);
+        assert_parity(
+            "scaled_masked_softmax",
+            |t| forge_kernels::scaled_masked_softmax(&t[0], Some(&t[1]), 0.25),
+            |t| reference::scaled_masked_softmax(&t[0], Some(&t[1]), 0.25),
+            &[x.clone(), bias],
+            &[true, false],
+            1e-5,
+        );
+    }
+    let x = randn(&mut rng, &[2, 8, 40, 129]);
+    assert_parity(
+        "scaled_softmax (no mask)",
+        |t| forge_kernels::scaled_masked_softmax(&t[0], None, 0.5),
+        |t| reference::scaled_masked_softmax(&t[0], None, 0.5),
+        &[x],
+        &[true],
+        1e-5,
+    );
+}
+
+#[test]
+fn swiglu_matches_reference() {
+    let mut rng = StdRng::seed_from_u64(10);
+    for shape in [[3usize, 5, 7], [4, 64, 300]] {
+        let gate = randn(&mut rng, &shape).affine(3.0, 0.0).unwrap();
+        let up = randn(&mut rng, &shape);
+        assert_parity(
+            "swiglu",
+            |t| forge_kernels::swiglu(&t[0], &t[1]),
+            |t| reference::swiglu(&t[0], &t[1]),
+            &[gate, up],
+            &[true, true],
+            1e-5,
+        );
+    }
+}

@@ -25,6 +25,7 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         return Ok(()); // cargo's bench discovery

@@ -13,6 +13,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use config::Config;
+pub use forge_kernels;
 pub use error::{ModelError, Result};
 pub use lora::LoraConfig;
 pub use params::{Gradients, ParamStore};

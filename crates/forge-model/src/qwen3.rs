@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use forge_kernels::{attention, cross_entropy_per_token, rms_norm, rope, IGNORE_TARGET};
+use forge_kernels::{attention, cross_entropy_per_token, rms_norm, rope, swiglu, IGNORE_TARGET};
 
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
@@ -128,7 +128,7 @@ struct Mlp {
 
 impl Mlp {
     fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
-        let gated = (self.gate_proj.forward(x, inputs)?.silu()? * self.up_proj.forward(x, inputs)?)?;
+        let gated = swiglu(&self.gate_proj.forward(x, inputs)?, &self.up_proj.forward(x, inputs)?)?;
         self.down_proj.forward(&gated, inputs)
     }
 }

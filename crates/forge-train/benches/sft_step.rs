@@ -24,6 +24,7 @@ fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
         return Ok(());

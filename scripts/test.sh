@@ -29,7 +29,7 @@ step "build (all targets, incl. benches and the CLI)"
 cargo build --workspace --all-targets --locked
 
 step "tests"
-cargo test --workspace --locked -- --test-threads="${FORGE_TEST_THREADS:-2}"
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${FORGE_TEST_THREADS:-2}"
 
 step "no sandbox containers left behind"
 leaked="$(docker ps -aq --filter label=forge.sandbox)"

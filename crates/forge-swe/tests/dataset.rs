@@ -8,13 +8,11 @@ use forge_swe::{
     bundled, load_instances, load_predictions, save_instances_jsonl, PredictionsSource,
 };
 
+/// SWE-bench Verified: `$FORGE_SWEBENCH_PARQUET`, else the copy committed under data/.
 fn verified() -> PathBuf {
     std::env::var("FORGE_SWEBENCH_PARQUET")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/data/swebench_verified.parquet")
-        })
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/swebench_verified.parquet"))
 }
 
 #[test]

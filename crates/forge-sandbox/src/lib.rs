@@ -23,6 +23,7 @@ pub mod pool;
 pub mod replay;
 pub mod runtime;
 pub mod sandbox;
+pub mod testing;
 pub mod tools;
 
 pub use editor::{EditorArgs, EditorResult, PathKind};

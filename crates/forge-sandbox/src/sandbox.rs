@@ -224,9 +224,19 @@ impl Sandbox {
         Ok(())
     }
 
-    /// A clear error when the container is not running any more, otherwise `fallback`.
+    /// A clear error when the container is not running any more, otherwise `fallback`. The engine
+    /// reports a killed container as running for a moment after its processes died, so a
+    /// "running" answer is checked again for up to a second.
     async fn gone_or(&self, during: &str, fallback: SandboxError) -> SandboxError {
-        match self.container_state().await {
+        let mut state = self.container_state().await;
+        for _ in 0..10 {
+            if !matches!(&state, Ok(Some(s)) if s == "running") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            state = self.container_state().await;
+        }
+        match state {
             Ok(Some(state)) if state != "running" => SandboxError::ContainerGone {
                 container: self.id.clone(),
                 state,

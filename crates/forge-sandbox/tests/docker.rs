@@ -5,15 +5,12 @@
 
 use std::time::{Duration, Instant};
 
+use forge_sandbox::testing::{assert_no_containers_left, require_docker};
 use forge_sandbox::*;
 use serde_json::json;
 
 fn image() -> String {
     std::env::var("FORGE_SANDBOX_IMAGE").unwrap_or_else(|_| DEFAULT_IMAGE.to_string())
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
 struct Ctx {
@@ -32,43 +29,13 @@ impl Ctx {
 
     /// Asserts that no container with this test's label exists any more.
     async fn assert_no_leak(&self) {
-        let left = self
-            .rt
-            .list_sandboxes(Some(("forge.test", &self.label)))
-            .await
-            .unwrap();
-        assert!(
-            left.is_empty(),
-            "containers left behind by {}: {left:?}",
-            self.label
-        );
+        assert_no_containers_left(&self.rt, &self.label).await;
     }
 }
 
 /// Connects and checks the image; `None` (skip, loudly) outside CI, panic under CI=true.
 async fn ctx(test: &str) -> Option<Ctx> {
-    let fail = |msg: String| {
-        if ci() {
-            panic!("{test}: Docker is required under CI=true: {msg}");
-        }
-        // Straight to stderr, past libtest's output capture, so the skip is seen.
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPING {test}: {msg} (set CI=true to make this a failure) !!!!!\n"
-        );
-    };
-    let rt = match Runtime::connect().await {
-        Ok(rt) => rt,
-        Err(e) => {
-            fail(e.to_string());
-            return None;
-        }
-    };
-    if let Err(e) = rt.image_info(&image()).await {
-        fail(e.to_string());
-        return None;
-    }
+    let rt = require_docker(test, &image()).await?;
     Some(Ctx {
         rt,
         label: format!("{test}-{}", std::process::id()),
@@ -545,6 +512,8 @@ async fn missing_image_is_a_clear_error() {
 async fn container_killed_mid_command_is_a_clear_error() {
     let Some(c) = ctx("killed").await else { return };
     let mut sb = c.sandbox().await;
+    // the shell is up before the kill is armed, so the kill lands mid-command
+    assert_eq!(bash(&mut sb, "echo up").await.output, "up\n");
     let id = sb.id().to_string();
     let docker = c.rt.docker().clone();
     let killer = tokio::spawn(async move {

@@ -9,13 +9,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+use forge_sandbox::testing::{assert_no_containers_left, require_docker};
 use forge_sandbox::Runtime;
 use forge_swe::harness::{run_instance, ExecOptions, Outcome};
 use forge_swe::*;
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 struct Ctx {
     rt: Runtime,
@@ -47,41 +44,12 @@ impl Ctx {
     }
 
     async fn assert_no_leak(&self) {
-        let left = self
-            .rt
-            .list_sandboxes(Some(("forge.test", &self.label)))
-            .await
-            .unwrap();
-        assert!(
-            left.is_empty(),
-            "containers left behind by {}: {left:?}",
-            self.label
-        );
+        assert_no_containers_left(&self.rt, &self.label).await;
     }
 }
 
 async fn ctx(test: &str) -> Option<Ctx> {
-    let fail = |msg: String| {
-        if ci() {
-            panic!("{test}: Docker is required under CI=true: {msg}");
-        }
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n!!!!! SKIPPING {test}: {msg} (set CI=true to make this a failure) !!!!!\n"
-        );
-    };
-    let rt = match Runtime::connect().await {
-        Ok(rt) => rt,
-        Err(e) => {
-            fail(e.to_string());
-            return None;
-        }
-    };
-    if let Err(e) = rt.image_info(&bundled::base_image()).await {
-        fail(e.to_string());
-        return None;
-    }
+    let rt = require_docker(test, &bundled::base_image()).await?;
     let tasks = bundled::prepare(&rt, &bundled::default_tasks_dir())
         .await
         .unwrap_or_else(|e| panic!("{test}: preparing the bundled tasks failed: {e}"));

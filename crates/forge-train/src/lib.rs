@@ -3,7 +3,7 @@
 //! and atomic checkpoint directories.
 //!
 //! A training step, in order:
-//! ```ignore
+//! ```text
 //! let mut acc = GradAccumulator::new();
 //! for micro in micro_batches { acc.add(model.loss_and_gradients(&micro, recompute)?.1)?; }
 //! optimizer.set_lr(schedule.lr(optimizer.steps()));

@@ -13,12 +13,8 @@ STEPS="${1:-10}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 
 scripts/setup-python.sh
-cargo bench -p forge-model --bench train_step --no-run --locked 2>/dev/null
-BENCH="$(cargo bench -p forge-model --bench train_step --no-run --locked --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="train_step" and m.get("executable"): print(m["executable"])')"
+. scripts/bench-lib.sh
+BENCH="$(bench_executable forge-model train_step)"
 
 RESULTS="$(mktemp)"
 run() { echo "+ $*" >&2; "$@" | tail -1 | tee -a "$RESULTS"; }

@@ -7,11 +7,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 scripts/setup-python.sh
-BENCH="$(cargo bench -p forge-train --bench sft_step --no-run --locked --message-format=json 2>/dev/null \
-  | python3 -c 'import json,sys
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="sft_step" and m.get("executable"): print(m["executable"])')"
+. scripts/bench-lib.sh
+BENCH="$(bench_executable forge-train sft_step)"
 RESULTS="$(mktemp)"
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 for model in tiny 50m; do

@@ -41,6 +41,7 @@ fn bench_pair(c: &mut Criterion, name: &str, fused: Op, slow: Op, inputs: Vec<Te
 }
 
 fn ops(c: &mut Criterion) {
+    forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     let (tokens, hidden, heads, head_dim, vocab) = (512, 512, 8, 64, 8192);
     bench_pair(
         c,
@@ -66,6 +67,14 @@ fn ops(c: &mut Criterion) {
         Box::new(|t| reference::rope(&t[0], &t[1], &t[2])),
         vec![randn(&[2, 256, heads, head_dim]), angles.cos().unwrap(), angles.sin().unwrap()],
         2,
+    );
+    bench_pair(
+        c,
+        "swiglu [512, 1536]",
+        Box::new(|t| forge_kernels::swiglu(&t[0], &t[1])),
+        Box::new(|t| reference::swiglu(&t[0], &t[1])),
+        vec![randn(&[tokens, 1536]), randn(&[tokens, 1536])],
+        0,
     );
     let targets = Tensor::arange(0u32, tokens as u32, &Device::Cpu).unwrap();
     bench_pair(

@@ -3,6 +3,8 @@
 use candle_core::backend::BackendStorage as _;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use crate::cpu::{dispatch_float, for_each_row, view, Elem};
 
 /// A target with this value contributes nothing (HF's `ignore_index = -100`, in u32 form).
@@ -38,15 +40,18 @@ fn forward<T: Elem>(ls: &CpuStorage, ll: &Layout, ts: &CpuStorage, tl: &Layout) 
     let name = CrossEntropy.name();
     let (_, vocab) = ll.shape().dims2()?;
     let (logits, targets) = (view::<T>(ls, ll, name, "logits")?, view_u32(ts, tl, name)?);
-    let mut nll = vec![0f32; targets.len()];
-    for_each_row(&mut nll, 1, |r, out| {
-        let t = targets[r];
-        if t != IGNORE_TARGET {
-            let row = &logits[r * vocab..(r + 1) * vocab];
-            let (max, log_sum) = row_stats(row);
-            out[0] = max + log_sum - row[t as usize].to_f32();
-        }
-    });
+    // one row of work is a whole vocabulary: parallel over rows even though the output is small
+    let nll: Vec<f32> = (0..targets.len())
+        .into_par_iter()
+        .map(|r| match targets[r] {
+            IGNORE_TARGET => 0.0,
+            t => {
+                let row = &logits[r * vocab..(r + 1) * vocab];
+                let (max, log_sum) = row_stats(row);
+                max + log_sum - row[t as usize].to_f32()
+            }
+        })
+        .collect();
     Ok(CpuStorage::F32(nll))
 }
 
@@ -95,10 +100,13 @@ fn grad<T: Elem>(
             return;
         }
         let row = &logits[r * vocab..(r + 1) * vocab];
-        let (max, log_sum) = row_stats(row);
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(v.to_f32()));
+        // exponentials once, kept in f32 scratch, then scaled: softmax · dnll
+        let exps: Vec<f32> = row.iter().map(|v| (v.to_f32() - max).exp()).collect();
+        let scale = dnll[r] / exps.iter().sum::<f32>();
         let g = dnll[r];
-        for (o, v) in out.iter_mut().zip(row) {
-            *o = T::from_f32((v.to_f32() - max - log_sum).exp() * g);
+        for (o, e) in out.iter_mut().zip(&exps) {
+            *o = T::from_f32(e * scale);
         }
         out[t as usize] = T::from_f32(out[t as usize].to_f32() - g);
     });

@@ -4,6 +4,8 @@
 use candle_core::backend::BackendStorage as _;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use crate::cpu::{dispatch_float, for_each_row, view, Elem};
 
 /// Differentiable `silu(gate) · up` (elementwise; both receive gradients).
@@ -52,35 +54,31 @@ impl CustomOp2 for SwiGlu {
 
     fn bwd(&self, gate: &Tensor, up: &Tensor, _out: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (gate, up, dy) = (gate.detach(), up.detach(), dy.detach().contiguous()?);
-        let d_gate = gate.apply_op3_no_bwd(&up, &dy, &SwiGluGrad { wrt_gate: true })?;
-        let d_up = gate.apply_op3_no_bwd(&up, &dy, &SwiGluGrad { wrt_gate: false })?;
+        // both gradients from one pass (one sigmoid per element), packed as [2, ..dims]
+        let packed = gate.apply_op3_no_bwd(&up, &dy, &SwiGluGrad)?;
+        let dims = gate.dims();
+        let d_gate = packed.narrow(0, 0, 1)?.reshape(dims)?;
+        let d_up = packed.narrow(0, 1, 1)?.reshape(dims)?;
         Ok((Some(d_gate), Some(d_up)))
     }
 }
 
-/// d gate = dy · up · σ(g)·(1 + g·(1 − σ(g))),  d up = dy · g·σ(g)
-struct SwiGluGrad {
-    wrt_gate: bool,
-}
+/// d gate = dy · up · σ(g)·(1 + g·(1 − σ(g))),  d up = dy · g·σ(g); output `[2, ..dims]`.
+struct SwiGluGrad;
 
-fn grad<T: Elem>(
-    wrt_gate: bool,
-    gs: &CpuStorage,
-    gl: &Layout,
-    us: &CpuStorage,
-    ul: &Layout,
-    ds: &CpuStorage,
-    dl: &Layout,
-) -> Result<CpuStorage> {
+fn grad<T: Elem>(gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout, ds: &CpuStorage, dl: &Layout) -> Result<CpuStorage> {
     let name = "forge-swiglu-grad";
     let (g, u, dy) = (view::<T>(gs, gl, name, "gate")?, view::<T>(us, ul, name, "up")?, view::<T>(ds, dl, name, "dy")?);
-    let mut out = vec![T::from_f32(0.0); g.len()];
-    for_each_row(&mut out, CHUNK, |c, o| {
+    let n = g.len();
+    let mut out = vec![T::from_f32(0.0); 2 * n];
+    let (d_gate, d_up) = out.split_at_mut(n);
+    d_gate.par_chunks_mut(CHUNK).zip(d_up.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (dg, du))| {
         let start = c * CHUNK;
-        for (i, v) in o.iter_mut().enumerate() {
+        for i in 0..dg.len() {
             let (x, d) = (g[start + i].to_f32(), dy[start + i].to_f32());
             let s = sigmoid(x);
-            *v = T::from_f32(if wrt_gate { d * u[start + i].to_f32() * s * (1.0 + x * (1.0 - s)) } else { d * x * s });
+            dg[i] = T::from_f32(d * u[start + i].to_f32() * s * (1.0 + x * (1.0 - s)));
+            du[i] = T::from_f32(d * x * s);
         }
     });
     Ok(T::wrap(out))
@@ -100,7 +98,9 @@ impl CustomOp3 for SwiGluGrad {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let out = dispatch_float!(gs.dtype(), self.name(), grad(self.wrt_gate, gs, gl, us, ul, ds, dl))?;
-        Ok((out, gl.shape().clone()))
+        let out = dispatch_float!(gs.dtype(), self.name(), grad(gs, gl, us, ul, ds, dl))?;
+        let mut dims = vec![2];
+        dims.extend_from_slice(gl.dims());
+        Ok((out, Shape::from(dims)))
     }
 }

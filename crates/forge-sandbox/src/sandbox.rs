@@ -109,13 +109,18 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Kills every descendant of the pid given as $1 (the shell), repeatedly, stopping them first so
-/// that a fork bomb cannot outrun it. Pure bash + /proc: needs no procps in the image.
+/// that a fork bomb cannot outrun it; processes orphaned on the way (reparented to PID 1, e.g. a
+/// fork bomb's children whose parent was killed first) are killed with them — every child of
+/// PID 1 except the container's main process (its oldest child). Pure bash + /proc: needs no
+/// procps in the image.
 const KILL_TREE: &str = r#"
 root=$1
 # The shell traps USR1 during a command and returns from it: the rest of the command list is
 # skipped once the running process is killed (like Ctrl-C at a terminal).
 kill -USR1 "$root" 2>/dev/null
-for round in 1 2 3 4 5 6 7 8 9 10; do
+# builtins only from here: under a saturated pids limit every fork would stall in retries
+main=
+for round in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
   unset kids; declare -A kids
   for d in /proc/[0-9]*; do
     read -r l < "$d/stat" 2>/dev/null || continue
@@ -124,6 +129,14 @@ for round in 1 2 3 4 5 6 7 8 9 10; do
     kids[$2]+=" ${d#/proc/}"
   done
   found=(); queue=("$root")
+  if [ -z "$main" ]; then
+    for c in ${kids[1]}; do
+      if [ -z "$main" ] || [ "$c" -lt "$main" ]; then main=$c; fi
+    done
+  fi
+  for c in ${kids[1]}; do
+    if [ "$c" != "$main" ] && [ "$c" != "$$" ]; then found+=("$c"); queue+=("$c"); fi
+  done
   while ((${#queue[@]})); do
     q=${queue[-1]}; unset 'queue[-1]'
     for c in ${kids[$q]}; do found+=("$c"); queue+=("$c"); done

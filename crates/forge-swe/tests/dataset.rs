@@ -15,20 +15,16 @@ fn verified() -> PathBuf {
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/swebench_verified.parquet"))
 }
 
+/// The committed copy is always there; a missing file is a broken checkout, not a reason to skip.
+fn verified_instances() -> Vec<forge_swe::TaskInstance> {
+    let path = verified();
+    assert!(path.exists(), "{} is missing: it is committed under data/ (or set FORGE_SWEBENCH_PARQUET)", path.display());
+    load_instances(&path).unwrap()
+}
+
 #[test]
 fn swebench_verified_parquet_round_trips() {
-    let path = verified();
-    if !path.exists() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "{} is missing (set FORGE_SWEBENCH_PARQUET)",
-            path.display()
-        );
-        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
-        return;
-    }
-    let insts = load_instances(&path).unwrap();
+    let insts = verified_instances();
     assert_eq!(insts.len(), 500);
     let ids: std::collections::BTreeSet<_> = insts.iter().map(|i| &i.instance_id).collect();
     assert_eq!(ids.len(), 500);
@@ -206,18 +202,7 @@ fn bundled_dataset_matches_sources() {
 fn verified_test_names_round_trip_through_their_parsers() {
     use forge_swe::grading::{self, GradingVersion};
     use forge_swe::LogParser;
-    let path = verified();
-    if !path.exists() {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(
-            !ci,
-            "{} is missing (set FORGE_SWEBENCH_PARQUET)",
-            path.display()
-        );
-        eprintln!("\n!!!!! SKIPPING: {} not found !!!!!\n", path.display());
-        return;
-    }
-    let insts = load_instances(&path).unwrap();
+    let insts = verified_instances();
     let line = |p: LogParser, name: &str, status: &str| -> String {
         match (p, status) {
             (LogParser::Django, "PASSED") => format!("{name} ... ok"),

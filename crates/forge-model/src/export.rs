@@ -218,12 +218,11 @@ pub fn export(checkpoint: &Path, out: &Path, shard_size: u64, dtype: Option<DTyp
     } else {
         checkpoint.to_path_buf()
     };
-    let config = Config::from_file(&model_dir.join("config.json"))?;
     let dtype = match dtype {
         Some(d) => d,
         None => crate::weights::stored_dtype(&model_dir)?,
     };
-    let mut params = crate::weights::load_params(&model_dir, &config, DType::F32, &device)?;
+    let (config, mut params) = crate::load_weights(&model_dir, DType::F32, &device)?;
     if is_adapter {
         let (lora, _, adapters) = crate::lora::load_adapters(checkpoint, &config, DType::F32, &device)?;
         params = crate::lora::merge(&params, &adapters, &lora)?;

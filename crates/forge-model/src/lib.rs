@@ -23,13 +23,19 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 
-/// Loads an HF model directory (config.json + safetensors) in `dtype` on `device`.
-pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<Qwen3ForCausalLM> {
+/// Reads an HF model directory's config.json and safetensors weights in `dtype` on `device`.
+pub fn load_weights(dir: &Path, dtype: DType, device: &Device) -> Result<(Config, ParamStore)> {
     let config_path = dir.join("config.json");
     if !config_path.is_file() {
         return Err(ModelError::NotAModelDir { dir: dir.into(), reason: "config.json is missing".into() });
     }
     let config = Config::from_file(&config_path)?;
     let params = weights::load_params(dir, &config, dtype, device)?;
+    Ok((config, params))
+}
+
+/// Loads an HF model directory (config.json + safetensors) in `dtype` on `device`.
+pub fn load_model(dir: &Path, dtype: DType, device: &Device) -> Result<Qwen3ForCausalLM> {
+    let (config, params) = load_weights(dir, dtype, device)?;
     Qwen3ForCausalLM::new(config, params)
 }

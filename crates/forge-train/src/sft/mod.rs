@@ -241,12 +241,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
 
     // the base model: pretrained or random; with full fine-tuning a checkpoint replaces it
     let (model_config, mut params) = match (&config.model.path, &config.model.init_config) {
-        (Some(path), _) => {
-            let dir = forge_model::weights::resolve_model_dir(path)?;
-            let c = Config::from_file(&dir.join("config.json"))?;
-            let p = forge_model::weights::load_params(&dir, &c, dtype, &device)?;
-            (c, p)
-        }
+        (Some(path), _) => forge_model::load_weights(&forge_model::weights::resolve_model_dir(path)?, dtype, &device)?,
         (None, Some(init)) => {
             let c = Config::from_file(init)?;
             let p = ParamStore::random(&c, config.model.init_std, config.model.init_seed, dtype, &device)?;

@@ -17,6 +17,7 @@ pub mod config;
 mod error;
 mod fused;
 pub mod optim;
+pub mod rl;
 pub mod run_log;
 pub mod schedule;
 pub mod sft;

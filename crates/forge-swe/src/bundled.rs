@@ -4,11 +4,12 @@
 //!
 //! Source layout (see `tasks/README.md`):
 //! `tasks/<repo>/repo/**` is the project after every fix; `tasks/<repo>/<task>/task.json` holds
-//! the instance id and problem statement; `tasks/<repo>/<task>/before/**` the files the task
-//! touches as they are at its base commit. History: commit 0 has every task's `before` files;
-//! commit k replaces task k's files by their final version. Task k's base commit is commit k-1,
-//! its gold patch the non-test part of commit k, its test patch the test part. Hashes are
-//! deterministic (fixed names and dates), so `tasks/bundled.jsonl` can be checked in.
+//! the instance id and problem statement; `tasks/<repo>/<task>/fix.patch` the task's commit (fix
+//! and new tests, a `git diff`). No file is stored twice: commit 0 is `repo/` with every
+//! `fix.patch` reverse-applied (last task first); commit k applies task k's `fix.patch`, and the
+//! last commit must give `repo/` back. Task k's base commit is commit k-1, its gold patch the
+//! non-test part of commit k, its test patch the test part. Hashes are deterministic (fixed names
+//! and dates), so `tasks/bundled.jsonl` can be checked in.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use forge_sandbox::{ImageInfo, Runtime, SandboxSpec, DEFAULT_IMAGE};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SweError};
-use crate::instance::{load_instances, TaskInstance};
+use crate::instance::{load_instances, patch_files, TaskInstance};
 
 /// The image every task image is built on.
 pub fn base_image() -> String {
@@ -58,8 +59,15 @@ pub struct TaskMeta {
 pub struct TaskSource {
     pub dir: PathBuf,
     pub meta: TaskMeta,
-    /// Paths (relative to the repo root) the task touches.
+    /// Paths (relative to the repo root) the task's `fix.patch` touches.
     pub files: Vec<String>,
+}
+
+impl TaskSource {
+    /// The task's commit as a `git diff` (fix and new tests).
+    pub fn fix_patch(&self) -> PathBuf {
+        self.dir.join("fix.patch")
+    }
 }
 
 /// One project and its tasks (in history order).
@@ -149,38 +157,26 @@ pub fn discover(tasks_dir: &Path) -> Result<Vec<RepoSource>> {
                 path: mp.clone(),
                 detail: format!("not a task description: {e}"),
             })?;
-            let files = files_under(&td.join("before"))?;
-            if files.is_empty() {
-                return Err(SweError::BadFile {
-                    path: td.join("before"),
-                    detail: "a task needs its files as of the base commit under before/".into(),
-                });
+            let patch_path = td.join("fix.patch");
+            let patch = io(&patch_path, std::fs::read_to_string(&patch_path))?;
+            let files = patch_files(&patch);
+            let bad = |detail: String| SweError::BadFile {
+                path: patch_path.clone(),
+                detail,
+            };
+            if !files.iter().any(|f| is_test_file(f)) || files.iter().all(|f| is_test_file(f)) {
+                return Err(bad(
+                    "a task's fix.patch must change both source and test files".into(),
+                ));
             }
-            for f in &files {
-                if !dir.join("repo").join(f).is_file() {
-                    return Err(SweError::BadFile {
-                        path: td.join("before").join(f),
-                        detail: format!("{f} is not a file of {name}/repo"),
-                    });
-                }
+            if let Some(f) = files.iter().find(|f| !dir.join("repo").join(f).is_file()) {
+                return Err(bad(format!("{f} is not a file of {name}/repo")));
             }
             tasks.push(TaskSource {
                 dir: td,
                 meta,
                 files,
             });
-        }
-        // Tasks of one project touch disjoint files (the history is built by overlaying them).
-        let mut owner: BTreeMap<&str, &str> = BTreeMap::new();
-        for t in &tasks {
-            for f in &t.files {
-                if let Some(o) = owner.insert(f, &t.meta.instance_id) {
-                    return Err(SweError::Invalid(format!(
-                        "{f} of {name} is touched by both {o} and {}; tasks of one project must touch disjoint files",
-                        t.meta.instance_id
-                    )));
-                }
-            }
         }
         repos.push(RepoSource { name, dir, tasks });
     }
@@ -243,17 +239,17 @@ fn copy_file(src: &Path, dst: &Path) -> Result<()> {
 /// Builds the git history of one project in `work` (created, must not exist) on the host.
 pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
     let repo_dir = src.dir.join("repo");
+    let repo_files = files_under(&repo_dir)?;
     io(work, std::fs::create_dir_all(work))?;
-    for f in files_under(&repo_dir)? {
-        copy_file(&repo_dir.join(&f), &work.join(&f))?;
-    }
-    for t in &src.tasks {
-        for f in &t.files {
-            copy_file(&t.dir.join("before").join(f), &work.join(f))?;
-        }
+    for f in &repo_files {
+        copy_file(&repo_dir.join(f), &work.join(f))?;
     }
     let date = |k: usize| format!("{} +0000", 1_700_000_000 + 86_400 * k as u64);
     git(work, &["init", "-q", "-b", "main"], &date(0))?;
+    // Undo the fixes, last first, to reach the state before every task.
+    for t in src.tasks.iter().rev() {
+        apply_fix(work, t, true)?;
+    }
     git(work, &["add", "-A"], &date(0))?;
     git(
         work,
@@ -271,9 +267,7 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
         let base = git(work, &["rev-parse", "HEAD"], &date(0))?
             .trim()
             .to_string();
-        for f in &t.files {
-            copy_file(&repo_dir.join(f), &work.join(f))?;
-        }
+        apply_fix(work, t, false)?;
         git(work, &["add", "-A"], &date(k + 1))?;
         let title = t
             .meta
@@ -297,9 +291,6 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
         let (tests, code): (Vec<&String>, Vec<&String>) =
             t.files.iter().partition(|f| is_test_file(f));
         let diff = |files: &[&String]| -> Result<String> {
-            if files.is_empty() {
-                return Ok(String::new());
-            }
             let mut args = vec![
                 "diff",
                 "--no-color",
@@ -318,6 +309,25 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
             base_commit: base.clone(),
         });
     }
+    // Replaying every fix must give `repo/` back, else a fix.patch is out of date.
+    let tracked = git(work, &["ls-files"], &date(0))?;
+    let tracked: Vec<&str> = tracked.lines().collect();
+    let mut differing: Vec<&str> = Vec::new();
+    for f in &repo_files {
+        let built = std::fs::read(work.join(f)).ok();
+        if built != Some(io(&repo_dir.join(f), std::fs::read(repo_dir.join(f)))?) {
+            differing.push(f);
+        }
+    }
+    differing.extend(tracked.iter().filter(|f| !repo_files.iter().any(|r| r == *f)));
+    if !differing.is_empty() {
+        return Err(SweError::Invalid(format!(
+            "replaying the fix.patch files of {} does not give {}/repo back ({}); regenerate the patches",
+            src.name,
+            src.name,
+            differing.join(", ")
+        )));
+    }
     let head = git(work, &["rev-parse", "HEAD"], &date(0))?
         .trim()
         .to_string();
@@ -326,6 +336,28 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
         workdir: work.to_path_buf(),
         head,
         tasks,
+    })
+}
+
+/// Applies (or reverts) a task's `fix.patch` to the working tree of `work`.
+fn apply_fix(work: &Path, t: &TaskSource, reverse: bool) -> Result<()> {
+    // git runs inside `work`: the patch needs an absolute path.
+    let patch = t.fix_patch();
+    let patch = io(&patch, std::fs::canonicalize(&patch))?;
+    let patch = patch.to_string_lossy();
+    let mut args = vec!["apply", "--whitespace=nowarn"];
+    if reverse {
+        args.push("--reverse");
+    }
+    args.push(&patch);
+    git(work, &args, "1700000000 +0000").map(|_| ()).map_err(|e| {
+        SweError::Invalid(format!(
+            "{} of {} does not {} (the patches are replayed in task order on {}/repo): {e}",
+            t.fix_patch().display(),
+            t.meta.instance_id,
+            if reverse { "revert" } else { "apply" },
+            t.dir.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        ))
     })
 }
 

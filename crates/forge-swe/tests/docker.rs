@@ -310,15 +310,22 @@ fn skip_from_package(t: &TaskInstance) -> String {
     )
 }
 
-/// A patch deleting `tf` (its content at the base commit comes from the task's sources).
+/// A patch deleting `tf` (its content at the base commit read from the rebuilt history).
 fn delete_patch(t: &TaskInstance, tf: &str) -> String {
     let repos = bundled::discover(&bundled::default_tasks_dir()).unwrap();
     let src = repos
         .iter()
-        .flat_map(|r| r.tasks.iter())
-        .find(|s| s.meta.instance_id == t.instance_id)
+        .find(|r| r.tasks.iter().any(|s| s.meta.instance_id == t.instance_id))
         .unwrap();
-    let body = std::fs::read_to_string(src.dir.join("before").join(tf)).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let built = bundled::build_repo(src, &tmp.path().join(&src.name)).unwrap();
+    let out = std::process::Command::new("git")
+        .args(["show", &format!("{}:{tf}", t.base_commit)])
+        .current_dir(&built.workdir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let body = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = body.lines().collect();
     let mut p = format!(
         "diff --git a/{tf} b/{tf}\ndeleted file mode 100644\n--- a/{tf}\n+++ /dev/null\n@@ -1,{} +0,0 @@\n",

@@ -42,13 +42,16 @@ torch = next((r for r in rows if r['impl'] == 'pytorch'), {})
 print(f"- Reference: torch {torch.get('torch')}, transformers {torch.get('transformers')} (SDPA attention, f32)")
 print("- Step = forward + backward (no optimizer) of a 20,976,640-parameter Qwen3, f32, all cores;")
 print("  median of the measured steps. Peak RSS = process high-water mark (PyTorch's includes ~710 MiB of")
-print("  imported libraries, reported separately as the RSS before the model was built).")
+print("  imported libraries, reported separately as the RSS before the model was built). Peak live heap")
+print("  (forge only) = high-water mark of the bytes allocated and not yet freed; the rest of forge's peak")
+print("  RSS is memory malloc keeps resident after frees. Where the memory goes: benches/results/recompute-memory.md")
 print("- Reproduce: `scripts/bench-cpu.sh`\n")
-print("| impl | tokens/step | recompute | step s (median) | tokens/s | peak RSS MiB | RSS before model MiB | peak − before MiB |")
-print("|---|---|---|---|---|---|---|---|")
+print("| impl | tokens/step | recompute | step s (median) | tokens/s | peak RSS MiB | RSS before model MiB | peak − before MiB | peak live heap MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     rec = r.get("recompute", r.get("gradient_checkpointing"))
-    print(f"| {r['impl']} | {r['tokens_per_step']} | {'yes' if rec else 'no'} | {r['step_s_median']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {r['rss_before_model_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_model_mib']:.0f} |")
+    live = f"{r['peak_live_heap_mib']:.0f}" if "peak_live_heap_mib" in r else "—"
+    print(f"| {r['impl']} | {r['tokens_per_step']} | {'yes' if rec else 'no'} | {r['step_s_median']:.3f} | {r['tokens_per_s']:.0f} | {r['peak_rss_mib']:.0f} | {r['rss_before_model_mib']:.0f} | {r['peak_rss_mib'] - r['rss_before_model_mib']:.0f} | {live} |")
 def find(impl, tokens, rec):
     for r in rows:
         if r["impl"] == impl and r["tokens_per_step"] == tokens and bool(r.get("recompute", r.get("gradient_checkpointing"))) == rec:
@@ -60,6 +63,7 @@ for tokens in (512, 2048):
     if f and t:
         print(f"- {tokens} tokens/step: forge/PyTorch throughput = **{f['tokens_per_s'] / t['tokens_per_s']:.2f}×** (target ≥ 0.8×);"
               f" forge peak memory with/without recompute = **{fr['peak_rss_mib'] / f['peak_rss_mib']:.2f}** (target ≤ 0.5)"
+              f" (peak live heap: {fr['peak_live_heap_mib'] / f['peak_live_heap_mib']:.2f})"
               f"; PyTorch's own ratio {(tr['peak_rss_mib'] - tr['rss_before_model_mib']) / (t['peak_rss_mib'] - t['rss_before_model_mib']):.2f} (excluding imports)")
 PY
 cat benches/results/cpu-train-step.md

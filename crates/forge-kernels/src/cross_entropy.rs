@@ -14,17 +14,23 @@ pub const IGNORE_TARGET: u32 = u32::MAX;
 /// `targets: [n]` u32 → `[n]` f32, zero where the target is [`IGNORE_TARGET`].
 pub fn cross_entropy_per_token(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let (n, vocab) = logits.dims2()?;
-    if targets.dims() != [n] || targets.dtype() != DType::U32 {
-        bail!("cross_entropy: targets must be u32 of shape [{n}], got {:?} {:?}", targets.dtype(), targets.dims());
-    }
-    let bad = targets.to_vec1::<u32>()?.into_iter().find(|&t| t != IGNORE_TARGET && t as usize >= vocab);
-    if let Some(t) = bad {
-        bail!("cross_entropy: target id {t} is outside the vocabulary (size {vocab})");
-    }
+    checked_targets(targets, n, vocab, "cross_entropy")?;
     match logits.device() {
         Device::Cpu => logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy),
         _ => crate::reference::cross_entropy_per_token(logits, targets),
     }
+}
+
+/// The ids of `targets`, which must be u32 of shape `[n]`, each below `vocab` or [`IGNORE_TARGET`].
+pub(crate) fn checked_targets(targets: &Tensor, n: usize, vocab: usize, op: &str) -> Result<Vec<u32>> {
+    if targets.dims() != [n] || targets.dtype() != DType::U32 {
+        bail!("{op}: targets must be u32 of shape [{n}], got {:?} {:?}", targets.dtype(), targets.dims());
+    }
+    let ids = targets.to_vec1::<u32>()?;
+    if let Some(t) = ids.iter().find(|&&t| t != IGNORE_TARGET && t as usize >= vocab) {
+        bail!("{op}: target id {t} is outside the vocabulary (size {vocab})");
+    }
+    Ok(ids)
 }
 
 struct CrossEntropy;

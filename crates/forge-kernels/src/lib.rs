@@ -9,6 +9,8 @@
 mod cpu;
 pub mod cpu_memory;
 pub mod cross_entropy;
+pub mod embedding;
+pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
@@ -18,6 +20,8 @@ pub mod attention;
 
 pub use attention::attention;
 pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
+pub use embedding::embedding_gradient;
+pub use linear_cross_entropy::linear_cross_entropy_per_token;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{scaled_masked_softmax, softmax_last_dim};

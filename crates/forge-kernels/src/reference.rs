@@ -64,6 +64,11 @@ pub fn cross_entropy_per_token(logits: &Tensor, targets: &Tensor) -> Result<Tens
     nll.mul(&keep.to_dtype(DType::F32)?)
 }
 
+/// Per-token NLL of the full logits `hidden · weightᵀ`.
+pub fn linear_cross_entropy_per_token(hidden: &Tensor, weight: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    cross_entropy_per_token(&hidden.matmul(&weight.t()?)?, targets)
+}
+
 /// `silu(gate) · up` from candle's primitives.
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     gate.silu()?.mul(up)

@@ -258,3 +258,75 @@ fn swiglu_matches_reference() {
         );
     }
 }
+
+#[test]
+fn linear_cross_entropy_matches_the_full_logits_reference() {
+    use forge_kernels::linear_cross_entropy::linear_cross_entropy_per_token_chunked;
+    let mut rng = StdRng::seed_from_u64(9);
+    let (n, h, vocab) = (45, 24, 301);
+    let hidden = randn(&mut rng, &[n, h]);
+    let weight = (randn(&mut rng, &[vocab, h]) * 0.3).unwrap();
+    let targets: Vec<u32> = (0..n).map(|i| if i % 6 == 0 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let targets = Tensor::new(targets, &Device::Cpu).unwrap();
+    // the whole vocabulary in one slice, slices with a ragged last one, one token per slice
+    for chunk in [vocab, 64, 1] {
+        assert_parity(
+            "linear_cross_entropy",
+            |t| linear_cross_entropy_per_token_chunked(&t[0], &t[1], &targets, chunk),
+            |t| reference::linear_cross_entropy_per_token(&t[0], &t[1], &targets),
+            &[hidden.clone(), weight.clone()],
+            &[true, true],
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn linear_cross_entropy_slices_the_vocabulary_when_rows_times_vocab_exceed_the_budget() {
+    use forge_kernels::linear_cross_entropy::default_vocab_chunk;
+    let mut rng = StdRng::seed_from_u64(10);
+    let (n, h, vocab) = (4096, 8, 301);
+    assert!(default_vocab_chunk(n, vocab) < vocab, "the default path must be sliced for this test to mean anything");
+    let hidden = randn(&mut rng, &[n, h]);
+    let weight = randn(&mut rng, &[vocab, h]);
+    let targets = Tensor::new((0..n as u32).map(|i| i % vocab as u32).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    assert_parity(
+        "linear_cross_entropy (default slices)",
+        |t| forge_kernels::linear_cross_entropy_per_token(&t[0], &t[1], &targets),
+        |t| reference::linear_cross_entropy_per_token(&t[0], &t[1], &targets),
+        &[hidden, weight],
+        &[true, true],
+        1e-5,
+    );
+}
+
+#[test]
+fn linear_cross_entropy_rejects_mismatched_shapes_and_targets() {
+    let hidden = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+    let weight = Tensor::zeros((10, 5), DType::F32, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[3u32, 1], &Device::Cpu).unwrap();
+    let err = forge_kernels::linear_cross_entropy_per_token(&hidden, &weight, &targets).unwrap_err().to_string();
+    assert!(err.contains("differ in the hidden size"), "{err}");
+    let weight = Tensor::zeros((10, 4), DType::F32, &Device::Cpu).unwrap();
+    let targets = Tensor::new(&[3u32, 10], &Device::Cpu).unwrap();
+    let err = forge_kernels::linear_cross_entropy_per_token(&hidden, &weight, &targets).unwrap_err().to_string();
+    assert!(err.contains("target id 10 is outside the vocabulary (size 10)"), "{err}");
+}
+
+#[test]
+fn embedding_gradient_equals_candles_index_select_backward() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (vocab, h) = (50, 16);
+    // repeated ids: their rows must add up in order
+    let ids = Tensor::new((0..40u32).map(|i| (i * 7) % 23).collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    for dtype in [DType::F32, DType::BF16] {
+        let table = Var::from_tensor(&randn(&mut rng, &[vocab, h]).to_dtype(dtype).unwrap()).unwrap();
+        let grad = randn(&mut rng, &[40, h]).to_dtype(dtype).unwrap();
+        let store = (table.as_tensor().index_select(&ids, 0).unwrap() * &grad).unwrap().sum_all().unwrap().backward().unwrap();
+        let candle = store.get(table.as_tensor()).unwrap();
+        let fused = forge_kernels::embedding_gradient(&ids, &grad, vocab).unwrap();
+        assert_eq!(fused.dtype(), dtype);
+        let diff = (fused.to_dtype(DType::F32).unwrap() - candle.to_dtype(DType::F32).unwrap()).unwrap().abs().unwrap().max_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{dtype:?}: embedding gradient differs from candle's");
+    }
+}

@@ -72,14 +72,19 @@ impl ParamStore {
     pub fn accumulate_gradients(&self, grads: &candle_core::backprop::GradStore, into: &mut Gradients) -> Result<()> {
         for (name, var) in self.iter() {
             if let Some(g) = grads.get(var.as_tensor()) {
-                let g = g.detach();
-                let sum = match into.remove(name) {
-                    Some(previous) => (previous + g)?,
-                    None => g,
-                };
-                into.insert(name.to_string(), sum);
+                accumulate_gradient(name, g.detach(), into)?;
             }
         }
         Ok(())
     }
+}
+
+/// Adds `grad` to the gradient of `name` in `into` (or sets it, if it has none yet).
+pub(crate) fn accumulate_gradient(name: &str, grad: Tensor, into: &mut Gradients) -> Result<()> {
+    let sum = match into.remove(name) {
+        Some(previous) => (previous + grad)?,
+        None => grad,
+    };
+    into.insert(name.to_string(), sum);
+    Ok(())
 }

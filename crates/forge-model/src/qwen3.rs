@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use forge_kernels::{attention, cross_entropy_per_token, rms_norm, rope, swiglu, IGNORE_TARGET};
+use forge_kernels::{
+    attention, cross_entropy_per_token, embedding_gradient, linear_cross_entropy_per_token, rms_norm, rope, swiglu, IGNORE_TARGET,
+};
 
+use crate::params::accumulate_gradient;
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
 /// Sequences of token ids with their padding mask and (for training) labels.
@@ -141,13 +144,26 @@ struct DecoderLayer {
     eps: f64,
 }
 
+/// One of the two residual blocks of a decoder layer: the unit of activation recomputation.
+#[derive(Clone, Copy)]
+enum Block {
+    Attention,
+    Mlp,
+}
+
 impl DecoderLayer {
     /// `[b, s, hidden] -> [b, s, hidden]`
     fn forward(&self, h: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
-        let attn = self.self_attn.forward(&rms_norm(h, &self.input_layernorm, self.eps)?, inputs)?;
-        let h = (h + attn)?;
-        let mlp = self.mlp.forward(&rms_norm(&h, &self.post_attention_layernorm, self.eps)?, inputs)?;
-        Ok((h + mlp)?)
+        self.block(Block::Mlp, &self.block(Block::Attention, h, inputs)?, inputs)
+    }
+
+    /// `h + block(norm(h))`
+    fn block(&self, block: Block, h: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
+        let out = match block {
+            Block::Attention => self.self_attn.forward(&rms_norm(h, &self.input_layernorm, self.eps)?, inputs)?,
+            Block::Mlp => self.mlp.forward(&rms_norm(h, &self.post_attention_layernorm, self.eps)?, inputs)?,
+        };
+        Ok((h + out)?)
     }
 }
 
@@ -359,23 +375,28 @@ impl Qwen3ForCausalLM {
     /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
         let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
-        self.head_loss(&hidden, batch)
+        self.head_loss(&hidden, batch, Logits::Full)
     }
 
-    fn head_loss(&self, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+    fn head_loss(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<Tensor> {
         let labels = batch.labels.as_ref().ok_or_else(|| ModelError::Invalid("the batch has no labels".into()))?;
         let (targets, count) = shifted_targets(labels, self.config.vocab_size)?;
         let (b, s, h) = hidden.dims3()?;
         // position t predicts label t+1; the last position predicts nothing
         let hidden = hidden.narrow(1, 0, s - 1)?.reshape((b * (s - 1), h))?;
-        let logits = linear(&hidden, &self.lm_head)?;
         let targets = Tensor::from_vec(targets, b * (s - 1), self.device())?;
-        Ok((cross_entropy_per_token(&logits, &targets)?.sum_all()? / count.max(1) as f64)?)
+        let nll = match logits {
+            Logits::Full => cross_entropy_per_token(&linear(&hidden, &self.lm_head)?, &targets)?,
+            Logits::Sliced => linear_cross_entropy_per_token(&hidden, &self.lm_head, &targets)?,
+        };
+        Ok((nll.sum_all()? / count.max(1) as f64)?)
     }
 
-    /// Loss and the gradient of every parameter. With `recompute`, layer activations are not kept
-    /// for backward: each layer's forward is re-run from its saved input during backward
-    /// (activation checkpointing), which gives the same gradients at a fraction of the memory.
+    /// Loss and the gradient of every parameter. With `recompute`, memory is traded for compute:
+    /// layer activations are not kept for backward (each residual block's forward is re-run from
+    /// its saved input during backward: activation checkpointing) and the head's logits exist one
+    /// vocabulary slice at a time (recomputed in backward). The gradients are those of the plain
+    /// backward up to float summation order in the head (see `tests/hf_parity.rs`).
     pub fn loss_and_gradients(&self, batch: &Batch, recompute: bool) -> Result<(f32, Gradients)> {
         let mut grads = Gradients::new();
         if !recompute {
@@ -384,33 +405,43 @@ impl Qwen3ForCausalLM {
             return Ok((loss.to_scalar::<f32>()?, grads));
         }
         let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref())?;
-        // 1. forward, keeping only each layer's (detached) input
-        let embedded = self.embed(&batch.input_ids)?;
-        let mut layer_inputs = Vec::with_capacity(self.layers.len());
-        let mut h = embedded.detach();
-        for layer in &self.layers {
-            layer_inputs.push(h.clone());
-            h = layer.forward(&h, &inputs)?.detach();
+        // residual blocks rather than whole layers: the attention block's backward (the largest
+        // transient: scores, probabilities and their gradients) runs without the MLP's activations
+        let blocks: Vec<(&DecoderLayer, Block)> = self.layers.iter().flat_map(|l| [(l, Block::Attention), (l, Block::Mlp)]).collect();
+        // 1. forward without a graph, keeping only each block's input
+        let mut saved = Vec::with_capacity(blocks.len());
+        let mut h = self.embed(&batch.input_ids)?.detach();
+        for (layer, block) in &blocks {
+            let out = layer.block(*block, &h, &inputs)?.detach();
+            saved.push(std::mem::replace(&mut h, out));
         }
-        // 2. head: loss and gradient w.r.t. the last hidden state
-        let last = Var::from_tensor(&h)?;
-        let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
-        let loss = self.head_loss(&hidden, batch)?;
-        let store = loss.backward()?;
-        self.trainable().accumulate_gradients(&store, &mut grads)?;
-        let mut upstream = gradient_of(&store, &last)?;
-        // 3. layers in reverse: re-run the forward, back-propagate `upstream` through it
-        for (layer, input) in self.layers.iter().zip(&layer_inputs).rev() {
-            let input = Var::from_tensor(input)?;
-            let out = layer.forward(input.as_tensor(), &inputs)?;
+        // 2. head: loss and the gradient w.r.t. the last hidden state; the head's graph and
+        // GradStore are dropped before the layers' backward starts
+        let (loss, mut upstream) = {
+            let last = Var::from_tensor(&h)?;
+            drop(h);
+            let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
+            let loss = self.head_loss(&hidden, batch, Logits::Sliced)?;
+            let store = loss.backward()?;
+            self.trainable().accumulate_gradients(&store, &mut grads)?;
+            (loss.to_scalar::<f32>()?, gradient_of(&store, &last)?)
+        };
+        // 3. blocks in reverse: re-run the forward, back-propagate `upstream` through it; each
+        // saved input is freed once its block is done
+        for (layer, block) in blocks.iter().rev() {
+            let input = Var::from_tensor(&saved.pop().expect("one saved input per block"))?;
+            let out = layer.block(*block, input.as_tensor(), &inputs)?;
             let store = (out * &upstream)?.sum_all()?.backward()?;
             self.trainable().accumulate_gradients(&store, &mut grads)?;
             upstream = gradient_of(&store, &input)?;
         }
-        // 4. embedding
-        let store = (embedded * upstream)?.sum_all()?.backward()?;
-        self.trainable().accumulate_gradients(&store, &mut grads)?;
-        Ok((loss.to_scalar::<f32>()?, grads))
+        // 4. embedding (frozen under LoRA): the upstream rows scattered to their token ids
+        if self.lora.is_none() {
+            let (ids, hidden_size) = (batch.input_ids.flatten_all()?, self.config.hidden_size);
+            let grad = embedding_gradient(&ids, &upstream.reshape(((), hidden_size))?, self.config.vocab_size)?;
+            accumulate_gradient("model.embed_tokens.weight", grad, &mut grads)?;
+        }
+        Ok((loss, grads))
     }
 
     /// `log p(token_t | tokens_<t)` for t ≥ 1 of each row, natural log, computed in f32.
@@ -425,6 +456,15 @@ impl Qwen3ForCausalLM {
         let picked = log_probs.gather(&next, 2)?.squeeze(2)?.to_vec2::<f32>()?;
         Ok(picked.into_iter().zip(lengths).map(|(row, &n)| row[..n.saturating_sub(1)].to_vec()).collect())
     }
+}
+
+/// How the head turns hidden states into the loss.
+#[derive(Clone, Copy)]
+enum Logits {
+    /// `[tokens, vocab]` logits materialised, then cross-entropy (fastest).
+    Full,
+    /// One vocabulary slice at a time, recomputed in backward (least memory).
+    Sliced,
 }
 
 fn gradient_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::{DType, Device};
-use common::{max_abs_diff, model_dir, rel_err, Reference, FIXTURES};
+use common::{model_dir, rel_err, Reference, FIXTURES};
 
 #[test]
 fn f32_logits_match_transformers() {
@@ -20,42 +20,53 @@ fn f32_logits_match_transformers() {
 
 #[test]
 fn f32_loss_and_every_gradient_match_transformers() {
-    for name in FIXTURES {
-        let reference = Reference::load(name);
-        let model = forge_model::load_model(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
-        let (loss, grads) = model.loss_and_gradients(&reference.batch(), false).unwrap();
-        let expected_loss = reference.get("loss").to_scalar::<f32>().unwrap();
-        assert!((loss - expected_loss).abs() <= 1e-5 * expected_loss.abs(), "{name}: loss {loss} vs {expected_loss}");
+    // both backward paths: the plain one and activation recomputation with the sliced head
+    for recompute in [false, true] {
+        for name in FIXTURES {
+            let reference = Reference::load(name);
+            let model = forge_model::load_model(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
+            let (loss, grads) = model.loss_and_gradients(&reference.batch(), recompute).unwrap();
+            let name = format!("{name} (recompute: {recompute})");
+            let expected_loss = reference.get("loss").to_scalar::<f32>().unwrap();
+            assert!((loss - expected_loss).abs() <= 1e-5 * expected_loss.abs(), "{name}: loss {loss} vs {expected_loss}");
 
-        let worst = grads
-            .iter()
-            .map(|(p, g)| rel_err(g, reference.get(&format!("grad.{p}"))))
-            .fold(0f32, f32::max);
-        eprintln!("{name}: loss {loss} (HF {expected_loss}), worst gradient relative error {worst:e}");
-        let names: Vec<String> = grads.keys().cloned().collect();
-        assert_eq!(names, reference.gradient_names(), "{name}: parameters with a gradient differ from HF's");
-        for (param, grad) in &grads {
-            let norm = grad.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(norm > 0.0, "{name}: {param} received a zero gradient");
-            let e = rel_err(grad, reference.get(&format!("grad.{param}")));
-            assert!(e <= 1e-4, "{name}: gradient of {param} relative error {e:e} > 1e-4");
+            let worst = grads
+                .iter()
+                .map(|(p, g)| rel_err(g, reference.get(&format!("grad.{p}"))))
+                .fold(0f32, f32::max);
+            eprintln!("{name}: loss {loss} (HF {expected_loss}), worst gradient relative error {worst:e}");
+            let names: Vec<String> = grads.keys().cloned().collect();
+            assert_eq!(names, reference.gradient_names(), "{name}: parameters with a gradient differ from HF's");
+            for (param, grad) in &grads {
+                let norm = grad.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(norm > 0.0, "{name}: {param} received a zero gradient");
+                let e = rel_err(grad, reference.get(&format!("grad.{param}")));
+                assert!(e <= 1e-4, "{name}: gradient of {param} relative error {e:e} > 1e-4");
+            }
         }
     }
 }
 
+/// Recomputation re-runs exactly the plain path's layer arithmetic, but its head computes the
+/// logits in vocabulary slices and the softmax gradient as `exp(logit − lse)`: the float
+/// summation order changes there, and with it every gradient upstream, by far less than the
+/// 1e-4 tolerance against transformers.
 #[test]
-fn recomputed_backward_equals_plain_backward() {
+fn recomputed_backward_agrees_with_plain_backward() {
     for name in ["gqa2-untied-f32", "gqa4-tied-f32"] {
         let reference = Reference::load(name);
         let model = forge_model::load_model(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
         let (loss_plain, plain) = model.loss_and_gradients(&reference.batch(), false).unwrap();
         let (loss_recomputed, recomputed) = model.loss_and_gradients(&reference.batch(), true).unwrap();
-        assert_eq!(loss_plain, loss_recomputed, "{name}: loss differs");
+        assert!((loss_plain - loss_recomputed).abs() <= 1e-6 * loss_plain.abs(), "{name}: loss {loss_plain} vs {loss_recomputed}");
         assert_eq!(plain.keys().collect::<Vec<_>>(), recomputed.keys().collect::<Vec<_>>());
+        let mut worst = 0f32;
         for (param, g) in &plain {
-            let d = max_abs_diff(g, &recomputed[param]);
-            assert_eq!(d, 0.0, "{name}: {param} differs by {d:e} between plain and recomputed backward");
+            let e = rel_err(&recomputed[param], g);
+            assert!(e <= 1e-6, "{name}: {param} relative error {e:e} > 1e-6 between plain and recomputed backward");
+            worst = worst.max(e);
         }
+        eprintln!("{name}: worst gradient relative error between plain and recomputed backward {worst:e}");
     }
 }
 

@@ -85,12 +85,6 @@ fn tool_names(tools: &[Value]) -> Vec<String> {
 fn check_arguments(tool: &str, arguments: &Map<String, Value>, schema: &Value) -> Result<(), String> {
     let empty = Map::new();
     let properties = schema["properties"].as_object().unwrap_or(&empty);
-    if let Some(required) = schema["required"].as_array() {
-        let missing: Vec<&str> = required.iter().filter_map(Value::as_str).filter(|r| !arguments.contains_key(*r)).collect();
-        if !missing.is_empty() {
-            return Err(format!("{tool} requires the argument(s) {}", quoted(&missing)));
-        }
-    }
     for (key, value) in arguments {
         let Some(property) = properties.get(key) else {
             let known: Vec<&str> = properties.keys().map(String::as_str).collect();
@@ -106,6 +100,12 @@ fn check_arguments(tool: &str, arguments: &Map<String, Value>, schema: &Value) -
                 let allowed: Vec<String> = allowed.iter().map(Value::to_string).collect();
                 return Err(format!("argument \"{key}\" of {tool} must be one of {}, got {value}", allowed.join(", ")));
             }
+        }
+    }
+    if let Some(required) = schema["required"].as_array() {
+        let missing: Vec<&str> = required.iter().filter_map(Value::as_str).filter(|r| !arguments.contains_key(*r)).collect();
+        if !missing.is_empty() {
+            return Err(format!("{tool} requires the argument(s) {}", quoted(&missing)));
         }
     }
     Ok(())

@@ -87,7 +87,7 @@ async fn the_oracle_resolves_bundled_tasks_through_the_loop_and_finish_only_does
     // the trajectories are SFT data as `forge train sft` reads it
     let template = forge_model::chat_template::ChatTemplate::from_model_dir(&common::tiny_dir()).unwrap();
     let tokenizer = forge_model::tokenizer::Tokenizer::from_model_dir(&common::tiny_dir()).unwrap();
-    use forge_train::sft::data::{load_examples, BadExamples, OverLength};
+    use forge_train::sft::{load_examples, BadExamples, OverLength};
     let (_, stats) = load_examples(&run_dir.join("sft.resolved.jsonl"), &template, &tokenizer, 1 << 20, OverLength::Drop, BadExamples::Error).unwrap();
     assert_eq!(stats.examples, ids.len());
 

@@ -199,7 +199,7 @@ async fn tokens_decode_to_the_rendered_conversation_and_the_sft_record_encodes_t
     std::fs::write(&path, format!("{}\n", t.sft_record())).unwrap();
     let template = forge_model::chat_template::ChatTemplate::from_model_dir(&common::tiny_dir()).unwrap();
     let tokenizer = forge_model::tokenizer::Tokenizer::from_model_dir(&common::tiny_dir()).unwrap();
-    use forge_train::sft::data::{load_examples, BadExamples, OverLength};
+    use forge_train::sft::{load_examples, BadExamples, OverLength};
     let (examples, stats) = load_examples(&path, &template, &tokenizer, 1 << 20, OverLength::Drop, BadExamples::Error).unwrap();
     assert_eq!(stats.examples, 1);
     let example = &examples[0];

@@ -121,17 +121,35 @@ enum DataCommand {
 
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// Apply each prediction in a fresh container of its instance's image, run the tests, grade.
-    /// Writes logs/run_evaluation/{run_id}/{model}/{instance_id}/ and {model}.{run_id}.json.
+    /// Grade predictions, or run the agent with a model and grade its patches: each patch is applied
+    /// in a fresh container of its instance's image, the tests run, the log graded.
+    /// Writes logs/run_evaluation/{run_id}/{model}/{instance_id}/ and {model}.{run_id}.json; with
+    /// --model also runs/{run_id}/ (predictions.jsonl, trajectories/, sft.jsonl, sft.resolved.jsonl).
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["predictions", "model"])))]
     Swebench {
         /// Instances: parquet, JSONL or JSON (e.g. tasks/bundled.jsonl).
         #[arg(long)]
         dataset: PathBuf,
         /// Predictions file (JSON list, dict by instance id, JSONL) or `gold`.
         #[arg(long)]
-        predictions: String,
+        predictions: Option<String>,
+        /// Run the agent with this model (HF directory or org/name) on each instance.
+        #[arg(long)]
+        model: Option<String>,
         #[arg(long)]
         run_id: String,
+        /// Agent: assistant turns per instance at most.
+        #[arg(long, default_value_t = 35, requires = "model")]
+        max_turns: usize,
+        /// Agent: sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.0, requires = "model")]
+        temperature: f32,
+        /// Agent: context budget in tokens (prompt and generation).
+        #[arg(long, default_value_t = 32_768, requires = "model")]
+        max_context_tokens: usize,
+        /// Agent: sampling seed (turn k uses seed + k).
+        #[arg(long, default_value_t = 0, requires = "model")]
+        seed: u64,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// Per-instance test timeout in seconds.
@@ -222,6 +240,22 @@ fn parse_device(spec: &str) -> Result<Device> {
     }
 }
 
+fn print_eval_summary(summary: &forge_swe::RunSummary) {
+    eprintln!(
+        "{} instances: {} resolved, {} unresolved, {} empty patches, {} errors ({:.0} s); report {}",
+        summary.total_instances,
+        summary.resolved_instances,
+        summary.unresolved_instances,
+        summary.empty_patch_instances,
+        summary.error_instances,
+        summary.wall_seconds,
+        summary.summary_path.display()
+    );
+    for (id, reason) in &summary.errors {
+        eprintln!("  error {id}: {reason}");
+    }
+}
+
 fn main() -> Result<()> {
     forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     tracing_subscriber::fmt()
@@ -278,7 +312,27 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions, run_id, workers, timeout, grading, instance_ids, output_dir } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, model: Some(model), run_id, max_turns, temperature, max_context_tokens, seed, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+            let dir = forge_model::weights::resolve_model_dir(&model)?;
+            // Qwen3 templates: the non-thinking format the agent is trained in.
+            let _chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&dir, serde_json::json!({"enable_thinking": false}))?);
+            let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, &model);
+            options.agent = forge_agent::AgentConfig { max_turns, temperature, max_context_tokens, seed, ..forge_agent::AgentConfig::default() };
+            options.workers = workers;
+            options.test_timeout = std::time::Duration::from_secs(timeout);
+            options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            options.instance_ids = instance_ids;
+            options.output_root = output_dir;
+            // TODO(merge, issue #6): start the engine on `dir` and run the agent with it:
+            //   let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(&dir, ..)?);
+            //   let summary = tokio::runtime::Runtime::new()?.block_on(forge_agent::run_agent_eval(policy, _chat, &options))?;
+            //   eprintln!("{} episodes ({} reused): {:?}; {} agent steps in {:.0} s; run {}", summary.episodes_run,
+            //       summary.episodes_reused, summary.statuses, summary.agent_steps, summary.agent_wall_seconds, summary.run_dir.display());
+            //   print_eval_summary(&summary.grading);
+            let _ = options;
+            bail!("`forge eval swebench --model` needs the rollout engine (forge-engine), which this build does not include yet; grade existing patches with --predictions");
+        }
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, workers, timeout, grading, instance_ids, output_dir, .. } } => {
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
             options.workers = workers;
             options.timeout = std::time::Duration::from_secs(timeout);
@@ -286,20 +340,9 @@ fn main() -> Result<()> {
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
             let summary = tokio::runtime::Runtime::new()?.block_on(forge_swe::run_evaluation(&options))?;
-            eprintln!(
-                "{} instances: {} resolved, {} unresolved, {} empty patches, {} errors ({:.0} s); report {}",
-                summary.total_instances,
-                summary.resolved_instances,
-                summary.unresolved_instances,
-                summary.empty_patch_instances,
-                summary.error_instances,
-                summary.wall_seconds,
-                summary.summary_path.display()
-            );
-            for (id, reason) in &summary.errors {
-                eprintln!("  error {id}: {reason}");
-            }
+            print_eval_summary(&summary);
         }
+        Command::Eval { command: EvalCommand::Swebench { .. } } => unreachable!("clap requires --predictions or --model"),
         Command::Eval { command: EvalCommand::Regrade { dataset, logs, run_id, grading } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             let summary = forge_swe::regrade(&dataset, &logs, &run_id, grading)?;

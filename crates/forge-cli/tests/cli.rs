@@ -180,3 +180,18 @@ fn train_sft_prints_the_resolved_config_and_rejects_unknown_keys() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown field `epoch`"), "{}", stderr(&out));
 }
+
+#[test]
+fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_model() {
+    let dataset = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tasks/bundled.jsonl").display().to_string();
+    let tiny = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer").display().to_string();
+    let neither = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x"]);
+    assert!(!neither.status.success());
+    assert!(stderr(&neither).contains("--predictions") && stderr(&neither).contains("--model"), "{}", stderr(&neither));
+    let both = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--model", &tiny]);
+    assert!(!both.status.success());
+    assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
+    let agent_option_without_model = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--max-turns", "3"]);
+    assert!(!agent_option_without_model.status.success());
+    assert!(stderr(&agent_option_without_model).contains("--model"), "{}", stderr(&agent_option_without_model));
+}

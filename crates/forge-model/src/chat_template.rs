@@ -72,6 +72,11 @@ impl ChatTemplate {
         Ok(Self { env, bos_token, eos_token })
     }
 
+    /// The end-of-turn token's text (`eos_token` of tokenizer_config.json, `<|im_end|>` for Qwen).
+    pub fn eos_token(&self) -> &str {
+        &self.eos_token
+    }
+
     /// The conversation as text. `messages` and `tools` are in the OpenAI/TRL chat format;
     /// `extra` holds further template variables (e.g. `enable_thinking`).
     pub fn render(&self, messages: &[Json], tools: Option<&[Json]>, add_generation_prompt: bool, extra: &Json) -> Result<String> {

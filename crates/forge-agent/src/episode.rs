@@ -1,0 +1,233 @@
+//! The agent loop: render → generate → parse → run tools → observe, until `finish`, the turn
+//! limit or the context budget.
+
+use std::time::Instant;
+
+use forge_sandbox::FINISH;
+use serde_json::{json, Value};
+
+use crate::chat::ChatFormat;
+use crate::error::{AgentError, Result};
+use crate::parse::{parse_tool_calls, ParsedCall, TOOL_CALL_OPEN};
+use crate::policy::{Policy, SamplingParams};
+use crate::prompt::{bad_call_message, initial_messages, no_tool_call_message, observation_message};
+use crate::trajectory::{Status, TokenRecord, Trajectory, TurnRecord};
+use crate::workspace::Workspace;
+
+/// Limits and sampling of an episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// Assistant turns at most.
+    pub max_turns: usize,
+    /// Prompt plus generation never exceeds this many tokens.
+    pub max_context_tokens: usize,
+    /// Tokens one turn may generate.
+    pub max_new_tokens: usize,
+    /// Characters of one observation shown to the model (the middle is clipped).
+    pub max_observation_chars: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    /// Turn k samples with seed `seed + k`.
+    pub seed: u64,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            max_turns: 35,
+            max_context_tokens: 32_768,
+            max_new_tokens: 4_096,
+            max_observation_chars: 12_000,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// Runs one episode on `problem_statement` with tools in `workspace`. Never fails: an
+/// infrastructure failure ends the episode with [`Status::InfraError`] and what was recorded.
+pub async fn run_episode<P: Policy, W: Workspace>(
+    policy: &P,
+    workspace: &mut W,
+    chat: &ChatFormat,
+    instance_id: &str,
+    problem_statement: &str,
+    config: &AgentConfig,
+) -> Trajectory {
+    let started = Instant::now();
+    let mut episode = Episode {
+        trajectory: Trajectory {
+            instance_id: instance_id.to_string(),
+            status: Status::InfraError,
+            error: None,
+            messages: initial_messages(problem_statement),
+            tools: chat.tools().to_vec(),
+            tokens: TokenRecord::default(),
+            turns: Vec::new(),
+            patch: String::new(),
+            rendering_matches_tokens: false,
+            generation_seconds: 0.0,
+            tool_seconds: 0.0,
+            total_seconds: 0.0,
+        },
+        chat,
+        config,
+    };
+    let outcome = match episode.run(policy, workspace).await {
+        Ok(status) => match workspace.patch().await {
+            Ok(patch) => {
+                episode.trajectory.patch = patch;
+                Ok(status)
+            }
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let mut trajectory = episode.trajectory;
+    match outcome {
+        Ok(status) => trajectory.status = status,
+        Err(e) => {
+            tracing::warn!(instance = instance_id, error = %e, "episode ended by an infrastructure error");
+            trajectory.status = Status::InfraError;
+            trajectory.error = Some(e.to_string());
+        }
+    }
+    trajectory.rendering_matches_tokens = rendering_matches_tokens(chat, &trajectory);
+    trajectory.total_seconds = started.elapsed().as_secs_f64();
+    trajectory
+}
+
+struct Episode<'a> {
+    trajectory: Trajectory,
+    chat: &'a ChatFormat,
+    config: &'a AgentConfig,
+}
+
+impl Episode<'_> {
+    async fn run<P: Policy, W: Workspace>(&mut self, policy: &P, workspace: &mut W) -> Result<Status> {
+        let chat = self.chat;
+        let end_of_turn = chat.end_of_turn_id();
+        let prompt = chat.encode(&chat.render(&self.trajectory.messages, true)?)?;
+        self.trajectory.tokens.push_context(&prompt);
+        for turn in 0..self.config.max_turns {
+            let prompt_len = self.trajectory.tokens.len();
+            let room = self.config.max_context_tokens.saturating_sub(prompt_len);
+            if room == 0 {
+                return Ok(Status::ContextExhausted);
+            }
+            let params = SamplingParams {
+                max_new_tokens: self.config.max_new_tokens.min(room),
+                temperature: self.config.temperature,
+                top_p: self.config.top_p,
+                top_k: self.config.top_k,
+                stop_tokens: vec![end_of_turn],
+                seed: self.config.seed.wrapping_add(turn as u64),
+            };
+            let clock = Instant::now();
+            let generation = policy.generate(&self.trajectory.tokens.input_ids, &params).await.map_err(AgentError::Policy)?;
+            let generation_seconds = clock.elapsed().as_secs_f64();
+            self.trajectory.generation_seconds += generation_seconds;
+            if generation.logprobs.len() != generation.tokens.len() || generation.tokens.len() > params.max_new_tokens {
+                return Err(AgentError::Policy(anyhow::anyhow!(
+                    "the policy returned {} tokens and {} log-probs for at most {} new tokens",
+                    generation.tokens.len(),
+                    generation.logprobs.len(),
+                    params.max_new_tokens
+                )));
+            }
+            self.trajectory.tokens.push_generated(&generation.tokens, &generation.logprobs);
+            let generated_end = self.trajectory.tokens.len();
+            let text_ids = match generation.tokens.split_last() {
+                Some((&last, rest)) if last == end_of_turn => rest,
+                _ => {
+                    // Cut by the token limit: the turn is closed for the model (not trained on).
+                    self.trajectory.tokens.push_context(&[end_of_turn]);
+                    &generation.tokens[..]
+                }
+            };
+            let text = chat.decode(text_ids)?;
+            let calls = parse_tool_calls(&text, chat.tools());
+            let assistant = self.assistant_message(&text, &calls)?;
+            self.trajectory.messages.push(assistant);
+
+            let clock = Instant::now();
+            let mut replies = Vec::new();
+            let (mut tool_calls, mut call_errors, mut finished) = (0, 0, false);
+            if calls.is_empty() {
+                call_errors += 1;
+                replies.push(no_tool_call_message(chat.tools()));
+            }
+            for call in calls {
+                match call {
+                    Err(problem) => {
+                        call_errors += 1;
+                        replies.push(bad_call_message(&problem, chat.tools()));
+                    }
+                    Ok(call) => {
+                        let observation = workspace.call(&call).await?;
+                        tool_calls += 1;
+                        if call.name == FINISH {
+                            finished = true;
+                            break;
+                        }
+                        replies.push(observation_message(&call.name, &observation, self.config.max_observation_chars));
+                    }
+                }
+            }
+            let tool_seconds = clock.elapsed().as_secs_f64();
+            self.trajectory.tool_seconds += tool_seconds;
+            self.trajectory.turns.push(TurnRecord {
+                prompt_len,
+                generated_end,
+                finish_reason: generation.finish_reason,
+                tool_calls,
+                call_errors,
+                generation_seconds,
+                tool_seconds,
+            });
+            if finished {
+                return Ok(Status::Finished);
+            }
+            let delta = chat.observation_delta(&self.trajectory.messages, &replies)?;
+            self.trajectory.messages.extend(replies);
+            // Recorded even when it overflows the budget: the next iteration then stops.
+            self.trajectory.tokens.push_context(&chat.encode(&delta)?);
+        }
+        Ok(Status::TurnLimit)
+    }
+
+    /// The assistant message of a turn: with structured `tool_calls` when every call parsed and
+    /// the template renders that message back to exactly `text`, else `text` as content (so the
+    /// SFT record always reproduces what the model generated).
+    fn assistant_message(&self, text: &str, calls: &[ParsedCall]) -> Result<Value> {
+        let raw = json!({"role": "assistant", "content": text});
+        if calls.is_empty() || calls.iter().any(Result::is_err) {
+            return Ok(raw);
+        }
+        let content = text[..text.find(TOOL_CALL_OPEN).unwrap_or(text.len())].trim_end();
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .flatten()
+            .map(|c| json!({"type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+            .collect();
+        let structured = json!({"role": "assistant", "content": content, "tool_calls": tool_calls});
+        let same = self.chat.render(std::slice::from_ref(&structured), false)? == self.chat.render(std::slice::from_ref(&raw), false)?;
+        Ok(if same { structured } else { raw })
+    }
+}
+
+/// Whether the token record decodes to the rendering of the recorded messages (see
+/// [`Trajectory::rendering_matches_tokens`]); an episode that ended on its own assistant turn
+/// is rendered without, any other with the generation prompt.
+fn rendering_matches_tokens(chat: &ChatFormat, trajectory: &Trajectory) -> bool {
+    let ends_on_assistant = trajectory.messages.last().is_some_and(|m| m["role"] == "assistant");
+    let rendered = chat.render(&trajectory.messages, !ends_on_assistant);
+    let decoded = chat.decode(&trajectory.tokens.input_ids);
+    match (rendered, decoded) {
+        (Ok(rendered), Ok(decoded)) => rendered.trim_end() == decoded.trim_end(),
+        _ => false,
+    }
+}

@@ -1,0 +1,131 @@
+//! What an episode leaves behind: the conversation in the SFT format `forge train sft` reads, and
+//! the token-level record RL trains on.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::policy::FinishReason;
+
+/// How an episode ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// The model called `finish`.
+    Finished,
+    /// `max_turns` turns without `finish`.
+    TurnLimit,
+    /// The next prompt would not fit the context budget.
+    ContextExhausted,
+    /// The engine, the container or the tooling failed: not the model's doing. RL must leave
+    /// such episodes out; evaluation reruns them on resume.
+    InfraError,
+}
+
+impl Status {
+    /// Whether the episode says something about the model (everything but infrastructure errors).
+    pub fn is_model_outcome(self) -> bool {
+        self != Status::InfraError
+    }
+}
+
+/// The token ids fed to and produced by the model, in order: prompt tokens, then per turn the
+/// generated tokens and the rendered observations. `loss_mask[i] == 1` exactly for tokens the
+/// model generated; `logprobs[i]` is their sampling log-prob (0 where the mask is 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub input_ids: Vec<u32>,
+    pub loss_mask: Vec<u8>,
+    pub logprobs: Vec<f32>,
+}
+
+impl TokenRecord {
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+
+    pub(crate) fn push_context(&mut self, ids: &[u32]) {
+        self.input_ids.extend_from_slice(ids);
+        self.loss_mask.extend(std::iter::repeat_n(0, ids.len()));
+        self.logprobs.extend(std::iter::repeat_n(0.0, ids.len()));
+    }
+
+    pub(crate) fn push_generated(&mut self, ids: &[u32], logprobs: &[f32]) {
+        self.input_ids.extend_from_slice(ids);
+        self.loss_mask.extend(std::iter::repeat_n(1, ids.len()));
+        self.logprobs.extend_from_slice(logprobs);
+    }
+}
+
+/// One model turn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// Tokens `[0, prompt_len)` were this turn's prompt.
+    pub prompt_len: usize,
+    /// The generated tokens are `[prompt_len, generated_end)`.
+    pub generated_end: usize,
+    pub finish_reason: FinishReason,
+    /// Tool calls run (the rejected ones not counted).
+    pub tool_calls: usize,
+    /// Tool-call blocks rejected as malformed, plus 1 for a turn that called no tool.
+    pub call_errors: usize,
+    pub generation_seconds: f64,
+    pub tool_seconds: f64,
+}
+
+/// One episode of one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    pub instance_id: String,
+    pub status: Status,
+    /// What failed, for infrastructure errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The conversation (OpenAI/TRL chat format); assistant turns carry structured `tool_calls`
+    /// when the template renders them back to exactly the generated text, else the raw text.
+    pub messages: Vec<Value>,
+    pub tools: Vec<Value>,
+    pub tokens: TokenRecord,
+    pub turns: Vec<TurnRecord>,
+    /// The repository diff against the base commit (empty when nothing changed or on error).
+    pub patch: String,
+    /// `decode(tokens.input_ids)` equals the template's rendering of `messages` (up to trailing
+    /// whitespace): the SFT record and the token record describe the same sequence.
+    pub rendering_matches_tokens: bool,
+    pub generation_seconds: f64,
+    pub tool_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl Trajectory {
+    /// An episode that could not start (no container, no tokenizer): only the error.
+    pub fn failed_to_start(instance_id: &str, error: String) -> Self {
+        Trajectory {
+            instance_id: instance_id.to_string(),
+            status: Status::InfraError,
+            error: Some(error),
+            messages: Vec::new(),
+            tools: Vec::new(),
+            tokens: TokenRecord::default(),
+            turns: Vec::new(),
+            patch: String::new(),
+            rendering_matches_tokens: false,
+            generation_seconds: 0.0,
+            tool_seconds: 0.0,
+            total_seconds: 0.0,
+        }
+    }
+
+    /// Turns that ran at least one tool (agent steps).
+    pub fn tool_turns(&self) -> usize {
+        self.turns.iter().filter(|t| t.tool_calls > 0).count()
+    }
+
+    /// The SFT example: `{"messages": [...], "tools": [...]}`, one JSONL line of `forge train sft`.
+    pub fn sft_record(&self) -> Value {
+        json!({"messages": self.messages, "tools": self.tools})
+    }
+}

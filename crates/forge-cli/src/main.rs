@@ -51,6 +51,41 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Continue a raw text (--prompt) or a chat conversation (--messages) with a model, for quick
+    /// manual checks; stops at the model's end-of-turn / eos tokens.
+    Generate {
+        /// Model directory, or an `org/name` id in the local Hugging Face cache.
+        #[arg(long)]
+        model: String,
+        /// Raw text, continued as is (no chat template).
+        #[arg(long, conflicts_with = "messages", required_unless_present = "messages")]
+        prompt: Option<String>,
+        /// JSON conversation (a list of messages, or {"messages": [...], "tools": [...]}), rendered
+        /// with the model's chat template plus the generation prompt.
+        #[arg(long)]
+        messages: Option<PathBuf>,
+        #[arg(long, default_value_t = 256)]
+        max_new_tokens: usize,
+        /// 0 = greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Nucleus sampling threshold; 1 = off.
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        /// Sample among the K most likely tokens; 0 = off.
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print {"text", "tokens", "logprobs", "finish_reason"} as JSON instead of the text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value_t = CliDType::F32)]
+        dtype: CliDType,
+        /// cpu, or cuda / cuda:N with a CUDA build.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Training recipes.
     Train {
         #[command(subcommand)]
@@ -288,6 +323,24 @@ fn main() -> Result<()> {
             let n = forge_model::score::score_file(&loaded, &dir, &input, &mut sink)?;
             sink.flush()?;
             eprintln!("scored {n} sequence(s)");
+        }
+        Command::Generate { model, prompt, messages, max_new_tokens, temperature, top_p, top_k, seed, json, dtype, device } => {
+            let device = parse_device(&device)?;
+            let dir = forge_model::weights::resolve_model_dir(&model)?;
+            let prompt = match (prompt, messages) {
+                (Some(text), _) => forge_engine::generate::Prompt::Text(text),
+                (None, Some(path)) => forge_engine::generate::Prompt::Messages(path),
+                (None, None) => bail!("give --prompt TEXT or --messages FILE"),
+            };
+            let params = forge_engine::SamplingParams { max_new_tokens, temperature, top_p, top_k, seed, stop_tokens: Vec::new() };
+            let output = forge_engine::generate::generate(&dir, dtype.into(), &device, &prompt, params)
+                .with_context(|| format!("generating with {}", dir.display()))?;
+            if json {
+                println!("{}", serde_json::to_string(&output)?);
+            } else {
+                println!("{}", output.text);
+                eprintln!("{} new token(s), finish reason: {}", output.tokens.len(), output.finish_reason);
+            }
         }
         Command::Train { recipe: TrainCommand::Sft(args) } => {
             let (config, resolved) = forge_train::config::load_config::<forge_train::sft::SftConfig>(&args.config, &args.overrides)?;

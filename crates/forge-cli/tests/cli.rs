@@ -195,3 +195,77 @@ fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_mode
     assert!(!agent_option_without_model.status.success());
     assert!(stderr(&agent_option_without_model).contains("--model"), "{}", stderr(&agent_option_without_model));
 }
+
+#[test]
+fn generate_json_continues_text_with_the_log_probs_of_forge_score() {
+    let model = fixture("gqa2-untied-f32/model");
+    // the fixture's score text and its token ids (scripts/make_fixtures.py)
+    let scored: Vec<serde_json::Value> =
+        std::fs::read_to_string(fixture("gqa2-untied-f32/score_expected.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text_ids: Vec<u64> = scored.last().unwrap()["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let text = "def add(a, b):\n    return a + b\n";
+    let out = forge(&["generate", "--model", &model, "--prompt", text, "--max-new-tokens", "12", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tokens: Vec<u64> = generated["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    let logprobs = generated["logprobs"].as_array().unwrap();
+    assert!(!tokens.is_empty() && tokens.len() <= 12 && logprobs.len() == tokens.len(), "{generated}");
+    assert!(generated["text"].is_string());
+    let finish = generated["finish_reason"].as_str().unwrap();
+    assert!(finish == "length" && tokens.len() == 12 || finish == "stop" && [486, 488].contains(tokens.last().unwrap()), "{generated}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("sequence.jsonl");
+    let sequence = [text_ids.clone(), tokens].concat();
+    std::fs::write(&input, serde_json::json!({ "tokens": sequence }).to_string()).unwrap();
+    let out = forge(&["score", "--model", &model, "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let expected = &score["logprobs"].as_array().unwrap()[text_ids.len() - 1..];
+    for (a, b) in logprobs.iter().zip(expected) {
+        let (a, b) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+        assert!((a - b).abs() <= 1e-5, "generate log-prob {a} vs score {b}");
+    }
+}
+
+#[test]
+fn generate_renders_messages_with_the_chat_template_and_rejects_bad_input() {
+    // the fixture model with the chat template of the tiny tokenizer it was made with
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    for entry in std::fs::read_dir(fixture("gqa4-tied-f32/model")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let template = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer/chat_template.jinja");
+    std::fs::copy(template, model_dir.join("chat_template.jinja")).unwrap();
+    let model = model_dir.display().to_string();
+    let messages = tmp.path().join("messages.json");
+    std::fs::write(&messages, r#"{"messages": [{"role": "user", "content": "Fix the bug."}]}"#).unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["generate", "--model", &model, "--messages", messages.to_str().unwrap(), "--max-new-tokens", "6", "--json"];
+        args.extend_from_slice(extra);
+        forge(&args)
+    };
+    let greedy = run(&[]);
+    assert!(greedy.status.success(), "{}", stderr(&greedy));
+    // transformers' apply_chat_template(messages, add_generation_prompt=True) of this conversation
+    let rendered = "<|im_start|>user\nFix the bug.<|im_end|>\n<|im_start|>assistant\n";
+    let raw = forge(&["generate", "--model", &model, "--prompt", rendered, "--max-new-tokens", "6", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&greedy.stdout), String::from_utf8_lossy(&raw.stdout));
+    let sampled = run(&["--temperature", "0.8", "--top-p", "0.9", "--top-k", "50", "--seed", "3"]);
+    assert!(sampled.status.success(), "{}", stderr(&sampled));
+    assert_eq!(sampled.stdout, run(&["--temperature", "0.8", "--top-p", "0.9", "--top-k", "50", "--seed", "3"]).stdout, "same seed, different output");
+
+    std::fs::write(&messages, r#"{"conversation": []}"#).unwrap();
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expected a list of messages"), "{}", stderr(&out));
+    let out = forge(&["generate", "--model", &model]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--prompt"), "{}", stderr(&out));
+    let out = forge(&["generate", "--model", &model, "--prompt", "x", "--temperature=-1"]);
+    assert!(stderr(&out).contains("temperature -1 must be"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+}

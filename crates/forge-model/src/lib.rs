@@ -5,6 +5,7 @@ pub mod chat_template;
 mod config;
 mod error;
 pub mod export;
+mod kv_cache;
 pub mod lora;
 mod params;
 pub mod qwen3;
@@ -17,6 +18,8 @@ pub use forge_kernels;
 pub use error::{ModelError, Result};
 pub use lora::LoraConfig;
 pub use params::{Gradients, ParamStore};
+pub use kv_cache::KvCache;
+pub use qwen3::decode::SequenceStep;
 pub use qwen3::{Batch, Qwen3ForCausalLM};
 
 use std::path::Path;

@@ -14,6 +14,8 @@ use forge_kernels::{
 use crate::params::accumulate_gradient;
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
+pub mod decode;
+
 /// Sequences of token ids with their padding mask and (for training) labels.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -82,8 +84,9 @@ fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
 /// Per-batch inputs shared by all layers: the additive attention mask, the RoPE tables, and
 /// whether LoRA adapters (and their dropout) apply.
 pub struct LayerInputs {
-    /// `[b or 1, 1, s, s]` in the model dtype.
-    bias: Tensor,
+    /// `[b or 1, 1, s, s]` in the model dtype; `None` for incremental decoding, whose attention
+    /// reads only the cached positions a query may see.
+    bias: Option<Tensor>,
     /// `[1, s, head_dim/2]` f32.
     cos: Tensor,
     sin: Tensor,
@@ -116,7 +119,7 @@ impl Attention {
         let k = rope(&k, &inputs.cos, &inputs.sin)?;
         // 2. heads first: [b, heads, s, d]
         let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
-        let out = attention(&q, &k, &v, Some(&inputs.bias), 1.0 / (d as f64).sqrt())?;
+        let out = attention(&q, &k, &v, inputs.bias.as_ref(), 1.0 / (d as f64).sqrt())?;
         // 3. [b, h, s, d] -> [b, s, h·d] -> [b, s, hidden]
         let out = out.transpose(1, 2)?.reshape((b, s, h * d))?;
         self.o_proj.forward(&out, inputs)
@@ -336,19 +339,26 @@ impl Qwen3ForCausalLM {
             }
         }
         let bias = Tensor::from_vec(bias, (rows, 1, s, s), device)?.to_dtype(self.dtype())?;
+        let (cos, sin) = self.rotary_tables(0..s)?;
+        Ok(LayerInputs {
+            bias: Some(bias),
+            cos,
+            sin,
+            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+            dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
+        })
+    }
+
+    /// RoPE `cos`, `sin` tables `[1, positions, head_dim/2]` (f32) for the given positions.
+    fn rotary_tables(&self, positions: impl ExactSizeIterator<Item = usize>) -> Result<(Tensor, Tensor)> {
         let half = self.config.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
             .map(|i| (1.0 / self.config.rope_theta.powf(2.0 * i as f64 / self.config.head_dim as f64)) as f32)
             .collect();
-        let angles: Vec<f32> = (0..s).flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
-        let angles = Tensor::from_vec(angles, (1, s, half), device)?;
-        Ok(LayerInputs {
-            bias,
-            cos: angles.cos()?,
-            sin: angles.sin()?,
-            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
-            dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
-        })
+        let n = positions.len();
+        let angles: Vec<f32> = positions.flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
+        let angles = Tensor::from_vec(angles, (1, n, half), self.device())?;
+        Ok((angles.cos()?, angles.sin()?))
     }
 
     fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {

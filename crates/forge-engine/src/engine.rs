@@ -1,0 +1,247 @@
+//! The engine thread and its handle: requests arrive on a tokio channel, sequences join the batch
+//! between decoding steps (up to `max_batch_size`; the rest wait in arrival order) and leave it when
+//! they finish, so many agent tasks share one batch.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sampling::{Sampler, SamplingParams};
+use crate::EngineError;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Most sequences decoded together in one step.
+    pub max_batch_size: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { max_batch_size: 32 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token was produced; it is the last of `tokens`.
+    Stop,
+    /// `max_new_tokens` were produced, or the sequence reached `max_position_embeddings`.
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// New tokens only.
+    pub tokens: Vec<u32>,
+    /// `log p(token | prefix)` under the model's raw distribution (temperature 1, no top-p/k),
+    /// natural log, one per token.
+    pub logprobs: Vec<f32>,
+    pub finish_reason: FinishReason,
+}
+
+type Reply = oneshot::Sender<Result<Generation, EngineError>>;
+
+struct Request {
+    prompt: Vec<u32>,
+    params: SamplingParams,
+    reply: Reply,
+}
+
+enum Message {
+    Generate(Request),
+    Shutdown,
+}
+
+/// A cheap, cloneable handle to an engine thread. The thread ends when every handle is dropped
+/// (after finishing the work it has) or on [`EngineHandle::shutdown`].
+#[derive(Clone)]
+pub struct EngineHandle {
+    messages: mpsc::UnboundedSender<Message>,
+    vocab_size: usize,
+    max_positions: usize,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread, which decodes with `model` (its weights are shared, not copied:
+    /// a trainer holding the same `Arc` updates what the engine samples from).
+    pub fn start(model: Arc<Qwen3ForCausalLM>, config: EngineConfig) -> Result<Self, EngineError> {
+        if config.max_batch_size == 0 {
+            return Err(EngineError::InvalidParams("max_batch_size must be at least 1".into()));
+        }
+        let (messages, inbox) = mpsc::unbounded_channel();
+        let handle = Self {
+            messages,
+            vocab_size: model.config().vocab_size,
+            max_positions: model.config().max_position_embeddings,
+        };
+        std::thread::Builder::new()
+            .name("forge-engine".into())
+            .spawn(move || EngineLoop { model, config, inbox, waiting: VecDeque::new(), active: Vec::new() }.run())
+            .map_err(|e| EngineError::Model(format!("could not start the engine thread: {e}")))?;
+        Ok(handle)
+    }
+
+    /// Generates a continuation of `prompt`. Cancel-safe: dropping the future frees the sequence's
+    /// place in the batch.
+    pub async fn generate(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<Generation, EngineError> {
+        self.submit(prompt, params)?.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// [`EngineHandle::generate`] for synchronous callers; must not be called from async code.
+    pub fn generate_blocking(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<Generation, EngineError> {
+        self.submit(prompt, params)?.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Stops the engine: requests in flight and later ones fail with [`EngineError::Stopped`].
+    pub fn shutdown(&self) {
+        let _ = self.messages.send(Message::Shutdown);
+    }
+
+    fn submit(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
+        params.validate()?;
+        if prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        if prompt.len() >= self.max_positions {
+            return Err(EngineError::PromptTooLong { len: prompt.len(), max: self.max_positions });
+        }
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return Err(EngineError::TokenOutOfVocab { id, vocab_size: self.vocab_size });
+        }
+        let (reply, receiver) = oneshot::channel();
+        self.messages.send(Message::Generate(Request { prompt, params, reply })).map_err(|_| EngineError::Stopped)?;
+        Ok(receiver)
+    }
+}
+
+/// A sequence in the batch.
+struct Sequence {
+    reply: Reply,
+    sampler: Sampler,
+    cache: KvCache,
+    /// Tokens to feed at the next step: the prompt, then the last sampled token.
+    pending: Vec<u32>,
+    prompt_len: usize,
+    tokens: Vec<u32>,
+    logprobs: Vec<f32>,
+}
+
+impl Sequence {
+    fn new(model: &Qwen3ForCausalLM, request: Request) -> Self {
+        let prompt_len = request.prompt.len();
+        let max_new = request.params.max_new_tokens;
+        // the last new token is never fed back, so this holds every position that is
+        let capacity = (prompt_len + max_new).min(model.config().max_position_embeddings);
+        Self {
+            reply: request.reply,
+            sampler: Sampler::new(request.params),
+            cache: model.new_kv_cache(capacity),
+            pending: request.prompt,
+            prompt_len,
+            tokens: Vec::with_capacity(max_new),
+            logprobs: Vec::with_capacity(max_new),
+        }
+    }
+
+    /// Samples the next token from `logits`; returns why the sequence ends, if it does.
+    fn advance(&mut self, logits: &[f32]) -> Option<FinishReason> {
+        let (token, logprob) = self.sampler.sample(logits);
+        self.tokens.push(token);
+        self.logprobs.push(logprob);
+        self.pending.clear();
+        self.pending.push(token);
+        let params = self.sampler.params();
+        if params.stop_tokens.contains(&token) {
+            Some(FinishReason::Stop)
+        } else if self.tokens.len() == params.max_new_tokens || self.prompt_len + self.tokens.len() == self.cache.capacity() {
+            Some(FinishReason::Length)
+        } else {
+            None
+        }
+    }
+
+    fn finish(self, finish_reason: FinishReason) {
+        // the requester may have gone away; its result is then simply dropped
+        let _ = self.reply.send(Ok(Generation { tokens: self.tokens, logprobs: self.logprobs, finish_reason }));
+    }
+}
+
+struct EngineLoop {
+    model: Arc<Qwen3ForCausalLM>,
+    config: EngineConfig,
+    inbox: mpsc::UnboundedReceiver<Message>,
+    waiting: VecDeque<Request>,
+    active: Vec<Sequence>,
+}
+
+impl EngineLoop {
+    fn run(mut self) {
+        loop {
+            if self.active.is_empty() && self.waiting.is_empty() {
+                // idle: sleep until a request arrives; every handle gone ends the thread
+                match self.inbox.blocking_recv() {
+                    Some(Message::Generate(request)) => self.waiting.push_back(request),
+                    Some(Message::Shutdown) | None => return self.stop(),
+                }
+            }
+            loop {
+                match self.inbox.try_recv() {
+                    Ok(Message::Generate(request)) => self.waiting.push_back(request),
+                    Ok(Message::Shutdown) => return self.stop(),
+                    // disconnected: no new requests, but finish those we have
+                    Err(_) => break,
+                }
+            }
+            self.waiting.retain(|r| !r.reply.is_closed());
+            self.active.retain(|s| !s.reply.is_closed());
+            while self.active.len() < self.config.max_batch_size {
+                let Some(request) = self.waiting.pop_front() else { break };
+                self.active.push(Sequence::new(&self.model, request));
+            }
+            if !self.active.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    /// One forward pass over every active sequence, then one new token for each.
+    fn step(&mut self) {
+        let mut steps: Vec<SequenceStep> = self.active.iter_mut().map(|s| SequenceStep { cache: &mut s.cache, tokens: &s.pending }).collect();
+        let logits = self.model.forward_step(&mut steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
+        let logits = match logits {
+            Ok(logits) => logits,
+            Err(e) => {
+                tracing::error!("engine step failed for {} sequence(s): {e}", self.active.len());
+                for sequence in self.active.drain(..) {
+                    let _ = sequence.reply.send(Err(EngineError::Model(e.to_string())));
+                }
+                return;
+            }
+        };
+        let vocab = logits.len() / self.active.len();
+        for (mut sequence, row) in std::mem::take(&mut self.active).into_iter().zip(logits.chunks_exact(vocab)) {
+            match sequence.advance(row) {
+                Some(reason) => sequence.finish(reason),
+                None => self.active.push(sequence),
+            }
+        }
+    }
+
+    /// Fails everything queued or running with [`EngineError::Stopped`].
+    fn stop(mut self) {
+        self.inbox.close();
+        while let Ok(message) = self.inbox.try_recv() {
+            if let Message::Generate(request) = message {
+                self.waiting.push_back(request);
+            }
+        }
+        for request in self.waiting {
+            let _ = request.reply.send(Err(EngineError::Stopped));
+        }
+        for sequence in self.active {
+            let _ = sequence.reply.send(Err(EngineError::Stopped));
+        }
+    }
+}

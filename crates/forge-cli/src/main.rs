@@ -185,6 +185,12 @@ enum EvalCommand {
         /// Agent: sampling seed (turn k uses seed + k).
         #[arg(long, default_value_t = 0, requires = "model")]
         seed: u64,
+        /// Agent: model dtype.
+        #[arg(long, value_enum, default_value_t = CliDType::F32, requires = "model")]
+        dtype: CliDType,
+        /// Agent: cpu, or cuda / cuda:N with a CUDA build.
+        #[arg(long, default_value = "cpu", requires = "model")]
+        device: String,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// Per-instance test timeout in seconds.
@@ -365,10 +371,10 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, model: Some(model), run_id, max_turns, temperature, max_context_tokens, seed, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, model: Some(model), run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             // Qwen3 templates: the non-thinking format the agent is trained in.
-            let _chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&dir, serde_json::json!({"enable_thinking": false}))?);
+            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&dir, serde_json::json!({"enable_thinking": false}))?);
             let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, &model);
             options.agent = forge_agent::AgentConfig { max_turns, temperature, max_context_tokens, seed, ..forge_agent::AgentConfig::default() };
             options.workers = workers;
@@ -376,14 +382,20 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
-            // TODO(merge, issue #6): start the engine on `dir` and run the agent with it:
-            //   let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(&dir, ..)?);
-            //   let summary = tokio::runtime::Runtime::new()?.block_on(forge_agent::run_agent_eval(policy, _chat, &options))?;
-            //   eprintln!("{} episodes ({} reused): {:?}; {} agent steps in {:.0} s; run {}", summary.episodes_run,
-            //       summary.episodes_reused, summary.statuses, summary.agent_steps, summary.agent_wall_seconds, summary.run_dir.display());
-            //   print_eval_summary(&summary.grading);
-            let _ = options;
-            bail!("`forge eval swebench --model` needs the rollout engine (forge-engine), which this build does not include yet; grade existing patches with --predictions");
+            let model_weights = std::sync::Arc::new(forge_model::load_model(&dir, dtype.into(), &parse_device(&device)?)?);
+            // every worker's agent shares one decoding batch
+            let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1) })?);
+            let summary = tokio::runtime::Runtime::new()?.block_on(forge_agent::run_agent_eval(policy, chat, &options))?;
+            eprintln!(
+                "agent: {} episodes run, {} reused; statuses {:?}; {} agent steps in {:.0} s; run {}",
+                summary.episodes_run,
+                summary.episodes_reused,
+                summary.statuses,
+                summary.agent_steps,
+                summary.agent_wall_seconds,
+                summary.run_dir.display()
+            );
+            print_eval_summary(&summary.grading);
         }
         Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, workers, timeout, grading, instance_ids, output_dir, .. } } => {
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);

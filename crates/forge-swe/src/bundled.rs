@@ -319,7 +319,11 @@ pub fn build_repo(src: &RepoSource, work: &Path) -> Result<BuiltRepo> {
             differing.push(f);
         }
     }
-    differing.extend(tracked.iter().filter(|f| !repo_files.iter().any(|r| r == *f)));
+    differing.extend(
+        tracked
+            .iter()
+            .filter(|f| !repo_files.iter().any(|r| r == *f)),
+    );
     if !differing.is_empty() {
         return Err(SweError::Invalid(format!(
             "replaying the fix.patch files of {} does not give {}/repo back ({}); regenerate the patches",
@@ -350,15 +354,20 @@ fn apply_fix(work: &Path, t: &TaskSource, reverse: bool) -> Result<()> {
         args.push("--reverse");
     }
     args.push(&patch);
-    git(work, &args, "1700000000 +0000").map(|_| ()).map_err(|e| {
-        SweError::Invalid(format!(
-            "{} of {} does not {} (the patches are replayed in task order on {}/repo): {e}",
-            t.fix_patch().display(),
-            t.meta.instance_id,
-            if reverse { "revert" } else { "apply" },
-            t.dir.parent().map(|p| p.display().to_string()).unwrap_or_default()
-        ))
-    })
+    git(work, &args, "1700000000 +0000")
+        .map(|_| ())
+        .map_err(|e| {
+            SweError::Invalid(format!(
+                "{} of {} does not {} (the patches are replayed in task order on {}/repo): {e}",
+                t.fix_patch().display(),
+                t.meta.instance_id,
+                if reverse { "revert" } else { "apply" },
+                t.dir
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ))
+        })
 }
 
 async fn commit(

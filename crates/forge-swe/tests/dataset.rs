@@ -12,13 +12,19 @@ use forge_swe::{
 fn verified() -> PathBuf {
     std::env::var("FORGE_SWEBENCH_PARQUET")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/swebench_verified.parquet"))
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/swebench_verified.parquet")
+        })
 }
 
 /// The committed copy is always there; a missing file is a broken checkout, not a reason to skip.
 fn verified_instances() -> Vec<forge_swe::TaskInstance> {
     let path = verified();
-    assert!(path.exists(), "{} is missing: it is committed under data/ (or set FORGE_SWEBENCH_PARQUET)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: it is committed under data/ (or set FORGE_SWEBENCH_PARQUET)",
+        path.display()
+    );
     load_instances(&path).unwrap()
 }
 
@@ -256,4 +262,38 @@ fn verified_test_names_round_trip_through_their_parsers() {
     eprintln!("synthetic all-pass logs resolve: v4 {v4_ok}/500, v5 {v5_ok}/500");
     assert!(v4_ok >= 450, "v4 resolves only {v4_ok}/500");
     assert!(v5_ok >= v4_ok);
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Base commits are derived by reverse-applying each task's fix.patch to repo/: a repo/ edited
+/// without its patch is refused with an error naming the patch, never built into a wrong history.
+#[test]
+fn fix_patch_out_of_date_with_repo_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let project = tmp.path().join("tasks/textkit");
+    copy_tree(&bundled::default_tasks_dir().join("textkit"), &project);
+    let repos = bundled::discover(&tmp.path().join("tasks")).unwrap();
+    bundled::build_repo(&repos[0], &tmp.path().join("ok")).unwrap();
+    let wrap = project.join("repo/textkit/wrap.py");
+    let text = std::fs::read_to_string(&wrap).unwrap();
+    assert!(text.contains("<= width:"));
+    std::fs::write(&wrap, text.replace("<= width:", "<= width + 0:")).unwrap();
+    let err = bundled::build_repo(&repos[0], &tmp.path().join("stale"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("002-wrap-exact-width/fix.patch") && err.contains("does not revert"),
+        "{err}"
+    );
 }

@@ -11,7 +11,7 @@ use crate::softmax::scaled_masked_softmax;
 /// the scores (0 = attend, a large negative value = masked). Returns `[b, h, sq, d]`.
 ///
 /// K/V are never repeated in memory: the `h / h_kv` query heads of a group are stacked along the
-/// query axis so one batched matmul serves the whole group.
+/// query axis so one matmul serves the whole group.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (b, h, sq, d) = q.dims4()?;
     let (kb, h_kv, sk, kd) = k.dims4()?;
@@ -22,11 +22,20 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scal
         bail!("attention: {h} query heads are not a multiple of {h_kv} key/value heads");
     }
     let groups = h / h_kv;
-    // 1. scores: [b, h_kv, groups·sq, d] x [b, h_kv, d, sk] -> [b, h, sq, sk]
-    let q_grouped = q.contiguous()?.reshape((b, h_kv, groups * sq, d))?;
-    let scores = q_grouped.matmul(&k.contiguous()?.t()?)?.reshape((b, h, sq, sk))?;
-    // 2. scale, mask and normalise in one pass
-    let probs = scaled_masked_softmax(&scores, bias, scale)?;
-    // 3. [b, h_kv, groups·sq, sk] x [b, h_kv, sk, d] -> [b, h, sq, d]
-    probs.reshape((b, h_kv, groups * sq, sk))?.matmul(&v.contiguous()?)?.reshape((b, h, sq, d))
+    let (q_grouped, k, v) = (q.contiguous()?.reshape((b, h_kv, groups * sq, d))?, k.contiguous()?, v.contiguous()?);
+    // One K/V head (and its query group) at a time: the backward then holds the [sq, sk] gradients,
+    // and the copies candle's backward makes of each, for one group instead of all of them. The
+    // gemm calls are those of one batched matmul, which runs one per (batch, K/V head) anyway.
+    let per_group = (0..h_kv)
+        .map(|j| {
+            let (q, k, v) = (q_grouped.narrow(1, j, 1)?, k.narrow(1, j, 1)?, v.narrow(1, j, 1)?);
+            // 1. scores: [b, 1, groups·sq, d] x [b, 1, d, sk] -> [b, groups, sq, sk]
+            let scores = q.matmul(&k.t()?)?.reshape((b, groups, sq, sk))?;
+            // 2. scale, mask and normalise in one pass
+            let probs = scaled_masked_softmax(&scores, bias, scale)?;
+            // 3. [b, 1, groups·sq, sk] x [b, 1, sk, d] -> [b, 1, groups·sq, d]
+            probs.reshape((b, 1, groups * sq, sk))?.matmul(&v)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&per_group, 1)?.reshape((b, h, sq, d))
 }

@@ -4,7 +4,9 @@
 //! pass, so gradients silently stop at them. Every op here is a candle `CustomOp` whose forward AND
 //! backward are fused CPU kernels; on other devices the same function falls back to the
 //! differentiable composite path in [`reference`] until a device kernel lands (see `kernels/`).
-//! Each op is checked against that composite path in the tests.
+//! Each op is checked against that composite path in the tests. `linear_cross_entropy` is the
+//! language-model head and its loss without full logits; `embedding_gradient` is not an op but the
+//! table gradient of a lookup, for backward code that bypasses autograd (activation recomputation).
 
 mod cpu;
 pub mod cpu_memory;

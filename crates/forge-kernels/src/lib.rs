@@ -2,23 +2,35 @@
 //!
 //! candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`) are applied without a backward
 //! pass, so gradients silently stop at them. Every op here is a candle `CustomOp` whose forward AND
-//! backward are fused CPU kernels; on other devices the same function falls back to the
-//! differentiable composite path in [`reference`] until a device kernel lands (see `kernels/`).
+//! backward are fused CPU kernels; with the `cuda` feature, RMSNorm, RoPE and cross-entropy also
+//! run fused CUDA kernels (`kernels/*.cu`, forward and backward) and [`adamw`] updates parameters
+//! on the GPU in one pass. Elsewhere the same functions fall back to the differentiable composite path in
+//! [`reference`] until a device kernel lands.
 //! Each op is checked against that composite path in the tests.
 
+#[cfg(feature = "cuda")]
+pub mod adamw;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
+pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+#[cfg(feature = "cuda")]
+pub mod testing;
 pub mod attention;
 
 pub use attention::attention;
 pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
+pub use linear_cross_entropy::linear_cross_entropy;
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{scaled_masked_softmax, softmax_last_dim};
 pub use swiglu::swiglu;
+#[cfg(feature = "cuda")]
+pub use cuda::poison_outputs as poison_cuda_outputs;

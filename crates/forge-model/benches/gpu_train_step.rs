@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use forge_kernels::testing::require_cuda;
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
 

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""PyTorch + transformers CPU reference for one Qwen3 training step (forward + backward, no
-optimizer step) of a ~20M-parameter model, to compare the Rust trainer against.
+"""PyTorch + transformers reference for one Qwen3 training step (forward + backward, no
+optimizer step), to compare the Rust trainer against.
 
-Model: vocab 8192, hidden 512, intermediate 1536, 4 layers, 8 heads, 4 KV heads, head_dim 64,
-untied, f32. Batch 2 x 256 random tokens, labels = input_ids.
+Default model (CPU, scripts/bench-cpu.sh): vocab 8192, hidden 512, intermediate 1536, 4 layers,
+8 heads, 4 KV heads, head_dim 64, untied, f32. Batch 2 x 256 random tokens, labels = input_ids.
+With --model 0.6b|1.7b|8b (GPU, scripts/gpu-check.sh): the Qwen3 release architectures with random
+weights, initialised on --device; on CUDA the report adds torch's peak allocated/reserved memory
+and the driver's used memory after a step (what the forge GPU bench reports).
 
 Prints one JSON line:
   {"impl": "pytorch", "torch", "transformers", "threads", "attn", "gradient_checkpointing",
@@ -12,6 +15,8 @@ Prints one JSON line:
 
 Usage: .venv/bin/python scripts/bench_torch.py [--attn sdpa|eager] [--gradient-checkpointing]
                                               [--warmup 2] [--steps 10] [--threads N]
+                                              [--model bench20m|0.6b|1.7b|8b] [--device cpu|cuda]
+                                              [--dtype f32|bf16] [--batch B] [--seq S]
 """
 import argparse
 import json
@@ -29,6 +34,15 @@ def rss_mib():
     return float("nan")
 
 
+# hidden, intermediate, layers, heads, kv heads, head_dim, vocab, tied: the released architectures.
+MODELS = {
+    "bench20m": (512, 1536, 4, 8, 4, 64, 8192, False),
+    "0.6b": (1024, 3072, 28, 16, 8, 128, 151936, True),
+    "1.7b": (2048, 6144, 28, 16, 8, 128, 151936, True),
+    "8b": (4096, 12288, 36, 32, 8, 128, 151936, False),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
@@ -39,6 +53,9 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--threads", type=int, default=0, help="0 = torch default (all cores)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default="bench20m", choices=sorted(MODELS))
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
     args = ap.parse_args()
 
     import torch
@@ -50,30 +67,45 @@ def main():
     torch.manual_seed(args.seed)
     rss_before = rss_mib()
 
+    hidden, inter, layers, heads, kv_heads, head_dim, vocab, tied = MODELS[args.model]
     cfg = Qwen3Config(
-        vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-        num_attention_heads=8, num_key_value_heads=4, head_dim=64, tie_word_embeddings=False,
-        max_position_embeddings=4096, rope_theta=1_000_000.0, rms_norm_eps=1e-6,
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=head_dim,
+        tie_word_embeddings=tied, max_position_embeddings=max(4096, args.seq),
+        rope_theta=1_000_000.0, rms_norm_eps=1e-6,
         use_sliding_window=False, attention_bias=False, use_cache=False,
     )
-    model = Qwen3ForCausalLM._from_config(cfg, attn_implementation=args.attn,
-                                          dtype=torch.float32)
-    model.float().train()
+    dtype = torch.float32 if args.dtype == "f32" else torch.bfloat16
+    device = torch.device(args.device)
+    with device:  # initialise where it runs (an 8B host-side init takes minutes)
+        model = Qwen3ForCausalLM._from_config(cfg, attn_implementation=args.attn, dtype=dtype)
+    model.to(dtype).train()
+    cuda = device.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     n_params = sum(p.numel() for p in model.parameters())
 
     g = torch.Generator().manual_seed(args.seed + 1)
-    input_ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g)
+    input_ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=g).to(device)
 
     times = []
     loss = None
+    used_after_step = 0.0
     for i in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
         model.zero_grad(set_to_none=True)
+        sync()
+        t0 = time.perf_counter()
         out = model(input_ids, labels=input_ids)
         out.loss.backward()
+        sync()
         dt = time.perf_counter() - t0
+        if cuda:
+            free, total = torch.cuda.mem_get_info()
+            used_after_step = max(used_after_step, (total - free) / 2**20)
         loss = out.loss.item()
         if i >= args.warmup:
             times.append(dt)
@@ -96,6 +128,17 @@ def main():
         "rss_before_model_mib": round(rss_before, 1),
         "loss": round(loss, 4),
     }
+    if cuda:
+        result.update({
+            "model": args.model,
+            "dtype": args.dtype,
+            "device": torch.cuda.get_device_name(),
+            "seq": args.seq,
+            "batch": args.batch,
+            "cuda_max_allocated_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1),
+            "cuda_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1),
+            "device_mem_used_after_step_mib": round(used_after_step, 1),
+        })
     print(json.dumps(result))
     return 0
 

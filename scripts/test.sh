@@ -38,4 +38,10 @@ if [[ -n "$leaked" ]]; then
   docker rm -f $leaked >/dev/null
   exit 1
 fi
+
+step "CUDA build (compile only: no GPU here; scripts/gpu-check.sh runs the GPU tests on a GPU machine)"
+# Its own target dir outside the clone ($HOME/.cache/forge/target-cuda, kept warm between runs),
+# so it neither locks nor invalidates the CPU one. Sets up its toolchain (scripts/cuda-toolchain.sh).
+scripts/build-cuda.sh --compile-only
+
 echo "all tests passed" >&2

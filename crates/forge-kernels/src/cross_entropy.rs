@@ -1,6 +1,9 @@
-//! Per-token cross-entropy `nll_i = logsumexp(logits_i) − logits_i[target_i]`, fused on CPU.
+//! Per-token cross-entropy `nll_i = logsumexp(logits_i) − logits_i[target_i]`, fused on CPU and
+//! on CUDA (kernels/cross_entropy.cu).
 
 use candle_core::backend::BackendStorage as _;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 use rayon::prelude::*;
@@ -16,7 +19,7 @@ pub fn cross_entropy_per_token(logits: &Tensor, targets: &Tensor) -> Result<Tens
     let (n, vocab) = logits.dims2()?;
     checked_targets(targets, n, vocab, "cross_entropy")?;
     match logits.device() {
-        Device::Cpu => logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy),
+        Device::Cpu | Device::Cuda(_) => logits.contiguous()?.apply_op2(&targets.contiguous()?, CrossEntropy),
         _ => crate::reference::cross_entropy_per_token(logits, targets),
     }
 }
@@ -78,11 +81,22 @@ impl CustomOp2 for CrossEntropy {
         Ok((out, Shape::from(tl.dims()[0])))
     }
 
-    fn bwd(&self, logits: &Tensor, targets: &Tensor, _nll: &Tensor, dnll: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let dnll = dnll.detach().to_dtype(DType::F32)?.contiguous()?;
-        let dlogits = logits.detach().apply_op3_no_bwd(targets, &dnll, &CrossEntropyGrad)?;
-        Ok((Some(dlogits), None))
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, ls: &CudaStorage, ll: &Layout, ts: &CudaStorage, tl: &Layout) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::cross_entropy::forward;
+        let out = dispatch_float!(ls.dtype(), self.name(), forward(ls, ll, ts, tl))?;
+        Ok((out, Shape::from(tl.dims()[0])))
     }
+
+    fn bwd(&self, logits: &Tensor, targets: &Tensor, _nll: &Tensor, dnll: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(cross_entropy_grad(logits, targets, dnll)?), None))
+    }
+}
+
+/// The gradient of the per-token loss w.r.t. the logits, without a graph (for backward passes).
+pub(crate) fn cross_entropy_grad(logits: &Tensor, targets: &Tensor, dnll: &Tensor) -> Result<Tensor> {
+    let dnll = dnll.detach().to_dtype(DType::F32)?.contiguous()?;
+    logits.detach().contiguous()?.apply_op3_no_bwd(&targets.contiguous()?, &dnll, &CrossEntropyGrad)
 }
 
 /// dlogits_i = (softmax(logits_i) − onehot(target_i)) · dnll_i
@@ -133,6 +147,21 @@ impl CustomOp3 for CrossEntropyGrad {
         gs: &CpuStorage,
         gl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let out = dispatch_float!(ls.dtype(), self.name(), grad(ls, ll, ts, tl, gs, gl))?;
+        Ok((out, ll.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        ls: &CudaStorage,
+        ll: &Layout,
+        ts: &CudaStorage,
+        tl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::cross_entropy::grad;
         let out = dispatch_float!(ls.dtype(), self.name(), grad(ls, ll, ts, tl, gs, gl))?;
         Ok((out, ll.shape().clone()))
     }

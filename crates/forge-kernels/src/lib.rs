@@ -2,13 +2,19 @@
 //!
 //! candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`) are applied without a backward
 //! pass, so gradients silently stop at them. Every op here is a candle `CustomOp` whose forward AND
-//! backward are fused CPU kernels; on other devices the same function falls back to the
-//! differentiable composite path in [`reference`] until a device kernel lands (see `kernels/`).
-//! Each op is checked against that composite path in the tests. `linear_cross_entropy` is the
-//! language-model head and its loss without full logits; `embedding_gradient` is not an op but the
-//! table gradient of a lookup, for backward code that bypasses autograd (activation recomputation).
+//! backward are fused CPU kernels; with the `cuda` feature, RMSNorm, RoPE and cross-entropy also
+//! run fused CUDA kernels (`kernels/*.cu`, forward and backward) and `adamw` updates parameters
+//! on the GPU in one pass. Elsewhere the same functions fall back to the differentiable composite
+//! path in [`reference`] until a device kernel lands. Each op is checked against that composite
+//! path in the tests. `linear_cross_entropy` is the language-model head and its loss without full
+//! logits; `embedding_gradient` is not an op but the table gradient of a lookup, for backward code
+//! that bypasses autograd (activation recomputation).
 
+#[cfg(feature = "cuda")]
+pub mod adamw;
 mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
 pub mod embedding;
@@ -18,13 +24,17 @@ pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
+#[cfg(feature = "cuda")]
+pub mod testing;
 pub mod attention;
 
 pub use attention::attention;
 pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
 pub use embedding::embedding_gradient;
-pub use linear_cross_entropy::linear_cross_entropy_per_token;
+pub use linear_cross_entropy::{linear_cross_entropy_per_token, linear_cross_entropy_row_chunks};
 pub use rms_norm::rms_norm;
 pub use rope::rope;
 pub use softmax::{scaled_masked_softmax, softmax_last_dim};
 pub use swiglu::swiglu;
+#[cfg(feature = "cuda")]
+pub use cuda::poison_outputs as poison_cuda_outputs;

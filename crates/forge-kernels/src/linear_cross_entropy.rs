@@ -11,12 +11,19 @@
 //!   `dweight[slice] = dlogitsᵀ · hidden` (each slice writes its own rows) and
 //!   `dhidden += dlogits · weight[slice]`.
 
-use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Tensor};
+//!
+//! Devices other than the CPU (and dtypes other than f32) take [`linear_cross_entropy_row_chunks`]:
+//! a few rows of full-vocabulary logits at a time through candle's matmuls (cuBLAS on CUDA) and the
+//! fused per-token cross-entropy op, recomputed the same way in backward.
+use candle_core::backend::BackendStorage as _;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
+use candle_core::{bail, CpuStorage, CustomOp2, DType, Device, Layout, Result, Shape, Storage, Tensor};
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 
 use crate::cpu::view;
-use crate::cross_entropy::checked_targets;
+use crate::cross_entropy::{checked_targets, cross_entropy_grad, cross_entropy_per_token};
 use crate::IGNORE_TARGET;
 
 /// Logits held at once by default, in elements (4 MiB of f32).
@@ -60,7 +67,7 @@ pub fn linear_cross_entropy_per_token_chunked(hidden: &Tensor, weight: &Tensor, 
             let packed = hidden.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
             packed.get(0)
         }
-        _ => crate::reference::linear_cross_entropy_per_token(hidden, weight, targets),
+        _ => linear_cross_entropy_row_chunks(hidden, weight, targets, (LOGITS_CHUNK_ELEMS / vocab).max(1)),
     }
 }
 
@@ -228,5 +235,106 @@ impl candle_core::CustomOp3 for LinearCrossEntropyGrad<'_> {
         let grads = backward(self, hidden, weight, &stats[..n], &stats[n..], n, h);
         let rows = grads.len() / h;
         Ok((CpuStorage::F32(grads), Shape::from((rows, h))))
+    }
+}
+
+/// Per-token negative log-likelihood of the logits `hidden · weightᵀ`: `hidden: [n, h]`,
+/// `weight: [vocab, h]` (same dtype), `targets: [n]` u32 ([`IGNORE_TARGET`](crate::IGNORE_TARGET)
+/// = no loss) → `[n]` f32. Gradients flow to `hidden` and `weight`; logits are materialised for
+/// at most `chunk` rows at a time.
+pub fn linear_cross_entropy_row_chunks(hidden: &Tensor, weight: &Tensor, targets: &Tensor, chunk: usize) -> Result<Tensor> {
+    let (n, h) = hidden.dims2()?;
+    let (_, wh) = weight.dims2()?;
+    if wh != h || weight.dtype() != hidden.dtype() {
+        bail!("linear_cross_entropy_row_chunks: hidden {:?} {:?} and weight {:?} {:?} do not match", hidden.dims(), hidden.dtype(), weight.dims(), weight.dtype());
+    }
+    if targets.dims() != [n] {
+        bail!("linear_cross_entropy_row_chunks: targets {:?} do not match {n} rows", targets.dims());
+    }
+    if chunk == 0 || n == 0 {
+        bail!("linear_cross_entropy_row_chunks: needs at least one row and a chunk of at least one row (got {n} rows, chunk {chunk})");
+    }
+    let op = RowChunks { targets: targets.clone(), chunk };
+    // The loss itself is computed outside the op, without a graph; the op hands it out and owns
+    // the backward pass.
+    let nll = op.chunks(n).map(|(start, len)| {
+        let logits = hidden.detach().narrow(0, start, len)?.matmul(&weight.detach().t()?)?;
+        cross_entropy_per_token(&logits, &targets.narrow(0, start, len)?)
+    });
+    let nll = Tensor::cat(&nll.collect::<Result<Vec<_>>>()?, 0)?;
+    hidden.contiguous()?.apply_op2(&weight.contiguous()?, RowChunkedLoss { op, nll })
+}
+
+struct RowChunks {
+    targets: Tensor,
+    chunk: usize,
+}
+
+impl RowChunks {
+    /// `(first row, rows)` of each chunk.
+    fn chunks(&self, n: usize) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..n).step_by(self.chunk).map(move |start| (start, self.chunk.min(n - start)))
+    }
+}
+
+/// The op of the graph: forward = the precomputed loss; backward = the chunked recomputation.
+struct RowChunkedLoss {
+    op: RowChunks,
+    nll: Tensor,
+}
+
+impl RowChunkedLoss {
+    fn shape(&self) -> Shape {
+        self.nll.shape().clone()
+    }
+}
+
+impl CustomOp2 for RowChunkedLoss {
+    fn name(&self) -> &'static str {
+        "forge-linear-cross-entropy"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (storage, layout) = self.nll.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(nll) => Ok((nll.try_clone(layout)?, self.shape())),
+            _ => bail!("{}: the loss is not on the CPU", self.name()),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (storage, layout) = self.nll.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(nll) => Ok((nll.try_clone(layout)?, self.shape())),
+            _ => bail!("{}: the loss is not on the GPU", self.name()),
+        }
+    }
+
+    /// Per chunk: logits again, dlogits = (softmax − onehot)·dnll, dhidden = dlogits · weight,
+    /// dweight += dlogitsᵀ · hidden (accumulated in f32 across chunks).
+    fn bwd(&self, hidden: &Tensor, weight: &Tensor, _nll: &Tensor, dnll: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (hidden, weight) = (hidden.detach(), weight.detach());
+        let dnll = dnll.detach().to_dtype(DType::F32)?;
+        let weight_t = weight.t()?;
+        let mut dhidden = Vec::new();
+        let mut dweight: Option<Tensor> = None;
+        for (start, len) in self.op.chunks(hidden.dim(0)?) {
+            let rows = hidden.narrow(0, start, len)?;
+            let logits = rows.matmul(&weight_t)?;
+            let dlogits = cross_entropy_grad(&logits, &self.op.targets.narrow(0, start, len)?, &dnll.narrow(0, start, len)?)?;
+            dhidden.push(dlogits.matmul(&weight)?);
+            let dw = dlogits.t()?.matmul(&rows)?.to_dtype(DType::F32)?;
+            dweight = Some(match dweight {
+                Some(acc) => (acc + dw)?,
+                None => dw,
+            });
+        }
+        let dhidden = Tensor::cat(&dhidden, 0)?;
+        let dweight = match dweight {
+            Some(dw) => dw.to_dtype(weight.dtype())?,
+            None => weight.zeros_like()?,
+        };
+        Ok((Some(dhidden), Some(dweight)))
     }
 }

@@ -1,6 +1,9 @@
 //! RMSNorm over the last dimension: `y = x / sqrt(mean(x²) + eps) · w`, statistics in f32.
+//! Fused CPU kernels here; the CUDA kernels (kernels/rms_norm.cu) compute the same formulas.
 
 use candle_core::backend::BackendStorage as _;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use crate::cpu::{dispatch_float, for_each_row, last_dim, sum_rows, view, Elem};
@@ -9,7 +12,7 @@ use crate::cpu::{dispatch_float, for_each_row, last_dim, sum_rows, view, Elem};
 /// `[last_dim]`. Gradients flow to both `x` and `w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 }),
+        Device::Cpu | Device::Cuda(_) => x.contiguous()?.apply_op2(&w.contiguous()?, RmsNorm { eps: eps as f32 }),
         _ => crate::reference::rms_norm(x, w, eps),
     }
 }
@@ -49,6 +52,13 @@ impl CustomOp2 for RmsNorm {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = dispatch_float!(xs.dtype(), self.name(), forward(self, xs, xl, ws, wl))?;
+        Ok((out, xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::rms_norm::forward;
+        let out = dispatch_float!(xs.dtype(), self.name(), forward(self.eps, xs, xl, ws, wl))?;
         Ok((out, xl.shape().clone()))
     }
 
@@ -108,6 +118,21 @@ impl CustomOp3 for RmsNormGradInput {
         let out = dispatch_float!(xs.dtype(), self.name(), grad_input(self, xs, xl, ws, wl, gs, gl))?;
         Ok((out, xl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        gs: &CudaStorage,
+        gl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::rms_norm::grad_input;
+        let out = dispatch_float!(xs.dtype(), self.name(), grad_input(self.eps, xs, xl, ws, wl, gs, gl))?;
+        Ok((out, xl.shape().clone()))
+    }
 }
 
 /// dw = Σ_rows dy · x̂, accumulated in f32.
@@ -136,6 +161,14 @@ impl CustomOp2 for RmsNormGradWeight {
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = dispatch_float!(xs.dtype(), self.name(), grad_weight(self, xs, xl, gs, gl))?;
+        let n = last_dim(xl, self.name())?;
+        Ok((out, Shape::from(n)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::rms_norm::grad_weight;
+        let out = dispatch_float!(xs.dtype(), self.name(), grad_weight(self.eps, xs, xl, gs, gl))?;
         let n = last_dim(xl, self.name())?;
         Ok((out, Shape::from(n)))
     }

@@ -2,6 +2,8 @@
 //! `out[..i] = x1·cos − x2·sin`, `out[i..] = x2·cos + x1·sin` with `x1 = x[..d/2]`, `x2 = x[d/2..]`.
 
 use candle_core::backend::BackendStorage as _;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 use crate::cpu::{dispatch_float, for_each_row, view, Elem};
@@ -11,7 +13,9 @@ use crate::cpu::{dispatch_float, for_each_row, view, Elem};
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     check_shapes(x, cos, sin)?;
     match x.device() {
-        Device::Cpu => x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false }),
+        Device::Cpu | Device::Cuda(_) => {
+            x.contiguous()?.apply_op3(&cos.contiguous()?, &sin.contiguous()?, Rope { inverse: false })
+        }
         _ => crate::reference::rope(x, cos, sin),
     }
 }
@@ -90,6 +94,21 @@ impl CustomOp3 for Rope {
         sl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let out = dispatch_float!(xs.dtype(), self.name(), forward(self, xs, xl, cs, cl, ss, sl))?;
+        Ok((out, xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &CudaStorage,
+        xl: &Layout,
+        cs: &CudaStorage,
+        cl: &Layout,
+        ss: &CudaStorage,
+        sl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::rope::rotate;
+        let out = dispatch_float!(xs.dtype(), self.name(), rotate(self.inverse, xs, xl, cs, cl, ss, sl))?;
         Ok((out, xl.shape().clone()))
     }
 

@@ -176,6 +176,27 @@ fn cross_entropy_matches_reference() {
 }
 
 #[test]
+fn linear_cross_entropy_matches_full_logits() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (n, hidden, vocab) = (37, 24, 301);
+    let h = randn(&mut rng, &[n, hidden]);
+    let w = (randn(&mut rng, &[vocab, hidden]) * 0.3).unwrap();
+    let targets: Vec<u32> = (0..n).map(|i| if i % 5 == 0 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let targets = Tensor::new(targets, &Device::Cpu).unwrap();
+    // chunks that do not divide the rows, one chunk for all rows, and one row per chunk
+    for chunk in [8, n, 1] {
+        assert_parity(
+            &format!("linear_cross_entropy chunk {chunk}"),
+            |t| forge_kernels::linear_cross_entropy_row_chunks(&t[0], &t[1], &targets, chunk),
+            |t| reference::cross_entropy_per_token(&t[0].matmul(&t[1].t()?)?, &targets),
+            &[h.clone(), w.clone()],
+            &[true, true],
+            1e-5,
+        );
+    }
+}
+
+#[test]
 fn cross_entropy_rejects_targets_outside_the_vocabulary() {
     let logits = Tensor::zeros((2, 10), DType::F32, &Device::Cpu).unwrap();
     let targets = Tensor::new(&[3u32, 10], &Device::Cpu).unwrap();

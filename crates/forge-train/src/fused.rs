@@ -68,6 +68,22 @@ impl StepScalars {
     }
 }
 
+#[cfg(feature = "cuda")]
+impl From<StepScalars> for forge_kernels::adamw::AdamWScalars {
+    fn from(k: StepScalars) -> Self {
+        Self {
+            grad_scale: k.grad_scale,
+            decay: k.decay,
+            one_minus_beta1: k.one_minus_beta1,
+            beta2: k.beta2,
+            one_minus_beta2: k.one_minus_beta2,
+            bias_correction2_sqrt: k.bias_correction2_sqrt,
+            eps: k.eps,
+            step_size: k.step_size,
+        }
+    }
+}
+
 /// The element types a parameter or gradient can have.
 pub(crate) trait Element: Copy + Send + Sync {
     fn to_f32(self) -> f32;

@@ -10,7 +10,8 @@
 //! v  ← β2·v + (1 − β2)·g²
 //! w  ← w − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
 //! ```
-//! On CPU that is one fused pass per tensor (`fused.rs`); on other devices it is composed from
+//! On CPU that is one fused pass per tensor (`fused.rs`), on CUDA one fused kernel per tensor
+//! (forge-kernels' `adamw`, bit-identical to the CPU pass); on other devices it is composed from
 //! candle tensor ops (the same arithmetic in the same order).
 
 use std::collections::{BTreeMap, HashMap};
@@ -134,8 +135,8 @@ pub struct AdamW {
     index: HashMap<String, usize>,
     steps: u64,
     lr: f64,
-    /// The fused CPU kernel for CPU parameters (off only to test or bench the composite path).
-    fused_cpu: bool,
+    /// The fused kernels for CPU and CUDA parameters (off only to test or bench the composite path).
+    fused: bool,
 }
 
 const STATE_FORMAT: &str = "forge-adamw/1";
@@ -160,7 +161,7 @@ impl AdamW {
             slots.push(Slot { name, var, weight_decay, step: 0, state: None });
         }
         let lr = config.lr;
-        let optimizer = Self { config, slots, index, steps: 0, lr, fused_cpu: true };
+        let optimizer = Self { config, slots, index, steps: 0, lr, fused: true };
         let groups = optimizer.param_groups();
         tracing::info!(
             decay = groups.decay.len(),
@@ -176,10 +177,10 @@ impl AdamW {
         Self::new(params.iter().map(|(n, v)| (n.to_string(), v.clone())), config)
     }
 
-    /// Uses the composite (candle tensor ops) update on CPU too: the path non-CPU devices take,
-    /// exposed to test it against the fused kernel and to benchmark. Call before the first step.
+    /// Uses the composite (candle tensor ops) update on CPU and CUDA too: the path other devices
+    /// take, exposed to test it against the fused kernels and to benchmark. Call before the first step.
     pub fn with_composite_update(mut self) -> Self {
-        self.fused_cpu = false;
+        self.fused = false;
         self
     }
 
@@ -250,7 +251,7 @@ impl AdamW {
 
         self.steps += 1;
         let (beta1, beta2, eps, pure_bf16, fused) =
-            (self.config.beta1, self.config.beta2, self.config.eps, self.config.pure_bf16, self.fused_cpu);
+            (self.config.beta1, self.config.beta2, self.config.eps, self.config.pure_bf16, self.fused);
         for (grad, i) in grads.values().zip(order) {
             let slot = &mut self.slots[i];
             slot.step += 1;
@@ -269,6 +270,14 @@ impl AdamW {
                     slot.var.as_tensor().inplace_op2(&grad, &op)?;
                 }
                 SlotState::Device { exp_avg, exp_avg_sq, master } => {
+                    #[cfg(feature = "cuda")]
+                    if fused && slot.var.device().is_cuda() {
+                        // The kernel reads the gradient in the parameter's dtype (a no-op cast when equal).
+                        let grad = grad.to_dtype(slot.var.dtype())?;
+                        let master = master.as_ref();
+                        forge_kernels::adamw::adamw_step(slot.var.as_tensor(), &grad, exp_avg, exp_avg_sq, master, k.into())?;
+                        continue;
+                    }
                     composite_update(&slot.var, grad, exp_avg, exp_avg_sq, master.as_mut(), &k)?;
                 }
             }
@@ -444,7 +453,7 @@ impl AdamW {
                             if master.is_some() { "has" } else { "lacks" }
                         )));
                     }
-                    Some(if self.fused_cpu && slot.var.device().is_cpu() {
+                    Some(if self.fused && slot.var.device().is_cpu() {
                         SlotState::Host {
                             exp_avg: to_f32_vec(&exp_avg)?,
                             exp_avg_sq: to_f32_vec(&exp_avg_sq)?,

@@ -1,0 +1,115 @@
+//! Shared helpers of the CUDA kernels (`kernels/*.cu`, compiled to PTX by build.rs): the PTX
+//! modules, typed views of op inputs, and launches. Each op's launch code lives beside its peers
+//! here (`cuda/rms_norm.rs`, ...); the CustomOps call it from their `cuda_fwd`.
+
+pub(crate) mod cross_entropy;
+pub(crate) mod rms_norm;
+pub(crate) mod rope;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::backend::BackendStorage as _;
+use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice, CudaView, DevicePtrMut, DeviceRepr, LaunchConfig};
+use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
+use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, WithDType};
+
+mod ptx {
+    include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
+}
+
+/// One `.cu` file's PTX, loaded once per device under `name`.
+pub(crate) struct Module {
+    name: &'static str,
+    ptx: &'static str,
+}
+
+pub(crate) const ADAMW: Module = Module { name: "forge-adamw", ptx: ptx::ADAMW };
+pub(crate) const CROSS_ENTROPY: Module = Module { name: "forge-cross-entropy", ptx: ptx::CROSS_ENTROPY };
+pub(crate) const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
+pub(crate) const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
+
+/// A storage element the kernels read and write (f32, bf16, f16).
+pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType {}
+impl<T: CudaDType + DeviceRepr + WithDType> CudaElem for T {}
+
+/// The contiguous, correctly typed device view behind an op input.
+pub(crate) fn view<'a, T: CudaElem>(storage: &'a CudaStorage, layout: &Layout, op: &str, what: &str) -> Result<CudaView<'a, T>> {
+    let Ok(slice) = storage.as_cuda_slice::<T>() else {
+        bail!("{op}: {what} has dtype {:?}, expected {:?}", storage.dtype(), T::DTYPE)
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(slice.slice(start..end)),
+        None => bail!("{op}: {what} must be contiguous (call .contiguous() first)"),
+    }
+}
+
+static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);
+
+/// Fill every output buffer of the CUDA kernels with NaN (all bits set) before the kernel runs,
+/// so an element a kernel fails to write shows up in the parity tests. Off by default (it costs a
+/// memset per output).
+pub fn poison_outputs(on: bool) {
+    POISON_OUTPUTS.store(on, Ordering::Relaxed);
+}
+
+/// An output buffer of `len` elements, for a kernel that writes every one of them.
+pub(crate) fn alloc_output<T: CudaElem>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: uninitialised device memory is only handed to kernels that write all of it (the
+    // poisoned parity tests check that).
+    let mut out = unsafe { dev.alloc::<T>(len)? };
+    if POISON_OUTPUTS.load(Ordering::Relaxed) {
+        let stream = dev.cuda_stream();
+        let (ptr, _sync) = out.device_ptr_mut(&stream);
+        // SAFETY: `ptr` is a live allocation of exactly len·size_of::<T>() bytes on this stream.
+        unsafe { result::memset_d8_async(ptr, 0xFF, len * std::mem::size_of::<T>(), stream.cu_stream()) }.w()?;
+    }
+    Ok(out)
+}
+
+/// `<root>_<dtype of T>` from `module` (loaded once per device).
+pub(crate) fn load<T: WithDType>(dev: &CudaDevice, module: &Module, root: &str) -> Result<CudaFunction> {
+    Ok(dev.get_or_load_custom_func(&kernel_name::<T>(root), module.name, module.ptx)?.clone())
+}
+
+/// `launch!(T, device, MODULE, "root", config, args...)` launches `<root>_<dtype of T>` on the
+/// device's stream with the given arguments (places, pushed by reference, in the order of the
+/// kernel's C signature).
+macro_rules! launch {
+    ($t:ty, $dev:expr, $module:expr, $root:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
+        use candle_core::cuda_backend::WrapErr as _;
+        let func = $crate::cuda::load::<$t>($dev, &$module, $root)?;
+        let stream = $dev.cuda_stream();
+        let mut args = stream.launch_builder(&func);
+        $( args.arg(&$arg); )+
+        // SAFETY: the caller passes exactly the arguments of the kernel's C signature, with device
+        // buffers at least as long as the sizes it passes.
+        unsafe { args.launch($cfg) }.w().map(|_| ())
+    }};
+}
+pub(crate) use launch;
+
+/// Blocks of `threads` for a grid-stride loop over `n` items.
+pub(crate) fn grid_stride(n: usize, threads: u32) -> LaunchConfig {
+    // More blocks than this only add scheduling: each thread then loops a few times.
+    const MAX_BLOCKS: usize = 1 << 16;
+    let blocks = n.div_ceil(threads as usize).clamp(1, MAX_BLOCKS) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Row kernels: a warp per row for rows up to 1024 elements (several rows per block), else a
+/// block of 256 threads per row (kernels/common.cuh `row_sum` relies on this shape).
+pub(crate) fn per_row(rows: usize, n: usize) -> LaunchConfig {
+    const ROWS_PER_BLOCK: usize = 8;
+    if n <= 1024 {
+        let blocks = rows.div_ceil(ROWS_PER_BLOCK) as u32;
+        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (32, ROWS_PER_BLOCK as u32, 1), shared_mem_bytes: 0 }
+    } else {
+        LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+    }
+}
+
+/// Kernel arguments are C `int`s: reject sizes that do not fit rather than wrap.
+pub(crate) fn as_i32(v: usize, op: &str, what: &str) -> Result<i32> {
+    i32::try_from(v).or_else(|_| bail!("{op}: {what} = {v} exceeds the kernels' 32-bit index range"))
+}

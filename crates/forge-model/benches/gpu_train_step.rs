@@ -1,0 +1,102 @@
+//! One training step (forward + backward, no optimizer) of a Qwen3-0.6B, -1.7B or -8B shaped model
+//! with random bf16 weights on the GPU: the shape `scripts/bench_torch.py --device cuda` measures
+//! with PyTorch + transformers on the same GPU. scripts/gpu-check.sh runs both side by side.
+//!
+//! `cargo bench -p forge-model --features cuda --bench gpu_train_step -- --model 8b [--seq 4096]
+//!  [--batch 1] [--recompute] [--warmup 1] [--steps 5]` prints one JSON line.
+
+use std::time::Instant;
+
+use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+use candle_core::{DType, Tensor, Var};
+use forge_kernels::testing::require_cuda;
+use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
+
+fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// The architectures of the Qwen3 releases (their config.json, without the weights).
+fn qwen3_config(model: &str) -> Result<Config, Box<dyn std::error::Error>> {
+    let (hidden, intermediate, layers, heads, tied) = match model {
+        "0.6b" => (1024, 3072, 28, 16, true),
+        "1.7b" => (2048, 6144, 28, 16, true),
+        "8b" => (4096, 12288, 36, 32, false),
+        other => return Err(format!("--model {other}: expected 0.6b, 1.7b or 8b").into()),
+    };
+    Ok(Config::from_json(&format!(
+        r#"{{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": {hidden}, "intermediate_size": {intermediate},
+            "num_hidden_layers": {layers}, "num_attention_heads": {heads}, "num_key_value_heads": 8, "head_dim": 128,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": {tied},
+            "max_position_embeddings": 40960}}"#
+    ))?)
+}
+
+/// Device memory in use (MiB), as the driver reports it: live allocations plus what candle's
+/// stream-ordered pool holds.
+fn device_used_mib() -> f64 {
+    mem_get_info().map_or(f64::NAN, |(free, total)| (total - free) as f64 / (1 << 20) as f64)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return Ok(()); // cargo's bench discovery
+    }
+    let Some(device) = require_cuda("gpu_train_step bench") else { return Ok(()) };
+    let model_name: String = arg(&args, "--model", "0.6b".to_string());
+    let recompute = args.iter().any(|a| a == "--recompute");
+    let (warmup, steps) = (arg(&args, "--warmup", 1usize), arg(&args, "--steps", 5usize));
+    let (batch, seq) = (arg(&args, "--batch", 1usize), arg(&args, "--seq", 4096usize));
+
+    let config = qwen3_config(&model_name)?;
+    let used_before = device_used_mib();
+    // Random weights drawn on the GPU (an 8B host-side init would take minutes); norms at 1.
+    let mut entries = Vec::new();
+    for (name, shape) in config.parameter_shapes() {
+        let t = if shape.len() == 1 { Tensor::ones(shape, DType::BF16, &device)? } else { Tensor::randn(0f32, 0.02, shape, &device)?.to_dtype(DType::BF16)? };
+        entries.push((name, Var::from_tensor(&t)?));
+    }
+    let model = Qwen3ForCausalLM::new(config.clone(), ParamStore::from_entries(entries))?;
+    let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
+    let input_ids = Tensor::from_vec(ids, (batch, seq), &device)?;
+    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
+
+    let mut times = Vec::new();
+    let (mut loss, mut used_peak) = (0.0, 0f64);
+    for i in 0..warmup + steps {
+        device.synchronize()?;
+        let start = Instant::now();
+        let (l, grads) = model.loss_and_gradients(&step, recompute)?;
+        device.synchronize()?;
+        let elapsed = start.elapsed().as_secs_f64();
+        used_peak = used_peak.max(device_used_mib());
+        drop(grads);
+        loss = l;
+        if i >= warmup {
+            times.push(elapsed);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let report = serde_json::json!({
+        "impl": "forge",
+        "model": model_name,
+        "dtype": "bf16",
+        "recompute": recompute,
+        "params": config.num_parameters(),
+        "layers": config.num_hidden_layers,
+        "heads": config.num_attention_heads,
+        "head_dim": config.head_dim,
+        "batch": batch,
+        "seq": seq,
+        "tokens_per_step": batch * seq,
+        "step_s_median": median,
+        "tokens_per_s": (batch * seq) as f64 / median,
+        "device_mem_used_after_step_mib": used_peak,
+        "device_mem_used_before_model_mib": used_before,
+        "loss": loss,
+    });
+    println!("{report}");
+    Ok(())
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Builds the CUDA binaries (release, --features cuda, sm_90 = H100/H200) on a machine without a GPU
+# and packs them, xz-compressed, for the GPU machine: the `forge` CLI, the GPU parity tests and the
+# GPU benchmarks that scripts/gpu-check.sh runs there.
+#
+# Usage: scripts/build-cuda.sh [TARBALL]      (default: .gpu/forge-cuda.tar.xz, git-ignored)
+#        scripts/build-cuda.sh --compile-only  (what CI runs: compile, pack nothing)
+# Then, with the device tool: run `scripts/gpu-check.sh all` with carry [".gpu"].
+#
+# The target dir defaults to $HOME/.cache/forge/target-cuda (outside the clone, apart from the CPU
+# one, so CPU and CUDA builds neither invalidate nor lock each other). A clean build takes ~16 min
+# on 2 cores (most of it candle-kernels); an up-to-date one seconds.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+MODE=pack
+if [[ "${1:-}" == --compile-only ]]; then
+  MODE=compile-only
+  shift
+fi
+TARBALL="${1:-.gpu/forge-cuda.tar.xz}"
+# The device tool carries at most 64 MiB, the working tree included.
+MAX_BYTES=$((56 * 1024 * 1024))
+
+scripts/cuda-toolchain.sh
+# shellcheck source=/dev/null
+source .cuda/env.sh
+export CARGO_TARGET_DIR="${FORGE_CUDA_TARGET_DIR:-$HOME/.cache/forge/target-cuda}"
+export CUDA_COMPUTE_CAP=90
+
+# One cargo invocation for everything (the same one CI runs), so features unify identically and
+# nothing is built twice: the CLI, and all targets (tests, benches) of the cuda-featured crates.
+echo "build-cuda: cargo build --release --features cuda (all targets of forge-kernels, -model, -train, -cli)" >&2
+ARTIFACTS="$(mktemp)"
+trap 'rm -f "$ARTIFACTS"' EXIT
+cargo build --release --locked --features cuda --all-targets \
+  -p forge-kernels -p forge-model -p forge-train -p forge-cli --message-format=json-render-diagnostics >"$ARTIFACTS"
+if [[ "$MODE" == compile-only ]]; then
+  echo "build-cuda: compiled" >&2
+  exit 0
+fi
+
+STAGE="$(mktemp -d)"
+trap 'rm -rf "$STAGE" "$ARTIFACTS"' EXIT
+mkdir -p "$STAGE/bin" "$STAGE/tests" "$STAGE/benches"
+python3 - "$ARTIFACTS" "$STAGE" <<'PY'
+import json, shutil, sys
+# (target kind, name) -> folder; the bin is built a second time as its unit-test harness: skip that
+wanted = {("bin", "forge"): "bin", ("test", "cuda_parity"): "tests", ("test", "cuda_adamw"): "tests",
+          ("bench", "gpu_kernels"): "benches", ("bench", "gpu_train_step"): "benches"}
+found = set()
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    key = (m["target"]["kind"][0], m["target"]["name"])
+    if key in wanted and not (key[0] == "bin" and m["profile"]["test"]):
+        name = key[1]
+        shutil.copy(m["executable"], f"{sys.argv[2]}/{wanted[key]}/{name}")
+        found.add(key)
+missing = sorted(set(wanted) - found)
+if missing:
+    sys.exit(f"build-cuda: cargo reported no executable for {missing}")
+PY
+strip "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/benches/*
+
+{
+  echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- crates scripts Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
+  echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
+  echo "nvcc: $(nvcc --version | grep -o 'release [0-9.]*, V[0-9.]*')"
+  echo "compute capability: $CUDA_COMPUTE_CAP"
+} >"$STAGE/MANIFEST"
+
+mkdir -p "$(dirname "$TARBALL")"
+tar -C "$STAGE" -cf - . | xz -T0 -6 >"$TARBALL.tmp"
+mv "$TARBALL.tmp" "$TARBALL"
+size="$(stat -c %s "$TARBALL")"
+if (( size > MAX_BYTES )); then
+  echo "build-cuda: $TARBALL is $((size >> 20)) MiB, over the $((MAX_BYTES >> 20)) MiB the device tool can carry" >&2
+  exit 1
+fi
+echo "build-cuda: packed $TARBALL ($((size >> 20)) MiB):" >&2
+cat "$STAGE/MANIFEST" >&2

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# What runs ON the GPU machine (the device tool runs it in a copy of the repo; build the tarball
+# first with scripts/build-cuda.sh and carry .gpu). Unpacks the CUDA binaries, points the loader
+# at PyTorch's CUDA 13 libraries, then per stage:
+#   parity  the GPU parity tests (CI=true: no GPU = failure), outputs poisoned before every kernel
+#   kernels fused kernels vs candle's composite paths, and the bf16 matmul rate (candle and torch)
+#   train   a training step of Qwen3-0.6B/1.7B/8B-shaped random models at 4k context, forge and
+#           PyTorch + transformers (SDPA, bf16, gradient checkpointing) interleaved in one run
+#   all     the three in order (mind the device tool's 10-minute limit per command)
+# and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR.
+#
+# Usage: scripts/gpu-check.sh [parity|kernels|train|all] [TARBALL] [RESULTS_DIR]
+#        defaults: all, .gpu/forge-cuda.tar.xz, $OUT if set (the device tool's) else benches/results
+# Environment: PYTHON (default python3: the one with torch), TRAIN_MODELS (default "0.6b 1.7b 8b"),
+#              TRAIN_SEQ (4096), TRAIN_STEPS (3).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+STAGE="${1:-all}"
+TARBALL="${2:-.gpu/forge-cuda.tar.xz}"
+RESULTS="${3:-${OUT:-benches/results}}"
+PY="${PYTHON:-python3}"
+die() { echo "gpu-check: $*" >&2; exit 1; }
+
+case "$STAGE" in parity | kernels | train | all) ;; *) die "unknown stage '$STAGE' (parity, kernels, train or all)" ;; esac
+[[ -f "$TARBALL" ]] || die "$TARBALL not found: run scripts/build-cuda.sh on the build machine and carry its folder"
+command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this is not a GPU machine"
+mkdir -p "$RESULTS"
+
+BIN="$(mktemp -d)"
+trap 'rm -rf "$BIN"' EXIT
+tar -C "$BIN" -xJf "$TARBALL"
+
+# candle links libcublas/libcublasLt/libcurand/libnvrtc/libcudart (CUDA 13) and the driver's
+# libcuda.so.1; PyTorch's cu13 wheels ship the former under site-packages/nvidia/.
+NVIDIA_LIBS="$("$PY" - <<'PY'
+import os, nvidia
+wanted = ("libcublas.so", "libcublasLt.so", "libcurand.so", "libnvrtc.so", "libcudart.so", "libnccl.so")
+dirs = {d for root in nvidia.__path__ for d, _, files in os.walk(root) if any(f.startswith(wanted) for f in files)}
+print(":".join(sorted(dirs)))
+PY
+)" || die "could not locate PyTorch's nvidia libraries with $PY (import nvidia failed)"
+export LD_LIBRARY_PATH="$NVIDIA_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+for exe in "$BIN"/bin/forge "$BIN"/tests/* "$BIN"/benches/*; do
+  missing="$(ldd "$exe" | grep 'not found' || true)"
+  [[ -z "$missing" ]] || die "$(basename "$exe") cannot load: $missing (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+done
+
+GPU="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -1)"
+header() {
+  echo "- GPU: $GPU"
+  echo "- Date: $(date -u +%Y-%m-%d); binaries: $(grep -h '^commit' "$BIN/MANIFEST"), $(grep -h '^nvcc' "$BIN/MANIFEST")"
+  echo "- Reference: torch $("$PY" -c 'import torch; print(torch.__version__)'), transformers $("$PY" -c 'import transformers; print(transformers.__version__)')"
+}
+failed=0
+
+run_parity() {
+  local log="$RESULTS/gpu-parity.log" out="$RESULTS/gpu-parity.md"
+  : >"$log"
+  {
+    echo "# GPU parity: CUDA kernels vs their CPU references"
+    echo
+    header
+    echo "- Every kernel output is filled with NaN before the kernel runs (unwritten elements fail)."
+    echo
+    echo "| test binary | result |"
+    echo "|---|---|"
+  } >"$out"
+  for t in "$BIN"/tests/*; do
+    if CI=true "$t" --test-threads=1 >>"$log" 2>&1; then
+      echo "| $(basename "$t") | pass |" >>"$out"
+    else
+      echo "| $(basename "$t") | **FAIL** (see gpu-parity.log) |" >>"$out"
+      failed=1
+    fi
+  done
+  grep -E '^test |test result' "$log" | sed 's/^/    /' >>"$out" || true
+  cat "$out"
+}
+
+run_kernels() {
+  local lines="$RESULTS/gpu-kernels.jsonl" out="$RESULTS/gpu-kernels.md"
+  CI=true "$BIN/benches/gpu_kernels" >"$lines"
+  "$PY" - >>"$lines" <<'PY'
+import json, time, torch
+n = 8192
+a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+for _ in range(3):
+    a @ b
+torch.cuda.synchronize()
+times = []
+for _ in range(10):
+    t0 = time.perf_counter(); a @ b; torch.cuda.synchronize(); times.append(time.perf_counter() - t0)
+s = sorted(times)[len(times) // 2]
+print(json.dumps({"bench": "matmul_bf16", "shape": f"{n}x{n}x{n}", "impl": "torch", "median_ms": s * 1e3, "tflops": 2 * n**3 / s / 1e12}))
+PY
+  {
+    echo "# GPU kernels: fused CUDA kernels vs candle's composite paths"
+    echo
+    header
+    echo "- Forward + backward (AdamW: one step), median of 20 after 3 warm-ups, device synchronised around each."
+    echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh kernels\` on the GPU machine."
+    echo
+  } >"$out"
+  "$PY" - "$lines" >>"$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+print("| bench | shape | impl | median ms | TFLOP/s | composite / fused |")
+print("|---|---|---|---|---|---|")
+fused = {(r["bench"], r["shape"]): r["median_ms"] for r in rows if r["impl"] == "fused"}
+for r in rows:
+    ratio = f'{r["median_ms"] / fused[(r["bench"], r["shape"])]:.2f}×' if r["impl"] == "composite" else ""
+    tflops = f'{r["tflops"]:.0f}' if "tflops" in r else ""
+    print(f'| {r["bench"]} | {r["shape"]} | {r["impl"]} | {r["median_ms"]:.3f} | {tflops} | {ratio} |')
+PY
+  cat "$out"
+}
+
+run_train() {
+  local lines="$RESULTS/gpu-train-step.jsonl" out="$RESULTS/gpu-train-step.md"
+  local seq="${TRAIN_SEQ:-4096}" steps="${TRAIN_STEPS:-3}"
+  : >"$lines"
+  for model in ${TRAIN_MODELS:-0.6b 1.7b 8b}; do
+    echo "+ forge $model" >&2
+    CI=true "$BIN/benches/gpu_train_step" --model "$model" --seq "$seq" --recompute --warmup 1 --steps "$steps" | tail -1 >>"$lines" \
+      || echo "{\"impl\": \"forge\", \"model\": \"$model\", \"error\": \"failed (out of memory?)\"}" >>"$lines"
+    echo "+ torch $model" >&2
+    PYTHONUNBUFFERED=1 "$PY" scripts/bench_torch.py --device cuda --dtype bf16 --model "$model" --seq "$seq" --batch 1 \
+      --gradient-checkpointing --warmup 1 --steps "$steps" | tail -1 >>"$lines" \
+      || echo "{\"impl\": \"pytorch\", \"model\": \"$model\", \"error\": \"failed (out of memory?)\"}" >>"$lines"
+  done
+  {
+    echo "# GPU training step: forge vs PyTorch + transformers"
+    echo
+    header
+    echo "- Step = forward + backward (no optimizer) of a Qwen3-shaped model with random bf16 weights, batch 1 × $seq tokens,"
+    echo "  activation recomputation (forge) / gradient checkpointing (PyTorch, SDPA attention); median of $steps after 1 warm-up."
+    echo "- Model FLOPs/token = 6 × (matmul parameters incl. lm_head) + 6 × layers × heads × head_dim × seq (causal attention);"
+    echo "  recomputation is not counted. MFU is against the bf16 matmul rate measured by \`gpu-check.sh kernels\` (torch's)."
+    echo "- Memory: the driver's used device memory after a step (both), and torch's peak allocated/reserved."
+    echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh train\` on the GPU machine."
+    echo
+  } >"$out"
+  "$PY" - "$lines" "$RESULTS/gpu-kernels.jsonl" >>"$out" <<'PY'
+import json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peak = None
+if os.path.exists(sys.argv[2]):
+    rates = [json.loads(l) for l in open(sys.argv[2]) if l.startswith("{")]
+    peak = next((r["tflops"] for r in rates if r["bench"] == "matmul_bf16" and r["impl"] == "torch"), None)
+# hidden, layers, heads, head_dim, vocab per model (as in bench_torch.py)
+shapes = {"0.6b": (1024, 28, 16, 128, 151936), "1.7b": (2048, 28, 16, 128, 151936), "8b": (4096, 36, 32, 128, 151936)}
+print("| model | impl | tokens/s | step s | MFU | device mem used MiB | torch peak alloc / reserved MiB | loss |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if "error" in r:
+        print(f'| {r["model"]} | {r["impl"]} | {r["error"]} | | | | | |')
+        continue
+    hidden, layers, heads, head_dim, vocab = shapes[r["model"]]
+    embed = vocab * hidden
+    tied = r["model"] != "8b"
+    matmul_params = r["params"] - embed + (embed if tied else 0)  # the lm_head matmul counts, the lookup does not
+    flops = 6 * matmul_params + 6 * layers * heads * head_dim * r["seq"]
+    mfu = f'{r["tokens_per_s"] * flops / (peak * 1e12):.1%}' if peak else "n/a"
+    torch_mem = f'{r["cuda_max_allocated_mib"]:.0f} / {r["cuda_max_reserved_mib"]:.0f}' if "cuda_max_allocated_mib" in r else ""
+    print(f'| {r["model"]} | {r["impl"]} | {r["tokens_per_s"]:.0f} | {r["step_s_median"]:.3f} | {mfu} | {r["device_mem_used_after_step_mib"]:.0f} | {torch_mem} | {r["loss"]:.4f} |')
+PY
+  cat "$out"
+}
+
+[[ "$STAGE" == parity || "$STAGE" == all ]] && run_parity
+[[ "$STAGE" == kernels || "$STAGE" == all ]] && run_kernels
+[[ "$STAGE" == train || "$STAGE" == all ]] && run_train
+if (( failed )); then die "GPU parity tests failed (see $RESULTS/gpu-parity.log)"; fi
+echo "gpu-check: done; results in $RESULTS" >&2

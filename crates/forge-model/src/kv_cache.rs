@@ -131,23 +131,24 @@ mod tests {
 
     #[test]
     fn attention_over_the_cache_matches_a_direct_softmax() {
-        let cache_config = config(1, 2, 3);
-        let mut cache = KvCache::new(&cache_config, 4);
-        let row = |p: usize, s: f32| -> Vec<f32> { (0..6).map(|i| ((p * 6 + i) as f32 * s).sin()).collect() };
+        // 4 query heads over 2 KV heads of dim 4, three cached positions
+        let d = 4;
+        let mut cache = KvCache::new(&config(1, 2, d), 4);
+        let row = |p: usize, s: f32| -> Vec<f32> { (0..2 * d).map(|i| ((p * 2 * d + i) as f32 * s).sin()).collect() };
         for p in 0..3 {
             cache.write(0, p, &row(p, 0.7), &row(p, 1.3));
         }
-        let query: Vec<f32> = (0..12).map(|i| (i as f32 * 0.37).cos()).collect();
-        let mut out = vec![0f32; 12];
+        let query: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.37).cos()).collect();
+        let mut out = vec![0f32; 4 * d];
         cache.attend(0, 2, &query, 0.5, &mut Vec::new(), &mut out);
         for head in 0..4 {
             let kv = head / 2;
-            let q = &query[head * 3..head * 3 + 3];
-            let scores: Vec<f32> = (0..3).map(|p| 0.5 * (0..3).map(|i| q[i] * row(p, 0.7)[kv * 3 + i]).sum::<f32>()).collect();
+            let q = &query[head * d..(head + 1) * d];
+            let scores: Vec<f32> = (0..3).map(|p| 0.5 * (0..d).map(|i| q[i] * row(p, 0.7)[kv * d + i]).sum::<f32>()).collect();
             let total: f32 = scores.iter().map(|s| s.exp()).sum();
-            for i in 0..3 {
-                let expected: f32 = (0..3).map(|p| scores[p].exp() / total * row(p, 1.3)[kv * 3 + i]).sum();
-                assert!((out[head * 3 + i] - expected).abs() < 1e-6, "head {head} dim {i}: {} vs {expected}", out[head * 3 + i]);
+            for i in 0..d {
+                let expected: f32 = (0..3).map(|p| scores[p].exp() / total * row(p, 1.3)[kv * d + i]).sum();
+                assert!((out[head * d + i] - expected).abs() < 1e-6, "head {head} dim {i}: {} vs {expected}", out[head * d + i]);
             }
         }
     }

@@ -173,24 +173,24 @@ enum EvalCommand {
         model: Option<String>,
         #[arg(long)]
         run_id: String,
-        /// Agent: assistant turns per instance at most.
-        #[arg(long, default_value_t = 35, requires = "model")]
-        max_turns: usize,
-        /// Agent: sampling temperature (0 = greedy).
-        #[arg(long, default_value_t = 0.0, requires = "model")]
-        temperature: f32,
-        /// Agent: context budget in tokens (prompt and generation).
-        #[arg(long, default_value_t = 32_768, requires = "model")]
-        max_context_tokens: usize,
-        /// Agent: sampling seed (turn k uses seed + k).
-        #[arg(long, default_value_t = 0, requires = "model")]
-        seed: u64,
-        /// Agent: model dtype.
-        #[arg(long, value_enum, default_value_t = CliDType::F32, requires = "model")]
-        dtype: CliDType,
-        /// Agent: cpu, or cuda / cuda:N with a CUDA build.
-        #[arg(long, default_value = "cpu", requires = "model")]
-        device: String,
+        /// Agent: assistant turns per instance at most [default: 35].
+        #[arg(long)]
+        max_turns: Option<usize>,
+        /// Agent: sampling temperature, 0 = greedy [default: 0].
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Agent: context budget in tokens, prompt and generation [default: 32768].
+        #[arg(long)]
+        max_context_tokens: Option<usize>,
+        /// Agent: sampling seed; turn k uses seed + k [default: 0].
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Agent: model dtype [default: f32].
+        #[arg(long, value_enum)]
+        dtype: Option<CliDType>,
+        /// Agent: cpu, or cuda / cuda:N with a CUDA build [default: cpu].
+        #[arg(long)]
+        device: Option<String>,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// Per-instance test timeout in seconds.
@@ -376,13 +376,20 @@ fn main() -> Result<()> {
             // Qwen3 templates: the non-thinking format the agent is trained in.
             let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&dir, serde_json::json!({"enable_thinking": false}))?);
             let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, &model);
-            options.agent = forge_agent::AgentConfig { max_turns, temperature, max_context_tokens, seed, ..forge_agent::AgentConfig::default() };
+            let defaults = forge_agent::AgentConfig::default();
+            options.agent = forge_agent::AgentConfig {
+                max_turns: max_turns.unwrap_or(defaults.max_turns),
+                temperature: temperature.unwrap_or(defaults.temperature),
+                max_context_tokens: max_context_tokens.unwrap_or(defaults.max_context_tokens),
+                seed: seed.unwrap_or(defaults.seed),
+                ..defaults
+            };
             options.workers = workers;
             options.test_timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
-            let model_weights = std::sync::Arc::new(forge_model::load_model(&dir, dtype.into(), &parse_device(&device)?)?);
+            let model_weights = std::sync::Arc::new(forge_model::load_model(&dir, dtype.unwrap_or(CliDType::F32).into(), &parse_device(device.as_deref().unwrap_or("cpu"))?)?);
             // the model cannot attend beyond its positions, whatever budget was asked for
             options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
             // every worker's agent shares one decoding batch
@@ -399,7 +406,10 @@ fn main() -> Result<()> {
             );
             print_eval_summary(&summary.grading);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+            if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || dtype.is_some() || device.is_some() {
+                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --dtype and --device configure the agent: use them with --model, not --predictions");
+            }
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
             options.workers = workers;
             options.timeout = std::time::Duration::from_secs(timeout);

@@ -292,7 +292,7 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     let set_run_dir = format!("run.dir={}", run_dir.display());
     let train = Command::new(env!("CARGO_BIN_EXE_forge"))
         .current_dir(&root)
-        .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.max_steps=2", "--set", &set_run_dir])
+        .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.max_steps=2", "--set", "optim.warmup_steps=1", "--set", &set_run_dir])
         .output()
         .unwrap();
     assert!(train.status.success(), "{}", stderr(&train));
@@ -301,7 +301,7 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     let dataset = root.join("tasks/bundled.jsonl").display().to_string();
     let out_dir = tmp.path().join("eval").display().to_string();
     let args = ["eval", "swebench", "--dataset", &dataset, "--model", &model, "--run-id", "e2e", "--instance-ids", "forge__calutil-1",
-        "--max-turns", "2", "--temperature", "0.7", "--seed", "1", "--workers", "1", "--output-dir", &out_dir];
+        "--max-turns", "2", "--max-context-tokens", "3400", "--temperature", "0.7", "--seed", "1", "--workers", "1", "--output-dir", &out_dir];
     let out = forge(&args);
     assert!(out.status.success(), "{}", stderr(&out));
     let run = tmp.path().join("eval/runs/e2e");
@@ -314,12 +314,19 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
         serde_json::from_str(&std::fs::read_to_string(run.join("trajectories/forge__calutil-1.json")).unwrap()).unwrap();
     let status = trajectory["status"].as_str().unwrap();
     assert!(["finished", "turn_limit", "context_exhausted"].contains(&status), "a model outcome, not an infrastructure error: {trajectory}");
-    // a two-step model does not fix the bug; the grader says so rather than failing
+    let turns = trajectory["turns"].as_array().unwrap();
+    assert!(!turns.is_empty(), "the model generated at least one turn: {trajectory}");
+    let generated = trajectory["tokens"]["loss_mask"].as_array().unwrap().iter().filter(|m| m.as_u64() == Some(1)).count();
+    let ids = trajectory["tokens"]["input_ids"].as_array().unwrap().len();
+    assert_eq!(trajectory["tokens"]["logprobs"].as_array().unwrap().len(), ids, "one log-prob slot per token");
+    assert!(generated > 0, "generated tokens are recorded for training: {trajectory}");
     assert!(stderr(&out).contains("agent: 1 episodes run"), "{}", stderr(&out));
-    let reports: Vec<_> = walk(&tmp.path().join("eval/logs")).into_iter().filter(|p| p.ends_with("report.json")).collect();
-    assert_eq!(reports.len(), 1, "one graded report: {reports:?}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&reports[0]).unwrap()).unwrap();
-    assert_eq!(report["forge__calutil-1"]["resolved"], false, "{report}");
+    // graded by the harness: an empty patch is reported as such (SWE-bench skips it), any other
+    // patch gets a report; a two-step model does not fix the bug either way
+    let summary_path = std::fs::read_dir(tmp.path().join("eval")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&summary_path).unwrap()).unwrap();
+    assert_eq!(summary["submitted_instances"], 1, "{summary}");
+    assert_eq!(summary["resolved_instances"], 0, "{summary}");
 
     // resumable: the finished episode and its report are reused
     let again = forge(&args);

@@ -385,10 +385,13 @@ impl Qwen3ForCausalLM {
     /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
         let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
-        self.head_loss(&hidden, batch, Logits::Full)
+        let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
+        mean_over_labels(&nll, count)
     }
 
-    fn head_loss(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<Tensor> {
+    /// Per-position negative log-likelihood of the shifted labels, `[b·(s−1)]` f32 (position t of
+    /// row r at `r·(s−1) + t` scores label t+1; 0 where the label is −100), and the label count.
+    fn head_nll(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<(Tensor, usize)> {
         let labels = batch.labels.as_ref().ok_or_else(|| ModelError::Invalid("the batch has no labels".into()))?;
         let (targets, count) = shifted_targets(labels, self.config.vocab_size)?;
         let (b, s, h) = hidden.dims3()?;
@@ -399,7 +402,7 @@ impl Qwen3ForCausalLM {
             Logits::Full => cross_entropy_per_token(&linear(&hidden, &self.lm_head)?, &targets)?,
             Logits::Sliced => linear_cross_entropy_per_token(&hidden, &self.lm_head, &targets)?,
         };
-        Ok((nll.sum_all()? / count.max(1) as f64)?)
+        Ok((nll, count))
     }
 
     /// Loss and the gradient of every parameter. With `recompute`, memory is traded for compute:
@@ -408,9 +411,22 @@ impl Qwen3ForCausalLM {
     /// vocabulary slice at a time (recomputed in backward). The gradients are those of the plain
     /// backward up to float summation order in the head (see `tests/hf_parity.rs`).
     pub fn loss_and_gradients(&self, batch: &Batch, recompute: bool) -> Result<(f32, Gradients)> {
+        self.objective_and_gradients(batch, recompute, |nll, count| mean_over_labels(nll, count))
+    }
+
+    /// [`Self::loss_and_gradients`] for any objective of the per-token log-likelihoods:
+    /// `objective(nll, label_count)` gets the `[b·(s−1)]` negative log-likelihoods of the batch's
+    /// labels (row r, position t at `r·(s−1) + t`, scoring label t+1; e.g. GRPO's clipped ratio objective) and returns the
+    /// scalar to minimise.
+    pub fn objective_and_gradients<F>(&self, batch: &Batch, recompute: bool, objective: F) -> Result<(f32, Gradients)>
+    where
+        F: FnOnce(&Tensor, usize) -> Result<Tensor>,
+    {
         let mut grads = Gradients::new();
         if !recompute {
-            let loss = self.loss(batch)?;
+            let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
+            let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
+            let loss = objective(&nll, count)?;
             self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
             return Ok((loss.to_scalar::<f32>()?, grads));
         }
@@ -431,7 +447,8 @@ impl Qwen3ForCausalLM {
             let last = Var::from_tensor(&h)?;
             drop(h);
             let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
-            let loss = self.head_loss(&hidden, batch, Logits::Sliced)?;
+            let (nll, count) = self.head_nll(&hidden, batch, Logits::Sliced)?;
+            let loss = objective(&nll, count)?;
             let store = loss.backward()?;
             self.trainable().accumulate_gradients(&store, &mut grads)?;
             (loss.to_scalar::<f32>()?, gradient_of(&store, &last)?)
@@ -475,6 +492,10 @@ enum Logits {
     Full,
     /// One vocabulary slice at a time, recomputed in backward (least memory).
     Sliced,
+}
+
+fn mean_over_labels(nll: &Tensor, count: usize) -> Result<Tensor> {
+    Ok((nll.sum_all()? / count.max(1) as f64)?)
 }
 
 fn gradient_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {

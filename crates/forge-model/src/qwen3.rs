@@ -15,6 +15,7 @@ use crate::params::accumulate_gradient;
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
 pub mod decode;
+mod few_rows;
 
 /// Sequences of token ids with their padding mask and (for training) labels.
 #[derive(Debug, Clone)]
@@ -55,7 +56,10 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
-        let y = linear(x, &self.weight)?;
+        let y = match inputs.no_grad {
+            true => few_rows::linear(x, &self.weight)?.map_or_else(|| linear(x, &self.weight), Ok)?,
+            false => linear(x, &self.weight)?,
+        };
         match &self.adapter {
             Some(adapter) if inputs.adapters_on => {
                 let x = match inputs.dropout_seed {
@@ -92,6 +96,8 @@ pub struct LayerInputs {
     sin: Tensor,
     adapters_on: bool,
     dropout_seed: Option<u64>,
+    /// Inference only (incremental decoding): projections of a few rows may skip autograd.
+    no_grad: bool,
 }
 
 struct Attention {
@@ -346,6 +352,7 @@ impl Qwen3ForCausalLM {
             sin,
             adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
             dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
+            no_grad: false,
         })
     }
 

@@ -52,6 +52,7 @@ impl Qwen3ForCausalLM {
             sin,
             adapters_on: self.adapters_enabled.load(std::sync::atomic::Ordering::Relaxed),
             dropout_seed: None,
+            no_grad: true,
         };
         let mut h = self.embed(&Tensor::from_vec(ids, (1, n), self.device())?)?;
         for (l, layer) in self.layers.iter().enumerate() {
@@ -73,7 +74,11 @@ impl Qwen3ForCausalLM {
         let last = Tensor::from_vec(last, steps.len(), self.device())?;
         let h = h.squeeze(0)?.index_select(&last, 0)?;
         let h = rms_norm(&h, &self.norm, self.config.rms_norm_eps)?;
-        Ok(linear(&h, &self.lm_head)?.to_dtype(DType::F32)?)
+        let logits = match super::few_rows::linear(&h, &self.lm_head)? {
+            Some(logits) => logits,
+            None => linear(&h, &self.lm_head)?,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 }
 

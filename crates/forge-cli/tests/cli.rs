@@ -333,16 +333,3 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("0 episodes run, 1 reused"), "{}", stderr(&again));
 }
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}

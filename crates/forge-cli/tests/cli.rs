@@ -199,7 +199,11 @@ fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_mode
     let both = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--model", &tiny]);
     assert!(!both.status.success());
     assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
-    let agent_option_without_model = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--max-turns", "3"]);
+    // a temporary output dir: were the rule broken, the evaluation would run and write there
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().display().to_string();
+    let agent_option_without_model =
+        forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--max-turns", "3", "--output-dir", &out_dir]);
     assert!(!agent_option_without_model.status.success());
     assert!(stderr(&agent_option_without_model).contains("--model"), "{}", stderr(&agent_option_without_model));
 }

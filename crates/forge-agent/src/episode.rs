@@ -11,7 +11,7 @@ use crate::error::{AgentError, Result};
 use crate::parse::{parse_tool_calls, ParsedCall, TOOL_CALL_OPEN};
 use crate::policy::{Policy, SamplingParams};
 use crate::prompt::{bad_call_message, initial_messages, no_tool_call_message, observation_message};
-use crate::trajectory::{Status, TokenRecord, Trajectory, TurnRecord};
+use crate::trajectory::{Status, Trajectory, TurnRecord};
 use crate::workspace::Workspace;
 
 /// Limits and sampling of an episode.
@@ -59,20 +59,7 @@ pub async fn run_episode<P: Policy, W: Workspace>(
 ) -> Trajectory {
     let started = Instant::now();
     let mut episode = Episode {
-        trajectory: Trajectory {
-            instance_id: instance_id.to_string(),
-            status: Status::InfraError,
-            error: None,
-            messages: initial_messages(problem_statement),
-            tools: chat.tools().to_vec(),
-            tokens: TokenRecord::default(),
-            turns: Vec::new(),
-            patch: String::new(),
-            rendering_matches_tokens: false,
-            generation_seconds: 0.0,
-            tool_seconds: 0.0,
-            total_seconds: 0.0,
-        },
+        trajectory: Trajectory::start(instance_id, initial_messages(problem_statement), chat.tools().to_vec()),
         chat,
         config,
     };

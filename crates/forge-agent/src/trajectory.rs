@@ -102,13 +102,14 @@ pub struct Trajectory {
 
 impl Trajectory {
     /// An episode that could not start (no container, no tokenizer): only the error.
-    pub fn failed_to_start(instance_id: &str, error: String) -> Self {
+    /// A trajectory before its first turn (status `InfraError` until the episode says otherwise).
+    pub fn start(instance_id: &str, messages: Vec<Value>, tools: Vec<Value>) -> Self {
         Trajectory {
             instance_id: instance_id.to_string(),
             status: Status::InfraError,
-            error: Some(error),
-            messages: Vec::new(),
-            tools: Vec::new(),
+            error: None,
+            messages,
+            tools,
             tokens: TokenRecord::default(),
             turns: Vec::new(),
             patch: String::new(),
@@ -117,6 +118,10 @@ impl Trajectory {
             tool_seconds: 0.0,
             total_seconds: 0.0,
         }
+    }
+
+    pub fn failed_to_start(instance_id: &str, error: String) -> Self {
+        Trajectory { error: Some(error), ..Self::start(instance_id, Vec::new(), Vec::new()) }
     }
 
     /// Turns that ran at least one tool (agent steps).

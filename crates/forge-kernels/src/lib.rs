@@ -10,7 +10,6 @@
 //! logits; `embedding_gradient` is not an op but the table gradient of a lookup, for backward code
 //! that bypasses autograd (activation recomputation).
 
-#[cfg(feature = "cuda")]
 pub mod adamw;
 mod cpu;
 #[cfg(feature = "cuda")]

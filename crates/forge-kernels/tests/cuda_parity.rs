@@ -11,6 +11,9 @@ use forge_kernels::testing::require_cuda;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
+mod common;
+use common::rope_tables;
+
 fn randn(rng: &mut StdRng, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
@@ -109,17 +112,6 @@ fn rms_norm_on_gpu_matches_cpu() {
             &[true, true],
         );
     }
-}
-
-fn rope_tables(batch: usize, seq: usize, half: usize) -> (Tensor, Tensor) {
-    let angles: Vec<f32> = (0..batch * seq * half)
-        .map(|i| {
-            let (p, f) = ((i / half) % seq + i / (seq * half), i % half);
-            p as f32 * 10000f32.powf(-(2.0 * f as f32) / (2 * half) as f32)
-        })
-        .collect();
-    let a = Tensor::from_vec(angles, (batch, seq, half), &Device::Cpu).unwrap();
-    (a.cos().unwrap(), a.sin().unwrap())
 }
 
 #[test]

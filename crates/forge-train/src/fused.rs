@@ -19,70 +19,8 @@ const CHUNK: usize = 1 << 15;
 /// Tensors below this size are updated on the calling thread.
 const PARALLEL_MIN: usize = 1 << 17;
 
-/// Per-step constants of one tensor's update, already rounded to f32 the way torch rounds the
-/// Python floats it passes to its f32 kernels.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StepScalars {
-    /// Multiplier of the gradient (the clip coefficient; 1 = unchanged).
-    pub grad_scale: f32,
-    /// `1 - lr * weight_decay` (decoupled decay); 1 = no decay.
-    pub decay: f32,
-    /// `1 - beta1`: exp_avg moves towards the gradient by this fraction (torch's `lerp_`).
-    pub one_minus_beta1: f32,
-    pub beta2: f32,
-    pub one_minus_beta2: f32,
-    /// `sqrt(1 - beta2^t)`.
-    pub bias_correction2_sqrt: f32,
-    pub eps: f32,
-    /// `lr / (1 - beta1^t)`.
-    pub step_size: f32,
-}
-
-impl StepScalars {
-    pub fn new(lr: f64, weight_decay: f64, beta1: f64, beta2: f64, eps: f64, step: u64, grad_scale: f32) -> Self {
-        let bias_correction1 = 1.0 - beta1.powf(step as f64);
-        let bias_correction2 = 1.0 - beta2.powf(step as f64);
-        Self {
-            grad_scale,
-            decay: (1.0 - lr * weight_decay) as f32,
-            one_minus_beta1: (1.0 - beta1) as f32,
-            beta2: beta2 as f32,
-            one_minus_beta2: (1.0 - beta2) as f32,
-            bias_correction2_sqrt: bias_correction2.sqrt() as f32,
-            eps: eps as f32,
-            step_size: (lr / bias_correction1) as f32,
-        }
-    }
-
-    /// One element: takes the weight and the moments, returns the new weight (all f32).
-    #[inline(always)]
-    fn apply(&self, weight: f32, grad: f32, exp_avg: &mut f32, exp_avg_sq: &mut f32) -> f32 {
-        let g = grad * self.grad_scale;
-        let w = weight * self.decay;
-        let m = *exp_avg + self.one_minus_beta1 * (g - *exp_avg);
-        let v = *exp_avg_sq * self.beta2 + self.one_minus_beta2 * g * g;
-        *exp_avg = m;
-        *exp_avg_sq = v;
-        let denom = v.sqrt() / self.bias_correction2_sqrt + self.eps;
-        w - self.step_size * (m / denom)
-    }
-}
-
-#[cfg(feature = "cuda")]
-impl From<StepScalars> for forge_kernels::adamw::AdamWScalars {
-    fn from(k: StepScalars) -> Self {
-        Self {
-            grad_scale: k.grad_scale,
-            decay: k.decay,
-            one_minus_beta1: k.one_minus_beta1,
-            beta2: k.beta2,
-            one_minus_beta2: k.one_minus_beta2,
-            bias_correction2_sqrt: k.bias_correction2_sqrt,
-            eps: k.eps,
-            step_size: k.step_size,
-        }
-    }
-}
+/// The per-step constants and the element update live with the CUDA kernel that uses them too.
+pub(crate) use forge_kernels::adamw::AdamWScalars as StepScalars;
 
 /// The element types a parameter or gradient can have.
 pub(crate) trait Element: Copy + Send + Sync {

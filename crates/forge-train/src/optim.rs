@@ -275,7 +275,7 @@ impl AdamW {
                         // The kernel reads the gradient in the parameter's dtype (a no-op cast when equal).
                         let grad = grad.to_dtype(slot.var.dtype())?;
                         let master = master.as_ref();
-                        forge_kernels::adamw::adamw_step(slot.var.as_tensor(), &grad, exp_avg, exp_avg_sq, master, k.into())?;
+                        forge_kernels::adamw::adamw_step(slot.var.as_tensor(), &grad, exp_avg, exp_avg_sq, master, k)?;
                         continue;
                     }
                     composite_update(&slot.var, grad, exp_avg, exp_avg_sq, master.as_mut(), &k)?;

@@ -117,6 +117,8 @@ enum Command {
 enum TrainCommand {
     /// Supervised fine-tuning on chat/tool-call trajectories with an assistant-only loss.
     Sft(RecipeArgs),
+    /// GRPO with a KL penalty: the agent rolls out in Docker, rewarded 1 when the tests pass.
+    Rl(RecipeArgs),
 }
 
 #[derive(clap::Args)]
@@ -364,6 +366,24 @@ fn main() -> Result<()> {
                 summary.data.examples,
                 summary.data.skipped_bad,
                 summary.data.truncated,
+                summary.model_dir.display()
+            );
+        }
+        Command::Train { recipe: TrainCommand::Rl(args) } => {
+            let (config, resolved) = forge_train::config::load_config::<forge_rl::RlConfig>(&args.config, &args.overrides)?;
+            if args.print_config {
+                print!("{resolved}");
+                return Ok(());
+            }
+            let options = forge_rl::RlOptions { resume: args.resume, stop_after: None, labels: Default::default() };
+            let summary = tokio::runtime::Runtime::new()?.block_on(forge_rl::run(&config, &resolved, &options))?;
+            eprintln!(
+                "rl: {} steps ({} updates), {} trajectories, reward {:.3} -> {:.3}; model in {}",
+                summary.steps,
+                summary.updates,
+                summary.trajectories,
+                summary.first_reward,
+                summary.last_reward,
                 summary.model_dir.display()
             );
         }

@@ -3,7 +3,9 @@
 //! they finish, so many agent tasks share one batch.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::time::Instant;
 
 use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
 use tokio::sync::{mpsc, oneshot};
@@ -62,6 +64,22 @@ pub struct EngineHandle {
     messages: mpsc::UnboundedSender<Message>,
     vocab_size: usize,
     max_positions: usize,
+    shared: Arc<Shared>,
+}
+
+/// What the engine thread and its handles share besides the request channel.
+#[derive(Default)]
+struct Shared {
+    /// Read-held by the engine for each decoding step; write-held by a trainer changing the weights.
+    weights: RwLock<()>,
+    /// Nanoseconds the engine spent in decoding steps since it started.
+    busy_nanos: AtomicU64,
+}
+
+/// While alive, the engine decodes nothing: the weights may be changed (an optimizer step, LoRA
+/// adapters switched off for a reference pass) without a step seeing half of the change.
+pub struct PausedEngine<'a> {
+    _weights: RwLockWriteGuard<'a, ()>,
 }
 
 impl EngineHandle {
@@ -72,14 +90,16 @@ impl EngineHandle {
             return Err(EngineError::InvalidParams("max_batch_size must be at least 1".into()));
         }
         let (messages, inbox) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
         let handle = Self {
             messages,
             vocab_size: model.config().vocab_size,
             max_positions: model.config().max_position_embeddings,
+            shared: shared.clone(),
         };
         std::thread::Builder::new()
             .name("forge-engine".into())
-            .spawn(move || EngineLoop { model, config, inbox, waiting: VecDeque::new(), active: Vec::new() }.run())
+            .spawn(move || EngineLoop { model, config, inbox, shared, waiting: VecDeque::new(), active: Vec::new() }.run())
             .map_err(|e| EngineError::Model(format!("could not start the engine thread: {e}")))?;
         Ok(handle)
     }
@@ -93,6 +113,17 @@ impl EngineHandle {
     /// [`EngineHandle::generate`] for synchronous callers; must not be called from async code.
     pub fn generate_blocking(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<Generation, EngineError> {
         self.submit(prompt, params)?.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Waits for the current decoding step to end and holds the engine between steps until the
+    /// guard is dropped (sequences keep their place and caches).
+    pub fn pause(&self) -> PausedEngine<'_> {
+        PausedEngine { _weights: self.shared.weights.write().unwrap_or_else(|poisoned| poisoned.into_inner()) }
+    }
+
+    /// Seconds the engine has spent decoding since it started; idle time is wall time minus this.
+    pub fn busy_seconds(&self) -> f64 {
+        self.shared.busy_nanos.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// Stops the engine: requests in flight and later ones fail with [`EngineError::Stopped`].
@@ -173,6 +204,7 @@ struct EngineLoop {
     model: Arc<Qwen3ForCausalLM>,
     config: EngineConfig,
     inbox: mpsc::UnboundedReceiver<Message>,
+    shared: Arc<Shared>,
     waiting: VecDeque<Request>,
     active: Vec<Sequence>,
 }
@@ -202,7 +234,11 @@ impl EngineLoop {
                 self.active.push(Sequence::new(&self.model, request));
             }
             if !self.active.is_empty() {
+                let shared = self.shared.clone();
+                let _weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let started = Instant::now();
                 self.step();
+                shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             }
         }
     }

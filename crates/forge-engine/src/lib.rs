@@ -16,6 +16,6 @@ mod error;
 pub mod generate;
 pub mod sampling;
 
-pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation};
+pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, PausedEngine};
 pub use error::EngineError;
 pub use sampling::SamplingParams;

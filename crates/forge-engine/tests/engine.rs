@@ -212,3 +212,28 @@ fn bad_requests_and_a_stopped_engine_are_clear_errors() {
     assert!(matches!(e, EngineError::Stopped), "{e}");
     assert!(e.to_string().contains("start a new one"));
 }
+
+#[test]
+fn a_paused_engine_decodes_nothing_until_resumed_and_reports_its_busy_time() {
+    let model = load("gqa2-untied-f32");
+    let engine = engine(&model, 4);
+    assert_eq!(engine.busy_seconds(), 0.0);
+    let alone = engine.generate_blocking(prompt(12, 1), greedy(6)).unwrap();
+    let busy_after_one = engine.busy_seconds();
+    assert!(busy_after_one > 0.0, "decoding took no time: {busy_after_one}");
+
+    let paused = engine.pause();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let engine = engine.clone();
+        std::thread::spawn(move || done_tx.send(engine.generate_blocking(prompt(12, 1), greedy(6))).unwrap())
+    };
+    // a paused engine must not finish (or even start) the request
+    assert!(done_rx.recv_timeout(std::time::Duration::from_millis(300)).is_err(), "the engine decoded while paused");
+    assert_eq!(engine.busy_seconds(), busy_after_one, "no decoding step ran while paused");
+    drop(paused);
+    let resumed = done_rx.recv_timeout(std::time::Duration::from_secs(30)).expect("the engine resumes").unwrap();
+    worker.join().unwrap();
+    assert_eq!(resumed.tokens, alone.tokens);
+    assert!(engine.busy_seconds() > busy_after_one);
+}

@@ -169,6 +169,21 @@ pub enum Outcome {
     Error { reason: String },
 }
 
+const PATCH_NOT_APPLIED: &str = "patch could not be applied (git apply, git apply --reject, patch --fuzz=5 all failed)";
+const TESTS_TIMED_OUT: &str = "tests timed out after";
+
+impl Outcome {
+    /// The reason, when the machinery failed (image, container, checkout) rather than the patch:
+    /// a patch that does not apply or makes the tests hang is the patch's doing. RL rewards
+    /// exclude the former and score the latter 0.
+    pub fn infrastructure_failure(&self) -> Option<&str> {
+        match self {
+            Outcome::Error { reason } if reason != PATCH_NOT_APPLIED && !reason.starts_with(TESTS_TIMED_OUT) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
 /// The result of one instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceResult {
@@ -342,7 +357,7 @@ async fn run_in(
             return Ok(done(
                 log,
                 Outcome::Error {
-                    reason: "patch could not be applied (git apply, git apply --reject, patch --fuzz=5 all failed)".into(),
+                    reason: PATCH_NOT_APPLIED.into(),
                 },
             ));
         }
@@ -358,7 +373,7 @@ async fn run_in(
         return Ok(done(
             log,
             Outcome::Error {
-                reason: format!("tests timed out after {} s", opts.timeout.as_secs()),
+                reason: format!("{TESTS_TIMED_OUT} {} s", opts.timeout.as_secs()),
             },
         ));
     }
@@ -923,5 +938,15 @@ mod tests {
             .contains("x-1"));
         bare.eval_script = Some("echo hi".into());
         assert_eq!(eval_script(&bare, None, true).unwrap(), "echo hi");
+    }
+
+    #[test]
+    fn only_machinery_failures_count_as_infrastructure() {
+        let error = |reason: &str| Outcome::Error { reason: reason.to_string() };
+        assert_eq!(error("container failure: no space").infrastructure_failure(), Some("container failure: no space"));
+        assert_eq!(error("image missing: forge-swe/x:1").infrastructure_failure(), Some("image missing: forge-swe/x:1"));
+        assert_eq!(error(PATCH_NOT_APPLIED).infrastructure_failure(), None);
+        assert_eq!(error(&format!("{TESTS_TIMED_OUT} 30 s")).infrastructure_failure(), None);
+        assert_eq!(Outcome::EmptyPatch.infrastructure_failure(), None);
     }
 }

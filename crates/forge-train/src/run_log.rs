@@ -54,7 +54,9 @@ impl RunLog {
     }
 }
 
-fn truncate_after(path: &Path, step: u64) -> Result<()> {
+/// Keeps the JSONL records of `path` whose `step` is at most `step` (a resumed run's files then
+/// read as one run).
+pub fn truncate_after(path: &Path, step: u64) -> Result<()> {
     let file = File::open(path).map_err(|e| TrainError::io(path, e))?;
     let kept: Vec<String> = BufReader::new(file)
         .lines()

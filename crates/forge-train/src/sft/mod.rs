@@ -161,37 +161,42 @@ impl SftConfig {
         if self.train.grad_accum == 0 || self.train.epochs == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
             return bad("train.grad_accum, train.epochs, run.checkpoint_every and run.keep_last must be positive".into());
         }
-        self.adamw().validate()?;
+        self.optim.adamw().validate()?;
         Ok(())
     }
 
-    fn adamw(&self) -> AdamWConfig {
+}
+
+impl OptimSection {
+    /// The optimizer these settings describe.
+    pub fn adamw(&self) -> AdamWConfig {
         AdamWConfig {
-            lr: self.optim.lr,
-            beta1: self.optim.betas[0],
-            beta2: self.optim.betas[1],
-            eps: self.optim.eps,
-            weight_decay: self.optim.weight_decay,
-            max_grad_norm: self.optim.max_grad_norm,
-            pure_bf16: self.optim.pure_bf16,
+            lr: self.lr,
+            beta1: self.betas[0],
+            beta2: self.betas[1],
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            max_grad_norm: self.max_grad_norm,
+            pure_bf16: self.pure_bf16,
         }
     }
 
-    fn schedule(&self, total_steps: u64) -> Result<LrSchedule> {
-        let (lr, warmup) = (self.optim.lr, self.optim.warmup_steps);
-        let schedule = match self.optim.schedule.as_str() {
+    /// The learning-rate schedule over `total_steps` optimizer steps.
+    pub fn schedule(&self, total_steps: u64) -> Result<LrSchedule> {
+        let (lr, warmup) = (self.lr, self.warmup_steps);
+        let schedule = match self.schedule.as_str() {
             "cosine" => LrSchedule::cosine(lr, warmup, total_steps),
             "linear" => LrSchedule::linear(lr, warmup, total_steps),
             "constant" => LrSchedule::constant(lr, warmup),
             other => return Err(TrainError::Config(format!("optim.schedule \"{other}\": use cosine, linear or constant"))),
         }
-        .with_min_lr_ratio(self.optim.min_lr_ratio);
+        .with_min_lr_ratio(self.min_lr_ratio);
         schedule.validate()?;
         Ok(schedule)
     }
 }
 
-fn model_dtype(name: &str) -> Result<DType> {
+pub fn model_dtype(name: &str) -> Result<DType> {
     match name {
         "f32" => Ok(DType::F32),
         "bf16" => Ok(DType::BF16),
@@ -265,7 +270,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
             Qwen3ForCausalLM::with_lora(model_config.clone(), params, lora.clone(), adapters)?
         }
     };
-    let mut optimizer = AdamW::for_params(model.trainable(), config.adamw())?;
+    let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw())?;
 
     let mut micro_batches: Vec<Vec<usize>> = Vec::new();
     for epoch in 0..config.train.epochs {
@@ -273,7 +278,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     }
     let steps_in_data = micro_batches.len().div_ceil(config.train.grad_accum) as u64;
     let total_steps = config.train.max_steps.map_or(steps_in_data, |m| m.min(steps_in_data));
-    let schedule = config.schedule(total_steps)?;
+    let schedule = config.optim.schedule(total_steps)?;
 
     let mut state = TrainerState { step: 0, micro_batches: 0, tokens_seen: 0 };
     if let Some((step, dir)) = &resume_from {

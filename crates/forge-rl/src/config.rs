@@ -1,0 +1,188 @@
+//! The RL recipe's config: TOML → typed struct (unknown keys rejected) → validated. Defaults are
+//! the published recipe: GRPO with k3 KL at β = 0.001, clip-higher, temperature 0.5, at most 35
+//! turns, reward 1 iff the instance's tests pass.
+
+use std::path::PathBuf;
+
+use forge_agent::AgentConfig;
+use forge_model::LoraConfig;
+use forge_train::rl::ObjectiveConfig;
+use forge_train::sft::{OptimSection, RunSection};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, RlError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub rollout: RolloutSection,
+    #[serde(default)]
+    pub agent: AgentSection,
+    #[serde(default)]
+    pub objective: ObjectiveConfig,
+    pub optim: OptimSection,
+    pub train: TrainSection,
+    pub run: RunSection,
+    /// Train LoRA adapters on the frozen model; the KL reference is then the model with the
+    /// adapters switched off (no second copy in memory).
+    #[serde(default)]
+    pub lora: Option<LoraConfig>,
+}
+
+/// The policy to start from: usually the SFT run's `model/` directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model directory (HF layout, with tokenizer and chat template) or an `org/name` id in the
+    /// local Hugging Face cache.
+    pub path: String,
+    /// "f32" or "bf16".
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+fn default_dtype() -> String {
+    "f32".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Training instances (SWE-bench schema: parquet, JSONL or JSON).
+    pub train: PathBuf,
+    /// Only these instances (all when empty).
+    #[serde(default)]
+    pub instance_ids: Vec<String>,
+}
+
+/// How rollouts are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutMode {
+    /// Producer-consumer: workers keep generating the next groups while the trainer updates;
+    /// a step trains on the first groups to finish.
+    #[default]
+    Queue,
+    /// Each step issues its groups, waits for all of them, trains, and only then samples again.
+    Barrier,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSection {
+    /// Trajectories per instance (the GRPO group).
+    pub group_size: usize,
+    /// Finished groups consumed by one optimizer step.
+    pub groups_per_step: usize,
+    /// Concurrent episodes; each holds at most one container at a time (its own, then the
+    /// grading one), so this also bounds the sandboxes.
+    pub workers: usize,
+    pub mode: RolloutMode,
+    /// A sample generated with weights older than this many updates is left out (and counted).
+    /// The queue issues at most this many steps of groups ahead of the trainer.
+    pub max_policy_lag: u64,
+    /// Test timeout of the grading container, seconds.
+    pub test_timeout_s: u64,
+}
+
+impl Default for RolloutSection {
+    fn default() -> Self {
+        Self { group_size: 8, groups_per_step: 4, workers: 4, mode: RolloutMode::Queue, max_policy_lag: 1, test_timeout_s: 1800 }
+    }
+}
+
+/// The agent's limits and sampling during rollouts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSection {
+    pub max_turns: usize,
+    pub max_context_tokens: usize,
+    pub max_new_tokens: usize,
+    pub max_observation_chars: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        let agent = AgentConfig::default();
+        Self {
+            max_turns: agent.max_turns,
+            max_context_tokens: agent.max_context_tokens,
+            max_new_tokens: agent.max_new_tokens,
+            max_observation_chars: agent.max_observation_chars,
+            temperature: 0.5,
+            top_p: agent.top_p,
+            top_k: agent.top_k,
+        }
+    }
+}
+
+impl AgentSection {
+    /// The episode settings of one sample (`seed`: its sampling seed).
+    pub fn agent_config(&self, seed: u64) -> AgentConfig {
+        AgentConfig {
+            max_turns: self.max_turns,
+            max_context_tokens: self.max_context_tokens,
+            max_new_tokens: self.max_new_tokens,
+            max_observation_chars: self.max_observation_chars,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            seed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Optimizer steps.
+    pub steps: u64,
+    pub seed: u64,
+    /// Layer-wise activation recomputation (same gradients, less memory).
+    #[serde(default)]
+    pub recompute: bool,
+    /// Padded tokens per micro-batch of the update (the longest trajectory must fit).
+    pub micro_batch_tokens: usize,
+}
+
+impl RlConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(RlError::Config(m));
+        forge_train::sft::model_dtype(&self.model.dtype)?;
+        let r = &self.rollout;
+        if r.group_size < 2 {
+            return bad(format!("rollout.group_size = {}: GRPO compares samples within a group, so it needs at least 2", r.group_size));
+        }
+        if r.groups_per_step == 0 || r.workers == 0 || r.test_timeout_s == 0 {
+            return bad("rollout.groups_per_step, rollout.workers and rollout.test_timeout_s must be positive".into());
+        }
+        let a = &self.agent;
+        if a.max_turns == 0 || a.max_new_tokens == 0 || a.max_context_tokens == 0 {
+            return bad("agent.max_turns, agent.max_new_tokens and agent.max_context_tokens must be positive".into());
+        }
+        if !(a.temperature > 0.0) {
+            return bad(format!("agent.temperature = {}: RL needs sampling (> 0); groups of identical greedy samples teach nothing", a.temperature));
+        }
+        self.objective.validate()?;
+        self.optim.adamw().validate()?;
+        if self.train.steps == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
+            return bad("train.steps, run.checkpoint_every and run.keep_last must be positive".into());
+        }
+        if self.train.micro_batch_tokens < a.max_context_tokens {
+            return bad(format!(
+                "train.micro_batch_tokens ({}) is smaller than agent.max_context_tokens ({}): the longest trajectory would not fit one micro-batch",
+                self.train.micro_batch_tokens, a.max_context_tokens
+            ));
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+        }
+        Ok(())
+    }
+}

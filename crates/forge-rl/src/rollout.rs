@@ -1,0 +1,147 @@
+//! Rollout workers: a queue of (instance, sample) jobs that agent workers pull as they free up.
+//! Each job is one episode in the instance's container (generations batched by the shared
+//! engine), then the patch graded in a fresh container: reward 1 iff the tests pass.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use forge_agent::{run_episode, ChatFormat, Policy, Status, TaskWorkspace, Trajectory};
+use forge_sandbox::Runtime;
+use forge_swe::{run_instance, ExecOptions, Outcome, TaskInstance};
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+
+use crate::config::AgentSection;
+use crate::groups::{Reward, Rollout};
+
+/// One sample to roll out.
+#[derive(Debug, Clone)]
+pub struct RolloutJob {
+    pub group: u64,
+    pub sample: usize,
+    pub instance: Arc<TaskInstance>,
+    /// Sampling seed of the episode (turn k uses `seed + k`).
+    pub seed: u64,
+}
+
+/// What every worker shares.
+pub struct RolloutEnv<P> {
+    pub runtime: Runtime,
+    pub policy: Arc<P>,
+    pub chat: Arc<ChatFormat>,
+    pub agent: AgentSection,
+    /// Grading settings (test timeout, grading version).
+    pub grading: ExecOptions,
+    /// Labels on every container (agent and grading).
+    pub labels: BTreeMap<String, String>,
+    /// Optimizer updates applied so far; read when an episode starts.
+    pub policy_version: Arc<AtomicU64>,
+}
+
+/// A pool of workers pulling jobs; results arrive in completion order.
+pub struct RolloutWorkers {
+    jobs: mpsc::UnboundedSender<RolloutJob>,
+    results: mpsc::UnboundedReceiver<Rollout>,
+    cancelled: Arc<AtomicBool>,
+    workers: JoinSet<()>,
+}
+
+impl RolloutWorkers {
+    pub fn start<P: Policy + 'static>(env: Arc<RolloutEnv<P>>, workers: usize) -> Self {
+        let (jobs, inbox) = mpsc::unbounded_channel::<RolloutJob>();
+        let (results_tx, results) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Mutex::new(inbox));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let mut set = JoinSet::new();
+        for _ in 0..workers.max(1) {
+            let (env, inbox, results_tx, cancelled) = (env.clone(), inbox.clone(), results_tx.clone(), cancelled.clone());
+            set.spawn(async move {
+                loop {
+                    let Some(job) = inbox.lock().await.recv().await else { return };
+                    if cancelled.load(Ordering::Relaxed) {
+                        continue;
+                    }
+                    if results_tx.send(roll_out(&env, job).await).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Self { jobs, results, cancelled, workers: set }
+    }
+
+    pub fn submit(&self, job: RolloutJob) {
+        // the workers outlive the handle's sender, so this cannot fail while `self` exists
+        let _ = self.jobs.send(job);
+    }
+
+    /// The next finished rollout (`None` once every worker has stopped).
+    pub async fn next(&mut self) -> Option<Rollout> {
+        self.results.recv().await
+    }
+
+    /// Drops the queued jobs, lets the episodes in flight end (their containers are removed as
+    /// usual) and waits for the workers.
+    pub async fn shutdown(self) {
+        let RolloutWorkers { jobs, results, cancelled, mut workers } = self;
+        cancelled.store(true, Ordering::Relaxed);
+        drop(jobs);
+        drop(results);
+        while workers.join_next().await.is_some() {}
+    }
+}
+
+/// Runs one episode and grades its patch. Never fails: problems become
+/// [`Reward::InfrastructureFailure`] when they are not the model's doing.
+pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollout {
+    let started = Instant::now();
+    let policy_version = env.policy_version.load(Ordering::Acquire);
+    let instance = &job.instance;
+    let agent = env.agent.agent_config(job.seed);
+    let trajectory = match TaskWorkspace::create(&env.runtime, instance, &env.labels).await {
+        Ok(mut workspace) => {
+            let trajectory = run_episode(&*env.policy, &mut workspace, &env.chat, &instance.instance_id, &instance.problem_statement, &agent).await;
+            if let Err(e) = workspace.remove().await {
+                tracing::warn!(instance = %instance.instance_id, error = %e, "could not remove the agent container");
+            }
+            trajectory
+        }
+        Err(e) => Trajectory::failed_to_start(&instance.instance_id, e.to_string()),
+    };
+    let (reward, grading_seconds) = grade(env, instance, &trajectory).await;
+    Rollout {
+        group: job.group,
+        sample: job.sample,
+        instance_id: instance.instance_id.clone(),
+        policy_version,
+        trajectory,
+        reward,
+        grading_seconds,
+        wall_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+async fn grade<P>(env: &RolloutEnv<P>, instance: &TaskInstance, trajectory: &Trajectory) -> (Reward, f64) {
+    if trajectory.status == Status::InfraError {
+        let reason = trajectory.error.clone().unwrap_or_else(|| "the episode failed".into());
+        return (Reward::InfrastructureFailure(reason), 0.0);
+    }
+    // FAIL_TO_PASS tests fail at the base commit by construction: no change cannot pass them
+    if trajectory.patch.trim().is_empty() {
+        return (Reward::Scored(0.0), 0.0);
+    }
+    let started = Instant::now();
+    let mut options = env.grading.clone();
+    options.labels.extend(env.labels.clone());
+    let reward = match run_instance(&env.runtime, instance, Some(&trajectory.patch), &options).await {
+        Ok(run) => match (&run.outcome, run.outcome.infrastructure_failure()) {
+            (_, Some(reason)) => Reward::InfrastructureFailure(reason.to_string()),
+            (Outcome::Graded { report }, None) if report.resolved => Reward::Scored(1.0),
+            _ => Reward::Scored(0.0),
+        },
+        Err(e) => Reward::InfrastructureFailure(format!("grading failed: {e}")),
+    };
+    (reward, started.elapsed().as_secs_f64())
+}

@@ -1,0 +1,70 @@
+//! Every RL config in configs/ parses and validates; the defaults are the published recipe.
+
+use std::path::PathBuf;
+
+use forge_rl::{RlConfig, RolloutMode};
+use forge_train::config::load_config;
+use forge_train::rl::KlEstimator;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// configs/**/*.toml that configure `forge train rl` (they have a [rollout] or [objective] section).
+fn rl_configs() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![repo().join("configs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains("[rollout]") || text.contains("[objective]") {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn every_rl_config_parses_and_validates() {
+    let configs = rl_configs();
+    assert!(configs.len() >= 2, "expected the tiny and the published-recipe configs, found {configs:?}");
+    for path in configs {
+        let (config, resolved) = load_config::<RlConfig>(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(resolved.contains("[rollout]"), "{}", path.display());
+    }
+}
+
+#[test]
+fn defaults_are_the_published_recipe() {
+    let (config, _) = load_config::<RlConfig>(&repo().join("configs/tiny/rl.toml"), &["agent={}".into(), "rollout={}".into()]).unwrap();
+    assert_eq!(config.agent.temperature, 0.5);
+    assert_eq!(config.agent.max_turns, 35);
+    assert_eq!(config.objective.kl_coef, 0.001);
+    assert_eq!(config.objective.kl_estimator, KlEstimator::K3);
+    assert_eq!((config.objective.clip_low, config.objective.clip_high), (0.2, 0.28));
+    assert_eq!(config.rollout.mode, RolloutMode::Queue);
+    assert_eq!(config.rollout.max_policy_lag, 1);
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let path = repo().join("configs/tiny/rl.toml");
+    let err = |set: &str| {
+        let (config, _) = load_config::<RlConfig>(&path, &[set.into()]).unwrap();
+        config.validate().unwrap_err().to_string()
+    };
+    assert!(err("rollout.group_size=1").contains("rollout.group_size = 1"));
+    assert!(err("agent.temperature=0.0").contains("agent.temperature"));
+    assert!(err("train.micro_batch_tokens=100").contains("train.micro_batch_tokens (100)"));
+    assert!(err("objective.clip_low=1.5").contains("clip_low"));
+    let typo = load_config::<RlConfig>(&path, &["rollout.groupsize=4".into()]).unwrap_err().to_string();
+    assert!(typo.contains("unknown field `groupsize`"), "{typo}");
+}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Builds the tiny Qwen3-style tokenizer used by tests and fixtures.
+"""Builds the Qwen3-style tokenizers of the repository: the tiny one used by tests and fixtures
+(default) and the demo curriculum's (--conversations).
 
-Writes assets/tiny-tokenizer/{tokenizer.json,tokenizer_config.json,special_tokens_map.json}.
+Writes OUT/{tokenizer.json,tokenizer_config.json,special_tokens_map.json}.
 
 A byte-level BPE shaped like Qwen2/Qwen3's (NFC normalizer, Qwen's split regex + ByteLevel
 pre-tokenizer, ByteLevel decoder) trained with the `tokenizers` library on the checked-in corpus
@@ -10,21 +11,31 @@ assets/tiny-tokenizer-corpus.txt. Total vocabulary is exactly 512: 486 BPE token
 
 Deterministic: same corpus + same tokenizers version -> byte-identical files.
 
+--conversations FILE.jsonl --vocab-size N trains on chat conversations instead
+(`{"messages": [...], "tools": [...]}` per line, the `forge train sft` format), each rendered with
+the tiny tokenizer's chat template (the text the model will read and write; the added tokens'
+strings left out, as they never reach the BPE), and copies that chat_template.jinja into OUT.
+The demo tokenizer: --conversations assets/sft/demo-trajectories.jsonl --vocab-size 2048
+--out assets/demo-tokenizer.
+
 The corpus is a concatenation of a fixed list of CPython 3.11 stdlib modules (PSF licence);
 `--rebuild-corpus` regenerates it from the running interpreter's stdlib (only needed to change it).
 
 Usage: .venv/bin/python scripts/make_tokenizer.py [--out DIR] [--rebuild-corpus]
+       .venv/bin/python scripts/make_tokenizer.py --conversations FILE.jsonl --vocab-size N --out DIR
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import sys
 import sysconfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(REPO, "assets", "tiny-tokenizer-corpus.txt")
 OUT = os.path.join(REPO, "assets", "tiny-tokenizer")
+TINY = OUT
 
 VOCAB_SIZE = 512
 CORPUS_FILES = [
@@ -67,7 +78,6 @@ ADDED_TOKENS = [
     ("<think>", False),
     ("</think>", False),
 ]
-BPE_VOCAB_SIZE = VOCAB_SIZE - len(ADDED_TOKENS)
 
 
 def rebuild_corpus():
@@ -89,7 +99,28 @@ def corpus_docs():
     return [chunk for chunk in re.split(r"(?<=\n\n)", text) if chunk]
 
 
-def build():
+def conversation_docs(path):
+    """Each conversation of `path` rendered with the tiny tokenizer's chat template, without the
+    added tokens' strings."""
+    from transformers import AutoTokenizer
+    template = AutoTokenizer.from_pretrained(TINY)
+    with open(os.path.join(TINY, "chat_template.jinja"), encoding="utf-8") as f:
+        template.chat_template = f.read()
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            text = template.apply_chat_template(record["messages"], tools=record.get("tools"),
+                                                tokenize=False)
+            for content, _ in ADDED_TOKENS:
+                text = text.replace(content, "\n")
+            docs.append(text)
+    return docs
+
+
+def build(docs, vocab_size):
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers
     from tokenizers import pre_tokenizers, processors, trainers
 
@@ -103,15 +134,18 @@ def build():
                                               use_regex=False)
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
 
+    bpe_vocab_size = vocab_size - len(ADDED_TOKENS)
     trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
+        vocab_size=bpe_vocab_size,
         min_frequency=2,
         show_progress=False,
         special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(corpus_docs(), trainer=trainer)
-    assert tok.get_vocab_size(with_added_tokens=True) == BPE_VOCAB_SIZE, tok.get_vocab_size()
+    tok.train_from_iterator(docs, trainer=trainer)
+    assert tok.get_vocab_size(with_added_tokens=True) == bpe_vocab_size, (
+        f"the corpus yields {tok.get_vocab_size()} BPE tokens, fewer than {bpe_vocab_size}: "
+        "ask for a smaller --vocab-size")
 
     for content, special in ADDED_TOKENS:
         at = AddedToken(content, single_word=False, lstrip=False, rstrip=False, normalized=False,
@@ -120,14 +154,15 @@ def build():
             tok.add_special_tokens([at])
         else:
             tok.add_tokens([at])
-    assert tok.get_vocab_size(with_added_tokens=True) == VOCAB_SIZE, tok.get_vocab_size()
+    assert tok.get_vocab_size(with_added_tokens=True) == vocab_size, tok.get_vocab_size()
     for i, (content, _) in enumerate(ADDED_TOKENS):
-        assert tok.token_to_id(content) == BPE_VOCAB_SIZE + i
+        assert tok.token_to_id(content) == bpe_vocab_size + i
     return tok
 
 
-def write(out_dir):
-    tok = build()
+def write(out_dir, docs, vocab_size):
+    tok = build(docs, vocab_size)
+    bpe_vocab_size = vocab_size - len(ADDED_TOKENS)
     os.makedirs(out_dir, exist_ok=True)
     # tokenizer.json, pretty-printed with sorted-by-id vocab (as tokenizers writes it).
     tok_path = os.path.join(out_dir, "tokenizer.json")
@@ -154,7 +189,7 @@ def write(out_dir):
                 "single_word": False, "special": special}
 
     added_tokens_decoder = {
-        str(BPE_VOCAB_SIZE + i): token_entry(c, s) for i, (c, s) in enumerate(ADDED_TOKENS)
+        str(bpe_vocab_size + i): token_entry(c, s) for i, (c, s) in enumerate(ADDED_TOKENS)
     }
     additional = [c for c, s in ADDED_TOKENS[1:] if s]  # Qwen lists the 13 after <|endoftext|>
     config = {
@@ -184,9 +219,9 @@ def write(out_dir):
         with open(os.path.join(out_dir, name), "w", encoding="utf-8", newline="\n") as f:
             json.dump(obj, f, indent=2, ensure_ascii=False)
             f.write("\n")
-    print(f"wrote {out_dir}: vocab {tok.get_vocab_size()} (BPE {BPE_VOCAB_SIZE} + "
-          f"{len(ADDED_TOKENS)} added), pad <|endoftext|>={BPE_VOCAB_SIZE}, "
-          f"eos <|im_end|>={BPE_VOCAB_SIZE + 2}")
+    print(f"wrote {out_dir}: vocab {tok.get_vocab_size()} (BPE {bpe_vocab_size} + "
+          f"{len(ADDED_TOKENS)} added), pad <|endoftext|>={bpe_vocab_size}, "
+          f"eos <|im_end|>={bpe_vocab_size + 2}")
 
 
 def main():
@@ -194,10 +229,18 @@ def main():
     ap.add_argument("--out", default=OUT)
     ap.add_argument("--rebuild-corpus", action="store_true",
                     help="regenerate the checked-in corpus from this interpreter's stdlib")
+    ap.add_argument("--conversations", help="train on these chat conversations (JSONL) instead")
+    ap.add_argument("--vocab-size", type=int, default=VOCAB_SIZE,
+                    help="total vocabulary, Qwen's 26 added tokens included")
     args = ap.parse_args()
+    if args.conversations:
+        write(args.out, conversation_docs(args.conversations), args.vocab_size)
+        shutil.copyfile(os.path.join(TINY, "chat_template.jinja"),
+                        os.path.join(args.out, "chat_template.jinja"))
+        return
     if args.rebuild_corpus or not os.path.exists(CORPUS):
         rebuild_corpus()
-    write(args.out)
+    write(args.out, corpus_docs(), args.vocab_size)
 
 
 if __name__ == "__main__":

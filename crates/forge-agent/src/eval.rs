@@ -90,7 +90,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     let trajectories_dir = run_dir.join("trajectories");
     std::fs::create_dir_all(&trajectories_dir).map_err(|e| AgentError::io(&trajectories_dir, e))?;
     let rt = Runtime::connect().await?;
-    ensure_bundled_images(&rt, &instances).await;
+    ensure_bundled_images(&rt, &options.dataset, &instances).await;
 
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.workers.max(1)));

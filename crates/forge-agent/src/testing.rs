@@ -28,8 +28,18 @@ impl ScriptedPolicy {
     /// The gold-patch oracle for `instances`: finds the instance by its problem statement in the
     /// prompt and plays [`oracle_turns`].
     pub fn oracle(chat: Arc<ChatFormat>, instances: &[TaskInstance]) -> Self {
-        let scripts: Vec<(String, Vec<String>)> =
-            instances.iter().map(|i| (i.problem_statement.trim().to_string(), oracle_turns(&chat, i))).collect();
+        Self::playing(chat, instances, oracle_turns)
+    }
+
+    /// The gold oracle that edits like an agent: [`edit_oracle_turns`] for one-line fixes (short
+    /// enough for a tiny model to learn from), [`oracle_turns`] for the others.
+    pub fn edit_oracle(chat: Arc<ChatFormat>, instances: &[TaskInstance]) -> Self {
+        Self::playing(chat, instances, |chat, instance| edit_oracle_turns(chat, instance).unwrap_or_else(|| oracle_turns(chat, instance)))
+    }
+
+    /// Plays `turns(instance)` for the instance whose problem statement is in the prompt.
+    fn playing(chat: Arc<ChatFormat>, instances: &[TaskInstance], turns: impl Fn(&ChatFormat, &TaskInstance) -> Vec<String>) -> Self {
+        let scripts: Vec<(String, Vec<String>)> = instances.iter().map(|i| (i.problem_statement.trim().to_string(), turns(&chat, i))).collect();
         Self::new(chat, move |prompt, turn| {
             scripts
                 .iter()
@@ -83,4 +93,47 @@ pub fn oracle_turns(chat: &ChatFormat, instance: &TaskInstance) -> Vec<String> {
         tool_call_text(chat, &[(STR_REPLACE_EDITOR, json!({"command": "view", "path": format!("/testbed/{changed}"), "view_range": [1, 10]}))]),
         tool_call_text(chat, &[(FINISH, json!({"message": "Applied the fix and ran the tests."}))]),
     ]
+}
+
+/// The edit oracle's turns for an instance whose gold patch changes one line: `str_replace` in
+/// `/testbed/<file>` of the removed line's text by the added line's (their common indentation left
+/// out: the shortest text that names the line, since each line of the bundled demo is unique in its
+/// file), then `finish`. `None` for any other patch.
+pub fn edit_oracle_turns(chat: &ChatFormat, instance: &TaskInstance) -> Option<Vec<String>> {
+    let (file, removed, added) = single_line_fix(&instance.patch)?;
+    let indent = removed.len() - removed.trim_start().len();
+    let indent = indent.min(added.len() - added.trim_start().len());
+    let (old_str, new_str) = (removed[indent..].trim_end(), added[indent..].trim_end());
+    let edit = json!({"command": "str_replace", "path": format!("/testbed/{file}"), "old_str": old_str, "new_str": new_str});
+    Some(vec![
+        tool_call_text(chat, &[(STR_REPLACE_EDITOR, edit)]),
+        tool_call_text(chat, &[(FINISH, json!({"message": "Fixed the issue."}))]),
+    ])
+}
+
+/// (file, removed line, added line) of a patch that replaces exactly one line of one file.
+fn single_line_fix(patch: &str) -> Option<(String, String, String)> {
+    let [file] = forge_swe::instance::patch_files(patch).try_into().ok()?;
+    let body = patch.lines().filter(|l| !l.starts_with("---") && !l.starts_with("+++"));
+    let (removed, added): (Vec<&str>, Vec<&str>) = body.filter(|l| l.starts_with(['-', '+'])).partition(|l| l.starts_with('-'));
+    match (removed.as_slice(), added.as_slice()) {
+        ([removed], [added]) => Some((file, removed[1..].to_string(), added[1..].to_string())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_fixes_are_recognised() {
+        let patch = "diff --git a/p/f.py b/p/f.py\nindex 1..2 100644\n--- a/p/f.py\n+++ b/p/f.py\n@@ -1,2 +1,2 @@\n def f(a, b):\n-    return a * b\n+    return a + b\n";
+        let fix = single_line_fix(patch).unwrap();
+        assert_eq!(fix, ("p/f.py".to_string(), "    return a * b".to_string(), "    return a + b".to_string()));
+        let two_lines = patch.replace("+    return a + b\n", "+    return a + b\n+    pass\n");
+        assert_eq!(single_line_fix(&two_lines), None);
+        let two_files = format!("{patch}{}", patch.replace("p/f.py", "p/g.py"));
+        assert_eq!(single_line_fix(&two_files), None);
+    }
 }

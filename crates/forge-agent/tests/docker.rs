@@ -106,6 +106,30 @@ async fn the_oracle_resolves_bundled_tasks_through_the_loop_and_finish_only_does
     assert_no_containers_left(&c.rt, &c.label).await;
 }
 
+/// The edit oracle on demo tasks given by a split file next to their sources (whose images are
+/// built from that directory): one `str_replace` and `finish` per task, every task resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_edit_oracle_resolves_demo_tasks_with_one_edit() {
+    let Some(c) = ctx("edit-oracle").await else { return };
+    let chat = common::tiny_chat();
+    let tmp = tempfile::tempdir().unwrap();
+    let dataset = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo/heldout.jsonl");
+    let tasks: Vec<TaskInstance> = forge_swe::load_instances(&dataset).unwrap().into_iter().take(4).collect();
+    let ids: Vec<String> = tasks.iter().map(|t| t.instance_id.clone()).collect();
+    let oracle = Arc::new(ScriptedPolicy::edit_oracle(chat.clone(), &tasks));
+    let mut options = c.options(tmp.path(), "edit-oracle-run", "oracle", &ids);
+    options.dataset = dataset;
+    let summary = run_agent_eval(oracle, chat, &options).await.unwrap();
+    assert_eq!(summary.grading.resolved_instances, ids.len(), "{:#?}", summary.grading);
+    assert_eq!(summary.agent_steps, 2 * ids.len());
+    for id in &ids {
+        let t: Trajectory = serde_json::from_str(&std::fs::read_to_string(options.run_dir().join(format!("trajectories/{id}.json"))).unwrap()).unwrap();
+        let edit = &t.messages.iter().find(|m| m["role"] == "assistant").unwrap()["tool_calls"][0]["function"];
+        assert_eq!((edit["name"].as_str(), edit["arguments"]["command"].as_str()), (Some("str_replace_editor"), Some("str_replace")), "{id}");
+    }
+    assert_no_containers_left(&c.rt, &c.label).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_turns_then_new_binary_and_edited_files_make_a_patch_that_applies() {
     let Some(c) = ctx("patch").await else { return };

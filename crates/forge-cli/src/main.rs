@@ -162,7 +162,7 @@ enum EvalCommand {
     /// in a fresh container of its instance's image, the tests run, the log graded.
     /// Writes logs/run_evaluation/{run_id}/{model}/{instance_id}/ and {model}.{run_id}.json; with
     /// --model also runs/{run_id}/ (predictions.jsonl, trajectories/, sft.jsonl, sft.resolved.jsonl).
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["predictions", "model"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["predictions", "model", "oracle"])))]
     Swebench {
         /// Instances: parquet, JSONL or JSON (e.g. tasks/bundled.jsonl).
         #[arg(long)]
@@ -173,6 +173,14 @@ enum EvalCommand {
         /// Run the agent with this model (HF directory or org/name) on each instance.
         #[arg(long)]
         model: Option<String>,
+        /// Run the agent loop with the gold oracle instead of a model (gold SFT trajectories): a
+        /// one-line fix as one `str_replace` edit then `finish`, other fixes by `git apply`.
+        #[arg(long, requires = "tokenizer")]
+        oracle: bool,
+        /// With --oracle: the tokenizer directory (tokenizer.json + chat template) the
+        /// trajectories' token records use, e.g. assets/tiny-tokenizer.
+        #[arg(long, requires = "oracle")]
+        tokenizer: Option<PathBuf>,
         #[arg(long)]
         run_id: String,
         /// Agent: assistant turns per instance at most [default: 35].
@@ -391,11 +399,18 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, model: Some(model), run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
-            let dir = forge_model::weights::resolve_model_dir(&model)?;
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir } } => {
+            let chat_dir = match (&model, &tokenizer) {
+                (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
+                (None, Some(tokenizer)) => tokenizer.clone(),
+                (None, None) => unreachable!("clap requires --model or --oracle with --tokenizer"),
+            };
+            if oracle && (dtype.is_some() || device.is_some()) {
+                bail!("--dtype and --device configure the model: --oracle runs none");
+            }
             // Qwen3 templates: the non-thinking format the agent is trained in.
-            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&dir, serde_json::json!({"enable_thinking": false}))?);
-            let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, &model);
+            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?);
+            let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, model.as_deref().unwrap_or("oracle"));
             let defaults = forge_agent::AgentConfig::default();
             options.agent = forge_agent::AgentConfig {
                 max_turns: max_turns.unwrap_or(defaults.max_turns),
@@ -409,12 +424,19 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
-            let model_weights = std::sync::Arc::new(forge_model::load_model(&dir, dtype.unwrap_or(CliDType::F32).into(), &parse_device(device.as_deref().unwrap_or("cpu"))?)?);
-            // the model cannot attend beyond its positions, whatever budget was asked for
-            options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
-            // every worker's agent shares one decoding batch
-            let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1) })?);
-            let summary = tokio::runtime::Runtime::new()?.block_on(forge_agent::run_agent_eval(policy, chat, &options))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = if oracle {
+                let instances = forge_swe::load_instances(&options.dataset)?;
+                let policy = std::sync::Arc::new(forge_agent::testing::ScriptedPolicy::edit_oracle(chat.clone(), &instances));
+                runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
+            } else {
+                let model_weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.unwrap_or(CliDType::F32).into(), &parse_device(device.as_deref().unwrap_or("cpu"))?)?);
+                // the model cannot attend beyond its positions, whatever budget was asked for
+                options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
+                // every worker's agent shares one decoding batch
+                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1) })?);
+                runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
+            };
             eprintln!(
                 "agent: {} episodes run, {} reused; statuses {:?}; {} agent steps in {:.0} s; run {}",
                 summary.episodes_run,
@@ -428,7 +450,7 @@ fn main() -> Result<()> {
         }
         Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
             if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || dtype.is_some() || device.is_some() {
-                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --dtype and --device configure the agent: use them with --model, not --predictions");
+                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --dtype and --device configure the agent: use them with --model (or --oracle), not --predictions");
             }
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
             options.workers = workers;
@@ -439,7 +461,6 @@ fn main() -> Result<()> {
             let summary = tokio::runtime::Runtime::new()?.block_on(forge_swe::run_evaluation(&options))?;
             print_eval_summary(&summary);
         }
-        Command::Eval { command: EvalCommand::Swebench { .. } } => unreachable!("clap requires --predictions or --model"),
         Command::Eval { command: EvalCommand::Regrade { dataset, logs, run_id, grading } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             let summary = forge_swe::regrade(&dataset, &logs, &run_id, grading)?;

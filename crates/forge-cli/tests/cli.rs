@@ -178,12 +178,33 @@ fn data_inspect_shows_text_ids_and_mask() {
     assert!(text.contains("</tool_call><|im_end|>⟧"), "{text}");
 }
 
+/// Every SFT recipe under configs/ parses, and names files that exist (paths are relative to the
+/// repository root).
 #[test]
 fn train_sft_prints_the_resolved_config_and_rejects_unknown_keys() {
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/sft.toml");
-    let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epochs=7", "--print-config"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(String::from_utf8(out.stdout).unwrap().contains("epochs = 7"));
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for recipe in ["tiny", "demo"] {
+        let config = root.join("configs").join(recipe).join("sft.toml");
+        let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+            .current_dir(&root)
+            .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epochs=7", "--print-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{recipe}: {}", stderr(&out));
+        let resolved = String::from_utf8(out.stdout).unwrap();
+        assert!(resolved.contains("epochs = 7"), "{resolved}");
+        let files: Vec<&str> = resolved
+            .lines()
+            .filter_map(|line| line.split_once(" = "))
+            .filter(|(key, _)| ["init_config", "tokenizer", "train"].contains(key))
+            .map(|(_, value)| value.trim_matches('"'))
+            .collect();
+        assert_eq!(files.len(), 3, "{resolved}");
+        for file in files {
+            assert!(root.join(file).exists(), "{recipe}: {file} is missing");
+        }
+    }
+    let config = root.join("configs/tiny/sft.toml");
     let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epoch=7"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown field `epoch`"), "{}", stderr(&out));
@@ -199,6 +220,11 @@ fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_mode
     let both = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--model", &tiny]);
     assert!(!both.status.success());
     assert!(stderr(&both).contains("cannot be used with"), "{}", stderr(&both));
+    let oracle_without_tokenizer = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--oracle"]);
+    assert!(!oracle_without_tokenizer.status.success());
+    assert!(stderr(&oracle_without_tokenizer).contains("--tokenizer"), "{}", stderr(&oracle_without_tokenizer));
+    let oracle_with_model = forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--oracle", "--tokenizer", &tiny, "--model", &tiny]);
+    assert!(stderr(&oracle_with_model).contains("cannot be used with"), "{}", stderr(&oracle_with_model));
     // a temporary output dir: were the rule broken, the evaluation would run and write there
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().display().to_string();

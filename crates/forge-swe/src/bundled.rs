@@ -34,6 +34,20 @@ pub fn default_tasks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks")
 }
 
+/// The task sources a dataset file belongs to: its own directory when that holds bundled
+/// projects (`tasks-demo/heldout.jsonl` → `tasks-demo/`), else [`default_tasks_dir`].
+pub fn tasks_dir_for(dataset: &Path) -> PathBuf {
+    let own = dataset.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let holds_projects = std::fs::read_dir(own)
+        .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.path().join("repo").is_dir()))
+        .unwrap_or(false);
+    if holds_projects {
+        own.to_path_buf()
+    } else {
+        default_tasks_dir()
+    }
+}
+
 /// The checked-in dataset of the bundled tasks.
 pub fn dataset_path(tasks_dir: &Path) -> PathBuf {
     tasks_dir.join("bundled.jsonl")

@@ -429,10 +429,10 @@ async fn run_in(
     Ok(done(log, Outcome::Graded { report }))
 }
 
-/// Builds the images of the bundled task set when an instance names one (`forge-swe/...`) that
-/// is missing, from the task sources (`FORGE_SWE_TASKS` or this checkout's `tasks/`). Failures
-/// are logged; the affected instances then end as "image missing" errors.
-pub async fn ensure_bundled_images(rt: &Runtime, instances: &[TaskInstance]) {
+/// Builds the images of a bundled task set when an instance names one (`forge-swe/...`) that is
+/// missing, from the task sources `dataset` belongs to ([`crate::bundled::tasks_dir_for`]).
+/// Failures are logged; the affected instances then end as "image missing" errors.
+pub async fn ensure_bundled_images(rt: &Runtime, dataset: &Path, instances: &[TaskInstance]) {
     let mut missing = false;
     for img in instances.iter().filter_map(|i| i.image.as_deref()) {
         if img.starts_with("forge-swe/") && rt.image_info(img).await.is_err() {
@@ -441,7 +441,7 @@ pub async fn ensure_bundled_images(rt: &Runtime, instances: &[TaskInstance]) {
         }
     }
     if missing {
-        let dir = crate::bundled::default_tasks_dir();
+        let dir = crate::bundled::tasks_dir_for(dataset);
         tracing::info!(tasks = %dir.display(), "building the bundled task images");
         if let Err(e) = crate::bundled::prepare(rt, &dir).await {
             tracing::warn!("could not build the bundled task images: {e}");
@@ -634,7 +634,7 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         .join(&opts.run_id)
         .join(&model_dir);
     let rt = Runtime::connect().await?;
-    ensure_bundled_images(&rt, &instances).await;
+    ensure_bundled_images(&rt, &opts.dataset, &instances).await;
     let mut labels = opts.labels.clone();
     labels.insert(LABEL_RUN.into(), opts.run_id.clone());
     let exec_opts = Arc::new(ExecOptions {

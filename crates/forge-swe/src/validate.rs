@@ -31,7 +31,7 @@ pub async fn validate_file(
 ) -> crate::Result<Vec<TaskValidation>> {
     let instances = crate::load_instances(tasks)?;
     let rt = Runtime::connect().await?;
-    crate::harness::ensure_bundled_images(&rt, &instances).await;
+    crate::harness::ensure_bundled_images(&rt, tasks, &instances).await;
     let opts = ExecOptions {
         timeout,
         version,

@@ -152,33 +152,32 @@ fn patch_file_headers() {
     assert_eq!(patch_files(p), vec!["x/y.py", "tests/t.py"]);
 }
 
-/// The checked-in dataset matches its sources: the histories rebuilt here (host git, fixed
-/// names and dates) give the same commits and patches.
-#[test]
-fn bundled_dataset_matches_sources() {
-    let dir = bundled::default_tasks_dir();
-    let repos = bundled::discover(&dir).unwrap();
-    assert!(repos.len() >= 4);
+/// The checked-in dataset of `dir` matches its sources: the histories rebuilt here (host git,
+/// fixed names and dates) give the same commits and patches. Returns (projects, instances).
+fn assert_dataset_matches_sources(dir: &Path) -> (usize, Vec<forge_swe::TaskInstance>) {
+    let repos = bundled::discover(dir).unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let built: Vec<_> = repos
         .iter()
         .map(|r| bundled::build_repo(r, &tmp.path().join(&r.name)).unwrap())
         .collect();
     let fresh = bundled::instances_of(&built, &Default::default());
-    let checked_in = load_instances(&bundled::dataset_path(&dir)).unwrap();
-    assert!(checked_in.len() >= 12);
+    let checked_in = load_instances(&bundled::dataset_path(dir)).unwrap();
     assert_eq!(fresh.len(), checked_in.len());
     let mut images = std::collections::BTreeSet::new();
     for (a, b) in checked_in.iter().zip(&fresh) {
         assert_eq!(a.instance_id, b.instance_id);
         assert_eq!(
-            a.base_commit, b.base_commit,
-            "{}: regenerate tasks/bundled.jsonl",
-            a.instance_id
+            a.base_commit,
+            b.base_commit,
+            "{}: regenerate {}",
+            a.instance_id,
+            bundled::dataset_path(dir).display()
         );
         assert_eq!(a.patch, b.patch, "{}", a.instance_id);
         assert_eq!(a.test_patch, b.test_patch, "{}", a.instance_id);
         assert_eq!(a.image, b.image);
+        assert_eq!(a.problem_statement, b.problem_statement, "{}", a.instance_id);
         assert!(
             !a.fail_to_pass.is_empty() && !a.pass_to_pass.is_empty(),
             "{}",
@@ -198,6 +197,56 @@ fn bundled_dataset_matches_sources() {
     // base commits differ within a project
     let bases: std::collections::BTreeSet<_> = checked_in.iter().map(|i| &i.base_commit).collect();
     assert_eq!(bases.len(), checked_in.len());
+    (repos.len(), checked_in)
+}
+
+#[test]
+fn bundled_dataset_matches_sources() {
+    let (projects, instances) = assert_dataset_matches_sources(&bundled::default_tasks_dir());
+    assert!(projects >= 4);
+    assert!(instances.len() >= 12);
+}
+
+fn demo_tasks_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo")
+}
+
+/// The demo curriculum (`scripts/make_demo_tasks.py`): one project, train and held-out splits that
+/// partition it, every gold patch one changed line, held-out function names unseen in training.
+#[test]
+fn demo_dataset_matches_sources_and_splits_partition_it() {
+    let dir = demo_tasks_dir();
+    let (projects, instances) = assert_dataset_matches_sources(&dir);
+    assert_eq!(projects, 1);
+    let train = load_instances(&dir.join("train.jsonl")).unwrap();
+    let heldout = load_instances(&dir.join("heldout.jsonl")).unwrap();
+    assert_eq!(train.len() + heldout.len(), instances.len());
+    assert!(!heldout.is_empty() && train.len() > heldout.len());
+    for split in [&train, &heldout] {
+        for inst in split.iter() {
+            let original = instances.iter().find(|i| i.instance_id == inst.instance_id);
+            assert_eq!(original, Some(inst), "splits are records of bundled.jsonl");
+        }
+    }
+    let function = |i: &forge_swe::TaskInstance| patch_files(&i.patch)[0].clone();
+    let trained: std::collections::BTreeSet<String> = train.iter().map(function).collect();
+    for inst in &instances {
+        let changed = |sign: char| inst.patch.lines().filter(|l| l.starts_with(sign) && !l.starts_with(&format!("{sign}{sign}{sign}"))).count();
+        assert_eq!((changed('-'), changed('+')), (1, 1), "{}: a one-line fix", inst.instance_id);
+    }
+    assert!(heldout.iter().all(|i| !trained.contains(&function(i))), "held-out functions are not trained on");
+}
+
+/// Images are built from the task sources the dataset file sits with, else from `tasks/`.
+#[test]
+fn tasks_dir_is_found_from_the_dataset_file() {
+    let demo = demo_tasks_dir();
+    assert_eq!(bundled::tasks_dir_for(&demo.join("heldout.jsonl")), demo);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let dataset = elsewhere.path().join("instances.jsonl");
+    assert_eq!(bundled::tasks_dir_for(&dataset), bundled::default_tasks_dir());
+    std::fs::create_dir_all(elsewhere.path().join("proj/repo")).unwrap();
+    assert_eq!(bundled::tasks_dir_for(&dataset), elsewhere.path());
 }
 
 /// For every SWE-bench Verified instance: a log in its parser's format in which every

@@ -1,0 +1,2 @@
+def blend_index(a, b):
+    return a + b + 5

@@ -1,0 +1,2 @@
+def blend_level(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def blend_price(a, b):
+    return a >= b

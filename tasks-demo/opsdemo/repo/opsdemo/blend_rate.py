@@ -1,0 +1,2 @@
+def blend_rate(a, b):
+    return a + b

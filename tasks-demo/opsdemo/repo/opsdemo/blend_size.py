@@ -1,0 +1,2 @@
+def blend_size(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def blend_total(a, b):
+    return a >= b

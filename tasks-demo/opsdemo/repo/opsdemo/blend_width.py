@@ -1,0 +1,2 @@
+def blend_width(a, b):
+    return a * b

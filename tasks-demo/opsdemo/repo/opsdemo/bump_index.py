@@ -1,0 +1,2 @@
+def bump_index(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def bump_level(a, b):
+    return a > b

@@ -1,0 +1,2 @@
+def bump_limit(a, b):
+    return a - b

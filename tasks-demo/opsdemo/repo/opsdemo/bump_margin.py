@@ -1,0 +1,2 @@
+def bump_margin(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def bump_offset(a, b):
+    return a < b

@@ -1,0 +1,2 @@
+def bump_rate(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def bump_size(a, b):
+    return a <= b

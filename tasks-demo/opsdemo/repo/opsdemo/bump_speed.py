@@ -1,0 +1,2 @@
+def bump_speed(a, b):
+    return a <= b

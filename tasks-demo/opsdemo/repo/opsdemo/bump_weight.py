@@ -1,0 +1,2 @@
+def bump_weight(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def bump_width(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def clamp_index(a, b):
+    return a > b

@@ -1,0 +1,2 @@
+def clamp_margin(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def clamp_offset(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def clamp_price(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def clamp_rate(a, b):
+    return a > b

@@ -1,0 +1,2 @@
+def clamp_size(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def clamp_total(a, b):
+    return a >= b

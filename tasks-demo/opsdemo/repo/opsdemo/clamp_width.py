@@ -1,0 +1,2 @@
+def clamp_width(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def count_margin(a, b):
+    return a * b

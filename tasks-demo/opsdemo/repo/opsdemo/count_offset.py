@@ -1,0 +1,2 @@
+def count_offset(a, b):
+    return a >= b

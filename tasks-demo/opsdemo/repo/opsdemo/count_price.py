@@ -1,0 +1,2 @@
+def count_price(a, b):
+    return a < b

@@ -1,0 +1,2 @@
+def count_rate(a, b):
+    return a >= b

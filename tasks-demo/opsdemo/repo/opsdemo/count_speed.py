@@ -1,0 +1,2 @@
+def count_speed(a, b):
+    return a < b

@@ -1,0 +1,2 @@
+def count_total(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def count_width(a, b):
+    return a * b

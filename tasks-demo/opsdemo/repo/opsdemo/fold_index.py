@@ -1,0 +1,2 @@
+def fold_index(a, b):
+    return a + b + 4

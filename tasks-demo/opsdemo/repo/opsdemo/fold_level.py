@@ -1,0 +1,2 @@
+def fold_level(a, b):
+    return a <= b

@@ -1,0 +1,2 @@
+def fold_limit(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def fold_margin(a, b):
+    return a + b + 3

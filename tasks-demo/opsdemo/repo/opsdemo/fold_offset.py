@@ -1,0 +1,2 @@
+def fold_offset(a, b):
+    return a < b

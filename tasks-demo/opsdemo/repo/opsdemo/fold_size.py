@@ -1,0 +1,2 @@
+def fold_size(a, b):
+    return a <= b

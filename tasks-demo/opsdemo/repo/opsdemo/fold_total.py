@@ -1,0 +1,2 @@
+def fold_total(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def fold_weight(a, b):
+    return a + b + 2

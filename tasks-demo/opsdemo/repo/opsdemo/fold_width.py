@@ -1,0 +1,2 @@
+def fold_width(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def join_index(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def join_offset(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def join_rate(a, b):
+    return a * b

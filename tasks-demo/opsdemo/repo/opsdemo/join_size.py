@@ -1,0 +1,2 @@
+def join_size(a, b):
+    return a + b + 3

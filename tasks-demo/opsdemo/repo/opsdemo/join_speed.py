@@ -1,0 +1,2 @@
+def join_speed(a, b):
+    return a >= b

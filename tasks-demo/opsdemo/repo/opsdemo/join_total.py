@@ -1,0 +1,2 @@
+def join_total(a, b):
+    return a + b + 7

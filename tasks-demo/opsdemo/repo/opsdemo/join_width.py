@@ -1,0 +1,2 @@
+def join_width(a, b):
+    return a >= b

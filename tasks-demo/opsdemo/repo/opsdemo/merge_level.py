@@ -1,0 +1,2 @@
+def merge_level(a, b):
+    return a - b

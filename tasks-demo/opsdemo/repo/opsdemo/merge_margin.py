@@ -1,0 +1,2 @@
+def merge_margin(a, b):
+    return a <= b

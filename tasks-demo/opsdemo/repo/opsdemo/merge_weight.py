@@ -1,0 +1,2 @@
+def merge_weight(a, b):
+    return a <= b

@@ -1,0 +1,2 @@
+def merge_width(a, b):
+    return a + b + 1

@@ -1,0 +1,2 @@
+def mix_level(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def mix_margin(a, b):
+    return a + b + 2

@@ -1,0 +1,2 @@
+def mix_offset(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def mix_rate(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def mix_size(a, b):
+    return a + b + 4

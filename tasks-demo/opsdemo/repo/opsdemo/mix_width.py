@@ -1,0 +1,2 @@
+def mix_width(a, b):
+    return a - b

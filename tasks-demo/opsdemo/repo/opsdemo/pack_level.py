@@ -1,0 +1,2 @@
+def pack_level(a, b):
+    return a - b

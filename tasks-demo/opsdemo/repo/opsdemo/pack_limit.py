@@ -1,0 +1,2 @@
+def pack_limit(a, b):
+    return a + b + 4

@@ -1,0 +1,2 @@
+def pack_margin(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def pack_offset(a, b):
+    return a - b

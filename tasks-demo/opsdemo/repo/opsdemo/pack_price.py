@@ -1,0 +1,2 @@
+def pack_price(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def pack_rate(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def pack_size(a, b):
+    return a <= b

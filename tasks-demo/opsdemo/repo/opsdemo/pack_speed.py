@@ -1,0 +1,2 @@
+def pack_speed(a, b):
+    return a > b

@@ -1,0 +1,2 @@
+def pack_total(a, b):
+    return a + b + 1

@@ -1,0 +1,2 @@
+def pack_weight(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def pack_width(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def round_index(a, b):
+    return a + b + 6

@@ -1,0 +1,2 @@
+def round_margin(a, b):
+    return a <= b

@@ -1,0 +1,2 @@
+def round_offset(a, b):
+    return a + b + 2

@@ -1,0 +1,2 @@
+def round_price(a, b):
+    return a + b

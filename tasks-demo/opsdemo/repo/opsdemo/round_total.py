@@ -1,0 +1,2 @@
+def round_total(a, b):
+    return a + b + 2

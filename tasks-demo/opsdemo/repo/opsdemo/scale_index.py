@@ -1,0 +1,2 @@
+def scale_index(a, b):
+    return a > b

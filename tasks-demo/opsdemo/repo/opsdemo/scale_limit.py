@@ -1,0 +1,2 @@
+def scale_limit(a, b):
+    return a + b

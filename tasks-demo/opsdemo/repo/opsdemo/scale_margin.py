@@ -1,0 +1,2 @@
+def scale_margin(a, b):
+    return a + b + 7

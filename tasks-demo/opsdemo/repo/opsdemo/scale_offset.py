@@ -1,0 +1,2 @@
+def scale_offset(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def scale_rate(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def scale_width(a, b):
+    return a >= b

@@ -1,0 +1,2 @@
+def score_level(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def score_offset(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def score_rate(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def score_weight(a, b):
+    return a < b

@@ -1,0 +1,2 @@
+def score_width(a, b):
+    return a * b

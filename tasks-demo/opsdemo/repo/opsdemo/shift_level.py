@@ -1,0 +1,2 @@
+def shift_level(a, b):
+    return a - b

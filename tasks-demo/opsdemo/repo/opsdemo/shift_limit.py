@@ -1,0 +1,2 @@
+def shift_limit(a, b):
+    return a < b

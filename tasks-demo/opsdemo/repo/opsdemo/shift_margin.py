@@ -1,0 +1,2 @@
+def shift_margin(a, b):
+    return a > b

@@ -1,0 +1,2 @@
+def shift_offset(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def shift_price(a, b):
+    return a <= b

@@ -1,0 +1,2 @@
+def shift_speed(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def shift_weight(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def split_limit(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def split_offset(a, b):
+    return a + b

@@ -1,0 +1,2 @@
+def split_rate(a, b):
+    return a + b + 8

@@ -1,0 +1,2 @@
+def split_size(a, b):
+    return a + b + 3

@@ -1,0 +1,2 @@
+def split_speed(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def split_total(a, b):
+    return a + b + 4

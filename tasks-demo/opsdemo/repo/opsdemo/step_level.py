@@ -1,0 +1,2 @@
+def step_level(a, b):
+    return a >= b

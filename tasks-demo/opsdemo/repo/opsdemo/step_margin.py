@@ -1,0 +1,2 @@
+def step_margin(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def step_price(a, b):
+    return a >= b

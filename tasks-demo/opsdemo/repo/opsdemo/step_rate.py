@@ -1,0 +1,2 @@
+def step_rate(a, b):
+    return a + b

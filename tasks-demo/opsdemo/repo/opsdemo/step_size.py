@@ -1,0 +1,2 @@
+def step_size(a, b):
+    return a <= b

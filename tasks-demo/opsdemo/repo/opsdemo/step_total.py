@@ -1,0 +1,2 @@
+def step_total(a, b):
+    return a < b

@@ -1,0 +1,2 @@
+def step_width(a, b):
+    return a + b + 2

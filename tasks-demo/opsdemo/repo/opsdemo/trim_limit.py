@@ -1,0 +1,2 @@
+def trim_limit(a, b):
+    return a + b + 8

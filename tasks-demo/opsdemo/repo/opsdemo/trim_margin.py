@@ -1,0 +1,2 @@
+def trim_margin(a, b):
+    return a >= b

@@ -1,0 +1,2 @@
+def trim_offset(a, b):
+    return a + b + 2

@@ -1,0 +1,2 @@
+def trim_rate(a, b):
+    return a - b

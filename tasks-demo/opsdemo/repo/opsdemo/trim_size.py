@@ -1,0 +1,2 @@
+def trim_size(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def trim_speed(a, b):
+    return a - b

@@ -1,0 +1,2 @@
+def trim_weight(a, b):
+    return a + b + 1

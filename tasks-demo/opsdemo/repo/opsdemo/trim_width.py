@@ -1,0 +1,2 @@
+def trim_width(a, b):
+    return a > b

@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
-"""The demo curriculum: `tasks-demo/`, one bundled project (`opsdemo`) of one-line bugs small
-enough for a tiny model trained on CPU, split into train and held-out tasks.
+"""The demo curriculum: `tasks-demo/`, twelve small bundled projects of one-line bugs, small
+enough for a tiny model trained on CPU; nine projects train, three are held out.
 
-`opsdemo` has one tiny function per module (`opsdemo/<name>.py`, `def <name>(a, b): return <expr>`)
-and one test file per function. Each task is a templated bug in one function: a wrong arithmetic
-operator, a flipped comparison, or a constant off by one. Its issue, written as a user would (several
-wordings), names the function and states both the current and the expected expression, so the fix
-follows from the issue alone. The task's fix.patch is the one-line fix plus a new test in the
-function's test file (the file's existing smoke test is the PASS_TO_PASS side).
+Every project is a copy of the same package `opsdemo` with one tiny function per module
+(`opsdemo/<name>.py`, `def <name>(a, b): return <expr>`, the same six names everywhere) and one test
+file per function, but each project has its own bugs: per function a templated one-line bug — a
+wrong arithmetic operator, a flipped comparison, or a constant off by one. Its issue, written as a
+user would (several wordings), names the function and states both the current and the expected
+expression, so the fix follows from the issue alone. The task's fix.patch is the one-line fix plus a
+new test in the function's test file (the file's existing smoke test is the PASS_TO_PASS side).
 
-Function names are `<verb>_<noun>` from two small word lists; the held-out names are combinations
-not used for training, of words that all occur in the training names.
+Held out are whole repositories: projects whose bug combinations the model never saw. (An earlier
+version held out unseen function names; a ~1M-parameter model trained for minutes learns the
+format but not to copy names it has never produced, so nothing could be learned from it.)
 
 Steps (deterministic: fixed seed, standard library only, fixed git identity):
-  1. write tasks-demo/opsdemo/{repo/, NNN-<name>/{task.json,fix.patch}} (previous contents removed);
-  2. `forge-swe-tasks generate tasks-demo` (builds the image, runs the tests in containers, writes
+  1. write tasks-demo/<project>/{repo/, NNN-<name>/{task.json,fix.patch}} (previous contents removed);
+  2. `forge-swe-tasks generate tasks-demo` (builds the images, runs the tests in containers, writes
      tasks-demo/bundled.jsonl; needs Docker and forge/base:py3) unless --sources-only;
   3. tasks-demo/train.jsonl and tasks-demo/heldout.jsonl: the two splits of bundled.jsonl.
 
@@ -31,15 +33,11 @@ import sys
 import tempfile
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROJECT = "opsdemo"
+PACKAGE = "opsdemo"
 SEED = 7
-TASKS = 160
-HELDOUT = 32
-
-VERBS = ["scale", "merge", "shift", "blend", "clamp", "count", "score", "pack", "step", "mix",
-         "join", "trim", "fold", "round", "split", "bump"]
-NOUNS = ["total", "price", "width", "speed", "level", "index", "weight", "limit", "rate", "size",
-         "offset", "margin"]
+PROJECTS = [f"ops{i:02d}" for i in range(1, 13)]
+HELDOUT_PROJECTS = PROJECTS[-3:]
+FUNCTIONS = ["scale_total", "merge_price", "shift_width", "blend_speed", "clamp_level", "count_index"]
 
 # Bug kinds: half wrong operators, a quarter flipped comparisons, a quarter off-by-one constants.
 OPERATORS = ["+", "-", "*"]
@@ -93,25 +91,11 @@ def example_args(good, bad, rng):
     return pairs
 
 
-def choose_names(rng):
-    """TASKS distinct names, the last HELDOUT of them held out, every held-out word seen in train."""
-    combos = [f"{v}_{n}" for v in VERBS for n in NOUNS]
-    while True:
-        names = rng.sample(combos, TASKS)
-        train = names[: TASKS - HELDOUT]
-        seen = {w for name in train for w in name.split("_")}
-        if all(set(name.split("_")) <= seen for name in names[TASKS - HELDOUT:]):
-            return names
-
-
-def make_tasks():
-    rng = random.Random(SEED)
-    names = choose_names(rng)
-    heldout = set(names[TASKS - HELDOUT:])
-    # History order mixes the splits (a held-out task is not always late in the history).
-    order = sorted(names, key=lambda _: rng.random())
-    kinds = ["operator"] * (TASKS // 2) + ["comparison"] * (TASKS // 4) + ["constant"] * (TASKS // 4)
-    rng.shuffle(kinds)
+def make_tasks(project, rng):
+    """One task per function of `project`, in a shuffled history order."""
+    order = sorted(FUNCTIONS, key=lambda _: rng.random())
+    kinds = [rng.choice(["operator", "operator", "comparison", "constant"]) for _ in order]
+    split = "heldout" if project in HELDOUT_PROJECTS else "train"
     tasks = []
     for k, (name, kind) in enumerate(zip(order, kinds), start=1):
         good, bad = expression(kind, rng)
@@ -121,7 +105,8 @@ def make_tasks():
                       good_value=evaluate(good, *pairs[0]), bad_value=evaluate(bad, *pairs[0]))
         statement = rng.choice(TITLES).format(**fields) + "\n\n" + rng.choice(BODIES).format(**fields)
         tasks.append(dict(number=k, name=name, kind=kind, good=good, bad=bad, pairs=pairs,
-                          statement=statement, split="heldout" if name in heldout else "train"))
+                          statement=statement, split=split,
+                          instance_id=f"forge__{project}-{k}"))
     return tasks
 
 
@@ -170,23 +155,23 @@ def fix_patch(task):
         return git(scratch, "diff", "--no-color", "--no-ext-diff")
 
 
-def write_sources(out, tasks):
-    project = os.path.join(out, PROJECT)
+def write_sources(out, name_of_project, tasks):
+    project = os.path.join(out, name_of_project)
     shutil.rmtree(project, ignore_errors=True)
     repo = os.path.join(project, "repo")
     write(os.path.join(repo, "pyproject.toml"),
-          f'[project]\nname = "{PROJECT}"\nversion = "0.1.0"\nrequires-python = ">=3.8"\n')
+          f'[project]\nname = "{PACKAGE}"\nversion = "0.1.0"\nrequires-python = ">=3.8"\n')
     write(os.path.join(repo, "README.md"),
-          f"# {PROJECT}\n\nSmall arithmetic helpers, one function per module.\n")
-    write(os.path.join(repo, PROJECT, "__init__.py"), '"""Small arithmetic helpers."""\n')
+          f"# {PACKAGE}\n\nSmall arithmetic helpers, one function per module.\n")
+    write(os.path.join(repo, PACKAGE, "__init__.py"), '"""Small arithmetic helpers."""\n')
     write(os.path.join(repo, "tests", "__init__.py"), "")
     for t in tasks:
         name = t["name"]
-        write(os.path.join(repo, PROJECT, f"{name}.py"), source(name, t["good"]))
+        write(os.path.join(repo, PACKAGE, f"{name}.py"), source(name, t["good"]))
         write(os.path.join(repo, "tests", f"test_{name}.py"), smoke_test(name) + value_test(t))
         task_dir = os.path.join(project, f"{t['number']:03d}-{name.replace('_', '-')}")
         meta = {
-            "instance_id": f"forge__{PROJECT}-{t['number']}",
+            "instance_id": t["instance_id"],
             "created_at": f"2024-07-{1 + t['number'] // 3:02d}T{t['number'] % 24:02d}:00:00Z",
             "difficulty": "<15 min fix",
             "problem_statement": t["statement"],
@@ -203,7 +188,7 @@ def generate_dataset(out):
 
 
 def write_splits(out, tasks):
-    split_of = {f"forge__{PROJECT}-{t['number']}": t["split"] for t in tasks}
+    split_of = {t["instance_id"]: t["split"] for t in tasks}
     with open(os.path.join(out, "bundled.jsonl"), encoding="utf-8") as f:
         lines = [line for line in f if line.strip()]
     for split in ("train", "heldout"):
@@ -219,9 +204,16 @@ def main():
     ap.add_argument("--sources-only", action="store_true",
                     help="write the task sources only (no Docker): no bundled.jsonl, no splits")
     args = ap.parse_args()
-    tasks = make_tasks()
-    write_sources(args.out, tasks)
-    print(f"wrote {len(tasks)} tasks under {args.out}/{PROJECT}")
+    rng = random.Random(SEED)
+    for stale in os.listdir(args.out) if os.path.isdir(args.out) else []:
+        if os.path.isdir(os.path.join(args.out, stale, "repo")):
+            shutil.rmtree(os.path.join(args.out, stale))
+    tasks = []
+    for project in PROJECTS:
+        project_tasks = make_tasks(project, rng)
+        write_sources(args.out, project, project_tasks)
+        tasks += project_tasks
+    print(f"wrote {len(tasks)} tasks in {len(PROJECTS)} projects under {args.out}")
     if args.sources_only:
         return
     generate_dataset(args.out)

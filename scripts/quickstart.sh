@@ -1,32 +1,50 @@
 #!/usr/bin/env bash
-# The README's first command: builds `forge` and runs the main job on the embedded default —
-# SFT of a tiny Qwen3 (random init, ~1M parameters) on the bundled repair trajectories, on CPU,
-# in a few minutes; then shows how the trainer saw one example, scores a trajectory with the
-# trained model, and exports it in the Hugging Face layout. (RL arrives with `forge train rl`.)
+# The README's first command: the main job on the embedded default, on CPU, with all set-up —
+#   1. SFT warm start: a tiny Qwen3 (random init, ~1M parameters) on the edit oracle's gold agent
+#      trajectories of the demo curriculum's TRAIN tasks (configs/demo/sft.toml);
+#   2. GRPO RL on the TRAIN tasks: the agent rolls out in Docker, reward 1 iff the tests pass
+#      (configs/demo/rl.toml);
+#   3. the HELD-OUT solve rate (tasks-demo/heldout.jsonl, greedy, real containers and grading)
+#      before SFT, after SFT and after RL.
+# Usage: scripts/quickstart.sh [RUN_DIR]   (SEED=n picks the seed of SFT and RL; default 0)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
+SEED="${SEED:-0}"
+RUN="${1:-runs/quickstart}"
+
+scripts/build-base-image.sh
 cargo build --release --locked -p forge-cli
 FORGE="$CARGO_TARGET_DIR/release/forge"
-RUN="${1:-runs/quickstart-sft}"
 rm -rf "$RUN"
+mkdir -p "$RUN"
 
-echo "== forge data inspect: what the model learns (trained spans in ⟦ ⟧)"
-"$FORGE" data inspect --model assets/tiny-tokenizer --data assets/sft/tiny-trajectories.jsonl --limit 1 | head -c 1500
-echo
-
-echo "== forge train sft --config configs/tiny/sft.toml"
-"$FORGE" train sft --config configs/tiny/sft.toml --set "run.dir=\"$RUN\""
-python3 - "$RUN/metrics.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-first, last = rows[0], rows[-1]
-print(f"  {len(rows)} steps: loss {first['loss']:.3f} -> {last['loss']:.3f}; "
-      f"{sum(r['tokens'] for r in rows) / sum(r['tokens'] / r['tokens_per_s'] for r in rows):.0f} tokens/s")
+heldout() {  # heldout NAME MODEL_DIR: greedy agent on the held-out tasks; prints "resolved/total"
+  "$FORGE" eval swebench --dataset tasks-demo/heldout.jsonl --model "$2" --run-id "$1" \
+    --max-turns 4 --temperature 0 --workers 4 --timeout 60 --output-dir "$RUN/eval" >"$RUN/eval-$1.log" 2>&1 \
+    || { cat "$RUN/eval-$1.log" >&2; exit 1; }
+  python3 - "$RUN/eval" "$1" <<'PY'
+import glob, json, sys
+summary = json.load(open(glob.glob(f"{sys.argv[1]}/*.{sys.argv[2]}.json")[0]))
+print(f"{summary['resolved_instances']}/{summary['total_instances']}")
 PY
-echo "  run directory: $RUN (config.toml, metrics.jsonl, events.out.tfevents.*, loss.svg, checkpoints/, model/)"
+}
 
-echo "== forge export (HF layout, bf16)"
-"$FORGE" export --checkpoint "$RUN/model" --out "$RUN/export-bf16" --dtype bf16 --force
-ls "$RUN/export-bf16"
+echo "== 1. SFT warm start (configs/demo/sft.toml, seed $SEED)"
+# the random initialisation, as a model directory, to measure "before SFT"
+"$FORGE" train sft --config configs/demo/sft.toml --set "run.dir=\"$RUN/init\"" --set train.max_steps=0 \
+  --set 'optim.schedule="constant"' --set "model.init_seed=$SEED" >"$RUN/init.log" 2>&1
+"$FORGE" train sft --config configs/demo/sft.toml --set "run.dir=\"$RUN/sft\"" \
+  --set "model.init_seed=$SEED" --set "train.seed=$SEED"
+
+echo "== 2. GRPO (configs/demo/rl.toml, seed $SEED)"
+"$FORGE" train rl --config configs/demo/rl.toml --set "model.path=\"$RUN/sft/model\"" \
+  --set "run.dir=\"$RUN/rl\"" --set "train.seed=$SEED"
+
+echo "== 3. held-out solve rate (tasks-demo/heldout.jsonl, greedy)"
+before=$(heldout before-sft "$RUN/init/model")
+after_sft=$(heldout after-sft "$RUN/sft/model")
+after_rl=$(heldout after-rl "$RUN/rl/model")
+printf '{"seed": %s, "before_sft": "%s", "after_sft": "%s", "after_rl": "%s"}\n' "$SEED" "$before" "$after_sft" "$after_rl" | tee "$RUN/heldout.json"
+echo "   before SFT $before · after SFT $after_sft · after RL $after_rl   (run directory: $RUN)"

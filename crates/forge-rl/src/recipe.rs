@@ -137,7 +137,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let instances: Vec<Arc<TaskInstance>> = instances.into_iter().map(Arc::new).collect();
     let runtime = Runtime::connect().await?;
     let owned: Vec<TaskInstance> = instances.iter().map(|i| (**i).clone()).collect();
-    ensure_bundled_images(&runtime, &owned).await;
+    ensure_bundled_images(&runtime, &config.data.train, &owned).await;
 
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for

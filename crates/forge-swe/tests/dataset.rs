@@ -211,13 +211,13 @@ fn demo_tasks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo")
 }
 
-/// The demo curriculum (`scripts/make_demo_tasks.py`): one project, train and held-out splits that
-/// partition it, every gold patch one changed line, held-out function names unseen in training.
+/// The demo curriculum (`scripts/make_demo_tasks.py`): twelve projects, train and held-out splits
+/// that partition them, every gold patch one changed line, held-out repositories unseen in training.
 #[test]
 fn demo_dataset_matches_sources_and_splits_partition_it() {
     let dir = demo_tasks_dir();
     let (projects, instances) = assert_dataset_matches_sources(&dir);
-    assert_eq!(projects, 1);
+    assert_eq!(projects, 12);
     let train = load_instances(&dir.join("train.jsonl")).unwrap();
     let heldout = load_instances(&dir.join("heldout.jsonl")).unwrap();
     assert_eq!(train.len() + heldout.len(), instances.len());
@@ -228,13 +228,12 @@ fn demo_dataset_matches_sources_and_splits_partition_it() {
             assert_eq!(original, Some(inst), "splits are records of bundled.jsonl");
         }
     }
-    let function = |i: &forge_swe::TaskInstance| patch_files(&i.patch)[0].clone();
-    let trained: std::collections::BTreeSet<String> = train.iter().map(function).collect();
+    let trained: std::collections::BTreeSet<&str> = train.iter().map(|i| i.repo.as_str()).collect();
     for inst in &instances {
         let changed = |sign: char| inst.patch.lines().filter(|l| l.starts_with(sign) && !l.starts_with(&format!("{sign}{sign}{sign}"))).count();
         assert_eq!((changed('-'), changed('+')), (1, 1), "{}: a one-line fix", inst.instance_id);
     }
-    assert!(heldout.iter().all(|i| !trained.contains(&function(i))), "held-out functions are not trained on");
+    assert!(heldout.iter().all(|i| !trained.contains(i.repo.as_str())), "held-out repositories are not trained on");
 }
 
 /// Images are built from the task sources the dataset file sits with, else from `tasks/`.

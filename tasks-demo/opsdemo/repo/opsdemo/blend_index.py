@@ -1,2 +1,0 @@
-def blend_index(a, b):
-    return a + b + 5

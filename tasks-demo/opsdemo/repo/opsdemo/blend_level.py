@@ -1,2 +1,0 @@
-def blend_level(a, b):
-    return a * b

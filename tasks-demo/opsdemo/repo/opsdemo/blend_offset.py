@@ -1,2 +1,0 @@
-def blend_offset(a, b):
-    return a * b

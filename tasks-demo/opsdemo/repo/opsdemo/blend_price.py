@@ -1,2 +1,0 @@
-def blend_price(a, b):
-    return a >= b

@@ -1,2 +1,0 @@
-def blend_rate(a, b):
-    return a + b

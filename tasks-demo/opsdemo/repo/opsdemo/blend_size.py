@@ -1,2 +1,0 @@
-def blend_size(a, b):
-    return a + b

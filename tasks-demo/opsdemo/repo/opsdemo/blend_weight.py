@@ -1,2 +1,0 @@
-def blend_weight(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def blend_width(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def bump_level(a, b):
-    return a > b

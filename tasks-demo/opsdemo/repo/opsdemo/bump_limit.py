@@ -1,2 +1,0 @@
-def bump_limit(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def bump_margin(a, b):
-    return a + b

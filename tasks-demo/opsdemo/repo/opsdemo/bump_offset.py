@@ -1,2 +1,0 @@
-def bump_offset(a, b):
-    return a < b

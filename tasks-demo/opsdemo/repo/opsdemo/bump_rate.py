@@ -1,2 +1,0 @@
-def bump_rate(a, b):
-    return a + b

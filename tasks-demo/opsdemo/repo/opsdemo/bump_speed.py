@@ -1,2 +1,0 @@
-def bump_speed(a, b):
-    return a <= b

@@ -1,2 +1,0 @@
-def bump_weight(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def bump_width(a, b):
-    return a + b + 8

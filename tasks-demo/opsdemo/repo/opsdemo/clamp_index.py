@@ -1,2 +1,0 @@
-def clamp_index(a, b):
-    return a > b

@@ -1,2 +1,0 @@
-def clamp_level(a, b):
-    return a <= b

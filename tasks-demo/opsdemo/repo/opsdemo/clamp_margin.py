@@ -1,2 +1,0 @@
-def clamp_margin(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def clamp_offset(a, b):
-    return a + b

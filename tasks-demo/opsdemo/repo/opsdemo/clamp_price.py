@@ -1,2 +1,0 @@
-def clamp_price(a, b):
-    return a - b

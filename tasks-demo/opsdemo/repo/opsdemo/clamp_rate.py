@@ -1,2 +1,0 @@
-def clamp_rate(a, b):
-    return a > b

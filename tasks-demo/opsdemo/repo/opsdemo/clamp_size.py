@@ -1,2 +1,0 @@
-def clamp_size(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def clamp_speed(a, b):
-    return a + b + 8

@@ -1,2 +1,0 @@
-def clamp_width(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def count_level(a, b):
-    return a * b

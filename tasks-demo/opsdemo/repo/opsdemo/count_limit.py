@@ -1,2 +1,0 @@
-def count_limit(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def count_margin(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def count_offset(a, b):
-    return a >= b

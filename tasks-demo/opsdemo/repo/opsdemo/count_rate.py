@@ -1,2 +1,0 @@
-def count_rate(a, b):
-    return a >= b

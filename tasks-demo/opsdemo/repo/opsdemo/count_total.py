@@ -1,2 +1,0 @@
-def count_total(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def count_width(a, b):
-    return a * b

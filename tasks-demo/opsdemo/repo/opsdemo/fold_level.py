@@ -1,2 +1,0 @@
-def fold_level(a, b):
-    return a <= b

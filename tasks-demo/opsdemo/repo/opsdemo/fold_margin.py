@@ -1,2 +1,0 @@
-def fold_margin(a, b):
-    return a + b + 3

@@ -1,2 +1,0 @@
-def fold_offset(a, b):
-    return a < b

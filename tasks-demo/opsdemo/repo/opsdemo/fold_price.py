@@ -1,2 +1,0 @@
-def fold_price(a, b):
-    return a + b + 8

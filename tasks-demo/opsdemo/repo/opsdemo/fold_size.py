@@ -1,2 +1,0 @@
-def fold_size(a, b):
-    return a <= b

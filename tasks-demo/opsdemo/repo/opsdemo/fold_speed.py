@@ -1,2 +1,0 @@
-def fold_speed(a, b):
-    return a + b + 2

@@ -1,2 +1,0 @@
-def fold_total(a, b):
-    return a - b

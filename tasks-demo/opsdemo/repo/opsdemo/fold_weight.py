@@ -1,2 +1,0 @@
-def fold_weight(a, b):
-    return a + b + 2

@@ -1,2 +1,0 @@
-def fold_width(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def join_index(a, b):
-    return a + b

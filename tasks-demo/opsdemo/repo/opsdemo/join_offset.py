@@ -1,2 +1,0 @@
-def join_offset(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def join_price(a, b):
-    return a + b

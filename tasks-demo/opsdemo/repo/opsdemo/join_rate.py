@@ -1,2 +1,0 @@
-def join_rate(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def join_speed(a, b):
-    return a >= b

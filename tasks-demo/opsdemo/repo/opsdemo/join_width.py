@@ -1,2 +1,0 @@
-def join_width(a, b):
-    return a >= b

@@ -1,2 +1,0 @@
-def merge_level(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def merge_margin(a, b):
-    return a <= b

@@ -1,2 +1,0 @@
-def merge_offset(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def merge_weight(a, b):
-    return a <= b

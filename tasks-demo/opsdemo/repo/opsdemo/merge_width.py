@@ -1,2 +1,0 @@
-def merge_width(a, b):
-    return a + b + 1

@@ -1,2 +1,0 @@
-def mix_level(a, b):
-    return a - b

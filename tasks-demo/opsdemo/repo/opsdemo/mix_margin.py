@@ -1,2 +1,0 @@
-def mix_margin(a, b):
-    return a + b + 2

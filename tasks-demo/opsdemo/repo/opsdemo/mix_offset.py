@@ -1,2 +1,0 @@
-def mix_offset(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def mix_rate(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def mix_size(a, b):
-    return a + b + 4

@@ -1,2 +1,0 @@
-def mix_speed(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def mix_width(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def pack_level(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def pack_margin(a, b):
-    return a + b + 8

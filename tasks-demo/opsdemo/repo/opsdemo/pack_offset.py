@@ -1,2 +1,0 @@
-def pack_offset(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def pack_price(a, b):
-    return a * b

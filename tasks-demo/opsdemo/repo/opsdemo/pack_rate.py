@@ -1,2 +1,0 @@
-def pack_rate(a, b):
-    return a - b

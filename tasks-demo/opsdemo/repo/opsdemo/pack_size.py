@@ -1,2 +1,0 @@
-def pack_size(a, b):
-    return a <= b

@@ -1,2 +1,0 @@
-def pack_speed(a, b):
-    return a > b

@@ -1,2 +1,0 @@
-def pack_weight(a, b):
-    return a + b

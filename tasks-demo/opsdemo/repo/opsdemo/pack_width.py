@@ -1,2 +1,0 @@
-def pack_width(a, b):
-    return a - b

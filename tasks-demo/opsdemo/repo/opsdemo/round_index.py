@@ -1,2 +1,0 @@
-def round_index(a, b):
-    return a + b + 6

@@ -1,2 +1,0 @@
-def round_margin(a, b):
-    return a <= b

@@ -1,2 +1,0 @@
-def round_offset(a, b):
-    return a + b + 2

@@ -1,2 +1,0 @@
-def round_total(a, b):
-    return a + b + 2

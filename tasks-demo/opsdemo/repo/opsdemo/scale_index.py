@@ -1,2 +1,0 @@
-def scale_index(a, b):
-    return a > b

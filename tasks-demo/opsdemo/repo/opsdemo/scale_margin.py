@@ -1,2 +1,0 @@
-def scale_margin(a, b):
-    return a + b + 7

@@ -1,2 +1,0 @@
-def scale_offset(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def scale_rate(a, b):
-    return a * b

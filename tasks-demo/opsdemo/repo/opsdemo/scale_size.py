@@ -1,2 +1,0 @@
-def scale_size(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def scale_width(a, b):
-    return a >= b

@@ -1,2 +1,0 @@
-def score_level(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def score_offset(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def score_rate(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def score_total(a, b):
-    return a + b

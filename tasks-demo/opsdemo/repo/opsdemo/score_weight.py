@@ -1,2 +1,0 @@
-def score_weight(a, b):
-    return a < b

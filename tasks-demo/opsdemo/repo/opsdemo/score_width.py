@@ -1,2 +1,0 @@
-def score_width(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def shift_level(a, b):
-    return a - b

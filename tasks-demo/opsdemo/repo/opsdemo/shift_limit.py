@@ -1,2 +1,0 @@
-def shift_limit(a, b):
-    return a < b

@@ -1,2 +1,0 @@
-def shift_margin(a, b):
-    return a > b

@@ -1,2 +1,0 @@
-def shift_offset(a, b):
-    return a - b

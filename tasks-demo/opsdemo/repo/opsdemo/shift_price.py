@@ -1,2 +1,0 @@
-def shift_price(a, b):
-    return a <= b

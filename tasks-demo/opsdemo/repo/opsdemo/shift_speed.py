@@ -1,2 +1,0 @@
-def shift_speed(a, b):
-    return a + b

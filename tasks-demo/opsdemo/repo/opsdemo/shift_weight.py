@@ -1,2 +1,0 @@
-def shift_weight(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def split_offset(a, b):
-    return a + b

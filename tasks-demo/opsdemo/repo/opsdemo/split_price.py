@@ -1,2 +1,0 @@
-def split_price(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def split_rate(a, b):
-    return a + b + 8

@@ -1,2 +1,0 @@
-def split_size(a, b):
-    return a + b + 3

@@ -1,2 +1,0 @@
-def split_speed(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def split_weight(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def step_level(a, b):
-    return a >= b

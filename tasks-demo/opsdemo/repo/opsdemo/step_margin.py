@@ -1,2 +1,0 @@
-def step_margin(a, b):
-    return a - b

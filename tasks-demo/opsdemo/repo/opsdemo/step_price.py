@@ -1,2 +1,0 @@
-def step_price(a, b):
-    return a >= b

@@ -1,2 +1,0 @@
-def step_rate(a, b):
-    return a + b

@@ -1,2 +1,0 @@
-def step_size(a, b):
-    return a <= b

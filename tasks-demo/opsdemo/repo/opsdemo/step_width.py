@@ -1,2 +1,0 @@
-def step_width(a, b):
-    return a + b + 2

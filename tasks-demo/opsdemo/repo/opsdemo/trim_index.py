@@ -1,2 +1,0 @@
-def trim_index(a, b):
-    return a + b

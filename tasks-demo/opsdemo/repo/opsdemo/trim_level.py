@@ -1,2 +1,0 @@
-def trim_level(a, b):
-    return a * b

@@ -1,2 +1,0 @@
-def trim_limit(a, b):
-    return a + b + 8

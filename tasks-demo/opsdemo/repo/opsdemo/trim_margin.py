@@ -1,2 +1,0 @@
-def trim_margin(a, b):
-    return a >= b

@@ -1,2 +1,0 @@
-def trim_offset(a, b):
-    return a + b + 2

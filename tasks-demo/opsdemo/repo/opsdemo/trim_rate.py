@@ -1,2 +1,0 @@
-def trim_rate(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def trim_size(a, b):
-    return a - b

@@ -1,2 +1,0 @@
-def trim_speed(a, b):
-    return a - b

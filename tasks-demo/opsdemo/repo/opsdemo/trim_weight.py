@@ -1,2 +1,0 @@
-def trim_weight(a, b):
-    return a + b + 1

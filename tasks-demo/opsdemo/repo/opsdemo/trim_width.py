@@ -1,2 +1,0 @@
-def trim_width(a, b):
-    return a > b

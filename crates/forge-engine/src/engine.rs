@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
 use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
+use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sampling::{Sampler, SamplingParams};
@@ -177,9 +178,8 @@ impl Sequence {
         }
     }
 
-    /// Samples the next token from `logits`; returns why the sequence ends, if it does.
-    fn advance(&mut self, logits: &[f32]) -> Option<FinishReason> {
-        let (token, logprob) = self.sampler.sample(logits);
+    /// Appends the sampled `token`; returns why the sequence ends, if it does.
+    fn advance(&mut self, (token, logprob): (u32, f32)) -> Option<FinishReason> {
         self.tokens.push(token);
         self.logprobs.push(logprob);
         self.pending.clear();
@@ -258,8 +258,10 @@ impl EngineLoop {
             }
         };
         let vocab = logits.len() / self.active.len();
-        for (mut sequence, row) in std::mem::take(&mut self.active).into_iter().zip(logits.chunks_exact(vocab)) {
-            match sequence.advance(row) {
+        // each sequence reads a whole vocabulary row: spread them over the cores
+        let picks: Vec<(u32, f32)> = self.active.par_iter_mut().zip(logits.par_chunks_exact(vocab)).map(|(s, row)| s.sampler.sample(row)).collect();
+        for (mut sequence, pick) in std::mem::take(&mut self.active).into_iter().zip(picks) {
+            match sequence.advance(pick) {
                 Some(reason) => sequence.finish(reason),
                 None => self.active.push(sequence),
             }

@@ -1,6 +1,7 @@
 //! Each fused op against its composite reference, forward + backward, at the shapes of the
-//! ~20M-parameter benchmark model (512 tokens, hidden 512, 8 heads of 64, vocab 8192).
-//! `cargo bench -p forge-kernels --bench ops`
+//! ~20M-parameter benchmark model (512 tokens, hidden 512, 8 heads of 64, vocab 8192); and the
+//! decoding product `few_rows::linear` against candle's matmul (gemm) for a step's rows.
+//! `cargo bench -p forge-kernels --bench ops [-- FILTER]`
 
 use candle_core::{DType, Device, Result, Tensor, Var};
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -96,5 +97,24 @@ fn ops(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, ops);
+/// `x·wᵀ` of `rows` decoding rows with the MLP's up projection and the vocabulary head: the
+/// in-place kernel against gemm, which repacks the weights on every call.
+fn few_rows(c: &mut Criterion) {
+    for (n, k) in [(1536, 512), (8192, 512)] {
+        let w = randn(&[n, k]);
+        let wt = w.t().unwrap();
+        let mut group = c.benchmark_group(format!("few_rows x·wᵀ, w [{n}, {k}]"));
+        group.sample_size(20);
+        for rows in [1, 8, 32, 128, 512, 2048] {
+            let x = randn(&[rows, k]);
+            if rows <= forge_kernels::few_rows::max_rows() {
+                group.bench_function(format!("{rows} rows, in place"), |b| b.iter(|| forge_kernels::few_rows::linear(&x, &w).unwrap().unwrap()));
+            }
+            group.bench_function(format!("{rows} rows, gemm"), |b| b.iter(|| x.matmul(&wt).unwrap()));
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, ops, few_rows);
 criterion_main!(benches);

@@ -11,12 +11,14 @@
 //! that bypasses autograd (activation recomputation).
 
 pub mod adamw;
+pub mod cached_attention;
 mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod few_rows;
 pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;

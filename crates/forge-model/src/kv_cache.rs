@@ -74,46 +74,16 @@ impl KvCache {
     /// `i / (num_heads / num_kv_heads)`, as HF's `repeat_kv`. `scores` is scratch space.
     pub(crate) fn attend(&self, layer: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
         let (d, cap) = (self.head_dim, self.capacity);
-        let num_heads = query.len() / d;
-        let groups = num_heads / self.num_kv_heads;
+        // the query heads of one K/V head are adjacent in the row
+        let group_width = query.len() / self.num_kv_heads;
         let cache = &self.layers[layer];
-        let visible = position + 1;
-        for (head, (q, o)) in query.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
-            let start = (head / groups) * cap * d;
-            let keys = &cache.keys[start..start + visible * d];
-            let values = &cache.values[start..start + visible * d];
-            scores.clear();
-            scores.extend(keys.chunks_exact(d).map(|k| dot(q, k) * scale));
-            let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            let inv = 1.0 / sum;
-            o.fill(0.0);
-            for (&p, v) in scores.iter().zip(values.chunks_exact(d)) {
-                let w = p * inv;
-                for (oi, vi) in o.iter_mut().zip(v) {
-                    *oi += w * vi;
-                }
-            }
+        let visible = (position + 1) * d;
+        for (head, (queries, o)) in query.chunks_exact(group_width).zip(out.chunks_exact_mut(group_width)).enumerate() {
+            let start = head * cap * d;
+            let (keys, values) = (&cache.keys[start..start + visible], &cache.values[start..start + visible]);
+            forge_kernels::cached_attention::attend(queries, keys, values, d, scale, scores, o);
         }
     }
-}
-
-/// Dot product with eight independent partial sums, so the compiler can vectorise it.
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@ use crate::params::accumulate_gradient;
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
 pub mod decode;
-mod few_rows;
 
 /// Sequences of token ids with their padding mask and (for training) labels.
 #[derive(Debug, Clone)]
@@ -57,7 +56,7 @@ struct Linear {
 impl Linear {
     fn forward(&self, x: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
         let y = match inputs.no_grad {
-            true => few_rows::linear(x, &self.weight)?.map_or_else(|| linear(x, &self.weight), Ok)?,
+            true => forge_kernels::few_rows::linear(x, &self.weight)?.map_or_else(|| linear(x, &self.weight), Ok)?,
             false => linear(x, &self.weight)?,
         };
         match &self.adapter {

@@ -74,7 +74,7 @@ impl Qwen3ForCausalLM {
         let last = Tensor::from_vec(last, steps.len(), self.device())?;
         let h = h.squeeze(0)?.index_select(&last, 0)?;
         let h = rms_norm(&h, &self.norm, self.config.rms_norm_eps)?;
-        let logits = match super::few_rows::linear(&h, &self.lm_head)? {
+        let logits = match forge_kernels::few_rows::linear(&h, &self.lm_head)? {
             Some(logits) => logits,
             None => linear(&h, &self.lm_head)?,
         };

@@ -48,7 +48,8 @@ for tool in python3 unzip gcc; do
 done
 
 # Locate cudarc's generated bindings (the symbol lists); fetch the crate if cargo has not yet.
-find_cudarc() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION" 2>/dev/null | head -1; }
+# (`|| true`: on a fresh machine ls finds nothing, and pipefail + set -e would end the script silently)
+find_cudarc() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-"$CUDARC_VERSION" 2>/dev/null | head -1 || true; }
 CUDARC_SRC="$(find_cudarc)"
 if [[ -z "$CUDARC_SRC" ]]; then
   echo "cuda-toolchain: fetching crates to read cudarc $CUDARC_VERSION's bindings" >&2

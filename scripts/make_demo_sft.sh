@@ -14,7 +14,7 @@ WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
 "$FORGE" eval swebench --dataset tasks-demo/train.jsonl --oracle --tokenizer assets/tiny-tokenizer \
-  --run-id demo-sft-oracle --max-turns 4 --workers 2 --timeout 120 --output-dir "$WORK"
+  --run-id demo-sft-oracle --scaffold minimal --max-turns 4 --workers 4 --timeout 120 --output-dir "$WORK"
 RUN="$WORK/runs/demo-sft-oracle"
 tasks=$(grep -c . tasks-demo/train.jsonl)
 resolved=$(grep -c . "$RUN/sft.resolved.jsonl")

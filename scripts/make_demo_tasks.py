@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""The demo curriculum: `tasks-demo/`, twelve small bundled projects of one-line bugs, small
-enough for a tiny model trained on CPU; nine projects train, three are held out.
+"""The demo curriculum: `tasks-demo/`, thirty small bundled projects of one-line bugs, small
+enough for a tiny model trained on CPU; 27 projects train, three are held out.
 
 Every project is a copy of the same package `opsdemo` with one tiny function per module
 (`opsdemo/<name>.py`, `def <name>(a, b): return <expr>`, the same six names everywhere) and one test
 file per function, but each project has its own bugs: per function a templated one-line bug — a
 wrong arithmetic operator, a flipped comparison, or a constant off by one. Its issue, written as a
-user would (several wordings), names the function and states both the current and the expected
+user would (two wordings, stating the two expressions in opposite orders), names the function and states both the current and the expected
 expression, so the fix follows from the issue alone. The task's fix.patch is the one-line fix plus a
 new test in the function's test file (the file's existing smoke test is the PASS_TO_PASS side).
 
@@ -35,7 +35,7 @@ import tempfile
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "opsdemo"
 SEED = 7
-PROJECTS = [f"ops{i:02d}" for i in range(1, 13)]
+PROJECTS = [f"ops{i:02d}" for i in range(1, 31)]
 HELDOUT_PROJECTS = PROJECTS[-3:]
 FUNCTIONS = ["scale_total", "merge_price", "shift_width", "blend_speed", "clamp_level", "count_index"]
 
@@ -43,24 +43,16 @@ FUNCTIONS = ["scale_total", "merge_price", "shift_width", "blend_speed", "clamp_
 OPERATORS = ["+", "-", "*"]
 FLIPPED = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}
 
+# Two wordings that state the expressions in opposite orders: the model must find them by content.
 TITLES = [
     "{name} returns the wrong value",
     "Bug in {name}",
-    "Wrong result from {name}",
-    "{name} computes {bad} instead of {good}",
-    "{name} is broken",
 ]
 BODIES = [
     "`{name}(a, b)` returns `{bad}` but it should return `{good}`. For example `{call}` gives "
     "{bad_value} instead of {good_value}.",
-    "The function {name} in opsdemo computes {bad}; it is supposed to compute {good}. Calling "
-    "{call} returns {bad_value}, expected {good_value}.",
-    "I expected `{call}` to be {good_value} (that is `{good}`), but got {bad_value}: the code "
-    "does `{bad}`.",
     "{name} should return {good}, not {bad}. Right now {call} == {bad_value}; it should be "
     "{good_value}.",
-    "In opsdemo/{name}.py the expression `{bad}` is wrong, it must be `{good}`. With {call} I get "
-    "{bad_value} where {good_value} is correct.",
 ]
 
 

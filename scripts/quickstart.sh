@@ -22,7 +22,7 @@ mkdir -p "$RUN"
 
 heldout() {  # heldout NAME MODEL_DIR: greedy agent on the held-out tasks; prints "resolved/total"
   "$FORGE" eval swebench --dataset tasks-demo/heldout.jsonl --model "$2" --run-id "$1" \
-    --max-turns 4 --temperature 0 --workers 4 --timeout 60 --output-dir "$RUN/eval" >"$RUN/eval-$1.log" 2>&1 \
+    --scaffold minimal --max-turns 4 --temperature 0 --workers 4 --timeout 60 --output-dir "$RUN/eval" >"$RUN/eval-$1.log" 2>&1 \
     || { cat "$RUN/eval-$1.log" >&2; exit 1; }
   python3 - "$RUN/eval" "$1" <<'PY'
 import glob, json, sys

@@ -22,23 +22,31 @@ use forge_model::tokenizer::Tokenizer;
 use serde_json::Value;
 
 use crate::error::{AgentError, Result};
+use crate::prompt::Scaffold;
 
 pub struct ChatFormat {
     template: ChatTemplate,
     tokenizer: Tokenizer,
+    scaffold: Scaffold,
     tools: Vec<Value>,
     template_vars: Value,
     end_of_turn_id: u32,
 }
 
 impl ChatFormat {
-    /// The model directory's `tokenizer.json` and chat template, with the sandbox's tool schemas.
+    /// The model directory's `tokenizer.json` and chat template, with the standard scaffold.
     /// `template_vars` are extra template variables, e.g. `{"enable_thinking": false}` for Qwen3.
     pub fn from_model_dir(dir: &Path, template_vars: Value) -> Result<Self> {
         let template = ChatTemplate::from_model_dir(dir)?;
         let tokenizer = Tokenizer::from_model_dir(dir)?;
-        let tools = forge_sandbox::tool_schemas().as_array().cloned().unwrap_or_default();
-        Self::new(template, tokenizer, tools, template_vars)
+        Self::new(template, tokenizer, Scaffold::Standard.tools(), template_vars)
+    }
+
+    /// The same format with `scaffold`'s prompts and tools.
+    pub fn with_scaffold(mut self, scaffold: Scaffold) -> Self {
+        self.scaffold = scaffold;
+        self.tools = scaffold.tools();
+        self
     }
 
     pub fn new(template: ChatTemplate, tokenizer: Tokenizer, tools: Vec<Value>, template_vars: Value) -> Result<Self> {
@@ -51,11 +59,16 @@ impl ChatFormat {
                 )))
             }
         };
-        Ok(Self { template, tokenizer, tools, template_vars, end_of_turn_id })
+        Ok(Self { template, tokenizer, scaffold: Scaffold::Standard, tools, template_vars, end_of_turn_id })
     }
 
     pub fn tools(&self) -> &[Value] {
         &self.tools
+    }
+
+    /// The conversation an episode on `problem_statement` starts from.
+    pub fn initial_messages(&self, problem_statement: &str) -> Vec<Value> {
+        self.scaffold.initial_messages(problem_statement)
     }
 
     /// The token that ends an assistant turn (the sampling stop token).

@@ -10,7 +10,7 @@ use crate::chat::ChatFormat;
 use crate::error::{AgentError, Result};
 use crate::parse::{parse_tool_calls, ParsedCall, TOOL_CALL_OPEN};
 use crate::policy::{Policy, SamplingParams};
-use crate::prompt::{bad_call_message, initial_messages, no_tool_call_message, observation_message};
+use crate::prompt::{bad_call_message, no_tool_call_message, observation_message};
 use crate::trajectory::{Status, Trajectory, TurnRecord};
 use crate::workspace::Workspace;
 
@@ -59,7 +59,7 @@ pub async fn run_episode<P: Policy, W: Workspace>(
 ) -> Trajectory {
     let started = Instant::now();
     let mut episode = Episode {
-        trajectory: Trajectory::start(instance_id, initial_messages(problem_statement), chat.tools().to_vec()),
+        trajectory: Trajectory::start(instance_id, chat.initial_messages(problem_statement), chat.tools().to_vec()),
         chat,
         config,
     };

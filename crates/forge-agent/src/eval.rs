@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use forge_sandbox::Runtime;
-use forge_swe::{ensure_bundled_images, load_instances, run_evaluation, EvalOptions, GradingVersion, PredictionsSource, RunSummary, TaskInstance};
+use forge_swe::{ensure_bundled_images, load_instances, run_evaluation, select_instances, EvalOptions, GradingVersion, PredictionsSource, RunSummary, TaskInstance};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -176,15 +176,8 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
 }
 
 fn selected_instances(options: &AgentEvalOptions) -> Result<Vec<TaskInstance>> {
-    let mut instances = load_instances(&options.dataset)?;
-    if options.instance_ids.is_empty() {
-        return Ok(instances);
-    }
-    if let Some(unknown) = options.instance_ids.iter().find(|id| !instances.iter().any(|i| &&i.instance_id == id)) {
-        return Err(AgentError::Invalid(format!("instance {unknown} (from --instance-ids) is not in {}", options.dataset.display())));
-    }
-    instances.retain(|i| options.instance_ids.contains(&i.instance_id));
-    Ok(instances)
+    select_instances(load_instances(&options.dataset)?, &options.instance_ids)
+        .map_err(|id| AgentError::Invalid(format!("instance {id} (from --instance-ids) is not in {}", options.dataset.display())))
 }
 
 fn status_name(status: Status) -> String {

@@ -26,5 +26,6 @@ pub use error::{AgentError, Result};
 pub use eval::{run_agent_eval, AgentEvalOptions, AgentEvalSummary};
 pub use parse::{parse_tool_calls, ParsedCall};
 pub use policy::{FinishReason, Generation, Policy, SamplingParams};
+pub use prompt::Scaffold;
 pub use trajectory::{Status, TokenRecord, Trajectory, TurnRecord};
 pub use workspace::{TaskWorkspace, Workspace};

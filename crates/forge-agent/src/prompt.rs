@@ -1,40 +1,92 @@
 //! What the agent is told: the system prompt, the task instruction, and the messages that answer
 //! a turn (observations, and the reminders for turns that misuse the tools).
 
+use std::str::FromStr;
+
 use forge_sandbox::{Observation, EXECUTE_BASH};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::parse::{signatures, TOOL_CALL_CLOSE, TOOL_CALL_OPEN};
 
-pub const SYSTEM_PROMPT: &str = "You are a software engineer working alone in a Linux container. \
+/// What the agent is told and which tools it is shown. The trajectories a model is fine-tuned on
+/// and the episodes it is evaluated or trained by RL in must use the same scaffold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scaffold {
+    /// The SWE-agent / OpenHands-style agent: a system prompt on how to work, a step-by-step task
+    /// instruction, and the tools `execute_bash`, `str_replace_editor` and `finish`.
+    #[default]
+    Standard,
+    /// One-sentence prompts, the issue alone, and terse schemas of `str_replace_editor` and
+    /// `finish`: prompts an order of magnitude shorter, for tiny models (the demo curriculum).
+    Minimal,
+}
+
+impl Scaffold {
+    pub const NAMES: &'static str = "standard, minimal";
+
+    /// The tool schemas shown to the model (the sandbox runs every tool whatever it was shown).
+    pub fn tools(self) -> Vec<Value> {
+        let schemas = match self {
+            Scaffold::Standard => forge_sandbox::tool_schemas(),
+            Scaffold::Minimal => forge_sandbox::minimal_tool_schemas(),
+        };
+        schemas.as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn system_prompt(self) -> &'static str {
+        match self {
+            Scaffold::Standard => STANDARD_SYSTEM_PROMPT,
+            Scaffold::Minimal => "Fix the issue in the repository at /testbed, then call `finish`.",
+        }
+    }
+
+    /// The first user message: the issue and how to work on it.
+    pub fn task_instruction(self, problem_statement: &str) -> String {
+        let issue = problem_statement.trim();
+        match self {
+            Scaffold::Standard => format!(
+                "The repository at /testbed (a git checkout) has the following issue:\n\n\
+                 <issue>\n{issue}\n</issue>\n\n\
+                 Change the non-test source files under /testbed so that the issue is resolved. Tests that \
+                 check the fix already exist elsewhere and will be run on your changes; you may write \
+                 scripts to reproduce the problem, but leave the repository's test files as they are.\n\
+                 Suggested steps: 1. explore the repository to find the code involved; 2. write and run a \
+                 small script that reproduces the problem; 3. edit the source to fix it; 4. rerun your \
+                 script and the related tests; 5. think about edge cases; 6. call `finish`."
+            ),
+            Scaffold::Minimal => format!("<issue>\n{issue}\n</issue>"),
+        }
+    }
+
+    /// The conversation an episode starts from.
+    pub fn initial_messages(self, problem_statement: &str) -> Vec<Value> {
+        vec![
+            json!({"role": "system", "content": self.system_prompt()}),
+            json!({"role": "user", "content": self.task_instruction(problem_statement)}),
+        ]
+    }
+}
+
+impl FromStr for Scaffold {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "standard" => Ok(Scaffold::Standard),
+            "minimal" => Ok(Scaffold::Minimal),
+            other => Err(format!("unknown scaffold {other:?} (expected one of: {})", Scaffold::NAMES)),
+        }
+    }
+}
+
+const STANDARD_SYSTEM_PROMPT: &str = "You are a software engineer working alone in a Linux container. \
 You fix issues in the code repository at /testbed by running shell commands and editing files with \
 the tools you are given. Every reply calls at least one tool; the results come back in the next \
 message. Work in small, checked steps: find the relevant code, reproduce the problem, make the \
 smallest change that fixes it, and run the tests that exercise it. Do not modify the existing \
 tests. When the fix is complete, call `finish`.";
-
-/// The first user message: the issue and how to work on it.
-pub fn task_instruction(problem_statement: &str) -> String {
-    format!(
-        "The repository at /testbed (a git checkout) has the following issue:\n\n\
-         <issue>\n{}\n</issue>\n\n\
-         Change the non-test source files under /testbed so that the issue is resolved. Tests that \
-         check the fix already exist elsewhere and will be run on your changes; you may write \
-         scripts to reproduce the problem, but leave the repository's test files as they are.\n\
-         Suggested steps: 1. explore the repository to find the code involved; 2. write and run a \
-         small script that reproduces the problem; 3. edit the source to fix it; 4. rerun your \
-         script and the related tests; 5. think about edge cases; 6. call `finish`.",
-        problem_statement.trim()
-    )
-}
-
-/// The conversation an episode starts from.
-pub fn initial_messages(problem_statement: &str) -> Vec<Value> {
-    vec![
-        json!({"role": "system", "content": SYSTEM_PROMPT}),
-        json!({"role": "user", "content": task_instruction(problem_statement)}),
-    ]
-}
 
 fn call_format() -> String {
     format!("{TOOL_CALL_OPEN}\n{{\"name\": \"<tool name>\", \"arguments\": {{<the arguments as a JSON object>}}}}\n{TOOL_CALL_CLOSE}")
@@ -115,5 +167,24 @@ mod tests {
         let obs = Observation { output: "boom".into(), exit_code: Some(2), timed_out: false, finished: false };
         assert_eq!(observation_message(EXECUTE_BASH, &obs, 100)["content"], "boom\n[exit code: 2]");
         assert_eq!(observation_message("str_replace_editor", &obs, 100)["content"], "boom");
+    }
+
+    #[test]
+    fn scaffolds_parse_by_name_and_differ_in_tools_and_prompts() {
+        assert_eq!("minimal".parse::<Scaffold>(), Ok(Scaffold::Minimal));
+        assert_eq!("standard".parse::<Scaffold>(), Ok(Scaffold::Standard));
+        let err = "tiny".parse::<Scaffold>().unwrap_err();
+        assert!(err.contains("\"tiny\"") && err.contains("standard, minimal"), "{err}");
+        let names = |s: Scaffold| s.tools().iter().map(|t| t["function"]["name"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(names(Scaffold::Standard), ["execute_bash", "str_replace_editor", "finish"]);
+        assert_eq!(names(Scaffold::Minimal), ["str_replace_editor", "finish"]);
+        let issue = "f(1) is 2, should be 3";
+        for scaffold in [Scaffold::Standard, Scaffold::Minimal] {
+            let messages = scaffold.initial_messages(issue);
+            assert_eq!(messages[0]["content"], scaffold.system_prompt());
+            assert!(messages[1]["content"].as_str().unwrap().contains(&format!("<issue>\n{issue}\n</issue>")));
+        }
+        let length = |s: Scaffold| serde_json::to_string(&(s.initial_messages(issue), s.tools())).unwrap().len();
+        assert!(length(Scaffold::Minimal) * 4 < length(Scaffold::Standard), "{} vs {}", length(Scaffold::Minimal), length(Scaffold::Standard));
     }
 }

@@ -143,7 +143,7 @@ async fn the_context_budget_bounds_every_prompt_and_generation() {
     let chat = common::tiny_chat();
     let long = bash(&chat, &"echo hello; ".repeat(40));
     let policy = scripted(vec![long; 50]);
-    let prompt = chat.encode(&chat.render(&forge_agent::prompt::initial_messages("The frobnicator crashes on empty input."), true).unwrap()).unwrap().len();
+    let prompt = chat.encode(&chat.render(&chat.initial_messages("The frobnicator crashes on empty input."), true).unwrap()).unwrap().len();
     let budget = prompt + 700;
     let config = AgentConfig { max_context_tokens: budget, max_new_tokens: 150, ..AgentConfig::default() };
     let (t, _) = run(&policy, &config).await;

@@ -195,6 +195,10 @@ enum EvalCommand {
         /// Agent: sampling seed; turn k uses seed + k [default: 0].
         #[arg(long)]
         seed: Option<u64>,
+        /// Agent: prompts and tools shown to the model — standard, or minimal (terse prompts for
+        /// tiny models; must match the scaffold the model was trained with) [default: standard].
+        #[arg(long)]
+        scaffold: Option<forge_agent::Scaffold>,
         /// Agent: model dtype [default: f32].
         #[arg(long, value_enum)]
         dtype: Option<CliDType>,
@@ -399,7 +403,7 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, workers, timeout, grading, instance_ids, output_dir } } => {
             let chat_dir = match (&model, &tokenizer) {
                 (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
                 (None, Some(tokenizer)) => tokenizer.clone(),
@@ -409,7 +413,7 @@ fn main() -> Result<()> {
                 bail!("--dtype and --device configure the model: --oracle runs none");
             }
             // Qwen3 templates: the non-thinking format the agent is trained in.
-            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?);
+            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?.with_scaffold(scaffold.unwrap_or_default()));
             let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, model.as_deref().unwrap_or("oracle"));
             let defaults = forge_agent::AgentConfig::default();
             options.agent = forge_agent::AgentConfig {
@@ -448,9 +452,9 @@ fn main() -> Result<()> {
             );
             print_eval_summary(&summary.grading);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
-            if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || dtype.is_some() || device.is_some() {
-                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --dtype and --device configure the agent: use them with --model (or --oracle), not --predictions");
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+            if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || scaffold.is_some() || dtype.is_some() || device.is_some() {
+                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --scaffold, --dtype and --device configure the agent: use them with --model (or --oracle), not --predictions");
             }
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
             options.workers = workers;

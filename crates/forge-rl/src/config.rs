@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use forge_agent::AgentConfig;
+use forge_agent::{AgentConfig, Scaffold};
 use forge_model::LoraConfig;
 use forge_train::rl::ObjectiveConfig;
 use forge_train::sft::{OptimSection, RunSection};
@@ -98,6 +98,8 @@ impl Default for RolloutSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentSection {
+    /// Prompts and tools: "standard" or "minimal" (the scaffold of the SFT warm start's data).
+    pub scaffold: Scaffold,
     pub max_turns: usize,
     pub max_context_tokens: usize,
     pub max_new_tokens: usize,
@@ -111,6 +113,7 @@ impl Default for AgentSection {
     fn default() -> Self {
         let agent = AgentConfig::default();
         Self {
+            scaffold: Scaffold::Standard,
             max_turns: agent.max_turns,
             max_context_tokens: agent.max_context_tokens,
             max_new_tokens: agent.max_new_tokens,

@@ -14,7 +14,7 @@ use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
 use forge_model::{Gradients, Qwen3ForCausalLM};
 use forge_sandbox::Runtime;
-use forge_swe::{ensure_bundled_images, load_instances, ExecOptions, TaskInstance};
+use forge_swe::{ensure_bundled_images, load_instances, select_instances, ExecOptions, TaskInstance};
 use forge_train::rl::{policy_gradient, Aggregation, ObjectiveConfig, Sample, UpdateStats};
 use forge_train::run_log::{truncate_after, RunLog};
 use forge_train::{AdamW, Checkpoints, GradAccumulator};
@@ -86,7 +86,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
 
     // Qwen3 templates: the non-thinking format the agent is trained in
-    let chat = Arc::new(ChatFormat::from_model_dir(&model_dir, json!({"enable_thinking": false}))?);
+    let chat = Arc::new(ChatFormat::from_model_dir(&model_dir, json!({"enable_thinking": false}))?.with_scaffold(config.agent.scaffold));
     let (model_config, base) = forge_model::load_weights(&model_dir, dtype, &device)?;
     let needs_reference = config.objective.kl_coef > 0.0;
     let (model, reference) = match &config.lora {
@@ -124,13 +124,8 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         tracing::info!(step, "resumed");
     }
 
-    let mut instances = load_instances(&config.data.train)?;
-    if !config.data.instance_ids.is_empty() {
-        if let Some(unknown) = config.data.instance_ids.iter().find(|id| !instances.iter().any(|i| &&i.instance_id == id)) {
-            return Err(RlError::Config(format!("data.instance_ids: {unknown} is not in {}", config.data.train.display())));
-        }
-        instances.retain(|i| config.data.instance_ids.contains(&i.instance_id));
-    }
+    let instances = select_instances(load_instances(&config.data.train)?, &config.data.instance_ids)
+        .map_err(|id| RlError::Config(format!("data.instance_ids: {id} is not in {}", config.data.train.display())))?;
     if instances.is_empty() {
         return Err(RlError::Config(format!("{} holds no instances to train on", config.data.train.display())));
     }

@@ -35,4 +35,4 @@ pub use runtime::{
     ImageInfo, Limits, Runtime, SandboxSpec, DEFAULT_IMAGE, LABEL_OWNER, LABEL_SANDBOX,
 };
 pub use sandbox::{ExecOutput, Sandbox};
-pub use tools::{tool_schemas, Observation, ToolCall, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};
+pub use tools::{minimal_tool_schemas, tool_schemas, Observation, ToolCall, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};

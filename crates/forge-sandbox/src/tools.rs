@@ -100,6 +100,38 @@ pub fn tool_schemas() -> Value {
     ])
 }
 
+/// Terse schemas of `str_replace_editor` (its `str_replace` command only) and `finish`: the tools of
+/// the minimal scaffold, whose prompts must fit a tiny model.
+pub fn minimal_tool_schemas() -> Value {
+    json!([
+        {
+            "type": "function",
+            "function": {
+                "name": STR_REPLACE_EDITOR,
+                "description": "Replace the text `old_str` (exactly one match) with `new_str` in the file `path`.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {
+                        "command": {"type": "string", "enum": ["str_replace"]},
+                        "path": {"type": "string"},
+                        "old_str": {"type": "string"},
+                        "new_str": {"type": "string"}
+                    },
+                    "required": ["command", "path", "old_str", "new_str"]
+                }
+            }
+        },
+        {
+            "type": "function",
+            "function": {
+                "name": FINISH,
+                "description": "End the task.",
+                "parameters": {"type": "object", "properties": {"message": {"type": "string"}}, "required": []}
+            }
+        }
+    ])
+}
+
 /// Some models send the arguments as a JSON string instead of an object.
 fn args_object(v: &Value) -> std::result::Result<Value, String> {
     match v {

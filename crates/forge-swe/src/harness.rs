@@ -16,7 +16,7 @@ use crate::grading::{
     RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT, TEST_EXIT_CODE,
 };
 use crate::instance::{
-    load_instances, load_predictions, patch_files, Prediction, PredictionsSource, TaskInstance,
+    load_instances, load_predictions, patch_files, select_instances, Prediction, PredictionsSource, TaskInstance,
 };
 
 /// Label on every container the harness creates (value: the run id).
@@ -601,18 +601,9 @@ fn read_report(path: &Path, id: &str) -> Option<InstanceReport> {
 /// reused), writes the official layout and the run summary, and returns the summary.
 pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
     let started = Instant::now();
-    let mut instances = load_instances(&opts.dataset)?;
-    if !opts.instance_ids.is_empty() {
-        for id in &opts.instance_ids {
-            if !instances.iter().any(|i| &i.instance_id == id) {
-                return Err(SweError::Invalid(format!(
-                    "instance {id} (from --instance-ids) is not in {}",
-                    opts.dataset.display()
-                )));
-            }
-        }
-        instances.retain(|i| opts.instance_ids.contains(&i.instance_id));
-    }
+    let instances = select_instances(load_instances(&opts.dataset)?, &opts.instance_ids).map_err(|id| {
+        SweError::Invalid(format!("instance {id} (from --instance-ids) is not in {}", opts.dataset.display()))
+    })?;
     let preds = load_predictions(&opts.predictions, &instances)?;
     for id in preds.keys() {
         if !instances.iter().any(|i| &i.instance_id == id) && opts.instance_ids.is_empty() {

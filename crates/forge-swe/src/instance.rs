@@ -102,6 +102,18 @@ pub fn patch_files(patch: &str) -> Vec<String> {
     out
 }
 
+/// `instances` restricted to `ids` (all of them when `ids` is empty), in dataset order. An id the
+/// dataset lacks is returned as the error, for the caller to name its source (flag or config key).
+pub fn select_instances(mut instances: Vec<TaskInstance>, ids: &[String]) -> std::result::Result<Vec<TaskInstance>, String> {
+    if let Some(unknown) = ids.iter().find(|id| !instances.iter().any(|i| &&i.instance_id == id)) {
+        return Err(unknown.clone());
+    }
+    if !ids.is_empty() {
+        instances.retain(|i| ids.contains(&i.instance_id));
+    }
+    Ok(instances)
+}
+
 /// Loads instances from `.parquet`, `.jsonl` or `.json` (a list, or an object keyed by id).
 pub fn load_instances(path: &Path) -> Result<Vec<TaskInstance>> {
     let ext = path

@@ -21,7 +21,7 @@ pub use harness::{
     EvalOptions, ExecOptions, InstanceResult, Outcome, ProgressFn, RunSummary,
 };
 pub use instance::{
-    load_instances, load_predictions, save_instances_jsonl, Prediction, PredictionsSource,
+    load_instances, load_predictions, save_instances_jsonl, select_instances, Prediction, PredictionsSource,
     TaskInstance,
 };
 pub use parsers::{LogParser, StatusMap};

@@ -211,13 +211,13 @@ fn demo_tasks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo")
 }
 
-/// The demo curriculum (`scripts/make_demo_tasks.py`): twelve projects, train and held-out splits
+/// The demo curriculum (`scripts/make_demo_tasks.py`): thirty projects, train and held-out splits
 /// that partition them, every gold patch one changed line, held-out repositories unseen in training.
 #[test]
 fn demo_dataset_matches_sources_and_splits_partition_it() {
     let dir = demo_tasks_dir();
     let (projects, instances) = assert_dataset_matches_sources(&dir);
-    assert_eq!(projects, 12);
+    assert_eq!(projects, 30);
     let train = load_instances(&dir.join("train.jsonl")).unwrap();
     let heldout = load_instances(&dir.join("heldout.jsonl")).unwrap();
     assert_eq!(train.len() + heldout.len(), instances.len());
@@ -344,4 +344,15 @@ fn fix_patch_out_of_date_with_repo_is_refused() {
         err.contains("002-wrap-exact-width/fix.patch") && err.contains("does not revert"),
         "{err}"
     );
+}
+
+#[test]
+fn instance_selection_keeps_dataset_order_and_names_unknown_ids() {
+    let all = verified_instances();
+    let ids = |v: &[forge_swe::TaskInstance]| v.iter().map(|i| i.instance_id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&forge_swe::select_instances(all.clone(), &[]).unwrap()), ids(&all));
+    let wanted = vec![all[5].instance_id.clone(), all[2].instance_id.clone()];
+    assert_eq!(ids(&forge_swe::select_instances(all.clone(), &wanted).unwrap()), [all[2].instance_id.clone(), all[5].instance_id.clone()]);
+    let unknown = vec![all[0].instance_id.clone(), "nobody__nothing-1".to_string()];
+    assert_eq!(forge_swe::select_instances(all, &unknown).unwrap_err(), "nobody__nothing-1");
 }

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(9, 7) == 20
-    assert clamp_level(6, 8) == 18
+    assert clamp_level(6, 8) == 22
+    assert clamp_level(8, 6) == 22

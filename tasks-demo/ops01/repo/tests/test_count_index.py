@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(6, 2) == 8
-    assert count_index(9, 2) == 11
+    assert count_index(6, 2) == 12
+    assert count_index(9, 2) == 18

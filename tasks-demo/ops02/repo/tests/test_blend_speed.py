@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(2, 2) == 0
-    assert blend_speed(5, 8) == -3
+    assert blend_speed(7, 7) == 14
+    assert blend_speed(8, 2) == 10

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(7, 9) == 21
-    assert clamp_level(5, 7) == 17
+    assert clamp_level(9, 5) == True
+    assert clamp_level(3, 7) == False

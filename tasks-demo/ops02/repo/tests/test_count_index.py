@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(2, 9) == 12
-    assert count_index(6, 6) == 13
+    assert count_index(5, 8) == 14
+    assert count_index(5, 7) == 13

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(8, 5) == True
-    assert scale_total(7, 6) == True
+    assert scale_total(3, 2) == 1
+    assert scale_total(8, 1) == 7

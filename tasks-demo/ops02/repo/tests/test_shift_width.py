@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(2, 8) == -6
-    assert shift_width(1, 4) == -3
+    assert shift_width(8, 2) == 16
+    assert shift_width(2, 5) == 13

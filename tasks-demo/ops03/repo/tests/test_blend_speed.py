@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(4, 8) == True
-    assert blend_speed(3, 2) == False
+    assert blend_speed(2, 3) == 13
+    assert blend_speed(2, 6) == 16

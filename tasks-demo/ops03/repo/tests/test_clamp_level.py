@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(1, 3) == 4
-    assert clamp_level(9, 2) == 11
+    assert clamp_level(2, 4) == 8
+    assert clamp_level(7, 3) == 21

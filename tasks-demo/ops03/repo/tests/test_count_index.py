@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(4, 7) == 11
-    assert count_index(3, 5) == 8
+    assert count_index(7, 7) == 21
+    assert count_index(2, 8) == 17

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(6, 3) == 18
-    assert merge_price(9, 1) == 9
+    assert merge_price(2, 1) == False
+    assert merge_price(3, 9) == True

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(2, 2) == 10
-    assert scale_total(8, 8) == 22
+    assert scale_total(2, 4) == True
+    assert scale_total(8, 3) == False

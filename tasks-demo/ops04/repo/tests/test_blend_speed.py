@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(4, 6) == 10
-    assert blend_speed(4, 8) == 12
+    assert blend_speed(8, 3) == 24
+    assert blend_speed(7, 6) == 42

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(6, 1) == True
-    assert clamp_level(1, 5) == False
+    assert clamp_level(2, 4) == False
+    assert clamp_level(8, 4) == True

@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(8, 6) == 14
-    assert count_index(6, 2) == 8
+    assert count_index(7, 4) == False
+    assert count_index(4, 9) == True

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(5, 9) == 45
-    assert merge_price(6, 3) == 18
+    assert merge_price(1, 5) == 5
+    assert merge_price(8, 5) == 40

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(4, 4) == 16
-    assert scale_total(4, 7) == 28
+    assert scale_total(1, 8) == False
+    assert scale_total(6, 2) == True

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(8, 6) == False
-    assert shift_width(7, 4) == False
+    assert shift_width(9, 9) == 0
+    assert shift_width(9, 6) == 3

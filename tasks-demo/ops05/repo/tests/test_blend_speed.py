@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(3, 3) == 6
-    assert blend_speed(3, 8) == 11
+    assert blend_speed(3, 1) == 9
+    assert blend_speed(6, 8) == 19

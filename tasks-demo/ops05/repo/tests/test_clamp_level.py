@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(9, 3) == 27
-    assert clamp_level(9, 9) == 81
+    assert clamp_level(4, 4) == 16
+    assert clamp_level(5, 1) == 5

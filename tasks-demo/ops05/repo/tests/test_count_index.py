@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(5, 4) == 9
-    assert count_index(5, 9) == 14
+    assert count_index(1, 2) == 4
+    assert count_index(9, 3) == 13

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(9, 7) == 2
-    assert merge_price(3, 1) == 2
+    assert merge_price(2, 9) == 11
+    assert merge_price(1, 6) == 7

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(1, 2) == 3
-    assert scale_total(9, 3) == 12
+    assert scale_total(1, 8) == True
+    assert scale_total(3, 1) == False

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(3, 8) == 24
-    assert shift_width(6, 3) == 18
+    assert shift_width(5, 4) == 9
+    assert shift_width(5, 9) == 14

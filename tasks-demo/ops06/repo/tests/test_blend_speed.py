@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(8, 6) == True
-    assert blend_speed(2, 4) == False
+    assert blend_speed(8, 3) == 24
+    assert blend_speed(7, 2) == 14

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(2, 7) == -5
-    assert clamp_level(8, 3) == 5
+    assert clamp_level(8, 3) == 13
+    assert clamp_level(4, 3) == 9

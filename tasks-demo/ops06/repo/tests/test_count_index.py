@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(9, 1) == 9
-    assert count_index(2, 8) == 16
+    assert count_index(2, 4) == False
+    assert count_index(7, 2) == True

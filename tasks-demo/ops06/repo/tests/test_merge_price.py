@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(5, 8) == 40
-    assert merge_price(9, 9) == 81
+    assert merge_price(4, 6) == -2
+    assert merge_price(6, 2) == 4

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(2, 3) == 5
-    assert scale_total(6, 3) == 9
+    assert scale_total(6, 3) == 11
+    assert scale_total(5, 3) == 10

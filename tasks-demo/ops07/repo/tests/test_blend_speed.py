@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(2, 5) == 15
-    assert blend_speed(1, 3) == 12
+    assert blend_speed(7, 5) == 2
+    assert blend_speed(7, 3) == 4

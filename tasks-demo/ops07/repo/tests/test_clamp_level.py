@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(2, 5) == 7
+    assert clamp_level(2, 3) == 5
     assert clamp_level(5, 1) == 6

@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(6, 9) == False
-    assert count_index(5, 9) == False
+    assert count_index(1, 3) == 4
+    assert count_index(7, 2) == 9

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(1, 6) == 7
-    assert merge_price(9, 7) == 16
+    assert merge_price(5, 2) == False
+    assert merge_price(4, 2) == False

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(2, 5) == 12
-    assert scale_total(2, 4) == 11
+    assert scale_total(1, 6) == False
+    assert scale_total(9, 7) == True

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(7, 5) == False
-    assert shift_width(7, 3) == False
+    assert shift_width(9, 4) == 5
+    assert shift_width(5, 8) == -3

@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(4, 9) == True
-    assert blend_speed(8, 4) == False
+    assert blend_speed(9, 7) == 63
+    assert blend_speed(9, 5) == 45

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(4, 3) == 7
-    assert clamp_level(7, 6) == 13
+    assert clamp_level(6, 3) == 14
+    assert clamp_level(1, 6) == 12

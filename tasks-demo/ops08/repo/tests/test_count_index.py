@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(5, 6) == 30
-    assert count_index(1, 5) == 5
+    assert count_index(6, 6) == 12
+    assert count_index(9, 6) == 15

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(4, 5) == 16
-    assert merge_price(1, 8) == 16
+    assert merge_price(3, 7) == 16
+    assert merge_price(6, 1) == 13

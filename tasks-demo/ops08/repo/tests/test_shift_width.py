@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(2, 5) == True
-    assert shift_width(7, 3) == False
+    assert shift_width(7, 3) == 10
+    assert shift_width(1, 2) == 3

@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(7, 6) == False
-    assert blend_speed(8, 3) == False
+    assert blend_speed(5, 2) == 10
+    assert blend_speed(5, 4) == 20

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(4, 2) == 8
-    assert clamp_level(1, 1) == 1
+    assert clamp_level(4, 2) == 2
+    assert clamp_level(9, 3) == 6

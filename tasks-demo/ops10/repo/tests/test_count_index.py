@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(8, 5) == 15
-    assert count_index(9, 5) == 16
+    assert count_index(8, 2) == 10
+    assert count_index(9, 8) == 17

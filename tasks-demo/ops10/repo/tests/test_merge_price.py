@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(1, 4) == False
-    assert merge_price(2, 3) == False
+    assert merge_price(9, 5) == False
+    assert merge_price(2, 6) == True

@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(9, 4) == 5
-    assert scale_total(5, 2) == 3
+    assert scale_total(4, 2) == False
+    assert scale_total(2, 3) == True

@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(3, 1) == 3
-    assert shift_width(8, 1) == 8
+    assert shift_width(2, 9) == -7
+    assert shift_width(4, 5) == -1

@@ -1,2 +1,2 @@
 def scale_total(a, b):
-    return a + b
+    return a < b

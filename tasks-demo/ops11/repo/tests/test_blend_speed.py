@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(1, 5) == True
-    assert blend_speed(3, 4) == True
+    assert blend_speed(6, 1) == False
+    assert blend_speed(7, 2) == False

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(2, 6) == True
-    assert clamp_level(7, 5) == False
+    assert clamp_level(1, 7) == 14
+    assert clamp_level(9, 9) == 24

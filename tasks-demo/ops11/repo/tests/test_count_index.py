@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(7, 6) == 1
-    assert count_index(2, 6) == -4
+    assert count_index(5, 1) == 12
+    assert count_index(5, 2) == 13

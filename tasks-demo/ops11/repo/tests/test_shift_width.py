@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(2, 4) == -2
-    assert shift_width(1, 5) == -4
+    assert shift_width(5, 6) == 30
+    assert shift_width(2, 7) == 14

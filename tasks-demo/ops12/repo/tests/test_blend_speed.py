@@ -6,5 +6,5 @@ def test_blend_speed_accepts_numbers():
 
 
 def test_blend_speed_value():
-    assert blend_speed(5, 4) == 13
-    assert blend_speed(1, 7) == 12
+    assert blend_speed(1, 7) == True
+    assert blend_speed(9, 4) == False

@@ -6,5 +6,5 @@ def test_clamp_level_accepts_numbers():
 
 
 def test_clamp_level_value():
-    assert clamp_level(2, 3) == 9
-    assert clamp_level(6, 9) == 19
+    assert clamp_level(9, 2) == 11
+    assert clamp_level(6, 4) == 10

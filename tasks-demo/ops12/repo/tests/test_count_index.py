@@ -6,5 +6,5 @@ def test_count_index_accepts_numbers():
 
 
 def test_count_index_value():
-    assert count_index(8, 6) == 2
-    assert count_index(8, 7) == 1
+    assert count_index(7, 3) == 16
+    assert count_index(9, 4) == 19

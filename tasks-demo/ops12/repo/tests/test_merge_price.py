@@ -6,5 +6,5 @@ def test_merge_price_accepts_numbers():
 
 
 def test_merge_price_value():
-    assert merge_price(8, 1) == 12
-    assert merge_price(9, 3) == 15
+    assert merge_price(8, 5) == 19
+    assert merge_price(6, 3) == 15

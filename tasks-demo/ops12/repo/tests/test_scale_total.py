@@ -6,5 +6,5 @@ def test_scale_total_accepts_numbers():
 
 
 def test_scale_total_value():
-    assert scale_total(2, 3) == 6
-    assert scale_total(3, 2) == 6
+    assert scale_total(7, 7) == 19
+    assert scale_total(8, 7) == 20

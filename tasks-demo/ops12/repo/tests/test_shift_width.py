@@ -6,5 +6,5 @@ def test_shift_width_accepts_numbers():
 
 
 def test_shift_width_value():
-    assert shift_width(5, 5) == 0
-    assert shift_width(7, 4) == 3
+    assert shift_width(2, 4) == True
+    assert shift_width(9, 8) == False

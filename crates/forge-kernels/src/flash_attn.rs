@@ -272,16 +272,11 @@ impl CustomOp3 for FlashAttnGrad {
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         use candle_core::Storage;
-        let cuda = |t: &Tensor, what: &str| -> Result<(candle_core::StorageRef<'_>, Layout)> {
-            let (storage, layout) = t.storage_and_layout();
-            if !matches!(&*storage, Storage::Cuda(_)) {
-                bail!("forge-flash-attn-grad: {what} is not on the GPU");
-            }
-            Ok((storage, layout.clone()))
+        let ((os, ol), (gs, gl), (ls, ll)) = (self.o.storage_and_layout(), self.dout.storage_and_layout(), self.lse.storage_and_layout());
+        let (Storage::Cuda(os), Storage::Cuda(gs), Storage::Cuda(ls)) = (&*os, &*gs, &*ls) else {
+            bail!("forge-flash-attn-grad: o, dO and lse must be on the GPU")
         };
-        let ((os, ol), (gs, gl), (ls, ll)) = (cuda(&self.o, "o")?, cuda(&self.dout, "dO")?, cuda(&self.lse, "lse")?);
-        let (Storage::Cuda(os), Storage::Cuda(gs), Storage::Cuda(ls)) = (&*os, &*gs, &*ls) else { unreachable!("checked above") };
-        let saved = crate::cuda::flash_attn::Saved { o: (os, &ol), dout: (gs, &gl), lse: (ls, &ll) };
+        let saved = crate::cuda::flash_attn::Saved { o: (os, ol), dout: (gs, gl), lse: (ls, ll) };
         let flat = crate::cuda::flash_attn::backward(&self.seqs, self.scale, qs, ql, ks, kl, vs, vl, saved)?;
         let len = ql.shape().elem_count() + 2 * kl.shape().elem_count();
         Ok((flat, Shape::from(len)))

@@ -563,3 +563,19 @@ fn shifted_targets(labels: &Tensor, vocab_size: usize) -> Result<(Vec<u32>, usiz
     }
     Ok((targets, count))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::right_padded_lengths;
+
+    #[test]
+    fn right_padding_becomes_lengths_and_other_masks_do_not() {
+        assert_eq!(right_padded_lengths(None, 2, 4), Some(vec![4, 4]));
+        let rows = |r: &[&[u8]]| r.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        assert_eq!(right_padded_lengths(Some(&rows(&[&[1, 1, 1, 0], &[1, 0, 0, 0], &[1, 1, 1, 1]])), 3, 4), Some(vec![3, 1, 4]));
+        // left padding, a hole, and an all-padding row keep the additive-mask path
+        for mask in [&[&[0u8, 1, 1, 1][..]][..], &[&[1, 0, 1, 0][..]], &[&[0, 0, 0, 0][..]]] {
+            assert_eq!(right_padded_lengths(Some(&rows(mask)), 1, 4), None, "{mask:?}");
+        }
+    }
+}

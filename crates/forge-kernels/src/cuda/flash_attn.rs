@@ -81,7 +81,7 @@ fn dims(seqs: &Sequences, ql: &Layout, kl: &Layout, vl: &Layout) -> Result<Dims>
         bail!("{OP}: {h} query heads are not a multiple of {h_kv} key/value heads");
     }
     for (l, what) in [(ql, "q"), (kl, "k"), (vl, "v")] {
-        if l.start_offset() % 8 != 0 {
+        if !l.start_offset().is_multiple_of(8) {
             bail!("{OP}: {what} starts at element {} (the kernels need 16-byte alignment)", l.start_offset());
         }
     }
@@ -141,7 +141,7 @@ pub(crate) fn backward(
     if saved.o.1.dims() != ql.dims() || saved.dout.1.dims() != ql.dims() || saved.lse.1.dims() != [dm.h as usize, dm.total as usize] {
         bail!("{OP}: saved o {:?}, dO {:?}, lse {:?} do not match q {:?}", saved.o.1.dims(), saved.dout.1.dims(), saved.lse.1.dims(), ql.dims());
     }
-    if saved.dout.1.start_offset() % 8 != 0 || saved.o.1.start_offset() % 8 != 0 {
+    if !saved.dout.1.start_offset().is_multiple_of(8) || !saved.o.1.start_offset().is_multiple_of(8) {
         bail!("{OP}: o and dO must be 16-byte aligned");
     }
     let (q, k, v) = (view::<bf16>(qs, ql, OP, "q")?, view::<bf16>(ks, kl, OP, "k")?, view::<bf16>(vs, vl, OP, "v")?);

@@ -6,10 +6,15 @@
 #   kernels fused kernels vs candle's composite paths, and the bf16 matmul rate (candle and torch)
 #   train   a training step of Qwen3-0.6B/1.7B/8B-shaped random models at 4k context, forge and
 #           PyTorch + transformers (SDPA, bf16, gradient checkpointing) interleaved in one run
-#   all     the three in order (mind the device tool's 10-minute limit per command)
+#   flash   the fused flash attention: its parity tests (outputs poisoned), compute-sanitizer memcheck of
+#           them where the machine has compute-sanitizer, then forward/backward TFLOP/s at 4k/8k/32k
+#           (Qwen3-8B attention shape) beside torch SDPA's flash backend, the matmul path's memory
+#           at the same shapes (the 32k memory check), and the bf16 matmul rate (benches/gpu_flash.rs,
+#           scripts/bench_flash_torch.py)
+#   all     the four in order (mind the device tool's 10-minute limit per command)
 # and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR.
 #
-# Usage: scripts/gpu-check.sh [parity|kernels|train|all] [TARBALL] [RESULTS_DIR]
+# Usage: scripts/gpu-check.sh [parity|kernels|train|flash|all] [TARBALL] [RESULTS_DIR]
 #        defaults: all, .gpu/forge-cuda.tar.xz, $OUT if set (the device tool's) else benches/results
 # Environment: PYTHON (default python3: the one with torch), TRAIN_MODELS (default "0.6b 1.7b 8b"),
 #              TRAIN_SEQ (4096), TRAIN_STEPS (3).
@@ -22,7 +27,7 @@ RESULTS="${3:-${OUT:-benches/results}}"
 PY="${PYTHON:-python3}"
 die() { echo "gpu-check: $*" >&2; exit 1; }
 
-case "$STAGE" in parity | kernels | train | all) ;; *) die "unknown stage '$STAGE' (parity, kernels, train or all)" ;; esac
+case "$STAGE" in parity | kernels | train | flash | all) ;; *) die "unknown stage '$STAGE' (parity, kernels, train, flash or all)" ;; esac
 [[ -f "$TARBALL" ]] || die "$TARBALL not found: run scripts/build-cuda.sh on the build machine and carry its folder"
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this is not a GPU machine"
 mkdir -p "$RESULTS"
@@ -168,8 +173,69 @@ PY
   cat "$out"
 }
 
+run_flash() {
+  local log="$RESULTS/gpu-flash.log" lines="$RESULTS/gpu-flash.jsonl" out="$RESULTS/gpu-flash.md"
+  local parity memcheck sanitizer
+  : >"$log"
+  # 1. parity: the flash tests of cuda_parity (fused bf16 vs the f32 reference, outputs poisoned)
+  if CI=true "$BIN/tests/cuda_parity" flash --test-threads=1 >>"$log" 2>&1; then parity=pass; else parity="**FAIL**"; failed=1; fi
+  # 2. out-of-bounds / uninitialised accesses: compute-sanitizer, where the machine has one
+  sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1 || true)"
+  if [[ -n "$sanitizer" ]]; then
+    echo "+ $sanitizer --tool memcheck" >>"$log"
+    if CI=true "$sanitizer" --tool memcheck --error-exitcode 97 "$BIN/tests/cuda_parity" flash --test-threads=1 >>"$log" 2>&1; then
+      memcheck="clean ($sanitizer)"
+    else
+      memcheck="**errors** (see gpu-flash.log)"; failed=1
+    fi
+  else
+    memcheck="not run: no compute-sanitizer on this machine"
+  fi
+  # 3. speed and memory: forge (fused, and the matmul path) and torch SDPA flash, same GPU, same run
+  CI=true "$BIN/benches/gpu_flash" >"$lines" 2>>"$log" || echo '{"bench": "flash_attention", "impl": "forge", "error": "gpu_flash failed (see gpu-flash.log)"}' >>"$lines"
+  PYTHONUNBUFFERED=1 "$PY" scripts/bench_flash_torch.py >>"$lines" 2>>"$log" \
+    || echo '{"bench": "flash_attention", "impl": "torch", "error": "bench_flash_torch.py failed (see gpu-flash.log)"}' >>"$lines"
+  {
+    echo "# GPU flash attention: forge's fused kernels vs torch SDPA (flash backend)"
+    echo
+    header
+    echo "- Parity (cuda_parity flash tests: forward + dQ/dK/dV vs the f32 reference, causal, GQA 4:1 and 8:1,"
+    echo "  lengths off the 64-row tiles, packed varlen, outputs poisoned with NaN): $parity"
+    echo "- compute-sanitizer memcheck of those tests: $memcheck"
+    echo "- Shape: batch 1, 32 query heads, 8 K/V heads, head_dim 128, bf16, causal (Qwen3-8B attention)."
+    echo "  FLOPs: forward 2·s²·h·d, backward 2.5× that (flash-attention convention); backward ms ="
+    echo "  (forward + backward) − forward, medians. Fraction = TFLOP/s over the same framework's measured bf16 matmul rate."
+    echo "- 'forge matmul path' = forge_kernels::attention with an additive causal mask (what ran before the fused op): the"
+    echo "  memory check — an error there at 32k where 'forge fused' has a time means the fused op fits where it does not."
+    echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh flash\` on the GPU machine."
+    echo
+  } >"$out"
+  "$PY" - "$lines" >>"$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rate = {("forge" if "candle" in r["impl"] else "torch"): r["tflops"] for r in rows if r.get("bench") == "matmul_bf16"}
+print(f'bf16 matmul 8192³: candle/cuBLAS {rate.get("forge", float("nan")):.0f} TFLOP/s, torch {rate.get("torch", float("nan")):.0f} TFLOP/s')
+print()
+print("| seq | pass | impl | median ms | TFLOP/s | fraction of matmul rate | device mem used MiB | note |")
+print("|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if r.get("bench") != "flash_attention":
+        continue
+    if "error" in r:
+        print(f'| {r.get("seq", "")} | {r.get("pass", "")} | {r["impl"]} | | | | | {r["error"][:120]} |')
+        continue
+    peak = rate.get("torch" if r["impl"].startswith("torch") else "forge")
+    frac = f'{r["tflops"] / peak:.1%}' if peak else "n/a"
+    mem = r.get("device_mem_used_mib", r.get("torch_peak_alloc_mib", ""))
+    mem = f"{mem:.0f}" if isinstance(mem, (int, float)) else ""
+    print(f'| {r["seq"]} | {r["pass"]} | {r["impl"]} | {r["median_ms"]:.3f} | {r["tflops"]:.0f} | {frac} | {mem} | |')
+PY
+  cat "$out"
+}
+
 [[ "$STAGE" == parity || "$STAGE" == all ]] && run_parity
 [[ "$STAGE" == kernels || "$STAGE" == all ]] && run_kernels
 [[ "$STAGE" == train || "$STAGE" == all ]] && run_train
-if (( failed )); then die "GPU parity tests failed (see $RESULTS/gpu-parity.log)"; fi
+[[ "$STAGE" == flash || "$STAGE" == all ]] && run_flash
+if (( failed )); then die "GPU parity tests failed (see $RESULTS/gpu-parity.log or gpu-flash.log)"; fi
 echo "gpu-check: done; results in $RESULTS" >&2

@@ -4,7 +4,8 @@
 //! pass, so gradients silently stop at them. Every op here is a candle `CustomOp` whose forward AND
 //! backward are fused CPU kernels; with the `cuda` feature, RMSNorm, RoPE and cross-entropy also
 //! run fused CUDA kernels (`kernels/*.cu`, forward and backward) and `adamw` updates parameters
-//! on the GPU in one pass. Elsewhere the same functions fall back to the differentiable composite
+//! on the GPU in one pass. [`flash_attn`] is causal attention fused on CUDA bf16 (forward and
+//! backward, GQA, variable lengths; unmeasured on a GPU so far: kernels/FLASH.md). Elsewhere the same functions fall back to the differentiable composite
 //! path in [`reference`] until a device kernel lands. Each op is checked against that composite
 //! path in the tests. `linear_cross_entropy` is the language-model head and its loss without full
 //! logits; `embedding_gradient` is not an op but the table gradient of a lookup, for backward code
@@ -18,6 +19,7 @@ mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
 pub mod embedding;
+pub mod flash_attn;
 pub mod few_rows;
 pub mod linear_cross_entropy;
 pub mod reference;
@@ -32,6 +34,7 @@ pub mod attention;
 pub use attention::attention;
 pub use cross_entropy::{cross_entropy_per_token, IGNORE_TARGET};
 pub use embedding::embedding_gradient;
+pub use flash_attn::{causal_attention_padded, causal_attention_varlen};
 pub use linear_cross_entropy::{linear_cross_entropy_per_token, linear_cross_entropy_row_chunks};
 pub use rms_norm::rms_norm;
 pub use rope::rope;

@@ -195,3 +195,89 @@ fn fused_ops_on_gpu_match_the_composite_path_on_gpu() {
     );
     assert!(e <= 1e-5, "cross_entropy fused vs composite on GPU: {e:e}");
 }
+
+/// Layout of a flash-attention parity case.
+enum FlashBatch {
+    /// `[b, s, heads, d]` with right-padding lengths.
+    Padded { b: usize, s: usize, lengths: Vec<usize> },
+    /// `[total, heads, d]` packed with cumulative offsets.
+    Packed { cu_seqlens: Vec<usize> },
+}
+
+/// Relative tolerance of the fused bf16 attention against the f32 reference: bf16 output rounding
+/// (2⁻⁹) plus the bf16 rounding of the probabilities and dS that feed the tensor-core products.
+const FLASH_TOLERANCE: f32 = 2e-2;
+
+/// The fused kernels (bf16, GPU, outputs poisoned) against the reference attention in f32 on the
+/// CPU, from the same bf16-rounded inputs: output and the gradients of q, k, v of Σ out·probe.
+/// The composite bf16 path on the GPU is measured too and reported beside it.
+fn assert_flash_matches_reference(name: &str, gpu: &Device, batch: &FlashBatch, h: usize, h_kv: usize, d: usize, seed: u64) {
+    use forge_kernels::flash_attn;
+    forge_kernels::poison_cuda_outputs(true);
+    assert!(flash_attn::supported(gpu, DType::BF16, d), "{name}: the fused kernel is not selected for bf16, head dim {d}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let rows_shape = |heads: usize| -> Vec<usize> {
+        match batch {
+            FlashBatch::Padded { b, s, .. } => vec![*b, *s, heads, d],
+            FlashBatch::Packed { cu_seqlens } => vec![*cu_seqlens.last().unwrap(), heads, d],
+        }
+    };
+    // inputs rounded to bf16 once, so the f32 reference sees exactly the kernel's values
+    let bf16_exact = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
+    let inputs = [randn(&mut rng, &rows_shape(h)), randn(&mut rng, &rows_shape(h_kv)), randn(&mut rng, &rows_shape(h_kv))].map(bf16_exact);
+    let probe = randn(&mut rng, &rows_shape(h));
+    let scale = 1.0 / (d as f64).sqrt();
+    let fused = |t: &[Tensor]| match batch {
+        FlashBatch::Padded { lengths, .. } => forge_kernels::causal_attention_padded(&t[0], &t[1], &t[2], lengths, scale),
+        FlashBatch::Packed { cu_seqlens } => forge_kernels::causal_attention_varlen(&t[0], &t[1], &t[2], cu_seqlens, scale),
+    };
+    let reference = |t: &[Tensor]| match batch {
+        FlashBatch::Padded { lengths, .. } => flash_attn::reference_padded(&t[0], &t[1], &t[2], lengths, scale),
+        FlashBatch::Packed { cu_seqlens } => flash_attn::reference_varlen(&t[0], &t[1], &t[2], cu_seqlens, scale),
+    };
+    let all = [true, true, true];
+    let (y_ref, g_ref) = value_and_grads(&reference, &inputs, &all, DType::F32, &Device::Cpu, &probe);
+    let (y, g) = value_and_grads(&fused, &inputs, &all, DType::BF16, gpu, &probe);
+    let (y_mm, g_mm) = value_and_grads(&reference, &inputs, &all, DType::BF16, gpu, &probe);
+    assert!(y.device().is_cuda() && y.dtype() == DType::BF16, "{name}: output on {:?} in {:?}", y.device(), y.dtype());
+    assert_all_finite(name, "output", &y);
+    let (e, e_mm) = (rel_err(&y, &y_ref), rel_err(&y_mm, &y_ref));
+    assert!(e <= FLASH_TOLERANCE, "{name}: forward relative error {e:e} > {FLASH_TOLERANCE:e} (bf16 matmul path: {e_mm:e})");
+    for (i, what) in ["dq", "dk", "dv"].iter().enumerate() {
+        let (gf, gr, gm) = (g[i].as_ref().unwrap(), g_ref[i].as_ref().unwrap(), g_mm[i].as_ref().unwrap());
+        assert!(!gf.track_op(), "{name}: {what} still carries a graph");
+        assert_all_finite(name, what, gf);
+        let (e, e_mm) = (rel_err(gf, gr), rel_err(gm, gr));
+        assert!(e <= FLASH_TOLERANCE, "{name}: {what} relative error {e:e} > {FLASH_TOLERANCE:e} (bf16 matmul path: {e_mm:e})");
+    }
+}
+
+#[test]
+fn flash_attention_padded_causal_gqa_matches_reference() {
+    let Some(gpu) = require_cuda("flash_attention_padded_causal_gqa_matches_reference") else { return };
+    // 4:1 at head dim 128, lengths not multiples of the 64-row tiles (one row fully real, one padded)
+    let batch = FlashBatch::Padded { b: 2, s: 200, lengths: vec![200, 77] };
+    assert_flash_matches_reference("flash padded 8:2 d128 s200", &gpu, &batch, 8, 2, 128, 21);
+    // 8:1 at head dim 64, a length-1 row and a length exactly one tile plus one
+    let batch = FlashBatch::Padded { b: 3, s: 130, lengths: vec![130, 1, 65] };
+    assert_flash_matches_reference("flash padded 16:2 d64 s130", &gpu, &batch, 16, 2, 64, 22);
+}
+
+#[test]
+fn flash_attention_packed_varlen_matches_reference() {
+    let Some(gpu) = require_cuda("flash_attention_packed_varlen_matches_reference") else { return };
+    // 8:1 at head dim 128: sequences of 1, 63, 129 and 250 rows (tile boundaries ±1)
+    let batch = FlashBatch::Packed { cu_seqlens: vec![0, 1, 64, 193, 443] };
+    assert_flash_matches_reference("flash packed 8:1 d128", &gpu, &batch, 8, 1, 128, 23);
+    // 4:1 at head dim 64, an empty sequence in between
+    let batch = FlashBatch::Packed { cu_seqlens: vec![0, 300, 300, 317] };
+    assert_flash_matches_reference("flash packed 4:1 d64", &gpu, &batch, 4, 1, 64, 24);
+}
+
+#[test]
+fn flash_attention_long_sequence_matches_reference() {
+    let Some(gpu) = require_cuda("flash_attention_long_sequence_matches_reference") else { return };
+    // many key tiles per query tile: the online-softmax rescaling, and the dK/dV loop over query tiles
+    let batch = FlashBatch::Padded { b: 1, s: 1000, lengths: vec![1000] };
+    assert_flash_matches_reference("flash 4:1 d128 s1000", &gpu, &batch, 4, 1, 128, 25);
+}

@@ -343,3 +343,115 @@ fn embedding_gradient_equals_candles_index_select_backward() {
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "{dtype:?}: embedding gradient differs from candle's");
     }
 }
+
+/// `[b, s, heads, d]` -> `[b, heads, s, d]` and back: the flash-attention layouts around
+/// `forge_kernels::attention`'s.
+fn heads_first(t: &Tensor) -> Result<Tensor> {
+    t.transpose(1, 2)?.contiguous()
+}
+
+#[test]
+fn padded_flash_attention_matches_the_masked_attention_path() {
+    let mut rng = StdRng::seed_from_u64(11);
+    for (h, h_kv, lengths) in [(4usize, 1usize, [13usize, 6]), (8, 2, [1, 13]), (4, 4, [13, 13])] {
+        let (b, s, d) = (2, 13, 16);
+        let q = randn(&mut rng, &[b, s, h, d]);
+        let k = randn(&mut rng, &[b, s, h_kv, d]);
+        let v = randn(&mut rng, &[b, s, h_kv, d]);
+        let bias = causal_padding_bias(b, s, &lengths);
+        let scale = 1.0 / (d as f64).sqrt();
+        assert_parity(
+            &format!("attention padded {h}:{h_kv} lengths {lengths:?}"),
+            |t| forge_kernels::causal_attention_padded(&t[0], &t[1], &t[2], &lengths, scale),
+            |t| heads_first(&forge_kernels::attention(&heads_first(&t[0])?, &heads_first(&t[1])?, &heads_first(&t[2])?, Some(&t[3]), scale)?),
+            &[q, k, v, bias],
+            &[true, true, true, false],
+            1e-6,
+        );
+    }
+}
+
+/// Right padding changes nothing for the real rows: they equal the attention of the sequence alone.
+#[test]
+fn padded_flash_attention_real_rows_equal_the_unpadded_sequence() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let (b, s, h, h_kv, d, lengths) = (2usize, 11usize, 4usize, 2usize, 8usize, [11usize, 4]);
+    let q = randn(&mut rng, &[b, s, h, d]);
+    let k = randn(&mut rng, &[b, s, h_kv, d]);
+    let v = randn(&mut rng, &[b, s, h_kv, d]);
+    let out = forge_kernels::causal_attention_padded(&q, &k, &v, &lengths, 0.3).unwrap();
+    for (r, &n) in lengths.iter().enumerate() {
+        let one = |t: &Tensor| t.narrow(0, r, 1).unwrap().narrow(1, 0, n).unwrap();
+        let alone = forge_kernels::causal_attention_padded(&one(&q), &one(&k), &one(&v), &[n], 0.3).unwrap();
+        let e = rel_err(&one(&out), &alone);
+        assert!(e <= 1e-6, "row {r}: real rows differ from the sequence alone by {e:e}");
+    }
+}
+
+/// Packed sequences: each one attends only itself, causally — the attention of each sequence
+/// alone (with the test's own mask), concatenated; forward and gradients. An empty sequence and
+/// sequences of 1 row included.
+#[test]
+fn varlen_flash_attention_equals_per_sequence_attention() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let cu = [0usize, 5, 5, 6, 19, 30];
+    for (h, h_kv) in [(4usize, 1usize), (8, 1), (2, 2)] {
+        let (total, d) = (cu[cu.len() - 1], 16);
+        let q = randn(&mut rng, &[total, h, d]);
+        let k = randn(&mut rng, &[total, h_kv, d]);
+        let v = randn(&mut rng, &[total, h_kv, d]);
+        let scale = 0.25;
+        let per_sequence = |t: &[Tensor]| -> Result<Tensor> {
+            let parts = cu
+                .windows(2)
+                .filter(|w| w[1] > w[0])
+                .map(|w| {
+                    let n = w[1] - w[0];
+                    let one = |x: &Tensor| heads_first(&x.narrow(0, w[0], n)?.unsqueeze(0)?);
+                    let bias = causal_padding_bias(1, n, &[n]);
+                    heads_first(&forge_kernels::attention(&one(&t[0])?, &one(&t[1])?, &one(&t[2])?, Some(&bias), scale)?)?.squeeze(0)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Tensor::cat(&parts, 0)
+        };
+        assert_parity(
+            &format!("attention varlen {h}:{h_kv}"),
+            |t| forge_kernels::causal_attention_varlen(&t[0], &t[1], &t[2], &cu, scale),
+            per_sequence,
+            &[q, k, v],
+            &[true, true, true],
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn flash_attention_rejects_bad_arguments() {
+    let mut rng = StdRng::seed_from_u64(14);
+    let (q, k) = (randn(&mut rng, &[10, 4, 8]), randn(&mut rng, &[10, 2, 8]));
+    let varlen = |q: &Tensor, k: &Tensor, cu: &[usize]| forge_kernels::causal_attention_varlen(q, k, k, cu, 1.0).map(drop).map_err(|e| e.to_string());
+    assert!(varlen(&q, &k, &[0, 4, 10]).is_ok());
+    for (cu, why) in [(&[][..], "empty"), (&[0][..], "at least one"), (&[1, 10][..], "start at 0"), (&[0, 6, 4, 10][..], "decreases"), (&[0, 4, 9][..], "ends at 9")] {
+        let err = varlen(&q, &k, cu).expect_err(why);
+        assert!(err.contains(why), "cu_seqlens {cu:?}: {err}");
+    }
+    let err = varlen(&q, &randn(&mut rng, &[10, 3, 8]), &[0, 10]).unwrap_err();
+    assert!(err.contains("not a multiple"), "{err}");
+    let err = varlen(&q, &randn(&mut rng, &[10, 2, 4]), &[0, 10]).unwrap_err();
+    assert!(err.contains("do not match"), "{err}");
+
+    let (q, k) = (randn(&mut rng, &[2, 5, 4, 8]), randn(&mut rng, &[2, 5, 2, 8]));
+    let padded = |lengths: &[usize]| forge_kernels::causal_attention_padded(&q, &k, &k, lengths, 1.0).map(drop).map_err(|e| e.to_string());
+    assert!(padded(&[5, 1]).is_ok());
+    for (lengths, why) in [(&[5, 0][..], "outside 1..=5"), (&[6, 5][..], "outside 1..=5"), (&[5][..], "1 lengths for a batch of 2")] {
+        let err = padded(lengths).expect_err(why);
+        assert!(err.contains(why), "lengths {lengths:?}: {err}");
+    }
+}
+
+#[test]
+fn flash_attention_is_fused_only_on_cuda_bf16_with_head_dim_64_or_128() {
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        assert!(!forge_kernels::flash_attn::supported(&Device::Cpu, dtype, 128));
+    }
+}

@@ -84,12 +84,29 @@ fn dropout(x: &Tensor, p: f64, seed: u64) -> Result<Tensor> {
     Ok((x * mask)?)
 }
 
+/// Each row's length when every row of `keep_key` (`[b][s]`, non-zero = real token; `None` = no
+/// padding) is right padding with at least one real token; `None` for any other mask.
+fn right_padded_lengths(keep_key: Option<&[Vec<u8>]>, b: usize, s: usize) -> Option<Vec<usize>> {
+    let Some(keep_key) = keep_key else { return Some(vec![s; b]) };
+    keep_key
+        .iter()
+        .map(|row| {
+            let n = row.iter().take_while(|&&k| k != 0).count();
+            (n > 0 && row[n..].iter().all(|&k| k == 0)).then_some(n)
+        })
+        .collect()
+}
+
 /// Per-batch inputs shared by all layers: the additive attention mask, the RoPE tables, and
 /// whether LoRA adapters (and their dropout) apply.
 pub struct LayerInputs {
     /// `[b or 1, 1, s, s]` in the model dtype; `None` for incremental decoding, whose attention
-    /// reads only the cached positions a query may see.
+    /// reads only the cached positions a query may see, and when `causal_lengths` is set.
     bias: Option<Tensor>,
+    /// Where the fused attention runs (CUDA, bf16: `forge_kernels::flash_attn::supported`) and
+    /// the mask is causal + right padding: each row's real length; attention then never
+    /// materialises the `[s, s]` mask or scores.
+    causal_lengths: Option<Vec<usize>>,
     /// `[1, s, head_dim/2]` f32.
     cos: Tensor,
     sin: Tensor,
@@ -123,10 +140,18 @@ impl Attention {
         let q = rope(&q, &inputs.cos, &inputs.sin)?;
         let k = rope(&k, &inputs.cos, &inputs.sin)?;
         // 2. heads first: [b, heads, s, d]
-        let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
-        let out = attention(&q, &k, &v, inputs.bias.as_ref(), 1.0 / (d as f64).sqrt())?;
-        // 3. [b, h, s, d] -> [b, s, h·d] -> [b, s, hidden]
-        let out = out.transpose(1, 2)?.reshape((b, s, h * d))?;
+        let scale = 1.0 / (d as f64).sqrt();
+        let out = match &inputs.causal_lengths {
+            // fused kernel on [b, s, heads, d] directly
+            Some(lengths) => forge_kernels::causal_attention_padded(&q, &k, &v, lengths, scale)?.reshape((b, s, h * d))?,
+            None => {
+                let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
+                let out = attention(&q, &k, &v, inputs.bias.as_ref(), scale)?;
+                // 3. [b, h, s, d] -> [b, s, h·d]
+                out.transpose(1, 2)?.reshape((b, s, h * d))?
+            }
+        };
+        // -> [b, s, hidden]
         self.o_proj.forward(&out, inputs)
     }
 }
@@ -331,6 +356,22 @@ impl Qwen3ForCausalLM {
             }
             None => None,
         };
+        let (cos, sin) = self.rotary_tables(0..s)?;
+        let mut inputs = LayerInputs {
+            bias: None,
+            causal_lengths: None,
+            cos,
+            sin,
+            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+            dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
+            no_grad: false,
+        };
+        if forge_kernels::flash_attn::supported(device, self.dtype(), self.config.head_dim) {
+            if let Some(lengths) = right_padded_lengths(keep_key.as_deref(), b, s) {
+                inputs.causal_lengths = Some(lengths);
+                return Ok(inputs);
+            }
+        }
         let rows = keep_key.as_ref().map_or(1, |_| b);
         let mut bias = vec![0f32; rows * s * s];
         for r in 0..rows {
@@ -343,16 +384,8 @@ impl Qwen3ForCausalLM {
                 }
             }
         }
-        let bias = Tensor::from_vec(bias, (rows, 1, s, s), device)?.to_dtype(self.dtype())?;
-        let (cos, sin) = self.rotary_tables(0..s)?;
-        Ok(LayerInputs {
-            bias: Some(bias),
-            cos,
-            sin,
-            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
-            dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
-            no_grad: false,
-        })
+        inputs.bias = Some(Tensor::from_vec(bias, (rows, 1, s, s), device)?.to_dtype(self.dtype())?);
+        Ok(inputs)
     }
 
     /// RoPE `cos`, `sin` tables `[1, positions, head_dim/2]` (f32) for the given positions.
@@ -529,4 +562,20 @@ fn shifted_targets(labels: &Tensor, vocab_size: usize) -> Result<(Vec<u32>, usiz
         }
     }
     Ok((targets, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::right_padded_lengths;
+
+    #[test]
+    fn right_padding_becomes_lengths_and_other_masks_do_not() {
+        assert_eq!(right_padded_lengths(None, 2, 4), Some(vec![4, 4]));
+        let rows = |r: &[&[u8]]| r.iter().map(|x| x.to_vec()).collect::<Vec<_>>();
+        assert_eq!(right_padded_lengths(Some(&rows(&[&[1, 1, 1, 0], &[1, 0, 0, 0], &[1, 1, 1, 1]])), 3, 4), Some(vec![3, 1, 4]));
+        // left padding, a hole, and an all-padding row keep the additive-mask path
+        for mask in [&[&[0u8, 1, 1, 1][..]][..], &[&[1, 0, 1, 0][..]], &[&[0, 0, 0, 0][..]]] {
+            assert_eq!(right_padded_lengths(Some(&rows(mask)), 1, 4), None, "{mask:?}");
+        }
+    }
 }

@@ -48,6 +48,7 @@ impl Qwen3ForCausalLM {
         let (cos, sin) = self.rotary_tables(rows.iter().map(|&(_, p)| p))?;
         let inputs = LayerInputs {
             bias: None,
+            causal_lengths: None,
             cos,
             sin,
             adapters_on: self.adapters_enabled.load(std::sync::atomic::Ordering::Relaxed),

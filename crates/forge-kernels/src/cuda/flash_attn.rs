@@ -1,0 +1,183 @@
+//! Launches of kernels/flash_attn.cu for the flash-attention CustomOps (src/flash_attn.rs).
+
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg as _};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
+use half::bf16;
+
+use super::{alloc_output, as_i32, grid_stride, launch, load, view, FLASH_ATTN};
+use crate::flash_attn::Sequences;
+
+const OP: &str = "forge-flash-attn";
+/// Threads per block of the tile kernels (kernels/flash_attn.cu `flash::THREADS`).
+const THREADS: u32 = 128;
+/// Query rows per block of the forward and dq kernels, keys per block of the dkdv kernel.
+const TILE: usize = 64;
+/// Above this, a kernel's dynamic shared memory must be allowed explicitly.
+const DEFAULT_SHARED: usize = 48 * 1024;
+const SEQUENCES_PER_LAUNCH: usize = 65535; // the grid's z dimension
+
+/// Dynamic shared memory of each kernel (bytes), as laid out in kernels/flash_attn.cu.
+fn shared_bytes(kernel: &str, d: usize) -> usize {
+    let row = (d + 8) * 2;
+    match kernel {
+        "flash_fwd" => 2 * TILE * row,
+        "flash_bwd_dq" => 4 * TILE * row,
+        "flash_bwd_dkdv" => {
+            let br = dkdv_query_tile(d);
+            (2 * TILE + 2 * br) * row + 2 * br * 4
+        }
+        _ => 0,
+    }
+}
+
+/// Query rows per step of the dkdv kernel (INSTANTIATE_FLASH's second argument).
+fn dkdv_query_tile(d: usize) -> usize {
+    if d == 128 {
+        32
+    } else {
+        64
+    }
+}
+
+/// `<root>_d<D>` with its shared memory allowed, and the launch shape over (tiles, heads, sequences).
+fn prepare(dev: &CudaDevice, root: &str, d: usize, seqs: &Sequences, heads: usize) -> Result<(String, LaunchConfig)> {
+    let name = format!("{root}_d{d}");
+    let shared = shared_bytes(root, d);
+    if shared > DEFAULT_SHARED {
+        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
+        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32).w()?;
+    }
+    if heads > 65535 || seqs.len() > SEQUENCES_PER_LAUNCH {
+        bail!("{OP}: {heads} heads or {} sequences exceed the grid's limit of 65535", seqs.len());
+    }
+    let tiles = seqs.max_rows().div_ceil(TILE).max(1);
+    let cfg = LaunchConfig {
+        grid_dim: (as_i32(tiles, OP, "row tiles")? as u32, heads as u32, seqs.len() as u32),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: shared as u32,
+    };
+    Ok((name, cfg))
+}
+
+struct Dims {
+    total: i32,
+    h: i32,
+    h_kv: i32,
+    d: usize,
+}
+
+fn dims(seqs: &Sequences, ql: &Layout, kl: &Layout, vl: &Layout) -> Result<Dims> {
+    let (total, h, d) = ql.shape().dims3()?;
+    let (kt, h_kv, kd) = kl.shape().dims3()?;
+    if kt != total || kd != d || vl.dims() != kl.dims() || seqs.total() != total {
+        bail!("{OP}: q {:?}, k {:?}, v {:?} do not match {} rows", ql.dims(), kl.dims(), vl.dims(), seqs.total());
+    }
+    if d != 64 && d != 128 {
+        bail!("{OP}: head dim {d} (the kernels are built for 64 and 128)");
+    }
+    if h_kv == 0 || h % h_kv != 0 {
+        bail!("{OP}: {h} query heads are not a multiple of {h_kv} key/value heads");
+    }
+    for (l, what) in [(ql, "q"), (kl, "k"), (vl, "v")] {
+        if !l.start_offset().is_multiple_of(8) {
+            bail!("{OP}: {what} starts at element {} (the kernels need 16-byte alignment)", l.start_offset());
+        }
+    }
+    Ok(Dims { total: as_i32(total, OP, "rows")?, h: as_i32(h, OP, "heads")?, h_kv: as_i32(h_kv, OP, "kv heads")?, d })
+}
+
+fn upload(dev: &CudaDevice, seqs: &Sequences) -> Result<[CudaSlice<i32>; 3]> {
+    let [starts, rows, valid] = seqs.as_i32()?;
+    Ok([dev.clone_htod(&starts)?, dev.clone_htod(&rows)?, dev.clone_htod(&valid)?])
+}
+
+/// `(o [total, h, d] bf16, lse [h, total] f32)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn forward(
+    seqs: &Sequences,
+    scale: f32,
+    qs: &CudaStorage,
+    ql: &Layout,
+    ks: &CudaStorage,
+    kl: &Layout,
+    vs: &CudaStorage,
+    vl: &Layout,
+) -> Result<(CudaStorage, CudaStorage)> {
+    let dm = dims(seqs, ql, kl, vl)?;
+    let (q, k, v) = (view::<bf16>(qs, ql, OP, "q")?, view::<bf16>(ks, kl, OP, "k")?, view::<bf16>(vs, vl, OP, "v")?);
+    let dev = &qs.device;
+    let [starts, rows, valid] = upload(dev, seqs)?;
+    let n = ql.shape().elem_count();
+    let o = alloc_output::<bf16>(dev, n)?;
+    let lse = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
+    let (name, cfg) = prepare(dev, "flash_fwd", dm.d, seqs, dm.h as usize)?;
+    launch!(bf16, dev, FLASH_ATTN, &name, cfg, q, k, v, o, lse, starts, rows, valid, dm.total, dm.h, dm.h_kv, scale)?;
+    Ok((CudaStorage::wrap_cuda_slice(o, dev.clone()), CudaStorage::wrap_cuda_slice(lse, dev.clone())))
+}
+
+/// What the forward kept: its output, the output's gradient, and the log-sum-exp.
+pub(crate) struct Saved<'a> {
+    pub o: (&'a CudaStorage, &'a Layout),
+    pub dout: (&'a CudaStorage, &'a Layout),
+    pub lse: (&'a CudaStorage, &'a Layout),
+}
+
+/// `[dq.., dk.., dv..]` bf16 in one buffer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward(
+    seqs: &Sequences,
+    scale: f32,
+    qs: &CudaStorage,
+    ql: &Layout,
+    ks: &CudaStorage,
+    kl: &Layout,
+    vs: &CudaStorage,
+    vl: &Layout,
+    saved: Saved,
+) -> Result<CudaStorage> {
+    let dm = dims(seqs, ql, kl, vl)?;
+    if saved.o.1.dims() != ql.dims() || saved.dout.1.dims() != ql.dims() || saved.lse.1.dims() != [dm.h as usize, dm.total as usize] {
+        bail!("{OP}: saved o {:?}, dO {:?}, lse {:?} do not match q {:?}", saved.o.1.dims(), saved.dout.1.dims(), saved.lse.1.dims(), ql.dims());
+    }
+    if !saved.dout.1.start_offset().is_multiple_of(8) || !saved.o.1.start_offset().is_multiple_of(8) {
+        bail!("{OP}: o and dO must be 16-byte aligned");
+    }
+    let (q, k, v) = (view::<bf16>(qs, ql, OP, "q")?, view::<bf16>(ks, kl, OP, "k")?, view::<bf16>(vs, vl, OP, "v")?);
+    let o = view::<bf16>(saved.o.0, saved.o.1, OP, "o")?;
+    let dout = view::<bf16>(saved.dout.0, saved.dout.1, OP, "dO")?;
+    let lse = view::<f32>(saved.lse.0, saved.lse.1, OP, "lse")?;
+    let dev = &qs.device;
+    let [starts, rows, valid] = upload(dev, seqs)?;
+    let (nq, nk) = (ql.shape().elem_count(), kl.shape().elem_count());
+
+    // 1. delta = rowsum(dO∘O): a warp per (row, head)
+    let delta = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
+    let cfg = grid_stride(dm.total as usize * dm.h as usize * 32, 256);
+    launch!(bf16, dev, FLASH_ATTN, &format!("flash_bwd_delta_d{}", dm.d), cfg, o, dout, delta, dm.total, dm.h)?;
+
+    let mut grads = alloc_output::<bf16>(dev, nq + 2 * nk)?;
+    {
+        let (mut dq, mut dkv) = grads.split_at_mut(nq);
+        let (mut dk, mut dv) = dkv.split_at_mut(nk);
+        let stream = dev.cuda_stream();
+        // 2. dK, dV: a block per 64 keys of one K/V head
+        let (name, cfg) = prepare(dev, "flash_bwd_dkdv", dm.d, seqs, dm.h_kv as usize)?;
+        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
+        let mut args = stream.launch_builder(&func);
+        args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dk).arg(&mut dv);
+        args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);
+        // SAFETY: the arguments of flash_bwd_dkdv's C signature, buffers sized as `dims` checked.
+        unsafe { args.launch(cfg) }.w()?;
+        // 3. dQ: a block per 64 query rows of one head
+        let (name, cfg) = prepare(dev, "flash_bwd_dq", dm.d, seqs, dm.h as usize)?;
+        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
+        let mut args = stream.launch_builder(&func);
+        args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dq);
+        args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);
+        // SAFETY: the arguments of flash_bwd_dq's C signature, buffers sized as `dims` checked.
+        unsafe { args.launch(cfg) }.w()?;
+    }
+    Ok(CudaStorage::wrap_cuda_slice(grads, dev.clone()))
+}

@@ -27,6 +27,10 @@ scripts/cuda-toolchain.sh
 source .cuda/env.sh
 export CARGO_TARGET_DIR="${FORGE_CUDA_TARGET_DIR:-$HOME/.cache/forge/target-cuda}"
 export CUDA_COMPUTE_CAP=90
+# forge-kernels' build script reruns when this changes (see its build.rs: mtimes alone are not
+# enough when several checkouts share the target dir)
+FORGE_KERNELS_DIGEST="$(cd crates/forge-kernels/kernels && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+export FORGE_KERNELS_DIGEST
 
 # One cargo invocation for everything (the same one CI runs), so features unify identically and
 # nothing is built twice: the CLI, and all targets (tests, benches) of the cuda-featured crates.

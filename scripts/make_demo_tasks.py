@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The demo curriculum: `tasks-demo/`, thirty small bundled projects of one-line bugs, small
-enough for a tiny model trained on CPU; 27 projects train, three are held out.
+enough for a tiny model trained on CPU: 27 projects of SFT demonstrations, ten of RL tasks, three
+held out.
 
 Every project is a copy of the same package `opsdemo` with one tiny function per module
 (`opsdemo/<name>.py`, `def <name>(a, b): return <expr>`, the same six names everywhere) and one test
@@ -10,7 +11,11 @@ user would (two wordings, stating the two expressions in opposite orders), names
 expression, so the fix follows from the issue alone. The task's fix.patch is the one-line fix plus a
 new test in the function's test file (the file's existing smoke test is the PASS_TO_PASS side).
 
-Held out are whole repositories: projects whose bug combinations the model never saw. (An earlier
+The splits are whole repositories, in the pipeline's order: `sft` (ops01–ops27: the tasks whose gold
+trajectories are the SFT warm start's demonstrations), `rl` (ops31–ops40: tasks the RL run trains on
+by reward alone, never demonstrated) and `heldout` (ops28–ops30: never trained on, neither by SFT
+nor by RL). RL has its own tasks because on the SFT tasks the warm start reproduces memorised
+answers; on new repositories it meets new combinations, as it will on the held-out ones. (An earlier
 version held out unseen function names; a ~1M-parameter model trained for minutes learns the
 format but not to copy names it has never produced, so nothing could be learned from it.)
 
@@ -18,7 +23,7 @@ Steps (deterministic: fixed seed, standard library only, fixed git identity):
   1. write tasks-demo/<project>/{repo/, NNN-<name>/{task.json,fix.patch}} (previous contents removed);
   2. `forge-swe-tasks generate tasks-demo` (builds the images, runs the tests in containers, writes
      tasks-demo/bundled.jsonl; needs Docker and forge/base:py3) unless --sources-only;
-  3. tasks-demo/train.jsonl and tasks-demo/heldout.jsonl: the two splits of bundled.jsonl.
+  3. tasks-demo/{sft,rl,heldout}.jsonl: the three splits of bundled.jsonl.
 
 Usage: python3 scripts/make_demo_tasks.py [--out tasks-demo] [--sources-only]
        (FORGE_SWE_TASKS_BIN: a built forge-swe-tasks; default `cargo run --release`)
@@ -35,8 +40,11 @@ import tempfile
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "opsdemo"
 SEED = 7
-PROJECTS = [f"ops{i:02d}" for i in range(1, 31)]
-HELDOUT_PROJECTS = PROJECTS[-3:]
+# ops31–ops40 were added after ops01–ops30 existed: the single random stream draws projects in
+# this order, so appending projects leaves the earlier ones' tasks unchanged.
+PROJECTS = [f"ops{i:02d}" for i in range(1, 41)]
+HELDOUT_PROJECTS = {"ops28", "ops29", "ops30"}
+RL_PROJECTS = {f"ops{i}" for i in range(31, 41)}
 FUNCTIONS = ["scale_total", "merge_price", "shift_width", "blend_speed", "clamp_level", "count_index"]
 
 # Bug kinds: half wrong operators, a quarter flipped comparisons, a quarter off-by-one constants.
@@ -87,7 +95,7 @@ def make_tasks(project, rng):
     """One task per function of `project`, in a shuffled history order."""
     order = sorted(FUNCTIONS, key=lambda _: rng.random())
     kinds = [rng.choice(["operator", "operator", "comparison", "constant"]) for _ in order]
-    split = "heldout" if project in HELDOUT_PROJECTS else "train"
+    split = "heldout" if project in HELDOUT_PROJECTS else "rl" if project in RL_PROJECTS else "sft"
     tasks = []
     for k, (name, kind) in enumerate(zip(order, kinds), start=1):
         good, bad = expression(kind, rng)
@@ -183,7 +191,7 @@ def write_splits(out, tasks):
     split_of = {t["instance_id"]: t["split"] for t in tasks}
     with open(os.path.join(out, "bundled.jsonl"), encoding="utf-8") as f:
         lines = [line for line in f if line.strip()]
-    for split in ("train", "heldout"):
+    for split in ("sft", "rl", "heldout"):
         chosen = [line for line in lines if split_of[json.loads(line)["instance_id"]] == split]
         with open(os.path.join(out, f"{split}.jsonl"), "w", encoding="utf-8", newline="\n") as f:
             f.writelines(chosen)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The README's first command: the main job on the embedded default, on CPU, with all set-up —
 #   1. SFT warm start: a tiny Qwen3 (random init, ~1M parameters) on the edit oracle's gold agent
-#      trajectories of the demo curriculum's TRAIN tasks (configs/demo/sft.toml);
-#   2. GRPO RL on the TRAIN tasks: the agent rolls out in Docker, reward 1 iff the tests pass
-#      (configs/demo/rl.toml);
+#      trajectories of the demo curriculum's SFT tasks (configs/demo/sft.toml);
+#   2. GRPO RL on the curriculum's RL tasks (other repositories, never demonstrated): the agent
+#      rolls out in Docker, reward 1 iff the tests pass (configs/demo/rl.toml);
 #   3. the HELD-OUT solve rate (tasks-demo/heldout.jsonl, greedy, real containers and grading)
 #      before SFT, after SFT and after RL.
 # Usage: scripts/quickstart.sh [RUN_DIR]   (SEED=n picks the seed of SFT and RL; default 0)

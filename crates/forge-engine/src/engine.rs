@@ -237,14 +237,19 @@ impl EngineLoop {
                 let shared = self.shared.clone();
                 let _weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let started = Instant::now();
-                self.step();
+                let finished = self.step();
                 shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                // reply only once the step is accounted, so a caller that has its result sees its busy time
+                for (sequence, reason) in finished {
+                    sequence.finish(reason);
+                }
             }
         }
     }
 
-    /// One forward pass over every active sequence, then one new token for each.
-    fn step(&mut self) {
+    /// One forward pass over every active sequence, then one new token for each; returns the
+    /// sequences that ended, for the caller to answer.
+    fn step(&mut self) -> Vec<(Sequence, FinishReason)> {
         let mut steps: Vec<SequenceStep> = self.active.iter_mut().map(|s| SequenceStep { cache: &mut s.cache, tokens: &s.pending }).collect();
         let logits = self.model.forward_step(&mut steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
         let logits = match logits {
@@ -254,18 +259,20 @@ impl EngineLoop {
                 for sequence in self.active.drain(..) {
                     let _ = sequence.reply.send(Err(EngineError::Model(e.to_string())));
                 }
-                return;
+                return Vec::new();
             }
         };
         let vocab = logits.len() / self.active.len();
         // each sequence reads a whole vocabulary row: spread them over the cores
         let picks: Vec<(u32, f32)> = self.active.par_iter_mut().zip(logits.par_chunks_exact(vocab)).map(|(s, row)| s.sampler.sample(row)).collect();
+        let mut finished = Vec::new();
         for (mut sequence, pick) in std::mem::take(&mut self.active).into_iter().zip(picks) {
             match sequence.advance(pick) {
-                Some(reason) => sequence.finish(reason),
+                Some(reason) => finished.push((sequence, reason)),
                 None => self.active.push(sequence),
             }
         }
+        finished
     }
 
     /// Fails everything queued or running with [`EngineError::Stopped`].

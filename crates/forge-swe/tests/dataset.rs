@@ -211,29 +211,31 @@ fn demo_tasks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo")
 }
 
-/// The demo curriculum (`scripts/make_demo_tasks.py`): thirty projects, train and held-out splits
-/// that partition them, every gold patch one changed line, held-out repositories unseen in training.
+/// The demo curriculum (`scripts/make_demo_tasks.py`): forty projects; the SFT, RL and held-out
+/// splits partition them by repository, every gold patch is one changed line.
 #[test]
 fn demo_dataset_matches_sources_and_splits_partition_it() {
     let dir = demo_tasks_dir();
     let (projects, instances) = assert_dataset_matches_sources(&dir);
-    assert_eq!(projects, 30);
-    let train = load_instances(&dir.join("train.jsonl")).unwrap();
-    let heldout = load_instances(&dir.join("heldout.jsonl")).unwrap();
-    assert_eq!(train.len() + heldout.len(), instances.len());
-    assert!(!heldout.is_empty() && train.len() > heldout.len());
-    for split in [&train, &heldout] {
-        for inst in split.iter() {
+    assert_eq!(projects, 40);
+    let splits: Vec<(&str, Vec<forge_swe::TaskInstance>)> =
+        ["sft", "rl", "heldout"].into_iter().map(|name| (name, load_instances(&dir.join(format!("{name}.jsonl"))).unwrap())).collect();
+    assert_eq!(splits.iter().map(|(_, s)| s.len()).collect::<Vec<_>>(), [162, 60, 18]);
+    assert_eq!(splits.iter().map(|(_, s)| s.len()).sum::<usize>(), instances.len());
+    let repos = |split: &[forge_swe::TaskInstance]| split.iter().map(|i| i.repo.clone()).collect::<std::collections::BTreeSet<_>>();
+    for (a, (name_a, split_a)) in splits.iter().enumerate() {
+        for inst in split_a {
             let original = instances.iter().find(|i| i.instance_id == inst.instance_id);
-            assert_eq!(original, Some(inst), "splits are records of bundled.jsonl");
+            assert_eq!(original, Some(inst), "{name_a}: splits are records of bundled.jsonl");
+        }
+        for (name_b, split_b) in &splits[a + 1..] {
+            assert!(repos(split_a).is_disjoint(&repos(split_b)), "{name_a} and {name_b} share a repository");
         }
     }
-    let trained: std::collections::BTreeSet<&str> = train.iter().map(|i| i.repo.as_str()).collect();
     for inst in &instances {
         let changed = |sign: char| inst.patch.lines().filter(|l| l.starts_with(sign) && !l.starts_with(&format!("{sign}{sign}{sign}"))).count();
         assert_eq!((changed('-'), changed('+')), (1, 1), "{}: a one-line fix", inst.instance_id);
     }
-    assert!(heldout.iter().all(|i| !trained.contains(i.repo.as_str())), "held-out repositories are not trained on");
 }
 
 /// Images are built from the task sources the dataset file sits with, else from `tasks/`.

@@ -1,0 +1,10 @@
+from opsdemo.shift_width import shift_width
+
+
+def test_shift_width_accepts_numbers():
+    shift_width(2, 5)
+
+
+def test_shift_width_value():
+    assert shift_width(6, 9) == 20
+    assert shift_width(2, 9) == 16

@@ -1,0 +1,2 @@
+def shift_width(a, b):
+    return a * b

@@ -1,0 +1,2 @@
+def count_index(a, b):
+    return a + b + 6

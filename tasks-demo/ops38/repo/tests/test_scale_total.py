@@ -1,0 +1,10 @@
+from opsdemo.scale_total import scale_total
+
+
+def test_scale_total_accepts_numbers():
+    scale_total(2, 5)
+
+
+def test_scale_total_value():
+    assert scale_total(6, 8) == 14
+    assert scale_total(1, 9) == 10

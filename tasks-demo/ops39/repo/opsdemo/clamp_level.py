@@ -1,0 +1,2 @@
+def clamp_level(a, b):
+    return a >= b

@@ -1,0 +1,10 @@
+from opsdemo.count_index import count_index
+
+
+def test_count_index_accepts_numbers():
+    count_index(2, 5)
+
+
+def test_count_index_value():
+    assert count_index(4, 2) == 2
+    assert count_index(6, 6) == 0

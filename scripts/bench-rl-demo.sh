@@ -2,64 +2,78 @@
 # Does RL raise the demo's held-out solve rate? Per seed: the main job (scripts/quickstart.sh: SFT
 # warm start → GRPO on the RL split → greedy held-out eval before SFT, after SFT, after RL), then the
 # held-out rate of the SFT and the RL model sampled at temperature 0.5 with 4 sampling seeds (72
-# episodes each: less noisy than 18 greedy ones). Writes a table to benches/results/rl-demo.md.
+# episodes each: less noisy than 18 greedy ones). Each seed's result is appended (replacing an older
+# row of the same seed) to benches/results/rl-demo-seeds.jsonl, and the table between the markers of
+# benches/results/rl-demo.md is rebuilt from every row there.
 #
 # Usage: scripts/bench-rl-demo.sh [SEED...]   (default: 0 1 2; ~25 min per seed on 2 cores)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
+FORGE="$CARGO_TARGET_DIR/release/forge"
+source scripts/demo-lib.sh
 SEEDS=("${@:-0 1 2}")
 read -r -a SEEDS <<<"${SEEDS[*]}"
 ROOT="runs/rl-demo"
+ROWS="benches/results/rl-demo-seeds.jsonl"
 mkdir -p "$ROOT"
+touch "$ROWS"
+
 sampled() {  # sampled RUN NAME MODEL_DIR: resolved episodes of 4 × 18 at temperature 0.5
-  local total=0 seed
+  local total=0 seed solved
   for seed in 1000 2000 3000 4000; do
-    "$CARGO_TARGET_DIR/release/forge" eval swebench --dataset tasks-demo/heldout.jsonl --model "$3" \
-      --run-id "$2-t05-$seed" --scaffold minimal --max-turns 4 --temperature 0.5 --seed "$seed" \
-      --workers 4 --timeout 60 --output-dir "$1/eval" >"$1/eval-$2-t05-$seed.log" 2>&1
-    total=$((total + $(python3 -c 'import glob, json, sys; print(json.load(open(glob.glob(sys.argv[1])[0]))["resolved_instances"])' "$1/eval/*.$2-t05-$seed.json")))
+    solved=$(heldout_solved "$1" "$2-t05-$seed" "$3" 0.5 "$seed")
+    total=$((total + ${solved%/*}))
   done
   echo "$total"
 }
+
 for seed in "${SEEDS[@]}"; do
   start=$(date +%s)
   run="$ROOT/seed$seed"
   SEED="$seed" scripts/quickstart.sh "$run" >"$ROOT/seed$seed.log" 2>&1 \
     || { tail -30 "$ROOT/seed$seed.log" >&2; exit 1; }
-  printf '{"after_sft": %s, "after_rl": %s}\n' "$(sampled "$run" after-sft "$run/sft/model")" \
-    "$(sampled "$run" after-rl "$run/rl/model")" >"$run/heldout-sampled.json"
-  echo "seed $seed: $(cat "$run/heldout.json") sampled $(cat "$run/heldout-sampled.json") ($(( $(date +%s) - start )) s)"
-done
-python3 - "$ROOT" "$(git rev-parse --short HEAD)" "${SEEDS[@]}" <<'PY' | tee benches/results/rl-demo.md
+  sampled_sft=$(sampled "$run" after-sft "$run/sft/model")
+  sampled_rl=$(sampled "$run" after-rl "$run/rl/model")
+  python3 - "$ROWS" "$run" "$seed" "$sampled_sft" "$sampled_rl" "$(git rev-parse --short HEAD)" "$(( $(date +%s) - start ))" <<'PY'
 import datetime, json, sys
-root, commit, seeds = sys.argv[1], sys.argv[2], sys.argv[3:]
-rows = [json.load(open(f"{root}/seed{s}/heldout.json")) for s in seeds]
-def rate(text):
-    solved, total = map(int, text.split("/"))
-    return solved / total
-def metrics(seed):
-    return [json.loads(l) for l in open(f"{root}/seed{seed}/rl/metrics.jsonl")]
-print(f"""# Demo curriculum: held-out solve rate before SFT, after SFT, after RL
+rows_path, run, seed, sampled_sft, sampled_rl, commit, seconds = sys.argv[1:]
+row = json.load(open(f"{run}/heldout.json"))
+row.update(seed=int(seed), sampled_after_sft=f"{sampled_sft}/72", sampled_after_rl=f"{sampled_rl}/72",
+           rl_reward_per_step=[round(json.loads(l)["reward_mean"], 2) for l in open(f"{run}/rl/metrics.jsonl")],
+           commit=commit, date=str(datetime.date.today()), seconds=int(seconds), how="scripts/bench-rl-demo.sh")
+rows = [json.loads(l) for l in open(rows_path) if l.strip()]
+rows = [r for r in rows if r["seed"] != row["seed"]] + [row]
+with open(rows_path, "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in sorted(rows, key=lambda r: r["seed"]))
+PY
+  echo "seed $seed: $(cat "$run/heldout.json") sampled after SFT $sampled_sft/72, after RL $sampled_rl/72 ($(( $(date +%s) - start )) s)"
+done
 
-- What: `scripts/quickstart.sh` per seed (the README's main job): SFT warm start
-  (configs/demo/sft.toml, tasks-demo/sft.jsonl's demonstrations) → GRPO (configs/demo/rl.toml) on
-  tasks-demo/rl.jsonl → greedy agent on the 18 held-out tasks (tasks-demo/heldout.jsonl:
-  repositories trained on by neither), graded in containers; then the SFT and the RL model sampled
-  at temperature 0.5 with seeds 1000–4000 (4 × 18 episodes each).
-- Machine: 2 CPU cores, no GPU; date {datetime.date.today()}; commit {commit}
-- Reproduce: `scripts/bench-rl-demo.sh {' '.join(seeds)}`
-
-| seed | before SFT (greedy) | after SFT (greedy) | after RL (greedy) | after SFT (sampled) | after RL (sampled) | RL train reward, first → last step |
-|---|---|---|---|---|---|---|""")
-sampled = [json.load(open(f"{root}/seed{s}/heldout-sampled.json")) for s in seeds]
-for seed, row, samp in zip(seeds, rows, sampled):
-    m = metrics(seed)
-    print(f"| {seed} | {row['before_sft']} | {row['after_sft']} | {row['after_rl']} | {samp['after_sft']}/72 | "
-          f"{samp['after_rl']}/72 | {m[0]['reward_mean']:.3f} → {m[-1]['reward_mean']:.3f} |")
-mean = lambda key: sum(rate(r[key]) for r in rows) / len(rows)
-mean_sampled = lambda key: sum(s[key] for s in sampled) / (72 * len(sampled))
-print(f"| mean | {mean('before_sft'):.1%} | {mean('after_sft'):.1%} | {mean('after_rl'):.1%} | "
-      f"{mean_sampled('after_sft'):.1%} | {mean_sampled('after_rl'):.1%} | |")
+python3 - "$ROWS" benches/results/rl-demo.md <<'PY'
+import json, sys
+rows_path, doc_path = sys.argv[1:]
+rows = [json.loads(l) for l in open(rows_path) if l.strip()]
+def count(text):
+    return tuple(map(int, text.split("/")))
+def total(key):
+    solved, n = map(sum, zip(*(count(r[key]) for r in rows if r[key] != "-")))
+    return f"{solved}/{n} ({solved / n:.0%})"
+lines = ["| seed | before SFT (greedy) | after SFT (greedy) | after RL (greedy) | after SFT (sampled) | after RL (sampled) | RL train reward per step (T = 1.0) | measured |",
+         "|---|---|---|---|---|---|---|---|"]
+for r in rows:
+    lines.append(f"| {r['seed']} | {r['before_sft']} | {r['after_sft']} | {r['after_rl']} | {r['sampled_after_sft']} | "
+                 f"{r['sampled_after_rl']} | {' '.join(f'{x:.2f}' for x in r['rl_reward_per_step'])} | {r['date']}, {r['commit']}, {r['how']} |")
+lines.append(f"| all | {total('before_sft')} | {total('after_sft')} | {total('after_rl')} | {total('sampled_after_sft')} | "
+             f"{total('sampled_after_rl')} | | |")
+risen = sum(count(r["sampled_after_rl"])[0] > count(r["sampled_after_sft"])[0] for r in rows)
+lines.append("")
+lines.append(f"Sampled held-out rate rose after RL for {risen} of {len(rows)} seeds.")
+table = "\n".join(lines)
+doc = open(doc_path).read()
+head, rest = doc.split("<!-- table -->", 1)
+_, tail = rest.split("<!-- /table -->", 1)
+open(doc_path, "w").write(f"{head}<!-- table -->\n{table}\n<!-- /table -->{tail}")
+print(table)
 PY

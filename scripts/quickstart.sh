@@ -20,16 +20,7 @@ FORGE="$CARGO_TARGET_DIR/release/forge"
 rm -rf "$RUN"
 mkdir -p "$RUN"
 
-heldout() {  # heldout NAME MODEL_DIR: greedy agent on the held-out tasks; prints "resolved/total"
-  "$FORGE" eval swebench --dataset tasks-demo/heldout.jsonl --model "$2" --run-id "$1" \
-    --scaffold minimal --max-turns 4 --temperature 0 --workers 4 --timeout 60 --output-dir "$RUN/eval" >"$RUN/eval-$1.log" 2>&1 \
-    || { cat "$RUN/eval-$1.log" >&2; exit 1; }
-  python3 - "$RUN/eval" "$1" <<'PY'
-import glob, json, sys
-summary = json.load(open(glob.glob(f"{sys.argv[1]}/*.{sys.argv[2]}.json")[0]))
-print(f"{summary['resolved_instances']}/{summary['total_instances']}")
-PY
-}
+source scripts/demo-lib.sh
 
 echo "== 1. SFT warm start (configs/demo/sft.toml, seed $SEED)"
 # the random initialisation, as a model directory, to measure "before SFT"
@@ -43,8 +34,8 @@ echo "== 2. GRPO (configs/demo/rl.toml, seed $SEED)"
   --set "run.dir=\"$RUN/rl\"" --set "train.seed=$SEED"
 
 echo "== 3. held-out solve rate (tasks-demo/heldout.jsonl, greedy)"
-before=$(heldout before-sft "$RUN/init/model")
-after_sft=$(heldout after-sft "$RUN/sft/model")
-after_rl=$(heldout after-rl "$RUN/rl/model")
+before=$(heldout_solved "$RUN" before-sft "$RUN/init/model" 0)
+after_sft=$(heldout_solved "$RUN" after-sft "$RUN/sft/model" 0)
+after_rl=$(heldout_solved "$RUN" after-rl "$RUN/rl/model" 0)
 printf '{"seed": %s, "before_sft": "%s", "after_sft": "%s", "after_rl": "%s"}\n' "$SEED" "$before" "$after_sft" "$after_rl" | tee "$RUN/heldout.json"
 echo "   before SFT $before · after SFT $after_sft · after RL $after_rl   (run directory: $RUN)"

@@ -23,12 +23,13 @@ for mode in queue barrier; do
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$WORK" "$STEPS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(git rev-parse --short HEAD)" <<'PY' | tee benches/results/rl-rollouts.md
-import json, sys, datetime
+import json, sys, datetime, tomllib
 work, steps, load_before, load_after, commit = sys.argv[1:]
+rollout = tomllib.load(open(f"{work}/queue/config.toml", "rb"))["rollout"]
 def summary(mode):
     rows = [json.loads(l) for l in open(f"{work}/{mode}/metrics.jsonl")]
     wall = sum(r["step_s"] for r in rows)
-    trajectories = sum(r["groups"] for r in rows) * 8  # group_size of configs/demo/rl.toml
+    trajectories = sum(r["groups"] for r in rows) * rollout["group_size"]
     engine_busy = sum((1 - r["engine_idle_fraction"]) * r["step_s"] for r in rows)
     return dict(wall=wall, per_min=trajectories * 60 / wall, engine_idle=1 - engine_busy / wall,
                 trainer_wait=sum(r["idle_s"] for r in rows) / wall, train=sum(r["training_s"] for r in rows) / wall,
@@ -39,7 +40,7 @@ print(f"""# RL rollouts: producer-consumer queue vs fixed-batch barrier
 - Machine: 2 CPU cores, no GPU; date {datetime.date.today()}; commit {commit}
 - Load average before/after: {load_before} / {load_after}
 - Work: `forge train rl --config configs/demo/rl.toml` from the same SFT model, same seed, {steps} steps
-  of 4 groups × 8 trajectories (demo curriculum, 4 rollout workers, real containers and grading);
+  of {rollout["groups_per_step"]} groups × {rollout["group_size"]} trajectories (demo curriculum, {rollout["workers"]} rollout workers, real containers and grading);
   only `rollout.mode` differs. Reproduce: `scripts/bench-rl-rollouts.sh SFT_MODEL_DIR {steps}`.
 - trajectories/min = consumed trajectories / wall time of all steps; engine idle = share of that
   wall time the engine had nothing to decode; trainer waiting = share spent waiting for groups.

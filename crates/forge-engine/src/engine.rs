@@ -194,9 +194,10 @@ impl Sequence {
         }
     }
 
-    fn finish(self, finish_reason: FinishReason) {
+    fn finish(self, outcome: Result<FinishReason, EngineError>) {
+        let result = outcome.map(|finish_reason| Generation { tokens: self.tokens, logprobs: self.logprobs, finish_reason });
         // the requester may have gone away; its result is then simply dropped
-        let _ = self.reply.send(Ok(Generation { tokens: self.tokens, logprobs: self.logprobs, finish_reason }));
+        let _ = self.reply.send(result);
     }
 }
 
@@ -240,26 +241,23 @@ impl EngineLoop {
                 let finished = self.step();
                 shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
                 // reply only once the step is accounted, so a caller that has its result sees its busy time
-                for (sequence, reason) in finished {
-                    sequence.finish(reason);
+                for (sequence, outcome) in finished {
+                    sequence.finish(outcome);
                 }
             }
         }
     }
 
     /// One forward pass over every active sequence, then one new token for each; returns the
-    /// sequences that ended, for the caller to answer.
-    fn step(&mut self) -> Vec<(Sequence, FinishReason)> {
+    /// sequences that ended (all of them, with the error, if the step failed), for the caller to answer.
+    fn step(&mut self) -> Vec<(Sequence, Result<FinishReason, EngineError>)> {
         let mut steps: Vec<SequenceStep> = self.active.iter_mut().map(|s| SequenceStep { cache: &mut s.cache, tokens: &s.pending }).collect();
         let logits = self.model.forward_step(&mut steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
         let logits = match logits {
             Ok(logits) => logits,
             Err(e) => {
                 tracing::error!("engine step failed for {} sequence(s): {e}", self.active.len());
-                for sequence in self.active.drain(..) {
-                    let _ = sequence.reply.send(Err(EngineError::Model(e.to_string())));
-                }
-                return Vec::new();
+                return self.active.drain(..).map(|sequence| (sequence, Err(EngineError::Model(e.to_string())))).collect();
             }
         };
         let vocab = logits.len() / self.active.len();
@@ -268,7 +266,7 @@ impl EngineLoop {
         let mut finished = Vec::new();
         for (mut sequence, pick) in std::mem::take(&mut self.active).into_iter().zip(picks) {
             match sequence.advance(pick) {
-                Some(reason) => finished.push((sequence, reason)),
+                Some(reason) => finished.push((sequence, Ok(reason))),
                 None => self.active.push(sequence),
             }
         }

@@ -75,14 +75,14 @@ pub enum RolloutMode {
 pub struct RolloutSection {
     /// Trajectories per instance (the GRPO group).
     pub group_size: usize,
-    /// Finished groups consumed by one optimizer step.
+    /// Finished groups consumed by one step.
     pub groups_per_step: usize,
     /// Concurrent episodes; each holds at most one container at a time (its own, then the
     /// grading one), so this also bounds the sandboxes.
     pub workers: usize,
     pub mode: RolloutMode,
-    /// A sample generated with weights older than this many updates is left out (and counted).
-    /// The queue issues at most this many steps of groups ahead of the trainer.
+    /// A sample generated with weights older than this many steps' updates is left out (and
+    /// counted). The queue issues at most this many steps of groups ahead of the trainer.
     pub max_policy_lag: u64,
     /// Test timeout of the grading container, seconds.
     pub test_timeout_s: u64,
@@ -144,9 +144,15 @@ impl AgentSection {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
-    /// Optimizer steps.
+    /// Steps: each trains on `rollout.groups_per_step` finished groups.
     pub steps: u64,
     pub seed: u64,
+    /// Optimizer updates per step (PPO's mini-batches; TRL's `steps_per_generation`, verl's
+    /// `ppo_mini_batch_size`): the step's samples, shuffled, are split into this many
+    /// mini-batches with one AdamW update each. Later mini-batches are trained slightly
+    /// off-policy; the clipped importance ratio to the sampling policy bounds how far they move.
+    #[serde(default = "one_update")]
+    pub updates_per_step: usize,
     /// Layer-wise activation recomputation (same gradients, less memory).
     #[serde(default)]
     pub recompute: bool,
@@ -154,7 +160,16 @@ pub struct TrainSection {
     pub micro_batch_tokens: usize,
 }
 
+fn one_update() -> usize {
+    1
+}
+
 impl RlConfig {
+    /// Optimizer updates of the whole run: what the learning-rate schedule spans.
+    pub fn optimizer_updates(&self) -> u64 {
+        self.train.steps * self.train.updates_per_step as u64
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(RlError::Config(m));
         forge_train::sft::model_dtype(&self.model.dtype)?;
@@ -174,8 +189,8 @@ impl RlConfig {
         }
         self.objective.validate()?;
         self.optim.adamw().validate()?;
-        if self.train.steps == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
-            return bad("train.steps, run.checkpoint_every and run.keep_last must be positive".into());
+        if self.train.steps == 0 || self.train.updates_per_step == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
+            return bad("train.steps, train.updates_per_step, run.checkpoint_every and run.keep_last must be positive".into());
         }
         if self.train.micro_batch_tokens < a.max_context_tokens {
             return bad(format!(

@@ -24,7 +24,7 @@ pub struct Rollout {
     pub group: u64,
     pub sample: usize,
     pub instance_id: String,
-    /// Optimizer updates applied to the weights when the episode started.
+    /// The policy version when the episode started: steps whose update had been applied.
     pub policy_version: u64,
     pub trajectory: Trajectory,
     pub reward: Reward,

@@ -17,7 +17,7 @@ use forge_sandbox::Runtime;
 use forge_swe::{ensure_bundled_images, load_instances, select_instances, ExecOptions, TaskInstance};
 use forge_train::rl::{policy_gradient, Aggregation, ObjectiveConfig, Sample, UpdateStats};
 use forge_train::run_log::{truncate_after, RunLog};
-use forge_train::{AdamW, Checkpoints, GradAccumulator};
+use forge_train::{AdamW, Checkpoints, GradAccumulator, LrSchedule};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,7 @@ pub struct RlOptions {
 pub struct RlSummary {
     pub run_dir: PathBuf,
     pub steps: u64,
+    /// AdamW updates applied.
     pub updates: u64,
     pub trajectories: u64,
     /// Mean reward of the first and the last step of this invocation.
@@ -55,8 +56,12 @@ pub struct RlSummary {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct TrainerState {
     step: u64,
-    /// Optimizer updates applied (steps whose groups all lacked signal apply none).
+    /// Steps that applied an update — the policy version (steps whose groups all lacked
+    /// signal apply none).
     updates: u64,
+    /// AdamW updates applied (`train.updates_per_step` per updating step): the schedule's clock.
+    #[serde(default)]
+    optimizer_updates: u64,
     next_group: u64,
     trajectories: u64,
 }
@@ -114,7 +119,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     };
     let model = Arc::new(model);
     let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw())?;
-    let schedule = config.optim.schedule(config.train.steps)?;
+    let schedule = config.optim.schedule(config.optimizer_updates())?;
     let mut state = TrainerState::default();
     if let Some((step, dir)) = &resume_from {
         optimizer.load_state(&dir.join("optimizer.safetensors"))?;
@@ -164,6 +169,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
 
     // ---- train
     let scheduler = GroupScheduler { config, instances: &instances };
+    let trainer = Trainer { model: &model, engine: &engine, config, schedule: &schedule };
     let mut buffer = GroupBuffer::new(config.rollout.group_size);
     let mut finished: VecDeque<FinishedGroup> = VecDeque::new();
     let mut groups_in_flight = 0usize;
@@ -197,23 +203,15 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         let (samples, counts) =
             select_samples(&groups, version, config.rollout.max_policy_lag, config.objective.advantage_norm, config.objective.advantage_eps);
         let training = Instant::now();
-        let lr = schedule.lr(state.updates);
         let update = if samples.is_empty() {
             None
         } else {
-            let (stats, grads) = tokio::task::block_in_place(|| {
-                let reference = reference_logprobs(&model, reference.as_ref(), &engine, &samples, needs_reference)?;
-                let batch = to_samples(&samples, reference);
-                policy_gradients(&model, &batch, &config.objective, config.train.micro_batch_tokens, config.train.recompute)
-            })?;
-            optimizer.set_lr(lr);
-            let step_stats = tokio::task::block_in_place(|| {
-                let _paused = engine.pause();
-                optimizer.step(&grads)
-            })?;
+            let reference = tokio::task::block_in_place(|| reference_logprobs(&model, reference.as_ref(), &engine, &samples, needs_reference))?;
+            let batch = to_samples(&samples, reference);
+            let parts = tokio::task::block_in_place(|| trainer.update(&mut optimizer, batch, config.train.seed ^ state.step, &mut state.optimizer_updates))?;
             state.updates += 1;
             policy_version.store(state.updates, Ordering::Release);
-            Some((stats, step_stats.grad_norm, lag_stats(&samples, version)))
+            Some(StepUpdate { parts, lag: lag_stats(&samples, version) })
         };
         let training_seconds = training.elapsed().as_secs_f64();
         state.step += 1;
@@ -224,6 +222,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         let busy = engine.busy_seconds();
         let timing = Timing { wall, idle_seconds, training_seconds, engine_busy: busy - engine_busy_at_start, arrived: arrived.len() };
         (interval_start, engine_busy_at_start) = (Instant::now(), busy);
+        let lr = update.as_ref().map_or_else(|| schedule.lr(state.optimizer_updates), |u| u.parts[0].lr);
         let scalars = step_scalars(&groups, &counts, update.as_ref(), lr, &timing);
         let reward = scalars.iter().find(|(k, _)| *k == "reward_mean").map_or(f64::NAN, |(_, v)| *v);
         if first_reward.is_nan() {
@@ -241,7 +240,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
             progress.abandon();
             workers.shutdown().await;
             engine.shutdown();
-            return Ok(RlSummary { run_dir, steps: state.step, updates: state.updates, trajectories: state.trajectories, first_reward, last_reward, model_dir: PathBuf::new() });
+            return Ok(RlSummary { run_dir, steps: state.step, updates: state.optimizer_updates, trajectories: state.trajectories, first_reward, last_reward, model_dir: PathBuf::new() });
         }
     }
     progress.finish();
@@ -256,7 +255,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let out = run_dir.join("model");
     save_model_dir(&final_params, &model_config, Some(&model_dir), &out, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
     log.plot("reward_mean")?;
-    Ok(RlSummary { run_dir, steps: state.step, updates: state.updates, trajectories: state.trajectories, first_reward, last_reward, model_dir: out })
+    Ok(RlSummary { run_dir, steps: state.step, updates: state.optimizer_updates, trajectories: state.trajectories, first_reward, last_reward, model_dir: out })
 }
 
 /// Which instance each group samples, and how far ahead groups are issued.
@@ -374,21 +373,71 @@ fn policy_gradients(model: &Qwen3ForCausalLM, samples: &[Sample], objective: &Ob
     };
     let per_micro = ObjectiveConfig { aggregation: Aggregation::TokenSumOverConstant { constant: whole / micro_batches.len() as f64 }, ..objective.clone() };
     let mut accumulator = GradAccumulator::new();
-    let mut total = UpdateStats { loss: 0.0, trained_tokens: 0, clip_fraction: 0.0, kl: 0.0, ratio_mean: 0.0 };
+    let mut parts = Vec::with_capacity(micro_batches.len());
     for batch in &micro_batches {
         let (stats, grads) = policy_gradient(model, batch, &per_micro, recompute)?;
         accumulator.add(grads)?;
-        let w = stats.trained_tokens as f32 / trained as f32;
-        total.loss += stats.loss / micro_batches.len() as f32;
-        total.trained_tokens += stats.trained_tokens;
-        total.clip_fraction += w * stats.clip_fraction;
-        total.kl += w * stats.kl;
-        total.ratio_mean += w * stats.ratio_mean;
+        parts.push(stats);
     }
-    Ok((total, accumulator.finish()?))
+    Ok((UpdateStats::combine(&parts), accumulator.finish()?))
 }
 
-/// Mean and largest policy lag (updates between sampling and training) of the trained samples.
+/// What a step's update needs besides the optimizer.
+struct Trainer<'a> {
+    model: &'a Qwen3ForCausalLM,
+    engine: &'a EngineHandle,
+    config: &'a RlConfig,
+    schedule: &'a LrSchedule,
+}
+
+impl Trainer<'_> {
+    /// The step's `train.updates_per_step` AdamW updates, one per mini-batch of `batch`; the
+    /// engine is paused only while the weights change. Blocking: run it off the async workers. `optimizer_updates` is the schedule's clock.
+    fn update(&self, optimizer: &mut AdamW, batch: Vec<Sample>, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
+        let train = &self.config.train;
+        let mut parts = Vec::new();
+        for mini_batch in mini_batches(batch, train.updates_per_step, seed) {
+            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute)?;
+            let lr = self.schedule.lr(*optimizer_updates);
+            optimizer.set_lr(lr);
+            let step_stats = {
+                let _paused = self.engine.pause();
+                optimizer.step(&grads)?
+            };
+            *optimizer_updates += 1;
+            parts.push(MiniBatchUpdate { stats, grad_norm: step_stats.grad_norm, lr });
+        }
+        Ok(parts)
+    }
+}
+
+/// One AdamW update of a step.
+struct MiniBatchUpdate {
+    stats: UpdateStats,
+    grad_norm: f32,
+    lr: f64,
+}
+
+/// A step's updates, and the mean and largest policy lag of the samples they trained on.
+struct StepUpdate {
+    parts: Vec<MiniBatchUpdate>,
+    lag: (f64, f64),
+}
+
+/// The step's samples in `count` mini-batches of near-equal size (fewer when there are fewer
+/// samples), shuffled by `seed` so that a mini-batch mixes groups.
+fn mini_batches(mut samples: Vec<Sample>, count: usize, seed: u64) -> Vec<Vec<Sample>> {
+    if count <= 1 {
+        return vec![samples];
+    }
+    samples.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
+    let count = count.min(samples.len());
+    let (base, larger) = (samples.len() / count, samples.len() % count);
+    let mut rest = samples.into_iter();
+    (0..count).map(|i| rest.by_ref().take(base + usize::from(i < larger)).collect()).collect()
+}
+
+/// Mean and largest policy lag (steps' updates between sampling and training) of the trained samples.
 fn lag_stats(samples: &[TrainSample], version: u64) -> (f64, f64) {
     let lags: Vec<u64> = samples.iter().map(|s| version.saturating_sub(s.rollout.policy_version)).collect();
     (lags.iter().sum::<u64>() as f64 / lags.len().max(1) as f64, lags.iter().copied().max().unwrap_or(0) as f64)
@@ -407,7 +456,7 @@ struct Timing {
 }
 
 /// The step's scalars for metrics.jsonl and TensorBoard.
-fn step_scalars(groups: &[FinishedGroup], counts: &GroupCounts, update: Option<&(UpdateStats, f32, (f64, f64))>, lr: f64, timing: &Timing) -> Vec<(&'static str, f64)> {
+fn step_scalars(groups: &[FinishedGroup], counts: &GroupCounts, update: Option<&StepUpdate>, lr: f64, timing: &Timing) -> Vec<(&'static str, f64)> {
     let rollouts: Vec<&Rollout> = groups.iter().flat_map(|g| &g.rollouts).collect();
     let outcomes: Vec<&Rollout> = rollouts.iter().copied().filter(|r| r.trajectory.status.is_model_outcome()).collect();
     let scores: Vec<f64> = rollouts.iter().filter_map(|r| r.score()).map(f64::from).collect();
@@ -446,16 +495,20 @@ fn step_scalars(groups: &[FinishedGroup], counts: &GroupCounts, update: Option<&
         ("trajectories_per_min", timing.arrived as f64 * 60.0 / timing.wall.max(1e-9)),
         ("updated", f64::from(u8::from(update.is_some()))),
     ];
-    if let Some((stats, grad_norm, (lag_mean, lag_max))) = update {
+    if let Some(update) = update {
+        let stats = UpdateStats::combine(&update.parts.iter().map(|p| p.stats.clone()).collect::<Vec<_>>());
+        let grad_norm = update.parts.iter().map(|p| f64::from(p.grad_norm)).sum::<f64>() / update.parts.len() as f64;
+        let (lag_mean, lag_max) = update.lag;
         scalars.extend([
+            ("optimizer_updates", update.parts.len() as f64),
             ("loss", f64::from(stats.loss)),
             ("kl", f64::from(stats.kl)),
             ("clip_fraction", f64::from(stats.clip_fraction)),
             ("ratio_mean", f64::from(stats.ratio_mean)),
             ("trained_tokens", stats.trained_tokens as f64),
-            ("grad_norm", f64::from(*grad_norm)),
-            ("policy_lag_mean", *lag_mean),
-            ("policy_lag_max", *lag_max),
+            ("grad_norm", grad_norm),
+            ("policy_lag_mean", lag_mean),
+            ("policy_lag_max", lag_max),
         ]);
     }
     scalars
@@ -579,6 +632,47 @@ mod tests {
             assert!((split_stats.clip_fraction - whole_stats.clip_fraction).abs() < 1e-6);
             assert!((split_stats.kl - whole_stats.kl).abs() < 1e-6);
         }
+    }
+
+    #[test]
+    fn mini_batches_split_the_samples_evenly_and_keep_every_one_once() {
+        let model = tiny_model();
+        let samples: Vec<Sample> = (0..10u32).map(|i| sample(&model, vec![1, 2 + i, 3], vec![0, 1, 1], i as f32)).collect();
+        let tag = |batch: &[Sample]| batch.iter().map(|s| s.advantage as u32).collect::<Vec<_>>();
+        assert_eq!(mini_batches(samples.clone(), 1, 5).iter().map(|b| tag(b)).collect::<Vec<_>>(), [(0..10).collect::<Vec<_>>()], "one update: the batch as it is");
+        let split = mini_batches(samples.clone(), 4, 5);
+        assert_eq!(split.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 2, 2]);
+        let mut all: Vec<u32> = split.iter().flat_map(|b| tag(b)).collect();
+        assert_ne!(all, (0..10).collect::<Vec<_>>(), "shuffled, so that a mini-batch mixes groups");
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(mini_batches(samples, 20, 5).len(), 10, "never an empty mini-batch");
+    }
+
+    /// `train.updates_per_step = 2`: two AdamW updates on disjoint halves of the batch; the first
+    /// trains on-policy (ratio exactly 1), the second on weights the first has already moved.
+    #[test]
+    fn a_step_applies_one_update_per_mini_batch_and_later_ones_are_off_policy() {
+        let model = Arc::new(tiny_model());
+        let on_policy = |s: Sample| Sample { sampling_logprobs: s.reference_logprobs.clone().unwrap(), ..s };
+        let batch: Vec<Sample> = (0..6u32)
+            .map(|i| on_policy(sample(&model, vec![3, 9 + i, 17, 4 + i, 22, 41], vec![0, 0, 1, 1, 1, 1], if i % 2 == 0 { 1.0 } else { -1.0 })))
+            .collect();
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/rl.toml");
+        let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &["train.updates_per_step=2".into(), "optim.lr=1e-2".into()]).unwrap();
+        let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
+        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1 }).unwrap();
+        let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
+        let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule };
+        let mut clock = 7;
+        let parts = trainer.update(&mut optimizer, batch, 0, &mut clock).unwrap();
+        engine.shutdown();
+        assert_eq!(clock, 9, "two AdamW updates");
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts.iter().map(|p| p.stats.trained_tokens).sum::<usize>(), 6 * 4, "every assistant token once");
+        assert!((parts[0].stats.ratio_mean - 1.0).abs() < 1e-6 && parts[0].stats.clip_fraction == 0.0, "{:?}", parts[0].stats);
+        assert!((parts[1].stats.ratio_mean - 1.0).abs() > 1e-4, "the second update sees the first one's weights: {:?}", parts[1].stats);
+        assert!(parts.iter().all(|p| p.grad_norm > 0.0 && p.lr == 1e-2), "{:?}", parts.iter().map(|p| (p.grad_norm, p.lr)).collect::<Vec<_>>());
     }
 
     /// With LoRA the reference is the model with its adapters off: equal to the base model's

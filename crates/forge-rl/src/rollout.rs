@@ -36,7 +36,7 @@ pub struct RolloutEnv<P> {
     pub grading: ExecOptions,
     /// Labels on every container (agent and grading).
     pub labels: BTreeMap<String, String>,
-    /// Optimizer updates applied so far; read when an episode starts.
+    /// Steps whose update has been applied so far; read when an episode starts.
     pub policy_version: Arc<AtomicU64>,
 }
 

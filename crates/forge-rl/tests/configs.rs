@@ -52,6 +52,7 @@ fn defaults_are_the_published_recipe() {
     assert_eq!((config.objective.clip_low, config.objective.clip_high), (0.2, 0.28));
     assert_eq!(config.rollout.mode, RolloutMode::Queue);
     assert_eq!(config.rollout.max_policy_lag, 1);
+    assert_eq!(config.train.updates_per_step, 1, "one update per batch of rollouts, as published");
 }
 
 #[test]
@@ -65,6 +66,7 @@ fn bad_settings_are_named() {
     assert!(err("agent.temperature=0.0").contains("agent.temperature"));
     assert!(err("train.micro_batch_tokens=100").contains("train.micro_batch_tokens (100)"));
     assert!(err("objective.clip_low=1.5").contains("clip_low"));
+    assert!(err("train.updates_per_step=0").contains("train.updates_per_step"));
     let typo = load_config::<RlConfig>(&path, &["rollout.groupsize=4".into()]).unwrap_err().to_string();
     assert!(typo.contains("unknown field `groupsize`"), "{typo}");
 }

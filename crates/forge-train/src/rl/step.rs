@@ -34,6 +34,22 @@ pub struct UpdateStats {
     pub ratio_mean: f32,
 }
 
+impl UpdateStats {
+    /// The stats of several parts (micro-batches of one update, or a step's mini-batch updates):
+    /// the mean loss, the summed tokens, and the per-token figures weighted by each part's tokens.
+    pub fn combine(parts: &[UpdateStats]) -> UpdateStats {
+        let tokens: usize = parts.iter().map(|p| p.trained_tokens).sum();
+        let weighted = |figure: fn(&UpdateStats) -> f32| parts.iter().map(|p| figure(p) * p.trained_tokens as f32).sum::<f32>() / tokens.max(1) as f32;
+        UpdateStats {
+            loss: parts.iter().map(|p| p.loss).sum::<f32>() / parts.len().max(1) as f32,
+            trained_tokens: tokens,
+            clip_fraction: weighted(|p| p.clip_fraction),
+            kl: weighted(|p| p.kl),
+            ratio_mean: weighted(|p| p.ratio_mean),
+        }
+    }
+}
+
 impl Sample {
     fn validate(&self, index: usize, needs_reference: bool) -> Result<()> {
         let n = self.input_ids.len();

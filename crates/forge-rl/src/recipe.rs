@@ -392,7 +392,8 @@ struct Trainer<'a> {
 
 impl Trainer<'_> {
     /// The step's `train.updates_per_step` AdamW updates, one per mini-batch of `batch`; the
-    /// engine is paused only while the weights change. Blocking: run it off the async workers. `optimizer_updates` is the schedule's clock.
+    /// engine is paused only while the weights change. `optimizer_updates` is the schedule's
+    /// clock. Blocking: run it off the async workers.
     fn update(&self, optimizer: &mut AdamW, batch: Vec<Sample>, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
         let train = &self.config.train;
         let mut parts = Vec::new();

@@ -74,23 +74,35 @@ where
     }
 }
 
+/// At most this many partial sums in `sum_rows`: enough tasks for any CPU, little memory.
+const MAX_ROW_BLOCKS: usize = 64;
+
 /// Σ over rows of `f(row)` (each an `n`-vector), accumulated in f32, in parallel when it pays.
+///
+/// The rows are cut into blocks fixed by `rows` and `n` alone, each block summed in row order, and
+/// the block sums added in block order: the result is the same bits on any number of threads and
+/// under any scheduling (a rayon `fold` would group rows by how work happened to be stolen).
 pub(crate) fn sum_rows<F>(rows: usize, n: usize, f: F) -> Vec<f32>
 where
     F: Fn(usize, &mut [f32]) + Send + Sync,
 {
-    let accumulate = |mut acc: Vec<f32>, r: usize| {
-        f(r, &mut acc);
+    let blocks = (rows * n / PARALLEL_MIN_ELEMS).clamp(1, MAX_ROW_BLOCKS);
+    let rows_per_block = rows.div_ceil(blocks).max(1);
+    let block_sum = |first: usize| {
+        let mut acc = vec![0f32; n];
+        (first..(first + rows_per_block).min(rows)).for_each(|r| f(r, &mut acc));
         acc
     };
-    if rows * n >= PARALLEL_MIN_ELEMS {
-        (0..rows)
-            .into_par_iter()
-            .fold(|| vec![0f32; n], accumulate)
-            .reduce(|| vec![0f32; n], |a, b| a.iter().zip(&b).map(|(p, q)| p + q).collect())
+    let partials: Vec<Vec<f32>> = if blocks > 1 {
+        (0..rows).step_by(rows_per_block).collect::<Vec<_>>().into_par_iter().map(block_sum).collect()
     } else {
-        (0..rows).fold(vec![0f32; n], accumulate)
+        vec![block_sum(0)]
+    };
+    let mut total = vec![0f32; n];
+    for partial in &partials {
+        total.iter_mut().zip(partial).for_each(|(t, p)| *t += p);
     }
+    total
 }
 
 /// Calls the generic `$f::<T>(args)` for the float element type `T` of `$dtype`.

@@ -455,3 +455,62 @@ fn flash_attention_is_fused_only_on_cuda_bf16_with_head_dim_64_or_128() {
         assert!(!forge_kernels::flash_attn::supported(&Device::Cpu, dtype, 128));
     }
 }
+
+/// Runs `f` in a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+fn bitwise(t: &Tensor) -> Vec<u32> {
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
+}
+
+/// A training run must not depend on how rayon happens to split the work: with work stealing a
+/// parallel fold groups its rows differently from run to run (more so on a loaded machine), and a
+/// float sum grouped differently differs in its last bits — enough for two runs of the same seed to
+/// end in different models. Every fused CPU kernel, forward and backward, above its parallel
+/// threshold, must give bit-identical results on 1, 2, 3 and 5 threads.
+#[test]
+fn fused_kernels_are_bitwise_identical_on_any_number_of_threads() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let (b, s, h, h_kv, d) = (2, 40, 4, 2, 16);
+    let (q, k, v) = (randn(&mut rng, &[b, h, s, d]), randn(&mut rng, &[b, h_kv, s, d]), randn(&mut rng, &[b, h_kv, s, d]));
+    let bias = causal_padding_bias(b, s, &[40, 23]);
+    let (n, hidden, vocab) = (96, 48, 301);
+    let targets: Vec<u32> = (0..n).map(|i| if i % 5 == 0 { IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let targets = Tensor::new(targets, &Device::Cpu).unwrap();
+    let (cos, sin) = rope_tables(1, 40, 8);
+    type Case = (&'static str, Box<dyn Fn(&[Tensor]) -> Result<Tensor> + Sync>, Vec<Tensor>);
+    let cases: Vec<Case> = vec![
+        ("rms_norm", Box::new(|t| forge_kernels::rms_norm(&t[0], &t[1], 1e-6)), vec![randn(&mut rng, &[64, 33, 96]), randn(&mut rng, &[96])]),
+        ("softmax", Box::new(|t| forge_kernels::softmax_last_dim(&t[0])), vec![randn(&mut rng, &[8, 40, 129])]),
+        ("rope", Box::new(move |t| forge_kernels::rope(&t[0], &cos, &sin)), vec![randn(&mut rng, &[4, 40, 8, 16])]),
+        ("swiglu", Box::new(|t| forge_kernels::swiglu(&t[0], &t[1])), vec![randn(&mut rng, &[4, 64, 300]), randn(&mut rng, &[4, 64, 300])]),
+        ("attention", Box::new(move |t| forge_kernels::attention(&t[0], &t[1], &t[2], Some(&bias), 0.25)), vec![q, k, v]),
+        ("cross_entropy", Box::new({ let targets = targets.clone(); move |t| forge_kernels::cross_entropy_per_token(&t[0], &targets) }), vec![randn(&mut rng, &[n, vocab])]),
+        (
+            "linear_cross_entropy",
+            Box::new(move |t| forge_kernels::linear_cross_entropy_per_token(&t[0], &t[1], &targets)),
+            vec![randn(&mut rng, &[n, hidden]), (randn(&mut rng, &[vocab, hidden]) * 0.3).unwrap()],
+        ),
+    ];
+    for (name, f, inputs) in &cases {
+        let probe = randn(&mut rng, f(inputs).unwrap().dims());
+        let run = |threads| {
+            on_threads(threads, || {
+                let (y, grads) = value_and_grads(f, inputs, &probe);
+                let mut bits = vec![bitwise(&y)];
+                bits.extend(grads.iter().flatten().map(bitwise));
+                bits
+            })
+        };
+        let one = run(1);
+        for threads in [2, 3, 5] {
+            let many = run(threads);
+            for (i, (a, b)) in one.iter().zip(&many).enumerate() {
+                let differ = a.iter().zip(b).filter(|(x, y)| x != y).count();
+                assert_eq!(differ, 0, "{name}: output {i} (0 = value, then gradients) differs in {differ} elements between 1 and {threads} threads");
+            }
+        }
+    }
+}

@@ -10,38 +10,8 @@
 //! flash-attention convention: causal forward 2·s²·h·d (two products over half the score matrix),
 //! backward 2.5× that (five products; this implementation actually does seven, see FLASH.md).
 
-use std::time::Instant;
-
 use candle_core::{DType, Device, Result, Tensor, Var};
-use forge_kernels::testing::require_cuda;
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str) -> Option<T> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok())
-}
-
-/// Median seconds of `steps` calls after `warmup`, each ended by a device synchronisation.
-fn time(device: &Device, warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut times = Vec::new();
-    for i in 0..warmup + steps {
-        device.synchronize()?;
-        let start = Instant::now();
-        f()?;
-        device.synchronize()?;
-        if i >= warmup {
-            times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-/// Device memory in use (total − free, as the driver reports it), MiB.
-fn device_mem_used_mib() -> f64 {
-    match candle_core::cuda_backend::cudarc::driver::result::mem_get_info() {
-        Ok((free, total)) => (total - free) as f64 / (1024.0 * 1024.0),
-        Err(_) => f64::NAN,
-    }
-}
+use forge_kernels::testing::{arg, bf16_matmul_rate, device_mem_used_mib, median_seconds, require_cuda};
 
 fn json_line(fields: &[(&str, String)]) -> String {
     let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
@@ -95,7 +65,7 @@ fn measure(
     };
     let (qt, kt, vt) = (q.as_tensor(), k.as_tensor(), v.as_tensor());
     let mut mem = f64::NAN;
-    let forward = time(device, warmup, steps, || {
+    let forward = median_seconds(device, warmup, steps, || {
         let out = f(qt, kt, vt)?;
         mem = device_mem_used_mib();
         drop(out);
@@ -109,7 +79,7 @@ fn measure(
         }
     };
     report("forward", Ok((forward, mem)), fwd_flops);
-    let both = time(device, warmup, steps, || {
+    let both = median_seconds(device, warmup, steps, || {
         let out = f(qt, kt, vt)?;
         let grads = out.sum_all()?.backward()?;
         mem = device_mem_used_mib();
@@ -132,18 +102,14 @@ fn main() -> Result<()> {
         return Ok(()); // cargo's bench discovery
     }
     let Some(device) = require_cuda("gpu_flash bench") else { return Ok(()) };
-    let (warmup, steps) = (arg(&args, "--warmup").unwrap_or(2usize), arg(&args, "--steps").unwrap_or(10usize));
-    let seqs: Vec<usize> = arg::<String>(&args, "--seqs")
-        .unwrap_or_else(|| "4096,8192,32768".into())
+    let (warmup, steps) = (arg(&args, "--warmup", 2usize), arg(&args, "--steps", 10usize));
+    let seqs: Vec<usize> = arg(&args, "--seqs", "4096,8192,32768".to_string())
         .split(',')
         .map(|s| s.trim().parse().expect("--seqs: comma-separated integers"))
         .collect();
 
-    // bf16 matmul rate (cuBLAS through candle): the ceiling the TFLOP/s are compared with.
     let n = 8192;
-    let a = Tensor::randn(0f32, 1f32, (n, n), &device)?.to_dtype(DType::BF16)?;
-    let b = Tensor::randn(0f32, 1f32, (n, n), &device)?.to_dtype(DType::BF16)?;
-    let seconds = time(&device, 3, 10, || a.matmul(&b).map(drop))?;
+    let (seconds, tflops) = bf16_matmul_rate(&device, n)?;
     println!(
         "{}",
         json_line(&[
@@ -151,10 +117,9 @@ fn main() -> Result<()> {
             ("impl", quoted("candle (cuBLAS)")),
             ("shape", quoted(&format!("{n}x{n}x{n}"))),
             ("median_ms", format!("{:.4}", seconds * 1e3)),
-            ("tflops", format!("{:.1}", 2.0 * (n as f64).powi(3) / seconds / 1e12)),
+            ("tflops", format!("{tflops:.1}")),
         ])
     );
-    drop((a, b));
 
     let (heads, kv_heads, head_dim) = (32, 8, 128);
     let scale = 1.0 / (head_dim as f64).sqrt();

@@ -27,7 +27,6 @@ pub mod rms_norm;
 pub mod rope;
 pub mod softmax;
 pub mod swiglu;
-#[cfg(feature = "cuda")]
 pub mod testing;
 pub mod attention;
 

@@ -5,16 +5,9 @@
 //! `cargo bench -p forge-model --features cuda --bench gpu_train_step -- --model 8b [--seq 4096]
 //!  [--batch 1] [--recompute] [--warmup 1] [--steps 5]` prints one JSON line.
 
-use std::time::Instant;
-
-use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
 use candle_core::{DType, Tensor, Var};
-use forge_kernels::testing::require_cuda;
+use forge_kernels::testing::{arg, device_mem_used_mib, median_seconds, require_cuda};
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
-
-fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 /// The architectures of the Qwen3 releases (their config.json, without the weights).
 fn qwen3_config(model: &str) -> Result<Config, Box<dyn std::error::Error>> {
@@ -32,12 +25,6 @@ fn qwen3_config(model: &str) -> Result<Config, Box<dyn std::error::Error>> {
     ))?)
 }
 
-/// Device memory in use (MiB), as the driver reports it: live allocations plus what candle's
-/// stream-ordered pool holds.
-fn device_used_mib() -> f64 {
-    mem_get_info().map_or(f64::NAN, |(free, total)| (total - free) as f64 / (1 << 20) as f64)
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.iter().any(|a| a == "--list") {
@@ -50,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (batch, seq) = (arg(&args, "--batch", 1usize), arg(&args, "--seq", 4096usize));
 
     let config = qwen3_config(&model_name)?;
-    let used_before = device_used_mib();
+    let used_before = device_mem_used_mib();
     // Random weights drawn on the GPU (an 8B host-side init would take minutes); norms at 1.
     let mut entries = Vec::new();
     for (name, shape) in config.parameter_shapes() {
@@ -62,23 +49,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let input_ids = Tensor::from_vec(ids, (batch, seq), &device)?;
     let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
 
-    let mut times = Vec::new();
     let (mut loss, mut used_peak) = (0.0, 0f64);
-    for i in 0..warmup + steps {
-        device.synchronize()?;
-        let start = Instant::now();
+    let median = median_seconds(&device, warmup, steps, || {
         let (l, grads) = model.loss_and_gradients(&step, recompute)?;
         device.synchronize()?;
-        let elapsed = start.elapsed().as_secs_f64();
-        used_peak = used_peak.max(device_used_mib());
+        used_peak = used_peak.max(device_mem_used_mib());
         drop(grads);
         loss = l;
-        if i >= warmup {
-            times.push(elapsed);
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
+        Ok(())
+    })?;
     let report = serde_json::json!({
         "impl": "forge",
         "model": model_name,

@@ -7,33 +7,11 @@
 //! `cargo bench -p forge-train --features cuda --bench gpu_kernels -- [--warmup 3] [--steps 20]`
 //! prints one JSON line per measurement.
 
-use std::time::Instant;
-
 use candle_core::{DType, Device, Result, Tensor, Var};
 use forge_kernels::reference;
-use forge_kernels::testing::require_cuda;
+use forge_kernels::testing::{arg, bf16_matmul_rate, median_seconds, require_cuda};
 use forge_model::Gradients;
 use forge_train::{AdamW, AdamWConfig};
-
-fn arg(args: &[String], name: &str, default: usize) -> usize {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Median seconds of `steps` calls after `warmup`, each ended by a device synchronisation.
-fn time(device: &Device, warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let mut times = Vec::new();
-    for i in 0..warmup + steps {
-        device.synchronize()?;
-        let start = Instant::now();
-        f()?;
-        device.synchronize()?;
-        if i >= warmup {
-            times.push(start.elapsed().as_secs_f64());
-        }
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
 
 /// Forward, then backward of Σ out·probe w.r.t. every Var.
 fn fwd_bwd(f: &dyn Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], vars: &[&Var], probe: &Tensor) -> Result<()> {
@@ -64,7 +42,7 @@ impl Bench<'_> {
         inputs.extend(constants.iter().cloned());
         let probe = fused(&inputs)?.ones_like()?.to_dtype(DType::F32)?;
         for (name, f) in [("fused", &fused), ("composite", &composite)] {
-            let seconds = time(self.device, self.warmup, self.steps, || fwd_bwd(f.as_ref(), &inputs, vars, &probe))?;
+            let seconds = median_seconds(self.device, self.warmup, self.steps, || fwd_bwd(f.as_ref(), &inputs, vars, &probe))?;
             self.report(bench, shape, name, seconds);
         }
         Ok(())
@@ -77,15 +55,13 @@ fn main() -> Result<()> {
         return Ok(()); // cargo's bench discovery
     }
     let Some(device) = require_cuda("gpu_kernels bench") else { return Ok(()) };
-    let bench = Bench { device: &device, warmup: arg(&args, "--warmup", 3), steps: arg(&args, "--steps", 20) };
+    let bench = Bench { device: &device, warmup: arg(&args, "--warmup", 3usize), steps: arg(&args, "--steps", 20usize) };
     let (tokens, hidden, heads, head_dim) = (4096usize, 4096usize, 32usize, 128usize);
     let randn = |shape: &[usize]| -> Result<Tensor> { Tensor::randn(0f32, 1f32, shape, &device)?.to_dtype(DType::BF16) };
 
-    // bf16 matmul rate (cuBLAS through candle): the ceiling for MFU.
     let n = 8192;
-    let (a, b) = (randn(&[n, n])?, randn(&[n, n])?);
-    let seconds = time(&device, 3, 10, || a.matmul(&b).map(drop))?;
-    println!("{}", serde_json::json!({ "bench": "matmul_bf16", "shape": format!("{n}x{n}x{n}"), "impl": "candle (cuBLAS)", "median_ms": seconds * 1e3, "tflops": 2.0 * (n as f64).powi(3) / seconds / 1e12 }));
+    let (seconds, tflops) = bf16_matmul_rate(&device, n)?;
+    println!("{}", serde_json::json!({ "bench": "matmul_bf16", "shape": format!("{n}x{n}x{n}"), "impl": "candle (cuBLAS)", "median_ms": seconds * 1e3, "tflops": tflops }));
 
     let x = Var::from_tensor(&randn(&[tokens, hidden])?)?;
     let w = Var::from_tensor(&(randn(&[hidden])? * 0.1)?.affine(1.0, 1.0)?)?;

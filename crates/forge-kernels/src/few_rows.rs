@@ -344,7 +344,8 @@ mod tests {
     fn linear_matches_the_gemm_product_up_to_max_rows_and_declines_above() {
         let device = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (200, 96), &device).unwrap();
-        for m in [1, 2, 7, 8, 9, 31, max_rows()] {
+        // without AVX-512 the kernel takes at most STREAMING_MAX_ROWS rows
+        for m in [1, 2, 7, 8, 9, 31, max_rows()].into_iter().filter(|&m| m <= max_rows()) {
             let x = Tensor::randn(0f32, 1.0, (1, m, 96), &device).unwrap();
             let ours = linear(&x, &w).unwrap().expect("applies");
             let gemm = x.reshape((m, 96)).unwrap().matmul(&w.t().unwrap()).unwrap().reshape((1, m, 200)).unwrap();

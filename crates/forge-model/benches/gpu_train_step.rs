@@ -51,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut loss, mut used_peak) = (0.0, 0f64);
     let median = median_seconds(&device, warmup, steps, || {
-        let (l, grads) = model.loss_and_gradients(&step, recompute)?;
+        let (l, grads) = model.loss_and_gradients(&step, recompute).map_err(candle_core::Error::wrap)?;
         device.synchronize()?;
         used_peak = used_peak.max(device_mem_used_mib());
         drop(grads);

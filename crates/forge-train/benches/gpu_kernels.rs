@@ -131,7 +131,7 @@ fn main() -> Result<()> {
         if composite {
             optimizer = optimizer.with_composite_update();
         }
-        let seconds = time(&device, bench.warmup, bench.steps, || optimizer.step(&grads).map(drop).map_err(candle_core::Error::wrap))?;
+        let seconds = median_seconds(&device, bench.warmup, bench.steps, || optimizer.step(&grads).map(drop).map_err(candle_core::Error::wrap))?;
         bench.report("adamw_step", "8 x [4096, 4096] bf16, f32 state + master", name, seconds);
     }
     Ok(())

@@ -88,13 +88,15 @@ where
 {
     let blocks = (rows * n / PARALLEL_MIN_ELEMS).clamp(1, MAX_ROW_BLOCKS);
     let rows_per_block = rows.div_ceil(blocks).max(1);
-    let block_sum = |first: usize| {
+    let block_count = rows.div_ceil(rows_per_block).max(1);
+    let block_sum = |block: usize| {
         let mut acc = vec![0f32; n];
+        let first = block * rows_per_block;
         (first..(first + rows_per_block).min(rows)).for_each(|r| f(r, &mut acc));
         acc
     };
-    let partials: Vec<Vec<f32>> = if blocks > 1 {
-        (0..rows).step_by(rows_per_block).collect::<Vec<_>>().into_par_iter().map(block_sum).collect()
+    let partials: Vec<Vec<f32>> = if block_count > 1 {
+        (0..block_count).into_par_iter().map(block_sum).collect()
     } else {
         vec![block_sum(0)]
     };

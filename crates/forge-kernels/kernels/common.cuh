@@ -4,6 +4,12 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+// A kernel's dynamic shared memory (the launch sets its size), 16-byte aligned for vector access.
+// Under host emulation (crates/forge-kernels-emu) simt.h defines it instead.
+#ifndef FORGE_HOST_EMULATION
+#define DYNAMIC_SHARED(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }

@@ -51,6 +51,11 @@ constexpr int WARPS = 4;
 constexpr int THREADS = 32 * WARPS;
 constexpr float LOG2E = 1.4426950408889634f;
 
+#ifdef FORGE_HOST_EMULATION
+// crates/forge-kernels-emu runs this file on the CPU, where simt.h emulates the two instructions.
+__device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) { simt::mma_m16n8k16_bf16_f32(c, a, b0, b1); }
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __nv_bfloat16* p) { simt::ldmatrix_x4_trans_b16(r, p); }
+#else
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
 // c += a·b (m16n8k16, bf16 inputs, f32 accumulators)
@@ -67,6 +72,7 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __nv_bflo
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
+#endif
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
   __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo: the lower column
@@ -142,7 +148,7 @@ template <int D>
 __device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
                         const int* starts, const int* rows_of, const int* valid_of, int total, int h, int h_kv, float scale) {
   constexpr int BR = 64, BC = 64, LD = D + 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  DYNAMIC_SHARED(smem_raw);
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* vs = ks + BC * LD;
   const int z = blockIdx.z, head = blockIdx.y, q0 = blockIdx.x * BR;
@@ -279,7 +285,7 @@ __device__ void bwd_dkdv(const __nv_bfloat16* q, const __nv_bfloat16* k, const _
                          const float* lse, const float* delta, __nv_bfloat16* dk, __nv_bfloat16* dv, const int* starts,
                          const int* rows_of, const int* valid_of, int total, int h, int h_kv, float scale) {
   constexpr int BC = 64, LD = D + 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  DYNAMIC_SHARED(smem_raw);
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* vs = ks + BC * LD;
   __nv_bfloat16* qs = vs + BC * LD;
@@ -389,7 +395,7 @@ __device__ void bwd_dq(const __nv_bfloat16* q, const __nv_bfloat16* k, const __n
                        const float* lse, const float* delta, __nv_bfloat16* dq, const int* starts, const int* rows_of,
                        const int* valid_of, int total, int h, int h_kv, float scale) {
   constexpr int BR = 64, BC = 64, LD = D + 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  DYNAMIC_SHARED(smem_raw);
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* dos = qs + BR * LD;
   __nv_bfloat16* ks = dos + BR * LD;

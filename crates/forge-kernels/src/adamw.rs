@@ -68,7 +68,8 @@ mod device {
     use candle_core::{bail, CudaStorage, InplaceOp2, Layout, Result, Storage, Tensor};
 
     use crate::cpu::dispatch_float;
-    use crate::cuda::{grid_stride, launch, view, CudaElem, ADAMW};
+    use crate::cuda::{launch, view, CudaElem, ADAMW};
+    use crate::launch::grid_stride;
 
 
     /// Updates `param` (a CUDA tensor, contiguous, any float dtype) in place from `grad` (same dtype),

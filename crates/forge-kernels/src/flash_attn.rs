@@ -67,19 +67,78 @@ impl Sequences {
         self.total
     }
 
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn max_rows(&self) -> usize {
+    /// Rows of the longest sequence.
+    pub fn max_rows(&self) -> usize {
         self.rows.iter().copied().max().unwrap_or(0)
     }
 
     /// `(starts, rows, valid)` as the kernels' `int`s.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    pub(crate) fn as_i32(&self) -> Result<[Vec<i32>; 3]> {
+    pub fn as_i32(&self) -> Result<[Vec<i32>; 3]> {
         let convert = |v: &[usize], what: &str| -> Result<Vec<i32>> {
             v.iter().map(|&x| i32::try_from(x).or_else(|_| bail!("flash attention: {what} {x} exceeds 32 bits"))).collect()
         };
         Ok([convert(&self.starts, "row offset")?, convert(&self.rows, "row count")?, convert(&self.valid, "length")?])
     }
+}
+
+/// The kernels of kernels/flash_attn.cu that tile over rows: a block of [`TILE_THREADS`] per
+/// [`TILE_ROWS`] rows (queries; keys for dK/dV) of one head of one sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TileKernel {
+    Forward,
+    BackwardDkDv,
+    BackwardDq,
+}
+
+/// Threads per block of the tile kernels (`flash::THREADS`).
+pub const TILE_THREADS: u32 = 128;
+/// Query rows per block of the forward and dQ kernels, keys per block of the dK/dV kernel.
+pub const TILE_ROWS: usize = 64;
+
+impl TileKernel {
+    /// The entry point for head dim `d` without its dtype suffix (`flash_fwd_d128`; `_bf16` follows).
+    pub fn name(self, d: usize) -> String {
+        let root = match self {
+            Self::Forward => "flash_fwd",
+            Self::BackwardDkDv => "flash_bwd_dkdv",
+            Self::BackwardDq => "flash_bwd_dq",
+        };
+        format!("{root}_d{d}")
+    }
+
+    /// Dynamic shared memory (bytes), as the kernel lays it out: tiles of bf16 rows of d + 8.
+    fn shared_bytes(self, d: usize) -> usize {
+        let row = (d + 8) * 2;
+        match self {
+            Self::Forward => 2 * TILE_ROWS * row,
+            Self::BackwardDq => 4 * TILE_ROWS * row,
+            Self::BackwardDkDv => {
+                // query rows per step (INSTANTIATE_FLASH's second argument), plus f32 lse and delta
+                let br = if d == 128 { 32 } else { 64 };
+                (2 * TILE_ROWS + 2 * br) * row + 2 * br * 4
+            }
+        }
+    }
+}
+
+/// The launch of a tile kernel over `heads` heads (query heads; K/V heads for dK/dV).
+pub fn tile_launch(kernel: TileKernel, d: usize, seqs: &Sequences, heads: usize) -> Result<crate::launch::LaunchShape> {
+    const GRID_YZ: usize = 65535;
+    if heads > GRID_YZ || seqs.len() > GRID_YZ {
+        bail!("flash attention: {heads} heads or {} sequences exceed the grid's limit of {GRID_YZ}", seqs.len());
+    }
+    let tiles = seqs.max_rows().div_ceil(TILE_ROWS).max(1);
+    let Ok(tiles) = u32::try_from(tiles) else { bail!("flash attention: {tiles} row tiles exceed the grid") };
+    Ok(crate::launch::LaunchShape {
+        grid: [tiles, heads as u32, seqs.len() as u32],
+        block: [TILE_THREADS, 1, 1],
+        shared_bytes: kernel.shared_bytes(d) as u32,
+    })
+}
+
+/// The launch of `flash_bwd_delta`: a warp per (row, head), grid-stride.
+pub fn delta_launch(total: usize, heads: usize) -> crate::launch::LaunchShape {
+    crate::launch::grid_stride(total * heads * 32, 256)
 }
 
 /// Whether [`causal_attention_padded`] / [`causal_attention_varlen`] run the fused kernels for

@@ -21,6 +21,7 @@ pub mod cross_entropy;
 pub mod embedding;
 pub mod flash_attn;
 pub mod few_rows;
+pub mod launch;
 pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;

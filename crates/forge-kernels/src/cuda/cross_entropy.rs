@@ -2,7 +2,8 @@
 
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::{alloc_output, as_i32, launch, per_row, view, CudaElem, CROSS_ENTROPY};
+use super::{alloc_output, as_i32, launch, view, CudaElem, CROSS_ENTROPY};
+use crate::launch::per_row;
 
 fn rows_and_vocab(ll: &Layout, op: &str) -> Result<(usize, usize, i32, i32)> {
     let (rows, vocab) = ll.shape().dims2()?;

@@ -6,59 +6,23 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
 use half::bf16;
 
-use super::{alloc_output, as_i32, grid_stride, launch, load, view, FLASH_ATTN};
-use crate::flash_attn::Sequences;
+use super::{alloc_output, as_i32, launch, load, view, FLASH_ATTN};
+use crate::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel};
+use crate::launch::LaunchShape;
 
 const OP: &str = "forge-flash-attn";
-/// Threads per block of the tile kernels (kernels/flash_attn.cu `flash::THREADS`).
-const THREADS: u32 = 128;
-/// Query rows per block of the forward and dq kernels, keys per block of the dkdv kernel.
-const TILE: usize = 64;
 /// Above this, a kernel's dynamic shared memory must be allowed explicitly.
-const DEFAULT_SHARED: usize = 48 * 1024;
-const SEQUENCES_PER_LAUNCH: usize = 65535; // the grid's z dimension
+const DEFAULT_SHARED: u32 = 48 * 1024;
 
-/// Dynamic shared memory of each kernel (bytes), as laid out in kernels/flash_attn.cu.
-fn shared_bytes(kernel: &str, d: usize) -> usize {
-    let row = (d + 8) * 2;
-    match kernel {
-        "flash_fwd" => 2 * TILE * row,
-        "flash_bwd_dq" => 4 * TILE * row,
-        "flash_bwd_dkdv" => {
-            let br = dkdv_query_tile(d);
-            (2 * TILE + 2 * br) * row + 2 * br * 4
-        }
-        _ => 0,
-    }
-}
-
-/// Query rows per step of the dkdv kernel (INSTANTIATE_FLASH's second argument).
-fn dkdv_query_tile(d: usize) -> usize {
-    if d == 128 {
-        32
-    } else {
-        64
-    }
-}
-
-/// `<root>_d<D>` with its shared memory allowed, and the launch shape over (tiles, heads, sequences).
-fn prepare(dev: &CudaDevice, root: &str, d: usize, seqs: &Sequences, heads: usize) -> Result<(String, LaunchConfig)> {
-    let name = format!("{root}_d{d}");
-    let shared = shared_bytes(root, d);
-    if shared > DEFAULT_SHARED {
+/// The kernel's name for head dim `d`, with its shared memory allowed, and its launch.
+fn prepare(dev: &CudaDevice, kernel: TileKernel, d: usize, seqs: &Sequences, heads: usize) -> Result<(String, LaunchShape)> {
+    let name = kernel.name(d);
+    let shape = tile_launch(kernel, d, seqs, heads)?;
+    if shape.shared_bytes > DEFAULT_SHARED {
         let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
-        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shared as i32).w()?;
+        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared_bytes as i32).w()?;
     }
-    if heads > 65535 || seqs.len() > SEQUENCES_PER_LAUNCH {
-        bail!("{OP}: {heads} heads or {} sequences exceed the grid's limit of 65535", seqs.len());
-    }
-    let tiles = seqs.max_rows().div_ceil(TILE).max(1);
-    let cfg = LaunchConfig {
-        grid_dim: (as_i32(tiles, OP, "row tiles")? as u32, heads as u32, seqs.len() as u32),
-        block_dim: (THREADS, 1, 1),
-        shared_mem_bytes: shared as u32,
-    };
-    Ok((name, cfg))
+    Ok((name, shape))
 }
 
 struct Dims {
@@ -112,7 +76,7 @@ pub(crate) fn forward(
     let n = ql.shape().elem_count();
     let o = alloc_output::<bf16>(dev, n)?;
     let lse = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
-    let (name, cfg) = prepare(dev, "flash_fwd", dm.d, seqs, dm.h as usize)?;
+    let (name, cfg) = prepare(dev, TileKernel::Forward, dm.d, seqs, dm.h as usize)?;
     launch!(bf16, dev, FLASH_ATTN, &name, cfg, q, k, v, o, lse, starts, rows, valid, dm.total, dm.h, dm.h_kv, scale)?;
     Ok((CudaStorage::wrap_cuda_slice(o, dev.clone()), CudaStorage::wrap_cuda_slice(lse, dev.clone())))
 }
@@ -154,7 +118,7 @@ pub(crate) fn backward(
 
     // 1. delta = rowsum(dO∘O): a warp per (row, head)
     let delta = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
-    let cfg = grid_stride(dm.total as usize * dm.h as usize * 32, 256);
+    let cfg = delta_launch(dm.total as usize, dm.h as usize);
     launch!(bf16, dev, FLASH_ATTN, &format!("flash_bwd_delta_d{}", dm.d), cfg, o, dout, delta, dm.total, dm.h)?;
 
     let mut grads = alloc_output::<bf16>(dev, nq + 2 * nk)?;
@@ -163,21 +127,21 @@ pub(crate) fn backward(
         let (mut dk, mut dv) = dkv.split_at_mut(nk);
         let stream = dev.cuda_stream();
         // 2. dK, dV: a block per 64 keys of one K/V head
-        let (name, cfg) = prepare(dev, "flash_bwd_dkdv", dm.d, seqs, dm.h_kv as usize)?;
+        let (name, cfg) = prepare(dev, TileKernel::BackwardDkDv, dm.d, seqs, dm.h_kv as usize)?;
         let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
         let mut args = stream.launch_builder(&func);
         args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dk).arg(&mut dv);
         args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);
         // SAFETY: the arguments of flash_bwd_dkdv's C signature, buffers sized as `dims` checked.
-        unsafe { args.launch(cfg) }.w()?;
+        unsafe { args.launch(LaunchConfig::from(cfg)) }.w()?;
         // 3. dQ: a block per 64 query rows of one head
-        let (name, cfg) = prepare(dev, "flash_bwd_dq", dm.d, seqs, dm.h as usize)?;
+        let (name, cfg) = prepare(dev, TileKernel::BackwardDq, dm.d, seqs, dm.h as usize)?;
         let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
         let mut args = stream.launch_builder(&func);
         args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dq);
         args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);
         // SAFETY: the arguments of flash_bwd_dq's C signature, buffers sized as `dims` checked.
-        unsafe { args.launch(cfg) }.w()?;
+        unsafe { args.launch(LaunchConfig::from(cfg)) }.w()?;
     }
     Ok(CudaStorage::wrap_cuda_slice(grads, dev.clone()))
 }

@@ -14,6 +14,8 @@ use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice,
 use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, WithDType};
 
+use crate::launch::LaunchShape;
+
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
@@ -86,28 +88,16 @@ macro_rules! launch {
         $( args.arg(&$arg); )+
         // SAFETY: the caller passes exactly the arguments of the kernel's C signature, with device
         // buffers at least as long as the sizes it passes.
-        unsafe { args.launch($cfg) }.w().map(|_| ())
+        unsafe { args.launch(candle_core::cuda_backend::cudarc::driver::LaunchConfig::from($cfg)) }.w().map(|_| ())
     }};
 }
 pub(crate) use launch;
 
-/// Blocks of `threads` for a grid-stride loop over `n` items.
-pub(crate) fn grid_stride(n: usize, threads: u32) -> LaunchConfig {
-    // More blocks than this only add scheduling: each thread then loops a few times.
-    const MAX_BLOCKS: usize = 1 << 16;
-    let blocks = n.div_ceil(threads as usize).clamp(1, MAX_BLOCKS) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
-}
-
-/// Row kernels: a warp per row for rows up to 1024 elements (several rows per block), else a
-/// block of 256 threads per row (kernels/common.cuh `row_sum` relies on this shape).
-pub(crate) fn per_row(rows: usize, n: usize) -> LaunchConfig {
-    const ROWS_PER_BLOCK: usize = 8;
-    if n <= 1024 {
-        let blocks = rows.div_ceil(ROWS_PER_BLOCK) as u32;
-        LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (32, ROWS_PER_BLOCK as u32, 1), shared_mem_bytes: 0 }
-    } else {
-        LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+impl From<LaunchShape> for LaunchConfig {
+    fn from(shape: LaunchShape) -> Self {
+        let [gx, gy, gz] = shape.grid;
+        let [bx, by, bz] = shape.block;
+        LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (bx, by, bz), shared_mem_bytes: shape.shared_bytes }
     }
 }
 

@@ -1,16 +1,9 @@
 //! Launches of kernels/rms_norm.cu for the RMSNorm CustomOps.
 
-use candle_core::cuda_backend::cudarc::driver::LaunchConfig;
 use candle_core::{bail, CudaStorage, Layout, Result};
 
-use super::{alloc_output, as_i32, launch, per_row, view, CudaElem, RMS_NORM};
-
-/// Rows summed by one block of the weight-gradient reduction: enough blocks to fill the GPU at
-/// training sizes, few enough partial rows to keep the second stage small.
-const GRAD_WEIGHT_CHUNK: usize = 64;
-/// The grid's y dimension (one block row per chunk) is limited to 65535.
-const MAX_CHUNKS: usize = 65535;
-const COLUMN_THREADS: u32 = 128;
+use super::{alloc_output, as_i32, launch, view, CudaElem, RMS_NORM};
+use crate::launch::{column_reduction, per_row};
 
 fn rows_and_cols(xl: &Layout, op: &str) -> Result<(usize, usize, i32, i32)> {
     let n = crate::cpu::last_dim(xl, op)?;
@@ -59,16 +52,12 @@ pub(crate) fn grad_weight<T: CudaElem>(eps: f32, xs: &CudaStorage, xl: &Layout, 
     let dev = &xs.device;
     let inv = alloc_output::<f32>(dev, rows)?;
     launch!(T, dev, RMS_NORM, "rms_norm_inv_rms", per_row(rows, n), x, inv, rows_i, n_i, eps)?;
-    let chunk = GRAD_WEIGHT_CHUNK.max(rows.div_ceil(MAX_CHUNKS));
-    let chunks = rows.div_ceil(chunk);
-    let column_blocks = n.div_ceil(COLUMN_THREADS as usize) as u32;
-    let partial = alloc_output::<f32>(dev, chunks * n)?;
-    let cfg = LaunchConfig { grid_dim: (column_blocks, chunks as u32, 1), block_dim: (COLUMN_THREADS, 1, 1), shared_mem_bytes: 0 };
-    let chunk_i = as_i32(chunk, op, "rows per chunk")?;
-    launch!(T, dev, RMS_NORM, "rms_norm_grad_weight_partial", cfg, x, dy, inv, partial, rows_i, n_i, chunk_i)?;
+    let columns = column_reduction(rows, n);
+    let partial = alloc_output::<f32>(dev, columns.chunks * n)?;
+    let chunk_i = as_i32(columns.chunk, op, "rows per chunk")?;
+    launch!(T, dev, RMS_NORM, "rms_norm_grad_weight_partial", columns.partial, x, dy, inv, partial, rows_i, n_i, chunk_i)?;
     let dw = alloc_output::<T>(dev, n)?;
-    let cfg = LaunchConfig { grid_dim: (column_blocks, 1, 1), block_dim: (COLUMN_THREADS, 1, 1), shared_mem_bytes: 0 };
-    let chunks_i = as_i32(chunks, op, "row chunks")?;
-    launch!(T, dev, RMS_NORM, "rms_norm_grad_weight_finish", cfg, partial, dw, chunks_i, n_i)?;
+    let chunks_i = as_i32(columns.chunks, op, "row chunks")?;
+    launch!(T, dev, RMS_NORM, "rms_norm_grad_weight_finish", columns.finish, partial, dw, chunks_i, n_i)?;
     Ok(CudaStorage::wrap_cuda_slice(dw, dev.clone()))
 }

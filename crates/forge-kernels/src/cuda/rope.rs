@@ -2,7 +2,8 @@
 
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::{alloc_output, as_i32, grid_stride, launch, view, CudaElem, ROPE};
+use super::{alloc_output, as_i32, launch, view, CudaElem, ROPE};
+use crate::launch::grid_stride;
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rotate<T: CudaElem>(

@@ -1,0 +1,34 @@
+//! Compiles the SIMT runtime (simt/simt.cpp) and forge-kernels' CUDA sources as host C++: each
+//! `.cu` file with simt.h force-included, `simt/include` standing in for the CUDA headers, and
+//! FORGE_HOST_EMULATION selecting the emulated forms of the few PTX instructions a kernel uses.
+//! Trapping UB checks (no sanitizer runtime needed) turn an out-of-bounds index into a fixed-size
+//! array, a misaligned vector access or a signed overflow into a fault the launch reports.
+
+const KERNELS: &str = "../forge-kernels/kernels";
+const EMULATED: &[&str] = &["adamw.cu", "cross_entropy.cu", "flash_attn.cu", "rms_norm.cu", "rope.cu"];
+
+fn main() {
+    println!("cargo::rerun-if-changed=simt");
+    println!("cargo::rerun-if-changed={KERNELS}");
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .include("simt")
+        .include("simt/include")
+        .define("FORGE_HOST_EMULATION", None)
+        .flag("-fno-strict-aliasing")
+        .flag("-Wno-unknown-pragmas")
+        .flag("-Wno-unused-parameter")
+        .flag("-fsanitize=bounds,alignment,signed-integer-overflow,shift,vla-bound,null")
+        .flag("-fsanitize-undefined-trap-on-error")
+        .file("simt/simt.cpp")
+        .file("simt/faulty.cu");
+    for file in EMULATED {
+        build.file(format!("{KERNELS}/{file}"));
+    }
+    // `-include` must follow the language flag for the .cu files; cc passes flags before the file.
+    build.flag("-include").flag("simt.h").flag("-x").flag("c++");
+    build.compile("forge_simt");
+}

@@ -1,0 +1,2 @@
+// Stands in for CUDA's header under host emulation: simt.h (force-included) defines the types.
+#pragma once

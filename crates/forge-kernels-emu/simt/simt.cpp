@@ -1,0 +1,363 @@
+// The runtime behind simt.h: launches, fibers, barriers, warp exchanges, guarded buffers and the
+// fault handler that turns an out-of-bounds access inside a kernel into an error of the launch.
+#include "simt.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace simt {
+namespace {
+
+enum State { READY, AT_BLOCK_BARRIER, AT_WARP_EXCHANGE, EXITED };
+
+constexpr size_t STACK_BYTES = 256 * 1024;
+constexpr size_t SLOT_BYTES = 64;  // the largest warp-exchange deposit (mma operands: 24 bytes)
+
+size_t page() {
+  static const size_t bytes = (size_t)sysconf(_SC_PAGESIZE);
+  return bytes;
+}
+
+// ---- guarded allocations ------------------------------------------------------------------------
+struct Allocation {
+  unsigned char* map;
+  size_t map_bytes;
+  size_t bytes;
+  const char* name;
+};
+std::mutex registry_lock;
+std::map<uintptr_t, Allocation> registry;  // by user pointer
+
+// `bytes` whose end touches an inaccessible page (the start is rounded down to 16 bytes, so an
+// overrun is caught within 15 bytes of the end, usually at once).
+unsigned char* guarded_alloc(size_t bytes, const char* name) {
+  const size_t data_pages = (bytes + 15 + page() - 1) / page();
+  const size_t map_bytes = (data_pages + 1) * page();
+  void* map = mmap(nullptr, map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (map == MAP_FAILED) return nullptr;
+  unsigned char* guard = (unsigned char*)map + data_pages * page();
+  mprotect(guard, page(), PROT_NONE);
+  unsigned char* user = (unsigned char*)(((uintptr_t)(guard - bytes)) & ~(uintptr_t)15);
+  std::lock_guard<std::mutex> hold(registry_lock);
+  registry[(uintptr_t)user] = Allocation{(unsigned char*)map, map_bytes, bytes, name};
+  return user;
+}
+
+void guarded_free(void* user) {
+  Allocation a;
+  {
+    std::lock_guard<std::mutex> hold(registry_lock);
+    auto it = registry.find((uintptr_t)user);
+    if (it == registry.end()) return;
+    a = it->second;
+    registry.erase(it);
+  }
+  munmap(a.map, a.map_bytes);
+}
+
+// ---- launches -----------------------------------------------------------------------------------
+struct Fiber {
+  ucontext_t context;
+  dim3 index;
+  int linear;
+  State state;
+  const char* exchange;  // what the pending warp exchange is (all lanes must agree)
+  size_t exchange_bytes;
+  unsigned exchanges;  // warp exchanges completed: its parity picks the slot buffer
+};
+
+struct Launch {
+  dim3 grid, block, block_index;
+  int threads;
+  unsigned char* shared;
+  size_t shared_bytes;
+  unsigned char* stacks;
+  size_t stacks_bytes;
+  std::vector<Fiber> fibers;
+  std::vector<unsigned char> slots;  // [warp][parity][lane][SLOT_BYTES]
+  ucontext_t scheduler;
+  int current;
+  bool in_fiber;
+  bool failed;
+  void (*kernel)(void*);
+  void* context;
+  sigjmp_buf fault;
+  char error[1024];
+};
+
+thread_local Launch* active = nullptr;
+
+Fiber& me() { return active->fibers[active->current]; }
+
+void yield(State state) {
+  Fiber& f = me();
+  f.state = state;
+  swapcontext(&f.context, &active->scheduler);
+}
+
+void fiber_main() {
+  active->kernel(active->context);
+  me().state = EXITED;  // uc_link returns to the scheduler
+}
+
+void describe_thread(char* out, size_t n) {
+  const dim3 b = active->block_index;
+  const dim3 t = me().index;
+  snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b.x, b.y, b.z, t.x, t.y, t.z);
+}
+
+// ---- faults inside a kernel ---------------------------------------------------------------------
+struct sigaction previous[32];
+const int FAULTS[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP};
+
+void describe_address(uintptr_t address, char* out, size_t n) {
+  out[0] = 0;
+  if (address >= (uintptr_t)active->stacks && address < (uintptr_t)active->stacks + active->stacks_bytes) {
+    snprintf(out, n, ": the guard page of a thread's %zu-byte stack (stack overflow)", STACK_BYTES);
+    return;
+  }
+  if (!registry_lock.try_lock()) return;
+  for (const auto& [user, a] : registry) {
+    const uintptr_t end = user + a.bytes;
+    if (address >= end && address < (uintptr_t)a.map + a.map_bytes) {
+      snprintf(out, n, ": %zu bytes past the end of %s (%zu bytes)", (size_t)(address - end), a.name, a.bytes);
+      break;
+    }
+    if (address >= (uintptr_t)a.map && address < user) {
+      snprintf(out, n, ": %zu bytes before the start of %s", (size_t)(user - address), a.name);
+      break;
+    }
+  }
+  registry_lock.unlock();
+}
+
+void on_fault(int sig, siginfo_t* info, void* uc) {
+  Launch* l = active;
+  if (l == nullptr || !l->in_fiber) {  // not ours: hand it to whoever handled it before
+    sigaction(sig, &previous[sig], nullptr);
+    return;
+  }
+  char thread[128], where[256];
+  describe_thread(thread, sizeof thread);
+  uintptr_t pc = 0;
+#if defined(__x86_64__)
+  pc = (uintptr_t)((ucontext_t*)uc)->uc_mcontext.gregs[REG_RIP];
+#endif
+  if (sig == SIGSEGV || sig == SIGBUS) {
+    describe_address((uintptr_t)info->si_addr, where, sizeof where);
+    snprintf(l->error, sizeof l->error, "invalid memory access at %p in %s%s (pc %#lx)", info->si_addr, thread, where,
+             (unsigned long)pc);
+  } else if (sig == SIGILL || sig == SIGTRAP) {
+    snprintf(l->error, sizeof l->error,
+             "trapped undefined behaviour in %s: an array index out of bounds, a misaligned access or an integer "
+             "overflow (pc %#lx; addr2line -fe <test binary> it)",
+             thread, (unsigned long)pc);
+  } else {
+    snprintf(l->error, sizeof l->error, "arithmetic fault (integer division by zero?) in %s (pc %#lx)", thread, (unsigned long)pc);
+  }
+  l->failed = true;
+  siglongjmp(l->fault, 1);
+}
+
+void install_fault_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction action {};
+    action.sa_sigaction = on_fault;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+    sigemptyset(&action.sa_mask);
+    for (int sig : FAULTS) sigaction(sig, &action, &previous[sig]);
+  });
+  // the handler must not run on the stack that may have overflowed
+  stack_t current;
+  if (sigaltstack(nullptr, &current) == 0 && (current.ss_flags & SS_DISABLE)) {
+    static thread_local std::vector<unsigned char> alternate(64 * 1024);
+    stack_t s{};
+    s.ss_sp = alternate.data();
+    s.ss_size = alternate.size();
+    sigaltstack(&s, nullptr);
+  }
+}
+
+// Releases what can be released; false when nothing can (a deadlock), with the reason in l.error.
+bool release(Launch& l) {
+  bool released = false;
+  const int warps = l.threads / 32;
+  for (int w = 0; w < warps; ++w) {
+    Fiber* lanes = &l.fibers[32 * w];
+    bool all = true;
+    for (int i = 0; i < 32 && all; ++i) all = lanes[i].state == AT_WARP_EXCHANGE;
+    if (!all) continue;
+    for (int i = 1; i < 32; ++i) {
+      if (lanes[i].exchange != lanes[0].exchange || lanes[i].exchange_bytes != lanes[0].exchange_bytes) {
+        snprintf(l.error, sizeof l.error, "warp %d of block (%u, %u, %u): lane 0 is in %s, lane %d in %s", w, l.block_index.x,
+                 l.block_index.y, l.block_index.z, lanes[0].exchange, i, lanes[i].exchange);
+        return false;
+      }
+    }
+    for (int i = 0; i < 32; ++i) lanes[i].state = READY;
+    released = true;
+  }
+  if (released) return true;
+  int counts[4] = {0, 0, 0, 0};
+  const char* exchange = "";
+  for (const Fiber& f : l.fibers) {
+    ++counts[f.state];
+    if (f.state == AT_WARP_EXCHANGE) exchange = f.exchange;
+  }
+  if (counts[AT_BLOCK_BARRIER] > 0 && counts[AT_WARP_EXCHANGE] == 0 && counts[EXITED] == 0) {
+    for (Fiber& f : l.fibers) f.state = READY;
+    return true;
+  }
+  snprintf(l.error, sizeof l.error,
+           "deadlock in block (%u, %u, %u) of %d threads: %d at __syncthreads, %d in a warp collective (%s) its whole "
+           "warp does not reach, %d exited (a barrier or collective not reached by every thread)",
+           l.block_index.x, l.block_index.y, l.block_index.z, l.threads, counts[AT_BLOCK_BARRIER], counts[AT_WARP_EXCHANGE],
+           exchange, counts[EXITED]);
+  return false;
+}
+
+// Separate (getcontext returns twice, like setjmp): a fresh fiber for thread i, stack below its guard page.
+__attribute__((noinline)) void start_fiber(Launch& l, int i) {
+  Fiber& f = l.fibers[i];
+  f.state = READY;
+  f.exchanges = 0;
+  getcontext(&f.context);
+  f.context.uc_stack.ss_sp = l.stacks + (size_t)i * (STACK_BYTES + page()) + page();
+  f.context.uc_stack.ss_size = STACK_BYTES;
+  f.context.uc_link = &l.scheduler;
+  makecontext(&f.context, fiber_main, 0);
+}
+
+// noinline: keeps its locals out of simt_launch's frame, which siglongjmp returns to.
+__attribute__((noinline)) bool run_block(Launch& l, bool descending) {
+  memset(l.shared, 0xff, l.shared_bytes);  // unwritten shared memory reads as NaN
+  for (int i = 0; i < l.threads; ++i) start_fiber(l, i);
+  for (;;) {
+    bool any_live = false;
+    for (int k = 0; k < l.threads; ++k) {
+      const int i = descending ? l.threads - 1 - k : k;
+      if (l.fibers[i].state != READY) continue;
+      l.current = i;
+      l.in_fiber = true;
+      swapcontext(&l.scheduler, &l.fibers[i].context);
+      l.in_fiber = false;
+      if (l.failed) return false;
+    }
+    for (const Fiber& f : l.fibers) any_live |= f.state != EXITED;
+    if (!any_live) return true;
+    if (!release(l)) return false;
+  }
+}
+
+}  // namespace
+
+const dim3& thread_idx() { return me().index; }
+const dim3& block_idx() { return active->block_index; }
+const dim3& block_dim() { return active->block; }
+const dim3& grid_dim() { return active->grid; }
+int lane() { return me().linear & 31; }
+void sync_block() { yield(AT_BLOCK_BARRIER); }
+unsigned char* dynamic_shared() { return active->shared; }
+bool in_dynamic_shared(const void* p, size_t bytes) {
+  const unsigned char* c = (const unsigned char*)p;
+  return c >= active->shared && c + bytes <= active->shared + active->shared_bytes;
+}
+
+void fail(const char* what) {
+  char thread[128];
+  describe_thread(thread, sizeof thread);
+  snprintf(active->error, sizeof active->error, "%s (%s)", what, thread);
+  active->failed = true;
+  swapcontext(&me().context, &active->scheduler);
+  abort();  // a failed launch never resumes its fibers
+}
+
+void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, const char* what) {
+  if (mask != 0xffffffffu) fail("a warp collective with a partial lane mask (the kernels use full warps only)");
+  if (active->threads % 32 != 0) fail("a warp collective in a block whose size is not a multiple of 32");
+  if (bytes > SLOT_BYTES) fail("a warp exchange larger than the emulator's slot");
+  Fiber& f = me();
+  const int warp = f.linear / 32, lane = f.linear % 32, parity = f.exchanges & 1;
+  // two slot buffers per warp: a lane can be one exchange ahead of the slowest reader, never two
+  unsigned char* buffer = &active->slots[((size_t)(2 * warp + parity) * 32) * SLOT_BYTES];
+  memcpy(buffer + lane * SLOT_BYTES, mine, bytes);
+  f.exchange = what;
+  f.exchange_bytes = bytes;
+  yield(AT_WARP_EXCHANGE);
+  for (int i = 0; i < 32; ++i) memcpy((unsigned char*)all + i * bytes, buffer + i * SLOT_BYTES, bytes);
+  ++me().exchanges;
+}
+
+}  // namespace simt
+
+extern "C" {
+
+void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(bytes, name); }
+
+void simt_free(void* p) { simt::guarded_free(p); }
+
+// Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.
+// `descending` runs the ready threads of each round in reverse order: a kernel whose result
+// depends on that order races on memory without a barrier between writer and reader.
+int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_bytes, int descending, void (*kernel)(void*),
+                void* context, char* error, size_t error_len) {
+  using namespace simt;
+  auto bail = [&](const char* what) {
+    snprintf(error, error_len, "%s", what);
+    return -1;
+  };
+  if (active != nullptr) return bail("a kernel launched another kernel (not supported)");
+  const long threads = (long)block[0] * block[1] * block[2];
+  if (threads < 1 || threads > 1024) return bail("block size outside 1..1024 threads");
+  if (grid[0] < 1 || grid[1] < 1 || grid[2] < 1 || grid[1] > 65535 || grid[2] > 65535)
+    return bail("grid dimension outside the CUDA limits (x >= 1, 1 <= y, z <= 65535)");
+  if (shared_bytes > 227 * 1024) return bail("dynamic shared memory above sm_90's 227 KB per block");
+  install_fault_handler();
+
+  Launch l{};
+  l.grid = dim3{grid[0], grid[1], grid[2]};
+  l.block = dim3{block[0], block[1], block[2]};
+  l.threads = (int)threads;
+  l.shared_bytes = shared_bytes;
+  l.shared = guarded_alloc(shared_bytes, "the dynamic shared memory the launch asked for");
+  l.stacks_bytes = (size_t)threads * (STACK_BYTES + page());
+  l.stacks = (unsigned char*)mmap(nullptr, l.stacks_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (l.shared == nullptr || l.stacks == MAP_FAILED) return bail("out of host memory for the launch");
+  for (long i = 0; i < threads; ++i) mprotect(l.stacks + i * (STACK_BYTES + page()), page(), PROT_NONE);
+  l.fibers.resize(threads);
+  for (long i = 0; i < threads; ++i) {
+    l.fibers[i].linear = (int)i;
+    l.fibers[i].index = dim3{(unsigned)(i % block[0]), (unsigned)(i / block[0] % block[1]), (unsigned)(i / (block[0] * block[1]))};
+  }
+  l.slots.resize((size_t)(threads + 31) / 32 * 2 * 32 * SLOT_BYTES);
+  l.kernel = kernel;
+  l.context = context;
+  active = &l;
+  bool ok = true;
+  if (sigsetjmp(l.fault, 1) == 0) {
+    for (unsigned z = 0; z < grid[2] && ok; ++z)
+      for (unsigned y = 0; y < grid[1] && ok; ++y)
+        for (unsigned x = 0; x < grid[0] && ok; ++x) {
+          l.block_index = dim3{x, y, z};
+          ok = run_block(l, descending != 0);
+        }
+  } else {
+    ok = false;
+  }
+  active = nullptr;
+  munmap(l.stacks, l.stacks_bytes);
+  guarded_free(l.shared);
+  if (!ok) return bail(l.error);
+  return 0;
+}
+}

@@ -1,0 +1,131 @@
+//! Runs forge-kernels' CUDA C++ kernels (crates/forge-kernels/kernels) on the CPU, unchanged, under
+//! a SIMT emulator (simt/simt.h): every CUDA thread a fiber, barriers and warp collectives
+//! (shuffles, `mma.sync`, `ldmatrix`) emulated from the PTX ISA's definitions, every buffer ending
+//! at an inaccessible page. It checks on a machine without a GPU what a GPU run would show first:
+//! whether the kernels index, tile, mask and synchronise correctly (parity with the reference on
+//! the CPU, every output element written, no out-of-bounds access, no race that a different thread
+//! order exposes, no barrier some threads miss).
+//!
+//! It is not a GPU: it says nothing about speed, and a fragment layout the kernel and the emulator
+//! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu-check.sh`
+//! stays the measurement.
+
+use std::ffi::{c_char, c_void, CStr};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+pub use forge_kernels::launch::LaunchShape;
+
+pub mod flash_attn;
+pub mod ops;
+
+extern "C" {
+    fn simt_alloc(bytes: usize, name: *const c_char) -> *mut c_void;
+    fn simt_free(p: *mut c_void);
+    fn simt_launch(
+        grid: *const u32,
+        block: *const u32,
+        shared_bytes: usize,
+        descending: i32,
+        kernel: extern "C" fn(*mut c_void),
+        context: *mut c_void,
+        error: *mut c_char,
+        error_len: usize,
+    ) -> i32;
+}
+
+/// The emulator's "device memory": host memory whose last byte touches an inaccessible page, so a
+/// kernel reading or writing past it fails its launch with the buffer's name.
+pub struct Buffer<T> {
+    ptr: NonNull<T>,
+    len: usize,
+    _owns: PhantomData<T>,
+}
+
+impl<T: Copy> Buffer<T> {
+    fn alloc(name: &'static CStr, len: usize) -> Self {
+        // SAFETY: simt_alloc returns len·size_of::<T>() writable bytes, 16-byte aligned, or null.
+        let raw = unsafe { simt_alloc(len * size_of::<T>(), name.as_ptr()) };
+        let ptr = NonNull::new(raw.cast::<T>()).expect("simt_alloc: out of memory");
+        Self { ptr, len, _owns: PhantomData }
+    }
+
+    /// A copy of `data`.
+    pub fn from_slice(name: &'static CStr, data: &[T]) -> Self {
+        let buffer = Self::alloc(name, data.len());
+        // SAFETY: the allocation holds data.len() elements and does not overlap `data`.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.ptr.as_ptr(), data.len()) };
+        buffer
+    }
+
+    /// `len` copies of `value` (an output poisoned with NaN shows any element a kernel skips).
+    pub fn filled(name: &'static CStr, len: usize, value: T) -> Self {
+        Self::from_slice(name, &vec![value; len])
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn to_vec(&self) -> Vec<T> {
+        // SAFETY: the allocation holds `len` initialised elements.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }.to_vec()
+    }
+
+    /// The device pointer a kernel argument takes.
+    pub fn ptr(&self) -> *mut T {
+        self.ptr.as_ptr()
+    }
+}
+
+impl<T> Drop for Buffer<T> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by simt_alloc, freed once.
+        unsafe { simt_free(self.ptr.as_ptr().cast()) }
+    }
+}
+
+/// The order the emulator runs a block's ready threads in, between barriers. A race-free kernel
+/// gives bit-identical results under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Ascending,
+    Descending,
+}
+
+/// Runs `kernel` (a call of one kernel entry point with its arguments) as every thread of a
+/// launch of `shape`. An error names what went wrong and in which block and thread: an access
+/// outside any buffer, a trapped out-of-bounds index, a barrier or warp collective that not every
+/// thread reaches.
+pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Result<(), String> {
+    extern "C" fn call<F: Fn()>(context: *mut c_void) {
+        // SAFETY: `context` is the `&F` passed below, alive for the whole launch.
+        unsafe { (*context.cast::<F>())() }
+    }
+    fn call_for<F: Fn()>(_: &F) -> extern "C" fn(*mut c_void) {
+        call::<F>
+    }
+    let mut error = vec![0 as c_char; 1024];
+    // SAFETY: the shape arrays and `error` outlive the call; `kernel` is only called during it.
+    let status = unsafe {
+        simt_launch(
+            shape.grid.as_ptr(),
+            shape.block.as_ptr(),
+            shape.shared_bytes as usize,
+            i32::from(schedule == Schedule::Descending),
+            call_for(&kernel),
+            &kernel as *const _ as *mut c_void,
+            error.as_mut_ptr(),
+            error.len(),
+        )
+    };
+    if status == 0 {
+        return Ok(());
+    }
+    // SAFETY: simt_launch wrote a NUL-terminated message into `error`.
+    Err(unsafe { CStr::from_ptr(error.as_ptr()) }.to_string_lossy().into_owned())
+}

@@ -1,0 +1,172 @@
+//! kernels/{rms_norm,rope,cross_entropy,adamw}.cu under emulation, launched as src/cuda/*.rs
+//! launches them on a GPU (the shapes of forge_kernels::launch), for each storage type.
+
+use forge_kernels::adamw::AdamWScalars;
+use forge_kernels::launch::{column_reduction, grid_stride, per_row};
+use half::{bf16, f16};
+
+use crate::{launch, Buffer, Schedule};
+
+/// The entry points of one storage type (`<root>_f32`, `_bf16`, `_f16`).
+pub struct Kernels<T> {
+    rms_norm_fwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32, i32, f32),
+    rms_norm_grad_input: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32, i32, f32),
+    rms_norm_inv_rms: unsafe extern "C" fn(*const T, *mut f32, i32, i32, f32),
+    rms_norm_grad_weight_partial: unsafe extern "C" fn(*const T, *const T, *const f32, *mut f32, i32, i32, i32),
+    rms_norm_grad_weight_finish: unsafe extern "C" fn(*const f32, *mut T, i32, i32),
+    rope: unsafe extern "C" fn(*const T, *const f32, *const f32, *mut T, i32, i32, i32, i32, i32, f32),
+    cross_entropy_fwd: unsafe extern "C" fn(*const T, *const u32, *mut f32, i32, i32),
+    cross_entropy_grad: unsafe extern "C" fn(*const T, *const u32, *const f32, *mut T, i32, i32),
+    adamw: unsafe extern "C" fn(*mut T, *const T, *mut f32, *mut f32, *mut f32, usize, AdamWScalars),
+}
+
+/// A storage type the kernels are instantiated for.
+pub trait Float: Copy + 'static {
+    /// NaN: what every output holds before a kernel writes it.
+    const POISON: Self;
+    const KERNELS: Kernels<Self>;
+}
+
+macro_rules! float_kernels {
+    ($t:ty, $s:ident, $poison:expr) => {
+        paste::paste! {
+            extern "C" {
+                fn [<rms_norm_fwd_ $s>](x: *const $t, w: *const $t, y: *mut $t, rows: i32, n: i32, eps: f32);
+                fn [<rms_norm_grad_input_ $s>](x: *const $t, w: *const $t, dy: *const $t, dx: *mut $t, rows: i32, n: i32, eps: f32);
+                fn [<rms_norm_inv_rms_ $s>](x: *const $t, out: *mut f32, rows: i32, n: i32, eps: f32);
+                fn [<rms_norm_grad_weight_partial_ $s>](x: *const $t, dy: *const $t, inv: *const f32, partial: *mut f32, rows: i32, n: i32, chunk: i32);
+                fn [<rms_norm_grad_weight_finish_ $s>](partial: *const f32, dw: *mut $t, chunks: i32, n: i32);
+                fn [<rope_ $s>](x: *const $t, cos: *const f32, sin: *const f32, y: *mut $t, b: i32, s: i32, h: i32, d: i32, cos_batch: i32, sign: f32);
+                fn [<cross_entropy_fwd_ $s>](logits: *const $t, targets: *const u32, nll: *mut f32, rows: i32, vocab: i32);
+                fn [<cross_entropy_grad_ $s>](logits: *const $t, targets: *const u32, dnll: *const f32, dlogits: *mut $t, rows: i32, vocab: i32);
+                fn [<adamw_ $s>](param: *mut $t, grad: *const $t, exp_avg: *mut f32, exp_avg_sq: *mut f32, master: *mut f32, n: usize, k: AdamWScalars);
+            }
+            impl Float for $t {
+                const POISON: Self = $poison;
+                const KERNELS: Kernels<Self> = Kernels {
+                    rms_norm_fwd: [<rms_norm_fwd_ $s>],
+                    rms_norm_grad_input: [<rms_norm_grad_input_ $s>],
+                    rms_norm_inv_rms: [<rms_norm_inv_rms_ $s>],
+                    rms_norm_grad_weight_partial: [<rms_norm_grad_weight_partial_ $s>],
+                    rms_norm_grad_weight_finish: [<rms_norm_grad_weight_finish_ $s>],
+                    rope: [<rope_ $s>],
+                    cross_entropy_fwd: [<cross_entropy_fwd_ $s>],
+                    cross_entropy_grad: [<cross_entropy_grad_ $s>],
+                    adamw: [<adamw_ $s>],
+                };
+            }
+        }
+    };
+}
+float_kernels!(f32, f32, f32::from_bits(0xffff_ffff));
+float_kernels!(bf16, bf16, bf16::from_bits(0xffff));
+float_kernels!(f16, f16, f16::from_bits(0xffff));
+
+fn int(v: usize, what: &str) -> Result<i32, String> {
+    i32::try_from(v).map_err(|_| format!("{what} = {v} exceeds the kernels' int"))
+}
+
+fn rows_of(len: usize, n: usize) -> Result<(usize, i32, i32), String> {
+    if n == 0 || len % n != 0 {
+        return Err(format!("{len} elements are not rows of {n}"));
+    }
+    Ok((len / n, int(len / n, "rows")?, int(n, "row length")?))
+}
+
+/// `y = x · rsqrt(mean(x²) + eps) · w` over rows of `n = w.len()`.
+pub fn rms_norm<T: Float>(x: &[T], w: &[T], eps: f32, schedule: Schedule) -> Result<Vec<T>, String> {
+    let (rows, rows_i, n_i) = rows_of(x.len(), w.len())?;
+    let (xb, wb, y) = (Buffer::from_slice(c"x", x), Buffer::from_slice(c"w", w), Buffer::filled(c"y", x.len(), T::POISON));
+    let kernel = T::KERNELS.rms_norm_fwd;
+    // SAFETY (all launches here): each kernel's C signature, with buffers of the sizes it indexes.
+    launch(&per_row(rows, w.len()), schedule, || unsafe { kernel(xb.ptr(), wb.ptr(), y.ptr(), rows_i, n_i, eps) })?;
+    Ok(y.to_vec())
+}
+
+/// `(dx, dw)` of RMSNorm given the output's gradient `dy`: grad_input, then the row statistics
+/// and the two-stage column reduction of the weight gradient.
+pub fn rms_norm_grads<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32, schedule: Schedule) -> Result<(Vec<T>, Vec<T>), String> {
+    let n = w.len();
+    let (rows, rows_i, n_i) = rows_of(x.len(), n)?;
+    let (xb, wb, dyb) = (Buffer::from_slice(c"x", x), Buffer::from_slice(c"w", w), Buffer::from_slice(c"dy", dy));
+    let k = &T::KERNELS;
+    let dx = Buffer::filled(c"dx", x.len(), T::POISON);
+    let grad_input = k.rms_norm_grad_input;
+    launch(&per_row(rows, n), schedule, || unsafe { grad_input(xb.ptr(), wb.ptr(), dyb.ptr(), dx.ptr(), rows_i, n_i, eps) })?;
+    let inv = Buffer::filled(c"inv_rms", rows, f32::NAN);
+    let inv_rms = k.rms_norm_inv_rms;
+    launch(&per_row(rows, n), schedule, || unsafe { inv_rms(xb.ptr(), inv.ptr(), rows_i, n_i, eps) })?;
+    let columns = column_reduction(rows, n);
+    let partial = Buffer::filled(c"partial", columns.chunks * n, f32::NAN);
+    let (chunk_i, chunks_i) = (int(columns.chunk, "rows per chunk")?, int(columns.chunks, "row chunks")?);
+    let partial_kernel = k.rms_norm_grad_weight_partial;
+    launch(&columns.partial, schedule, || unsafe { partial_kernel(xb.ptr(), dyb.ptr(), inv.ptr(), partial.ptr(), rows_i, n_i, chunk_i) })?;
+    let dw = Buffer::filled(c"dw", n, T::POISON);
+    let finish = k.rms_norm_grad_weight_finish;
+    launch(&columns.finish, schedule, || unsafe { finish(partial.ptr(), dw.ptr(), chunks_i, n_i) })?;
+    Ok((dx.to_vec(), dw.to_vec()))
+}
+
+/// RoPE of `x: [b, s, h, d]` with `cos`, `sin: [cos_batch, s, d / 2]`; `inverse` rotates back
+/// (the backward).
+pub fn rope<T: Float>(x: &[T], cos: &[f32], sin: &[f32], dims: [usize; 4], inverse: bool, schedule: Schedule) -> Result<Vec<T>, String> {
+    let [b, s, h, d] = dims;
+    if x.len() != b * s * h * d || cos.len() != sin.len() || cos.len() % (s * d / 2) != 0 {
+        return Err(format!("x of {} elements, tables of {} and {} do not fit {dims:?}", x.len(), cos.len(), sin.len()));
+    }
+    let cos_batch = int(cos.len() / (s * d / 2), "cos batch")?;
+    let (xb, cb, sb, y) = (Buffer::from_slice(c"x", x), Buffer::from_slice(c"cos", cos), Buffer::from_slice(c"sin", sin), Buffer::filled(c"y", x.len(), T::POISON));
+    let [bi, si, hi, di] = [int(b, "batch")?, int(s, "seq")?, int(h, "heads")?, int(d, "head dim")?];
+    let sign = if inverse { -1.0 } else { 1.0 };
+    let kernel = T::KERNELS.rope;
+    launch(&grid_stride(b * s * h * d / 2, 256), schedule, || unsafe { kernel(xb.ptr(), cb.ptr(), sb.ptr(), y.ptr(), bi, si, hi, di, cos_batch, sign) })?;
+    Ok(y.to_vec())
+}
+
+/// Per-row negative log-likelihood of `targets` under `logits: [rows, vocab]` (0 where ignored).
+pub fn cross_entropy<T: Float>(logits: &[T], targets: &[u32], vocab: usize, schedule: Schedule) -> Result<Vec<f32>, String> {
+    let (rows, rows_i, vocab_i) = rows_of(logits.len(), vocab)?;
+    let (lb, tb, nll) = (Buffer::from_slice(c"logits", logits), Buffer::from_slice(c"targets", targets), Buffer::filled(c"nll", rows, f32::NAN));
+    let kernel = T::KERNELS.cross_entropy_fwd;
+    launch(&per_row(rows, vocab), schedule, || unsafe { kernel(lb.ptr(), tb.ptr(), nll.ptr(), rows_i, vocab_i) })?;
+    Ok(nll.to_vec())
+}
+
+/// dlogits given the gradient `dnll` of each row's loss.
+pub fn cross_entropy_grad<T: Float>(logits: &[T], targets: &[u32], dnll: &[f32], vocab: usize, schedule: Schedule) -> Result<Vec<T>, String> {
+    let (rows, rows_i, vocab_i) = rows_of(logits.len(), vocab)?;
+    let (lb, tb, gb) = (Buffer::from_slice(c"logits", logits), Buffer::from_slice(c"targets", targets), Buffer::from_slice(c"dnll", dnll));
+    let dlogits = Buffer::filled(c"dlogits", logits.len(), T::POISON);
+    let kernel = T::KERNELS.cross_entropy_grad;
+    launch(&per_row(rows, vocab), schedule, || unsafe { kernel(lb.ptr(), tb.ptr(), gb.ptr(), dlogits.ptr(), rows_i, vocab_i) })?;
+    Ok(dlogits.to_vec())
+}
+
+/// The optimizer state of one tensor: f32 moments and, for 16-bit parameters, the f32 master.
+pub struct AdamWState<T> {
+    pub param: Vec<T>,
+    pub exp_avg: Vec<f32>,
+    pub exp_avg_sq: Vec<f32>,
+    pub master: Option<Vec<f32>>,
+}
+
+/// One AdamW step of `state` with `grad`, in place.
+pub fn adamw<T: Float>(state: &mut AdamWState<T>, grad: &[T], k: AdamWScalars, schedule: Schedule) -> Result<(), String> {
+    let n = state.param.len();
+    if grad.len() != n || state.exp_avg.len() != n || state.exp_avg_sq.len() != n || state.master.as_ref().is_some_and(|m| m.len() != n) {
+        return Err("param, grad, moments and master differ in length".into());
+    }
+    let (param, gb) = (Buffer::from_slice(c"param", &state.param), Buffer::from_slice(c"grad", grad));
+    let (m, v) = (Buffer::from_slice(c"exp_avg", &state.exp_avg), Buffer::from_slice(c"exp_avg_sq", &state.exp_avg_sq));
+    let master = state.master.as_ref().map(|w| Buffer::from_slice(c"master", w));
+    let master_ptr = master.as_ref().map_or(std::ptr::null_mut(), |w| w.ptr());
+    let kernel = T::KERNELS.adamw;
+    launch(&grid_stride(n, 256), schedule, || unsafe { kernel(param.ptr(), gb.ptr(), m.ptr(), v.ptr(), master_ptr, n, k) })?;
+    state.param = param.to_vec();
+    state.exp_avg = m.to_vec();
+    state.exp_avg_sq = v.to_vec();
+    if let (Some(out), Some(w)) = (state.master.as_mut(), master) {
+        *out = w.to_vec();
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! The emulator's checks fail where they must: each deliberately faulty kernel of simt/faulty.cu
+//! makes its launch fail with the matching message (or, for the race, differ between schedules),
+//! while the correct controls pass.
+
+use forge_kernels_emu::{launch, Buffer, LaunchShape, Schedule};
+
+extern "C" {
+    fn simt_selftest_write_past_end(out: *mut f32, n: i32);
+    fn simt_selftest_reverse(out: *mut f32, with_barrier: i32);
+    fn simt_selftest_divergent_barrier(out: *mut f32);
+    fn simt_selftest_half_warp_shuffle(out: *mut f32);
+    fn simt_selftest_warp_sum(out: *mut f32);
+    fn simt_selftest_index_past_array(out: *mut f32, k: i32);
+    fn simt_selftest_shared_overrun(out: *mut f32);
+}
+
+fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
+    LaunchShape { grid: [1, 1, 1], block: [threads, 1, 1], shared_bytes }
+}
+
+#[test]
+fn a_write_past_the_end_of_a_buffer_fails_the_launch_naming_the_buffer() {
+    let out = Buffer::filled(c"out", 100, 0f32);
+    let shape = LaunchShape { grid: [2, 1, 1], block: [64, 1, 1], shared_bytes: 0 };
+    // SAFETY: the kernel's C signature; the overrun it makes is what the guard page must catch.
+    let err = launch(&shape, Schedule::Ascending, || unsafe { simt_selftest_write_past_end(out.ptr(), 100) }).unwrap_err();
+    assert!(err.contains("invalid memory access") && err.contains("0 bytes past the end of out (400 bytes)"), "{err}");
+    assert!(err.contains("block (1, 0, 0) thread (36, 0, 0)"), "the faulting thread is named: {err}");
+}
+
+#[test]
+fn a_missing_barrier_shows_as_a_difference_between_schedules() {
+    let run = |with_barrier: i32, schedule| {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads, 512 bytes of shared memory.
+        launch(&block(128, 512), schedule, || unsafe { simt_selftest_reverse(out.ptr(), with_barrier) }).unwrap();
+        out.to_vec()
+    };
+    let expected: Vec<f32> = (0..128).rev().map(|i| i as f32).collect();
+    assert_eq!(run(1, Schedule::Ascending), expected);
+    assert_eq!(run(1, Schedule::Descending), expected);
+    let (up, down) = (run(0, Schedule::Ascending), run(0, Schedule::Descending));
+    assert_ne!(up, down, "the racy kernel must read unwritten (NaN) shared memory under one schedule");
+    assert!(up.iter().chain(&down).any(|v| v.is_nan()), "unwritten shared memory reads as NaN");
+}
+
+#[test]
+fn a_barrier_inside_divergent_code_is_reported_as_a_deadlock() {
+    let out = Buffer::filled(c"out", 128, 0f32);
+    // SAFETY: the kernel's C signature.
+    let err = launch(&block(128, 0), Schedule::Ascending, || unsafe { simt_selftest_divergent_barrier(out.ptr()) }).unwrap_err();
+    assert!(err.contains("deadlock") && err.contains("64 at __syncthreads") && err.contains("64 exited"), "{err}");
+}
+
+#[test]
+fn a_shuffle_half_the_warp_skips_is_reported_as_a_deadlock() {
+    let out = Buffer::filled(c"out", 64, 0f32);
+    // SAFETY: the kernel's C signature.
+    let err = launch(&block(64, 0), Schedule::Ascending, || unsafe { simt_selftest_half_warp_shuffle(out.ptr()) }).unwrap_err();
+    assert!(err.contains("deadlock") && err.contains("__shfl_xor_sync"), "{err}");
+}
+
+#[test]
+fn a_butterfly_shuffle_sums_each_warp() {
+    let out = Buffer::filled(c"out", 96, f32::NAN);
+    // SAFETY: the kernel's C signature.
+    launch(&block(96, 0), Schedule::Descending, || unsafe { simt_selftest_warp_sum(out.ptr()) }).unwrap();
+    let sums: Vec<f32> = (0..96).map(|i| ((i / 32) * 32..(i / 32) * 32 + 32).sum::<i32>() as f32).collect();
+    assert_eq!(out.to_vec(), sums);
+}
+
+#[test]
+fn an_index_past_a_fixed_size_array_traps() {
+    let out = Buffer::filled(c"out", 32, 0f32);
+    // SAFETY: the kernel's C signature.
+    launch(&block(32, 0), Schedule::Ascending, || unsafe { simt_selftest_index_past_array(out.ptr(), 3) }).unwrap();
+    assert!(out.to_vec().iter().all(|&v| v == 4.0));
+    // SAFETY: as above; index 4 of a 4-element array is the defect under test.
+    let err = launch(&block(32, 0), Schedule::Ascending, || unsafe { simt_selftest_index_past_array(out.ptr(), 4) }).unwrap_err();
+    assert!(err.contains("trapped undefined behaviour") && err.contains("thread (0, 0, 0)"), "{err}");
+}
+
+#[test]
+fn shared_memory_past_what_the_launch_asked_for_is_out_of_bounds() {
+    let out = Buffer::filled(c"out", 64, 0f32);
+    // SAFETY: the kernel's C signature; 64 floats of shared memory are needed.
+    launch(&block(64, 256), Schedule::Ascending, || unsafe { simt_selftest_shared_overrun(out.ptr()) }).unwrap();
+    // SAFETY: as above, with 64 bytes fewer than needed: the defect under test.
+    let err = launch(&block(64, 192), Schedule::Ascending, || unsafe { simt_selftest_shared_overrun(out.ptr()) }).unwrap_err();
+    assert!(err.contains("past the end of the dynamic shared memory the launch asked for (192 bytes)"), "{err}");
+    assert!(err.contains("thread (48, 0, 0)"), "{err}");
+}
+
+#[test]
+fn bad_launch_shapes_are_rejected_before_running() {
+    let shape = LaunchShape { grid: [1, 1, 1], block: [2048, 1, 1], shared_bytes: 0 };
+    assert!(launch(&shape, Schedule::Ascending, || {}).unwrap_err().contains("block size"));
+    let shape = LaunchShape { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 300 * 1024 };
+    assert!(launch(&shape, Schedule::Ascending, || {}).unwrap_err().contains("227 KB"));
+}

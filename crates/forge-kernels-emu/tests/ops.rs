@@ -1,0 +1,169 @@
+//! kernels/{rms_norm,rope,cross_entropy,adamw}.cu, run on the CPU by the SIMT emulator, against
+//! forge-kernels' fused CPU ops (themselves checked against the composite path in its parity.rs):
+//! values and gradients in f32, bf16 and f16, with the shapes of tests/cuda_parity.rs (both row
+//! paths: a warp per row and a block per row). Outputs are poisoned with NaN and every buffer ends
+//! at a guard page; AdamW must agree bit for bit, as it is written to.
+
+use candle_core::{DType, Device, Tensor, Var, WithDType};
+use forge_kernels::adamw::AdamWScalars;
+use forge_kernels_emu::ops::{self, AdamWState, Float};
+use forge_kernels_emu::Schedule;
+use half::{bf16, f16};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+/// As tests/cuda_parity.rs: both sides compute in f32; 16-bit results may round an element
+/// differently where the f32 values differ in the last bits.
+fn tolerance(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 2e-3,
+        _ => 8e-3,
+    }
+}
+
+fn randn<T: WithDType>(rng: &mut StdRng, n: usize, scale: f32, shift: f32) -> Vec<T> {
+    (0..n).map(|_| {
+        let z: f32 = StandardNormal.sample(rng);
+        T::from_f64((z * scale + shift) as f64)
+    }).collect()
+}
+
+fn values<T: WithDType>(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+fn f32s<T: WithDType>(v: &[T]) -> Vec<f32> {
+    v.iter().map(|x| x.to_f64() as f32).collect()
+}
+
+fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    if let Some(i) = got.iter().position(|v| !v.is_finite()) {
+        panic!("{name}: element {i} is {} (left unwritten by the kernel?)", got[i]);
+    }
+    let diff: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    let e = (diff.sqrt() / norm.sqrt().max(1e-30)) as f32;
+    assert!(e <= tol, "{name}: relative error {e:e} > {tol:e}");
+}
+
+fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
+    let (n, count) = (shape[2], shape.iter().product::<usize>());
+    let (x, w, probe) = (randn::<T>(rng, count, 1.0, 0.0), randn::<T>(rng, n, 0.1, 1.0), randn::<T>(rng, count, 1.0, 0.0));
+    let name = format!("rms_norm {shape:?} {:?}", T::DTYPE);
+    let xv = Var::from_tensor(&Tensor::from_slice(&x, &shape, &Device::Cpu).unwrap()).unwrap();
+    let wv = Var::from_tensor(&Tensor::from_slice(&w, n, &Device::Cpu).unwrap()).unwrap();
+    let y = forge_kernels::rms_norm(xv.as_tensor(), wv.as_tensor(), 1e-6).unwrap();
+    let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap();
+    let grads = (y.to_dtype(DType::F32).unwrap() * probe_t.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    let tol = tolerance(T::DTYPE);
+    for schedule in [Schedule::Ascending, Schedule::Descending] {
+        let got = ops::rms_norm(&x, &w, 1e-6, schedule).unwrap();
+        assert_close(&format!("{name} forward"), &f32s(&got), &values::<T>(&y), tol);
+        let (dx, dw) = ops::rms_norm_grads(&x, &w, &probe, 1e-6, schedule).unwrap();
+        assert_close(&format!("{name} dx"), &f32s(&dx), &values::<T>(grads.get(xv.as_tensor()).unwrap()), tol);
+        assert_close(&format!("{name} dw"), &f32s(&dw), &values::<T>(grads.get(wv.as_tensor()).unwrap()), tol);
+    }
+}
+
+#[test]
+fn emulated_rms_norm_matches_cpu() {
+    let mut rng = StdRng::seed_from_u64(1);
+    // warp-per-row path (rows not a multiple of the 8 rows per block), block-per-row path (a last
+    // dim not a multiple of 256), and more rows than one weight-gradient chunk
+    for shape in [[3usize, 7, 128], [5, 3, 2600], [2, 150, 96]] {
+        rms_norm_case::<f32>(shape, &mut rng);
+        rms_norm_case::<bf16>(shape, &mut rng);
+        rms_norm_case::<f16>(shape, &mut rng);
+    }
+}
+
+fn rope_case<T: Float + WithDType>(b: usize, table_batch: usize, s: usize, h: usize, d: usize, rng: &mut StdRng) {
+    let x = randn::<T>(rng, b * s * h * d, 1.0, 0.0);
+    let probe = randn::<T>(rng, b * s * h * d, 1.0, 0.0);
+    let angles: Vec<f32> = (0..table_batch * s * d / 2).map(|i| ((i % (s * d / 2)) as f32 * 0.37 + (i / (s * d / 2)) as f32).sin() * 3.0).collect();
+    let (cos, sin): (Vec<f32>, Vec<f32>) = angles.iter().map(|a| (a.cos(), a.sin())).unzip();
+    let name = format!("rope [{b}, {s}, {h}, {d}] tables for {table_batch} {:?}", T::DTYPE);
+    let xv = Var::from_tensor(&Tensor::from_slice(&x, (b, s, h, d), &Device::Cpu).unwrap()).unwrap();
+    let table = |v: &[f32]| Tensor::from_slice(v, (table_batch, s, d / 2), &Device::Cpu).unwrap();
+    let y = forge_kernels::rope(xv.as_tensor(), &table(&cos), &table(&sin)).unwrap();
+    let probe_t = Tensor::from_slice(&probe, (b, s, h, d), &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    let grads = (y.to_dtype(DType::F32).unwrap() * probe_t).unwrap().sum_all().unwrap().backward().unwrap();
+    let tol = tolerance(T::DTYPE);
+    let got = ops::rope(&x, &cos, &sin, [b, s, h, d], false, Schedule::Ascending).unwrap();
+    assert_close(&format!("{name} forward"), &f32s(&got), &values::<T>(&y), tol);
+    let dx = ops::rope(&probe, &cos, &sin, [b, s, h, d], true, Schedule::Descending).unwrap();
+    assert_close(&format!("{name} backward"), &f32s(&dx), &values::<T>(grads.get(xv.as_tensor()).unwrap()), tol);
+}
+
+#[test]
+fn emulated_rope_matches_cpu() {
+    let mut rng = StdRng::seed_from_u64(3);
+    // shared and per-batch tables; Qwen3's head dim 128
+    for (b, table_batch, s, h, d) in [(2usize, 1usize, 11usize, 4usize, 16usize), (3, 3, 9, 5, 64), (1, 1, 33, 8, 128)] {
+        rope_case::<f32>(b, table_batch, s, h, d, &mut rng);
+        rope_case::<bf16>(b, table_batch, s, h, d, &mut rng);
+        rope_case::<f16>(b, table_batch, s, h, d, &mut rng);
+    }
+}
+
+fn cross_entropy_case<T: Float + WithDType>(rows: usize, vocab: usize, rng: &mut StdRng) {
+    let logits = randn::<T>(rng, rows * vocab, 2.0, 0.0);
+    let targets: Vec<u32> = (0..rows).map(|i| if i % 5 == 0 { forge_kernels::IGNORE_TARGET } else { rng.random_range(0..vocab as u32) }).collect();
+    let dnll: Vec<f32> = randn::<f32>(rng, rows, 1.0, 0.0);
+    let name = format!("cross_entropy [{rows}, {vocab}] {:?}", T::DTYPE);
+    let lv = Var::from_tensor(&Tensor::from_slice(&logits, (rows, vocab), &Device::Cpu).unwrap()).unwrap();
+    let nll = forge_kernels::cross_entropy_per_token(lv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap()).unwrap();
+    let grads = (nll.to_dtype(DType::F32).unwrap() * Tensor::new(dnll.as_slice(), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    let tol = tolerance(T::DTYPE);
+    for schedule in [Schedule::Ascending, Schedule::Descending] {
+        let got = ops::cross_entropy(&logits, &targets, vocab, schedule).unwrap();
+        assert_close(&format!("{name} nll"), &got, &values::<f32>(&nll), tol);
+        let dlogits = ops::cross_entropy_grad(&logits, &targets, &dnll, vocab, schedule).unwrap();
+        assert_close(&format!("{name} dlogits"), &f32s(&dlogits), &values::<T>(grads.get(lv.as_tensor()).unwrap()), tol);
+    }
+}
+
+#[test]
+fn emulated_cross_entropy_matches_cpu() {
+    let mut rng = StdRng::seed_from_u64(4);
+    // warp-per-row (vocabulary ≤ 1024) and block-per-row paths; every fifth target ignored
+    for (rows, vocab) in [(37usize, 301usize), (19, 5000)] {
+        cross_entropy_case::<f32>(rows, vocab, &mut rng);
+        cross_entropy_case::<bf16>(rows, vocab, &mut rng);
+        cross_entropy_case::<f16>(rows, vocab, &mut rng);
+    }
+}
+
+/// The kernel against `AdamWScalars::apply` (forge-train's CPU step), element by element, bit for bit.
+fn adamw_case<T: Float + WithDType>(n: usize, with_master: bool, rng: &mut StdRng) {
+    let k = AdamWScalars::new(1e-3, 0.1, 0.9, 0.999, 1e-8, 3, 0.5);
+    let weights: Vec<f32> = randn(rng, n, 1.0, 0.0);
+    let param: Vec<T> = weights.iter().map(|&w| T::from_f64(w as f64)).collect();
+    let grad: Vec<T> = randn(rng, n, 1.0, 0.0);
+    let exp_avg: Vec<f32> = randn(rng, n, 0.1, 0.0);
+    let exp_avg_sq: Vec<f32> = randn::<f32>(rng, n, 0.01, 0.0).iter().map(|v| v * v).collect();
+    let mut state = AdamWState { param: param.clone(), exp_avg: exp_avg.clone(), exp_avg_sq: exp_avg_sq.clone(), master: with_master.then(|| weights.clone()) };
+    ops::adamw(&mut state, &grad, k, Schedule::Ascending).unwrap();
+    for i in 0..n {
+        let (mut m, mut v) = (exp_avg[i], exp_avg_sq[i]);
+        let start = if with_master { weights[i] } else { param[i].to_f64() as f32 };
+        let w = k.apply(start, grad[i].to_f64() as f32, &mut m, &mut v);
+        let name = format!("adamw {:?} master {with_master} element {i}", T::DTYPE);
+        assert_eq!(state.exp_avg[i].to_bits(), m.to_bits(), "{name}: exp_avg");
+        assert_eq!(state.exp_avg_sq[i].to_bits(), v.to_bits(), "{name}: exp_avg_sq");
+        assert_eq!(state.param[i].to_f64(), T::from_f64(w as f64).to_f64(), "{name}: param");
+        if let Some(master) = &state.master {
+            assert_eq!(master[i].to_bits(), w.to_bits(), "{name}: master");
+        }
+    }
+}
+
+#[test]
+fn emulated_adamw_matches_the_cpu_step_bit_for_bit() {
+    let mut rng = StdRng::seed_from_u64(8);
+    adamw_case::<f32>(1000, false, &mut rng);
+    adamw_case::<bf16>(1000, true, &mut rng);
+    adamw_case::<f16>(777, true, &mut rng);
+}

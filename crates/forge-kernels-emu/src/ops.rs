@@ -67,7 +67,7 @@ fn int(v: usize, what: &str) -> Result<i32, String> {
 }
 
 fn rows_of(len: usize, n: usize) -> Result<(usize, i32, i32), String> {
-    if n == 0 || len % n != 0 {
+    if n == 0 || !len.is_multiple_of(n) {
         return Err(format!("{len} elements are not rows of {n}"));
     }
     Ok((len / n, int(len / n, "rows")?, int(n, "row length")?))
@@ -111,7 +111,7 @@ pub fn rms_norm_grads<T: Float>(x: &[T], w: &[T], dy: &[T], eps: f32, schedule: 
 /// (the backward).
 pub fn rope<T: Float>(x: &[T], cos: &[f32], sin: &[f32], dims: [usize; 4], inverse: bool, schedule: Schedule) -> Result<Vec<T>, String> {
     let [b, s, h, d] = dims;
-    if x.len() != b * s * h * d || cos.len() != sin.len() || cos.len() % (s * d / 2) != 0 {
+    if s * d / 2 == 0 || x.len() != b * s * h * d || cos.len() != sin.len() || !cos.len().is_multiple_of(s * d / 2) {
         return Err(format!("x of {} elements, tables of {} and {} do not fit {dims:?}", x.len(), cos.len(), sin.len()));
     }
     let cos_batch = int(cos.len() / (s * d / 2), "cos batch")?;

@@ -29,7 +29,7 @@ fn randn<T: WithDType>(rng: &mut StdRng, n: usize, scale: f32, shift: f32) -> Ve
     }).collect()
 }
 
-fn values<T: WithDType>(t: &Tensor) -> Vec<f32> {
+fn values(t: &Tensor) -> Vec<f32> {
     t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
 }
 
@@ -60,10 +60,10 @@ fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let tol = tolerance(T::DTYPE);
     for schedule in [Schedule::Ascending, Schedule::Descending] {
         let got = ops::rms_norm(&x, &w, 1e-6, schedule).unwrap();
-        assert_close(&format!("{name} forward"), &f32s(&got), &values::<T>(&y), tol);
+        assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
         let (dx, dw) = ops::rms_norm_grads(&x, &w, &probe, 1e-6, schedule).unwrap();
-        assert_close(&format!("{name} dx"), &f32s(&dx), &values::<T>(grads.get(xv.as_tensor()).unwrap()), tol);
-        assert_close(&format!("{name} dw"), &f32s(&dw), &values::<T>(grads.get(wv.as_tensor()).unwrap()), tol);
+        assert_close(&format!("{name} dx"), &f32s(&dx), &values(grads.get(xv.as_tensor()).unwrap()), tol);
+        assert_close(&format!("{name} dw"), &f32s(&dw), &values(grads.get(wv.as_tensor()).unwrap()), tol);
     }
 }
 
@@ -92,9 +92,9 @@ fn rope_case<T: Float + WithDType>(b: usize, table_batch: usize, s: usize, h: us
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = tolerance(T::DTYPE);
     let got = ops::rope(&x, &cos, &sin, [b, s, h, d], false, Schedule::Ascending).unwrap();
-    assert_close(&format!("{name} forward"), &f32s(&got), &values::<T>(&y), tol);
+    assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
     let dx = ops::rope(&probe, &cos, &sin, [b, s, h, d], true, Schedule::Descending).unwrap();
-    assert_close(&format!("{name} backward"), &f32s(&dx), &values::<T>(grads.get(xv.as_tensor()).unwrap()), tol);
+    assert_close(&format!("{name} backward"), &f32s(&dx), &values(grads.get(xv.as_tensor()).unwrap()), tol);
 }
 
 #[test]
@@ -119,9 +119,9 @@ fn cross_entropy_case<T: Float + WithDType>(rows: usize, vocab: usize, rng: &mut
     let tol = tolerance(T::DTYPE);
     for schedule in [Schedule::Ascending, Schedule::Descending] {
         let got = ops::cross_entropy(&logits, &targets, vocab, schedule).unwrap();
-        assert_close(&format!("{name} nll"), &got, &values::<f32>(&nll), tol);
+        assert_close(&format!("{name} nll"), &got, &values(&nll), tol);
         let dlogits = ops::cross_entropy_grad(&logits, &targets, &dnll, vocab, schedule).unwrap();
-        assert_close(&format!("{name} dlogits"), &f32s(&dlogits), &values::<T>(grads.get(lv.as_tensor()).unwrap()), tol);
+        assert_close(&format!("{name} dlogits"), &f32s(&dlogits), &values(grads.get(lv.as_tensor()).unwrap()), tol);
     }
 }
 

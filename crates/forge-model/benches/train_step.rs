@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use forge_model::memory::{activation_bytes, StepShape};
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
 
 /// The system allocator, counting live heap bytes and their high-water mark: peak RSS also holds
@@ -125,6 +126,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sorted.sort_by(f64::total_cmp);
     let median = sorted[sorted.len() / 2];
     let mean = times.iter().sum::<f64>() / times.len() as f64;
+    // what `forge train` would print before loading: weights and gradients (f32, all trainable)
+    // plus forge_model::memory's activations, against the measured live-heap peak of the step
+    let shape = StepShape { tokens: batch * seq, seq_len: seq, recompute, fused_attention: false, dtype: DType::F32 };
+    let estimated = 2 * 4 * config.num_parameters() as u64 + activation_bytes(&config, &shape);
     let report = serde_json::json!({
         "impl": "forge",
         "threads": rayon::current_num_threads(),
@@ -138,6 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "rss_before_model_mib": rss_before,
         "peak_live_heap_mib": mib(PEAK_LIVE_BYTES.load(Ordering::Relaxed)),
         "live_heap_before_model_mib": mib(heap_before),
+        "estimated_peak_mib": mib(estimated as usize),
         "tuned_malloc": tuned_malloc,
         "loss": loss,
     });

@@ -7,6 +7,7 @@ mod error;
 pub mod export;
 mod kv_cache;
 pub mod lora;
+pub mod memory;
 mod params;
 pub mod qwen3;
 pub mod score;

@@ -158,6 +158,13 @@ pub struct TrainSection {
     pub recompute: bool,
     /// Padded tokens per micro-batch of the update (the longest trajectory must fit).
     pub micro_batch_tokens: usize,
+    /// Refuse to start when the memory estimate exceeds what the machine has available.
+    #[serde(default = "yes")]
+    pub check_memory: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn one_update() -> usize {
@@ -165,6 +172,30 @@ fn one_update() -> usize {
 }
 
 impl RlConfig {
+    /// The memory the run will need (policy, reference, optimizer, one update micro-batch, the
+    /// rollout workers' KV caches), from `model_config` alone.
+    pub fn memory_estimate(&self, model_config: &forge_model::Config, device: &candle_core::Device) -> Result<forge_train::memory::MemoryEstimate> {
+        use candle_core::DType;
+        let dtype = forge_train::sft::model_dtype(&self.model.dtype)?;
+        let step = forge_model::memory::StepShape {
+            tokens: self.train.micro_batch_tokens,
+            seq_len: self.agent.max_context_tokens,
+            recompute: self.train.recompute,
+            fused_attention: forge_model::forge_kernels::flash_attn::supported(device, dtype, model_config.head_dim),
+            dtype,
+        };
+        Ok(forge_train::memory::estimate(&forge_train::memory::RunShape {
+            model: model_config,
+            dtype,
+            lora: self.lora.as_ref(),
+            master_weights: dtype != DType::F32 && !self.optim.pure_bf16,
+            grad_accum: 1,
+            reference_model: self.objective.kl_coef > 0.0,
+            step,
+            rollouts: (self.rollout.workers, self.agent.max_context_tokens),
+        }))
+    }
+
     /// Optimizer updates of the whole run: what the learning-rate schedule spans.
     pub fn optimizer_updates(&self) -> u64 {
         self.train.steps * self.train.updates_per_step as u64

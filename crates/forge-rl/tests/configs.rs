@@ -70,3 +70,27 @@ fn bad_settings_are_named() {
     let typo = load_config::<RlConfig>(&path, &["rollout.groupsize=4".into()]).unwrap_err().to_string();
     assert!(typo.contains("unknown field `groupsize`"), "{typo}");
 }
+
+/// The published recipe (full fine-tuning of Qwen3-8B in bf16, KL reference, 32 rollout workers at
+/// 32k context) as this build would run it on a host: the estimate's parts, and a refusal.
+#[test]
+fn the_published_8b_recipe_needs_more_than_one_host_in_this_build() {
+    let (config, _) = load_config::<RlConfig>(&repo().join("configs/swe-rl/qwen3-8b-grpo.toml"), &[]).unwrap();
+    let qwen3_8b = forge_model::Config::from_json(
+        r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+            "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+            "max_position_embeddings": 40960}"#,
+    )
+    .unwrap();
+    let e = config.memory_estimate(&qwen3_8b, &candle_core::Device::Cpu).unwrap();
+    let p = 8_190_735_360u64;
+    assert_eq!((e.weights, e.reference, e.gradients, e.optimizer), (2 * p, 2 * p, 2 * p, 12 * p), "{e}");
+    // 32 workers × 32768 tokens × 36 layers × 2 × 8 heads × 128 × 4 bytes
+    assert_eq!(e.kv_cache, 32 * 32768 * 36 * 2 * 8 * 128 * 4);
+    // even a 512 GiB host is too small (mostly the host KV caches and, without flash attention on
+    // the CPU, the 32k-wide attention scores of the update)
+    let err = forge_train::memory::check_fits(&e, Some(512 << 30), &["lower rollout.workers"]).unwrap_err().to_string();
+    assert!(err.contains("KV cache 288.0 GiB"), "{err}");
+    eprintln!("{err}");
+}

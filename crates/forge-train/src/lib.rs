@@ -16,6 +16,7 @@ mod clip;
 pub mod config;
 mod error;
 mod fused;
+pub mod memory;
 pub mod optim;
 pub mod rl;
 pub mod run_log;

@@ -120,6 +120,29 @@ fn bad_examples_are_reported_with_file_and_line() {
 }
 
 #[test]
+fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let config = small_config(&run_dir, 4, &[]);
+    // ~4 trillion parameters: more than any host has, whatever runs this test
+    let path = config.model.init_config.clone().unwrap();
+    let mut model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    model["hidden_size"] = 8192.into();
+    model["intermediate_size"] = 28672.into();
+    model["num_hidden_layers"] = 4096.into();
+    std::fs::write(&path, model.to_string()).unwrap();
+    let started = std::time::Instant::now();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    assert!(err.contains("this run needs about") && err.contains("is available (weights"), "{err}");
+    assert!(err.contains("to fit: lower train.micro_batch_tokens or data.max_seq_len, train LoRA adapters ([lora]), enable train.recompute; or set train.check_memory = false"), "{err}");
+    assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
+    assert!(!run_dir.exists(), "nothing was written for a run that cannot start");
+    // the estimate itself, from the config alone
+    let estimate = sft::memory_estimate(&config, &candle_core::Device::Cpu).unwrap();
+    assert!(estimate.weights > 10 << 40, "{estimate}");
+}
+
+#[test]
 fn every_bundled_sft_config_parses_and_validates() {
     let dir = repo().join("configs");
     let mut checked = 0;

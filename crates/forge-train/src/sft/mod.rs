@@ -17,9 +17,11 @@ use forge_model::chat_template::ChatTemplate;
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::tokenizer::Tokenizer;
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
+use forge_model::memory::StepShape;
 use forge_model::{Config, LoraConfig, ParamStore, Qwen3ForCausalLM};
 use serde::{Deserialize, Serialize};
 
+use crate::memory::{estimate, report_and_check, MemoryEstimate, RunShape};
 use crate::run_log::RunLog;
 use crate::{AdamW, AdamWConfig, Checkpoints, GradAccumulator, LrSchedule, Result, TrainError};
 
@@ -82,6 +84,13 @@ pub struct TrainSection {
     pub seed: u64,
     /// Layer-wise activation recomputation (same gradients, less memory).
     pub recompute: bool,
+    /// Refuse to start when the memory estimate exceeds what the machine has available.
+    #[serde(default = "yes")]
+    pub check_memory: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,12 +222,43 @@ fn tokenizer_dir(config: &SftConfig) -> Result<PathBuf> {
     }
 }
 
+/// The memory the run will need, from the model's config alone (nothing loaded yet).
+pub fn memory_estimate(config: &SftConfig, device: &Device) -> Result<MemoryEstimate> {
+    let model = match (&config.model.path, &config.model.init_config) {
+        (Some(path), _) => Config::from_file(&forge_model::weights::resolve_model_dir(path)?.join("config.json"))?,
+        (None, Some(init)) => Config::from_file(init)?,
+        (None, None) => return Err(TrainError::Config("no model: set model.path or model.init_config".into())),
+    };
+    let dtype = model_dtype(&config.model.dtype)?;
+    let step = StepShape {
+        tokens: config.train.micro_batch_tokens,
+        seq_len: config.data.max_seq_len,
+        recompute: config.train.recompute,
+        fused_attention: forge_kernels::flash_attn::supported(device, dtype, model.head_dim),
+        dtype,
+    };
+    Ok(estimate(&RunShape {
+        model: &model,
+        dtype,
+        lora: config.lora.as_ref(),
+        master_weights: dtype != DType::F32 && !config.optim.pure_bf16,
+        grad_accum: config.train.grad_accum,
+        reference_model: false,
+        step,
+        rollouts: (0, 0),
+    }))
+}
+
 /// Runs the recipe. `resolved_toml` is written to the run directory as `config.toml`.
 pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Result<SftSummary> {
     // ---- setup
     config.validate()?;
     let device = Device::Cpu;
     let dtype = model_dtype(&config.model.dtype)?;
+    let mut remedies = vec!["lower train.micro_batch_tokens or data.max_seq_len"];
+    remedies.extend(config.lora.is_none().then_some("train LoRA adapters ([lora])"));
+    remedies.extend((!config.train.recompute).then_some("enable train.recompute"));
+    report_and_check(&memory_estimate(config, &device)?, config.train.check_memory, &remedies)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
     let resume_from = if options.resume {

@@ -1,0 +1,108 @@
+//! What a training step of a Qwen3 keeps for its backward pass, from the model's shape alone, so a
+//! run can be sized before any weight is loaded. The counts follow what `loss_and_gradients`
+//! holds (qwen3.rs): per decoder layer the norms, projections, normed and rotated q/k, the
+//! attention output and the MLP's three intermediates; the attention scores and probabilities
+//! unless attention is fused (flash attention never stores them); and during backward the
+//! gradients of one layer's (plain) or one residual block's (recompute) activations on top.
+//! The language-model head is chunked (`linear_cross_entropy`) and not counted. Checked against
+//! the measured live-heap peak of the `train_step` bench: benches/results/memory-estimate.md.
+
+use candle_core::DType;
+
+use crate::Config;
+
+/// The shape of one micro-batch's forward and backward.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepShape {
+    /// Padded tokens in the micro-batch (rows × sequence length).
+    pub tokens: usize,
+    /// The sequence length (the width of the attention scores).
+    pub seq_len: usize,
+    /// Layer-wise activation recomputation (`loss_and_gradients(.., true)`).
+    pub recompute: bool,
+    /// Attention through a fused kernel that stores no `[seq, seq]` scores (flash attention).
+    pub fused_attention: bool,
+    /// The activations' dtype (the model's).
+    pub dtype: DType,
+}
+
+/// Peak bytes of activations (and their gradients) in one forward + backward of `shape`.
+pub fn activation_bytes(config: &Config, shape: &StepShape) -> u64 {
+    let (hidden, inter) = (config.hidden_size as u64, config.intermediate_size as u64);
+    let q = (config.num_attention_heads * config.head_dim) as u64;
+    let kv = (config.num_key_value_heads * config.head_dim) as u64;
+    // per token: the block's input norm, q/k/v projections, normed and rotated q and k, the
+    // attention output, o_proj's output and the residual sum
+    let attention_block = 3 * hidden + 4 * q + 4 * kv;
+    // per token: the block's input norm, gate, up, their SwiGLU, down_proj's output and the residual sum
+    let mlp_block = 3 * hidden + 3 * inter;
+    // per token: scores and probabilities of every head over the sequence
+    let scores = if shape.fused_attention { 0 } else { 2 * config.num_attention_heads as u64 * shape.seq_len as u64 };
+    let (tokens, layers) = (shape.tokens as u64, config.num_hidden_layers as u64);
+    let elements = if shape.recompute {
+        // saved block inputs, then one block's recomputed activations and their gradients
+        let largest_block = (attention_block + scores).max(mlp_block);
+        2 * layers * tokens * hidden + 2 * tokens * largest_block
+    } else {
+        // every layer's activations, then one layer's gradients on top
+        let layer = attention_block + scores + mlp_block;
+        (layers + 1) * tokens * layer
+    };
+    elements * shape.dtype.size_in_bytes() as u64
+}
+
+/// Bytes of the decoding caches of `sequences` concurrent sequences of up to `context` tokens
+/// ([`crate::KvCache`]: f32 keys and values on the host, allocated at full length).
+pub fn kv_cache_bytes(config: &Config, sequences: usize, context: usize) -> u64 {
+    let per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim;
+    (sequences * context * per_token * 4) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qwen3_8b() -> Config {
+        Config::from_json(
+            r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+                "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+                "max_position_embeddings": 40960}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn qwen3_8b_has_its_published_parameter_count() {
+        assert_eq!(qwen3_8b().num_parameters(), 8_190_735_360);
+    }
+
+    #[test]
+    fn activations_follow_the_counted_tensors() {
+        let c = qwen3_8b();
+        let shape = StepShape { tokens: 4096, seq_len: 4096, recompute: false, fused_attention: true, dtype: DType::BF16 };
+        // per token and layer: 3·4096 + 4·4096 + 4·1024 (attention) + 3·4096 + 3·12288 (MLP) = 81920 elements
+        assert_eq!(activation_bytes(&c, &shape), 37 * 4096 * 81920 * 2);
+        let recompute = StepShape { recompute: true, ..shape };
+        // 2·36 saved block inputs of 4096, then the MLP block (49152 > 32768) twice
+        assert_eq!(activation_bytes(&c, &recompute), (72 * 4096 + 2 * 49152) * 4096 * 2);
+    }
+
+    #[test]
+    fn the_kv_cache_holds_keys_and_values_of_every_layer_in_f32() {
+        // 36 layers · 2 · 8 heads · 128 · 4 bytes = 288 KiB per token
+        assert_eq!(kv_cache_bytes(&qwen3_8b(), 4, 32768), 4 * 32768 * 288 * 1024);
+    }
+
+    #[test]
+    fn scores_dominate_long_contexts_unless_fused() {
+        let c = qwen3_8b();
+        let fused = StepShape { tokens: 32768, seq_len: 32768, recompute: true, fused_attention: true, dtype: DType::BF16 };
+        let materialized = StepShape { fused_attention: false, ..fused };
+        let (f, m) = (activation_bytes(&c, &fused), activation_bytes(&c, &materialized));
+        // fused: the MLP block is the largest; materialized: the attention block with 2 · 32 heads · 32k scores per token
+        assert_eq!(f, (72 * 4096 + 2 * 49152) * 32768 * 2);
+        assert_eq!(m, (72 * 4096 + 2 * (32768 + 2 * 32 * 32768)) * 32768 * 2);
+        assert!(f < 32 << 30 && m > 256 << 30, "fused {f}, materialized {m}");
+    }
+}

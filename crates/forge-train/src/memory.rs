@@ -1,0 +1,209 @@
+//! The memory a training run needs, estimated from the model's config before any weight is loaded
+//! and printed at setup, so a run that cannot fit says so at once instead of after loading (or
+//! when the kernel's OOM killer ends it). Weights, the frozen reference (RL), gradients (with the
+//! f32 accumulation sum), AdamW's f32 moments and master weights, and the activations of one
+//! micro-batch (`forge_model::memory`). Checked against measured peaks in
+//! benches/results/memory-estimate.md.
+
+use std::fmt;
+
+use candle_core::DType;
+use forge_model::lora::adapted_modules;
+use forge_model::memory::{activation_bytes, kv_cache_bytes, StepShape};
+use forge_model::{Config, LoraConfig};
+
+use crate::{Result, TrainError};
+
+/// Bytes by what holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    /// A frozen copy of the starting weights (RL's KL reference under full fine-tuning).
+    pub reference: u64,
+    pub gradients: u64,
+    pub optimizer: u64,
+    pub activations: u64,
+    /// The rollout engine's KV caches (RL).
+    pub kv_cache: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.reference + self.gradients + self.optimizer + self.activations + self.kv_cache
+    }
+}
+
+/// `1.5 GiB`, `380.0 MiB`.
+pub fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.1} GiB", b / (1u64 << 30) as f64)
+    } else {
+        format!("{:.1} MiB", b / (1u64 << 20) as f64)
+    }
+}
+
+impl fmt::Display for MemoryEstimate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "weights {}", human(self.weights))?;
+        if self.reference > 0 {
+            write!(f, " + reference {}", human(self.reference))?;
+        }
+        write!(f, " + gradients {} + optimizer {} + activations {}", human(self.gradients), human(self.optimizer), human(self.activations))?;
+        if self.kv_cache > 0 {
+            write!(f, " + KV cache {}", human(self.kv_cache))?;
+        }
+        write!(f, " = {}", human(self.total()))
+    }
+}
+
+/// What a run trains and how.
+#[derive(Debug, Clone)]
+pub struct RunShape<'a> {
+    pub model: &'a Config,
+    /// The parameters' dtype.
+    pub dtype: DType,
+    pub lora: Option<&'a LoraConfig>,
+    /// bf16 parameters with f32 master weights in the optimizer (not `optim.pure_bf16`).
+    pub master_weights: bool,
+    /// Micro-batches per optimizer step (above 1, an f32 sum of the gradients is kept).
+    pub grad_accum: usize,
+    /// A frozen reference model is held (RL with a KL penalty).
+    pub reference_model: bool,
+    pub step: StepShape,
+    /// Rollouts (RL): concurrent sequences and the context each may reach; (0, 0) for SFT.
+    pub rollouts: (usize, usize),
+}
+
+impl RunShape<'_> {
+    /// Parameters that receive gradients and optimizer state.
+    pub fn trainable_parameters(&self) -> u64 {
+        match self.lora {
+            None => self.model.num_parameters() as u64,
+            Some(lora) => adapted_modules(self.model, lora).iter().map(|(_, out, inp)| (lora.rank * (out + inp)) as u64).sum(),
+        }
+    }
+}
+
+pub fn estimate(run: &RunShape) -> MemoryEstimate {
+    let bytes = run.dtype.size_in_bytes() as u64;
+    let base = run.model.num_parameters() as u64;
+    let trainable = run.trainable_parameters();
+    let adapters = if run.lora.is_some() { trainable } else { 0 };
+    MemoryEstimate {
+        weights: (base + adapters) * bytes,
+        // LoRA's reference is the same model with its adapters off: no copy
+        reference: if run.reference_model && run.lora.is_none() { base * bytes } else { 0 },
+        gradients: trainable * bytes + if run.grad_accum > 1 { trainable * 4 } else { 0 },
+        optimizer: trainable * (8 + if run.master_weights { 4 } else { 0 }),
+        activations: activation_bytes(run.model, &run.step),
+        kv_cache: kv_cache_bytes(run.model, run.rollouts.0, run.rollouts.1),
+    }
+}
+
+/// Bytes this process can still allocate on the host: the kernel's `MemAvailable`, capped by the
+/// cgroup's limit (what a container may use) when one is set. `None` where neither can be read.
+pub fn host_memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let available = meminfo.as_deref().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    });
+    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok());
+    let cgroup = match (read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")) {
+        (Some(max), Some(current)) => Some(max.saturating_sub(current)),
+        _ => None,
+    };
+    match (available, cgroup) {
+        (Some(a), Some(c)) => Some(a.min(c)),
+        (a, c) => a.or(c),
+    }
+}
+
+/// Prints the estimate (and what is available) and checks it unless `check` is off; `remedies`
+/// are the settings of this run that would shrink it.
+pub fn report_and_check(estimate: &MemoryEstimate, check: bool, remedies: &[&str]) -> Result<()> {
+    let available = host_memory_available();
+    let available_text = available.map_or_else(|| "unknown".to_string(), human);
+    tracing::info!("memory estimate: {estimate} (host memory available: {available_text})");
+    match check {
+        true => check_fits(estimate, available, remedies),
+        false => Ok(()),
+    }
+}
+
+/// Err([`TrainError::WouldNotFit`]) when the estimate exceeds `available` (unknown: no check).
+pub fn check_fits(estimate: &MemoryEstimate, available: Option<u64>, remedies: &[&str]) -> Result<()> {
+    match available {
+        Some(available) if estimate.total() > available => Err(TrainError::WouldNotFit {
+            needed: human(estimate.total()),
+            available: human(available),
+            estimate: estimate.to_string(),
+            remedies: remedies.join(", "),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn qwen3_8b() -> Config {
+        Config::from_json(
+            r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
+                "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
+                "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
+                "max_position_embeddings": 40960}"#,
+        )
+        .unwrap()
+    }
+
+    fn step() -> StepShape {
+        StepShape { tokens: 8192, seq_len: 8192, recompute: true, fused_attention: true, dtype: DType::BF16 }
+    }
+
+    #[test]
+    fn full_fine_tuning_of_8b_in_bf16_counts_16_bytes_of_state_per_parameter() {
+        let c = qwen3_8b();
+        let run = RunShape { model: &c, dtype: DType::BF16, lora: None, master_weights: true, grad_accum: 1, reference_model: false, step: step(), rollouts: (0, 0) };
+        let e = estimate(&run);
+        let p = 8_190_735_360u64;
+        assert_eq!((e.weights, e.gradients, e.optimizer, e.reference), (2 * p, 2 * p, 12 * p, 0));
+        assert_eq!(e.activations, activation_bytes(&c, &step()));
+        assert!(e.total() > 120 << 30, "{e}");
+        let accumulating = estimate(&RunShape { grad_accum: 4, reference_model: true, ..run });
+        assert_eq!((accumulating.gradients, accumulating.reference), (6 * p, 2 * p));
+    }
+
+    #[test]
+    fn lora_trains_only_the_adapters_and_needs_no_reference_copy() {
+        let c = qwen3_8b();
+        let lora = LoraConfig { rank: 16, alpha: 32.0, dropout: 0.0, target_modules: vec!["q_proj".into(), "v_proj".into()], seed: 0 };
+        let run = RunShape { model: &c, dtype: DType::BF16, lora: Some(&lora), master_weights: true, grad_accum: 1, reference_model: true, step: step(), rollouts: (4, 32768) };
+        // per layer: q_proj 16·(4096 + 4096), v_proj 16·(4096 + 1024)
+        let adapters = 36 * (16 * 8192 + 16 * 5120);
+        assert_eq!(run.trainable_parameters(), adapters);
+        let e = estimate(&run);
+        assert_eq!((e.weights, e.gradients, e.optimizer, e.reference), (2 * (8_190_735_360 + adapters), 2 * adapters, 12 * adapters, 0));
+        assert_eq!(e.kv_cache, kv_cache_bytes(&c, 4, 32768));
+    }
+
+    #[test]
+    fn a_run_larger_than_what_is_available_is_refused_with_the_breakdown_and_the_fixes() {
+        let e = MemoryEstimate { weights: 3 << 30, reference: 0, gradients: 3 << 30, optimizer: 12 << 30, activations: 1 << 29, kv_cache: 0 };
+        let remedies = ["enable train.recompute", "lower train.micro_batch_tokens"];
+        assert!(check_fits(&e, Some(19 << 30), &remedies).is_ok());
+        assert!(check_fits(&e, None, &remedies).is_ok(), "unknown capacity: no check");
+        let err = check_fits(&e, Some(16 << 30), &remedies).unwrap_err().to_string();
+        assert!(err.contains("about 18.5 GiB but 16.0 GiB is available"), "{err}");
+        assert!(err.contains("weights 3.0 GiB + gradients 3.0 GiB + optimizer 12.0 GiB + activations 512.0 MiB"), "{err}");
+        assert!(err.contains("to fit: enable train.recompute, lower train.micro_batch_tokens; or set train.check_memory = false"), "{err}");
+    }
+
+    #[test]
+    fn this_machine_reports_what_it_has_available() {
+        let available = host_memory_available().expect("/proc/meminfo is readable on Linux");
+        assert!(available > 64 << 20, "{available} bytes");
+    }
+}

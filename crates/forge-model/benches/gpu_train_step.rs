@@ -11,18 +11,7 @@ use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
 
 /// The architectures of the Qwen3 releases (their config.json, without the weights).
 fn qwen3_config(model: &str) -> Result<Config, Box<dyn std::error::Error>> {
-    let (hidden, intermediate, layers, heads, tied) = match model {
-        "0.6b" => (1024, 3072, 28, 16, true),
-        "1.7b" => (2048, 6144, 28, 16, true),
-        "8b" => (4096, 12288, 36, 32, false),
-        other => return Err(format!("--model {other}: expected 0.6b, 1.7b or 8b").into()),
-    };
-    Ok(Config::from_json(&format!(
-        r#"{{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": {hidden}, "intermediate_size": {intermediate},
-            "num_hidden_layers": {layers}, "num_attention_heads": {heads}, "num_key_value_heads": 8, "head_dim": 128,
-            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": {tied},
-            "max_position_embeddings": 40960}}"#
-    ))?)
+    Config::qwen3_release(model).ok_or_else(|| format!("--model {model}: expected 0.6b, 1.7b or 8b").into())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

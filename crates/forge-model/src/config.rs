@@ -151,6 +151,24 @@ impl Config {
         shapes
     }
 
+    /// The architecture of a Qwen3 release ("0.6b", "1.7b", "8b"): its config.json, without the
+    /// weights (benchmarks with random weights, memory estimates).
+    pub fn qwen3_release(size: &str) -> Option<Self> {
+        let (hidden, intermediate, layers, heads, tied) = match size {
+            "0.6b" => (1024, 3072, 28, 16, true),
+            "1.7b" => (2048, 6144, 28, 16, true),
+            "8b" => (4096, 12288, 36, 32, false),
+            _ => return None,
+        };
+        let json = format!(
+            r#"{{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": {hidden}, "intermediate_size": {intermediate},
+                "num_hidden_layers": {layers}, "num_attention_heads": {heads}, "num_key_value_heads": 8, "head_dim": 128,
+                "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": {tied},
+                "max_position_embeddings": 40960}}"#
+        );
+        Some(Self::from_json(&json).expect("the release configs are valid"))
+    }
+
     pub fn num_parameters(&self) -> usize {
         self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }

@@ -63,18 +63,16 @@ mod tests {
     use super::*;
 
     fn qwen3_8b() -> Config {
-        Config::from_json(
-            r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
-                "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-                "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-                "max_position_embeddings": 40960}"#,
-        )
-        .unwrap()
+        Config::qwen3_release("8b").unwrap()
     }
 
     #[test]
-    fn qwen3_8b_has_its_published_parameter_count() {
+    fn the_release_architectures_have_their_published_parameter_counts() {
         assert_eq!(qwen3_8b().num_parameters(), 8_190_735_360);
+        // tied embeddings: 0.6B and 1.7B count the embedding once
+        assert_eq!(Config::qwen3_release("0.6b").unwrap().num_parameters(), 596_049_920);
+        assert_eq!(Config::qwen3_release("1.7b").unwrap().num_parameters(), 1_720_574_976);
+        assert!(Config::qwen3_release("9b").is_none());
     }
 
     #[test]

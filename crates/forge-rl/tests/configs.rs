@@ -76,13 +76,7 @@ fn bad_settings_are_named() {
 #[test]
 fn the_published_8b_recipe_needs_more_than_one_host_in_this_build() {
     let (config, _) = load_config::<RlConfig>(&repo().join("configs/swe-rl/qwen3-8b-grpo.toml"), &[]).unwrap();
-    let qwen3_8b = forge_model::Config::from_json(
-        r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
-            "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-            "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-            "max_position_embeddings": 40960}"#,
-    )
-    .unwrap();
+    let qwen3_8b = forge_model::Config::qwen3_release("8b").unwrap();
     let e = config.memory_estimate(&qwen3_8b, &candle_core::Device::Cpu).unwrap();
     let p = 8_190_735_360u64;
     assert_eq!((e.weights, e.reference, e.gradients, e.optimizer), (2 * p, 2 * p, 2 * p, 12 * p), "{e}");

@@ -150,13 +150,7 @@ mod tests {
     use super::*;
 
     fn qwen3_8b() -> Config {
-        Config::from_json(
-            r#"{"model_type": "qwen3", "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 12288,
-                "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128,
-                "rope_theta": 1000000.0, "rms_norm_eps": 1e-6, "tie_word_embeddings": false,
-                "max_position_embeddings": 40960}"#,
-        )
-        .unwrap()
+        Config::qwen3_release("8b").unwrap()
     }
 
     fn step() -> StepShape {

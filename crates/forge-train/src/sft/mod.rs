@@ -17,7 +17,7 @@ use forge_model::chat_template::ChatTemplate;
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::tokenizer::Tokenizer;
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
-use forge_model::memory::StepShape;
+use forge_model::memory::{activation_bytes, StepShape};
 use forge_model::{Config, LoraConfig, ParamStore, Qwen3ForCausalLM};
 use serde::{Deserialize, Serialize};
 
@@ -223,20 +223,31 @@ fn tokenizer_dir(config: &SftConfig) -> Result<PathBuf> {
 }
 
 /// The memory the run will need, from the model's config alone (nothing loaded yet).
-pub fn memory_estimate(config: &SftConfig, device: &Device) -> Result<MemoryEstimate> {
+/// `micro_batches` are the planned `(rows, padded width)` shapes: the one with the largest
+/// activations counts. Without them, the worst the config allows: rows of `data.max_seq_len`
+/// filling `train.micro_batch_tokens`.
+pub fn memory_estimate(config: &SftConfig, device: &Device, micro_batches: Option<&[(usize, usize)]>) -> Result<MemoryEstimate> {
     let model = match (&config.model.path, &config.model.init_config) {
         (Some(path), _) => Config::from_file(&forge_model::weights::resolve_model_dir(path)?.join("config.json"))?,
         (None, Some(init)) => Config::from_file(init)?,
         (None, None) => return Err(TrainError::Config("no model: set model.path or model.init_config".into())),
     };
     let dtype = model_dtype(&config.model.dtype)?;
-    let step = StepShape {
-        tokens: config.train.micro_batch_tokens,
-        seq_len: config.data.max_seq_len,
+    let width = config.data.max_seq_len;
+    let worst = [((config.train.micro_batch_tokens / width).max(1), width)];
+    let step = |&(rows, width): &(usize, usize)| StepShape {
+        tokens: rows * width,
+        seq_len: width,
         recompute: config.train.recompute,
         fused_attention: forge_kernels::flash_attn::supported(device, dtype, model.head_dim),
         dtype,
     };
+    let step = micro_batches
+        .unwrap_or(&worst)
+        .iter()
+        .map(step)
+        .max_by_key(|shape| activation_bytes(&model, shape))
+        .unwrap_or_else(|| step(&worst[0]));
     Ok(estimate(&RunShape {
         model: &model,
         dtype,
@@ -255,10 +266,6 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     config.validate()?;
     let device = Device::Cpu;
     let dtype = model_dtype(&config.model.dtype)?;
-    let mut remedies = vec!["lower train.micro_batch_tokens or data.max_seq_len"];
-    remedies.extend(config.lora.is_none().then_some("train LoRA adapters ([lora])"));
-    remedies.extend((!config.train.recompute).then_some("enable train.recompute"));
-    report_and_check(&memory_estimate(config, &device)?, config.train.check_memory, &remedies)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
     let resume_from = if options.resume {
@@ -273,9 +280,6 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         }
         None
     };
-    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
-    std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
-
     let tok_dir = tokenizer_dir(config)?;
     let tokenizer = Tokenizer::from_model_dir(&tok_dir)?;
     let template = ChatTemplate::from_model_dir(&tok_dir)?;
@@ -283,6 +287,24 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         load_examples(&config.data.train, &template, &tokenizer, config.data.max_seq_len, config.data.over_length, config.data.bad_examples)?;
     tracing::info!(?data_stats, "data loaded");
     let pad_id = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
+    let mut micro_batches: Vec<Vec<usize>> = Vec::new();
+    for epoch in 0..config.train.epochs {
+        micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.seed, epoch));
+    }
+
+    let steps_in_data = micro_batches.len().div_ceil(config.train.grad_accum) as u64;
+    let total_steps = config.train.max_steps.map_or(steps_in_data, |m| m.min(steps_in_data));
+
+    // what the largest micro-batch of the run and the model's state need, before anything is loaded
+    let used = micro_batches.len().min(total_steps as usize * config.train.grad_accum);
+    let shapes: Vec<(usize, usize)> =
+        micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
+    let mut remedies = vec!["lower train.micro_batch_tokens or data.max_seq_len"];
+    remedies.extend(config.lora.is_none().then_some("train LoRA adapters ([lora])"));
+    remedies.extend((!config.train.recompute).then_some("enable train.recompute"));
+    report_and_check(&memory_estimate(config, &device, Some(&shapes))?, config.train.check_memory, &remedies)?;
+    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+    std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
 
     // the base model: pretrained or random; with full fine-tuning a checkpoint replaces it
     let (model_config, mut params) = match (&config.model.path, &config.model.init_config) {
@@ -312,12 +334,6 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     };
     let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw())?;
 
-    let mut micro_batches: Vec<Vec<usize>> = Vec::new();
-    for epoch in 0..config.train.epochs {
-        micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.seed, epoch));
-    }
-    let steps_in_data = micro_batches.len().div_ceil(config.train.grad_accum) as u64;
-    let total_steps = config.train.max_steps.map_or(steps_in_data, |m| m.min(steps_in_data));
     let schedule = config.optim.schedule(total_steps)?;
 
     let mut state = TrainerState { step: 0, micro_batches: 0, tokens_seen: 0 };

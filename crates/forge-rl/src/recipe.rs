@@ -88,9 +88,11 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     };
     let model_dir = forge_model::weights::resolve_model_dir(&config.model.path)?;
     let model_config = forge_model::Config::from_file(&model_dir.join("config.json"))?;
-    let mut remedies = vec!["lower rollout.workers or agent.max_context_tokens (KV caches)", "lower train.micro_batch_tokens"];
-    remedies.extend(config.lora.is_none().then_some("train LoRA adapters ([lora])"));
-    remedies.extend((!config.train.recompute).then_some("enable train.recompute"));
+    let remedies = forge_train::memory::remedies(
+        &["lower rollout.workers or agent.max_context_tokens (KV caches)", "lower train.micro_batch_tokens"],
+        config.lora.is_some(),
+        config.train.recompute,
+    );
     forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, config.train.check_memory, &remedies)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;

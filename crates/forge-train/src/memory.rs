@@ -120,6 +120,15 @@ pub fn host_memory_available() -> Option<u64> {
     }
 }
 
+/// The settings that would shrink a run: `specific` ones first, then LoRA and recomputation
+/// where the run does not use them yet.
+pub fn remedies<'a>(specific: &[&'a str], lora: bool, recompute: bool) -> Vec<&'a str> {
+    let mut all = specific.to_vec();
+    all.extend((!lora).then_some("train LoRA adapters ([lora])"));
+    all.extend((!recompute).then_some("enable train.recompute"));
+    all
+}
+
 /// Prints the estimate (and what is available) and checks it unless `check` is off; `remedies`
 /// are the settings of this run that would shrink it.
 pub fn report_and_check(estimate: &MemoryEstimate, check: bool, remedies: &[&str]) -> Result<()> {

@@ -21,7 +21,7 @@ use forge_model::memory::{activation_bytes, StepShape};
 use forge_model::{Config, LoraConfig, ParamStore, Qwen3ForCausalLM};
 use serde::{Deserialize, Serialize};
 
-use crate::memory::{estimate, report_and_check, MemoryEstimate, RunShape};
+use crate::memory::{estimate, remedies, report_and_check, MemoryEstimate, RunShape};
 use crate::run_log::RunLog;
 use crate::{AdamW, AdamWConfig, Checkpoints, GradAccumulator, LrSchedule, Result, TrainError};
 
@@ -299,10 +299,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let used = micro_batches.len().min(total_steps as usize * config.train.grad_accum);
     let shapes: Vec<(usize, usize)> =
         micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
-    let mut remedies = vec!["lower train.micro_batch_tokens or data.max_seq_len"];
-    remedies.extend(config.lora.is_none().then_some("train LoRA adapters ([lora])"));
-    remedies.extend((!config.train.recompute).then_some("enable train.recompute"));
-    report_and_check(&memory_estimate(config, &device, Some(&shapes))?, config.train.check_memory, &remedies)?;
+    let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
+    report_and_check(&memory_estimate(config, &device, Some(&shapes))?, config.train.check_memory, &fixes)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
 

@@ -159,12 +159,8 @@ pub struct TrainSection {
     /// Padded tokens per micro-batch of the update (the longest trajectory must fit).
     pub micro_batch_tokens: usize,
     /// Refuse to start when the memory estimate exceeds what the machine has available.
-    #[serde(default = "yes")]
+    #[serde(default = "forge_train::config::default_true")]
     pub check_memory: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 fn one_update() -> usize {
@@ -175,7 +171,6 @@ impl RlConfig {
     /// The memory the run will need (policy, reference, optimizer, one update micro-batch, the
     /// rollout workers' KV caches), from `model_config` alone.
     pub fn memory_estimate(&self, model_config: &forge_model::Config, device: &candle_core::Device) -> Result<forge_train::memory::MemoryEstimate> {
-        use candle_core::DType;
         let dtype = forge_train::sft::model_dtype(&self.model.dtype)?;
         let step = forge_model::memory::StepShape {
             tokens: self.train.micro_batch_tokens,
@@ -188,7 +183,7 @@ impl RlConfig {
             model: model_config,
             dtype,
             lora: self.lora.as_ref(),
-            master_weights: dtype != DType::F32 && !self.optim.pure_bf16,
+            master_weights: self.optim.adamw().keeps_master(dtype),
             grad_accum: 1,
             reference_model: self.objective.kl_coef > 0.0,
             step,

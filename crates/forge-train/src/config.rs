@@ -7,6 +7,11 @@ use serde::de::DeserializeOwned;
 
 use crate::{Result, TrainError};
 
+/// `#[serde(default = "forge_train::config::default_true")]`: a switch that is on unless turned off.
+pub fn default_true() -> bool {
+    true
+}
+
 /// Reads `path`, applies `overrides` (`a.b=c`, the value parsed as TOML, else taken as a string)
 /// and deserialises; returns the typed config and its resolved TOML text.
 pub fn load_config<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, String)> {

@@ -53,6 +53,11 @@ impl Default for AdamWConfig {
 }
 
 impl AdamWConfig {
+    /// Whether a parameter of `dtype` gets an f32 master copy: 16-bit parameters, unless `pure_bf16`.
+    pub fn keeps_master(&self, dtype: DType) -> bool {
+        !self.pure_bf16 && matches!(dtype, DType::BF16 | DType::F16)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let bad = |msg: String| Err(TrainError::InvalidConfig(msg));
         if !(self.lr.is_finite() && self.lr >= 0.0) {
@@ -121,12 +126,6 @@ struct Slot {
     step: u64,
     /// Allocated on the first gradient, as torch does, so never-updated parameters cost nothing.
     state: Option<SlotState>,
-}
-
-impl Slot {
-    fn has_master(&self, pure_bf16: bool) -> bool {
-        !pure_bf16 && matches!(self.var.dtype(), DType::BF16 | DType::F16)
-    }
 }
 
 pub struct AdamW {
@@ -250,14 +249,13 @@ impl AdamW {
         let clip_coef = self.config.max_grad_norm.map_or(1.0, |max| clip_coefficient(grad_norm, max));
 
         self.steps += 1;
-        let (beta1, beta2, eps, pure_bf16, fused) =
-            (self.config.beta1, self.config.beta2, self.config.eps, self.config.pure_bf16, self.fused);
+        let (beta1, beta2, eps, fused) = (self.config.beta1, self.config.beta2, self.config.eps, self.fused);
         for (grad, i) in grads.values().zip(order) {
             let slot = &mut self.slots[i];
             slot.step += 1;
             let k = StepScalars::new(self.lr, slot.weight_decay, beta1, beta2, eps, slot.step, clip_coef);
             if slot.state.is_none() {
-                slot.state = Some(init_state(&slot.var, slot.has_master(pure_bf16), fused)?);
+                slot.state = Some(init_state(&slot.var, self.config.keeps_master(slot.var.dtype()), fused)?);
             }
             match slot.state.as_mut().expect("state was just initialised") {
                 SlotState::Host { exp_avg, exp_avg_sq, master } => {
@@ -446,7 +444,7 @@ impl AdamW {
             let state = match (exp_avg, exp_avg_sq) {
                 (None, None) if step == 0 => None,
                 (Some(exp_avg), Some(exp_avg_sq)) => {
-                    if master.is_some() != slot.has_master(self.config.pure_bf16) {
+                    if master.is_some() != self.config.keeps_master(slot.var.dtype()) {
                         return Err(mismatch(format!(
                             "`{name}` ({:?}) {} master weights in the file",
                             slot.var.dtype(),

@@ -138,7 +138,7 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
     assert!(!run_dir.exists(), "nothing was written for a run that cannot start");
     // the estimate itself, from the config alone
-    let estimate = sft::memory_estimate(&config, &candle_core::Device::Cpu, None).unwrap();
+    let estimate = sft::memory_estimate(&config, &sft::model_config(&config).unwrap(), &candle_core::Device::Cpu, None).unwrap();
     assert!(estimate.weights > 10 << 40, "{estimate}");
 }
 
@@ -147,15 +147,15 @@ fn the_estimate_counts_the_planned_micro_batch_with_the_largest_activations() {
     use forge_model::memory::{activation_bytes, StepShape};
     let tmp = tempfile::tempdir().unwrap();
     let config = small_config(&tmp.path().join("run"), 4, &[]);
-    let model = forge_model::Config::from_file(config.model.init_config.as_ref().unwrap()).unwrap();
+    let model = sft::model_config(&config).unwrap();
     let cpu = candle_core::Device::Cpu;
     let shape = |rows: usize, width: usize| StepShape { tokens: rows * width, seq_len: width, recompute: false, fused_attention: false, dtype: candle_core::DType::F32 };
     // the same 400 tokens: one row of 400 holds 4× the attention scores of four rows of 100
-    let planned = sft::memory_estimate(&config, &cpu, Some(&[(4, 100), (1, 400)])).unwrap();
+    let planned = sft::memory_estimate(&config, &model, &cpu, Some(&[(4, 100), (1, 400)])).unwrap();
     assert_eq!(planned.activations, activation_bytes(&model, &shape(1, 400)));
     assert!(activation_bytes(&model, &shape(1, 400)) > activation_bytes(&model, &shape(4, 100)));
     // without a plan: rows of data.max_seq_len filling train.micro_batch_tokens
-    let worst = sft::memory_estimate(&config, &cpu, None).unwrap();
+    let worst = sft::memory_estimate(&config, &model, &cpu, None).unwrap();
     let rows = (config.train.micro_batch_tokens / config.data.max_seq_len).max(1);
     assert_eq!(worst.activations, activation_bytes(&model, &shape(rows, config.data.max_seq_len)));
 }

@@ -85,12 +85,8 @@ pub struct TrainSection {
     /// Layer-wise activation recomputation (same gradients, less memory).
     pub recompute: bool,
     /// Refuse to start when the memory estimate exceeds what the machine has available.
-    #[serde(default = "yes")]
+    #[serde(default = "crate::config::default_true")]
     pub check_memory: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -222,16 +218,20 @@ fn tokenizer_dir(config: &SftConfig) -> Result<PathBuf> {
     }
 }
 
+/// The base model's config: `model.path`'s config.json or `model.init_config`.
+pub fn model_config(config: &SftConfig) -> Result<Config> {
+    match (&config.model.path, &config.model.init_config) {
+        (Some(path), _) => Ok(Config::from_file(&forge_model::weights::resolve_model_dir(path)?.join("config.json"))?),
+        (None, Some(init)) => Ok(Config::from_file(init)?),
+        (None, None) => Err(TrainError::Config("no model: set model.path or model.init_config".into())),
+    }
+}
+
 /// The memory the run will need, from the model's config alone (nothing loaded yet).
 /// `micro_batches` are the planned `(rows, padded width)` shapes: the one with the largest
 /// activations counts. Without them, the worst the config allows: rows of `data.max_seq_len`
 /// filling `train.micro_batch_tokens`.
-pub fn memory_estimate(config: &SftConfig, device: &Device, micro_batches: Option<&[(usize, usize)]>) -> Result<MemoryEstimate> {
-    let model = match (&config.model.path, &config.model.init_config) {
-        (Some(path), _) => Config::from_file(&forge_model::weights::resolve_model_dir(path)?.join("config.json"))?,
-        (None, Some(init)) => Config::from_file(init)?,
-        (None, None) => return Err(TrainError::Config("no model: set model.path or model.init_config".into())),
-    };
+pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micro_batches: Option<&[(usize, usize)]>) -> Result<MemoryEstimate> {
     let dtype = model_dtype(&config.model.dtype)?;
     let width = config.data.max_seq_len;
     let worst = [((config.train.micro_batch_tokens / width).max(1), width)];
@@ -246,13 +246,13 @@ pub fn memory_estimate(config: &SftConfig, device: &Device, micro_batches: Optio
         .unwrap_or(&worst)
         .iter()
         .map(step)
-        .max_by_key(|shape| activation_bytes(&model, shape))
+        .max_by_key(|shape| activation_bytes(model, shape))
         .unwrap_or_else(|| step(&worst[0]));
     Ok(estimate(&RunShape {
-        model: &model,
+        model,
         dtype,
         lora: config.lora.as_ref(),
-        master_weights: dtype != DType::F32 && !config.optim.pure_bf16,
+        master_weights: config.optim.adamw().keeps_master(dtype),
         grad_accum: config.train.grad_accum,
         reference_model: false,
         step,
@@ -300,17 +300,17 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let shapes: Vec<(usize, usize)> =
         micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
     let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
-    report_and_check(&memory_estimate(config, &device, Some(&shapes))?, config.train.check_memory, &fixes)?;
+    let base_config = model_config(config)?;
+    report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, config.train.check_memory, &fixes)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
 
     // the base model: pretrained or random; with full fine-tuning a checkpoint replaces it
     let (model_config, mut params) = match (&config.model.path, &config.model.init_config) {
         (Some(path), _) => forge_model::load_weights(&forge_model::weights::resolve_model_dir(path)?, dtype, &device)?,
-        (None, Some(init)) => {
-            let c = Config::from_file(init)?;
-            let p = ParamStore::random(&c, config.model.init_std, config.model.init_seed, dtype, &device)?;
-            (c, p)
+        (None, Some(_)) => {
+            let params = ParamStore::random(&base_config, config.model.init_std, config.model.init_seed, dtype, &device)?;
+            (base_config, params)
         }
         (None, None) => unreachable!("validated: a model source is set"),
     };

@@ -5,6 +5,7 @@ use half::bf16;
 
 use forge_kernels::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel};
 
+use crate::ops::Float;
 use crate::{launch, Buffer, Schedule};
 
 type Bf = *const bf16;
@@ -24,10 +25,6 @@ extern "C" {
     fn flash_bwd_dq_d64_bf16(q: Bf, k: Bf, v: Bf, dout: Bf, lse: *const f32, delta: *const f32, dq: BfMut, starts: *const i32, rows: *const i32, valid: *const i32, total: i32, h: i32, h_kv: i32, scale: f32);
     fn flash_bwd_dq_d128_bf16(q: Bf, k: Bf, v: Bf, dout: Bf, lse: *const f32, delta: *const f32, dq: BfMut, starts: *const i32, rows: *const i32, valid: *const i32, total: i32, h: i32, h_kv: i32, scale: f32);
 }
-
-/// NaN in bf16 and f32: what every output holds before a kernel writes it.
-const POISON_BF16: bf16 = bf16::from_bits(0xffff);
-const POISON_F32: f32 = f32::from_bits(0xffff_ffff);
 
 /// Shapes of one attention problem: `q: [total, h, d]`, `k, v: [total, h_kv, d]` (bf16).
 pub struct Problem<'a> {
@@ -79,8 +76,8 @@ pub fn forward(p: &Problem, q: &Buffer<bf16>, k: &Buffer<bf16>, v: &Buffer<bf16>
     p.check("k", k.len(), p.h_kv)?;
     p.check("v", v.len(), p.h_kv)?;
     let t = p.table()?;
-    let o = Buffer::filled(c"o", q.len(), POISON_BF16);
-    let lse = Buffer::filled(c"lse", p.seqs.total() * p.h, POISON_F32);
+    let o = Buffer::filled(c"o", q.len(), bf16::POISON);
+    let lse = Buffer::filled(c"lse", p.seqs.total() * p.h, f32::POISON);
     let kernel: Forward = if p.d == 64 { flash_fwd_d64_bf16 } else { flash_fwd_d128_bf16 };
     let shape = tile_launch(TileKernel::Forward, p.d, p.seqs, p.h).map_err(|e| e.to_string())?;
     launch(&shape, schedule, || {
@@ -122,10 +119,10 @@ pub fn backward(
     p.check("dO", saved.dout.len(), p.h)?;
     let t = p.table()?;
     let (o, dout, lse) = (saved.o, saved.dout, saved.lse);
-    let delta = Buffer::filled(c"delta", p.seqs.total() * p.h, POISON_F32);
-    let dq = Buffer::filled(c"dq", q.len(), POISON_BF16);
-    let dk = Buffer::filled(c"dk", k.len(), POISON_BF16);
-    let dv = Buffer::filled(c"dv", v.len(), POISON_BF16);
+    let delta = Buffer::filled(c"delta", p.seqs.total() * p.h, f32::POISON);
+    let dq = Buffer::filled(c"dq", q.len(), bf16::POISON);
+    let dk = Buffer::filled(c"dk", k.len(), bf16::POISON);
+    let dv = Buffer::filled(c"dv", v.len(), bf16::POISON);
     let d64 = p.d == 64;
 
     let kernel: Delta = if d64 { flash_bwd_delta_d64_bf16 } else { flash_bwd_delta_d128_bf16 };

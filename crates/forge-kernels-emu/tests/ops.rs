@@ -6,21 +6,12 @@
 
 use candle_core::{DType, Device, Tensor, Var, WithDType};
 use forge_kernels::adamw::AdamWScalars;
+use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::ops::{self, AdamWState, Float};
 use forge_kernels_emu::Schedule;
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
-
-/// As tests/cuda_parity.rs: both sides compute in f32; 16-bit results may round an element
-/// differently where the f32 values differ in the last bits.
-fn tolerance(dtype: DType) -> f32 {
-    match dtype {
-        DType::F32 => 1e-5,
-        DType::F16 => 2e-3,
-        _ => 8e-3,
-    }
-}
 
 fn randn<T: WithDType>(rng: &mut StdRng, n: usize, scale: f32, shift: f32) -> Vec<T> {
     (0..n).map(|_| {
@@ -42,9 +33,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     if let Some(i) = got.iter().position(|v| !v.is_finite()) {
         panic!("{name}: element {i} is {} (left unwritten by the kernel?)", got[i]);
     }
-    let diff: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    let e = (diff.sqrt() / norm.sqrt().max(1e-30)) as f32;
+    let e = relative_error(got, want);
     assert!(e <= tol, "{name}: relative error {e:e} > {tol:e}");
 }
 
@@ -57,7 +46,7 @@ fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let y = forge_kernels::rms_norm(xv.as_tensor(), wv.as_tensor(), 1e-6).unwrap();
     let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap();
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
-    let tol = tolerance(T::DTYPE);
+    let tol = parity_tolerance(T::DTYPE);
     for schedule in [Schedule::Ascending, Schedule::Descending] {
         let got = ops::rms_norm(&x, &w, 1e-6, schedule).unwrap();
         assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
@@ -90,7 +79,7 @@ fn rope_case<T: Float + WithDType>(b: usize, table_batch: usize, s: usize, h: us
     let y = forge_kernels::rope(xv.as_tensor(), &table(&cos), &table(&sin)).unwrap();
     let probe_t = Tensor::from_slice(&probe, (b, s, h, d), &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t).unwrap().sum_all().unwrap().backward().unwrap();
-    let tol = tolerance(T::DTYPE);
+    let tol = parity_tolerance(T::DTYPE);
     let got = ops::rope(&x, &cos, &sin, [b, s, h, d], false, Schedule::Ascending).unwrap();
     assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
     let dx = ops::rope(&probe, &cos, &sin, [b, s, h, d], true, Schedule::Descending).unwrap();
@@ -116,7 +105,7 @@ fn cross_entropy_case<T: Float + WithDType>(rows: usize, vocab: usize, rng: &mut
     let lv = Var::from_tensor(&Tensor::from_slice(&logits, (rows, vocab), &Device::Cpu).unwrap()).unwrap();
     let nll = forge_kernels::cross_entropy_per_token(lv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap()).unwrap();
     let grads = (nll.to_dtype(DType::F32).unwrap() * Tensor::new(dnll.as_slice(), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
-    let tol = tolerance(T::DTYPE);
+    let tol = parity_tolerance(T::DTYPE);
     for schedule in [Schedule::Ascending, Schedule::Descending] {
         let got = ops::cross_entropy(&logits, &targets, vocab, schedule).unwrap();
         assert_close(&format!("{name} nll"), &got, &values(&nll), tol);

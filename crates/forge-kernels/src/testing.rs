@@ -12,6 +12,8 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+use crate::flash_attn::{self, Sequences};
+
 /// Whether the run is strict (`CI=true` or `CI=1`).
 pub fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
@@ -66,6 +68,110 @@ pub fn bf16_matmul_rate(device: &Device, n: usize) -> Result<(f64, f64)> {
 #[cfg(feature = "cuda")]
 pub fn device_mem_used_mib() -> f64 {
     candle_core::cuda_backend::cudarc::driver::result::mem_get_info().map_or(f64::NAN, |(free, total)| (total - free) as f64 / (1u64 << 20) as f64)
+}
+
+/// ‖got − want‖ / ‖want‖ (in f64).
+pub fn relative_error(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "relative_error: lengths differ");
+    let diff: f64 = got.iter().zip(want).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff.sqrt() / norm.sqrt().max(1e-30)) as f32
+}
+
+/// Relative tolerance of a device kernel's result against the fused CPU op's: both compute in f32;
+/// in bf16/f16 they may round an element differently where the f32 values differ in the last bits.
+pub fn parity_tolerance(dtype: DType) -> f32 {
+    match dtype {
+        DType::F32 => 1e-5,
+        DType::F16 => 2e-3,
+        _ => 8e-3,
+    }
+}
+
+/// Relative tolerance of the fused bf16 attention against the f32 reference: bf16 output rounding
+/// (2⁻⁹) plus the bf16 rounding of the probabilities and dS that feed the tensor-core products.
+pub const FLASH_TOLERANCE: f32 = 2e-2;
+
+/// Layout of a flash-attention parity case.
+pub enum FlashBatch {
+    /// `[b, s, heads, d]` with right-padding lengths.
+    Padded { b: usize, s: usize, lengths: Vec<usize> },
+    /// `[total, heads, d]` packed with cumulative offsets.
+    Packed { cu_seqlens: Vec<usize> },
+}
+
+impl FlashBatch {
+    pub fn sequences(&self) -> Result<Sequences> {
+        match self {
+            Self::Padded { b, s, lengths } => Sequences::padded(*b, *s, lengths),
+            Self::Packed { cu_seqlens } => Sequences::packed(cu_seqlens),
+        }
+    }
+
+    /// The shape of q (`heads` = h) or k and v (`heads` = h_kv).
+    pub fn shape(&self, heads: usize, d: usize) -> Vec<usize> {
+        match self {
+            Self::Padded { b, s, .. } => vec![*b, *s, heads, d],
+            Self::Packed { cu_seqlens } => vec![*cu_seqlens.last().unwrap_or(&0), heads, d],
+        }
+    }
+
+    /// The op under test (fused where supported).
+    pub fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        match self {
+            Self::Padded { lengths, .. } => crate::causal_attention_padded(q, k, v, lengths, scale),
+            Self::Packed { cu_seqlens } => crate::causal_attention_varlen(q, k, v, cu_seqlens, scale),
+        }
+    }
+
+    /// Its reference (the additive-mask attention path).
+    pub fn reference(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        match self {
+            Self::Padded { lengths, .. } => flash_attn::reference_padded(q, k, v, lengths, scale),
+            Self::Packed { cu_seqlens } => flash_attn::reference_varlen(q, k, v, cu_seqlens, scale),
+        }
+    }
+}
+
+/// What a group of flash-attention parity cases covers (each group is one test).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashGroup {
+    PaddedGqa,
+    PackedVarlen,
+    LongSequence,
+}
+
+/// One flash-attention parity case: `h` query heads over `h_kv` K/V heads of dim `d`.
+pub struct FlashCase {
+    pub name: &'static str,
+    pub group: FlashGroup,
+    pub batch: FlashBatch,
+    pub h: usize,
+    pub h_kv: usize,
+    pub d: usize,
+    pub seed: u64,
+}
+
+/// The flash-attention parity cases, run on a GPU (tests/cuda_parity.rs) and under host
+/// emulation (crates/forge-kernels-emu): GQA 4:1 and 8:1, head dim 128 and 64, lengths that are
+/// not multiples of the 64-row tiles, right padding, packed sequences with an empty one, and a
+/// sequence of many key tiles.
+pub fn flash_parity_cases() -> Vec<FlashCase> {
+    use FlashBatch::{Packed, Padded};
+    use FlashGroup::{LongSequence, PackedVarlen, PaddedGqa};
+    let case = |name, group, batch, h, h_kv, d, seed| FlashCase { name, group, batch, h, h_kv, d, seed };
+    vec![
+        // 4:1 at head dim 128, lengths not multiples of the tiles (one row fully real, one padded)
+        case("flash padded 8:2 d128 s200", PaddedGqa, Padded { b: 2, s: 200, lengths: vec![200, 77] }, 8, 2, 128, 21),
+        // 8:1 at head dim 64, a length-1 row and a length exactly one tile plus one
+        case("flash padded 16:2 d64 s130", PaddedGqa, Padded { b: 3, s: 130, lengths: vec![130, 1, 65] }, 16, 2, 64, 22),
+        // 8:1 at head dim 128: sequences of 1, 63, 129 and 250 rows (tile boundaries ±1)
+        case("flash packed 8:1 d128", PackedVarlen, Packed { cu_seqlens: vec![0, 1, 64, 193, 443] }, 8, 1, 128, 23),
+        // 4:1 at head dim 64, an empty sequence in between
+        case("flash packed 4:1 d64", PackedVarlen, Packed { cu_seqlens: vec![0, 300, 300, 317] }, 4, 1, 64, 24),
+        // many key tiles per query tile: the online-softmax rescaling, and the dK/dV loop over query tiles
+        case("flash 4:1 d128 s1000", LongSequence, Padded { b: 1, s: 1000, lengths: vec![1000] }, 4, 1, 128, 25),
+    ]
 }
 
 #[cfg(test)]

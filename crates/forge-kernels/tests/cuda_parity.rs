@@ -7,7 +7,7 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use forge_kernels::testing::require_cuda;
+use forge_kernels::testing::{flash_parity_cases, parity_tolerance, require_cuda, FlashCase, FlashGroup, FLASH_TOLERANCE};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -32,16 +32,6 @@ fn assert_all_finite(name: &str, what: &str, t: &Tensor) {
     let values = t.to_device(&Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let bad = values.iter().position(|v| !v.is_finite());
     assert!(bad.is_none(), "{name}: {what} element {} is {} (unwritten by the kernel?)", bad.unwrap_or(0), values[bad.unwrap_or(0)]);
-}
-
-/// Relative tolerance of a GPU result against the CPU one: both compute in f32; in bf16/f16 they
-/// may round an element differently where the f32 values differ in the last bits.
-fn tolerance(dtype: DType) -> f32 {
-    match dtype {
-        DType::F32 => 1e-5,
-        DType::F16 => 2e-3,
-        _ => 8e-3,
-    }
 }
 
 /// Output and the gradient of each differentiable input of `Σ out·probe`, with `inputs` (on the
@@ -79,7 +69,7 @@ fn assert_gpu_matches_cpu(name: &str, gpu: &Device, op: impl Fn(&[Tensor]) -> Re
         let (y_gpu, g_gpu) = value_and_grads(&op, inputs, differentiable, dtype, gpu, &probe);
         assert!(y_gpu.device().is_cuda() && y_gpu.dtype() == y_cpu.dtype(), "{name}: output on {:?} in {:?}", y_gpu.device(), y_gpu.dtype());
         assert_all_finite(name, &format!("{dtype:?} output"), &y_gpu);
-        let tol = tolerance(dtype);
+        let tol = parity_tolerance(dtype);
         let e = rel_err(&y_gpu, &y_cpu);
         assert!(e <= tol, "{name} {dtype:?}: forward relative error {e:e} > {tol:e}");
         for (i, (gg, gc)) in g_gpu.iter().zip(&g_cpu).enumerate() {
@@ -196,45 +186,22 @@ fn fused_ops_on_gpu_match_the_composite_path_on_gpu() {
     assert!(e <= 1e-5, "cross_entropy fused vs composite on GPU: {e:e}");
 }
 
-/// Layout of a flash-attention parity case.
-enum FlashBatch {
-    /// `[b, s, heads, d]` with right-padding lengths.
-    Padded { b: usize, s: usize, lengths: Vec<usize> },
-    /// `[total, heads, d]` packed with cumulative offsets.
-    Packed { cu_seqlens: Vec<usize> },
-}
-
-/// Relative tolerance of the fused bf16 attention against the f32 reference: bf16 output rounding
-/// (2⁻⁹) plus the bf16 rounding of the probabilities and dS that feed the tensor-core products.
-const FLASH_TOLERANCE: f32 = 2e-2;
-
 /// The fused kernels (bf16, GPU, outputs poisoned) against the reference attention in f32 on the
 /// CPU, from the same bf16-rounded inputs: output and the gradients of q, k, v of Σ out·probe.
 /// The composite bf16 path on the GPU is measured too and reported beside it.
-fn assert_flash_matches_reference(name: &str, gpu: &Device, batch: &FlashBatch, h: usize, h_kv: usize, d: usize, seed: u64) {
+fn assert_flash_matches_reference(gpu: &Device, case: &FlashCase) {
     use forge_kernels::flash_attn;
+    let FlashCase { name, batch, h, h_kv, d, seed, .. } = case;
     forge_kernels::poison_cuda_outputs(true);
-    assert!(flash_attn::supported(gpu, DType::BF16, d), "{name}: the fused kernel is not selected for bf16, head dim {d}");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let rows_shape = |heads: usize| -> Vec<usize> {
-        match batch {
-            FlashBatch::Padded { b, s, .. } => vec![*b, *s, heads, d],
-            FlashBatch::Packed { cu_seqlens } => vec![*cu_seqlens.last().unwrap(), heads, d],
-        }
-    };
+    assert!(flash_attn::supported(gpu, DType::BF16, *d), "{name}: the fused kernel is not selected for bf16, head dim {d}");
+    let mut rng = StdRng::seed_from_u64(*seed);
     // inputs rounded to bf16 once, so the f32 reference sees exactly the kernel's values
     let bf16_exact = |t: Tensor| t.to_dtype(DType::BF16).unwrap().to_dtype(DType::F32).unwrap();
-    let inputs = [randn(&mut rng, &rows_shape(h)), randn(&mut rng, &rows_shape(h_kv)), randn(&mut rng, &rows_shape(h_kv))].map(bf16_exact);
-    let probe = randn(&mut rng, &rows_shape(h));
-    let scale = 1.0 / (d as f64).sqrt();
-    let fused = |t: &[Tensor]| match batch {
-        FlashBatch::Padded { lengths, .. } => forge_kernels::causal_attention_padded(&t[0], &t[1], &t[2], lengths, scale),
-        FlashBatch::Packed { cu_seqlens } => forge_kernels::causal_attention_varlen(&t[0], &t[1], &t[2], cu_seqlens, scale),
-    };
-    let reference = |t: &[Tensor]| match batch {
-        FlashBatch::Padded { lengths, .. } => flash_attn::reference_padded(&t[0], &t[1], &t[2], lengths, scale),
-        FlashBatch::Packed { cu_seqlens } => flash_attn::reference_varlen(&t[0], &t[1], &t[2], cu_seqlens, scale),
-    };
+    let inputs = [randn(&mut rng, &batch.shape(*h, *d)), randn(&mut rng, &batch.shape(*h_kv, *d)), randn(&mut rng, &batch.shape(*h_kv, *d))].map(bf16_exact);
+    let probe = randn(&mut rng, &batch.shape(*h, *d));
+    let scale = 1.0 / (*d as f64).sqrt();
+    let fused = |t: &[Tensor]| batch.attention(&t[0], &t[1], &t[2], scale);
+    let reference = |t: &[Tensor]| batch.reference(&t[0], &t[1], &t[2], scale);
     let all = [true, true, true];
     let (y_ref, g_ref) = value_and_grads(&reference, &inputs, &all, DType::F32, &Device::Cpu, &probe);
     let (y, g) = value_and_grads(&fused, &inputs, &all, DType::BF16, gpu, &probe);
@@ -252,32 +219,26 @@ fn assert_flash_matches_reference(name: &str, gpu: &Device, batch: &FlashBatch, 
     }
 }
 
+fn assert_flash_group_matches_reference(test: &str, group: FlashGroup) {
+    let Some(gpu) = require_cuda(test) else { return };
+    let cases: Vec<FlashCase> = flash_parity_cases().into_iter().filter(|c| c.group == group).collect();
+    assert!(!cases.is_empty(), "{test}: no cases in {group:?}");
+    for case in &cases {
+        assert_flash_matches_reference(&gpu, case);
+    }
+}
+
 #[test]
 fn flash_attention_padded_causal_gqa_matches_reference() {
-    let Some(gpu) = require_cuda("flash_attention_padded_causal_gqa_matches_reference") else { return };
-    // 4:1 at head dim 128, lengths not multiples of the 64-row tiles (one row fully real, one padded)
-    let batch = FlashBatch::Padded { b: 2, s: 200, lengths: vec![200, 77] };
-    assert_flash_matches_reference("flash padded 8:2 d128 s200", &gpu, &batch, 8, 2, 128, 21);
-    // 8:1 at head dim 64, a length-1 row and a length exactly one tile plus one
-    let batch = FlashBatch::Padded { b: 3, s: 130, lengths: vec![130, 1, 65] };
-    assert_flash_matches_reference("flash padded 16:2 d64 s130", &gpu, &batch, 16, 2, 64, 22);
+    assert_flash_group_matches_reference("flash_attention_padded_causal_gqa_matches_reference", FlashGroup::PaddedGqa);
 }
 
 #[test]
 fn flash_attention_packed_varlen_matches_reference() {
-    let Some(gpu) = require_cuda("flash_attention_packed_varlen_matches_reference") else { return };
-    // 8:1 at head dim 128: sequences of 1, 63, 129 and 250 rows (tile boundaries ±1)
-    let batch = FlashBatch::Packed { cu_seqlens: vec![0, 1, 64, 193, 443] };
-    assert_flash_matches_reference("flash packed 8:1 d128", &gpu, &batch, 8, 1, 128, 23);
-    // 4:1 at head dim 64, an empty sequence in between
-    let batch = FlashBatch::Packed { cu_seqlens: vec![0, 300, 300, 317] };
-    assert_flash_matches_reference("flash packed 4:1 d64", &gpu, &batch, 4, 1, 64, 24);
+    assert_flash_group_matches_reference("flash_attention_packed_varlen_matches_reference", FlashGroup::PackedVarlen);
 }
 
 #[test]
 fn flash_attention_long_sequence_matches_reference() {
-    let Some(gpu) = require_cuda("flash_attention_long_sequence_matches_reference") else { return };
-    // many key tiles per query tile: the online-softmax rescaling, and the dK/dV loop over query tiles
-    let batch = FlashBatch::Padded { b: 1, s: 1000, lengths: vec![1000] };
-    assert_flash_matches_reference("flash 4:1 d128 s1000", &gpu, &batch, 4, 1, 128, 25);
+    assert_flash_group_matches_reference("flash_attention_long_sequence_matches_reference", FlashGroup::LongSequence);
 }

@@ -1,8 +1,9 @@
 //! kernels/flash_attn.cu, run on the CPU by the SIMT emulator, against the reference attention:
-//! the cases of tests/cuda_parity.rs (GQA 4:1 and 8:1, head dim 64 and 128, lengths that are not
-//! multiples of the 64-row tiles, right padding, packed sequences with an empty one). Outputs are
-//! poisoned with NaN, every buffer ends at a guard page, and each case runs under both thread
-//! orders, which must agree bit for bit. What this cannot show (speed; a fragment layout the
+//! the GPU tests' cases (`forge_kernels::testing::flash_parity_cases`: GQA 4:1 and 8:1, head dim
+//! 64 and 128, lengths that are not multiples of the 64-row tiles, right padding, packed sequences
+//! with an empty one, a 1000-row sequence). Outputs are poisoned with NaN, every buffer ends at a
+//! guard page, and each case but the longest runs under both thread orders, which must agree bit
+//! for bit. What this cannot show (speed; a fragment layout the
 //! kernel and the emulator misread alike) is left to scripts/gpu-check.sh on a GPU.
 
 use candle_core::{DType, Device, Tensor, Var};

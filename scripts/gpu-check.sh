@@ -2,7 +2,8 @@
 # What runs ON the GPU machine (the device tool runs it in a copy of the repo; build the tarball
 # first with scripts/build-cuda.sh and carry .gpu). Unpacks the CUDA binaries, points the loader
 # at PyTorch's CUDA 13 libraries, then per stage:
-#   parity  the GPU parity tests (CI=true: no GPU = failure), outputs poisoned before every kernel
+#   parity  the GPU parity tests (CI=true: no GPU = failure), outputs poisoned before every kernel,
+#           and the SFT recipe on the GPU against the same run on the CPU (tests/cuda_sft.rs)
 #   kernels fused kernels vs candle's composite paths, and the bf16 matmul rate (candle and torch)
 #   train   a training step of Qwen3-0.6B/1.7B/8B-shaped random models at 4k context, forge and
 #           PyTorch + transformers (SDPA, bf16, gradient checkpointing) interleaved in one run
@@ -72,7 +73,7 @@ run_parity() {
     echo "|---|---|"
   } >"$out"
   for t in "$BIN"/tests/*; do
-    if CI=true "$t" --test-threads=1 >>"$log" 2>&1; then
+    if CI=true FORGE_REPO="$REPO" "$t" --test-threads=1 >>"$log" 2>&1; then
       echo "| $(basename "$t") | pass |" >>"$out"
     else
       echo "| $(basename "$t") | **FAIL** (see gpu-parity.log) |" >>"$out"

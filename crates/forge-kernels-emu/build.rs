@@ -5,7 +5,7 @@
 //! array, a misaligned vector access or a signed overflow into a fault the launch reports.
 
 const KERNELS: &str = "../forge-kernels/kernels";
-const EMULATED: &[&str] = &["adamw.cu", "cross_entropy.cu", "flash_attn.cu", "rms_norm.cu", "rope.cu"];
+const EMULATED: &[&str] = &["adamw.cu", "cross_entropy.cu", "decode_attn.cu", "flash_attn.cu", "rms_norm.cu", "rope.cu"];
 
 fn main() {
     println!("cargo::rerun-if-changed=simt");

@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
+use candle_core::DType;
+use forge_model::device::DeviceSpec;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -49,7 +50,7 @@ enum Command {
         dtype: CliDType,
         /// cpu, or cuda / cuda:N with a CUDA build.
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: DeviceSpec,
     },
     /// Continue a raw text (--prompt) or a chat conversation (--messages) with a model, for quick
     /// manual checks; stops at the model's end-of-turn / eos tokens.
@@ -84,7 +85,7 @@ enum Command {
         dtype: CliDType,
         /// cpu, or cuda / cuda:N with a CUDA build.
         #[arg(long, default_value = "cpu")]
-        device: String,
+        device: DeviceSpec,
     },
     /// Training recipes.
     Train {
@@ -204,7 +205,7 @@ enum EvalCommand {
         dtype: Option<CliDType>,
         /// Agent: cpu, or cuda / cuda:N with a CUDA build [default: cpu].
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceSpec>,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// Per-instance test timeout in seconds.
@@ -284,17 +285,6 @@ impl From<CliDType> for DType {
     }
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(ordinal)) => Ok(Device::new_cuda(ordinal)?),
-            _ => bail!("unknown device `{other}`: use cpu, cuda or cuda:N"),
-        },
-    }
-}
-
 fn print_eval_summary(summary: &forge_swe::RunSummary) {
     eprintln!(
         "{} instances: {} resolved, {} unresolved, {} empty patches, {} errors ({:.0} s); report {}",
@@ -331,7 +321,7 @@ fn main() -> Result<()> {
             );
         }
         Command::Score { model, input, out, dtype, device } => {
-            let device = parse_device(&device)?;
+            let device = device.open()?;
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             let loaded = forge_model::load_model(&dir, dtype.into(), &device).with_context(|| format!("loading {}", dir.display()))?;
             let mut sink: Box<dyn Write> = match &out {
@@ -345,7 +335,7 @@ fn main() -> Result<()> {
             eprintln!("scored {n} sequence(s)");
         }
         Command::Generate { model, prompt, messages, max_new_tokens, temperature, top_p, top_k, seed, json, dtype, device } => {
-            let device = parse_device(&device)?;
+            let device = device.open()?;
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             let prompt = match (prompt, messages) {
                 (Some(text), _) => forge_engine::generate::Prompt::Text(text),
@@ -434,7 +424,7 @@ fn main() -> Result<()> {
                 let policy = std::sync::Arc::new(forge_agent::testing::ScriptedPolicy::edit_oracle(chat.clone(), &instances));
                 runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
             } else {
-                let model_weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.unwrap_or(CliDType::F32).into(), &parse_device(device.as_deref().unwrap_or("cpu"))?)?);
+                let model_weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.unwrap_or(CliDType::F32).into(), &device.unwrap_or_default().open()?)?);
                 // the model cannot attend beyond its positions, whatever budget was asked for
                 options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
                 // every worker's agent shares one decoding batch

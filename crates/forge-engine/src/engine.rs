@@ -162,20 +162,28 @@ struct Sequence {
 }
 
 impl Sequence {
-    fn new(model: &Qwen3ForCausalLM, request: Request) -> Self {
+    /// The request's sequence, or `None` when its cache cannot be allocated (the requester is told).
+    fn new(model: &Qwen3ForCausalLM, request: Request) -> Option<Self> {
         let prompt_len = request.prompt.len();
         let max_new = request.params.max_new_tokens;
         // the last new token is never fed back, so this holds every position that is
         let capacity = (prompt_len + max_new).min(model.config().max_position_embeddings);
-        Self {
+        let cache = match model.new_kv_cache(capacity) {
+            Ok(cache) => cache,
+            Err(e) => {
+                let _ = request.reply.send(Err(EngineError::Model(format!("allocating a KV cache of {capacity} positions: {e}"))));
+                return None;
+            }
+        };
+        Some(Self {
             reply: request.reply,
             sampler: Sampler::new(request.params),
-            cache: model.new_kv_cache(capacity),
+            cache,
             pending: request.prompt,
             prompt_len,
             tokens: Vec::with_capacity(max_new),
             logprobs: Vec::with_capacity(max_new),
-        }
+        })
     }
 
     /// Appends the sampled `token`; returns why the sequence ends, if it does.
@@ -232,7 +240,7 @@ impl EngineLoop {
             self.active.retain(|s| !s.reply.is_closed());
             while self.active.len() < self.config.max_batch_size {
                 let Some(request) = self.waiting.pop_front() else { break };
-                self.active.push(Sequence::new(&self.model, request));
+                self.active.extend(Sequence::new(&self.model, request));
             }
             if !self.active.is_empty() {
                 let shared = self.shared.clone();

@@ -16,6 +16,7 @@ use std::ptr::NonNull;
 
 pub use forge_kernels::launch::LaunchShape;
 
+pub mod decode_attn;
 pub mod flash_attn;
 pub mod ops;
 

@@ -18,6 +18,7 @@ mod cpu;
 mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
+pub mod decode_attn;
 pub mod embedding;
 pub mod flash_attn;
 pub mod few_rows;

@@ -1,32 +1,59 @@
 //! One sequence's key/value cache for incremental decoding, and attention of new queries over it.
 //!
-//! Keys and values are kept in f32 on the host, allocated once at the length the sequence may reach
-//! and written in place: a decoding step neither reallocates nor copies the cache, and needs no
-//! mask, since a query at position `p` reads exactly rows `0..=p` of its own sequence.
+//! Allocated once at the length the sequence may reach and written in place: a decoding step
+//! neither reallocates nor copies the cache, and needs no mask, since a query at position `p` reads
+//! exactly rows `0..=p` of its own sequence. Two homes:
+//! - the host, in f32, attended on the CPU (`forge_kernels::cached_attention`): CPU models, and
+//!   shapes the GPU decode kernels are not built for;
+//! - the GPU, in the model's dtype, appended to and attended there by
+//!   `forge_kernels::decode_attn` (split-K "flash decoding"): models on a CUDA device.
+
+use candle_core::{DType, Device, Tensor};
+use forge_kernels::decode_attn::{self, LayerCache as DeviceLayer};
 
 use crate::{Config, ModelError, Result};
 
 /// Keys and values of every layer for positions `0..len` of one sequence.
 pub struct KvCache {
-    layers: Vec<LayerCache>,
+    storage: Storage,
     num_kv_heads: usize,
     head_dim: usize,
     capacity: usize,
     len: usize,
 }
 
+enum Storage {
+    Host(Vec<HostLayer>),
+    /// Keys and values `[num_kv_heads, capacity, head_dim]` per layer, owned by this cache alone
+    /// (the decode kernels write them in place).
+    Device(Vec<(Tensor, Tensor)>),
+}
+
 /// `[num_kv_heads, capacity, head_dim]` each, so one head's rows are contiguous.
-struct LayerCache {
+struct HostLayer {
     keys: Vec<f32>,
     values: Vec<f32>,
 }
 
 impl KvCache {
-    /// An empty cache with room for `capacity` positions.
+    /// An empty host cache with room for `capacity` positions.
     pub fn new(config: &Config, capacity: usize) -> Self {
         let size = config.num_key_value_heads * capacity * config.head_dim;
-        let layers = (0..config.num_hidden_layers).map(|_| LayerCache { keys: vec![0.0; size], values: vec![0.0; size] }).collect();
-        Self { layers, num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, capacity, len: 0 }
+        let layers = (0..config.num_hidden_layers).map(|_| HostLayer { keys: vec![0.0; size], values: vec![0.0; size] }).collect();
+        Self { storage: Storage::Host(layers), num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, capacity, len: 0 }
+    }
+
+    /// An empty cache for a model of `dtype` on `device`: on the GPU where the decode kernels
+    /// serve this attention shape ([`decode_attn::supported`]), else on the host.
+    pub fn for_model(config: &Config, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        if !decode_attn::supported(device, config.num_attention_heads, config.num_key_value_heads, config.head_dim) {
+            return Ok(Self::new(config, capacity));
+        }
+        let shape = (config.num_key_value_heads, capacity, config.head_dim);
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| Ok((Tensor::zeros(shape, dtype, device)?, Tensor::zeros(shape, dtype, device)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { storage: Storage::Device(layers), num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, capacity, len: 0 })
     }
 
     /// Positions cached so far: the next token goes to position `len()`.
@@ -42,6 +69,11 @@ impl KvCache {
         self.capacity
     }
 
+    /// Whether the cache lives on the GPU (attended by the decode kernels).
+    pub fn on_device(&self) -> bool {
+        matches!(self.storage, Storage::Device(_))
+    }
+
     /// Rejects appending `n` positions beyond the capacity.
     pub(crate) fn check_room(&self, n: usize) -> Result<()> {
         if self.len + n > self.capacity {
@@ -53,30 +85,48 @@ impl KvCache {
         Ok(())
     }
 
-    /// Stores one position's key and value rows (`[num_kv_heads · head_dim]` each) in `layer`.
+    /// Marks `n` more positions (written in every layer) as cached.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.len += n;
+    }
+
+    fn host_layer(&self, layer: usize) -> &HostLayer {
+        match &self.storage {
+            Storage::Host(layers) => &layers[layer],
+            Storage::Device(_) => unreachable!("forward_step checks that a step's caches share one home"),
+        }
+    }
+
+    /// `layer`'s keys and values on the GPU, for the decode kernels.
+    pub(crate) fn device_layer(&self, layer: usize) -> DeviceLayer<'_> {
+        match &self.storage {
+            Storage::Device(layers) => DeviceLayer { keys: &layers[layer].0, values: &layers[layer].1 },
+            Storage::Host(_) => unreachable!("forward_step checks that a step's caches share one home"),
+        }
+    }
+
+    /// Stores one position's key and value rows (`[num_kv_heads · head_dim]` each) in `layer` of a
+    /// host cache.
     pub(crate) fn write(&mut self, layer: usize, position: usize, key: &[f32], value: &[f32]) {
-        let (d, cap) = (self.head_dim, self.capacity);
-        let cache = &mut self.layers[layer];
-        for head in 0..self.num_kv_heads {
+        let (d, cap, heads) = (self.head_dim, self.capacity, self.num_kv_heads);
+        let Storage::Host(layers) = &mut self.storage else { unreachable!("forward_step checks that a step's caches share one home") };
+        let cache = &mut layers[layer];
+        for head in 0..heads {
             let at = (head * cap + position) * d;
             cache.keys[at..at + d].copy_from_slice(&key[head * d..(head + 1) * d]);
             cache.values[at..at + d].copy_from_slice(&value[head * d..(head + 1) * d]);
         }
     }
 
-    /// Marks `n` more positions (written by [`KvCache::write`] in every layer) as cached.
-    pub(crate) fn advance(&mut self, n: usize) {
-        self.len += n;
-    }
-
     /// `softmax(q·kᵀ·scale)·v` of one query row `[num_heads · head_dim]` at `position` over the
-    /// cached rows `0..=position` of `layer`, into `out` (same shape). Query head `i` reads K/V head
-    /// `i / (num_heads / num_kv_heads)`, as HF's `repeat_kv`. `scores` is scratch space.
+    /// cached rows `0..=position` of `layer` of a host cache, into `out` (same shape). Query head
+    /// `i` reads K/V head `i / (num_heads / num_kv_heads)`, as HF's `repeat_kv`. `scores` is
+    /// scratch space.
     pub(crate) fn attend(&self, layer: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
         let (d, cap) = (self.head_dim, self.capacity);
         // the query heads of one K/V head are adjacent in the row
         let group_width = query.len() / self.num_kv_heads;
-        let cache = &self.layers[layer];
+        let cache = self.host_layer(layer);
         let visible = (position + 1) * d;
         for (head, (queries, o)) in query.chunks_exact(group_width).zip(out.chunks_exact_mut(group_width)).enumerate() {
             let start = head * cap * d;

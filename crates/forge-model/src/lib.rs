@@ -3,6 +3,7 @@
 
 pub mod chat_template;
 mod config;
+pub mod device;
 mod error;
 pub mod export;
 mod kv_cache;

@@ -7,7 +7,7 @@
 //! The language-model head is chunked (`linear_cross_entropy`) and not counted. Checked against
 //! the measured live-heap peak of the `train_step` bench: benches/results/memory-estimate.md.
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 use crate::Config;
 
@@ -51,11 +51,21 @@ pub fn activation_bytes(config: &Config, shape: &StepShape) -> u64 {
     elements * shape.dtype.size_in_bytes() as u64
 }
 
-/// Bytes of the decoding caches of `sequences` concurrent sequences of up to `context` tokens
-/// ([`crate::KvCache`]: f32 keys and values on the host, allocated at full length).
-pub fn kv_cache_bytes(config: &Config, sequences: usize, context: usize) -> u64 {
+/// The decoding caches of `sequences` concurrent sequences of up to `context` tokens, as
+/// [`crate::KvCache::for_model`] allocates them (at full length) for a model of `dtype` on
+/// `device`: in the model's dtype on the GPU where the decode kernels serve its attention shape,
+/// else in f32 on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheSize {
+    pub bytes: u64,
+    pub on_device: bool,
+}
+
+pub fn kv_cache_size(config: &Config, sequences: usize, context: usize, dtype: DType, device: &Device) -> KvCacheSize {
+    let on_device = forge_kernels::decode_attn::supported(device, config.num_attention_heads, config.num_key_value_heads, config.head_dim);
+    let element = if on_device { dtype.size_in_bytes() } else { 4 };
     let per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim;
-    (sequences * context * per_token * 4) as u64
+    KvCacheSize { bytes: (sequences * context * per_token * element) as u64, on_device }
 }
 
 #[cfg(test)]
@@ -87,9 +97,10 @@ mod tests {
     }
 
     #[test]
-    fn the_kv_cache_holds_keys_and_values_of_every_layer_in_f32() {
-        // 36 layers · 2 · 8 heads · 128 · 4 bytes = 288 KiB per token
-        assert_eq!(kv_cache_bytes(&qwen3_8b(), 4, 32768), 4 * 32768 * 288 * 1024);
+    fn the_host_kv_cache_holds_keys_and_values_of_every_layer_in_f32() {
+        // 36 layers · 2 · 8 heads · 128 · 4 bytes = 288 KiB per token, whatever the model's dtype
+        let size = kv_cache_size(&qwen3_8b(), 4, 32768, DType::BF16, &Device::Cpu);
+        assert_eq!(size, KvCacheSize { bytes: 4 * 32768 * 288 * 1024, on_device: false });
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn prefill_then_token_by_token_matches_the_full_forward() {
         let model = forge_model::load_model(&model_dir(name), DType::F32, &Device::Cpu).unwrap();
         let ids = sequence(40, 1);
         let full = full_logits(&model, &ids);
-        let mut cache = model.new_kv_cache(ids.len());
+        let mut cache = model.new_kv_cache(ids.len()).unwrap();
         let prompt = 9;
         let logits = model.forward_step(&mut [SequenceStep { cache: &mut cache, tokens: &ids[..prompt] }]).unwrap();
         let e = rel_err(&logits.squeeze(0).unwrap(), &full.get(prompt - 1).unwrap());
@@ -40,7 +40,7 @@ fn prefill_then_token_by_token_matches_the_full_forward() {
 fn a_ragged_step_of_sequences_at_different_positions_matches_each_full_forward() {
     let model = forge_model::load_model(&model_dir("gqa2-untied-f32"), DType::F32, &Device::Cpu).unwrap();
     let seqs: Vec<Vec<u32>> = [30, 5, 17].iter().enumerate().map(|(i, &n)| sequence(n, i)).collect();
-    let mut caches: Vec<_> = seqs.iter().map(|s| model.new_kv_cache(s.len())).collect();
+    let mut caches: Vec<_> = seqs.iter().map(|s| model.new_kv_cache(s.len()).unwrap()).collect();
     // sequence 0 is 20 tokens in, sequence 2 is 3 tokens in, sequence 1 is new
     for (i, done) in [(0, 20), (2, 3)] {
         model.forward_step(&mut [SequenceStep { cache: &mut caches[i], tokens: &seqs[i][..done] }]).unwrap();
@@ -61,7 +61,7 @@ fn bf16_decoding_stays_within_bf16_tolerance_of_the_full_forward() {
     let model = forge_model::load_model(&model_dir("mha-bf16"), DType::BF16, &Device::Cpu).unwrap();
     let ids = sequence(24, 3);
     let full = full_logits(&model, &ids);
-    let mut cache = model.new_kv_cache(ids.len());
+    let mut cache = model.new_kv_cache(ids.len()).unwrap();
     model.forward_step(&mut [SequenceStep { cache: &mut cache, tokens: &ids[..8] }]).unwrap();
     for t in 8..ids.len() {
         let logits = model.forward_step(&mut [SequenceStep { cache: &mut cache, tokens: &ids[t..t + 1] }]).unwrap();
@@ -73,7 +73,7 @@ fn bf16_decoding_stays_within_bf16_tolerance_of_the_full_forward() {
 #[test]
 fn bad_steps_are_errors_and_leave_the_cache_untouched() {
     let model = forge_model::load_model(&model_dir("gqa2-untied-f32"), DType::F32, &Device::Cpu).unwrap();
-    let mut cache = model.new_kv_cache(4);
+    let mut cache = model.new_kv_cache(4).unwrap();
     model.forward_step(&mut [SequenceStep { cache: &mut cache, tokens: &[1, 2, 3] }]).unwrap();
     let err = model.forward_step(&mut [SequenceStep { cache: &mut cache, tokens: &[4, 5] }]).unwrap_err();
     assert!(err.to_string().contains("KV cache of 4 positions holds 3 already"), "{err}");

@@ -42,6 +42,9 @@ pub struct ModelSection {
     /// "f32" or "bf16".
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Where the policy trains and generates: "cpu", "cuda" or "cuda:N".
+    #[serde(default)]
+    pub device: forge_model::device::DeviceSpec,
 }
 
 fn default_dtype() -> String {
@@ -188,6 +191,7 @@ impl RlConfig {
             reference_model: self.objective.kl_coef > 0.0,
             step,
             rollouts: (self.rollout.workers, self.agent.max_context_tokens),
+            device,
         }))
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use forge_agent::{ChatFormat, Status};
 use forge_engine::{EngineConfig, EngineHandle};
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
@@ -71,7 +71,7 @@ struct TrainerState {
 pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) -> Result<RlSummary> {
     // ---- setup
     config.validate()?;
-    let device = Device::Cpu;
+    let device = config.model.device.open()?;
     let dtype = forge_train::sft::model_dtype(&config.model.dtype)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
@@ -93,7 +93,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         config.lora.is_some(),
         config.train.recompute,
     );
-    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, config.train.check_memory, &remedies)?;
+    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, config.train.check_memory, &remedies)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
 
@@ -579,6 +579,7 @@ impl Records {
 
 #[cfg(test)]
 mod tests {
+    use candle_core::Device;
     use forge_agent::Trajectory;
     use forge_model::{Config, LoraConfig, ParamStore};
 

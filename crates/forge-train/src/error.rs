@@ -43,8 +43,8 @@ pub enum TrainError {
     #[error("bad training data: {0}")]
     Data(String),
 
-    #[error("this run needs about {needed} but {available} is available ({estimate}); to fit: {remedies}; or set train.check_memory = false to start anyway")]
-    WouldNotFit { needed: String, available: String, estimate: String, remedies: String },
+    #[error("this run needs about {needed} of {memory} memory but {available} is available ({estimate}); to fit: {remedies}; or set train.check_memory = false to start anyway")]
+    WouldNotFit { needed: String, memory: String, available: String, estimate: String, remedies: String },
 
     #[error(transparent)]
     Model(#[from] forge_model::ModelError),

@@ -7,9 +7,10 @@
 
 use std::fmt;
 
-use candle_core::DType;
+use candle_core::{DType, Device, DeviceLocation};
+use forge_model::device::{host_memory_available, memory_available, DeviceSpec};
 use forge_model::lora::adapted_modules;
-use forge_model::memory::{activation_bytes, kv_cache_bytes, StepShape};
+use forge_model::memory::{activation_bytes, kv_cache_size, StepShape};
 use forge_model::{Config, LoraConfig};
 
 use crate::{Result, TrainError};
@@ -25,6 +26,8 @@ pub struct MemoryEstimate {
     pub activations: u64,
     /// The rollout engine's KV caches (RL).
     pub kv_cache: u64,
+    /// The KV caches live on the model's GPU (else on the host).
+    pub kv_cache_on_device: bool,
 }
 
 impl MemoryEstimate {
@@ -73,6 +76,8 @@ pub struct RunShape<'a> {
     pub step: StepShape,
     /// Rollouts (RL): concurrent sequences and the context each may reach; (0, 0) for SFT.
     pub rollouts: (usize, usize),
+    /// Where the model runs (which decides where its KV caches live).
+    pub device: &'a Device,
 }
 
 impl RunShape<'_> {
@@ -90,6 +95,7 @@ pub fn estimate(run: &RunShape) -> MemoryEstimate {
     let base = run.model.num_parameters() as u64;
     let trainable = run.trainable_parameters();
     let adapters = if run.lora.is_some() { trainable } else { 0 };
+    let kv_cache = kv_cache_size(run.model, run.rollouts.0, run.rollouts.1, run.dtype, run.device);
     MemoryEstimate {
         weights: (base + adapters) * bytes,
         // LoRA's reference is the same model with its adapters off: no copy
@@ -97,26 +103,34 @@ pub fn estimate(run: &RunShape) -> MemoryEstimate {
         gradients: trainable * bytes + if run.grad_accum > 1 { trainable * 4 } else { 0 },
         optimizer: trainable * (8 + if run.master_weights { 4 } else { 0 }),
         activations: activation_bytes(run.model, &run.step),
-        kv_cache: kv_cache_bytes(run.model, run.rollouts.0, run.rollouts.1),
+        kv_cache: kv_cache.bytes,
+        kv_cache_on_device: kv_cache.on_device,
     }
 }
 
-/// Bytes this process can still allocate on the host: the kernel's `MemAvailable`, capped by the
-/// cgroup's limit (what a container may use) when one is set. `None` where neither can be read.
-pub fn host_memory_available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
-    let available = meminfo.as_deref().and_then(|text| {
-        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
-    });
-    let read = |path: &str| std::fs::read_to_string(path).ok().and_then(|s| s.trim().parse::<u64>().ok());
-    let cgroup = match (read("/sys/fs/cgroup/memory.max"), read("/sys/fs/cgroup/memory.current")) {
-        (Some(max), Some(current)) => Some(max.saturating_sub(current)),
-        _ => None,
-    };
-    match (available, cgroup) {
-        (Some(a), Some(c)) => Some(a.min(c)),
-        (a, c) => a.or(c),
+/// One memory the run draws on: where, how much the estimate puts there, how much is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// `host` or the GPU (`cuda:0`).
+    pub memory: String,
+    pub needed: u64,
+    /// `None` where it cannot be read (then it is not checked).
+    pub available: Option<u64>,
+}
+
+impl MemoryEstimate {
+    /// The bytes each memory holds when the model runs on `location`: everything sits with the
+    /// model, except KV caches the rollout engine keeps on the host (`forge_model::KvCache`).
+    pub fn placement(&self, location: DeviceLocation) -> Vec<(String, u64)> {
+        match location {
+            DeviceLocation::Cuda { gpu_id } => {
+                let on_host = if self.kv_cache_on_device { 0 } else { self.kv_cache };
+                let mut uses = vec![(DeviceSpec::Cuda(gpu_id).to_string(), self.total() - on_host)];
+                uses.extend((on_host > 0).then(|| ("host".to_string(), on_host)));
+                uses
+            }
+            _ => vec![("host".to_string(), self.total())],
+        }
     }
 }
 
@@ -129,28 +143,41 @@ pub fn remedies<'a>(specific: &[&'a str], lora: bool, recompute: bool) -> Vec<&'
     all
 }
 
-/// Prints the estimate (and what is available) and checks it unless `check` is off; `remedies`
-/// are the settings of this run that would shrink it.
-pub fn report_and_check(estimate: &MemoryEstimate, check: bool, remedies: &[&str]) -> Result<()> {
-    let available = host_memory_available();
-    let available_text = available.map_or_else(|| "unknown".to_string(), human);
-    tracing::info!("memory estimate: {estimate} (host memory available: {available_text})");
+/// Prints the estimate (and what each memory it draws on has available) and checks it unless
+/// `check` is off; `remedies` are the settings of this run that would shrink it.
+pub fn report_and_check(estimate: &MemoryEstimate, device: &Device, check: bool, remedies: &[&str]) -> Result<()> {
+    let uses: Vec<MemoryUse> = estimate
+        .placement(device.location())
+        .into_iter()
+        .map(|(memory, needed)| {
+            let available = if memory == "host" { host_memory_available() } else { memory_available(device) };
+            MemoryUse { memory, needed, available }
+        })
+        .collect();
+    let where_ = uses
+        .iter()
+        .map(|u| format!("{}: {} of {} available", u.memory, human(u.needed), u.available.map_or_else(|| "unknown".to_string(), human)))
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::info!("memory estimate: {estimate} ({where_})");
     match check {
-        true => check_fits(estimate, available, remedies),
+        true => check_fits(estimate, &uses, remedies),
         false => Ok(()),
     }
 }
 
-/// Err([`TrainError::WouldNotFit`]) when the estimate exceeds `available` (unknown: no check).
-pub fn check_fits(estimate: &MemoryEstimate, available: Option<u64>, remedies: &[&str]) -> Result<()> {
-    match available {
-        Some(available) if estimate.total() > available => Err(TrainError::WouldNotFit {
-            needed: human(estimate.total()),
-            available: human(available),
+/// Err([`TrainError::WouldNotFit`]) when a memory would be asked for more than it has available
+/// (unknown: no check).
+pub fn check_fits(estimate: &MemoryEstimate, uses: &[MemoryUse], remedies: &[&str]) -> Result<()> {
+    match uses.iter().find(|u| u.available.is_some_and(|available| u.needed > available)) {
+        Some(short) => Err(TrainError::WouldNotFit {
+            needed: human(short.needed),
+            memory: short.memory.clone(),
+            available: human(short.available.unwrap_or_default()),
             estimate: estimate.to_string(),
             remedies: remedies.join(", "),
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -169,7 +196,7 @@ mod tests {
     #[test]
     fn full_fine_tuning_of_8b_in_bf16_counts_16_bytes_of_state_per_parameter() {
         let c = qwen3_8b();
-        let run = RunShape { model: &c, dtype: DType::BF16, lora: None, master_weights: true, grad_accum: 1, reference_model: false, step: step(), rollouts: (0, 0) };
+        let run = RunShape { model: &c, dtype: DType::BF16, lora: None, master_weights: true, grad_accum: 1, reference_model: false, step: step(), rollouts: (0, 0), device: &Device::Cpu };
         let e = estimate(&run);
         let p = 8_190_735_360u64;
         assert_eq!((e.weights, e.gradients, e.optimizer, e.reference), (2 * p, 2 * p, 12 * p, 0));
@@ -183,30 +210,54 @@ mod tests {
     fn lora_trains_only_the_adapters_and_needs_no_reference_copy() {
         let c = qwen3_8b();
         let lora = LoraConfig { rank: 16, alpha: 32.0, dropout: 0.0, target_modules: vec!["q_proj".into(), "v_proj".into()], seed: 0 };
-        let run = RunShape { model: &c, dtype: DType::BF16, lora: Some(&lora), master_weights: true, grad_accum: 1, reference_model: true, step: step(), rollouts: (4, 32768) };
+        let run = RunShape { model: &c, dtype: DType::BF16, lora: Some(&lora), master_weights: true, grad_accum: 1, reference_model: true, step: step(), rollouts: (4, 32768), device: &Device::Cpu };
         // per layer: q_proj 16·(4096 + 4096), v_proj 16·(4096 + 1024)
         let adapters = 36 * (16 * 8192 + 16 * 5120);
         assert_eq!(run.trainable_parameters(), adapters);
         let e = estimate(&run);
         assert_eq!((e.weights, e.gradients, e.optimizer, e.reference), (2 * (8_190_735_360 + adapters), 2 * adapters, 12 * adapters, 0));
-        assert_eq!(e.kv_cache, kv_cache_bytes(&c, 4, 32768));
+        assert_eq!(e.kv_cache, kv_cache_size(&c, 4, 32768, DType::BF16, &Device::Cpu).bytes);
     }
 
     #[test]
     fn a_run_larger_than_what_is_available_is_refused_with_the_breakdown_and_the_fixes() {
-        let e = MemoryEstimate { weights: 3 << 30, reference: 0, gradients: 3 << 30, optimizer: 12 << 30, activations: 1 << 29, kv_cache: 0 };
+        let e = MemoryEstimate { weights: 3 << 30, reference: 0, gradients: 3 << 30, optimizer: 12 << 30, activations: 1 << 29, kv_cache: 0, kv_cache_on_device: false };
         let remedies = ["enable train.recompute", "lower train.micro_batch_tokens"];
-        assert!(check_fits(&e, Some(19 << 30), &remedies).is_ok());
-        assert!(check_fits(&e, None, &remedies).is_ok(), "unknown capacity: no check");
-        let err = check_fits(&e, Some(16 << 30), &remedies).unwrap_err().to_string();
-        assert!(err.contains("about 18.5 GiB but 16.0 GiB is available"), "{err}");
+        let host = |available| [MemoryUse { memory: "host".into(), needed: e.total(), available }];
+        assert!(check_fits(&e, &host(Some(19 << 30)), &remedies).is_ok());
+        assert!(check_fits(&e, &host(None), &remedies).is_ok(), "unknown capacity: no check");
+        let err = check_fits(&e, &host(Some(16 << 30)), &remedies).unwrap_err().to_string();
+        assert!(err.contains("about 18.5 GiB of host memory but 16.0 GiB is available"), "{err}");
         assert!(err.contains("weights 3.0 GiB + gradients 3.0 GiB + optimizer 12.0 GiB + activations 512.0 MiB"), "{err}");
         assert!(err.contains("to fit: enable train.recompute, lower train.micro_batch_tokens; or set train.check_memory = false"), "{err}");
     }
 
     #[test]
-    fn this_machine_reports_what_it_has_available() {
-        let available = host_memory_available().expect("/proc/meminfo is readable on Linux");
-        assert!(available > 64 << 20, "{available} bytes");
+    fn on_a_gpu_everything_but_host_kv_caches_is_placed_on_the_gpu() {
+        let e = MemoryEstimate { weights: 16 << 30, reference: 16 << 30, gradients: 16 << 30, optimizer: 96 << 30, activations: 4 << 30, kv_cache: 288 << 30, kv_cache_on_device: false };
+        assert_eq!(e.placement(DeviceLocation::Cpu), [("host".to_string(), e.total())]);
+        assert_eq!(e.placement(DeviceLocation::Cuda { gpu_id: 1 }), [("cuda:1".to_string(), 148 << 30), ("host".to_string(), 288 << 30)]);
+        let sft = MemoryEstimate { kv_cache: 0, ..e };
+        assert_eq!(sft.placement(DeviceLocation::Cuda { gpu_id: 0 }), [("cuda:0".to_string(), 148 << 30)]);
+        // caches the decode kernels keep on the GPU count there
+        let device_caches = MemoryEstimate { kv_cache_on_device: true, ..e };
+        assert_eq!(device_caches.placement(DeviceLocation::Cuda { gpu_id: 0 }), [("cuda:0".to_string(), 436 << 30)]);
+        // the GPU is what is short, though the host has room for everything
+        let uses = [
+            MemoryUse { memory: "cuda:1".into(), needed: 148 << 30, available: Some(139 << 30) },
+            MemoryUse { memory: "host".into(), needed: 288 << 30, available: Some(1 << 40) },
+        ];
+        let err = check_fits(&e, &uses, &["train LoRA adapters ([lora])"]).unwrap_err().to_string();
+        assert!(err.contains("about 148.0 GiB of cuda:1 memory but 139.0 GiB is available"), "{err}");
+    }
+
+    #[test]
+    fn a_cpu_run_reports_and_checks_the_host() {
+        let small = MemoryEstimate { weights: 1 << 20, reference: 0, gradients: 1 << 20, optimizer: 1 << 20, activations: 1 << 20, kv_cache: 0, kv_cache_on_device: false };
+        report_and_check(&small, &Device::Cpu, true, &[]).unwrap();
+        let huge = MemoryEstimate { weights: 1 << 60, ..small };
+        let err = report_and_check(&huge, &Device::Cpu, true, &[]).unwrap_err().to_string();
+        assert!(err.contains("of host memory but"), "{err}");
+        report_and_check(&huge, &Device::Cpu, false, &[]).expect("train.check_memory = false starts anyway");
     }
 }

@@ -1,53 +1,18 @@
 //! The SFT recipe end to end on CPU: the loss falls, a resumed run reproduces the uninterrupted
 //! loss curve exactly, bad data is reported with file:line, every bundled config parses.
 
-use std::path::{Path, PathBuf};
-
 use forge_train::config::load_config;
 use forge_train::run_log::read_series;
 use forge_train::sft::{self, SftConfig, SftOptions};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// configs/tiny/sft.toml shrunk to seconds: a smaller model and the first `examples` trajectories.
-fn small_config(run_dir: &Path, examples: usize, extra: &[&str]) -> SftConfig {
-    let repo = repo();
-    let data = run_dir.with_extension("jsonl");
-    let lines: Vec<String> = std::fs::read_to_string(repo.join("assets/sft/tiny-trajectories.jsonl"))
-        .unwrap()
-        .lines()
-        .take(examples)
-        .map(String::from)
-        .collect();
-    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
-    let model_config = run_dir.with_extension("model.json");
-    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo.join("configs/tiny/qwen3-tiny.json")).unwrap()).unwrap();
-    c["hidden_size"] = 64.into();
-    c["intermediate_size"] = 128.into();
-    c["num_hidden_layers"] = 2.into();
-    c["head_dim"] = 16.into();
-    std::fs::write(&model_config, c.to_string()).unwrap();
-    let mut overrides: Vec<String> = vec![
-        format!("model.init_config=\"{}\"", model_config.display()),
-        format!("model.tokenizer=\"{}\"", repo.join("assets/tiny-tokenizer").display()),
-        format!("data.train=\"{}\"", data.display()),
-        format!("run.dir=\"{}\"", run_dir.display()),
-        "train.epochs=3".into(),
-        "train.grad_accum=1".into(),
-        "run.checkpoint_every=2".into(),
-    ];
-    overrides.extend(extra.iter().map(|s| s.to_string()));
-    let (config, _) = load_config::<SftConfig>(&repo.join("configs/tiny/sft.toml"), &overrides).unwrap();
-    config
-}
+mod common;
+use common::{repo, small_sft_config};
 
 #[test]
 fn loss_falls_and_the_model_is_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let config = small_config(&run_dir, 12, &[]);
+    let config = small_sft_config(&run_dir, 12, &[]);
     let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
     assert_eq!(summary.steps, 18, "12 examples, 2 per micro-batch, 3 epochs");
     let losses = read_series(&run_dir.join("metrics.jsonl"), "loss").unwrap();
@@ -68,11 +33,11 @@ fn loss_falls_and_the_model_is_exported() {
 fn resumed_run_reproduces_the_uninterrupted_loss_curve() {
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
-    let config = small_config(&straight, 8, &["train.max_steps=8"]);
+    let config = small_sft_config(&straight, 8, &["train.max_steps=8"]);
     sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap();
 
     let interrupted = tmp.path().join("interrupted");
-    let config = small_config(&interrupted, 8, &["train.max_steps=8"]);
+    let config = small_sft_config(&interrupted, 8, &["train.max_steps=8"]);
     // stops after step 5: the last checkpoint is step 4, step 5's metrics must be discarded
     sft::run(&config, "", &SftOptions { resume: false, stop_after: Some(5) }).unwrap();
     let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
@@ -91,7 +56,7 @@ fn resumed_run_reproduces_the_uninterrupted_loss_curve() {
 fn bad_examples_are_reported_with_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let mut config = small_config(&run_dir, 4, &["train.max_steps=1", "optim.warmup_steps=0"]);
+    let mut config = small_sft_config(&run_dir, 4, &["train.max_steps=1", "optim.warmup_steps=0"]);
     let good = std::fs::read_to_string(&config.data.train).unwrap();
     let bad = [
         "{not json",
@@ -123,7 +88,7 @@ fn bad_examples_are_reported_with_file_and_line() {
 fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
-    let config = small_config(&run_dir, 4, &[]);
+    let config = small_sft_config(&run_dir, 4, &[]);
     // ~4 trillion parameters: more than any host has, whatever runs this test
     let path = config.model.init_config.clone().unwrap();
     let mut model: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -133,7 +98,7 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     std::fs::write(&path, model.to_string()).unwrap();
     let started = std::time::Instant::now();
     let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
-    assert!(err.contains("this run needs about") && err.contains("is available (weights"), "{err}");
+    assert!(err.contains("this run needs about") && err.contains("of host memory but") && err.contains("is available (weights"), "{err}");
     assert!(err.contains("to fit: lower train.micro_batch_tokens or data.max_seq_len, train LoRA adapters ([lora]), enable train.recompute; or set train.check_memory = false"), "{err}");
     assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
     assert!(!run_dir.exists(), "nothing was written for a run that cannot start");
@@ -142,11 +107,28 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     assert!(estimate.weights > 10 << 40, "{estimate}");
 }
 
+/// `model.device` (or `--set model.device=cuda:1`) picks the GPU; a build without CUDA refuses it
+/// before anything is written, saying how to build one.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_gpu_run_in_a_build_without_cuda_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let config = small_sft_config(&run_dir, 4, &["model.device=cuda:1"]);
+    assert_eq!(config.model.device, forge_model::device::DeviceSpec::Cuda(1));
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    assert!(err.contains("device `cuda:1`: this forge was built without CUDA; build it with scripts/build-cuda.sh"), "{err}");
+    assert!(!run_dir.exists());
+    let repo = repo();
+    let err = load_config::<SftConfig>(&repo.join("configs/tiny/sft.toml"), &["model.device=gpu".into()]).unwrap_err().to_string();
+    assert!(err.contains("unknown device `gpu`: use cpu, cuda or cuda:N"), "{err}");
+}
+
 #[test]
 fn the_estimate_counts_the_planned_micro_batch_with_the_largest_activations() {
     use forge_model::memory::{activation_bytes, StepShape};
     let tmp = tempfile::tempdir().unwrap();
-    let config = small_config(&tmp.path().join("run"), 4, &[]);
+    let config = small_sft_config(&tmp.path().join("run"), 4, &[]);
     let model = sft::model_config(&config).unwrap();
     let cpu = candle_core::Device::Cpu;
     let shape = |rows: usize, width: usize| StepShape { tokens: rows * width, seq_len: width, recompute: false, fused_attention: false, dtype: candle_core::DType::F32 };
@@ -183,7 +165,7 @@ fn lora_sft_trains_adapters_resumes_exactly_and_exports_merged() {
     let tmp = tempfile::tempdir().unwrap();
     let lora_run = |name: &str, stop_after: Option<u64>, resume: bool| {
         let run_dir = tmp.path().join(name);
-        let mut config = small_config(&run_dir, 6, &["train.max_steps=6", "optim.lr=1e-2", "optim.warmup_steps=1"]);
+        let mut config = small_sft_config(&run_dir, 6, &["train.max_steps=6", "optim.lr=1e-2", "optim.warmup_steps=1"]);
         config.model.init_config = None;
         config.model.path = Some(repo().join("fixtures/gqa2-untied-f32/model").display().to_string());
         config.lora = Some(forge_model::LoraConfig {

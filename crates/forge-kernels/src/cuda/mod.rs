@@ -3,6 +3,7 @@
 //! here (`cuda/rms_norm.rs`, ...); the CustomOps call it from their `cuda_fwd`.
 
 pub(crate) mod cross_entropy;
+pub(crate) mod decode_attn;
 pub(crate) mod flash_attn;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
@@ -28,6 +29,7 @@ pub(crate) struct Module {
 
 pub(crate) const ADAMW: Module = Module { name: "forge-adamw", ptx: ptx::ADAMW };
 pub(crate) const CROSS_ENTROPY: Module = Module { name: "forge-cross-entropy", ptx: ptx::CROSS_ENTROPY };
+pub(crate) const DECODE_ATTN: Module = Module { name: "forge-decode-attn", ptx: ptx::DECODE_ATTN };
 pub(crate) const FLASH_ATTN: Module = Module { name: "forge-flash-attn", ptx: ptx::FLASH_ATTN };
 pub(crate) const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
 pub(crate) const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };

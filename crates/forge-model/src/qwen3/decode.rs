@@ -22,9 +22,10 @@ pub struct SequenceStep<'a> {
 const PARALLEL_ATTENTION_MIN_WORK: usize = 1 << 16;
 
 impl Qwen3ForCausalLM {
-    /// An empty cache for one sequence of up to `capacity` tokens.
-    pub fn new_kv_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(&self.config, capacity)
+    /// An empty cache for one sequence of up to `capacity` tokens: on the model's GPU where the
+    /// decode kernels serve its attention shape, else on the host.
+    pub fn new_kv_cache(&self, capacity: usize) -> Result<KvCache> {
+        KvCache::for_model(&self.config, capacity, self.dtype(), self.device())
     }
 
     /// Appends each sequence's tokens to its cache and returns the next-token logits after each
@@ -41,6 +42,9 @@ impl Qwen3ForCausalLM {
                 return Err(ModelError::Invalid(format!("sequence {i} of the step has no new tokens")));
             }
             step.cache.check_room(step.tokens.len())?;
+            if step.cache.on_device() != steps[0].cache.on_device() {
+                return Err(ModelError::Invalid("a step's KV caches must all be on the host or all on the GPU".into()));
+            }
             ids.extend_from_slice(step.tokens);
             rows.extend((step.cache.len()..step.cache.len() + step.tokens.len()).map(|p| (i, p)));
         }
@@ -92,6 +96,17 @@ impl Attention {
         let q = rms_norm(&self.q_proj.forward(x, inputs)?.reshape((1, n, h, d))?, &self.q_norm, self.eps)?;
         let k = rms_norm(&self.k_proj.forward(x, inputs)?.reshape((1, n, h_kv, d))?, &self.k_norm, self.eps)?;
         let v = self.v_proj.forward(x, inputs)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        if steps[0].cache.on_device() {
+            // 1. q: [n, h·d], k, v: [n, h_kv·d] appended to the caches, 2. attention: [1, n, h·d]
+            let q = rope(&q, &inputs.cos, &inputs.sin)?.reshape((n, h * d))?;
+            let k = rope(&k, &inputs.cos, &inputs.sin)?.reshape((n, h_kv * d))?;
+            let v = v.reshape((n, h_kv * d))?;
+            let caches: Vec<_> = rows.iter().map(|&(seq, _)| steps[seq].cache.device_layer(layer)).collect();
+            let positions: Vec<usize> = rows.iter().map(|&(_, position)| position).collect();
+            let out = forge_kernels::decode_attn::append_and_attend(&q, &k, &v, &caches, &positions, h, scale)?.reshape((1, n, h * d))?;
+            return self.o_proj.forward(&out, inputs);
+        }
         let host = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };
         let q = host(rope(&q, &inputs.cos, &inputs.sin)?)?;
         let k = host(rope(&k, &inputs.cos, &inputs.sin)?)?;
@@ -102,7 +117,6 @@ impl Attention {
             steps[seq].cache.write(layer, position, &k[at.clone()], &v[at]);
         }
         let width = h * d;
-        let scale = 1.0 / (d as f32).sqrt();
         let mut out = vec![0f32; n * width];
         let caches: Vec<&KvCache> = steps.iter().map(|s| &*s.cache).collect();
         let attend_row = |scores: &mut Vec<f32>, (r, o): (usize, &mut [f32])| {

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device};
 use forge_model::chat_template::ChatTemplate;
+use forge_model::device::DeviceSpec;
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::tokenizer::Tokenizer;
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
@@ -53,6 +54,9 @@ pub struct ModelSection {
     /// "f32" or "bf16" (bf16 keeps f32 master weights in the optimizer).
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Where the model trains: "cpu", "cuda" or "cuda:N".
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 fn default_init_std() -> f64 {
@@ -257,6 +261,7 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
         reference_model: false,
         step,
         rollouts: (0, 0),
+        device,
     }))
 }
 
@@ -264,7 +269,7 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
 pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Result<SftSummary> {
     // ---- setup
     config.validate()?;
-    let device = Device::Cpu;
+    let device = config.model.device.open()?;
     let dtype = model_dtype(&config.model.dtype)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
@@ -301,7 +306,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
     let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
     let base_config = model_config(config)?;
-    report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, config.train.check_memory, &fixes)?;
+    report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, &device, config.train.check_memory, &fixes)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
 

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use forge_model::Gradients;
+use forge_train::config::load_config;
+use forge_train::sft::SftConfig;
 
 pub fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/optim").join(name)
@@ -97,4 +99,43 @@ pub fn synthetic_grads(params: &[(String, Var)], step: u64, scale: f32) -> Gradi
             (name.clone(), g)
         })
         .collect()
+}
+
+/// The repository: `FORGE_REPO` where the test binary runs away from where it was built (the GPU
+/// machine: scripts/gpu-check.sh sets it), else the checkout it was built in.
+pub fn repo() -> PathBuf {
+    let dir = std::env::var_os("FORGE_REPO").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."), PathBuf::from);
+    dir.canonicalize().unwrap_or_else(|e| panic!("repository {}: {e}", dir.display()))
+}
+
+/// configs/tiny/sft.toml shrunk to seconds: a smaller model and the first `examples` trajectories.
+pub fn small_sft_config(run_dir: &Path, examples: usize, extra: &[&str]) -> SftConfig {
+    let repo = repo();
+    let data = run_dir.with_extension("jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(repo.join("assets/sft/tiny-trajectories.jsonl"))
+        .unwrap()
+        .lines()
+        .take(examples)
+        .map(String::from)
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let model_config = run_dir.with_extension("model.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(repo.join("configs/tiny/qwen3-tiny.json")).unwrap()).unwrap();
+    c["hidden_size"] = 64.into();
+    c["intermediate_size"] = 128.into();
+    c["num_hidden_layers"] = 2.into();
+    c["head_dim"] = 16.into();
+    std::fs::write(&model_config, c.to_string()).unwrap();
+    let mut overrides: Vec<String> = vec![
+        format!("model.init_config=\"{}\"", model_config.display()),
+        format!("model.tokenizer=\"{}\"", repo.join("assets/tiny-tokenizer").display()),
+        format!("data.train=\"{}\"", data.display()),
+        format!("run.dir=\"{}\"", run_dir.display()),
+        "train.epochs=3".into(),
+        "train.grad_accum=1".into(),
+        "run.checkpoint_every=2".into(),
+    ];
+    overrides.extend(extra.iter().map(|s| s.to_string()));
+    let (config, _) = load_config::<SftConfig>(&repo.join("configs/tiny/sft.toml"), &overrides).unwrap();
+    config
 }

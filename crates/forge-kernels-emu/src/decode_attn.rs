@@ -1,0 +1,127 @@
+//! kernels/decode_attn.cu under emulation, launched as src/cuda/decode_attn.rs launches it on a
+//! GPU: append, split, combine, with the shapes of forge_kernels::decode_attn::decode_launch.
+
+use half::{bf16, f16};
+
+use forge_kernels::decode_attn::decode_launch;
+
+use crate::ops::Float;
+use crate::{launch, Buffer, Schedule};
+
+type Append<T> = unsafe extern "C" fn(*const T, *const T, *const *mut T, *const *mut T, *const i32, *const i32, i32, i32, i32);
+type Split<T> = unsafe extern "C" fn(*const T, *const *const T, *const *const T, *const i32, *const i32, *mut f32, *mut f32, i32, i32, i32, f32);
+type Combine<T> = unsafe extern "C" fn(*const f32, *const f32, *mut T, i32, i32);
+
+/// The decode entry points of one storage type.
+pub struct DecodeKernels<T> {
+    append: Append<T>,
+    split: [Split<T>; 2],
+    combine: [Combine<T>; 2],
+}
+
+/// A storage type the decode kernels are instantiated for.
+pub trait DecodeFloat: Float {
+    const DECODE: DecodeKernels<Self>;
+}
+
+macro_rules! decode_kernels {
+    ($t:ty, $s:ident) => {
+        paste::paste! {
+            extern "C" {
+                fn [<kv_append_ $s>](k: *const $t, v: *const $t, keys: *const *mut $t, values: *const *mut $t, positions: *const i32, capacities: *const i32, n: i32, h_kv: i32, d: i32);
+                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_combine_d64_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
+                fn [<decode_attn_combine_d128_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
+            }
+            impl DecodeFloat for $t {
+                const DECODE: DecodeKernels<Self> = DecodeKernels {
+                    append: [<kv_append_ $s>],
+                    split: [[<decode_attn_split_d64_ $s>], [<decode_attn_split_d128_ $s>]],
+                    combine: [[<decode_attn_combine_d64_ $s>], [<decode_attn_combine_d128_ $s>]],
+                };
+            }
+        }
+    };
+}
+decode_kernels!(f32, f32);
+decode_kernels!(bf16, bf16);
+decode_kernels!(f16, f16);
+
+/// One layer's cache of one sequence: keys and values `[kv_heads, capacity, head_dim]`, each
+/// ending at a guard page.
+pub struct Cache<T> {
+    pub keys: Buffer<T>,
+    pub values: Buffer<T>,
+    pub capacity: usize,
+}
+
+/// One decode step: `rows` new query rows, row `r` of sequence `sequence[r]` at `positions[r]`.
+pub struct Step<'a> {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+    pub sequence: &'a [usize],
+    pub positions: &'a [usize],
+}
+
+fn int(v: usize, what: &str) -> Result<i32, String> {
+    i32::try_from(v).map_err(|_| format!("{what} = {v} exceeds the kernels' int"))
+}
+
+/// Appends `k, v: [n, kv_heads, d]` to the caches, then returns `o: [n, heads, d]`, as the CUDA
+/// launcher does: the partial sums and the output start poisoned.
+pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T], caches: &[Cache<T>], schedule: Schedule) -> Result<Vec<T>, String> {
+    let (n, h, h_kv, d) = (step.positions.len(), step.heads, step.kv_heads, step.head_dim);
+    if step.sequence.len() != n || q.len() != n * h * d || k.len() != n * h_kv * d || v.len() != k.len() {
+        return Err(format!("q {}, k {}, v {} elements and {} sequences do not describe {n} rows", q.len(), k.len(), v.len(), step.sequence.len()));
+    }
+    for (&s, &p) in step.sequence.iter().zip(step.positions) {
+        let cache = caches.get(s).ok_or(format!("sequence {s} has no cache"))?;
+        if p >= cache.capacity || cache.keys.len() != h_kv * cache.capacity * d {
+            return Err(format!("position {p} in a cache of {} positions ({} elements)", cache.capacity, cache.keys.len()));
+        }
+    }
+    let longest = step.positions.iter().max().map_or(0, |&p| p + 1);
+    let shape = decode_launch(n, h, h_kv, d, longest).map_err(|e| e.to_string())?;
+    let table = |f: &dyn Fn(&Cache<T>) -> *mut T| -> Buffer<u64> {
+        let addresses: Vec<u64> = step.sequence.iter().map(|&s| f(&caches[s]) as u64).collect();
+        Buffer::from_slice(c"cache pointers", &addresses)
+    };
+    let (keys, values) = (table(&|c| c.keys.ptr()), table(&|c| c.values.ptr()));
+    let positions: Vec<i32> = step.positions.iter().map(|&p| int(p, "position")).collect::<Result<_, _>>()?;
+    let capacities: Vec<i32> = step.sequence.iter().map(|&s| int(caches[s].capacity, "capacity")).collect::<Result<_, _>>()?;
+    let (positions, capacities) = (Buffer::from_slice(c"positions", &positions), Buffer::from_slice(c"capacities", &capacities));
+    let (qb, kb, vb) = (Buffer::from_slice(c"q", q), Buffer::from_slice(c"k", k), Buffer::from_slice(c"v", v));
+    let (n_i, h_i, h_kv_i, d_i, splits_i) = (int(n, "rows")?, int(h, "heads")?, int(h_kv, "kv heads")?, int(d, "head dim")?, int(shape.splits, "splits")?);
+    let kernels = &T::DECODE;
+
+    let append = kernels.append;
+    launch(&shape.append, schedule, || {
+        // SAFETY: kv_append's C signature; every pointer in the tables addresses a cache of
+        // capacities[r] positions, and positions[r] < capacities[r] was checked above.
+        unsafe { append(kb.ptr(), vb.ptr(), keys.ptr() as *const *mut T, values.ptr() as *const *mut T, positions.ptr(), capacities.ptr(), n_i, h_kv_i, d_i) }
+    })
+    .map_err(|e| format!("kv_append: {e}"))?;
+
+    let which = usize::from(d == 128);
+    let partials = n * h * shape.splits;
+    let partial_o = Buffer::filled(c"partial_o", partials * d, f32::POISON);
+    let partial_ml = Buffer::filled(c"partial_ml", partials * 2, f32::POISON);
+    let split = kernels.split[which];
+    launch(&shape.split, schedule, || {
+        // SAFETY: decode_attn_split's C signature; partial buffers of n·h·splits (·d, ·2).
+        unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
+    })
+    .map_err(|e| format!("decode_attn_split_d{d}: {e}"))?;
+
+    let o = Buffer::filled(c"o", n * h * d, T::POISON);
+    let combine = kernels.combine[which];
+    launch(&shape.combine, schedule, || {
+        // SAFETY: decode_attn_combine's C signature; o holds n·h·d elements.
+        unsafe { combine(partial_o.ptr(), partial_ml.ptr(), o.ptr(), h_i, splits_i) }
+    })
+    .map_err(|e| format!("decode_attn_combine_d{d}: {e}"))?;
+    Ok(o.to_vec())
+}

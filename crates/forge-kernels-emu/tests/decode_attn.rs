@@ -1,0 +1,160 @@
+//! kernels/decode_attn.cu (append, split-K attention, combine), run on the CPU by the SIMT emulator,
+//! against the host decode path's attention (`forge_kernels::cached_attention::attend`): GQA 8:1,
+//! 4:1 and 1:1, head dim 64 and 128, a step mixing one-token decodes, a prefill of several rows of
+//! one sequence and a sequence's first token, caches longer than one split (256 positions) and not
+//! a multiple of it. Every cache position the step must not read holds NaN, the outputs start as
+//! NaN, every buffer ends at a guard page, and both thread orders must agree bit for bit.
+
+use forge_kernels::cached_attention::attend;
+use forge_kernels::testing::{parity_tolerance, relative_error};
+use forge_kernels_emu::decode_attn::{append_and_attend, Cache, DecodeFloat, Step};
+use forge_kernels_emu::{Buffer, Schedule};
+use half::bf16;
+use rand::{rngs::StdRng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+/// A storage type with its f32 conversions.
+trait Elem: DecodeFloat + PartialEq + std::fmt::Debug {
+    const DTYPE: candle_core::DType;
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+impl Elem for f32 {
+    const DTYPE: candle_core::DType = candle_core::DType::F32;
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+impl Elem for bf16 {
+    const DTYPE: candle_core::DType = candle_core::DType::BF16;
+    fn from_f32(v: f32) -> Self {
+        bf16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+struct Case {
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// Per sequence: (positions cached before the step, new rows in the step, capacity).
+    sequences: Vec<(usize, usize, usize)>,
+    seed: u64,
+}
+
+fn random<T: Elem>(rng: &mut StdRng, n: usize) -> Vec<T> {
+    (0..n).map(|_| T::from_f32(StandardNormal.sample(rng))).collect()
+}
+
+/// Runs the case under `schedule`: the output, and each cache's keys and values afterwards.
+struct Outcome<T> {
+    o: Vec<T>,
+    caches: Vec<(Vec<T>, Vec<T>)>,
+}
+
+fn run<T: Elem>(case: &Case, schedule: Schedule) -> (Outcome<T>, Vec<T>, Vec<usize>, Vec<usize>) {
+    let (h, h_kv, d) = (case.heads, case.kv_heads, case.head_dim);
+    let mut rng = StdRng::seed_from_u64(case.seed);
+    let mut caches = Vec::new();
+    let (mut sequence, mut positions) = (Vec::new(), Vec::new());
+    for (s, &(cached, new, capacity)) in case.sequences.iter().enumerate() {
+        // positions already cached hold values; the rest NaN, which a read would spread
+        let fill = |rng: &mut StdRng| -> Vec<T> {
+            let mut data = vec![T::POISON; h_kv * capacity * d];
+            for head in 0..h_kv {
+                let rows = random::<T>(rng, cached * d);
+                data[head * capacity * d..][..cached * d].copy_from_slice(&rows);
+            }
+            data
+        };
+        let (keys, values) = (fill(&mut rng), fill(&mut rng));
+        caches.push(Cache { keys: Buffer::from_slice(c"cache keys", &keys), values: Buffer::from_slice(c"cache values", &values), capacity });
+        sequence.extend(std::iter::repeat_n(s, new));
+        positions.extend(cached..cached + new);
+    }
+    let n = positions.len();
+    let (q, k, v) = (random::<T>(&mut rng, n * h * d), random::<T>(&mut rng, n * h_kv * d), random::<T>(&mut rng, n * h_kv * d));
+    let step = Step { heads: h, kv_heads: h_kv, head_dim: d, scale: 1.0 / (d as f32).sqrt(), sequence: &sequence, positions: &positions };
+    let o = append_and_attend(&step, &q, &k, &v, &caches, schedule).unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
+    // the new rows must be in the caches where the reference reads them
+    for (r, (&s, &p)) in sequence.iter().zip(&positions).enumerate() {
+        let capacity = caches[s].capacity;
+        let (keys, values) = (caches[s].keys.to_vec(), caches[s].values.to_vec());
+        for head in 0..h_kv {
+            let at = (head * capacity + p) * d;
+            assert_eq!(keys[at..at + d], k[(r * h_kv + head) * d..][..d], "row {r}: key of head {head} not appended at position {p}");
+            assert_eq!(values[at..at + d], v[(r * h_kv + head) * d..][..d], "row {r}: value of head {head} not appended at position {p}");
+        }
+    }
+    let caches = caches.iter().map(|c| (c.keys.to_vec(), c.values.to_vec())).collect();
+    (Outcome { o, caches }, q, sequence, positions)
+}
+
+fn assert_decode_matches_reference<T: Elem>(case: &Case) {
+    let (h, h_kv, d) = (case.heads, case.kv_heads, case.head_dim);
+    let (ascending, q, sequence, positions) = run::<T>(case, Schedule::Ascending);
+    let (descending, ..) = run::<T>(case, Schedule::Descending);
+    assert!(ascending.o == descending.o, "the two thread orders disagree");
+
+    // the host decode path's attention over the caches as the step left them
+    let group = h / h_kv;
+    let mut want = vec![0f32; q.len()];
+    for (r, (&s, &p)) in sequence.iter().zip(&positions).enumerate() {
+        let capacity = case.sequences[s].2;
+        let (keys, values) = &ascending.caches[s];
+        for head in 0..h_kv {
+            let rows = |cache: &[T]| -> Vec<f32> { cache[head * capacity * d..][..(p + 1) * d].iter().map(|&x| x.to_f32()).collect() };
+            let queries: Vec<f32> = q[(r * h + head * group) * d..][..group * d].iter().map(|&x| x.to_f32()).collect();
+            let out = &mut want[(r * h + head * group) * d..][..group * d];
+            attend(&queries, &rows(keys), &rows(values), d, 1.0 / (d as f32).sqrt(), &mut Vec::new(), out);
+        }
+    }
+    let got: Vec<f32> = ascending.o.iter().map(|&x| x.to_f32()).collect();
+    if let Some(i) = got.iter().position(|x| !x.is_finite()) {
+        panic!("output element {i} is {} (unwritten, or a NaN cache position was read)", got[i]);
+    }
+    let err = relative_error(&got, &want);
+    let tolerance = parity_tolerance(T::DTYPE);
+    eprintln!("decode {:?} h {h} h_kv {h_kv} d {d} {:?}: relative error {err:.2e} (tolerance {tolerance:.0e})", T::DTYPE, case.sequences);
+    assert!(err <= tolerance, "relative error {err:.2e} above {tolerance:.0e}");
+}
+
+/// Sequence 0 decodes one token after 300 cached (two splits), sequence 1 prefills 5 rows after 40,
+/// sequence 2 takes its first token, sequence 3 one token after 511 (the second split's last
+/// position).
+fn mixed_step() -> Vec<(usize, usize, usize)> {
+    vec![(300, 1, 320), (40, 5, 64), (0, 1, 8), (511, 1, 512)]
+}
+
+#[test]
+fn gqa_8_to_1_head_dim_128_bf16() {
+    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 128, sequences: mixed_step(), seed: 1 });
+}
+
+#[test]
+fn gqa_4_to_1_head_dim_64_bf16() {
+    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 64, sequences: mixed_step(), seed: 2 });
+}
+
+#[test]
+fn one_query_head_per_kv_head_f32() {
+    assert_decode_matches_reference::<f32>(&Case { heads: 4, kv_heads: 4, head_dim: 64, sequences: vec![(600, 1, 700), (3, 2, 5)], seed: 3 });
+}
+
+#[test]
+fn gqa_4_to_1_head_dim_128_f32_over_three_splits() {
+    assert_decode_matches_reference::<f32>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: vec![(700, 1, 701)], seed: 4 });
+}
+
+#[test]
+fn a_position_outside_the_cache_is_refused_before_any_launch() {
+    let cache = Cache { keys: Buffer::filled(c"k", 2 * 4 * 64, 0f32), values: Buffer::filled(c"v", 2 * 4 * 64, 0f32), capacity: 4 };
+    let step = Step { heads: 2, kv_heads: 2, head_dim: 64, scale: 0.125, sequence: &[0], positions: &[4] };
+    let err = append_and_attend(&step, &[0f32; 128], &[0f32; 128], &[0f32; 128], &[cache], Schedule::Ascending).unwrap_err();
+    assert!(err.contains("position 4 in a cache of 4 positions"), "{err}");
+}

@@ -1,0 +1,156 @@
+// Attention of decoding steps over per-sequence KV caches on the GPU ("flash decoding"): each new
+// query row attends the cached keys and values 0..=position of its own sequence. A decode step has
+// few rows (one per sequence) but long caches, so the positions are split across blocks (split-K)
+// to fill the GPU, and a second kernel combines the splits' partial softmaxes.
+// See src/decode_attn.rs for the op and its CPU reference (cached_attention::attend).
+//
+// Layout (what src/cuda/decode_attn.rs passes):
+//   q, o: [n, h, D]; k_new, v_new: [n, h_kv, D] (storage type T)
+//   keys[r], values[r]: device pointers to the cache of row r's sequence, [h_kv, capacities[r], D]
+//   positions[r]: where row r sits; it attends cached positions 0..=positions[r]
+//   partial_o: [n, h, splits, D] f32 (Σ exp(s - m)·v over the split, unnormalised),
+//   partial_ml: [n, h, splits, 2] f32 (m = the split's largest scaled score, l = Σ exp(s - m));
+//   every element is written, a split past the row's positions as (-inf, 0) with zero sums.
+//   Query head hq reads K/V head hq / (h / h_kv) (HF's repeat_kv).
+//
+// Design: block = one K/V head of one row over CHUNK positions, 4 warps; a warp takes every 4th
+// position, its lanes hold elements lane, lane + 32, ... of the group's query heads (coalesced
+// loads of each key and value row), a warp reduction gives each score, and each warp keeps an
+// online softmax per query head in registers. The warps' states merge through shared memory.
+// Not tuned (no vector loads, no cp.async): it exists to keep the cache on the GPU; untimed.
+#include "common.cuh"
+
+namespace decode {
+
+constexpr int WARPS = 4;
+constexpr int THREADS = 32 * WARPS;
+// Positions per split: src/decode_attn.rs DECODE_CHUNK.
+constexpr int CHUNK = 256;
+// Query heads per K/V head at most (Qwen3: 1 to 8); src/decode_attn.rs checks it.
+constexpr int MAX_GROUP = 8;
+
+template <typename T, int D>
+__device__ void split(const T* q, const T* const* keys, const T* const* values, const int* positions, const int* capacities,
+                      float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
+  constexpr int PER_LANE = D / 32;
+  __shared__ float warp_ml[WARPS][MAX_GROUP][2];
+  __shared__ float warp_acc[WARPS][MAX_GROUP][D];
+  const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z;
+  const int group = h / h_kv;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int begin = split * CHUNK, end = min(begin + CHUNK, positions[row] + 1);
+  const size_t cache_offset = (size_t)kv_head * capacities[row] * D;
+  const T* k = keys[row] + cache_offset;
+  const T* v = values[row] + cache_offset;
+
+  float qr[MAX_GROUP][PER_LANE], acc[MAX_GROUP][PER_LANE], m[MAX_GROUP], l[MAX_GROUP];
+  for (int g = 0; g < group; ++g) {
+    const T* qg = q + ((size_t)row * h + kv_head * group + g) * D;
+    for (int i = 0; i < PER_LANE; ++i) {
+      qr[g][i] = to_f32(qg[i * 32 + lane]);
+      acc[g][i] = 0.f;
+    }
+    m[g] = -INFINITY;
+    l[g] = 0.f;
+  }
+  for (int p = begin + warp; p < end; p += WARPS) {
+    float kr[PER_LANE], vr[PER_LANE];
+    for (int i = 0; i < PER_LANE; ++i) {
+      kr[i] = to_f32(k[(size_t)p * D + i * 32 + lane]);
+      vr[i] = to_f32(v[(size_t)p * D + i * 32 + lane]);
+    }
+    for (int g = 0; g < group; ++g) {
+      float dot = 0.f;
+      for (int i = 0; i < PER_LANE; ++i) dot += qr[g][i] * kr[i];
+      const float s = warp_reduce<Sum>(dot) * scale;
+      const float m_new = fmaxf(m[g], s);
+      const float correction = expf(m[g] - m_new);  // exp(-inf) = 0 on the first position
+      const float weight = expf(s - m_new);
+      l[g] = l[g] * correction + weight;
+      for (int i = 0; i < PER_LANE; ++i) acc[g][i] = acc[g][i] * correction + weight * vr[i];
+      m[g] = m_new;
+    }
+  }
+  for (int g = 0; g < group; ++g) {
+    if (lane == 0) {
+      warp_ml[warp][g][0] = m[g];
+      warp_ml[warp][g][1] = l[g];
+    }
+    for (int i = 0; i < PER_LANE; ++i) warp_acc[warp][g][i * 32 + lane] = acc[g][i];
+  }
+  __syncthreads();
+  // merge the warps: thread t takes elements t, t + THREADS, ... of the group's [group, D]
+  for (int e = threadIdx.x; e < group * D; e += THREADS) {
+    const int g = e / D, c = e % D;
+    float m_all = -INFINITY;
+    for (int w = 0; w < WARPS; ++w) m_all = fmaxf(m_all, warp_ml[w][g][0]);
+    float l_all = 0.f, a_all = 0.f;
+    if (m_all != -INFINITY) {  // else no position of this split is visible: (-inf, 0), zero sums
+      for (int w = 0; w < WARPS; ++w) {
+        const float f = expf(warp_ml[w][g][0] - m_all);
+        l_all += warp_ml[w][g][1] * f;
+        a_all += warp_acc[w][g][c] * f;
+      }
+    }
+    const size_t at = ((size_t)row * h + kv_head * group + g) * splits + split;
+    partial_o[at * D + c] = a_all;
+    if (c == 0) {
+      partial_ml[at * 2] = m_all;
+      partial_ml[at * 2 + 1] = l_all;
+    }
+  }
+}
+
+// o[row, head] = Σ_s exp(m_s - M)·partial_o_s / Σ_s exp(m_s - M)·l_s, M = max_s m_s.
+// Block = one (head, row), D threads.
+template <typename T, int D>
+__device__ void combine(const float* partial_o, const float* partial_ml, T* o, int h, int splits) {
+  const int head = blockIdx.x, row = blockIdx.y, c = threadIdx.x;
+  const size_t first = ((size_t)row * h + head) * splits;
+  float m_all = -INFINITY;
+  for (int s = 0; s < splits; ++s) m_all = fmaxf(m_all, partial_ml[(first + s) * 2]);
+  float l_all = 0.f, a_all = 0.f;
+  for (int s = 0; s < splits; ++s) {
+    const float m = partial_ml[(first + s) * 2];
+    if (m == -INFINITY) continue;  // a split with no visible position
+    const float f = expf(m - m_all);
+    l_all += partial_ml[(first + s) * 2 + 1] * f;
+    a_all += partial_o[(first + s) * D + c] * f;
+  }
+  o[((size_t)row * h + head) * D + c] = from_f32<T>(a_all / l_all);
+}
+
+// keys[r][kv_head, positions[r], :] = k_new[r, kv_head, :] (and values), grid-stride over
+// n · h_kv · D elements.
+template <typename T>
+__device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const* values, const int* positions, const int* capacities,
+                       int n, int h_kv, int d) {
+  const size_t total = (size_t)n * h_kv * d;
+  for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
+    const int c = (int)(e % d), kv_head = (int)(e / d % h_kv), row = (int)(e / ((size_t)d * h_kv));
+    const size_t at = ((size_t)kv_head * capacities[row] + positions[row]) * d + c;
+    keys[row][at] = k_new[e];
+    values[row][at] = v_new[e];
+  }
+}
+
+}  // namespace decode
+
+#define DECODE_SPLIT(T, S, D)                                                                                          \
+  extern "C" __global__ void __launch_bounds__(decode::THREADS) decode_attn_split_d##D##_##S(                         \
+      const T* q, const T* const* keys, const T* const* values, const int* positions, const int* capacities,           \
+      float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {                                 \
+    decode::split<T, D>(q, keys, values, positions, capacities, partial_o, partial_ml, h, h_kv, splits, scale);       \
+  }                                                                                                                    \
+  extern "C" __global__ void decode_attn_combine_d##D##_##S(const float* partial_o, const float* partial_ml, T* o,     \
+                                                            int h, int splits) {                                      \
+    decode::combine<T, D>(partial_o, partial_ml, o, h, splits);                                                        \
+  }
+#define DECODE_KERNELS(T, S)                                                                                           \
+  DECODE_SPLIT(T, S, 64)                                                                                               \
+  DECODE_SPLIT(T, S, 128)                                                                                              \
+  extern "C" __global__ void kv_append_##S(const T* k_new, const T* v_new, T* const* keys, T* const* values,           \
+                                           const int* positions, const int* capacities, int n, int h_kv, int d) {     \
+    decode::append<T>(k_new, v_new, keys, values, positions, capacities, n, h_kv, d);                                  \
+  }
+FOR_EACH_FLOAT(DECODE_KERNELS)

@@ -1,0 +1,102 @@
+//! Launches of kernels/decode_attn.cu for the decode-attention op (src/decode_attn.rs).
+
+use candle_core::backend::BackendStorage as _;
+use candle_core::cuda_backend::cudarc::driver::DevicePtr as _;
+use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
+use half::{bf16, f16};
+
+use super::{alloc_output, as_i32, launch, view, CudaElem, DECODE_ATTN};
+use crate::decode_attn::decode_launch;
+
+const OP: &str = "forge-decode-attn";
+
+/// The device address of a cache tensor's first element, checked to be a contiguous
+/// `[kv_heads, capacity, d]` tensor of `T` on `dev`; and its capacity.
+fn cache_address<T: CudaElem>(dev: &CudaDevice, t: &Tensor, kv_heads: usize, d: usize) -> Result<(u64, usize)> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("{OP}: a KV cache is not on the GPU") };
+    let (h, capacity, hd) = layout.shape().dims3()?;
+    if h != kv_heads || hd != d || !layout.is_contiguous() {
+        bail!("{OP}: a KV cache of shape {:?} is not a contiguous [{kv_heads}, capacity, {d}]", layout.dims());
+    }
+    let slice = cs.as_cuda_slice::<T>()?;
+    let stream = dev.cuda_stream();
+    let (base, _sync) = slice.device_ptr(&stream);
+    Ok((base + (layout.start_offset() * std::mem::size_of::<T>()) as u64, capacity))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn append_and_attend(
+    caches: &[(Tensor, Tensor)],
+    positions: &[usize],
+    heads: usize,
+    scale: f32,
+    qs: &CudaStorage,
+    ql: &Layout,
+    ks: &CudaStorage,
+    kl: &Layout,
+    vs: &CudaStorage,
+    vl: &Layout,
+) -> Result<CudaStorage> {
+    match qs.dtype() {
+        DType::F32 => run::<f32>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
+        DType::BF16 => run::<bf16>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
+        DType::F16 => run::<f16>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
+        other => bail!("{OP}: dtype {other:?} (f32, bf16 or f16)"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<T: CudaElem>(
+    caches: &[(Tensor, Tensor)],
+    positions: &[usize],
+    heads: usize,
+    scale: f32,
+    qs: &CudaStorage,
+    ql: &Layout,
+    ks: &CudaStorage,
+    kl: &Layout,
+    vs: &CudaStorage,
+    vl: &Layout,
+) -> Result<CudaStorage> {
+    let (n, width) = ql.shape().dims2()?;
+    let (kn, kv_width) = kl.shape().dims2()?;
+    if heads == 0 || !width.is_multiple_of(heads) || kn != n || vl.dims() != kl.dims() || caches.len() != n || positions.len() != n {
+        bail!("{OP}: q {:?}, k {:?}, v {:?}, {} caches and {} positions do not describe {n} rows of {heads} heads", ql.dims(), kl.dims(), vl.dims(), caches.len(), positions.len());
+    }
+    let d = width / heads;
+    if !kv_width.is_multiple_of(d) {
+        bail!("{OP}: k rows of {kv_width} are not whole heads of {d}");
+    }
+    let kv_heads = kv_width / d;
+    let longest = positions.iter().max().map_or(0, |&p| p + 1);
+    let shape = decode_launch(n, heads, kv_heads, d, longest)?;
+    let dev = &qs.device;
+    let (q, k, v) = (view::<T>(qs, ql, OP, "q")?, view::<T>(ks, kl, OP, "k")?, view::<T>(vs, vl, OP, "v")?);
+
+    let (mut key_addresses, mut value_addresses, mut capacities) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for ((keys, values), &position) in caches.iter().zip(positions) {
+        let (key_address, capacity) = cache_address::<T>(dev, keys, kv_heads, d)?;
+        let (value_address, value_capacity) = cache_address::<T>(dev, values, kv_heads, d)?;
+        if value_capacity != capacity || position >= capacity {
+            bail!("{OP}: position {position} in a cache of {capacity} keys and {value_capacity} values");
+        }
+        key_addresses.push(key_address);
+        value_addresses.push(value_address);
+        capacities.push(as_i32(capacity, OP, "capacity")?);
+    }
+    let positions: Vec<i32> = positions.iter().map(|&p| as_i32(p, OP, "position")).collect::<Result<_>>()?;
+    let (keys, values) = (dev.clone_htod(&key_addresses)?, dev.clone_htod(&value_addresses)?);
+    let (positions, capacities) = (dev.clone_htod(&positions)?, dev.clone_htod(&capacities)?);
+    let (n_i, h_i, h_kv_i, d_i, splits_i) =
+        (as_i32(n, OP, "rows")?, as_i32(heads, OP, "heads")?, as_i32(kv_heads, OP, "kv heads")?, as_i32(d, OP, "head dim")?, as_i32(shape.splits, OP, "splits")?);
+
+    launch!(T, dev, DECODE_ATTN, "kv_append", shape.append, k, v, keys, values, positions, capacities, n_i, h_kv_i, d_i)?;
+    let partials = n * heads * shape.splits;
+    let partial_o = alloc_output::<f32>(dev, partials * d)?;
+    let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
+    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+    let o = alloc_output::<T>(dev, n * width)?;
+    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, o, h_i, splits_i)?;
+    Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))
+}

@@ -1,0 +1,73 @@
+//! The SFT recipe on a GPU (`model.device = "cuda"`) against the same run on the CPU: same data,
+//! same initialisation, same seeds, so the loss curves must agree up to float reordering; in bf16
+//! the loss must fall, the checkpoint must resume and the exported weights must load. Needs a GPU:
+//! run by scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use candle_core::{DType, Device};
+use common::small_sft_config;
+use forge_kernels::testing::{relative_error, require_cuda};
+use forge_train::run_log::read_series;
+use forge_train::sft::{self, SftOptions};
+
+fn losses(run_dir: &std::path::Path) -> Vec<f64> {
+    read_series(&run_dir.join("metrics.jsonl"), "loss").unwrap().into_iter().map(|(_, loss)| loss).collect()
+}
+
+fn flat_weights(model_dir: &std::path::Path) -> Vec<f32> {
+    let model = forge_model::load_model(model_dir, DType::F32, &Device::Cpu).unwrap();
+    let mut named: Vec<_> = model.params().iter().collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    named.into_iter().flat_map(|(_, t)| t.flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect()
+}
+
+#[test]
+fn f32_sft_on_the_gpu_follows_the_cpu_loss_curve() {
+    let Some(_gpu) = require_cuda("f32_sft_on_the_gpu_follows_the_cpu_loss_curve") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |device: &str| {
+        let run_dir = tmp.path().join(device.replace(':', "-"));
+        let config = small_sft_config(&run_dir, 8, &[&format!("model.device=\"{device}\""), "train.epochs=2"]);
+        let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+        (losses(&run_dir), summary)
+    };
+    let (cpu, _) = run("cpu");
+    let (gpu, summary) = run("cuda:0");
+    assert_eq!(cpu.len(), gpu.len());
+    eprintln!("loss per step, cpu vs cuda:0:\n{:?}\n{:?}", cpu, gpu);
+    // the first step sees identical weights: only the summation order differs
+    assert!((cpu[0] - gpu[0]).abs() <= 1e-4 * cpu[0].abs(), "first-step loss: cpu {} vs cuda {}", cpu[0], gpu[0]);
+    for (step, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
+        assert!((c - g).abs() <= 1e-2 * c.abs(), "step {}: cpu loss {c} vs cuda {g}", step + 1);
+    }
+    let (cpu_weights, gpu_weights) = (flat_weights(&tmp.path().join("cpu/model")), flat_weights(&summary.model_dir));
+    let err = relative_error(&gpu_weights, &cpu_weights);
+    assert!(err < 1e-2, "exported weights differ: relative error {err:.2e}");
+}
+
+#[test]
+fn bf16_sft_on_the_gpu_learns_and_resumes() {
+    let Some(_gpu) = require_cuda("bf16_sft_on_the_gpu_learns_and_resumes") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let overrides = ["model.device=\"cuda\"", "model.dtype=\"bf16\""];
+    let whole_dir = tmp.path().join("whole");
+    let whole = small_sft_config(&whole_dir, 12, &overrides);
+    let summary = sft::run(&whole, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+    let curve = losses(&whole_dir);
+    let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
+    assert!(mean(&curve[curve.len() - 3..]) < 0.75 * mean(&curve[..3]), "loss did not fall: {curve:?}");
+    assert!(forge_model::load_model(&summary.model_dir, DType::F32, &Device::Cpu).is_ok(), "the exported model loads");
+
+    // interrupted after 4 steps (checkpoints every 2), then resumed from the checkpoint
+    let split_dir = tmp.path().join("split");
+    let split = small_sft_config(&split_dir, 12, &overrides);
+    sft::run(&split, "# test\n", &SftOptions { resume: false, stop_after: Some(4) }).unwrap();
+    sft::run(&split, "# test\n", &SftOptions { resume: true, stop_after: None }).unwrap();
+    let resumed = losses(&split_dir);
+    assert_eq!(resumed.len(), curve.len());
+    for (step, (a, b)) in curve.iter().zip(&resumed).enumerate() {
+        assert!((a - b).abs() <= 1e-3 * a.abs(), "step {}: uninterrupted {a} vs resumed {b}", step + 1);
+    }
+}

@@ -12,13 +12,18 @@
 #           (Qwen3-8B attention shape) beside torch SDPA's flash backend, the matmul path's memory
 #           at the same shapes (the 32k memory check), and the bf16 matmul rate (benches/gpu_flash.rs,
 #           scripts/bench_flash_torch.py)
-#   all     the four in order (mind the device tool's 10-minute limit per command)
+#   decode  greedy decoding over the GPU KV caches (benches/gpu_decode.rs) beside PyTorch +
+#           transformers (scripts/bench_decode_torch.py --arch: SDPA, DynamicCache), Qwen3-0.6B/1.7B/8B
+#           shapes at 4k/8k (batch 8) and 32k (batch 1) context: prefill and decode tokens/s, the
+#           decode step's effective memory bandwidth, device memory
+#   all     the five in order (mind the device tool's 10-minute limit per command)
 # and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR.
 #
-# Usage: scripts/gpu-check.sh [parity|kernels|train|flash|all] [TARBALL] [RESULTS_DIR]
+# Usage: scripts/gpu-check.sh [parity|kernels|train|flash|decode|all] [TARBALL] [RESULTS_DIR]
 #        defaults: all, .gpu/forge-cuda.tar.xz, $OUT if set (the device tool's) else benches/results
 # Environment: PYTHON (default python3: the one with torch), TRAIN_MODELS (default "0.6b 1.7b 8b"),
-#              TRAIN_SEQ (4096), TRAIN_STEPS (3).
+#              TRAIN_SEQ (4096), TRAIN_STEPS (3), DECODE_MODELS ("0.6b 1.7b 8b"),
+#              DECODE_PLAN (context:batch pairs, "4096:8 8192:8 32768:1"), DECODE_NEW_TOKENS (64).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -28,7 +33,7 @@ RESULTS="${3:-${OUT:-benches/results}}"
 PY="${PYTHON:-python3}"
 die() { echo "gpu-check: $*" >&2; exit 1; }
 
-case "$STAGE" in parity | kernels | train | flash | all) ;; *) die "unknown stage '$STAGE' (parity, kernels, train, flash or all)" ;; esac
+case "$STAGE" in parity | kernels | train | flash | decode | all) ;; *) die "unknown stage '$STAGE' (parity, kernels, train, flash, decode or all)" ;; esac
 [[ -f "$TARBALL" ]] || die "$TARBALL not found: run scripts/build-cuda.sh on the build machine and carry its folder"
 command -v nvidia-smi >/dev/null || die "nvidia-smi not found: this is not a GPU machine"
 mkdir -p "$RESULTS"
@@ -236,7 +241,53 @@ PY
 
 [[ "$STAGE" == parity || "$STAGE" == all ]] && run_parity
 [[ "$STAGE" == kernels || "$STAGE" == all ]] && run_kernels
+run_decode() {
+  local lines="$RESULTS/gpu-decode.jsonl" out="$RESULTS/gpu-decode.md" new="${DECODE_NEW_TOKENS:-64}"
+  : >"$lines"
+  for model in ${DECODE_MODELS:-0.6b 1.7b 8b}; do
+    for plan in ${DECODE_PLAN:-4096:8 8192:8 32768:1}; do
+      local context="${plan%%:*}" batch="${plan##*:}"
+      echo "+ forge $model context $context batch $batch" >&2
+      CI=true "$BIN/benches/gpu_decode" --model "$model" --context "$context" --batch "$batch" --new-tokens "$new" | tail -1 >>"$lines" \
+        || echo "{\"impl\": \"forge\", \"model\": \"$model\", \"context\": $context, \"batch\": $batch, \"error\": \"failed (out of memory?)\"}" >>"$lines"
+      echo "+ torch $model context $context batch $batch" >&2
+      PYTHONUNBUFFERED=1 "$PY" scripts/bench_decode_torch.py --arch "$model" --context "$context" --batch "$batch" --new-tokens "$new" | tail -1 >>"$lines" \
+        || echo "{\"impl\": \"transformers\", \"model\": \"$model\", \"context\": $context, \"batch\": $batch, \"error\": \"failed (out of memory?)\"}" >>"$lines"
+    done
+  done
+  {
+    echo "# GPU decoding: forge vs PyTorch + transformers"
+    echo
+    header
+    echo "- Qwen3-shaped models with random bf16 weights; \`batch\` prompts of \`context\` tokens prefilled in chunks of 2048 rows"
+    echo "  per sequence, then $new greedy single-token steps (argmax on the GPU) over the KV caches: forge's GPU caches"
+    echo "  (kernels/decode_attn.cu), transformers' DynamicCache with SDPA attention. One run each, after a small warm-up."
+    echo "- Effective bandwidth of a decode step: (bf16 weights + the K/V read by the batch's attention) / step time."
+    echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh decode\` on the GPU machine."
+    echo
+  } >"$out"
+  "$PY" - "$lines" >>"$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+# layers, kv heads, head_dim per model (as in bench_torch.py)
+shapes = {"0.6b": (28, 8, 128), "1.7b": (28, 8, 128), "8b": (36, 8, 128)}
+print("| model | context | batch | impl | prefill tokens/s | decode tokens/s | decode step ms | effective GB/s | device mem used MiB |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if "error" in r:
+        print(f'| {r["model"]} | {r["context"]} | {r["batch"]} | {r["impl"]} | {r["error"]} | | | | |')
+        continue
+    layers, kv_heads, head_dim = shapes[r["model"]]
+    step_s = r["decode_s"] / r["new_tokens"]
+    kv_read = r["batch"] * (r["context"] + r["new_tokens"] / 2) * layers * 2 * kv_heads * head_dim * 2
+    gbs = (2 * r["params"] + kv_read) / step_s / 1e9
+    print(f'| {r["model"]} | {r["context"]} | {r["batch"]} | {r["impl"]} | {r["prefill_tokens_per_s"]:.0f} | {r["decode_tokens_per_s"]:.1f} | {1e3 * step_s:.1f} | {gbs:.0f} | {r["device_mem_used_after_decode_mib"]:.0f} |')
+PY
+  cat "$out"
+}
+
 [[ "$STAGE" == train || "$STAGE" == all ]] && run_train
 [[ "$STAGE" == flash || "$STAGE" == all ]] && run_flash
+[[ "$STAGE" == decode || "$STAGE" == all ]] && run_decode
 if (( failed )); then die "GPU parity tests failed (see $RESULTS/gpu-parity.log or gpu-flash.log)"; fi
 echo "gpu-check: done; results in $RESULTS" >&2

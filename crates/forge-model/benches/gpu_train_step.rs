@@ -5,14 +5,12 @@
 //! `cargo bench -p forge-model --features cuda --bench gpu_train_step -- --model 8b [--seq 4096]
 //!  [--batch 1] [--recompute] [--warmup 1] [--steps 5]` prints one JSON line.
 
-use candle_core::{DType, Tensor, Var};
-use forge_kernels::testing::{arg, device_mem_used_mib, median_seconds, require_cuda};
-use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
+mod gpu_common;
 
-/// The architectures of the Qwen3 releases (their config.json, without the weights).
-fn qwen3_config(model: &str) -> Result<Config, Box<dyn std::error::Error>> {
-    Config::qwen3_release(model).ok_or_else(|| format!("--model {model}: expected 0.6b, 1.7b or 8b").into())
-}
+use candle_core::{DType, Tensor};
+use forge_kernels::testing::{arg, device_mem_used_mib, median_seconds, require_cuda};
+use forge_model::Batch;
+use gpu_common::{qwen3_config, random_bf16_model};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -27,13 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let config = qwen3_config(&model_name)?;
     let used_before = device_mem_used_mib();
-    // Random weights drawn on the GPU (an 8B host-side init would take minutes); norms at 1.
-    let mut entries = Vec::new();
-    for (name, shape) in config.parameter_shapes() {
-        let t = if shape.len() == 1 { Tensor::ones(shape, DType::BF16, &device)? } else { Tensor::randn(0f32, 0.02, shape, &device)?.to_dtype(DType::BF16)? };
-        entries.push((name, Var::from_tensor(&t)?));
-    }
-    let model = Qwen3ForCausalLM::new(config.clone(), ParamStore::from_entries(entries))?;
+    let model = random_bf16_model(&config, &device)?;
     let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &device)?;
     let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };

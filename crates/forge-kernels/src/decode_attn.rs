@@ -82,11 +82,11 @@ pub fn append_and_attend(q: &Tensor, k: &Tensor, v: &Tensor, caches: &[LayerCach
 
 // read by the CUDA forward only
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct DecodeAttention {
-    caches: Vec<(Tensor, Tensor)>,
-    positions: Vec<usize>,
-    heads: usize,
-    scale: f32,
+pub(crate) struct DecodeAttention {
+    pub(crate) caches: Vec<(Tensor, Tensor)>,
+    pub(crate) positions: Vec<usize>,
+    pub(crate) heads: usize,
+    pub(crate) scale: f32,
 }
 
 impl CustomOp3 for DecodeAttention {
@@ -108,7 +108,7 @@ impl CustomOp3 for DecodeAttention {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let o = crate::cuda::decode_attn::append_and_attend(&self.caches, &self.positions, self.heads, self.scale, qs, ql, ks, kl, vs, vl)?;
+        let o = crate::cuda::decode_attn::append_and_attend(self, [(qs, ql), (ks, kl), (vs, vl)])?;
         Ok((o, ql.shape().clone()))
     }
 }

@@ -6,7 +6,7 @@ use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Storage,
 use half::{bf16, f16};
 
 use super::{alloc_output, as_i32, launch, view, CudaElem, DECODE_ATTN};
-use crate::decode_attn::decode_launch;
+use crate::decode_attn::{decode_launch, DecodeAttention};
 
 const OP: &str = "forge-decode-attn";
 
@@ -25,40 +25,21 @@ fn cache_address<T: CudaElem>(dev: &CudaDevice, t: &Tensor, kv_heads: usize, d: 
     Ok((base + (layout.start_offset() * std::mem::size_of::<T>()) as u64, capacity))
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn append_and_attend(
-    caches: &[(Tensor, Tensor)],
-    positions: &[usize],
-    heads: usize,
-    scale: f32,
-    qs: &CudaStorage,
-    ql: &Layout,
-    ks: &CudaStorage,
-    kl: &Layout,
-    vs: &CudaStorage,
-    vl: &Layout,
-) -> Result<CudaStorage> {
-    match qs.dtype() {
-        DType::F32 => run::<f32>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
-        DType::BF16 => run::<bf16>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
-        DType::F16 => run::<f16>(caches, positions, heads, scale, qs, ql, ks, kl, vs, vl),
+/// q, k, v: each op input's storage and layout.
+type Inputs<'a> = [(&'a CudaStorage, &'a Layout); 3];
+
+pub(crate) fn append_and_attend(op: &DecodeAttention, inputs: Inputs<'_>) -> Result<CudaStorage> {
+    match inputs[0].0.dtype() {
+        DType::F32 => run::<f32>(op, inputs),
+        DType::BF16 => run::<bf16>(op, inputs),
+        DType::F16 => run::<f16>(op, inputs),
         other => bail!("{OP}: dtype {other:?} (f32, bf16 or f16)"),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn run<T: CudaElem>(
-    caches: &[(Tensor, Tensor)],
-    positions: &[usize],
-    heads: usize,
-    scale: f32,
-    qs: &CudaStorage,
-    ql: &Layout,
-    ks: &CudaStorage,
-    kl: &Layout,
-    vs: &CudaStorage,
-    vl: &Layout,
-) -> Result<CudaStorage> {
+fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs<'_>) -> Result<CudaStorage> {
+    let DecodeAttention { caches, positions, heads, scale } = op;
+    let (heads, scale) = (*heads, *scale);
     let (n, width) = ql.shape().dims2()?;
     let (kn, kv_width) = kl.shape().dims2()?;
     if heads == 0 || !width.is_multiple_of(heads) || kn != n || vl.dims() != kl.dims() || caches.len() != n || positions.len() != n {

@@ -84,7 +84,7 @@ fn the_published_8b_recipe_needs_more_than_one_host_in_this_build() {
     assert_eq!(e.kv_cache, 32 * 32768 * 36 * 2 * 8 * 128 * 4);
     // even a 512 GiB host is too small (mostly the host KV caches and, without flash attention on
     // the CPU, the 32k-wide attention scores of the update)
-    let host = forge_train::memory::MemoryUse { memory: "host".into(), needed: e.total(), available: Some(512 << 30) };
+    let host = forge_train::memory::MemoryUse { memory: forge_train::memory::Memory::Host, needed: e.total(), available: Some(512 << 30) };
     let err = forge_train::memory::check_fits(&e, &[host], &["lower rollout.workers"]).unwrap_err().to_string();
     assert!(err.contains("KV cache 288.0 GiB"), "{err}");
     eprintln!("{err}");

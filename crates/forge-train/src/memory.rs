@@ -108,28 +108,44 @@ pub fn estimate(run: &RunShape) -> MemoryEstimate {
     }
 }
 
-/// One memory the run draws on: where, how much the estimate puts there, how much is left.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A memory a run draws on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    Host,
+    /// The GPU of this ordinal.
+    Gpu(usize),
+}
+
+impl fmt::Display for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Host => f.write_str("host"),
+            Self::Gpu(ordinal) => DeviceSpec::Cuda(*ordinal).fmt(f),
+        }
+    }
+}
+
+/// How much the estimate puts in one memory and how much that memory has left (`None` where it
+/// cannot be read: then it is not checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUse {
-    /// `host` or the GPU (`cuda:0`).
-    pub memory: String,
+    pub memory: Memory,
     pub needed: u64,
-    /// `None` where it cannot be read (then it is not checked).
     pub available: Option<u64>,
 }
 
 impl MemoryEstimate {
     /// The bytes each memory holds when the model runs on `location`: everything sits with the
     /// model, except KV caches the rollout engine keeps on the host (`forge_model::KvCache`).
-    pub fn placement(&self, location: DeviceLocation) -> Vec<(String, u64)> {
+    pub fn placement(&self, location: DeviceLocation) -> Vec<(Memory, u64)> {
         match location {
             DeviceLocation::Cuda { gpu_id } => {
                 let on_host = if self.kv_cache_on_device { 0 } else { self.kv_cache };
-                let mut uses = vec![(DeviceSpec::Cuda(gpu_id).to_string(), self.total() - on_host)];
-                uses.extend((on_host > 0).then(|| ("host".to_string(), on_host)));
+                let mut uses = vec![(Memory::Gpu(gpu_id), self.total() - on_host)];
+                uses.extend((on_host > 0).then_some((Memory::Host, on_host)));
                 uses
             }
-            _ => vec![("host".to_string(), self.total())],
+            _ => vec![(Memory::Host, self.total())],
         }
     }
 }
@@ -150,7 +166,10 @@ pub fn report_and_check(estimate: &MemoryEstimate, device: &Device, check: bool,
         .placement(device.location())
         .into_iter()
         .map(|(memory, needed)| {
-            let available = if memory == "host" { host_memory_available() } else { memory_available(device) };
+            let available = match memory {
+                Memory::Host => host_memory_available(),
+                Memory::Gpu(_) => memory_available(device),
+            };
             MemoryUse { memory, needed, available }
         })
         .collect();
@@ -172,7 +191,7 @@ pub fn check_fits(estimate: &MemoryEstimate, uses: &[MemoryUse], remedies: &[&st
     match uses.iter().find(|u| u.available.is_some_and(|available| u.needed > available)) {
         Some(short) => Err(TrainError::WouldNotFit {
             needed: human(short.needed),
-            memory: short.memory.clone(),
+            memory: short.memory.to_string(),
             available: human(short.available.unwrap_or_default()),
             estimate: estimate.to_string(),
             remedies: remedies.join(", "),
@@ -223,7 +242,7 @@ mod tests {
     fn a_run_larger_than_what_is_available_is_refused_with_the_breakdown_and_the_fixes() {
         let e = MemoryEstimate { weights: 3 << 30, reference: 0, gradients: 3 << 30, optimizer: 12 << 30, activations: 1 << 29, kv_cache: 0, kv_cache_on_device: false };
         let remedies = ["enable train.recompute", "lower train.micro_batch_tokens"];
-        let host = |available| [MemoryUse { memory: "host".into(), needed: e.total(), available }];
+        let host = |available| [MemoryUse { memory: Memory::Host, needed: e.total(), available }];
         assert!(check_fits(&e, &host(Some(19 << 30)), &remedies).is_ok());
         assert!(check_fits(&e, &host(None), &remedies).is_ok(), "unknown capacity: no check");
         let err = check_fits(&e, &host(Some(16 << 30)), &remedies).unwrap_err().to_string();
@@ -235,17 +254,17 @@ mod tests {
     #[test]
     fn on_a_gpu_everything_but_host_kv_caches_is_placed_on_the_gpu() {
         let e = MemoryEstimate { weights: 16 << 30, reference: 16 << 30, gradients: 16 << 30, optimizer: 96 << 30, activations: 4 << 30, kv_cache: 288 << 30, kv_cache_on_device: false };
-        assert_eq!(e.placement(DeviceLocation::Cpu), [("host".to_string(), e.total())]);
-        assert_eq!(e.placement(DeviceLocation::Cuda { gpu_id: 1 }), [("cuda:1".to_string(), 148 << 30), ("host".to_string(), 288 << 30)]);
+        assert_eq!(e.placement(DeviceLocation::Cpu), [(Memory::Host, e.total())]);
+        assert_eq!(e.placement(DeviceLocation::Cuda { gpu_id: 1 }), [(Memory::Gpu(1), 148 << 30), (Memory::Host, 288 << 30)]);
         let sft = MemoryEstimate { kv_cache: 0, ..e };
-        assert_eq!(sft.placement(DeviceLocation::Cuda { gpu_id: 0 }), [("cuda:0".to_string(), 148 << 30)]);
+        assert_eq!(sft.placement(DeviceLocation::Cuda { gpu_id: 0 }), [(Memory::Gpu(0), 148 << 30)]);
         // caches the decode kernels keep on the GPU count there
         let device_caches = MemoryEstimate { kv_cache_on_device: true, ..e };
-        assert_eq!(device_caches.placement(DeviceLocation::Cuda { gpu_id: 0 }), [("cuda:0".to_string(), 436 << 30)]);
+        assert_eq!(device_caches.placement(DeviceLocation::Cuda { gpu_id: 0 }), [(Memory::Gpu(0), 436 << 30)]);
         // the GPU is what is short, though the host has room for everything
         let uses = [
-            MemoryUse { memory: "cuda:1".into(), needed: 148 << 30, available: Some(139 << 30) },
-            MemoryUse { memory: "host".into(), needed: 288 << 30, available: Some(1 << 40) },
+            MemoryUse { memory: Memory::Gpu(1), needed: 148 << 30, available: Some(139 << 30) },
+            MemoryUse { memory: Memory::Host, needed: 288 << 30, available: Some(1 << 40) },
         ];
         let err = check_fits(&e, &uses, &["train LoRA adapters ([lora])"]).unwrap_err().to_string();
         assert!(err.contains("about 148.0 GiB of cuda:1 memory but 139.0 GiB is available"), "{err}");

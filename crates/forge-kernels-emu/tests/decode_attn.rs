@@ -1,6 +1,6 @@
 //! kernels/decode_attn.cu (append, split-K attention, combine), run on the CPU by the SIMT emulator,
 //! against the host decode path's attention (`forge_kernels::cached_attention::attend`): GQA 8:1,
-//! 4:1 and 1:1, head dim 64 and 128, a step mixing one-token decodes, a prefill of several rows of
+//! 4:1 and 1:1, head dim 64 and 128, f32, bf16 and f16, a step mixing one-token decodes, a prefill of several rows of
 //! one sequence and a sequence's first token, caches longer than one split (256 positions) and not
 //! a multiple of it. Every cache position the step must not read holds NaN, the outputs start as
 //! NaN, every buffer ends at a guard page, and both thread orders must agree bit for bit.
@@ -9,7 +9,7 @@ use forge_kernels::cached_attention::attend;
 use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::decode_attn::{append_and_attend, Cache, DecodeFloat, Step};
 use forge_kernels_emu::{Buffer, Schedule};
-use half::bf16;
+use half::{bf16, f16};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -35,6 +35,16 @@ impl Elem for bf16 {
     }
     fn to_f32(self) -> f32 {
         bf16::to_f32(self)
+    }
+}
+
+impl Elem for f16 {
+    const DTYPE: candle_core::DType = candle_core::DType::F16;
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
     }
 }
 
@@ -149,6 +159,11 @@ fn one_query_head_per_kv_head_f32() {
 #[test]
 fn gqa_4_to_1_head_dim_128_f32_over_three_splits() {
     assert_decode_matches_reference::<f32>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: vec![(700, 1, 701)], seed: 4 });
+}
+
+#[test]
+fn gqa_8_to_1_head_dim_128_f16_over_six_splits() {
+    assert_decode_matches_reference::<f16>(&Case { heads: 16, kv_heads: 2, head_dim: 128, sequences: vec![(1500, 1, 1536), (255, 2, 300)], seed: 5 });
 }
 
 #[test]

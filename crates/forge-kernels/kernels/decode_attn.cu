@@ -13,7 +13,8 @@
 //   every element is written, a split past the row's positions as (-inf, 0) with zero sums.
 //   Query head hq reads K/V head hq / (h / h_kv) (HF's repeat_kv).
 //
-// Design: block = one K/V head of one row over CHUNK positions, 4 warps; a warp takes every 4th
+// Design: block = one K/V head of one row over CHUNK positions (grid: rows × K/V heads × splits,
+// rows in x, whose limit is 2^31 - 1: a prefill step may hold many rows), 4 warps; a warp takes every 4th
 // position, its lanes hold elements lane, lane + 32, ... of the group's query heads (coalesced
 // loads of each key and value row), a warp reduction gives each score, and each warp keeps an
 // online softmax per query head in registers. The warps' states merge through shared memory.
@@ -35,7 +36,7 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
   constexpr int PER_LANE = D / 32;
   __shared__ float warp_ml[WARPS][MAX_GROUP][2];
   __shared__ float warp_acc[WARPS][MAX_GROUP][D];
-  const int split = blockIdx.x, kv_head = blockIdx.y, row = blockIdx.z;
+  const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
   const int group = h / h_kv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int begin = split * CHUNK, end = min(begin + CHUNK, positions[row] + 1);
@@ -102,10 +103,10 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
 }
 
 // o[row, head] = Σ_s exp(m_s - M)·partial_o_s / Σ_s exp(m_s - M)·l_s, M = max_s m_s.
-// Block = one (head, row), D threads.
+// Block = one (row, head), D threads.
 template <typename T, int D>
 __device__ void combine(const float* partial_o, const float* partial_ml, T* o, int h, int splits) {
-  const int head = blockIdx.x, row = blockIdx.y, c = threadIdx.x;
+  const int row = blockIdx.x, head = blockIdx.y, c = threadIdx.x;
   const size_t first = ((size_t)row * h + head) * splits;
   float m_all = -INFINITY;
   for (int s = 0; s < splits; ++s) m_all = fmaxf(m_all, partial_ml[(first + s) * 2]);

@@ -37,9 +37,9 @@ pub fn supported(device: &Device, heads: usize, kv_heads: usize, head_dim: usize
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLaunch {
     pub splits: usize,
-    /// `decode_attn_split_d{D}`: grid (splits, kv_heads, rows).
+    /// `decode_attn_split_d{D}`: grid (rows, kv_heads, splits).
     pub split: LaunchShape,
-    /// `decode_attn_combine_d{D}`: grid (heads, rows), a thread per element of a head.
+    /// `decode_attn_combine_d{D}`: grid (rows, heads), a thread per element of a head.
     pub combine: LaunchShape,
     /// `kv_append`: grid-stride over the new rows' keys.
     pub append: LaunchShape,
@@ -47,18 +47,20 @@ pub struct DecodeLaunch {
 
 /// [`DecodeLaunch`] for `rows` query rows whose longest attends `longest` positions.
 pub fn decode_launch(rows: usize, heads: usize, kv_heads: usize, head_dim: usize, longest: usize) -> Result<DecodeLaunch> {
+    // rows go in x (up to 2^31 - 1: a prefill step holds every new token of every sequence)
+    const GRID_X: usize = (1 << 31) - 1;
     const GRID_YZ: usize = 65535;
     if let Some(why) = unsupported_shape(heads, kv_heads, head_dim) {
         bail!("decode attention: {why}");
     }
-    if rows == 0 || rows > GRID_YZ || heads > GRID_YZ {
-        bail!("decode attention: {rows} rows of {heads} heads (1 to {GRID_YZ} each)");
-    }
     let splits = longest.div_ceil(DECODE_CHUNK).max(1);
+    if rows == 0 || rows > GRID_X || heads > GRID_YZ || splits > GRID_YZ {
+        bail!("decode attention: {rows} rows, {heads} heads or {splits} splits of {DECODE_CHUNK} positions exceed the grid");
+    }
     Ok(DecodeLaunch {
         splits,
-        split: LaunchShape { grid: [splits as u32, kv_heads as u32, rows as u32], block: [SPLIT_THREADS, 1, 1], shared_bytes: 0 },
-        combine: LaunchShape { grid: [heads as u32, rows as u32, 1], block: [head_dim as u32, 1, 1], shared_bytes: 0 },
+        split: LaunchShape { grid: [rows as u32, kv_heads as u32, splits as u32], block: [SPLIT_THREADS, 1, 1], shared_bytes: 0 },
+        combine: LaunchShape { grid: [rows as u32, heads as u32, 1], block: [head_dim as u32, 1, 1], shared_bytes: 0 },
         append: grid_stride(rows * kv_heads * head_dim, APPEND_THREADS),
     })
 }
@@ -121,8 +123,10 @@ mod tests {
     fn the_positions_split_into_chunks_and_every_head_is_combined() {
         let l = decode_launch(3, 32, 8, 128, 32768).unwrap();
         assert_eq!(l.splits, 128);
-        assert_eq!(l.split.grid, [128, 8, 3]);
-        assert_eq!(l.combine, LaunchShape { grid: [32, 3, 1], block: [128, 1, 1], shared_bytes: 0 });
+        assert_eq!(l.split.grid, [3, 8, 128]);
+        assert_eq!(l.combine, LaunchShape { grid: [3, 32, 1], block: [128, 1, 1], shared_bytes: 0 });
+        // a prefill step of 32 prompts of 4096 tokens: more rows than a grid's y or z allows
+        assert_eq!(decode_launch(32 * 4096, 32, 8, 128, 4096).unwrap().split.grid, [131072, 8, 16]);
         assert_eq!(decode_launch(1, 16, 2, 64, 257).unwrap().splits, 2);
         assert_eq!(decode_launch(1, 16, 2, 64, 1).unwrap().splits, 1);
     }

@@ -428,7 +428,7 @@ fn main() -> Result<()> {
                 // the model cannot attend beyond its positions, whatever budget was asked for
                 options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
                 // every worker's agent shares one decoding batch
-                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1) })?);
+                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), ..Default::default() })?);
                 runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
             };
             eprintln!(

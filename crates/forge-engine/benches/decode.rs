@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let model = Arc::new(forge_model::load_model(dir.as_ref(), DType::F32, &Device::Cpu)?);
     let vocab = model.config().vocab_size;
-    let engine = EngineHandle::start(model, EngineConfig { max_batch_size: batch })?;
+    let engine = EngineHandle::start(model, EngineConfig { max_batch_size: batch, ..Default::default() })?;
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let params = SamplingParams { max_new_tokens: new_tokens, ..SamplingParams::default() };
 

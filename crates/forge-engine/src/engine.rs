@@ -18,11 +18,15 @@ use crate::EngineError;
 pub struct EngineConfig {
     /// Most sequences decoded together in one step.
     pub max_batch_size: usize,
+    /// Most tokens one step feeds the model (vLLM's `max_num_batched_tokens`): longer prompts are
+    /// prefilled in chunks over several steps, decoding sequences first, so a step's activations
+    /// stay bounded whatever the prompts. At least `max_batch_size`.
+    pub max_step_tokens: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_size: 32 }
+        Self { max_batch_size: 32, max_step_tokens: 8192 }
     }
 }
 
@@ -89,6 +93,12 @@ impl EngineHandle {
     pub fn start(model: Arc<Qwen3ForCausalLM>, config: EngineConfig) -> Result<Self, EngineError> {
         if config.max_batch_size == 0 {
             return Err(EngineError::InvalidParams("max_batch_size must be at least 1".into()));
+        }
+        if config.max_step_tokens < config.max_batch_size {
+            return Err(EngineError::InvalidParams(format!(
+                "max_step_tokens ({}) must be at least max_batch_size ({}) so every decoding sequence fits a step",
+                config.max_step_tokens, config.max_batch_size
+            )));
         }
         let (messages, inbox) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
@@ -256,10 +266,35 @@ impl EngineLoop {
         }
     }
 
-    /// One forward pass over every active sequence, then one new token for each; returns the
-    /// sequences that ended (all of them, with the error, if the step failed), for the caller to answer.
+    /// Tokens each active sequence feeds this step: every decoding sequence its one token, then
+    /// prompts in arrival order, chunked to the step's token budget.
+    fn plan_step(&self) -> Vec<usize> {
+        let mut budget = self.config.max_step_tokens;
+        let mut take = vec![0; self.active.len()];
+        for (t, s) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() == 1) {
+            *t = 1;
+            budget -= 1;
+        }
+        for (t, s) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() > 1) {
+            *t = s.pending.len().min(budget);
+            budget -= *t;
+        }
+        take
+    }
+
+    /// One forward pass over the active sequences' planned tokens, then one new token for each
+    /// sequence whose prompt is now wholly in its cache; returns the sequences that ended (all of
+    /// them, with the error, if the step failed), for the caller to answer.
     fn step(&mut self) -> Vec<(Sequence, Result<FinishReason, EngineError>)> {
-        let mut steps: Vec<SequenceStep> = self.active.iter_mut().map(|s| SequenceStep { cache: &mut s.cache, tokens: &s.pending }).collect();
+        let take = self.plan_step();
+        let mut steps: Vec<SequenceStep> = self
+            .active
+            .iter_mut()
+            .zip(&take)
+            .filter(|(_, &n)| n > 0)
+            .map(|(s, &n)| SequenceStep { cache: &mut s.cache, tokens: &s.pending[..n] })
+            .collect();
+        let fed = steps.len();
         let logits = self.model.forward_step(&mut steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
         let logits = match logits {
             Ok(logits) => logits,
@@ -268,12 +303,27 @@ impl EngineLoop {
                 return self.active.drain(..).map(|sequence| (sequence, Err(EngineError::Model(e.to_string())))).collect();
             }
         };
-        let vocab = logits.len() / self.active.len();
-        // each sequence reads a whole vocabulary row: spread them over the cores
-        let picks: Vec<(u32, f32)> = self.active.par_iter_mut().zip(logits.par_chunks_exact(vocab)).map(|(s, row)| s.sampler.sample(row)).collect();
+        let vocab = logits.len() / fed;
+        // a sequence with prompt left over keeps it for the next step; the others sample
+        let mut rows = logits.chunks_exact(vocab);
+        let mut samples = vec![false; self.active.len()];
+        let mut sampling: Vec<(&mut Sequence, &[f32])> = Vec::new();
+        for ((s, &n), sample) in self.active.iter_mut().zip(&take).zip(&mut samples).filter(|((_, &n), _)| n > 0) {
+            let row = rows.next().expect("one logits row per fed sequence");
+            if n < s.pending.len() {
+                s.pending.drain(..n);
+            } else {
+                *sample = true;
+                sampling.push((s, row));
+            }
+        }
+        // each sampling sequence reads a whole vocabulary row: spread them over the cores
+        let picks: Vec<(u32, f32)> = sampling.into_par_iter().map(|(s, row)| s.sampler.sample(row)).collect();
+        let mut picks = picks.into_iter();
         let mut finished = Vec::new();
-        for (mut sequence, pick) in std::mem::take(&mut self.active).into_iter().zip(picks) {
-            match sequence.advance(pick) {
+        for (mut sequence, sample) in std::mem::take(&mut self.active).into_iter().zip(samples) {
+            let outcome = if sample { sequence.advance(picks.next().expect("a pick per sampling sequence")) } else { None };
+            match outcome {
                 Some(reason) => finished.push((sequence, Ok(reason))),
                 None => self.active.push(sequence),
             }

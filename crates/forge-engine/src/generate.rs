@@ -55,7 +55,7 @@ pub fn generate(dir: &Path, dtype: DType, device: &Device, prompt: &Prompt, mut 
     let ids = tokenizer.encode(&text)?;
     params.stop_tokens = stop_tokens(dir, &tokenizer)?;
     let model = Arc::new(forge_model::load_model(dir, dtype, device)?);
-    let engine = EngineHandle::start(model, EngineConfig { max_batch_size: 1 })?;
+    let engine = EngineHandle::start(model, EngineConfig { max_batch_size: 1, ..Default::default() })?;
     let generation = engine.generate_blocking(ids, params)?;
     Ok(GenerateOutput {
         text: tokenizer.decode(&generation.tokens)?,

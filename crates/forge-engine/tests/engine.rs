@@ -20,7 +20,7 @@ fn load(name: &str) -> Arc<Qwen3ForCausalLM> {
 }
 
 fn engine(model: &Arc<Qwen3ForCausalLM>, max_batch_size: usize) -> EngineHandle {
-    EngineHandle::start(model.clone(), EngineConfig { max_batch_size }).unwrap()
+    EngineHandle::start(model.clone(), EngineConfig { max_batch_size, ..Default::default() }).unwrap()
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -153,6 +153,28 @@ fn continuous_batching_gives_the_tokens_of_each_sequence_alone() {
 }
 
 #[test]
+fn prompts_prefilled_in_chunks_give_the_generations_of_a_whole_prefill() {
+    let model = load("gqa4-tied-f32");
+    // prompts far longer than the step budget of 4 tokens, greedy and sampled, through a batch of 3
+    let requests: Vec<_> = (0..5)
+        .map(|i| (prompt([90, 5, 41, 1, 64][i], i), if i % 2 == 0 { greedy(6 + i) } else { sampled(1.0, 0.9, 20, i as u64) }))
+        .collect();
+    let whole = generate_together(&engine(&model, 3), &requests);
+    let chunked_engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 3, max_step_tokens: 4 }).unwrap();
+    let chunked = generate_together(&chunked_engine, &requests);
+    for ((p, _), (a, b)) in requests.iter().zip(whole.iter().zip(&chunked)) {
+        assert_eq!(a.tokens, b.tokens, "prompt of {} tokens: chunked prefill changed the tokens", p.len());
+        assert_eq!(a.finish_reason, b.finish_reason);
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x - y).abs() <= 1e-5, "log-prob {x} whole vs {y} chunked");
+        }
+    }
+    // the budget must hold every decoding sequence of a full batch
+    let e = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 8, max_step_tokens: 4 }).err().expect("refused");
+    assert!(e.to_string().contains("max_step_tokens (4) must be at least max_batch_size (8)"), "{e}");
+}
+
+#[test]
 fn seeded_sampling_is_reproducible_whatever_else_is_batched() {
     let model = load("gqa2-untied-f32");
     let params = sampled(1.0, 0.95, 50, 1234);
@@ -202,7 +224,7 @@ fn bad_requests_and_a_stopped_engine_are_clear_errors() {
     assert_eq!(e.to_string(), "prompt token id 512 is outside the vocabulary (vocab_size 512)");
     assert!(matches!(err(vec![1], greedy(0)), EngineError::InvalidParams(_)));
     assert!(matches!(err(vec![1], sampled(1.0, 0.0, 0, 0)), EngineError::InvalidParams(_)));
-    assert!(matches!(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 0 }), Err(EngineError::InvalidParams(_))));
+    assert!(matches!(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 0, ..Default::default() }), Err(EngineError::InvalidParams(_))));
     // the engine still serves good requests after bad ones
     assert_eq!(engine.generate_blocking(vec![1, 2], greedy(3)).unwrap().tokens.len(), 3);
 

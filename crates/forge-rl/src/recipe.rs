@@ -149,7 +149,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for
     agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_position_embeddings);
-    let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers })?);
+    let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, ..Default::default() })?);
     let policy_version = Arc::new(AtomicU64::new(state.updates));
     let grading = ExecOptions { timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s), ..ExecOptions::default() };
     let env = Arc::new(RolloutEnv { runtime, policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });
@@ -670,7 +670,7 @@ mod tests {
         let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/rl.toml");
         let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &["train.updates_per_step=2".into(), "optim.lr=1e-2".into()]).unwrap();
         let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
-        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1 }).unwrap();
+        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
         let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
         let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule };
         let mut clock = 7;
@@ -698,7 +698,7 @@ mod tests {
         }
         let adapted = Arc::new(Qwen3ForCausalLM::with_lora(config.clone(), base(), lora, adapters).unwrap());
         let plain = Qwen3ForCausalLM::new(config.clone(), base()).unwrap();
-        let engine = EngineHandle::start(adapted.clone(), EngineConfig { max_batch_size: 1 }).unwrap();
+        let engine = EngineHandle::start(adapted.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
         let ids = vec![1u32, 5, 9, 2, 33, 7];
         let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
         trajectory.tokens.input_ids = ids.clone();

@@ -5,9 +5,10 @@
 //! backward are fused CPU kernels; with the `cuda` feature, RMSNorm, RoPE and cross-entropy also
 //! run fused CUDA kernels (`kernels/*.cu`, forward and backward) and `adamw` updates parameters
 //! on the GPU in one pass. [`flash_attn`] is causal attention fused on CUDA bf16 (forward and
-//! backward, GQA, variable lengths; unmeasured on a GPU so far: kernels/FLASH.md). Elsewhere the same functions fall back to the differentiable composite
-//! path in [`reference`] until a device kernel lands. Each op is checked against that composite
-//! path in the tests. `linear_cross_entropy` is the language-model head and its loss without full
+//! backward, GQA, variable lengths; unmeasured on a GPU so far: kernels/FLASH.md); [`decode_attn`]
+//! appends to and attends KV caches kept on the GPU during decoding (split-K). Elsewhere the same
+//! functions fall back to the differentiable composite path in [`reference`] until a device kernel
+//! lands. Each op is checked against that composite path in the tests. `linear_cross_entropy` is the language-model head and its loss without full
 //! logits; `embedding_gradient` is not an op but the table gradient of a lookup, for backward code
 //! that bypasses autograd (activation recomputation).
 

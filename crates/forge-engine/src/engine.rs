@@ -271,7 +271,7 @@ impl EngineLoop {
     fn plan_step(&self) -> Vec<usize> {
         let mut budget = self.config.max_step_tokens;
         let mut take = vec![0; self.active.len()];
-        for (t, s) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() == 1) {
+        for (t, _) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() == 1) {
             *t = 1;
             budget -= 1;
         }

@@ -8,8 +8,8 @@ use forge_kernels::decode_attn::decode_launch;
 use crate::ops::Float;
 use crate::{launch, Buffer, Schedule};
 
-type Append<T> = unsafe extern "C" fn(*const T, *const T, *const *mut T, *const *mut T, *const i32, *const i32, i32, i32, i32);
-type Split<T> = unsafe extern "C" fn(*const T, *const *const T, *const *const T, *const i32, *const i32, *mut f32, *mut f32, i32, i32, i32, f32);
+type Append<T> = unsafe extern "C" fn(*const T, *const T, *const *mut T, *const *mut T, *const i32, *const i32, *const i32, i32, i32, i32);
+type Split<T> = unsafe extern "C" fn(*const T, *const *const T, *const *const T, *const i32, *const i32, *const i32, *mut f32, *mut f32, i32, i32, i32, f32);
 type Combine<T> = unsafe extern "C" fn(*const f32, *const f32, *mut T, i32, i32);
 
 /// The decode entry points of one storage type.
@@ -28,9 +28,9 @@ macro_rules! decode_kernels {
     ($t:ty, $s:ident) => {
         paste::paste! {
             extern "C" {
-                fn [<kv_append_ $s>](k: *const $t, v: *const $t, keys: *const *mut $t, values: *const *mut $t, positions: *const i32, capacities: *const i32, n: i32, h_kv: i32, d: i32);
-                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
-                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<kv_append_ $s>](k: *const $t, v: *const $t, keys: *const *mut $t, values: *const *mut $t, sequences: *const i32, positions: *const i32, capacities: *const i32, n: i32, h_kv: i32, d: i32);
+                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
                 fn [<decode_attn_combine_d64_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
                 fn [<decode_attn_combine_d128_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
             }
@@ -85,23 +85,28 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     }
     let longest = step.positions.iter().max().map_or(0, |&p| p + 1);
     let shape = decode_launch(n, h, h_kv, d, longest).map_err(|e| e.to_string())?;
+    // one table entry per sequence, as the CUDA launcher passes them
     let table = |f: &dyn Fn(&Cache<T>) -> *mut T| -> Buffer<u64> {
-        let addresses: Vec<u64> = step.sequence.iter().map(|&s| f(&caches[s]) as u64).collect();
+        let addresses: Vec<u64> = caches.iter().map(|c| f(c) as u64).collect();
         Buffer::from_slice(c"cache pointers", &addresses)
     };
     let (keys, values) = (table(&|c| c.keys.ptr()), table(&|c| c.values.ptr()));
-    let positions: Vec<i32> = step.positions.iter().map(|&p| int(p, "position")).collect::<Result<_, _>>()?;
-    let capacities: Vec<i32> = step.sequence.iter().map(|&s| int(caches[s].capacity, "capacity")).collect::<Result<_, _>>()?;
-    let (positions, capacities) = (Buffer::from_slice(c"positions", &positions), Buffer::from_slice(c"capacities", &capacities));
+    let ints = |name: &'static std::ffi::CStr, values: &mut dyn Iterator<Item = usize>| -> Result<Buffer<i32>, String> {
+        let values: Vec<i32> = values.map(|v| int(v, "index")).collect::<Result<_, _>>()?;
+        Ok(Buffer::from_slice(name, &values))
+    };
+    let sequences = ints(c"sequences", &mut step.sequence.iter().copied())?;
+    let positions = ints(c"positions", &mut step.positions.iter().copied())?;
+    let capacities = ints(c"capacities", &mut caches.iter().map(|c| c.capacity))?;
     let (qb, kb, vb) = (Buffer::from_slice(c"q", q), Buffer::from_slice(c"k", k), Buffer::from_slice(c"v", v));
     let (n_i, h_i, h_kv_i, d_i, splits_i) = (int(n, "rows")?, int(h, "heads")?, int(h_kv, "kv heads")?, int(d, "head dim")?, int(shape.splits, "splits")?);
     let kernels = &T::DECODE;
 
     let append = kernels.append;
     launch(&shape.append, schedule, || {
-        // SAFETY: kv_append's C signature; every pointer in the tables addresses a cache of
-        // capacities[r] positions, and positions[r] < capacities[r] was checked above.
-        unsafe { append(kb.ptr(), vb.ptr(), keys.ptr() as *const *mut T, values.ptr() as *const *mut T, positions.ptr(), capacities.ptr(), n_i, h_kv_i, d_i) }
+        // SAFETY: kv_append's C signature; table entry z addresses sequence z's cache of
+        // capacities[z] positions, and each row's position is below its sequence's (checked above).
+        unsafe { append(kb.ptr(), vb.ptr(), keys.ptr() as *const *mut T, values.ptr() as *const *mut T, sequences.ptr(), positions.ptr(), capacities.ptr(), n_i, h_kv_i, d_i) }
     })
     .map_err(|e| format!("kv_append: {e}"))?;
 
@@ -112,7 +117,7 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     let split = kernels.split[which];
     launch(&shape.split, schedule, || {
         // SAFETY: decode_attn_split's C signature; partial buffers of n·h·splits (·d, ·2).
-        unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
+        unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, sequences.ptr(), positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
     })
     .map_err(|e| format!("decode_attn_split_d{d}: {e}"))?;
 

@@ -6,7 +6,8 @@
 //
 // Layout (what src/cuda/decode_attn.rs passes):
 //   q, o: [n, h, D]; k_new, v_new: [n, h_kv, D] (storage type T)
-//   keys[r], values[r]: device pointers to the cache of row r's sequence, [h_kv, capacities[r], D]
+//   sequences[r]: row r's sequence z; keys[z], values[z]: device pointers to its cache,
+//   [h_kv, capacities[z], D] (one entry per sequence, however many rows it has in the step)
 //   positions[r]: where row r sits; it attends cached positions 0..=positions[r]
 //   partial_o: [n, h, splits, D] f32 (Σ exp(s - m)·v over the split, unnormalised),
 //   partial_ml: [n, h, splits, 2] f32 (m = the split's largest scaled score, l = Σ exp(s - m));
@@ -31,7 +32,7 @@ constexpr int CHUNK = 256;
 constexpr int MAX_GROUP = 8;
 
 template <typename T, int D>
-__device__ void split(const T* q, const T* const* keys, const T* const* values, const int* positions, const int* capacities,
+__device__ void split(const T* q, const T* const* keys, const T* const* values, const int* sequences, const int* positions, const int* capacities,
                       float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
   constexpr int PER_LANE = D / 32;
   __shared__ float warp_ml[WARPS][MAX_GROUP][2];
@@ -40,9 +41,10 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
   const int group = h / h_kv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int begin = split * CHUNK, end = min(begin + CHUNK, positions[row] + 1);
-  const size_t cache_offset = (size_t)kv_head * capacities[row] * D;
-  const T* k = keys[row] + cache_offset;
-  const T* v = values[row] + cache_offset;
+  const int z = sequences[row];
+  const size_t cache_offset = (size_t)kv_head * capacities[z] * D;
+  const T* k = keys[z] + cache_offset;
+  const T* v = values[z] + cache_offset;
 
   float qr[MAX_GROUP][PER_LANE], acc[MAX_GROUP][PER_LANE], m[MAX_GROUP], l[MAX_GROUP];
   for (int g = 0; g < group; ++g) {
@@ -124,14 +126,15 @@ __device__ void combine(const float* partial_o, const float* partial_ml, T* o, i
 // keys[r][kv_head, positions[r], :] = k_new[r, kv_head, :] (and values), grid-stride over
 // n · h_kv · D elements.
 template <typename T>
-__device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const* values, const int* positions, const int* capacities,
+__device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const* values, const int* sequences, const int* positions, const int* capacities,
                        int n, int h_kv, int d) {
   const size_t total = (size_t)n * h_kv * d;
   for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (size_t)gridDim.x * blockDim.x) {
     const int c = (int)(e % d), kv_head = (int)(e / d % h_kv), row = (int)(e / ((size_t)d * h_kv));
-    const size_t at = ((size_t)kv_head * capacities[row] + positions[row]) * d + c;
-    keys[row][at] = k_new[e];
-    values[row][at] = v_new[e];
+    const int z = sequences[row];
+    const size_t at = ((size_t)kv_head * capacities[z] + positions[row]) * d + c;
+    keys[z][at] = k_new[e];
+    values[z][at] = v_new[e];
   }
 }
 
@@ -139,9 +142,11 @@ __device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const*
 
 #define DECODE_SPLIT(T, S, D)                                                                                          \
   extern "C" __global__ void __launch_bounds__(decode::THREADS) decode_attn_split_d##D##_##S(                         \
-      const T* q, const T* const* keys, const T* const* values, const int* positions, const int* capacities,           \
+      const T* q, const T* const* keys, const T* const* values, const int* sequences, const int* positions,            \
+      const int* capacities,                                                                                           \
       float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {                                 \
-    decode::split<T, D>(q, keys, values, positions, capacities, partial_o, partial_ml, h, h_kv, splits, scale);       \
+    decode::split<T, D>(q, keys, values, sequences, positions, capacities, partial_o, partial_ml, h, h_kv, splits,     \
+                        scale);                                                                                        \
   }                                                                                                                    \
   extern "C" __global__ void decode_attn_combine_d##D##_##S(const float* partial_o, const float* partial_ml, T* o,     \
                                                             int h, int splits) {                                      \
@@ -151,7 +156,8 @@ __device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const*
   DECODE_SPLIT(T, S, 64)                                                                                               \
   DECODE_SPLIT(T, S, 128)                                                                                              \
   extern "C" __global__ void kv_append_##S(const T* k_new, const T* v_new, T* const* keys, T* const* values,           \
-                                           const int* positions, const int* capacities, int n, int h_kv, int d) {     \
-    decode::append<T>(k_new, v_new, keys, values, positions, capacities, n, h_kv, d);                                  \
+                                           const int* sequences, const int* positions, const int* capacities, int n,  \
+                                           int h_kv, int d) {                                                         \
+    decode::append<T>(k_new, v_new, keys, values, sequences, positions, capacities, n, h_kv, d);                       \
   }
 FOR_EACH_FLOAT(DECODE_KERNELS)

@@ -73,20 +73,23 @@ pub struct LayerCache<'a> {
     pub values: &'a Tensor,
 }
 
-/// Writes row `r`'s key and value (`k`, `v`: `[n, kv_heads·d]`) into `caches[r]` at `positions[r]`,
-/// then returns `softmax(q·kᵀ·scale)·v` of each row of `q: [n, heads·d]` over its cache's
-/// positions `0..=positions[r]`, as `[n, heads·d]` in q's dtype. Rows of one sequence share its
-/// cache (a prefill's rows see each other, causally). CUDA only.
-pub fn append_and_attend(q: &Tensor, k: &Tensor, v: &Tensor, caches: &[LayerCache<'_>], positions: &[usize], heads: usize, scale: f32) -> Result<Tensor> {
-    let op = DecodeAttention { caches: caches.iter().map(|c| (c.keys.clone(), c.values.clone())).collect(), positions: positions.to_vec(), heads, scale };
+/// Row `r` of the step is `rows[r] = (sequence, position)`: writes its key and value (`k`, `v`:
+/// `[n, kv_heads·d]`) into `caches[sequence]` at `position`, then returns `softmax(q·kᵀ·scale)·v`
+/// of each row of `q: [n, heads·d]` over its sequence's positions `0..=position`, as `[n, heads·d]`
+/// in q's dtype. Rows of one sequence share its cache (a prefill's rows see each other, causally).
+/// CUDA only.
+pub fn append_and_attend(q: &Tensor, k: &Tensor, v: &Tensor, caches: &[LayerCache<'_>], rows: &[(usize, usize)], heads: usize, scale: f32) -> Result<Tensor> {
+    let op = DecodeAttention { caches: caches.iter().map(|c| (c.keys.clone(), c.values.clone())).collect(), rows: rows.to_vec(), heads, scale };
     q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
 }
 
 // read by the CUDA forward only
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub(crate) struct DecodeAttention {
+    /// Per sequence.
     pub(crate) caches: Vec<(Tensor, Tensor)>,
-    pub(crate) positions: Vec<usize>,
+    /// Per row: (sequence, position).
+    pub(crate) rows: Vec<(usize, usize)>,
     pub(crate) heads: usize,
     pub(crate) scale: f32,
 }

@@ -38,45 +38,55 @@ pub(crate) fn append_and_attend(op: &DecodeAttention, inputs: Inputs<'_>) -> Res
 }
 
 fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs<'_>) -> Result<CudaStorage> {
-    let DecodeAttention { caches, positions, heads, scale } = op;
+    let DecodeAttention { caches, rows, heads, scale } = op;
     let (heads, scale) = (*heads, *scale);
     let (n, width) = ql.shape().dims2()?;
     let (kn, kv_width) = kl.shape().dims2()?;
-    if heads == 0 || !width.is_multiple_of(heads) || kn != n || vl.dims() != kl.dims() || caches.len() != n || positions.len() != n {
-        bail!("{OP}: q {:?}, k {:?}, v {:?}, {} caches and {} positions do not describe {n} rows of {heads} heads", ql.dims(), kl.dims(), vl.dims(), caches.len(), positions.len());
+    if heads == 0 || !width.is_multiple_of(heads) || kn != n || vl.dims() != kl.dims() || rows.len() != n {
+        bail!("{OP}: q {:?}, k {:?}, v {:?} and {} rows do not describe {n} rows of {heads} heads", ql.dims(), kl.dims(), vl.dims(), rows.len());
     }
     let d = width / heads;
     if !kv_width.is_multiple_of(d) {
         bail!("{OP}: k rows of {kv_width} are not whole heads of {d}");
     }
     let kv_heads = kv_width / d;
-    let longest = positions.iter().max().map_or(0, |&p| p + 1);
+    let longest = rows.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
     let shape = decode_launch(n, heads, kv_heads, d, longest)?;
     let dev = &qs.device;
     let (q, k, v) = (view::<T>(qs, ql, OP, "q")?, view::<T>(ks, kl, OP, "k")?, view::<T>(vs, vl, OP, "v")?);
 
-    let (mut key_addresses, mut value_addresses, mut capacities) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-    for ((keys, values), &position) in caches.iter().zip(positions) {
+    // one table entry per sequence, however many rows it has in the step
+    let (mut key_addresses, mut value_addresses, mut capacities) = (Vec::new(), Vec::new(), Vec::new());
+    for (keys, values) in caches {
         let (key_address, capacity) = cache_address::<T>(dev, keys, kv_heads, d)?;
         let (value_address, value_capacity) = cache_address::<T>(dev, values, kv_heads, d)?;
-        if value_capacity != capacity || position >= capacity {
-            bail!("{OP}: position {position} in a cache of {capacity} keys and {value_capacity} values");
+        if value_capacity != capacity {
+            bail!("{OP}: a cache of {capacity} keys and {value_capacity} values");
         }
         key_addresses.push(key_address);
         value_addresses.push(value_address);
-        capacities.push(as_i32(capacity, OP, "capacity")?);
+        capacities.push(capacity);
     }
-    let positions: Vec<i32> = positions.iter().map(|&p| as_i32(p, OP, "position")).collect::<Result<_>>()?;
+    let (mut sequences, mut positions) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for &(z, p) in rows {
+        match capacities.get(z) {
+            Some(&capacity) if p < capacity => {}
+            _ => bail!("{OP}: row at position {p} of sequence {z}: no such sequence, or its cache is shorter"),
+        }
+        sequences.push(as_i32(z, OP, "sequence")?);
+        positions.push(as_i32(p, OP, "position")?);
+    }
+    let capacities: Vec<i32> = capacities.into_iter().map(|c| as_i32(c, OP, "capacity")).collect::<Result<_>>()?;
     let (keys, values) = (dev.clone_htod(&key_addresses)?, dev.clone_htod(&value_addresses)?);
-    let (positions, capacities) = (dev.clone_htod(&positions)?, dev.clone_htod(&capacities)?);
+    let (sequences, positions, capacities) = (dev.clone_htod(&sequences)?, dev.clone_htod(&positions)?, dev.clone_htod(&capacities)?);
     let (n_i, h_i, h_kv_i, d_i, splits_i) =
         (as_i32(n, OP, "rows")?, as_i32(heads, OP, "heads")?, as_i32(kv_heads, OP, "kv heads")?, as_i32(d, OP, "head dim")?, as_i32(shape.splits, OP, "splits")?);
 
-    launch!(T, dev, DECODE_ATTN, "kv_append", shape.append, k, v, keys, values, positions, capacities, n_i, h_kv_i, d_i)?;
+    launch!(T, dev, DECODE_ATTN, "kv_append", shape.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
     let partials = n * heads * shape.splits;
     let partial_o = alloc_output::<f32>(dev, partials * d)?;
     let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
-    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
     let o = alloc_output::<T>(dev, n * width)?;
     launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, o, h_i, splits_i)?;
     Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))

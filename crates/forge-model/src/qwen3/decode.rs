@@ -102,9 +102,8 @@ impl Attention {
             let q = rope(&q, &inputs.cos, &inputs.sin)?.reshape((n, h * d))?;
             let k = rope(&k, &inputs.cos, &inputs.sin)?.reshape((n, h_kv * d))?;
             let v = v.reshape((n, h_kv * d))?;
-            let caches: Vec<_> = rows.iter().map(|&(seq, _)| steps[seq].cache.device_layer(layer)).collect();
-            let positions: Vec<usize> = rows.iter().map(|&(_, position)| position).collect();
-            let out = forge_kernels::decode_attn::append_and_attend(&q, &k, &v, &caches, &positions, h, scale)?.reshape((1, n, h * d))?;
+            let caches: Vec<_> = steps.iter().map(|step| step.cache.device_layer(layer)).collect();
+            let out = forge_kernels::decode_attn::append_and_attend(&q, &k, &v, &caches, rows, h, scale)?.reshape((1, n, h * d))?;
             return self.o_proj.forward(&out, inputs);
         }
         let host = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };

@@ -23,7 +23,7 @@ WHEELS=(
   nvidia-cuda-cccl==13.0.85
 )
 # cudarc module -> library it links, with the SONAME of the CUDA 13 library that the GPU machine has.
-# (NCCL is not linked yet; its stub is ready for the multi-GPU work that will link it.)
+# (NCCL: forge-train links it for gradients between GPUs, see crates/forge-train/src/distributed.)
 STUBS=(
   "driver   libcuda.so.1"
   "cublas   libcublas.so.13"

@@ -136,6 +136,11 @@ struct RecipeArgs {
     /// Print the resolved config and exit.
     #[arg(long)]
     print_config: bool,
+    /// Data-parallel workers on this machine (one per GPU, torchrun's --nproc-per-node): each
+    /// optimizer step takes train.grad_accum micro-batches on every worker. Workers started by
+    /// another launcher take RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nproc_per_node: usize,
 }
 
 #[derive(Subcommand)]
@@ -358,7 +363,19 @@ fn main() -> Result<()> {
                 print!("{resolved}");
                 return Ok(());
             }
-            let summary = forge_train::sft::run(&config, &resolved, &forge_train::sft::SftOptions { resume: args.resume, stop_after: None })?;
+            if forge_train::distributed::launch::should_launch(args.nproc_per_node) {
+                forge_train::distributed::launch::run_local_workers(args.nproc_per_node)?;
+                return Ok(());
+            }
+            let options = forge_train::sft::SftOptions {
+                resume: args.resume,
+                stop_after: None,
+                distributed: forge_train::Topology::from_env()?,
+            };
+            let summary = forge_train::sft::run(&config, &resolved, &options)?;
+            if options.distributed.as_ref().is_some_and(|t| t.rank != 0) {
+                return Ok(());
+            }
             eprintln!(
                 "sft: {} steps, loss {:.4} -> {:.4}, {:.0} tokens/s; {} examples ({} skipped, {} truncated); model in {}",
                 summary.steps,
@@ -376,6 +393,9 @@ fn main() -> Result<()> {
             if args.print_config {
                 print!("{resolved}");
                 return Ok(());
+            }
+            if args.nproc_per_node > 1 || forge_train::Topology::from_env()?.is_some() {
+                bail!("forge train rl runs as one worker: data-parallel RL is not built yet (drop --nproc-per-node / WORLD_SIZE)");
             }
             let options = forge_rl::RlOptions { resume: args.resume, stop_after: None, labels: Default::default() };
             let summary = tokio::runtime::Runtime::new()?.block_on(forge_rl::run(&config, &resolved, &options))?;

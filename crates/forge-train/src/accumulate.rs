@@ -1,9 +1,9 @@
 //! Gradient accumulation over micro-batches.
 
 use candle_core::{DType, Tensor};
-use forge_model::Gradients;
+use forge_model::{Gradients, ParamStore};
 
-use crate::{Result, TrainError};
+use crate::{ProcessGroup, Result, TrainError};
 
 /// Sums the gradients of several micro-batches (in f32, whatever the model dtype: bf16 sums
 /// lose low bits quickly) and returns their mean. Summing then scaling by 1/n equals averaging
@@ -37,6 +37,12 @@ impl GradAccumulator {
 
     pub fn micro_batches(&self) -> usize {
         self.micro_batches
+    }
+
+    /// The mean gradient over the micro-batches every worker of `group` added (f32): the
+    /// data-parallel form of [`finish`](Self::finish), equal to it for a single worker.
+    pub fn finish_across(self, group: &ProcessGroup, params: &ParamStore) -> Result<Gradients> {
+        group.mean_gradients(self.sum, self.micro_batches, params)
     }
 
     /// The mean gradient over the micro-batches added so far (f32).

@@ -37,6 +37,9 @@ pub enum TrainError {
     #[error("writing checkpoint step {step} into {dir} failed ({reason}); no partial step directory was left behind")]
     CheckpointWrite { step: u64, dir: PathBuf, reason: String },
 
+    #[error("data-parallel run: {0}")]
+    Distributed(String),
+
     #[error("invalid config: {0}")]
     Config(String),
 

@@ -14,6 +14,7 @@ mod accumulate;
 pub mod checkpoint;
 mod clip;
 pub mod config;
+pub mod distributed;
 mod error;
 mod fused;
 pub mod memory;
@@ -25,6 +26,7 @@ pub mod sft;
 
 pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoints;
+pub use distributed::{ProcessGroup, Topology};
 pub use clip::{clip_coefficient, clip_grad_norm, grad_norm};
 pub use error::{Result, TrainError};
 pub use optim::{applies_weight_decay, AdamW, AdamWConfig, ParamGroups, StepStats};

@@ -30,7 +30,7 @@ fn f32_sft_on_the_gpu_follows_the_cpu_loss_curve() {
     let run = |device: &str| {
         let run_dir = tmp.path().join(device.replace(':', "-"));
         let config = small_sft_config(&run_dir, 8, &[&format!("model.device=\"{device}\""), "train.epochs=2"]);
-        let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+        let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
         (losses(&run_dir), summary)
     };
     let (cpu, _) = run("cpu");
@@ -54,7 +54,7 @@ fn bf16_sft_on_the_gpu_learns_and_resumes() {
     let overrides = ["model.device=\"cuda\"", "model.dtype=\"bf16\""];
     let whole_dir = tmp.path().join("whole");
     let whole = small_sft_config(&whole_dir, 12, &overrides);
-    let summary = sft::run(&whole, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+    let summary = sft::run(&whole, "# test\n", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
     let curve = losses(&whole_dir);
     let mean = |l: &[f64]| l.iter().sum::<f64>() / l.len() as f64;
     assert!(mean(&curve[curve.len() - 3..]) < 0.75 * mean(&curve[..3]), "loss did not fall: {curve:?}");
@@ -63,11 +63,32 @@ fn bf16_sft_on_the_gpu_learns_and_resumes() {
     // interrupted after 4 steps (checkpoints every 2), then resumed from the checkpoint
     let split_dir = tmp.path().join("split");
     let split = small_sft_config(&split_dir, 12, &overrides);
-    sft::run(&split, "# test\n", &SftOptions { resume: false, stop_after: Some(4) }).unwrap();
-    sft::run(&split, "# test\n", &SftOptions { resume: true, stop_after: None }).unwrap();
+    sft::run(&split, "# test\n", &SftOptions { resume: false, stop_after: Some(4), ..Default::default() }).unwrap();
+    sft::run(&split, "# test\n", &SftOptions { resume: true, stop_after: None, ..Default::default() }).unwrap();
     let resumed = losses(&split_dir);
     assert_eq!(resumed.len(), curve.len());
     for (step, (a, b)) in curve.iter().zip(&resumed).enumerate() {
         assert!((a - b).abs() <= 1e-3 * a.abs(), "step {}: uninterrupted {a} vs resumed {b}", step + 1);
     }
+}
+
+/// A one-GPU machine cannot hold two NCCL ranks (NCCL refuses a GPU twice in a communicator), so
+/// this is the GPU check of the data-parallel path that one GPU allows: a run as the only worker of
+/// a process group goes through the TCP rendezvous, the NCCL communicator and its all-reduce of
+/// every gradient, and must train exactly as the same run without a group.
+#[test]
+fn a_one_worker_nccl_group_trains_exactly_as_no_group() {
+    let Some(_gpu) = require_cuda("a_one_worker_nccl_group_trains_exactly_as_no_group") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, distributed: Option<forge_train::Topology>| {
+        let run_dir = tmp.path().join(name);
+        let config = small_sft_config(&run_dir, 8, &["model.device=\"cuda\"", "train.max_steps=4"]);
+        sft::run(&config, "# test\n", &SftOptions { distributed, ..Default::default() }).unwrap();
+        run_dir
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let alone = run("alone", None);
+    let grouped = run("grouped", Some(forge_train::Topology { rank: 0, world_size: 1, local_rank: 0, master: format!("127.0.0.1:{port}") }));
+    assert_eq!(losses(&alone), losses(&grouped));
+    assert_eq!(flat_weights(&alone.join("model")), flat_weights(&grouped.join("model")));
 }

@@ -13,7 +13,7 @@ fn loss_falls_and_the_model_is_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("run");
     let config = small_sft_config(&run_dir, 12, &[]);
-    let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None }).unwrap();
+    let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
     assert_eq!(summary.steps, 18, "12 examples, 2 per micro-batch, 3 epochs");
     let losses = read_series(&run_dir.join("metrics.jsonl"), "loss").unwrap();
     let first: f64 = losses[..3].iter().map(|p| p.1).sum::<f64>() / 3.0;
@@ -34,15 +34,15 @@ fn resumed_run_reproduces_the_uninterrupted_loss_curve() {
     let tmp = tempfile::tempdir().unwrap();
     let straight = tmp.path().join("straight");
     let config = small_sft_config(&straight, 8, &["train.max_steps=8"]);
-    sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap();
+    sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
 
     let interrupted = tmp.path().join("interrupted");
     let config = small_sft_config(&interrupted, 8, &["train.max_steps=8"]);
     // stops after step 5: the last checkpoint is step 4, step 5's metrics must be discarded
-    sft::run(&config, "", &SftOptions { resume: false, stop_after: Some(5) }).unwrap();
-    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    sft::run(&config, "", &SftOptions { resume: false, stop_after: Some(5), ..Default::default() }).unwrap();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
-    sft::run(&config, "", &SftOptions { resume: true, stop_after: None }).unwrap();
+    sft::run(&config, "", &SftOptions { resume: true, stop_after: None, ..Default::default() }).unwrap();
 
     for metric in ["loss", "lr", "grad_norm", "tokens_seen"] {
         let a = read_series(&straight.join("metrics.jsonl"), metric).unwrap();
@@ -67,19 +67,19 @@ fn bad_examples_are_reported_with_file_and_line() {
     let data = tmp.path().join("mixed.jsonl");
     std::fs::write(&data, format!("{good}{}\n", bad.join("\n"))).unwrap();
     config.data.train = data.clone();
-    let summary = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap();
+    let summary = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
     assert_eq!(summary.data.skipped_bad, 4);
     assert_eq!(summary.data.examples, 4);
 
     config.data.bad_examples = sft::BadExamples::Error;
     config.run.dir = tmp.path().join("run2");
-    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("mixed.jsonl:5: not valid JSON"), "{err}");
     for (line, text) in [(6, "unknown role \"wizard\""), (7, "\"rm_rf\", which is not among the example's tools"), (8, "no assistant message")] {
         let path = tmp.path().join(format!("one-{line}.jsonl"));
         std::fs::write(&path, format!("{}\n", bad[line - 5])).unwrap();
         config.data.train = path;
-        let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+        let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
         assert!(err.contains(":1: ") && err.contains(text), "{err}");
     }
 }
@@ -97,7 +97,7 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     model["num_hidden_layers"] = 4096.into();
     std::fs::write(&path, model.to_string()).unwrap();
     let started = std::time::Instant::now();
-    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("this run needs about") && err.contains("of host memory but") && err.contains("is available (weights"), "{err}");
     assert!(err.contains("to fit: lower train.micro_batch_tokens or data.max_seq_len, train LoRA adapters ([lora]), enable train.recompute; or set train.check_memory = false"), "{err}");
     assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
@@ -116,7 +116,7 @@ fn a_gpu_run_in_a_build_without_cuda_is_refused_before_anything_is_written() {
     let run_dir = tmp.path().join("run");
     let config = small_sft_config(&run_dir, 4, &["model.device=cuda:1"]);
     assert_eq!(config.model.device, forge_model::device::DeviceSpec::Cuda(1));
-    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None }).unwrap_err().to_string();
+    let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
     assert!(err.contains("device `cuda:1`: this forge was built without CUDA; build it with scripts/build-cuda.sh"), "{err}");
     assert!(!run_dir.exists());
     let repo = repo();
@@ -175,7 +175,7 @@ fn lora_sft_trains_adapters_resumes_exactly_and_exports_merged() {
             target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
             seed: 1,
         });
-        sft::run(&config, "", &SftOptions { resume, stop_after }).unwrap();
+        sft::run(&config, "", &SftOptions { resume, stop_after, ..Default::default() }).unwrap();
         run_dir
     };
     let straight = lora_run("straight", None, false);

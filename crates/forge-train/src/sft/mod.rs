@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::memory::{estimate, remedies, report_and_check, MemoryEstimate, RunShape};
 use crate::run_log::RunLog;
-use crate::{AdamW, AdamWConfig, Checkpoints, GradAccumulator, LrSchedule, Result, TrainError};
+use crate::{AdamW, AdamWConfig, Checkpoints, GradAccumulator, LrSchedule, ProcessGroup, Result, Topology, TrainError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,11 +137,15 @@ pub struct SftSummary {
     pub model_dir: PathBuf,
 }
 
+#[derive(Debug, Clone, Default)]
 pub struct SftOptions {
     /// Continue from the latest checkpoint of the run directory.
     pub resume: bool,
     /// Stop after this many steps as if interrupted (no final save): for resume tests.
     pub stop_after: Option<u64>,
+    /// This worker's place in a data-parallel run (`None`: the only worker). Each optimizer step
+    /// then takes `train.grad_accum` micro-batches per worker, and rank 0 writes the run directory.
+    pub distributed: Option<Topology>,
 }
 
 impl SftConfig {
@@ -269,7 +273,13 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
 pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Result<SftSummary> {
     // ---- setup
     config.validate()?;
-    let device = config.model.device.open()?;
+    let device = match &options.distributed {
+        Some(topology) => topology.device(config.model.device)?,
+        None => config.model.device,
+    }
+    .open()?;
+    let group = ProcessGroup::for_topology(options.distributed.as_ref(), &device)?;
+    let (main, world) = (group.is_main(), group.world_size());
     let dtype = model_dtype(&config.model.dtype)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
@@ -297,18 +307,23 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.seed, epoch));
     }
 
-    let steps_in_data = micro_batches.len().div_ceil(config.train.grad_accum) as u64;
+    // a step: grad_accum micro-batches on each worker, consecutive ones on the same worker (so
+    // one worker with grad_accum × world reproduces the run, up to the order of the sums)
+    let per_step = config.train.grad_accum * world;
+    let steps_in_data = micro_batches.len().div_ceil(per_step) as u64;
     let total_steps = config.train.max_steps.map_or(steps_in_data, |m| m.min(steps_in_data));
 
     // what the largest micro-batch of the run and the model's state need, before anything is loaded
-    let used = micro_batches.len().min(total_steps as usize * config.train.grad_accum);
+    let used = micro_batches.len().min(total_steps as usize * per_step);
     let shapes: Vec<(usize, usize)> =
         micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
     let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
     let base_config = model_config(config)?;
     report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, &device, config.train.check_memory, &fixes)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
-    std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
+    if main {
+        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+        std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
+    }
 
     // the base model: pretrained or random; with full fine-tuning a checkpoint replaces it
     let (model_config, mut params) = match (&config.model.path, &config.model.init_config) {
@@ -347,8 +362,14 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
         tracing::info!(step, "resumed");
     }
-    let mut log = RunLog::open(&run_dir, resume_from.as_ref().map(|(s, _)| *s))?;
-    let progress = indicatif::ProgressBar::new(total_steps).with_position(state.step);
+    let mut log = match main {
+        true => Some(RunLog::open(&run_dir, resume_from.as_ref().map(|(s, _)| *s))?),
+        false => None,
+    };
+    let progress = match main {
+        true => indicatif::ProgressBar::new(total_steps).with_position(state.step),
+        false => indicatif::ProgressBar::hidden(),
+    };
     progress.set_style(
         indicatif::ProgressStyle::with_template("sft {bar:30} {pos}/{len} steps  eta {eta}  {msg}").expect("valid template"),
     );
@@ -379,12 +400,13 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     while state.step < total_steps {
         let step_started = Instant::now();
         let start = state.micro_batches as usize;
-        let end = (start + config.train.grad_accum).min(micro_batches.len());
+        let end = (start + per_step).min(micro_batches.len());
+        let mine = (start + group.rank() * config.train.grad_accum).min(end)..(start + (group.rank() + 1) * config.train.grad_accum).min(end);
         let mut accumulator = GradAccumulator::new();
         // LoRA dropout masks: a pure function of (seed, step), so a resumed run draws the same
         model.set_dropout_seed(Some(config.train.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step));
         let (mut loss_sum, mut step_tokens, mut trained_tokens) = (0f64, 0usize, 0usize);
-        for indices in &micro_batches[start..end] {
+        for indices in &micro_batches[mine] {
             let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             step_tokens += batch_examples.iter().map(|e| e.input_ids.len()).sum::<usize>();
             trained_tokens += batch_examples.iter().map(|e| e.trained_tokens()).sum::<usize>();
@@ -393,9 +415,13 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
             loss_sum += f64::from(loss);
             accumulator.add(grads)?;
         }
+        let mut totals = [loss_sum, step_tokens as f64, trained_tokens as f64];
+        group.all_reduce_f64(&mut totals)?;
+        let [loss_sum, step_tokens, trained_tokens] = totals;
+        let (step_tokens, trained_tokens) = (step_tokens as usize, trained_tokens as usize);
         let lr = schedule.lr(state.step);
         optimizer.set_lr(lr);
-        let stats = optimizer.step(&accumulator.finish()?)?;
+        let stats = optimizer.step(&accumulator.finish_across(&group, model.trainable())?)?;
         let loss = (loss_sum / (end - start) as f64) as f32;
         state.step += 1;
         state.micro_batches = end as u64;
@@ -405,7 +431,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         }
         last_loss = loss;
         let seconds = step_started.elapsed().as_secs_f64();
-        log.log(
+        if let Some(log) = &mut log {
+            log.log(
             state.step,
             &[
                 ("loss", f64::from(loss)),
@@ -416,10 +443,11 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
                 ("tokens_seen", state.tokens_seen as f64),
                 ("tokens_per_s", step_tokens as f64 / seconds),
             ],
-        )?;
+            )?;
+        }
         progress.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
         progress.inc(1);
-        if state.step % config.run.checkpoint_every == 0 || state.step == total_steps {
+        if main && (state.step % config.run.checkpoint_every == 0 || state.step == total_steps) {
             save(&state, &optimizer)?;
         }
         if options.stop_after == Some(state.step) && state.step < total_steps {
@@ -444,8 +472,12 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         Some((lora, adapters)) => merge(model.params(), adapters, lora)?,
         None => model.params().clone(),
     };
-    save_model_dir(&final_params, &model_config, Some(&tok_dir), &model_dir, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
-    log.plot("loss")?;
+    if let Some(log) = &log {
+        save_model_dir(&final_params, &model_config, Some(&tok_dir), &model_dir, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
+        log.plot("loss")?;
+    }
+    // every worker returns once the model is written
+    group.barrier()?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(SftSummary {
         run_dir,

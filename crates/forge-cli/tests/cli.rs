@@ -211,6 +211,36 @@ fn train_sft_prints_the_resolved_config_and_rejects_unknown_keys() {
 }
 
 #[test]
+fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulation() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = root.join("configs/tiny/sft.toml");
+    let train = |name: &str, extra: &[&str]| {
+        let run_dir = tmp.path().join(name);
+        let set_run_dir = format!("run.dir={}", run_dir.display());
+        let mut args = vec!["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.max_steps=3", "--set", "optim.warmup_steps=1", "--set", &set_run_dir];
+        args.extend(extra);
+        let out = Command::new(env!("CARGO_BIN_EXE_forge")).current_dir(&root).args(&args).output().unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        (std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap(), stderr(&out))
+    };
+    let (single, _) = train("single", &["--set", "train.grad_accum=2"]);
+    let (parallel, log) = train("parallel", &["--set", "train.grad_accum=1", "--nproc-per-node", "2"]);
+    assert_eq!(log.matches("sft: 3 steps").count(), 1, "rank 0 alone reports the run: {log}");
+    let series = |metrics: &str, key: &str| -> Vec<String> {
+        metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].to_string()).collect()
+    };
+    for key in ["loss", "grad_norm", "tokens_seen"] {
+        assert_eq!(series(&single, key).len(), 3);
+        assert_eq!(series(&single, key), series(&parallel, key), "{key}");
+    }
+
+    let out = forge(&["train", "rl", "--config", root.join("configs/demo/rl.toml").to_str().unwrap(), "--nproc-per-node", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("data-parallel RL is not built yet"), "{}", stderr(&out));
+}
+
+#[test]
 fn train_rl_prints_the_resolved_config_and_names_bad_settings() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let config = root.join("configs/demo/rl.toml");

@@ -235,6 +235,17 @@ fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulati
         assert_eq!(series(&single, key), series(&parallel, key), "{key}");
     }
 
+    // a worker that fails ends the run with an error naming it (here every worker refuses the config)
+    let set_run_dir = format!("run.dir={}", tmp.path().join("refused").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .current_dir(&root)
+        .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "model.device=\"cuda:1\"", "--set", &set_run_dir, "--nproc-per-node", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("CUDA_VISIBLE_DEVICES") && stderr(&out).contains("failed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("worker rank"), "{}", stderr(&out));
+
     let out = forge(&["train", "rl", "--config", root.join("configs/demo/rl.toml").to_str().unwrap(), "--nproc-per-node", "2"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("data-parallel RL is not built yet"), "{}", stderr(&out));

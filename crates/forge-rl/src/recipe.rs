@@ -93,7 +93,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         config.lora.is_some(),
         config.train.recompute,
     );
-    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, config.train.check_memory, &remedies)?;
+    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, 1, config.train.check_memory, &remedies)?;
     std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
     std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
 

@@ -2,13 +2,19 @@
 //! and a ~50M-parameter Qwen3; `scripts/bench_sft_torch.py` measures PyTorch on the same shapes
 //! (`scripts/bench-sft.sh` runs both side by side). Prints one JSON line.
 //!
-//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10]`
+//! With `--workers N` the step is data-parallel: N worker processes (this program, started as
+//! `forge train sft --nproc-per-node N` starts them), each with its own batch, gradients averaged
+//! over the workers' TCP link; rank 0 prints the line, with the time spent averaging.
+//! `scripts/bench-data-parallel.sh` compares that with PyTorch DDP (gloo).
+//!
+//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N]`
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
-use forge_train::{AdamW, AdamWConfig};
+use forge_train::distributed::launch;
+use forge_train::{AdamW, AdamWConfig, GradAccumulator, ProcessGroup, Topology};
 
 fn rss_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -32,6 +38,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model_name = arg(&args, "--model").unwrap_or("tiny");
     let num = |name: &str, default: usize| arg(&args, name).and_then(|v| v.parse().ok()).unwrap_or(default);
     let (batch, seq, warmup, steps) = (num("--batch", 2), num("--seq", 512), num("--warmup", 2), num("--steps", 10));
+    let workers = num("--workers", 1);
+    if launch::should_launch(workers) {
+        launch::run_local_workers(workers)?;
+        return Ok(());
+    }
+    let group = ProcessGroup::for_topology(Topology::from_env()?.as_ref(), &Device::Cpu)?;
     let config_json = match model_name {
         "tiny" => std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny/qwen3-tiny.json"))?,
         "50m" => r#"{"model_type": "qwen3", "vocab_size": 8192, "hidden_size": 768, "intermediate_size": 2048,
@@ -49,28 +61,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         model.params(),
         AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), pure_bf16: false },
     )?;
-    let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
+    let offset = group.rank() * batch * seq;
+    let ids: Vec<u32> = (offset..offset + batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
     let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
-    let mut times = Vec::new();
+    let (mut times, mut reduce_times) = (Vec::new(), Vec::new());
     for i in 0..warmup + steps {
         let start = Instant::now();
         let (_, grads) = model.loss_and_gradients(&step, false)?;
+        let reduce_start = Instant::now();
+        let grads = match group.world_size() {
+            1 => grads,
+            _ => {
+                let mut accumulator = GradAccumulator::new();
+                accumulator.add(grads)?;
+                accumulator.finish_across(&group, model.params())?
+            }
+        };
+        let reduce_s = reduce_start.elapsed().as_secs_f64();
         optimizer.step(&grads)?;
         if i >= warmup {
             times.push(start.elapsed().as_secs_f64());
+            reduce_times.push(reduce_s);
         }
     }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    println!(
-        "{}",
-        serde_json::json!({
-            "impl": "forge", "model": model_name, "threads": rayon::current_num_threads(),
-            "params": config.num_parameters(), "tokens_per_step": batch * seq,
-            "step_s_median": median, "tokens_per_s": (batch * seq) as f64 / median,
-            "peak_rss_mib": rss_mib("VmHWM:"), "rss_before_model_mib": rss_before,
-        })
-    );
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (step_s, reduce_s) = (median(times), median(reduce_times));
+    let tokens = batch * seq * group.world_size();
+    if group.is_main() {
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "forge", "model": model_name, "threads": rayon::current_num_threads(), "workers": group.world_size(),
+                "params": config.num_parameters(), "tokens_per_step": tokens,
+                "step_s_median": step_s, "tokens_per_s": tokens as f64 / step_s, "all_reduce_s_median": reduce_s,
+                "peak_rss_mib": rss_mib("VmHWM:"), "rss_before_model_mib": rss_before,
+            })
+        );
+    }
     Ok(())
 }

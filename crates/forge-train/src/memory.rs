@@ -160,15 +160,16 @@ pub fn remedies<'a>(specific: &[&'a str], lora: bool, recompute: bool) -> Vec<&'
 }
 
 /// Prints the estimate (and what each memory it draws on has available) and checks it unless
-/// `check` is off; `remedies` are the settings of this run that would shrink it.
-pub fn report_and_check(estimate: &MemoryEstimate, device: &Device, check: bool, remedies: &[&str]) -> Result<()> {
+/// `check` is off; `remedies` are the settings of this run that would shrink it. The host's part
+/// counts `workers_on_host` times: the workers of a data-parallel run on one machine share it.
+pub fn report_and_check(estimate: &MemoryEstimate, device: &Device, workers_on_host: usize, check: bool, remedies: &[&str]) -> Result<()> {
     let uses: Vec<MemoryUse> = estimate
         .placement(device.location())
         .into_iter()
         .map(|(memory, needed)| {
-            let available = match memory {
-                Memory::Host => host_memory_available(),
-                Memory::Gpu(_) => memory_available(device),
+            let (available, needed) = match memory {
+                Memory::Host => (host_memory_available(), needed * workers_on_host.max(1) as u64),
+                Memory::Gpu(_) => (memory_available(device), needed),
             };
             MemoryUse { memory, needed, available }
         })
@@ -273,10 +274,13 @@ mod tests {
     #[test]
     fn a_cpu_run_reports_and_checks_the_host() {
         let small = MemoryEstimate { weights: 1 << 20, reference: 0, gradients: 1 << 20, optimizer: 1 << 20, activations: 1 << 20, kv_cache: 0, kv_cache_on_device: false };
-        report_and_check(&small, &Device::Cpu, true, &[]).unwrap();
+        report_and_check(&small, &Device::Cpu, 1, true, &[]).unwrap();
         let huge = MemoryEstimate { weights: 1 << 60, ..small };
-        let err = report_and_check(&huge, &Device::Cpu, true, &[]).unwrap_err().to_string();
+        let err = report_and_check(&huge, &Device::Cpu, 1, true, &[]).unwrap_err().to_string();
         assert!(err.contains("of host memory but"), "{err}");
-        report_and_check(&huge, &Device::Cpu, false, &[]).expect("train.check_memory = false starts anyway");
+        report_and_check(&huge, &Device::Cpu, 1, false, &[]).expect("train.check_memory = false starts anyway");
+        // workers on one host share its memory: what fits one worker need not fit 2^20 of them
+        let err = report_and_check(&small, &Device::Cpu, 1 << 20, true, &[]).unwrap_err().to_string();
+        assert!(err.contains("about 4096.0 GiB of host memory"), "{err}");
     }
 }

@@ -88,7 +88,7 @@ fn a_one_worker_nccl_group_trains_exactly_as_no_group() {
     };
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let alone = run("alone", None);
-    let grouped = run("grouped", Some(forge_train::Topology { rank: 0, world_size: 1, local_rank: 0, master: format!("127.0.0.1:{port}") }));
+    let grouped = run("grouped", Some(forge_train::Topology { rank: 0, world_size: 1, local_rank: 0, local_world_size: 1, master: format!("127.0.0.1:{port}") }));
     assert_eq!(losses(&alone), losses(&grouped));
     assert_eq!(flat_weights(&alone.join("model")), flat_weights(&grouped.join("model")));
 }

@@ -26,7 +26,7 @@ fn run_workers(run_dir: &Path, examples: usize, world: usize, extra: &[&str], st
             .map(|rank| {
                 let (config, master) = (config.clone(), master.clone());
                 scope.spawn(move || {
-                    let distributed = Some(Topology { rank, world_size: world, local_rank: rank, master });
+                    let distributed = Some(Topology { rank, world_size: world, local_rank: rank, local_world_size: world, master });
                     sft::run(&config, "# test\n", &SftOptions { resume, stop_after, distributed })
                 })
             })
@@ -111,7 +111,7 @@ fn an_interrupted_parallel_run_resumes_onto_the_same_curve() {
 fn a_worker_naming_its_own_gpu_in_a_parallel_run_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let config = small_sft_config(&tmp.path().join("run"), 4, &["model.device=\"cuda:1\""]);
-    let distributed = Some(Topology { rank: 0, world_size: 2, local_rank: 0, master: format!("127.0.0.1:{}", free_port()) });
+    let distributed = Some(Topology { rank: 0, world_size: 2, local_rank: 0, local_world_size: 2, master: format!("127.0.0.1:{}", free_port()) });
     let err = sft::run(&config, "", &SftOptions { distributed, ..Default::default() }).err().unwrap().to_string();
     assert!(err.contains("CUDA_VISIBLE_DEVICES"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! the others are stopped (they would wait for it forever) and the error names it.
 
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -26,7 +27,16 @@ pub fn run_local_workers(nproc_per_node: usize) -> Result<()> {
     tracing::info!(workers = nproc_per_node, port, "starting workers");
     let mut children: Vec<Child> = Vec::with_capacity(nproc_per_node);
     for rank in 0..nproc_per_node {
-        let child = Command::new(&program)
+        let mut command = Command::new(&program);
+        // SAFETY: prctl is async-signal-safe; a worker must not outlive a launcher that was killed
+        // (it would train on, holding its GPU, waiting for peers that are gone)
+        unsafe {
+            command.pre_exec(|| match libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            });
+        }
+        let child = command
             .args(&args)
             .env("RANK", rank.to_string())
             .env("LOCAL_RANK", rank.to_string())

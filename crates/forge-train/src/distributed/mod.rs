@@ -33,6 +33,8 @@ pub struct Topology {
     pub world_size: usize,
     /// This worker's index on its node: the GPU it takes.
     pub local_rank: usize,
+    /// Workers on this node (torchrun's `LOCAL_WORLD_SIZE`; 1 when unset): they share its memory.
+    pub local_world_size: usize,
     /// Rank 0's `host:port`, where the others connect.
     pub master: String,
 }
@@ -64,8 +66,9 @@ impl Topology {
             return Err(TrainError::Distributed(format!("RANK={rank} but WORLD_SIZE={world_size}: ranks are 0..{world_size}")));
         }
         let local_rank = number("LOCAL_RANK")?.unwrap_or(rank);
+        let local_world_size = number("LOCAL_WORLD_SIZE")?.unwrap_or(1).max(1);
         let master = format!("{}:{}", required("MASTER_ADDR")?, required("MASTER_PORT")?);
-        Ok(Some(Self { rank, world_size, local_rank, master }))
+        Ok(Some(Self { rank, world_size, local_rank, local_world_size, master }))
     }
 
     /// The device of this worker: CUDA ranks take `cuda:LOCAL_RANK`; a config naming another GPU
@@ -225,10 +228,17 @@ mod tests {
     fn torchrun_variables_describe_the_topology() {
         assert_eq!(Topology::from_vars(vars(&[])).unwrap(), None);
         assert_eq!(Topology::from_vars(vars(&[("WORLD_SIZE", "1"), ("RANK", "0")])).unwrap(), None);
-        let t = Topology::from_vars(vars(&[("WORLD_SIZE", "4"), ("RANK", "3"), ("LOCAL_RANK", "1"), ("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]))
-            .unwrap()
-            .unwrap();
-        assert_eq!(t, Topology { rank: 3, world_size: 4, local_rank: 1, master: "10.0.0.1:29500".into() });
+        let t = Topology::from_vars(vars(&[
+            ("WORLD_SIZE", "4"),
+            ("RANK", "3"),
+            ("LOCAL_RANK", "1"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "29500"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(t, Topology { rank: 3, world_size: 4, local_rank: 1, local_world_size: 2, master: "10.0.0.1:29500".into() });
         assert_eq!(t.device(DeviceSpec::Cuda(0)).unwrap(), DeviceSpec::Cuda(1));
         assert_eq!(t.device(DeviceSpec::Cpu).unwrap(), DeviceSpec::Cpu);
         let err = t.device(DeviceSpec::Cuda(2)).unwrap_err().to_string();

@@ -286,7 +286,7 @@ mod tests {
             .map(|rank| {
                 let (f, master) = (f.clone(), master.clone());
                 std::thread::spawn(move || {
-                    let topology = Topology { rank, world_size: world, local_rank: rank, master };
+                    let topology = Topology { rank, world_size: world, local_rank: rank, local_world_size: world, master };
                     f(rank, Link::connect(&topology, Duration::from_secs(20)).unwrap())
                 })
             })
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_missing_worker_times_out_with_the_ranks_named() {
-        let topology = Topology { rank: 0, world_size: 3, local_rank: 0, master: format!("127.0.0.1:{}", free_port()) };
+        let topology = Topology { rank: 0, world_size: 3, local_rank: 0, local_world_size: 3, master: format!("127.0.0.1:{}", free_port()) };
         let err = Link::connect(&topology, Duration::from_millis(200)).err().unwrap().to_string();
         assert!(err.contains("rank(s) 1, 2"), "{err}");
         let worker = Topology { rank: 1, ..topology };

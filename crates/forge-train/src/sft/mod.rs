@@ -319,7 +319,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
     let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
     let base_config = model_config(config)?;
-    report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, &device, config.train.check_memory, &fixes)?;
+    let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
+    report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, &device, workers_on_host, config.train.check_memory, &fixes)?;
     if main {
         std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;

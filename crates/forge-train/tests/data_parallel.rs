@@ -99,6 +99,10 @@ fn an_interrupted_parallel_run_resumes_onto_the_same_curve() {
     let extra = ["train.max_steps=6"];
     run_workers(&tmp.path().join("straight"), 12, 2, &extra, None, false);
     run_workers(&tmp.path().join("interrupted"), 12, 2, &extra, Some(3), false);
+    // resuming with another worker count would change the global batch: refused, naming the fix
+    let alone = small_sft_config(&tmp.path().join("interrupted"), 12, &extra);
+    let err = sft::run(&alone, "", &SftOptions { resume: true, ..Default::default() }).err().unwrap().to_string();
+    assert!(err.contains("trained by 2 worker(s)") && err.contains("--nproc-per-node 2"), "{err}");
     run_workers(&tmp.path().join("interrupted"), 12, 2, &extra, None, true);
     for metric in ["loss", "grad_norm", "tokens_seen"] {
         let a = read_series(&tmp.path().join("straight/metrics.jsonl"), metric).unwrap();

@@ -124,6 +124,13 @@ struct TrainerState {
     /// Micro-batches consumed so far (the data position).
     micro_batches: u64,
     tokens_seen: u64,
+    /// Data-parallel workers of the run (a step's micro-batches are `grad_accum` × this).
+    #[serde(default = "one")]
+    workers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -355,12 +362,19 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
 
     let schedule = config.optim.schedule(total_steps)?;
 
-    let mut state = TrainerState { step: 0, micro_batches: 0, tokens_seen: 0 };
+    let mut state = TrainerState { step: 0, micro_batches: 0, tokens_seen: 0, workers: world };
     if let Some((step, dir)) = &resume_from {
         optimizer.load_state(&dir.join("optimizer.safetensors"))?;
         let path = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
         state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+        if state.workers != world {
+            return Err(TrainError::Config(format!(
+                "--resume: step {step} was trained by {} worker(s), this run has {world}; resume with --nproc-per-node {} \
+                 (another count changes the global batch, and with it the steps and the schedule)",
+                state.workers, state.workers
+            )));
+        }
         tracing::info!(step, "resumed");
     }
     let mut log = match main {
@@ -434,16 +448,16 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let seconds = step_started.elapsed().as_secs_f64();
         if let Some(log) = &mut log {
             log.log(
-            state.step,
-            &[
-                ("loss", f64::from(loss)),
-                ("lr", lr),
-                ("grad_norm", f64::from(stats.grad_norm)),
-                ("tokens", step_tokens as f64),
-                ("trained_tokens", trained_tokens as f64),
-                ("tokens_seen", state.tokens_seen as f64),
-                ("tokens_per_s", step_tokens as f64 / seconds),
-            ],
+                state.step,
+                &[
+                    ("loss", f64::from(loss)),
+                    ("lr", lr),
+                    ("grad_norm", f64::from(stats.grad_norm)),
+                    ("tokens", step_tokens as f64),
+                    ("trained_tokens", trained_tokens as f64),
+                    ("tokens_seen", state.tokens_seen as f64),
+                    ("tokens_per_s", step_tokens as f64 / seconds),
+                ],
             )?;
         }
         progress.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));

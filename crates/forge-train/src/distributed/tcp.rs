@@ -24,27 +24,22 @@ pub(super) trait Element: Copy + std::ops::AddAssign {
     fn read(bytes: &[u8]) -> Self;
 }
 
-impl Element for f32 {
-    const KIND: u8 = 1;
-    const SIZE: usize = 4;
-    fn write(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn read(bytes: &[u8]) -> Self {
-        f32::from_le_bytes(bytes.try_into().expect("4 bytes"))
-    }
+macro_rules! element {
+    ($t:ty, $kind:expr) => {
+        impl Element for $t {
+            const KIND: u8 = $kind;
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn write(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn read(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("one element's bytes"))
+            }
+        }
+    };
 }
-
-impl Element for f64 {
-    const KIND: u8 = 2;
-    const SIZE: usize = 8;
-    fn write(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-    fn read(bytes: &[u8]) -> Self {
-        f64::from_le_bytes(bytes.try_into().expect("8 bytes"))
-    }
-}
+element!(f32, 1);
+element!(f64, 2);
 
 const BROADCAST: u8 = 3;
 

@@ -251,6 +251,62 @@ fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulati
     assert!(stderr(&out).contains("data-parallel RL is not built yet"), "{}", stderr(&out));
 }
 
+/// The worker processes a launcher started (its children).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default().split_whitespace().map(|p| p.parse().unwrap()).collect()
+}
+
+fn alive(pid: u32) -> bool {
+    // a killed worker stays a zombie until reaped: only a running process counts
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+}
+
+fn wait_until(what: &str, seconds: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_data_parallel_run_ends_when_a_worker_dies_and_workers_end_with_their_launcher() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let config = root.join("configs/tiny/sft.toml");
+    let start = |name: &str| {
+        let run_dir = tmp.path().join(name);
+        let launcher = Command::new(env!("CARGO_BIN_EXE_forge"))
+            .current_dir(&root)
+            .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.grad_accum=1", "--set", &format!("run.dir={}", run_dir.display())])
+            .args(["--nproc-per-node", "2"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = run_dir.join("metrics.jsonl");
+        wait_until("the workers have trained a step", 120, || std::fs::read_to_string(&metrics).is_ok_and(|m| !m.is_empty()));
+        let workers = children(launcher.id());
+        assert_eq!(workers.len(), 2, "{workers:?}");
+        (launcher, workers)
+    };
+
+    // a worker killed mid-run: the launcher stops the other and fails, naming the dead one
+    let (launcher, workers) = start("worker-killed");
+    Command::new("kill").args(["-KILL", &workers[1].to_string()]).status().unwrap();
+    let out = launcher.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let log = stderr(&out);
+    assert!(log.contains("rank 1 (signal: 9 (SIGKILL))"), "{log}");
+    assert!(workers.iter().all(|&w| !alive(w)), "a worker outlived the run");
+
+    // the launcher killed: its workers follow (they would otherwise hold their GPUs)
+    let (mut launcher, workers) = start("launcher-killed");
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    wait_until("the workers have ended", 30, || workers.iter().all(|&w| !alive(w)));
+}
+
 #[test]
 fn train_rl_prints_the_resolved_config_and_names_bad_settings() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");

@@ -55,6 +55,9 @@ pub fn run_local_workers(nproc_per_node: usize) -> Result<()> {
     }
     let mut running: Vec<bool> = vec![true; children.len()];
     while running.iter().any(|&r| r) {
+        // every failure seen in one round is named: the first to die takes the others down within
+        // moments (they lose their link to it), so "which died first" is not observable here
+        let mut failed = Vec::new();
         for (rank, child) in children.iter_mut().enumerate() {
             if !running[rank] {
                 continue;
@@ -63,11 +66,15 @@ pub fn run_local_workers(nproc_per_node: usize) -> Result<()> {
             let Some(status) = status else { continue };
             running[rank] = false;
             if !status.success() {
-                stop(&mut children);
-                return Err(TrainError::Distributed(format!(
-                    "worker rank {rank} failed ({status}); the other workers were stopped — its own error is printed above"
-                )));
+                failed.push(format!("rank {rank} ({status})"));
             }
+        }
+        if !failed.is_empty() {
+            stop(&mut children);
+            return Err(TrainError::Distributed(format!(
+                "worker {} failed; the other workers were stopped — the workers' own errors are printed above",
+                failed.join(", ")
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

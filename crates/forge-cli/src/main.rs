@@ -312,6 +312,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
+    // a data-parallel worker's log lines carry its rank ("worker{rank=1}: ...")
+    let rank = std::env::var("RANK").ok().and_then(|r| r.parse::<usize>().ok());
+    let _worker = rank.filter(|_| std::env::var("WORLD_SIZE").is_ok_and(|w| w != "1")).map(|rank| tracing::info_span!("worker", rank).entered());
     match Cli::parse().command {
         Command::Export { checkpoint, out, shard_size, dtype, force } => {
             let shard_size = forge_model::export::parse_size(&shard_size)?;

@@ -141,6 +141,30 @@ struct RecipeArgs {
     /// another launcher take RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead.
     #[arg(long, default_value_t = 1, value_name = "N")]
     nproc_per_node: usize,
+    /// Nodes of a multi-node run (start `forge` with the same arguments on each, with its --node-rank).
+    #[arg(long, default_value_t = 1, value_name = "M")]
+    nnodes: usize,
+    /// This node's index, 0..M (node 0 hosts rank 0).
+    #[arg(long, default_value_t = 0)]
+    node_rank: usize,
+    /// Node 0's address, where the workers meet.
+    #[arg(long, default_value = "127.0.0.1")]
+    master_addr: String,
+    /// Rank 0's port (default on one node: a free one).
+    #[arg(long)]
+    master_port: Option<u16>,
+}
+
+impl RecipeArgs {
+    fn launch_plan(&self) -> forge_train::distributed::launch::LaunchPlan {
+        forge_train::distributed::launch::LaunchPlan {
+            nproc_per_node: self.nproc_per_node,
+            nnodes: self.nnodes,
+            node_rank: self.node_rank,
+            master_addr: self.master_addr.clone(),
+            master_port: self.master_port,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -366,8 +390,9 @@ fn main() -> Result<()> {
                 print!("{resolved}");
                 return Ok(());
             }
-            if forge_train::distributed::launch::should_launch(args.nproc_per_node) {
-                forge_train::distributed::launch::run_local_workers(args.nproc_per_node)?;
+            let plan = args.launch_plan();
+            if plan.wants_launch() {
+                forge_train::distributed::launch::run_workers(&plan)?;
                 return Ok(());
             }
             let options = forge_train::sft::SftOptions {
@@ -397,7 +422,7 @@ fn main() -> Result<()> {
                 print!("{resolved}");
                 return Ok(());
             }
-            if args.nproc_per_node > 1 || forge_train::Topology::from_env()?.is_some() {
+            if args.launch_plan().wants_launch() || forge_train::Topology::from_env()?.is_some() {
                 bail!("forge train rl runs as one worker: data-parallel RL is not built yet (drop --nproc-per-node / WORLD_SIZE)");
             }
             let options = forge_rl::RlOptions { resume: args.resume, stop_after: None, labels: Default::default() };

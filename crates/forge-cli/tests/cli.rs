@@ -230,10 +230,34 @@ fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulati
     let series = |metrics: &str, key: &str| -> Vec<String> {
         metrics.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()[key].to_string()).collect()
     };
+    // two "nodes" of one worker each (two launchers, as on two machines), meeting at node 0
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let set_run_dir = format!("run.dir={}", tmp.path().join("nodes").display());
+    let nodes: Vec<_> = ["0", "1"]
+        .iter()
+        .map(|node| {
+            Command::new(env!("CARGO_BIN_EXE_forge"))
+                .current_dir(&root)
+                .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.max_steps=3", "--set", "optim.warmup_steps=1"])
+                .args(["--set", "train.grad_accum=1", "--set", &set_run_dir, "--nnodes", "2", "--node-rank", node, "--master-port", &port])
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for node in nodes {
+        let out = node.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let nodes = std::fs::read_to_string(tmp.path().join("nodes/metrics.jsonl")).unwrap();
     for key in ["loss", "grad_norm", "tokens_seen"] {
         assert_eq!(series(&single, key).len(), 3);
         assert_eq!(series(&single, key), series(&parallel, key), "{key}");
+        assert_eq!(series(&single, key), series(&nodes, key), "{key}, two nodes");
     }
+    let out = forge(&["train", "sft", "--config", config.to_str().unwrap(), "--nnodes", "2"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--nnodes 2 needs --master-addr"), "{}", stderr(&out));
 
     // a worker that fails ends the run with an error naming it (here every worker refuses the config)
     let set_run_dir = format!("run.dir={}", tmp.path().join("refused").display());

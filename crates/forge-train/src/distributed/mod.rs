@@ -7,7 +7,7 @@
 //! all-reduces (loss sums, token counts) and, on the CPU, the gradients (summed by rank 0 in rank
 //! order, so every run of the same plan gives the same bits). On CUDA the gradients go through
 //! NCCL (`nccl`), whose communicator id travels over the same link.
-//! [`launch::run_local_workers`] is the single-node launcher behind `--nproc-per-node`.
+//! [`launch::run_workers`] is the launcher behind `--nproc-per-node` (and `--nnodes`).
 
 pub mod launch;
 #[cfg(feature = "cuda")]

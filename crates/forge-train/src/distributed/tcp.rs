@@ -38,15 +38,16 @@ macro_rules! element {
         }
     };
 }
-element!(f32, 1);
-element!(f64, 2);
-
+const F32_SUM: u8 = 1;
+const F64_SUM: u8 = 2;
 const BROADCAST: u8 = 3;
+element!(f32, F32_SUM);
+element!(f64, F64_SUM);
 
 fn kind_name(kind: u8) -> &'static str {
     match kind {
-        1 => "f32 sum",
-        2 => "f64 sum",
+        F32_SUM => "f32 sum",
+        F64_SUM => "f64 sum",
         BROADCAST => "broadcast",
         _ => "unknown message",
     }

@@ -137,8 +137,9 @@ struct RecipeArgs {
     #[arg(long)]
     print_config: bool,
     /// Data-parallel workers on this machine (one per GPU, torchrun's --nproc-per-node): each
-    /// optimizer step takes train.grad_accum micro-batches on every worker. Workers started by
-    /// another launcher take RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT instead.
+    /// step takes train.grad_accum micro-batches (SFT) or rollout.groups_per_step groups (RL) on
+    /// every worker. Workers started by another launcher take RANK, LOCAL_RANK, WORLD_SIZE,
+    /// MASTER_ADDR, MASTER_PORT instead.
     #[arg(long, default_value_t = 1, value_name = "N")]
     nproc_per_node: usize,
     /// Nodes of a multi-node run (start `forge` with the same arguments on each, with its --node-rank).
@@ -422,11 +423,16 @@ fn main() -> Result<()> {
                 print!("{resolved}");
                 return Ok(());
             }
-            if args.launch_plan().wants_launch() || forge_train::Topology::from_env()?.is_some() {
-                bail!("forge train rl runs as one worker: data-parallel RL is not built yet (drop --nproc-per-node / WORLD_SIZE)");
+            let plan = args.launch_plan();
+            if plan.wants_launch() {
+                forge_train::distributed::launch::run_workers(&plan)?;
+                return Ok(());
             }
-            let options = forge_rl::RlOptions { resume: args.resume, stop_after: None, labels: Default::default() };
+            let options = forge_rl::RlOptions { resume: args.resume, distributed: forge_train::Topology::from_env()?, ..Default::default() };
             let summary = tokio::runtime::Runtime::new()?.block_on(forge_rl::run(&config, &resolved, &options))?;
+            if options.distributed.as_ref().is_some_and(|t| t.rank != 0) {
+                return Ok(());
+            }
             eprintln!(
                 "rl: {} steps ({} updates), {} trajectories, reward {:.3} -> {:.3}; model in {}",
                 summary.steps,

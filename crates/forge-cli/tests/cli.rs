@@ -269,10 +269,76 @@ fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulati
     assert!(!out.status.success());
     assert!(stderr(&out).contains("CUDA_VISIBLE_DEVICES") && stderr(&out).contains("failed"), "{}", stderr(&out));
     assert!(stderr(&out).contains("worker rank"), "{}", stderr(&out));
+}
 
-    let out = forge(&["train", "rl", "--config", root.join("configs/demo/rl.toml").to_str().unwrap(), "--nproc-per-node", "2"]);
+/// `forge train rl --nproc-per-node 2`: each worker rolls out its own groups in its own
+/// containers (worker r takes groups r, r + 2, ...), rank 0 logs them all as one step; the run
+/// resumes with two workers and refuses one.
+#[test]
+fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
+    if !docker_with_base_image("train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step") {
+        return;
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tmp = tempfile::tempdir().unwrap();
+    let set_sft_dir = format!("run.dir={}", tmp.path().join("sft").display());
+    let sft = root.join("configs/tiny/sft.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .current_dir(&root)
+        .args(["train", "sft", "--config", sft.to_str().unwrap(), "--set", "train.max_steps=1", "--set", "optim.warmup_steps=0", "--set", &set_sft_dir])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let set_model = format!("model.path={:?}", tmp.path().join("sft/model").display().to_string());
+    let run_dir = tmp.path().join("rl");
+    let set_run_dir = format!("run.dir={:?}", run_dir.display().to_string());
+    let rl = |steps: &str, extra: &[&str]| {
+        let mut args = vec!["train", "rl", "--config", "configs/tiny/rl.toml", "--set", &set_model, "--set", &set_run_dir];
+        for set in ["data.instance_ids=[\"forge__calutil-1\", \"forge__confparse-1\"]", "rollout.group_size=2", "rollout.groups_per_step=1", "rollout.workers=2", "rollout.mode=\"barrier\""] {
+            args.extend(["--set", set]);
+        }
+        for set in ["agent.max_turns=1", "agent.max_new_tokens=12", "run.checkpoint_every=1", steps] {
+            args.extend(["--set", set]);
+        }
+        args.extend(extra);
+        Command::new(env!("CARGO_BIN_EXE_forge")).current_dir(&root).args(&args).output().unwrap()
+    };
+    let out = rl("train.steps=2", &["--nproc-per-node", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).matches("rl: 2 steps").count(), 1, "rank 0 alone reports the run: {}", stderr(&out));
+    assert!(stderr(&out).contains("4 trajectories"), "both workers' trajectories are counted: {}", stderr(&out));
+    let lines = |name: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run_dir.join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let metrics = lines("metrics.jsonl");
+    assert_eq!(metrics.len(), 2);
+    for m in &metrics {
+        assert_eq!(m["groups"], 2.0, "one group of each worker per step: {m}");
+        assert_eq!(m["mean_turns"], 1.0, "{m}");
+        assert_eq!(m["infrastructure_failures"], 0.0, "{m}");
+    }
+    // barrier mode: step s trains global groups 2(s-1) (rank 0) and 2(s-1)+1 (rank 1)
+    let rollouts = lines("rollouts.jsonl");
+    let groups_of = |step: u64| -> Vec<u64> {
+        let mut g: Vec<u64> = rollouts.iter().filter(|r| r["step"] == step).map(|r| r["group"].as_u64().unwrap()).collect();
+        g.sort_unstable();
+        g
+    };
+    assert_eq!((groups_of(1), groups_of(2)), (vec![0, 0, 1, 1], vec![2, 2, 3, 3]), "{rollouts:?}");
+    assert_eq!(lines("solve_rates.jsonl").len(), 2);
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoints/step-2/trainer_state.json")).unwrap()).unwrap();
+    assert_eq!((state["workers"].as_u64(), state["trajectories"].as_u64()), (Some(2), Some(4)), "{state}");
+
+    let out = rl("train.steps=3", &["--resume"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("data-parallel RL is not built yet"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resume with 2 worker(s)"), "{}", stderr(&out));
+    let out = rl("train.steps=3", &["--resume", "--nproc-per-node", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rollouts = lines("rollouts.jsonl");
+    let mut third: Vec<u64> = rollouts.iter().filter(|r| r["step"] == 3).map(|r| r["group"].as_u64().unwrap()).collect();
+    third.sort_unstable();
+    assert_eq!(third, [4, 4, 5, 5], "the resumed run goes on with the next groups");
+    assert_eq!(lines("metrics.jsonl").len(), 3);
 }
 
 /// The worker processes a launcher started (its children).

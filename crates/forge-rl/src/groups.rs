@@ -90,7 +90,7 @@ pub struct TrainSample<'a> {
 }
 
 /// What became of a step's groups.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupCounts {
     pub groups: usize,
     /// Groups with a learning signal.

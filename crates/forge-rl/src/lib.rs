@@ -13,6 +13,7 @@
 pub mod config;
 pub mod groups;
 pub mod recipe;
+mod report;
 pub mod rollout;
 
 pub use config::{RlConfig, RolloutMode};

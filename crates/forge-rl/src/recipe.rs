@@ -1,14 +1,13 @@
 //! The RL recipe, top to bottom: setup → train (rollouts → groups → update) → save.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use forge_agent::{ChatFormat, Status};
+use forge_agent::ChatFormat;
 use forge_engine::{EngineConfig, EngineHandle};
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
@@ -16,18 +15,20 @@ use forge_model::{Gradients, Qwen3ForCausalLM};
 use forge_sandbox::Runtime;
 use forge_swe::{ensure_bundled_images, load_instances, select_instances, ExecOptions, TaskInstance};
 use forge_train::rl::{policy_gradient, Aggregation, ObjectiveConfig, Sample, UpdateStats};
-use forge_train::run_log::{truncate_after, RunLog};
-use forge_train::{AdamW, Checkpoints, GradAccumulator, LrSchedule};
+use forge_train::run_log::RunLog;
+use forge_train::{AdamW, Checkpoints, GradAccumulator, LrSchedule, ProcessGroup, Topology};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{RlConfig, RolloutMode};
-use crate::groups::{select_samples, FinishedGroup, GroupBuffer, GroupCounts, Rollout, TrainSample};
+use crate::groups::{select_samples, FinishedGroup, GroupBuffer, Rollout, TrainSample};
+use crate::report::{step_scalars, MiniBatchUpdate, Records, StepReport, Timing};
 use crate::rollout::{RolloutEnv, RolloutJob, RolloutWorkers};
 use crate::{Result, RlError};
 
+#[derive(Debug, Clone, Default)]
 pub struct RlOptions {
     /// Continue the run in `run.dir` from its latest checkpoint.
     pub resume: bool,
@@ -35,6 +36,8 @@ pub struct RlOptions {
     pub stop_after: Option<u64>,
     /// Extra labels on every container (agent and grading).
     pub labels: BTreeMap<String, String>,
+    /// This worker's place in a data-parallel run (`None`: the only worker).
+    pub distributed: Option<Topology>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +47,7 @@ pub struct RlSummary {
     /// AdamW updates applied.
     pub updates: u64,
     pub trajectories: u64,
-    /// Mean reward of the first and the last step of this invocation.
+    /// Mean reward of the first and the last step of this invocation (rank 0; NaN on the others).
     pub first_reward: f64,
     pub last_reward: f64,
     /// `run_dir/model` (HF layout) after the last step; empty when stopped early.
@@ -53,6 +56,10 @@ pub struct RlSummary {
 
 /// What a checkpoint records besides weights and optimizer state. Groups in flight when a run
 /// stops are not replayed: a resumed run issues groups from `next_group` on.
+///
+/// With W workers, worker r issues global groups r, r + W, r + 2W, ...: `next_group` counts the
+/// groups each worker has issued (the same on all), so the run's k-th group is the one a single
+/// worker would issue k-th.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 struct TrainerState {
     step: u64,
@@ -64,14 +71,28 @@ struct TrainerState {
     optimizer_updates: u64,
     next_group: u64,
     trajectories: u64,
+    /// Data-parallel workers of the run (a step trains `rollout.groups_per_step` × this groups).
+    #[serde(default = "one")]
+    workers: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Runs the recipe. Needs a multi-threaded tokio runtime: updates run on the calling task
 /// (`block_in_place`) while rollouts continue on the others.
+///
+/// Data-parallel (`options.distributed`): every worker rolls out its own groups with its own
+/// engine and containers, the workers train on the union of their groups as one batch
+/// (gradients and token counts summed across them) and apply the same update; rank 0 writes the
+/// run directory.
 pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) -> Result<RlSummary> {
     // ---- setup
     config.validate()?;
-    let device = config.model.device.open()?;
+    let device = forge_train::distributed::worker_device(options.distributed.as_ref(), config.model.device)?.open()?;
+    let group = tokio::task::block_in_place(|| ProcessGroup::for_topology(options.distributed.as_ref(), &device))?;
+    let (main, world) = (group.is_main(), group.world_size());
     let dtype = forge_train::sft::model_dtype(&config.model.dtype)?;
     let run_dir = config.run.dir.clone();
     let checkpoints = Checkpoints::new(run_dir.join("checkpoints"));
@@ -93,9 +114,12 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         config.lora.is_some(),
         config.train.recompute,
     );
-    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, 1, config.train.check_memory, &remedies)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
-    std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
+    let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
+    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, workers_on_host, config.train.check_memory, &remedies)?;
+    if main {
+        std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
+        std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
+    }
 
     // Qwen3 templates: the non-thinking format the agent is trained in
     let chat = Arc::new(ChatFormat::from_model_dir(&model_dir, json!({"enable_thinking": false}))?.with_scaffold(config.agent.scaffold));
@@ -127,12 +151,21 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let model = Arc::new(model);
     let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw())?;
     let schedule = config.optim.schedule(config.optimizer_updates())?;
-    let mut state = TrainerState::default();
+    let mut state = TrainerState { workers: world, ..TrainerState::default() };
     if let Some((step, dir)) = &resume_from {
         optimizer.load_state(&dir.join("optimizer.safetensors"))?;
         let path = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&path).map_err(|e| RlError::io(&path, e))?;
         state = serde_json::from_str(&text).map_err(|e| RlError::Config(format!("{}: {e}", path.display())))?;
+        if state.workers != world {
+            return Err(RlError::Config(format!(
+                "{} was trained by {} worker(s) and this run has {world}: a step's groups and their order depend on the \
+                 worker count; resume with {} worker(s) (--nproc-per-node)",
+                run_dir.display(),
+                state.workers,
+                state.workers
+            )));
+        }
         tracing::info!(step, "resumed");
     }
 
@@ -144,7 +177,11 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let instances: Vec<Arc<TaskInstance>> = instances.into_iter().map(Arc::new).collect();
     let runtime = Runtime::connect().await?;
     let owned: Vec<TaskInstance> = instances.iter().map(|i| (**i).clone()).collect();
-    ensure_bundled_images(&runtime, &config.data.train, &owned).await;
+    // one worker per machine builds missing task images while the others wait
+    if options.distributed.as_ref().is_none_or(|t| t.local_rank == 0) {
+        ensure_bundled_images(&runtime, &config.data.train, &owned).await;
+    }
+    tokio::task::block_in_place(|| group.barrier())?;
 
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for
@@ -156,9 +193,14 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let mut workers = RolloutWorkers::start(env, config.rollout.workers);
 
     let resume_step = resume_from.as_ref().map(|(s, _)| *s);
-    let mut log = RunLog::open(&run_dir, resume_step)?;
-    let mut records = Records::open(&run_dir, resume_step)?;
-    let progress = indicatif::ProgressBar::new(config.train.steps).with_position(state.step);
+    // rank 0 writes the run's records
+    let mut log = main.then(|| RunLog::open(&run_dir, resume_step)).transpose()?;
+    let mut records = main.then(|| Records::open(&run_dir, resume_step)).transpose()?;
+    let progress = match main {
+        true => indicatif::ProgressBar::new(config.train.steps),
+        false => indicatif::ProgressBar::hidden(),
+    }
+    .with_position(state.step);
     progress.set_style(indicatif::ProgressStyle::with_template("rl {bar:30} {pos}/{len} steps  eta {eta}  {msg}").expect("valid template"));
     let save = |state: &TrainerState, optimizer: &AdamW| -> Result<()> {
         checkpoints.save(state.step, |dir| {
@@ -175,8 +217,8 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     };
 
     // ---- train
-    let scheduler = GroupScheduler { config, instances: &instances };
-    let trainer = Trainer { model: &model, engine: &engine, config, schedule: &schedule };
+    let scheduler = GroupScheduler { config, instances: &instances, rank: group.rank(), workers: world };
+    let trainer = Trainer { model: &model, engine: &engine, config, schedule: &schedule, group: &group };
     let mut buffer = GroupBuffer::new(config.rollout.group_size);
     let mut finished: VecDeque<FinishedGroup> = VecDeque::new();
     let mut groups_in_flight = 0usize;
@@ -187,7 +229,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         if groups_in_flight == 0 || config.rollout.mode == RolloutMode::Queue {
             scheduler.refill(&workers, &mut state.next_group, &mut groups_in_flight);
         }
-        // 1. wait for the step's groups
+        // 1. wait for the step's groups (this worker's share)
         let waiting = Instant::now();
         let mut arrived: Vec<Rollout> = Vec::new();
         while finished.len() < config.rollout.groups_per_step {
@@ -205,42 +247,48 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
             scheduler.refill(&workers, &mut state.next_group, &mut groups_in_flight);
         }
 
-        // 2. update
+        // 2. update, on every worker's samples (none anywhere: no update anywhere)
         let version = policy_version.load(Ordering::Acquire);
         let (samples, counts) =
             select_samples(&groups, version, config.rollout.max_policy_lag, config.objective.advantage_norm, config.objective.advantage_eps);
         let training = Instant::now();
-        let update = if samples.is_empty() {
+        let mut totals = [samples.len() as f64, groups.iter().map(|g| g.rollouts.len()).sum::<usize>() as f64];
+        tokio::task::block_in_place(|| group.all_reduce_f64(&mut totals))?;
+        let [samples_everywhere, trajectories] = totals.map(|t| t as usize);
+        let update = if samples_everywhere == 0 {
             None
         } else {
             let reference = tokio::task::block_in_place(|| reference_logprobs(&model, reference.as_ref(), &engine, &samples, needs_reference))?;
             let batch = to_samples(&samples, reference);
-            let parts = tokio::task::block_in_place(|| trainer.update(&mut optimizer, batch, config.train.seed ^ state.step, &mut state.optimizer_updates))?;
+            let parts = tokio::task::block_in_place(|| trainer.update(&mut optimizer, batch, samples_everywhere, config.train.seed ^ state.step, &mut state.optimizer_updates))?;
             state.updates += 1;
             policy_version.store(state.updates, Ordering::Release);
-            Some(StepUpdate { parts, lag: lag_stats(&samples, version) })
+            Some(parts)
         };
         let training_seconds = training.elapsed().as_secs_f64();
         state.step += 1;
-        state.trajectories += groups.iter().map(|g| g.rollouts.len() as u64).sum::<u64>();
+        state.trajectories += trajectories as u64;
 
-        // 3. metrics
-        let wall = interval_start.elapsed().as_secs_f64();
+        // 3. metrics: rank 0 gathers every worker's report and writes the step's records
         let busy = engine.busy_seconds();
-        let timing = Timing { wall, idle_seconds, training_seconds, engine_busy: busy - engine_busy_at_start, arrived: arrived.len() };
+        let report = StepReport::new(&groups, &arrived, counts, &samples, version, busy - engine_busy_at_start);
+        let reports = tokio::task::block_in_place(|| gather_reports(&group, &report))?;
+        let timing = Timing { wall: interval_start.elapsed().as_secs_f64(), idle_seconds, training_seconds, engines: world };
         (interval_start, engine_busy_at_start) = (Instant::now(), busy);
-        let lr = update.as_ref().map_or_else(|| schedule.lr(state.optimizer_updates), |u| u.parts[0].lr);
-        let scalars = step_scalars(&groups, &counts, update.as_ref(), lr, &timing);
-        let reward = scalars.iter().find(|(k, _)| *k == "reward_mean").map_or(f64::NAN, |(_, v)| *v);
-        if first_reward.is_nan() {
-            first_reward = reward;
+        if let (Some(report), Some(log), Some(records)) = (reports, log.as_mut(), records.as_mut()) {
+            let lr = update.as_ref().map_or_else(|| schedule.lr(state.optimizer_updates), |parts| parts[0].lr);
+            let scalars = step_scalars(&report, update.as_deref(), lr, &timing);
+            let reward = scalars.iter().find(|(k, _)| *k == "reward_mean").map_or(f64::NAN, |(_, v)| *v);
+            if first_reward.is_nan() {
+                first_reward = reward;
+            }
+            last_reward = reward;
+            log.log(state.step, &scalars)?;
+            records.write(state.step, &report)?;
+            progress.set_message(format!("reward {reward:.3}  groups used {}/{}", report.counts.used, report.counts.groups));
         }
-        last_reward = reward;
-        log.log(state.step, &scalars)?;
-        records.write(state.step, &groups, &arrived)?;
-        progress.set_message(format!("reward {reward:.3}  groups used {}/{}", counts.used, counts.groups));
         progress.inc(1);
-        if state.step % config.run.checkpoint_every == 0 || state.step == config.train.steps {
+        if main && (state.step % config.run.checkpoint_every == 0 || state.step == config.train.steps) {
             save(&state, &optimizer)?;
         }
         if options.stop_after == Some(state.step) && state.step < config.train.steps {
@@ -254,26 +302,50 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     workers.shutdown().await;
     engine.shutdown();
 
-    // ---- save (LoRA: merged into the base, as users load it in transformers)
-    let final_params = match model.lora() {
-        Some((lora, adapters)) => merge(model.params(), adapters, lora)?,
-        None => model.params().clone(),
-    };
+    // ---- save (LoRA: merged into the base, as users load it in transformers); the others
+    // return once rank 0 has written it
     let out = run_dir.join("model");
-    save_model_dir(&final_params, &model_config, Some(&model_dir), &out, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
-    log.plot("reward_mean")?;
+    if main {
+        let final_params = match model.lora() {
+            Some((lora, adapters)) => merge(model.params(), adapters, lora)?,
+            None => model.params().clone(),
+        };
+        save_model_dir(&final_params, &model_config, Some(&model_dir), &out, &ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype, force: true })?;
+        if let Some(log) = &log {
+            log.plot("reward_mean")?;
+        }
+    }
+    tokio::task::block_in_place(|| group.barrier())?;
     Ok(RlSummary { run_dir, steps: state.step, updates: state.optimizer_updates, trajectories: state.trajectories, first_reward, last_reward, model_dir: out })
+}
+
+/// Every worker's report, merged, at rank 0 (`None` on the others).
+fn gather_reports(group: &ProcessGroup, report: &StepReport) -> Result<Option<StepReport>> {
+    if group.world_size() == 1 {
+        return Ok(Some(report.clone()));
+    }
+    let bytes = serde_json::to_vec(report).expect("a report serialises");
+    let Some(all) = group.gather_bytes(bytes)? else { return Ok(None) };
+    let reports = all
+        .iter()
+        .enumerate()
+        .map(|(rank, bytes)| serde_json::from_slice(bytes).map_err(|e| RlError::Config(format!("rank {rank} sent an unreadable step report: {e}"))))
+        .collect::<Result<Vec<StepReport>>>()?;
+    Ok(Some(StepReport::merge(reports)))
 }
 
 /// Which instance each group samples, and how far ahead groups are issued.
 struct GroupScheduler<'a> {
     config: &'a RlConfig,
     instances: &'a [Arc<TaskInstance>],
+    /// This worker's rank among `workers`: it issues every `workers`-th group from `rank` on.
+    rank: usize,
+    workers: usize,
 }
 
 impl GroupScheduler<'_> {
-    /// Issues groups until `groups_per_step × (1 + max_policy_lag)` are in flight (queue) or
-    /// one step's worth (barrier).
+    /// Issues this worker's groups until `groups_per_step × (1 + max_policy_lag)` are in flight
+    /// (queue) or one step's worth (barrier); `next_group` counts the groups it has issued.
     fn refill(&self, workers: &RolloutWorkers, next_group: &mut u64, in_flight: &mut usize) {
         let r = &self.config.rollout;
         let ahead = match r.mode {
@@ -281,9 +353,10 @@ impl GroupScheduler<'_> {
             RolloutMode::Barrier => r.groups_per_step,
         };
         while *in_flight < ahead {
-            let instance = self.instance_of(*next_group);
+            let group = *next_group * self.workers as u64 + self.rank as u64;
+            let instance = self.instance_of(group);
             for sample in 0..r.group_size {
-                workers.submit(RolloutJob { group: *next_group, sample, instance: instance.clone(), seed: self.sample_seed(*next_group, sample) });
+                workers.submit(RolloutJob { group, sample, instance: instance.clone(), seed: self.sample_seed(group, sample) });
             }
             *next_group += 1;
             *in_flight += 1;
@@ -359,8 +432,16 @@ fn to_samples(chosen: &[TrainSample], reference: Option<Vec<Vec<f32>>>) -> Vec<S
 }
 
 /// The update's gradient over micro-batches of at most `micro_batch_tokens` padded tokens,
-/// aggregated as if the whole batch were one (token-mean over all its assistant tokens).
-fn policy_gradients(model: &Qwen3ForCausalLM, samples: &[Sample], objective: &ObjectiveConfig, micro_batch_tokens: usize, recompute: bool) -> Result<(UpdateStats, Gradients)> {
+/// aggregated as if the batch of every worker of `group` were one (token-mean over all their
+/// assistant tokens). A worker may have no samples: it contributes nothing but takes part.
+fn policy_gradients(
+    model: &Qwen3ForCausalLM,
+    samples: &[Sample],
+    objective: &ObjectiveConfig,
+    micro_batch_tokens: usize,
+    recompute: bool,
+    group: &ProcessGroup,
+) -> Result<(UpdateStats, Gradients)> {
     let mut micro_batches: Vec<Vec<Sample>> = Vec::new();
     let mut current: Vec<Sample> = Vec::new();
     for sample in samples {
@@ -370,23 +451,46 @@ fn policy_gradients(model: &Qwen3ForCausalLM, samples: &[Sample], objective: &Ob
         }
         current.push(sample.clone());
     }
-    micro_batches.push(current);
+    if !current.is_empty() {
+        micro_batches.push(current);
+    }
     let trained: usize = samples.iter().map(|s| s.loss_mask.iter().filter(|&&m| m != 0).count()).sum();
-    // the accumulator averages over micro-batches: a per-micro-batch normaliser of
-    // (whole-batch normaliser / micro-batches) makes that average the whole batch's loss
+    let mut totals = [trained as f64, micro_batches.len() as f64];
+    group.all_reduce_f64(&mut totals)?;
+    let [trained_everywhere, micro_batches_everywhere] = totals;
+    if micro_batches_everywhere == 0.0 {
+        return Err(RlError::Config("an update without samples on any worker".into()));
+    }
+    // the accumulator averages over every worker's micro-batches: a per-micro-batch normaliser
+    // of (whole-batch normaliser / micro-batches) makes that average the whole batch's loss
     let whole = match objective.aggregation {
-        Aggregation::TokenMean => trained as f64,
+        Aggregation::TokenMean => trained_everywhere,
         Aggregation::TokenSumOverConstant { constant } => constant,
     };
-    let per_micro = ObjectiveConfig { aggregation: Aggregation::TokenSumOverConstant { constant: whole / micro_batches.len() as f64 }, ..objective.clone() };
+    let per_micro = ObjectiveConfig { aggregation: Aggregation::TokenSumOverConstant { constant: whole / micro_batches_everywhere }, ..objective.clone() };
     let mut accumulator = GradAccumulator::new();
-    let mut parts = Vec::with_capacity(micro_batches.len());
+    // per micro-batch loss; token-weighted clip fraction, KL and ratio
+    let mut sums = [0.0f64; 4];
     for batch in &micro_batches {
         let (stats, grads) = policy_gradient(model, batch, &per_micro, recompute)?;
         accumulator.add(grads)?;
-        parts.push(stats);
+        let tokens = stats.trained_tokens as f64;
+        sums[0] += f64::from(stats.loss);
+        sums[1] += f64::from(stats.clip_fraction) * tokens;
+        sums[2] += f64::from(stats.kl) * tokens;
+        sums[3] += f64::from(stats.ratio_mean) * tokens;
     }
-    Ok((UpdateStats::combine(&parts), accumulator.finish()?))
+    let grads = accumulator.finish_across(group, model.trainable())?;
+    group.all_reduce_f64(&mut sums)?;
+    let per_token = |sum: f64| (sum / trained_everywhere.max(1.0)) as f32;
+    let stats = UpdateStats {
+        loss: (sums[0] / micro_batches_everywhere) as f32,
+        trained_tokens: trained_everywhere as usize,
+        clip_fraction: per_token(sums[1]),
+        kl: per_token(sums[2]),
+        ratio_mean: per_token(sums[3]),
+    };
+    Ok((stats, grads))
 }
 
 /// What a step's update needs besides the optimizer.
@@ -395,17 +499,19 @@ struct Trainer<'a> {
     engine: &'a EngineHandle,
     config: &'a RlConfig,
     schedule: &'a LrSchedule,
+    group: &'a ProcessGroup,
 }
 
 impl Trainer<'_> {
-    /// The step's `train.updates_per_step` AdamW updates, one per mini-batch of `batch`; the
-    /// engine is paused only while the weights change. `optimizer_updates` is the schedule's
-    /// clock. Blocking: run it off the async workers.
-    fn update(&self, optimizer: &mut AdamW, batch: Vec<Sample>, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
+    /// The step's `train.updates_per_step` AdamW updates (fewer when the workers have fewer
+    /// samples, `samples_everywhere`, than that), one per mini-batch of `batch`; the engine is
+    /// paused only while the weights change. `optimizer_updates` is the schedule's clock.
+    /// Blocking: run it off the async workers.
+    fn update(&self, optimizer: &mut AdamW, batch: Vec<Sample>, samples_everywhere: usize, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
         let train = &self.config.train;
         let mut parts = Vec::new();
-        for mini_batch in mini_batches(batch, train.updates_per_step, seed) {
-            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute)?;
+        for mini_batch in mini_batches(batch, train.updates_per_step.min(samples_everywhere), seed) {
+            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute, self.group)?;
             let lr = self.schedule.lr(*optimizer_updates);
             optimizer.set_lr(lr);
             let step_stats = {
@@ -419,162 +525,17 @@ impl Trainer<'_> {
     }
 }
 
-/// One AdamW update of a step.
-struct MiniBatchUpdate {
-    stats: UpdateStats,
-    grad_norm: f32,
-    lr: f64,
-}
-
-/// A step's updates, and the mean and largest policy lag of the samples they trained on.
-struct StepUpdate {
-    parts: Vec<MiniBatchUpdate>,
-    lag: (f64, f64),
-}
-
-/// The step's samples in `count` mini-batches of near-equal size (fewer when there are fewer
-/// samples), shuffled by `seed` so that a mini-batch mixes groups.
+/// The step's samples in `count` mini-batches of near-equal size, shuffled by `seed` so that a
+/// mini-batch mixes groups. A worker with fewer samples than `count` gets empty ones (the
+/// others' samples fill those updates).
 fn mini_batches(mut samples: Vec<Sample>, count: usize, seed: u64) -> Vec<Vec<Sample>> {
     if count <= 1 {
         return vec![samples];
     }
     samples.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
-    let count = count.min(samples.len());
     let (base, larger) = (samples.len() / count, samples.len() % count);
     let mut rest = samples.into_iter();
     (0..count).map(|i| rest.by_ref().take(base + usize::from(i < larger)).collect()).collect()
-}
-
-/// Mean and largest policy lag (steps' updates between sampling and training) of the trained samples.
-fn lag_stats(samples: &[TrainSample], version: u64) -> (f64, f64) {
-    let lags: Vec<u64> = samples.iter().map(|s| version.saturating_sub(s.rollout.policy_version)).collect();
-    (lags.iter().sum::<u64>() as f64 / lags.len().max(1) as f64, lags.iter().copied().max().unwrap_or(0) as f64)
-}
-
-struct Timing {
-    /// Seconds since the previous step ended.
-    wall: f64,
-    /// Of which the trainer waited for groups.
-    idle_seconds: f64,
-    training_seconds: f64,
-    /// Of which the engine was decoding.
-    engine_busy: f64,
-    /// Rollouts that finished in the interval.
-    arrived: usize,
-}
-
-/// The step's scalars for metrics.jsonl and TensorBoard.
-fn step_scalars(groups: &[FinishedGroup], counts: &GroupCounts, update: Option<&StepUpdate>, lr: f64, timing: &Timing) -> Vec<(&'static str, f64)> {
-    let rollouts: Vec<&Rollout> = groups.iter().flat_map(|g| &g.rollouts).collect();
-    let outcomes: Vec<&Rollout> = rollouts.iter().copied().filter(|r| r.trajectory.status.is_model_outcome()).collect();
-    let scores: Vec<f64> = rollouts.iter().filter_map(|r| r.score()).map(f64::from).collect();
-    let mean = |values: &mut dyn Iterator<Item = f64>, n: usize| values.sum::<f64>() / n.max(1) as f64;
-    let share = |status: Status| outcomes.iter().filter(|r| r.trajectory.status == status).count() as f64 / outcomes.len().max(1) as f64;
-    let generated = |r: &&Rollout| r.trajectory.tokens.loss_mask.iter().filter(|&&m| m != 0).count() as f64;
-    let behaviour_nll = {
-        let (sum, n) = outcomes.iter().flat_map(|r| r.trajectory.tokens.loss_mask.iter().zip(&r.trajectory.tokens.logprobs)).filter(|(m, _)| **m != 0).fold((0.0, 0usize), |(s, n), (_, lp)| (s - f64::from(*lp), n + 1));
-        sum / n.max(1) as f64
-    };
-    let solved_tasks = groups.iter().filter(|g| g.rollouts.iter().any(|r| r.score() == Some(1.0))).count();
-    let mut scalars = vec![
-        ("reward_mean", mean(&mut scores.iter().copied(), scores.len())),
-        ("solved_task_fraction", solved_tasks as f64 / groups.len().max(1) as f64),
-        ("finish_ratio", share(Status::Finished)),
-        ("stuck_ratio", share(Status::TurnLimit)),
-        ("context_exhausted_ratio", share(Status::ContextExhausted)),
-        ("mean_turns", mean(&mut outcomes.iter().map(|r| r.trajectory.turns.len() as f64), outcomes.len())),
-        ("mean_generated_tokens", mean(&mut outcomes.iter().map(generated), outcomes.len())),
-        ("mean_trajectory_tokens", mean(&mut outcomes.iter().map(|r| r.trajectory.tokens.len() as f64), outcomes.len())),
-        ("entropy_estimate", behaviour_nll),
-        ("groups", counts.groups as f64),
-        ("groups_used", counts.used as f64),
-        ("groups_skipped_zero_variance", counts.skipped_zero_variance as f64),
-        ("groups_skipped_too_few", counts.skipped_too_few as f64),
-        ("infrastructure_failures", counts.infrastructure_failures as f64),
-        ("stale_samples", counts.stale_samples as f64),
-        ("lr", lr),
-        ("generation_s", rollouts.iter().map(|r| r.trajectory.generation_seconds).sum()),
-        ("tools_s", rollouts.iter().map(|r| r.trajectory.tool_seconds).sum()),
-        ("grading_s", rollouts.iter().map(|r| r.grading_seconds).sum()),
-        ("training_s", timing.training_seconds),
-        ("idle_s", timing.idle_seconds),
-        ("step_s", timing.wall),
-        ("engine_idle_fraction", (1.0 - timing.engine_busy / timing.wall.max(1e-9)).clamp(0.0, 1.0)),
-        ("trajectories_per_min", timing.arrived as f64 * 60.0 / timing.wall.max(1e-9)),
-        ("updated", f64::from(u8::from(update.is_some()))),
-    ];
-    if let Some(update) = update {
-        let stats = UpdateStats::combine(&update.parts.iter().map(|p| p.stats.clone()).collect::<Vec<_>>());
-        let grad_norm = update.parts.iter().map(|p| f64::from(p.grad_norm)).sum::<f64>() / update.parts.len() as f64;
-        let (lag_mean, lag_max) = update.lag;
-        scalars.extend([
-            ("optimizer_updates", update.parts.len() as f64),
-            ("loss", f64::from(stats.loss)),
-            ("kl", f64::from(stats.kl)),
-            ("clip_fraction", f64::from(stats.clip_fraction)),
-            ("ratio_mean", f64::from(stats.ratio_mean)),
-            ("trained_tokens", stats.trained_tokens as f64),
-            ("grad_norm", grad_norm),
-            ("policy_lag_mean", lag_mean),
-            ("policy_lag_max", lag_max),
-        ]);
-    }
-    scalars
-}
-
-/// `rollouts.jsonl` (every finished rollout, under the step during which it arrived) and
-/// `solve_rates.jsonl` (per step: each task's solve rate among its group's scored samples).
-struct Records {
-    rollouts: std::fs::File,
-    solve_rates: std::fs::File,
-    dir: PathBuf,
-}
-
-impl Records {
-    fn open(dir: &std::path::Path, resume_step: Option<u64>) -> Result<Self> {
-        let open = |name: &str| -> Result<std::fs::File> {
-            let path = dir.join(name);
-            match resume_step {
-                Some(step) if path.exists() => truncate_after(&path, step)?,
-                None if path.exists() => std::fs::remove_file(&path).map_err(|e| RlError::io(&path, e))?,
-                _ => {}
-            }
-            std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| RlError::io(&path, e))
-        };
-        Ok(Self { rollouts: open("rollouts.jsonl")?, solve_rates: open("solve_rates.jsonl")?, dir: dir.to_path_buf() })
-    }
-
-    fn write(&mut self, step: u64, groups: &[FinishedGroup], arrived: &[Rollout]) -> Result<()> {
-        let mut text = String::new();
-        for r in arrived {
-            let record = json!({
-                "step": step,
-                "group": r.group,
-                "sample": r.sample,
-                "instance_id": r.instance_id,
-                "reward": r.score(),
-                "infrastructure_failure": match &r.reward { crate::Reward::InfrastructureFailure(why) => Some(why.as_str()), _ => None },
-                "status": r.trajectory.status,
-                "turns": r.trajectory.turns.len(),
-                "tokens": r.trajectory.tokens.len(),
-                "policy_version": r.policy_version,
-                "wall_s": r.wall_seconds,
-            });
-            text.push_str(&record.to_string());
-            text.push('\n');
-        }
-        let path = self.dir.join("rollouts.jsonl");
-        self.rollouts.write_all(text.as_bytes()).map_err(|e| RlError::io(&path, e))?;
-        let rates: BTreeMap<&str, f64> = groups
-            .iter()
-            .map(|g| {
-                let scores: Vec<f32> = g.rollouts.iter().filter_map(Rollout::score).collect();
-                (g.instance_id.as_str(), scores.iter().map(|&s| f64::from(s)).sum::<f64>() / scores.len().max(1) as f64)
-            })
-            .collect();
-        let path = self.dir.join("solve_rates.jsonl");
-        writeln!(self.solve_rates, "{}", json!({"step": step, "tasks": rates})).map_err(|e| RlError::io(&path, e))
-    }
 }
 
 #[cfg(test)]
@@ -632,9 +593,9 @@ mod tests {
         ];
         for aggregation in [Aggregation::TokenMean, Aggregation::TokenSumOverConstant { constant: 40.0 }] {
             let objective = ObjectiveConfig { aggregation, ..ObjectiveConfig::default() };
-            let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false).unwrap();
+            let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false, &ProcessGroup::single()).unwrap();
             // 10 tokens per micro-batch: one trajectory each
-            let (split_stats, split) = policy_gradients(&model, &samples, &objective, 10, false).unwrap();
+            let (split_stats, split) = policy_gradients(&model, &samples, &objective, 10, false, &ProcessGroup::single()).unwrap();
             assert!(max_relative_difference(&split, &whole) < 1e-5, "{aggregation:?}: {}", max_relative_difference(&split, &whole));
             assert!((split_stats.loss - whole_stats.loss).abs() < 1e-5, "{split_stats:?} vs {whole_stats:?}");
             assert_eq!(split_stats.trained_tokens, 13);
@@ -655,7 +616,8 @@ mod tests {
         assert_ne!(all, (0..10).collect::<Vec<_>>(), "shuffled, so that a mini-batch mixes groups");
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
-        assert_eq!(mini_batches(samples, 20, 5).len(), 10, "never an empty mini-batch");
+        let sizes: Vec<usize> = mini_batches(samples, 12, 5).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0], "a worker with fewer samples than updates takes part in every one");
     }
 
     /// `train.updates_per_step = 2`: two AdamW updates on disjoint halves of the batch; the first
@@ -672,9 +634,10 @@ mod tests {
         let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
         let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
         let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
-        let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule };
+        let group = ProcessGroup::single();
+        let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule, group: &group };
         let mut clock = 7;
-        let parts = trainer.update(&mut optimizer, batch, 0, &mut clock).unwrap();
+        let parts = trainer.update(&mut optimizer, batch, 6, 0, &mut clock).unwrap();
         engine.shutdown();
         assert_eq!(clock, 9, "two AdamW updates");
         assert_eq!(parts.len(), 2);
@@ -682,6 +645,77 @@ mod tests {
         assert!((parts[0].stats.ratio_mean - 1.0).abs() < 1e-6 && parts[0].stats.clip_fraction == 0.0, "{:?}", parts[0].stats);
         assert!((parts[1].stats.ratio_mean - 1.0).abs() > 1e-4, "the second update sees the first one's weights: {:?}", parts[1].stats);
         assert!(parts.iter().all(|p| p.grad_norm > 0.0 && p.lr == 1e-2), "{:?}", parts.iter().map(|p| (p.grad_norm, p.lr)).collect::<Vec<_>>());
+    }
+
+    /// One AdamW update per worker, each on its own `shares[rank]` (threads over loopback; one
+    /// share: no process group): every worker's update stats and final weights.
+    fn update_as_workers(shares: Vec<Vec<Sample>>, updates_per_step: usize) -> Vec<(Vec<(UpdateStats, f32)>, Vec<Vec<f32>>)> {
+        let world = shares.len();
+        let everywhere: usize = shares.iter().map(Vec::len).sum();
+        let master = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let threads: Vec<_> = shares
+            .into_iter()
+            .enumerate()
+            .map(|(rank, share)| {
+                let master = master.clone();
+                std::thread::spawn(move || {
+                    let group = match world {
+                        1 => ProcessGroup::single(),
+                        _ => ProcessGroup::join(&Topology { rank, world_size: world, local_rank: rank, local_world_size: world, master }, &Device::Cpu).unwrap(),
+                    };
+                    let model = Arc::new(tiny_model());
+                    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/rl.toml");
+                    let overrides = [format!("train.updates_per_step={updates_per_step}"), "optim.lr=1e-2".into(), "train.micro_batch_tokens=10".into()];
+                    let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &overrides).unwrap();
+                    let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
+                    let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
+                    let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
+                    let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule, group: &group };
+                    let parts = trainer.update(&mut optimizer, share, everywhere, 3, &mut 0).unwrap();
+                    engine.shutdown();
+                    let weights = model.params().iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+                    (parts.into_iter().map(|p| (p.stats, p.grad_norm)).collect(), weights)
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    }
+
+    /// Data parallelism changes nothing but who computes: two workers with one sample each, and
+    /// two workers of which one has no sample, update to the very weights (bit for bit) and
+    /// stats one worker reaches on all the samples.
+    #[test]
+    fn workers_update_as_one_worker_on_the_union_of_their_samples() {
+        let model = tiny_model();
+        let samples = vec![
+            sample(&model, vec![3, 9, 17, 4, 22, 41, 8, 13, 2, 60], vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1], 1.2),
+            sample(&model, vec![5, 6, 7, 8, 9], vec![0, 1, 1, 0, 1], -0.4),
+            sample(&model, vec![12, 30, 31, 40, 50, 51, 52], vec![0, 0, 1, 1, 1, 1, 1], -0.8),
+        ];
+        for shares in [vec![samples[..1].to_vec(), samples[1..2].to_vec()], vec![samples.clone(), Vec::new()]] {
+            let union: Vec<Sample> = shares.concat();
+            let alone = update_as_workers(vec![union], 1).remove(0);
+            let workers = update_as_workers(shares.clone(), 1);
+            for (rank, (parts, weights)) in workers.iter().enumerate() {
+                assert_eq!(parts, &alone.0, "rank {rank} of shares {:?}: stats", shares.iter().map(Vec::len).collect::<Vec<_>>());
+                assert!(weights == &alone.1, "rank {rank} of shares {:?}: the weights differ", shares.iter().map(Vec::len).collect::<Vec<_>>());
+            }
+            assert!(alone.1 != update_as_workers(vec![samples[..1].to_vec()], 1).remove(0).1, "the samples must matter for this test to mean anything");
+        }
+    }
+
+    /// A worker with fewer samples than the step's mini-batches takes part in every update with
+    /// an empty one: the workers apply the same updates and keep the same weights.
+    #[test]
+    fn workers_with_unequal_shares_apply_the_same_updates() {
+        let model = tiny_model();
+        let samples: Vec<Sample> = (0..4u32).map(|i| sample(&model, vec![3, 9 + i, 17, 4 + i, 22, 41], vec![0, 0, 1, 1, 1, 1], if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
+        let workers = update_as_workers(vec![samples[..3].to_vec(), samples[3..].to_vec()], 2);
+        let (parts, weights) = &workers[0];
+        assert_eq!(parts.len(), 2, "two updates");
+        assert_eq!(parts.iter().map(|(s, _)| s.trained_tokens).sum::<usize>(), 4 * 4, "every assistant token of both workers once");
+        assert_eq!(&workers[1].0, parts, "the same updates on both workers");
+        assert!(&workers[1].1 == weights, "the replicas' weights diverged");
     }
 
     /// With LoRA the reference is the model with its adapters off: equal to the base model's

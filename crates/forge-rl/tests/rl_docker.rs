@@ -68,11 +68,11 @@ async fn a_tiny_model_rolls_out_in_containers_is_graded_and_logs_sane_metrics_an
 
     // interrupted after one step, then resumed: one run of two steps
     let (cfg, resolved) = config(&model, &run_dir, &[]);
-    let first = forge_rl::run(&cfg, &resolved, &RlOptions { resume: false, stop_after: Some(1), labels: labels.clone() }).await.unwrap();
+    let first = forge_rl::run(&cfg, &resolved, &RlOptions { resume: false, stop_after: Some(1), labels: labels.clone(), distributed: None }).await.unwrap();
     assert_eq!((first.steps, first.trajectories), (1, 4));
-    let again = forge_rl::run(&cfg, &resolved, &RlOptions { resume: false, stop_after: None, labels: labels.clone() }).await;
+    let again = forge_rl::run(&cfg, &resolved, &RlOptions { resume: false, stop_after: None, labels: labels.clone(), distributed: None }).await;
     assert!(again.unwrap_err().to_string().contains("--resume"), "a second run must not overwrite the first");
-    let summary = forge_rl::run(&cfg, &resolved, &RlOptions { resume: true, stop_after: None, labels: labels.clone() }).await.unwrap();
+    let summary = forge_rl::run(&cfg, &resolved, &RlOptions { resume: true, stop_after: None, labels: labels.clone(), distributed: None }).await.unwrap();
     assert_eq!((summary.steps, summary.trajectories), (2, 8));
     assert!(summary.model_dir.join("config.json").is_file() && summary.model_dir.join("tokenizer.json").is_file());
 

@@ -67,6 +67,14 @@ pub fn run_workers(plan: &LaunchPlan) -> Result<()> {
             .port(),
     };
     let world_size = plan.nproc_per_node * plan.nnodes;
+    // like torchrun's OMP_NUM_THREADS: workers sharing a machine share its cores, unless told otherwise
+    let threads = match std::env::var_os("RAYON_NUM_THREADS") {
+        Some(_) => None,
+        None => Some(threads_per_worker(std::thread::available_parallelism().map_or(1, |n| n.get()), plan.nproc_per_node)),
+    };
+    if let Some(threads) = threads {
+        tracing::info!(threads, "CPU threads per worker (set RAYON_NUM_THREADS to choose)");
+    }
     tracing::info!(workers = plan.nproc_per_node, node = plan.node_rank, world_size, master = %format!("{}:{port}", plan.master_addr), "starting workers");
     let mut children: Vec<Child> = Vec::with_capacity(plan.nproc_per_node);
     for local_rank in 0..plan.nproc_per_node {
@@ -88,6 +96,7 @@ pub fn run_workers(plan: &LaunchPlan) -> Result<()> {
             .env("LOCAL_WORLD_SIZE", plan.nproc_per_node.to_string())
             .env("MASTER_ADDR", &plan.master_addr)
             .env("MASTER_PORT", port.to_string())
+            .envs(threads.map(|t| ("RAYON_NUM_THREADS", t.to_string())))
             .spawn();
         match child {
             Ok(child) => children.push(child),
@@ -126,6 +135,11 @@ pub fn run_workers(plan: &LaunchPlan) -> Result<()> {
     Ok(())
 }
 
+/// The machine's cores shared out among its workers (at least one each).
+fn threads_per_worker(cores: usize, workers: usize) -> usize {
+    (cores / workers.max(1)).max(1)
+}
+
 fn stop(children: &mut [Child]) {
     for child in children.iter_mut() {
         let _ = child.kill();
@@ -147,5 +161,13 @@ mod tests {
         let err = LaunchPlan { node_rank: 2, master_port: Some(29500), ..two_nodes }.validate().unwrap_err().to_string();
         assert!(err.contains("--node-rank 2 but --nnodes 2"), "{err}");
         assert!(LaunchPlan::local(0).validate().is_err());
+    }
+
+    #[test]
+    fn workers_share_the_cores() {
+        assert_eq!(threads_per_worker(16, 8), 2);
+        assert_eq!(threads_per_worker(2, 2), 1);
+        assert_eq!(threads_per_worker(2, 4), 1, "never zero threads");
+        assert_eq!(threads_per_worker(7, 2), 3);
     }
 }

@@ -86,6 +86,12 @@ impl Topology {
     }
 }
 
+/// The device a worker trains on: the configured one alone, or the worker's own GPU
+/// ([`Topology::device`]) in a data-parallel run.
+pub fn worker_device(topology: Option<&Topology>, configured: DeviceSpec) -> Result<DeviceSpec> {
+    topology.map_or(Ok(configured), |t| t.device(configured))
+}
+
 /// The workers of a run, connected. A single worker (no topology) makes every collective the
 /// identity, so recipes call them unconditionally.
 pub struct ProcessGroup {
@@ -151,6 +157,14 @@ impl ProcessGroup {
         match &self.link {
             Some(link) => link.all_reduce(values),
             None => Ok(()),
+        }
+    }
+
+    /// Every worker's `bytes` at rank 0, in rank order (rank 0's first); `None` on the others.
+    pub fn gather_bytes(&self, bytes: Vec<u8>) -> Result<Option<Vec<Vec<u8>>>> {
+        match &self.link {
+            Some(link) => link.gather(&bytes),
+            None => Ok(Some(vec![bytes])),
         }
     }
 

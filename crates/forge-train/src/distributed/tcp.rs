@@ -41,6 +41,7 @@ macro_rules! element {
 const F32_SUM: u8 = 1;
 const F64_SUM: u8 = 2;
 const BROADCAST: u8 = 3;
+const GATHER: u8 = 4;
 element!(f32, F32_SUM);
 element!(f64, F64_SUM);
 
@@ -49,6 +50,7 @@ fn kind_name(kind: u8) -> &'static str {
         F32_SUM => "f32 sum",
         F64_SUM => "f64 sum",
         BROADCAST => "broadcast",
+        GATHER => "gather",
         _ => "unknown message",
     }
 }
@@ -165,6 +167,27 @@ impl Link {
                 Ok(bytes)
             }
             _ => Err(TrainError::Distributed(format!("rank {}: only rank 0 broadcasts", self.rank))),
+        }
+    }
+
+    /// Every worker's `bytes` at rank 0, in rank order; `None` on the others.
+    pub(super) fn gather(&self, bytes: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut peers = self.peers.lock().expect("link lock");
+        match &mut *peers {
+            Peers::Master(streams) => {
+                let mut all = vec![bytes.to_vec()];
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    let count = read_header(stream, i + 1, GATHER, None)?;
+                    let mut incoming = vec![0u8; count];
+                    stream.read_exact(&mut incoming).map_err(|e| lost(i + 1, e))?;
+                    all.push(incoming);
+                }
+                Ok(Some(all))
+            }
+            Peers::Worker(stream) => {
+                write_frame(stream, GATHER, bytes.len(), bytes).map_err(|e| lost(0, e))?;
+                Ok(None)
+            }
         }
     }
 }
@@ -312,6 +335,13 @@ mod tests {
     fn broadcast_carries_rank_zeros_bytes() {
         let results = workers(3, |rank, link| link.broadcast((rank == 0).then_some(b"nccl-id".as_slice())).unwrap());
         assert!(results.iter().all(|r| r == b"nccl-id"));
+    }
+
+    #[test]
+    fn gather_brings_every_workers_bytes_to_rank_zero_in_rank_order() {
+        let results = workers(3, |rank, link| link.gather(&vec![rank as u8; rank + 1]).unwrap());
+        assert_eq!(results[0], Some(vec![vec![0], vec![1, 1], vec![2, 2, 2]]));
+        assert_eq!(results[1..], [None, None]);
     }
 
     #[test]

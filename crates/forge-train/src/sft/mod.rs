@@ -280,11 +280,7 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
 pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Result<SftSummary> {
     // ---- setup
     config.validate()?;
-    let device = match &options.distributed {
-        Some(topology) => topology.device(config.model.device)?,
-        None => config.model.device,
-    }
-    .open()?;
+    let device = crate::distributed::worker_device(options.distributed.as_ref(), config.model.device)?.open()?;
     let group = ProcessGroup::for_topology(options.distributed.as_ref(), &device)?;
     let (main, world) = (group.is_main(), group.world_size());
     let dtype = model_dtype(&config.model.dtype)?;

@@ -297,7 +297,7 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
         for set in ["data.instance_ids=[\"forge__calutil-1\", \"forge__confparse-1\"]", "rollout.group_size=2", "rollout.groups_per_step=1", "rollout.workers=2", "rollout.mode=\"barrier\""] {
             args.extend(["--set", set]);
         }
-        for set in ["agent.max_turns=1", "agent.max_new_tokens=12", "run.checkpoint_every=1", steps] {
+        for set in ["agent.max_turns=1", "agent.max_new_tokens=12", "agent.max_context_tokens=3072", "train.micro_batch_tokens=3072", "run.checkpoint_every=1", steps] {
             args.extend(["--set", set]);
         }
         args.extend(extra);
@@ -306,7 +306,7 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
     let out = rl("train.steps=2", &["--nproc-per-node", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("rl: 2 steps").count(), 1, "rank 0 alone reports the run: {}", stderr(&out));
-    assert!(stderr(&out).contains("4 trajectories"), "both workers' trajectories are counted: {}", stderr(&out));
+    assert!(stderr(&out).contains("8 trajectories"), "both workers' trajectories are counted: {}", stderr(&out));
     let lines = |name: &str| -> Vec<serde_json::Value> {
         std::fs::read_to_string(run_dir.join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
@@ -327,7 +327,7 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
     assert_eq!((groups_of(1), groups_of(2)), (vec![0, 0, 1, 1], vec![2, 2, 3, 3]), "{rollouts:?}");
     assert_eq!(lines("solve_rates.jsonl").len(), 2);
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("checkpoints/step-2/trainer_state.json")).unwrap()).unwrap();
-    assert_eq!((state["workers"].as_u64(), state["trajectories"].as_u64()), (Some(2), Some(4)), "{state}");
+    assert_eq!((state["workers"].as_u64(), state["trajectories"].as_u64()), (Some(2), Some(8)), "{state}");
 
     let out = rl("train.steps=3", &["--resume"]);
     assert!(!out.status.success());

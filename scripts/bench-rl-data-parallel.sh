@@ -25,7 +25,7 @@ mkdir -p "$RUN"
 
 "$FORGE" train sft --config configs/demo/sft.toml --set "run.dir=\"$RUN/sft\"" \
   --set "model.init_seed=$SEED" --set "train.seed=$SEED" >"$RUN/sft.log" 2>&1
-rl() {  # rl NAME [ARGS...]: prints the run's seconds
+rl() {  # rl NAME [ARGS...]: prints the run's wall seconds (with setup: loading, task images)
   local name="$1" start
   shift
   start=$(date +%s.%N)
@@ -37,17 +37,9 @@ rl() {  # rl NAME [ARGS...]: prints the run's seconds
 one_s=$(rl rl-1-worker)
 two_s=$(rl rl-2-workers --nproc-per-node 2 --set rollout.groups_per_step=3 --set rollout.workers=2)
 
-sampled() {  # sampled NAME MODEL_DIR: resolved episodes of 4 × 18 at temperature 0.5
-  local total=0 seed solved
-  for seed in 1000 2000 3000 4000; do
-    solved=$(heldout_solved "$RUN" "$1-t05-$seed" "$2" 0.5 "$seed")
-    total=$((total + ${solved%/*}))
-  done
-  echo "$total"
-}
-sft=$(sampled after-sft "$RUN/sft/model")
-one=$(sampled rl-1-worker "$RUN/rl-1-worker/model")
-two=$(sampled rl-2-workers "$RUN/rl-2-workers/model")
+sft=$(heldout_sampled "$RUN" after-sft "$RUN/sft/model")
+one=$(heldout_sampled "$RUN" rl-1-worker "$RUN/rl-1-worker/model")
+two=$(heldout_sampled "$RUN" rl-2-workers "$RUN/rl-2-workers/model")
 
 mkdir -p "$(dirname "$ROWS")"
 python3 - "$RUN" "$SEED" "$sft" "$one" "$two" "$one_s" "$two_s" "$(git rev-parse --short HEAD)" <<'PY' | tee -a "$ROWS"
@@ -57,7 +49,7 @@ def metrics(name):
     return [json.loads(l) for l in open(f"{run}/{name}/metrics.jsonl")]
 def run_row(name, seconds, held_out):
     m = metrics(name)
-    return {"seconds": float(seconds), "trajectories": sum(x["groups"] for x in m) * 8,
+    return {"wall_s": float(seconds), "steps_s": round(sum(x["step_s"] for x in m), 1), "trajectories": sum(x["groups"] for x in m) * 8,
             "reward_per_step": [round(x["reward_mean"], 2) for x in m], "updates": sum(x.get("optimizer_updates", 0) for x in m),
             "sampled_heldout": f"{held_out}/72"}
 print(json.dumps({"seed": int(seed), "sampled_heldout_after_sft": f"{sft}/72",

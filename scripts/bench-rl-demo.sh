@@ -20,22 +20,13 @@ ROWS="benches/results/rl-demo-seeds.jsonl"
 mkdir -p "$ROOT"
 touch "$ROWS"
 
-sampled() {  # sampled RUN NAME MODEL_DIR: resolved episodes of 4 × 18 at temperature 0.5
-  local total=0 seed solved
-  for seed in 1000 2000 3000 4000; do
-    solved=$(heldout_solved "$1" "$2-t05-$seed" "$3" 0.5 "$seed")
-    total=$((total + ${solved%/*}))
-  done
-  echo "$total"
-}
-
 for seed in "${SEEDS[@]}"; do
   start=$(date +%s)
   run="$ROOT/seed$seed"
   SEED="$seed" scripts/quickstart.sh "$run" >"$ROOT/seed$seed.log" 2>&1 \
     || { tail -30 "$ROOT/seed$seed.log" >&2; exit 1; }
-  sampled_sft=$(sampled "$run" after-sft "$run/sft/model")
-  sampled_rl=$(sampled "$run" after-rl "$run/rl/model")
+  sampled_sft=$(heldout_sampled "$run" after-sft "$run/sft/model")
+  sampled_rl=$(heldout_sampled "$run" after-rl "$run/rl/model")
   python3 - "$ROWS" "$run" "$seed" "$sampled_sft" "$sampled_rl" "$(git rev-parse --short HEAD)" "$(( $(date +%s) - start ))" <<'PY'
 import datetime, json, sys
 rows_path, run, seed, sampled_sft, sampled_rl, commit, seconds = sys.argv[1:]

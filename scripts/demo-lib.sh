@@ -1,4 +1,4 @@
-# Sourced by quickstart.sh and bench-rl-demo.sh: the demo's held-out measurement, in one place.
+# Sourced by quickstart.sh, bench-rl-demo.sh and bench-rl-data-parallel.sh: the demo's held-out measurement, in one place.
 # Needs FORGE (the release binary).
 #
 # heldout_solved RUN_DIR NAME MODEL_DIR TEMPERATURE [SEED]: the agent (minimal scaffold, 4 turns) on
@@ -14,4 +14,15 @@ import glob, json, sys
 summary = json.load(open(glob.glob(f"{sys.argv[1]}/*.{sys.argv[2]}.json")[0]))
 print(f"{summary['resolved_instances']}/{summary['total_instances']}")
 PY
+}
+
+# heldout_sampled RUN_DIR NAME MODEL_DIR: resolved episodes of 4 × 18 at temperature 0.5 (sampling
+# seeds 1000–4000): less noisy than 18 greedy ones.
+heldout_sampled() {
+  local total=0 seed solved
+  for seed in 1000 2000 3000 4000; do
+    solved=$(heldout_solved "$1" "$2-t05-$seed" "$3" 0.5 "$seed")
+    total=$((total + ${solved%/*}))
+  done
+  echo "$total"
 }

@@ -581,16 +581,21 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// Three trajectories of different lengths, advantages and generated spans.
+    fn three_samples(model: &Qwen3ForCausalLM) -> Vec<Sample> {
+        vec![
+            sample(model, vec![3, 9, 17, 4, 22, 41, 8, 13, 2, 60], vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1], 1.2),
+            sample(model, vec![5, 6, 7, 8, 9], vec![0, 1, 1, 0, 1], -0.4),
+            sample(model, vec![12, 30, 31, 40, 50, 51, 52], vec![0, 0, 1, 1, 1, 1, 1], -0.8),
+        ]
+    }
+
     /// Splitting the update into micro-batches changes nothing: the loss is the token mean over
     /// the whole batch either way (and likewise for a constant normaliser).
     #[test]
     fn micro_batches_give_the_whole_batch_gradient() {
         let model = tiny_model();
-        let samples = vec![
-            sample(&model, vec![3, 9, 17, 4, 22, 41, 8, 13, 2, 60], vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1], 1.2),
-            sample(&model, vec![5, 6, 7, 8, 9], vec![0, 1, 1, 0, 1], -0.4),
-            sample(&model, vec![12, 30, 31, 40, 50, 51, 52], vec![0, 0, 1, 1, 1, 1, 1], -0.8),
-        ];
+        let samples = three_samples(&model);
         for aggregation in [Aggregation::TokenMean, Aggregation::TokenSumOverConstant { constant: 40.0 }] {
             let objective = ObjectiveConfig { aggregation, ..ObjectiveConfig::default() };
             let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false, &ProcessGroup::single()).unwrap();
@@ -687,11 +692,7 @@ mod tests {
     #[test]
     fn workers_update_as_one_worker_on_the_union_of_their_samples() {
         let model = tiny_model();
-        let samples = vec![
-            sample(&model, vec![3, 9, 17, 4, 22, 41, 8, 13, 2, 60], vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1], 1.2),
-            sample(&model, vec![5, 6, 7, 8, 9], vec![0, 1, 1, 0, 1], -0.4),
-            sample(&model, vec![12, 30, 31, 40, 50, 51, 52], vec![0, 0, 1, 1, 1, 1, 1], -0.8),
-        ];
+        let samples = three_samples(&model);
         for shares in [vec![samples[..1].to_vec(), samples[1..2].to_vec()], vec![samples.clone(), Vec::new()]] {
             let union: Vec<Sample> = shares.concat();
             let alone = update_as_workers(vec![union], 1).remove(0);

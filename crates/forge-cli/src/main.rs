@@ -1,6 +1,6 @@
 //! `forge`: the command line. It parses arguments and calls the libraries; nothing else.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -333,13 +333,20 @@ fn print_eval_summary(summary: &forge_swe::RunSummary) {
 
 fn main() -> Result<()> {
     forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
+    // a data-parallel worker's log lines carry its rank ("worker{rank=1}: ..."); by default only
+    // rank 0 logs progress, the others warnings and errors (N copies of the setup say nothing
+    // more); RUST_LOG sets every worker's level
+    let rank = std::env::var("RANK").ok().and_then(|r| r.parse::<usize>().ok()).filter(|_| std::env::var("WORLD_SIZE").is_ok_and(|w| w != "1"));
+    let level = match rank {
+        Some(r) if r != 0 => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
-    // a data-parallel worker's log lines carry its rank ("worker{rank=1}: ...")
-    let rank = std::env::var("RANK").ok().and_then(|r| r.parse::<usize>().ok());
-    let _worker = rank.filter(|_| std::env::var("WORLD_SIZE").is_ok_and(|w| w != "1")).map(|rank| tracing::info_span!("worker", rank).entered());
+    let _worker = rank.map(|rank| tracing::info_span!("worker", rank).entered());
     match Cli::parse().command {
         Command::Export { checkpoint, out, shard_size, dtype, force } => {
             let shard_size = forge_model::export::parse_size(&shard_size)?;

@@ -307,6 +307,8 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("rl: 2 steps").count(), 1, "rank 0 alone reports the run: {}", stderr(&out));
     assert!(stderr(&out).contains("8 trajectories"), "both workers' trajectories are counted: {}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("worker{rank=0}") && log.lines().all(|l| !(l.contains("INFO") && l.contains("worker{rank=1}"))), "rank 0 alone logs progress: {log}");
     let lines = |name: &str| -> Vec<serde_json::Value> {
         std::fs::read_to_string(run_dir.join(name)).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };

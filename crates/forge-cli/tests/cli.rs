@@ -271,6 +271,22 @@ fn train_sft_nproc_per_node_runs_workers_that_train_as_one_with_their_accumulati
     assert!(stderr(&out).contains("worker rank"), "{}", stderr(&out));
 }
 
+/// A tiny model trained `steps` SFT steps (configs/tiny/sft.toml) into `run_dir`: its `model/`.
+fn tiny_sft_model(run_dir: &Path, steps: u64) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let config = root.join("configs/tiny/sft.toml");
+    let (set_steps, set_run_dir) = (format!("train.max_steps={steps}"), format!("run.dir={}", run_dir.display()));
+    let train = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .current_dir(&root)
+        .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", &set_steps, "--set", "optim.warmup_steps=1", "--set", &set_run_dir])
+        .output()
+        .unwrap();
+    assert!(train.status.success(), "{}", stderr(&train));
+    let model = stderr(&train).rsplit("model in ").next().unwrap().trim().to_string();
+    assert_eq!(Path::new(&model), run_dir.join("model"));
+    run_dir.join("model")
+}
+
 /// `forge train rl --nproc-per-node 2`: each worker rolls out its own groups in its own
 /// containers (worker r takes groups r, r + 2, ...), rank 0 logs them all as one step; the run
 /// resumes with two workers and refuses one.
@@ -281,23 +297,14 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
-    let set_sft_dir = format!("run.dir={}", tmp.path().join("sft").display());
-    let sft = root.join("configs/tiny/sft.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
-        .current_dir(&root)
-        .args(["train", "sft", "--config", sft.to_str().unwrap(), "--set", "train.max_steps=1", "--set", "optim.warmup_steps=0", "--set", &set_sft_dir])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let set_model = format!("model.path={:?}", tmp.path().join("sft/model").display().to_string());
+    let set_model = format!("model.path={:?}", tiny_sft_model(&tmp.path().join("sft"), 1).display().to_string());
     let run_dir = tmp.path().join("rl");
     let set_run_dir = format!("run.dir={:?}", run_dir.display().to_string());
     let rl = |steps: &str, extra: &[&str]| {
         let mut args = vec!["train", "rl", "--config", "configs/tiny/rl.toml", "--set", &set_model, "--set", &set_run_dir];
-        for set in ["data.instance_ids=[\"forge__calutil-1\", \"forge__confparse-1\"]", "rollout.group_size=2", "rollout.groups_per_step=1", "rollout.workers=2", "rollout.mode=\"barrier\""] {
-            args.extend(["--set", set]);
-        }
-        for set in ["agent.max_turns=1", "agent.max_new_tokens=12", "agent.max_context_tokens=3072", "train.micro_batch_tokens=3072", "run.checkpoint_every=1", steps] {
+        let sets = ["data.instance_ids=[\"forge__calutil-1\", \"forge__confparse-1\"]", "rollout.group_size=2", "rollout.groups_per_step=1", "rollout.workers=2"];
+        let sets = sets.into_iter().chain(["rollout.mode=\"barrier\"", "agent.max_turns=1", "agent.max_new_tokens=12", "agent.max_context_tokens=3072"]);
+        for set in sets.chain(["train.micro_batch_tokens=3072", "run.checkpoint_every=1", steps]) {
             args.extend(["--set", set]);
         }
         args.extend(extra);
@@ -333,7 +340,7 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
 
     let out = rl("train.steps=3", &["--resume"]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("resume with 2 worker(s)"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resume with --nproc-per-node 2"), "{}", stderr(&out));
     let out = rl("train.steps=3", &["--resume", "--nproc-per-node", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rollouts = lines("rollouts.jsonl");
@@ -525,16 +532,7 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let tmp = tempfile::tempdir().unwrap();
-    let run_dir = tmp.path().join("sft");
-    let config = root.join("configs/tiny/sft.toml");
-    let set_run_dir = format!("run.dir={}", run_dir.display());
-    let train = Command::new(env!("CARGO_BIN_EXE_forge"))
-        .current_dir(&root)
-        .args(["train", "sft", "--config", config.to_str().unwrap(), "--set", "train.max_steps=2", "--set", "optim.warmup_steps=1", "--set", &set_run_dir])
-        .output()
-        .unwrap();
-    assert!(train.status.success(), "{}", stderr(&train));
-    let model = stderr(&train).rsplit("model in ").next().unwrap().trim().to_string();
+    let model = tiny_sft_model(&tmp.path().join("sft"), 2).display().to_string();
 
     let dataset = root.join("tasks/bundled.jsonl").display().to_string();
     let out_dir = tmp.path().join("eval").display().to_string();

@@ -72,12 +72,8 @@ struct TrainerState {
     next_group: u64,
     trajectories: u64,
     /// Data-parallel workers of the run (a step trains `rollout.groups_per_step` × this groups).
-    #[serde(default = "one")]
+    #[serde(default = "forge_train::distributed::one_worker")]
     workers: usize,
-}
-
-fn one() -> usize {
-    1
 }
 
 /// Runs the recipe. Needs a multi-threaded tokio runtime: updates run on the calling task
@@ -157,15 +153,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         let path = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&path).map_err(|e| RlError::io(&path, e))?;
         state = serde_json::from_str(&text).map_err(|e| RlError::Config(format!("{}: {e}", path.display())))?;
-        if state.workers != world {
-            return Err(RlError::Config(format!(
-                "{} was trained by {} worker(s) and this run has {world}: a step's groups and their order depend on the \
-                 worker count; resume with {} worker(s) (--nproc-per-node)",
-                run_dir.display(),
-                state.workers,
-                state.workers
-            )));
-        }
+        forge_train::distributed::check_resume_workers(*step, state.workers, world)?;
         tracing::info!(step, "resumed");
     }
 
@@ -321,9 +309,6 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
 
 /// Every worker's report, merged, at rank 0 (`None` on the others).
 fn gather_reports(group: &ProcessGroup, report: &StepReport) -> Result<Option<StepReport>> {
-    if group.world_size() == 1 {
-        return Ok(Some(report.clone()));
-    }
     let bytes = serde_json::to_vec(report).expect("a report serialises");
     let Some(all) = group.gather_bytes(bytes)? else { return Ok(None) };
     let reports = all

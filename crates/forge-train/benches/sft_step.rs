@@ -39,8 +39,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let num = |name: &str, default: usize| arg(&args, name).and_then(|v| v.parse().ok()).unwrap_or(default);
     let (batch, seq, warmup, steps) = (num("--batch", 2), num("--seq", 512), num("--warmup", 2), num("--steps", 10));
     let workers = num("--workers", 1);
-    if launch::LaunchPlan::local(workers).wants_launch() {
-        launch::run_workers(&launch::LaunchPlan::local(workers))?;
+    let plan = launch::LaunchPlan::local(workers);
+    if plan.wants_launch() {
+        launch::run_workers(&plan)?;
         return Ok(());
     }
     let group = ProcessGroup::for_topology(Topology::from_env()?.as_ref(), &Device::Cpu)?;

@@ -86,6 +86,23 @@ impl Topology {
     }
 }
 
+/// The worker count of a checkpoint written before checkpoints recorded it (serde default).
+pub fn one_worker() -> usize {
+    1
+}
+
+/// Refuses to resume a checkpoint of step `step`, trained by `trained_by` workers, with `world`
+/// workers: another count changes the global batch (and with it the steps and the schedule).
+pub fn check_resume_workers(step: u64, trained_by: usize, world: usize) -> Result<()> {
+    if trained_by == world {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "--resume: step {step} was trained by {trained_by} worker(s), this run has {world}; resume with --nproc-per-node {trained_by} \
+         (another count changes the global batch, and with it the steps and the schedule)"
+    )))
+}
+
 /// The device a worker trains on: the configured one alone, or the worker's own GPU
 /// ([`Topology::device`]) in a data-parallel run.
 pub fn worker_device(topology: Option<&Topology>, configured: DeviceSpec) -> Result<DeviceSpec> {

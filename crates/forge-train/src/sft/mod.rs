@@ -125,12 +125,8 @@ struct TrainerState {
     micro_batches: u64,
     tokens_seen: u64,
     /// Data-parallel workers of the run (a step's micro-batches are `grad_accum` × this).
-    #[serde(default = "one")]
+    #[serde(default = "crate::distributed::one_worker")]
     workers: usize,
-}
-
-fn one() -> usize {
-    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -364,13 +360,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let path = dir.join("trainer_state.json");
         let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
         state = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-        if state.workers != world {
-            return Err(TrainError::Config(format!(
-                "--resume: step {step} was trained by {} worker(s), this run has {world}; resume with --nproc-per-node {} \
-                 (another count changes the global batch, and with it the steps and the schedule)",
-                state.workers, state.workers
-            )));
-        }
+        crate::distributed::check_resume_workers(*step, state.workers, world)?;
         tracing::info!(step, "resumed");
     }
     let mut log = match main {

@@ -11,6 +11,7 @@ use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
 use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::prefix_cache::PrefixCache;
 use crate::sampling::{Sampler, SamplingParams};
 use crate::EngineError;
 
@@ -22,12 +23,24 @@ pub struct EngineConfig {
     /// prefilled in chunks over several steps, decoding sequences first, so a step's activations
     /// stay bounded whatever the prompts. At least `max_batch_size`.
     pub max_step_tokens: usize,
+    /// Keep finished sequences' KV caches and prefill a prompt that extends one from where they
+    /// diverge (automatic prefix caching, `prefix_cache.rs`). The kept caches and the running ones together never
+    /// exceed `max_batch_size`, so memory stays that of a full batch.
+    pub prefix_caching: bool,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_size: 32, max_step_tokens: 8192 }
+        Self { max_batch_size: 32, max_step_tokens: 8192, prefix_caching: true }
     }
+}
+
+/// Prompt tokens the engine was asked to process since it started, and how many of them came
+/// from the prefix cache instead of a forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefillStats {
+    pub prompt_tokens: u64,
+    pub reused_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -79,6 +92,10 @@ struct Shared {
     weights: RwLock<()>,
     /// Nanoseconds the engine spent in decoding steps since it started.
     busy_nanos: AtomicU64,
+    /// Bumped by every pause: caches computed before it may hold keys of other weights.
+    weights_version: AtomicU64,
+    prompt_tokens: AtomicU64,
+    reused_tokens: AtomicU64,
 }
 
 /// While alive, the engine decodes nothing: the weights may be changed (an optimizer step, LoRA
@@ -110,7 +127,9 @@ impl EngineHandle {
         };
         std::thread::Builder::new()
             .name("forge-engine".into())
-            .spawn(move || EngineLoop { model, config, inbox, shared, waiting: VecDeque::new(), active: Vec::new() }.run())
+            .spawn(move || {
+                EngineLoop { model, config, inbox, shared, waiting: VecDeque::new(), active: Vec::new(), prefix_cache: PrefixCache::new() }.run()
+            })
             .map_err(|e| EngineError::Model(format!("could not start the engine thread: {e}")))?;
         Ok(handle)
     }
@@ -127,9 +146,20 @@ impl EngineHandle {
     }
 
     /// Waits for the current decoding step to end and holds the engine between steps until the
-    /// guard is dropped (sequences keep their place and caches).
+    /// guard is dropped (sequences keep their place and caches; the prefix cache is emptied, as the
+    /// weights may change).
     pub fn pause(&self) -> PausedEngine<'_> {
-        PausedEngine { _weights: self.shared.weights.write().unwrap_or_else(|poisoned| poisoned.into_inner()) }
+        let weights = self.shared.weights.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.shared.weights_version.fetch_add(1, Ordering::Relaxed);
+        PausedEngine { _weights: weights }
+    }
+
+    /// Prompt tokens processed since the engine started, and those reused from the prefix cache.
+    pub fn prefill_stats(&self) -> PrefillStats {
+        PrefillStats {
+            prompt_tokens: self.shared.prompt_tokens.load(Ordering::Relaxed),
+            reused_tokens: self.shared.reused_tokens.load(Ordering::Relaxed),
+        }
     }
 
     /// Seconds the engine has spent decoding since it started; idle time is wall time minus this.
@@ -164,58 +194,72 @@ struct Sequence {
     reply: Reply,
     sampler: Sampler,
     cache: KvCache,
-    /// Tokens to feed at the next step: the prompt, then the last sampled token.
+    /// Tokens to feed at the next step: the prompt (less what the prefix cache held), then the
+    /// last sampled token.
     pending: Vec<u32>,
+    /// The prompt, then the new tokens: `history[..cache.len()]` is what the cache holds.
+    history: Vec<u32>,
     prompt_len: usize,
+    /// The capacity the sequence's positions need; a cache from the prefix cache may be larger.
+    max_len: usize,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
+    /// The weights version its cache was begun with.
+    weights_version: u64,
 }
 
 impl Sequence {
-    /// The request's sequence, or `None` when its cache cannot be allocated (the requester is told).
-    fn new(model: &Qwen3ForCausalLM, request: Request) -> Option<Self> {
+    /// Positions a request's sequence may occupy: the last new token is never fed back, so this
+    /// holds every position that is.
+    fn max_len(model: &Qwen3ForCausalLM, request: &Request) -> usize {
+        (request.prompt.len() + request.params.max_new_tokens).min(model.config().max_position_embeddings)
+    }
+
+    /// The request's sequence over `cache`, whose first `reused` positions hold the prompt's first
+    /// tokens.
+    fn new(request: Request, cache: KvCache, reused: usize, max_len: usize, weights_version: u64) -> Self {
         let prompt_len = request.prompt.len();
         let max_new = request.params.max_new_tokens;
-        // the last new token is never fed back, so this holds every position that is
-        let capacity = (prompt_len + max_new).min(model.config().max_position_embeddings);
-        let cache = match model.new_kv_cache(capacity) {
-            Ok(cache) => cache,
-            Err(e) => {
-                let _ = request.reply.send(Err(EngineError::Model(format!("allocating a KV cache of {capacity} positions: {e}"))));
-                return None;
-            }
-        };
-        Some(Self {
+        let mut history = request.prompt;
+        history.reserve(max_new);
+        Self {
             reply: request.reply,
             sampler: Sampler::new(request.params),
             cache,
-            pending: request.prompt,
+            pending: history[reused..].to_vec(),
+            history,
             prompt_len,
+            max_len,
             tokens: Vec::with_capacity(max_new),
             logprobs: Vec::with_capacity(max_new),
-        })
+            weights_version,
+        }
     }
 
     /// Appends the sampled `token`; returns why the sequence ends, if it does.
     fn advance(&mut self, (token, logprob): (u32, f32)) -> Option<FinishReason> {
         self.tokens.push(token);
         self.logprobs.push(logprob);
+        self.history.push(token);
         self.pending.clear();
         self.pending.push(token);
         let params = self.sampler.params();
         if params.stop_tokens.contains(&token) {
             Some(FinishReason::Stop)
-        } else if self.tokens.len() == params.max_new_tokens || self.prompt_len + self.tokens.len() == self.cache.capacity() {
+        } else if self.tokens.len() == params.max_new_tokens || self.prompt_len + self.tokens.len() == self.max_len {
             Some(FinishReason::Length)
         } else {
             None
         }
     }
 
-    fn finish(self, outcome: Result<FinishReason, EngineError>) {
+    /// Answers the requester; returns what the prefix cache may keep: the tokens and the cache.
+    fn finish(self, outcome: Result<FinishReason, EngineError>) -> Option<(Vec<u32>, KvCache, u64)> {
+        let ok = outcome.is_ok();
         let result = outcome.map(|finish_reason| Generation { tokens: self.tokens, logprobs: self.logprobs, finish_reason });
         // the requester may have gone away; its result is then simply dropped
         let _ = self.reply.send(result);
+        ok.then_some((self.history, self.cache, self.weights_version))
     }
 }
 
@@ -226,6 +270,7 @@ struct EngineLoop {
     shared: Arc<Shared>,
     waiting: VecDeque<Request>,
     active: Vec<Sequence>,
+    prefix_cache: PrefixCache,
 }
 
 impl EngineLoop {
@@ -248,20 +293,59 @@ impl EngineLoop {
             }
             self.waiting.retain(|r| !r.reply.is_closed());
             self.active.retain(|s| !s.reply.is_closed());
+            let shared = self.shared.clone();
+            // admitted under the weights lock too, so a sequence's reused cache and its first step
+            // see the same weights
+            let weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let weights_version = shared.weights_version.load(Ordering::Relaxed);
+            self.prefix_cache.sync_weights(weights_version);
             while self.active.len() < self.config.max_batch_size {
                 let Some(request) = self.waiting.pop_front() else { break };
-                self.active.extend(Sequence::new(&self.model, request));
-            }
-            if !self.active.is_empty() {
-                let shared = self.shared.clone();
-                let _weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let started = Instant::now();
-                let finished = self.step();
-                shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                // reply only once the step is accounted, so a caller that has its result sees its busy time
-                for (sequence, outcome) in finished {
-                    sequence.finish(outcome);
+                if let Some(sequence) = self.admit(request, weights_version) {
+                    self.active.push(sequence);
                 }
+            }
+            if self.active.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            let finished = self.step();
+            shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            drop(weights);
+            // reply only once the step is accounted, so a caller that has its result sees its busy time
+            for (sequence, outcome) in finished {
+                if let Some((tokens, cache, version)) = sequence.finish(outcome) {
+                    if self.config.prefix_caching {
+                        self.prefix_cache.insert(tokens, cache, version);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The request's sequence over a cache from the prefix cache or a new one; `None` when no
+    /// cache can be allocated (the requester is told).
+    fn admit(&mut self, request: Request, weights_version: u64) -> Option<Sequence> {
+        let max_len = Sequence::max_len(&self.model, &request);
+        self.shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
+        let hit = self.prefix_cache.take(&request.prompt, max_len);
+        // kept caches give way to running ones: together at most a full batch (a no-op after a hit
+        // that took its entry)
+        self.prefix_cache.evict_to(self.config.max_batch_size - self.active.len() - 1);
+        if let Some(hit) = hit {
+            self.shared.reused_tokens.fetch_add(hit.reused as u64, Ordering::Relaxed);
+            return Some(Sequence::new(request, hit.cache, hit.reused, max_len, weights_version));
+        }
+        let cache = self.model.new_kv_cache(max_len).or_else(|_| {
+            // the kept caches may be what fills the device: retry without them
+            self.prefix_cache.clear();
+            self.model.new_kv_cache(max_len)
+        });
+        match cache {
+            Ok(cache) => Some(Sequence::new(request, cache, 0, max_len, weights_version)),
+            Err(e) => {
+                let _ = request.reply.send(Err(EngineError::Model(format!("allocating a KV cache of {max_len} positions: {e}"))));
+                None
             }
         }
     }

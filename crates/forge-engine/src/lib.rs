@@ -13,9 +13,10 @@
 
 mod engine;
 mod error;
+mod prefix_cache;
 pub mod generate;
 pub mod sampling;
 
-pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, PausedEngine};
+pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, PausedEngine, PrefillStats};
 pub use error::EngineError;
 pub use sampling::SamplingParams;

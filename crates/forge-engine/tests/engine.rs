@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::{DType, Device};
-use forge_engine::{EngineConfig, EngineError, EngineHandle, FinishReason, Generation, SamplingParams};
+use forge_engine::{EngineConfig, EngineError, EngineHandle, FinishReason, Generation, PrefillStats, SamplingParams};
 use forge_model::Qwen3ForCausalLM;
 use futures_util::future::try_join_all;
 
@@ -160,7 +160,7 @@ fn prompts_prefilled_in_chunks_give_the_generations_of_a_whole_prefill() {
         .map(|i| (prompt([90, 5, 41, 1, 64][i], i), if i % 2 == 0 { greedy(6 + i) } else { sampled(1.0, 0.9, 20, i as u64) }))
         .collect();
     let whole = generate_together(&engine(&model, 3), &requests);
-    let chunked_engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 3, max_step_tokens: 4 }).unwrap();
+    let chunked_engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 3, max_step_tokens: 4, ..Default::default() }).unwrap();
     let chunked = generate_together(&chunked_engine, &requests);
     for ((p, _), (a, b)) in requests.iter().zip(whole.iter().zip(&chunked)) {
         assert_eq!(a.tokens, b.tokens, "prompt of {} tokens: chunked prefill changed the tokens", p.len());
@@ -170,7 +170,7 @@ fn prompts_prefilled_in_chunks_give_the_generations_of_a_whole_prefill() {
         }
     }
     // the budget must hold every decoding sequence of a full batch
-    let e = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 8, max_step_tokens: 4 }).err().expect("refused");
+    let e = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 8, max_step_tokens: 4, ..Default::default() }).err().expect("refused");
     assert!(e.to_string().contains("max_step_tokens (4) must be at least max_batch_size (8)"), "{e}");
 }
 
@@ -258,4 +258,93 @@ fn a_paused_engine_decodes_nothing_until_resumed_and_reports_its_busy_time() {
     worker.join().unwrap();
     assert_eq!(resumed.tokens, alone.tokens);
     assert!(engine.busy_seconds() > busy_after_one);
+}
+
+/// Multi-turn conversations the way the agent drives the engine: each turn's prompt is the
+/// previous prompt, the generated turn and an "observation" of new tokens.
+fn converse(engine: &EngineHandle, conversations: usize, turns: usize, observation: usize) -> Vec<Vec<Generation>> {
+    block_on(try_join_all((0..conversations).map(|c| async move {
+        let mut tokens = prompt(20 + 5 * c, c);
+        let mut generations = Vec::new();
+        for turn in 0..turns {
+            let params = if c % 2 == 0 { greedy(5 + turn) } else { SamplingParams { max_new_tokens: 6, ..sampled(1.0, 0.9, 20, (c * 10 + turn) as u64) } };
+            let generation = engine.generate(tokens.clone(), params).await?;
+            tokens.extend(&generation.tokens);
+            tokens.extend(prompt(observation, 10 * c + turn));
+            generations.push(generation);
+        }
+        Ok::<_, EngineError>(generations)
+    })))
+    .unwrap()
+}
+
+#[test]
+fn prompts_extending_a_finished_sequence_reuse_its_cache_and_generate_as_a_whole_prefill() {
+    let model = load("gqa4-tied-f32");
+    let config = |prefix_caching, max_step_tokens| EngineConfig { max_batch_size: 3, max_step_tokens, prefix_caching };
+    let uncached = EngineHandle::start(model.clone(), config(false, 8192)).unwrap();
+    let want = converse(&uncached, 3, 4, 9);
+    assert_eq!(uncached.prefill_stats().reused_tokens, 0);
+    // with the whole prefill in one step and chunked to 4 tokens per step
+    for max_step_tokens in [8192, 4] {
+        let cached = EngineHandle::start(model.clone(), config(true, max_step_tokens)).unwrap();
+        let got = converse(&cached, 3, 4, 9);
+        for (c, (got, want)) in got.iter().zip(&want).enumerate() {
+            for (turn, (a, b)) in got.iter().zip(want).enumerate() {
+                assert_eq!(a.tokens, b.tokens, "conversation {c} turn {turn}: the reused cache changed the tokens");
+                assert_eq!(a.finish_reason, b.finish_reason);
+                for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                    assert!((x - y).abs() <= 1e-5, "conversation {c} turn {turn}: log-prob {x} cached vs {y} prefilled");
+                }
+            }
+        }
+        // each later turn reuses everything but the previous turn's last new token (never fed) and
+        // the observation
+        let mut expected = PrefillStats::default();
+        for (c, generations) in want.iter().enumerate() {
+            let mut len = 20 + 5 * c;
+            for (turn, generation) in generations.iter().enumerate() {
+                expected.prompt_tokens += len as u64;
+                if turn > 0 {
+                    expected.reused_tokens += (len - 9 - 1) as u64;
+                }
+                len += generation.tokens.len() + 9;
+            }
+        }
+        assert_eq!(cached.prefill_stats(), expected, "max_step_tokens {max_step_tokens}");
+        assert_eq!(uncached.prefill_stats().prompt_tokens, expected.prompt_tokens);
+    }
+}
+
+#[test]
+fn a_pause_drops_the_prefix_cache_since_the_weights_may_change() {
+    let model = load("gqa2-untied-f32");
+    let engine = engine(&model, 2);
+    let first = engine.generate_blocking(prompt(20, 1), greedy(4)).unwrap();
+    let next: Vec<u32> = prompt(20, 1).into_iter().chain(first.tokens.clone()).chain([7, 8, 9]).collect();
+    drop(engine.pause());
+    engine.generate_blocking(next.clone(), greedy(4)).unwrap();
+    assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 20 + next.len() as u64, reused_tokens: 0 });
+    // without a pause in between, the same continuation reuses the finished sequence
+    let again: Vec<u32> = next.clone().into_iter().chain([1, 2]).collect();
+    engine.generate_blocking(again, greedy(4)).unwrap();
+    assert!(engine.prefill_stats().reused_tokens >= next.len() as u64, "{:?}", engine.prefill_stats());
+}
+
+#[test]
+fn a_later_sample_of_a_prompt_copies_it_and_leaves_the_first_sample_its_cache() {
+    let model = load("gqa2-untied-f32");
+    let engine = engine(&model, 4);
+    let task = prompt(30, 2);
+    let first = engine.generate_blocking(task.clone(), sampled(1.0, 1.0, 0, 1)).unwrap();
+    // another sample of the same task (a GRPO group): its prompt lies inside the first's cache
+    let second = engine.generate_blocking(task.clone(), sampled(1.0, 1.0, 0, 2)).unwrap();
+    assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 60, reused_tokens: 29 });
+    // the first sample's next turn still finds its whole cache, the second's too
+    for (generation, observation) in [(&first, [3, 4]), (&second, [5, 6])] {
+        let before = engine.prefill_stats().reused_tokens;
+        let next: Vec<u32> = task.iter().chain(&generation.tokens).chain(&observation).copied().collect();
+        engine.generate_blocking(next, greedy(3)).unwrap();
+        assert_eq!(engine.prefill_stats().reused_tokens - before, (30 + generation.tokens.len() - 1) as u64);
+    }
 }

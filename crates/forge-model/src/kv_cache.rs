@@ -56,6 +56,53 @@ impl KvCache {
         Ok(Self { storage: Storage::Device(layers), num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, capacity, len: 0 })
     }
 
+    /// A new cache of `capacity` positions holding this cache's first `len` positions, in the same
+    /// home: a continuation of those tokens (the next agent turn of a conversation) is then
+    /// prefilled from position `len` instead of from 0.
+    pub fn prefix_copy(&self, len: usize, capacity: usize) -> Result<Self> {
+        if len > self.len || len > capacity {
+            return Err(ModelError::Invalid(format!(
+                "cannot copy {len} positions of a KV cache holding {} into one of {capacity} positions",
+                self.len
+            )));
+        }
+        let (heads, d) = (self.num_kv_heads, self.head_dim);
+        let storage = match &self.storage {
+            Storage::Host(layers) => Storage::Host(
+                layers
+                    .iter()
+                    .map(|layer| {
+                        let copy = |rows: &[f32]| {
+                            let mut out = vec![0.0; heads * capacity * d];
+                            for head in 0..heads {
+                                let (from, to) = (head * self.capacity * d, head * capacity * d);
+                                out[to..to + len * d].copy_from_slice(&rows[from..from + len * d]);
+                            }
+                            out
+                        };
+                        HostLayer { keys: copy(&layer.keys), values: copy(&layer.values) }
+                    })
+                    .collect(),
+            ),
+            Storage::Device(layers) => Storage::Device(
+                layers
+                    .iter()
+                    .map(|(keys, values)| {
+                        let copy = |rows: &Tensor| -> Result<Tensor> {
+                            let out = Tensor::zeros((heads, capacity, d), rows.dtype(), rows.device())?;
+                            if len > 0 {
+                                out.slice_set(&rows.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+                            }
+                            Ok(out)
+                        };
+                        Ok((copy(keys)?, copy(values)?))
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        Ok(Self { storage, num_kv_heads: heads, head_dim: d, capacity, len })
+    }
+
     /// Positions cached so far: the next token goes to position `len()`.
     pub fn len(&self) -> usize {
         self.len
@@ -67,6 +114,12 @@ impl KvCache {
 
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Forgets positions `len..`: the next token goes to position `len` (the rows beyond are
+    /// overwritten before any query reads them).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
     }
 
     /// Whether the cache lives on the GPU (attended by the decode kernels).
@@ -171,6 +224,31 @@ mod tests {
                 assert!((out[head * d + i] - expected).abs() < 1e-6, "head {head} dim {i}: {} vs {expected}", out[head * d + i]);
             }
         }
+    }
+
+    #[test]
+    fn a_prefix_copy_attends_like_the_original_over_its_positions() {
+        let d = 4;
+        let mut cache = KvCache::new(&config(2, 2, d), 5);
+        let row = |p: usize, s: f32| -> Vec<f32> { (0..2 * d).map(|i| ((p * 2 * d + i) as f32 * s).sin()).collect() };
+        for layer in 0..2 {
+            for p in 0..4 {
+                cache.write(layer, p, &row(p + layer, 0.7), &row(p + layer, 1.3));
+            }
+        }
+        cache.advance(4);
+        let copy = cache.prefix_copy(3, 9).unwrap();
+        assert_eq!((copy.len(), copy.capacity()), (3, 9));
+        let query: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.37).cos()).collect();
+        for layer in 0..2 {
+            let (mut a, mut b) = (vec![0f32; 4 * d], vec![0f32; 4 * d]);
+            cache.attend(layer, 2, &query, 0.5, &mut Vec::new(), &mut a);
+            copy.attend(layer, 2, &query, 0.5, &mut Vec::new(), &mut b);
+            assert_eq!(a, b, "layer {layer}");
+        }
+        let err = cache.prefix_copy(5, 9).err().unwrap().to_string();
+        assert!(err.contains("cannot copy 5 positions of a KV cache holding 4"), "{err}");
+        assert!(cache.prefix_copy(4, 3).is_err());
     }
 
     #[test]

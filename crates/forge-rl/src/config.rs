@@ -89,11 +89,22 @@ pub struct RolloutSection {
     pub max_policy_lag: u64,
     /// Test timeout of the grading container, seconds.
     pub test_timeout_s: u64,
+    /// The engine keeps each finished turn's KV cache, so an episode's next turn prefills only
+    /// the tool's observation (emptied at every weight update).
+    pub prefix_caching: bool,
 }
 
 impl Default for RolloutSection {
     fn default() -> Self {
-        Self { group_size: 8, groups_per_step: 4, workers: 4, mode: RolloutMode::Queue, max_policy_lag: 1, test_timeout_s: 1800 }
+        Self {
+            group_size: 8,
+            groups_per_step: 4,
+            workers: 4,
+            mode: RolloutMode::Queue,
+            max_policy_lag: 1,
+            test_timeout_s: 1800,
+            prefix_caching: true,
+        }
     }
 }
 

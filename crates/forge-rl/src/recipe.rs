@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::config::{RlConfig, RolloutMode};
 use crate::groups::{select_samples, FinishedGroup, GroupBuffer, Rollout, TrainSample};
-use crate::report::{step_scalars, MiniBatchUpdate, Records, StepReport, Timing};
+use crate::report::{step_scalars, EngineWork, MiniBatchUpdate, Records, StepReport, Timing};
 use crate::rollout::{RolloutEnv, RolloutJob, RolloutWorkers};
 use crate::{Result, RlError};
 
@@ -174,7 +174,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for
     agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_position_embeddings);
-    let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, ..Default::default() })?);
+    let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, prefix_caching: config.rollout.prefix_caching, ..Default::default() })?);
     let policy_version = Arc::new(AtomicU64::new(state.updates));
     let grading = ExecOptions { timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s), ..ExecOptions::default() };
     let env = Arc::new(RolloutEnv { runtime, policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });
@@ -212,7 +212,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let mut groups_in_flight = 0usize;
     let (mut first_reward, mut last_reward) = (f64::NAN, f64::NAN);
     let mut interval_start = Instant::now();
-    let mut engine_busy_at_start = engine.busy_seconds();
+    let mut engine_at_start = EngineWork::total(&engine);
     while state.step < config.train.steps {
         if groups_in_flight == 0 || config.rollout.mode == RolloutMode::Queue {
             scheduler.refill(&workers, &mut state.next_group, &mut groups_in_flight);
@@ -258,11 +258,11 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         state.trajectories += trajectories as u64;
 
         // 3. metrics: rank 0 gathers every worker's report and writes the step's records
-        let busy = engine.busy_seconds();
-        let report = StepReport::new(&groups, &arrived, counts, &samples, version, busy - engine_busy_at_start);
+        let engine_now = EngineWork::total(&engine);
+        let report = StepReport::new(&groups, &arrived, counts, &samples, version, engine_now.since(engine_at_start));
         let reports = tokio::task::block_in_place(|| gather_reports(&group, &report))?;
         let timing = Timing { wall: interval_start.elapsed().as_secs_f64(), idle_seconds, training_seconds, engines: world };
-        (interval_start, engine_busy_at_start) = (Instant::now(), busy);
+        (interval_start, engine_at_start) = (Instant::now(), engine_now);
         if let (Some(report), Some(log), Some(records)) = (reports, log.as_mut(), records.as_mut()) {
             let lr = update.as_ref().map_or_else(|| schedule.lr(state.optimizer_updates), |parts| parts[0].lr);
             let scalars = step_scalars(&report, update.as_deref(), lr, &timing);

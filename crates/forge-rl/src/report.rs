@@ -8,6 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use forge_agent::Status;
+use forge_engine::EngineHandle;
 use forge_train::rl::UpdateStats;
 use forge_train::run_log::truncate_after;
 use serde::{Deserialize, Serialize};
@@ -84,12 +85,43 @@ pub(crate) struct StepReport {
     pub counts: GroupCounts,
     /// The policy lag of every trained sample: updates between its sampling and this step's.
     pub lags: Vec<u64>,
-    /// Seconds the worker's engine spent decoding during the step.
-    pub engine_busy_s: f64,
+    /// What the worker's engine did during the step.
+    pub engine: EngineWork,
+}
+
+/// A worker's engine over an interval: decoding time and prompt tokens, of which how many the
+/// prefix cache supplied (an agent's later turns extend its earlier ones).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EngineWork {
+    pub busy_s: f64,
+    pub prompt_tokens: u64,
+    pub reused_tokens: u64,
+}
+
+impl EngineWork {
+    /// The engine's totals since it started.
+    pub fn total(engine: &EngineHandle) -> Self {
+        let prefill = engine.prefill_stats();
+        Self { busy_s: engine.busy_seconds(), prompt_tokens: prefill.prompt_tokens, reused_tokens: prefill.reused_tokens }
+    }
+
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            busy_s: self.busy_s - earlier.busy_s,
+            prompt_tokens: self.prompt_tokens - earlier.prompt_tokens,
+            reused_tokens: self.reused_tokens - earlier.reused_tokens,
+        }
+    }
+
+    fn add(&mut self, other: Self) {
+        self.busy_s += other.busy_s;
+        self.prompt_tokens += other.prompt_tokens;
+        self.reused_tokens += other.reused_tokens;
+    }
 }
 
 impl StepReport {
-    pub fn new(groups: &[FinishedGroup], arrived: &[Rollout], counts: GroupCounts, trained: &[TrainSample], version: u64, engine_busy_s: f64) -> Self {
+    pub fn new(groups: &[FinishedGroup], arrived: &[Rollout], counts: GroupCounts, trained: &[TrainSample], version: u64, engine: EngineWork) -> Self {
         Self {
             groups: groups
                 .iter()
@@ -98,7 +130,7 @@ impl StepReport {
             arrived: arrived.iter().map(RolloutRecord::of).collect(),
             counts,
             lags: trained.iter().map(|s| version.saturating_sub(s.rollout.policy_version)).collect(),
-            engine_busy_s,
+            engine,
         }
     }
 
@@ -116,7 +148,7 @@ impl StepReport {
             c.infrastructure_failures += r.infrastructure_failures;
             c.stale_samples += r.stale_samples;
             all.lags.extend(report.lags);
-            all.engine_busy_s += report.engine_busy_s;
+            all.engine.add(report.engine);
         }
         all.groups.sort_by_key(|g| g.group);
         all
@@ -137,7 +169,7 @@ pub(crate) struct Timing {
     /// Of which the trainer waited for groups.
     pub idle_seconds: f64,
     pub training_seconds: f64,
-    /// Workers whose engines `StepReport::engine_busy_s` sums.
+    /// Workers whose engines `StepReport::engine` sums.
     pub engines: usize,
 }
 
@@ -175,7 +207,9 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("idle_s", timing.idle_seconds),
         ("step_s", timing.wall),
         // the mean over the workers' engines
-        ("engine_idle_fraction", (1.0 - report.engine_busy_s / timing.engines.max(1) as f64 / timing.wall.max(1e-9)).clamp(0.0, 1.0)),
+        ("engine_idle_fraction", (1.0 - report.engine.busy_s / timing.engines.max(1) as f64 / timing.wall.max(1e-9)).clamp(0.0, 1.0)),
+        ("prompt_tokens", report.engine.prompt_tokens as f64),
+        ("prefix_reused_fraction", report.engine.reused_tokens as f64 / report.engine.prompt_tokens.max(1) as f64),
         ("trajectories_per_min", report.arrived.len() as f64 * 60.0 / timing.wall.max(1e-9)),
         ("updated", f64::from(u8::from(update.is_some()))),
     ];

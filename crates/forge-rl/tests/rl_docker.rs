@@ -94,6 +94,9 @@ async fn a_tiny_model_rolls_out_in_containers_is_graded_and_logs_sane_metrics_an
         assert!(m["step_s"].as_f64().unwrap() >= m["idle_s"].as_f64().unwrap(), "{m}");
         let idle = m["engine_idle_fraction"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&idle), "{m}");
+        // one turn per episode: only a group's later samples can find their prompt already cached
+        assert!(m["prompt_tokens"].as_f64().unwrap() > 0.0, "{m}");
+        assert!((0.0..1.0).contains(&m["prefix_reused_fraction"].as_f64().unwrap()), "{m}");
         assert!(m["trajectories_per_min"].as_f64().unwrap() > 0.0, "{m}");
         assert!(m["entropy_estimate"].as_f64().unwrap() > 0.0, "{m}");
     }

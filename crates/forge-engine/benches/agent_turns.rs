@@ -1,0 +1,127 @@
+//! Multi-turn agent conversations through the engine, with automatic prefix caching and without,
+//! side by side in one run: `conversations` conversations at once, each `turns` turns of
+//! `new-tokens` greedy tokens, every later prompt being the previous prompt, the generated turn
+//! and an observation of `observation-len` tokens (the shape of an agent episode: system prompt
+//! and task, then assistant turns and tool outputs). Runs alternate (without, with, ...) so
+//! background load hits both alike; both must generate the same tokens.
+//!
+//! `cargo bench -p forge-engine --bench agent_turns -- --config CONFIG.json [--conversations 4]
+//! [--turns 8] [--prompt-len 1024] [--new-tokens 64] [--observation-len 256] [--warmup 1]
+//! [--runs 3]` prints one JSON line per setting; the weights are random (seed 0, std 0.02).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use forge_engine::{EngineConfig, EngineHandle, Generation, SamplingParams};
+use forge_model::{Config, ParamStore, Qwen3ForCausalLM};
+
+fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
+}
+
+fn number(args: &[String], name: &str, default: usize) -> usize {
+    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn tokens(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as u32).collect()
+}
+
+struct Workload {
+    conversations: usize,
+    turns: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+    observation_len: usize,
+    vocab: usize,
+}
+
+/// Every conversation's generations, and the seconds the whole set took.
+fn converse(engine: &EngineHandle, w: &Workload, runtime: &tokio::runtime::Runtime) -> Result<(Vec<Vec<Generation>>, f64), forge_engine::EngineError> {
+    let params = SamplingParams { max_new_tokens: w.new_tokens, ..SamplingParams::default() };
+    let start = Instant::now();
+    let all = runtime.block_on(futures_util::future::try_join_all((0..w.conversations).map(|c| {
+        let params = params.clone();
+        async move {
+            let mut context = tokens(w.prompt_len, c, w.vocab);
+            let mut generations = Vec::new();
+            for turn in 0..w.turns {
+                let generation = engine.generate(context.clone(), params.clone()).await?;
+                context.extend(&generation.tokens);
+                context.extend(tokens(w.observation_len, 1000 * (c + 1) + turn, w.vocab));
+                generations.push(generation);
+            }
+            Ok::<_, forge_engine::EngineError>(generations)
+        }
+    })))?;
+    Ok((all, start.elapsed().as_secs_f64()))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
+        return Ok(()); // cargo's bench discovery
+    }
+    let config_path = arg(&args, "--config").ok_or("--config CONFIG.json (a Qwen3 config.json) is required")?;
+    let config = Config::from_json(&std::fs::read_to_string(config_path)?)?;
+    let w = Workload {
+        conversations: number(&args, "--conversations", 4),
+        turns: number(&args, "--turns", 8),
+        prompt_len: number(&args, "--prompt-len", 1024),
+        new_tokens: number(&args, "--new-tokens", 64),
+        observation_len: number(&args, "--observation-len", 256),
+        vocab: config.vocab_size,
+    };
+    let (warmup, runs) = (number(&args, "--warmup", 1), number(&args, "--runs", 3));
+    let final_len = w.prompt_len + w.turns * (w.new_tokens + w.observation_len);
+    if final_len > config.max_position_embeddings {
+        return Err(format!("the conversations reach {final_len} tokens, beyond max_position_embeddings {}", config.max_position_embeddings).into());
+    }
+
+    let params = ParamStore::random(&config, 0.02, 0, DType::F32, &Device::Cpu)?;
+    let model = Arc::new(Qwen3ForCausalLM::new(config.clone(), params)?);
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let engines = [false, true].map(|prefix_caching| {
+        EngineHandle::start(model.clone(), EngineConfig { max_batch_size: w.conversations, prefix_caching, ..Default::default() })
+    });
+    let mut times = [Vec::new(), Vec::new()];
+    let mut outputs: [Vec<Vec<u32>>; 2] = [Vec::new(), Vec::new()];
+    for run in 0..warmup + runs {
+        for (side, engine) in engines.iter().enumerate() {
+            let engine = engine.as_ref().map_err(|e| e.to_string())?;
+            let (generations, seconds) = converse(engine, &w, &runtime)?;
+            outputs[side] = generations.iter().map(|g| g.iter().flat_map(|t| t.tokens.clone()).collect()).collect();
+            if run >= warmup {
+                times[side].push(seconds);
+            }
+        }
+    }
+    for (side, prefix_caching) in [false, true].into_iter().enumerate() {
+        let engine = engines[side].as_ref().map_err(|e| e.to_string())?;
+        let stats = engine.prefill_stats();
+        let mut t = times[side].clone();
+        t.sort_by(f64::total_cmp);
+        let report = serde_json::json!({
+            "impl": "forge",
+            "prefix_caching": prefix_caching,
+            "threads": std::thread::available_parallelism().map_or(1, usize::from),
+            "parameters": model.params().num_elements(),
+            "conversations": w.conversations,
+            "turns": w.turns,
+            "prompt_len": w.prompt_len,
+            "new_tokens": w.new_tokens,
+            "observation_len": w.observation_len,
+            "final_len": final_len,
+            "seconds_median": t[t.len() / 2],
+            "seconds": t,
+            // over every run, warm-up included
+            "prompt_tokens": stats.prompt_tokens,
+            "reused_tokens": stats.reused_tokens,
+            "same_tokens_as_without": outputs[side] == outputs[0],
+        });
+        println!("{report}");
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Automatic prefix caching in the engine, with it and without, side by side in one run: multi-turn
+# agent-shaped conversations (each prompt = the previous prompt + the generated turn + an
+# observation) through forge-engine on CPU, greedy, random weights, on two model shapes:
+#   demo  — configs/demo/qwen3-demo.json (~1M parameters), turns the size of the demo's episodes;
+#   20m   — the decode bench's ~20M Qwen3 (vocab 8192, hidden 512, 4 layers, 8/4 heads, head_dim 64),
+#           SWE-agent-shaped turns (1024-token task prompt, 64 new tokens, 256-token observations).
+# Writes benches/results/prefix-cache.md.
+#
+# Usage: scripts/bench-agent-turns.sh [RUNS]    (default 3 measured runs per side after 1 warm-up)
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+RUNS="${1:-3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
+
+. scripts/bench-lib.sh
+BENCH="$(bench_executable forge-engine agent_turns)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+python3 - "$WORK/qwen3-20m.json" <<'PY'
+import json, sys
+config = json.load(open("configs/demo/qwen3-demo.json"))
+config.update(vocab_size=8192, hidden_size=512, intermediate_size=1536, num_hidden_layers=4, num_attention_heads=8,
+              num_key_value_heads=4, head_dim=64, max_position_embeddings=8192, tie_word_embeddings=False)
+json.dump(config, open(sys.argv[1], "w"))
+PY
+RESULTS="$WORK/results.jsonl"
+run() { echo "+ $*" >&2; "$@" | sed "s/^{/{\"shape\":\"$SHAPE\",/" | tee -a "$RESULTS"; }
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
+SHAPE=demo run "$BENCH" --config configs/demo/qwen3-demo.json --conversations 8 --turns 5 --prompt-len 300 --new-tokens 40 --observation-len 60 --runs "$RUNS"
+SHAPE=20m run "$BENCH" --config "$WORK/qwen3-20m.json" --conversations 4 --turns 8 --prompt-len 1024 --new-tokens 64 --observation-len 256 --runs "$RUNS"
+LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/prefix-cache.md <<'PY'
+import json, subprocess, sys, datetime
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+print("# Engine prefix caching on multi-turn agent conversations (CPU)\n")
+print(f"- Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, no GPU")
+print(f"- Date: {datetime.date.today()}; commit {commit}{' (+ uncommitted changes)' if dirty else ''}")
+print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print("- Work: `conversations` conversations at once (engine batch = conversations), each `turns` turns of")
+print("  `new` greedy tokens (no stop token); turn k+1's prompt = turn k's prompt + its new tokens + an")
+print("  observation of `obs` tokens, as the agent builds them. Random weights (std 0.02, seed 0), f32.")
+print("  The reference is the same engine without prefix caching (every turn prefills its whole prompt,")
+print("  as before), runs alternating in one process; time = all conversations, median of the measured runs.")
+print("- Reproduce: `scripts/bench-agent-turns.sh`\n")
+print("| shape | parameters | conversations × turns | prompt / new / obs → final length | without s | with s | speed-up | prompt tokens reused | same tokens |")
+print("|---|---|---|---|---|---|---|---|---|")
+for shape in dict.fromkeys(r["shape"] for r in rows):
+    off = next(r for r in rows if r["shape"] == shape and not r["prefix_caching"])
+    on = next(r for r in rows if r["shape"] == shape and r["prefix_caching"])
+    reused = f"{on['reused_tokens'] / on['prompt_tokens']:.1%}"
+    print(f"| {shape} | {on['parameters']:,} | {on['conversations']} × {on['turns']} | {on['prompt_len']} / {on['new_tokens']} / {on['observation_len']} → {on['final_len']} "
+          f"| {off['seconds_median']:.2f} | {on['seconds_median']:.2f} | **{off['seconds_median'] / on['seconds_median']:.2f}×** | {reused} | {'yes' if on['same_tokens_as_without'] else 'NO'} |")
+PY
+cat benches/results/prefix-cache.md

@@ -1,55 +1,70 @@
 #!/usr/bin/env bash
-# Producer-consumer rollout queue vs a fixed-batch barrier, side by side on the same tasks, model
-# and seed: `forge train rl` with configs/demo/rl.toml and rollout.mode = queue, then barrier,
-# STEPS steps each. Reports trajectories per minute (consumed trajectories / wall time of the
-# steps), the engine's idle fraction and the trainer's waiting share, from each run's metrics.jsonl.
-# Writes benches/results/rl-rollouts.md.
+# One rollout setting of `forge train rl`, both ways, side by side on the same tasks, model and
+# seed: configs/demo/rl.toml for STEPS steps with rollout.KEY set to each of its two values —
+#   mode            queue (producer-consumer) vs barrier (fixed batch) → benches/results/rl-rollouts.md
+#   prefix_caching  true vs false (the engine's KV reuse across an episode's turns)
+#                                                                  → benches/results/rl-prefix-cache.md
+# Reports trajectories per minute (consumed trajectories / wall time of the steps), the engine's
+# busy seconds and idle fraction, the episodes' generation seconds, the share of prompt tokens the
+# prefix cache supplied, and the trainer's waiting share, from each run's metrics.jsonl.
 #
-# Usage: scripts/bench-rl-rollouts.sh SFT_MODEL_DIR [STEPS]   (e.g. runs/quickstart/sft/model)
+# Usage: scripts/bench-rl-rollouts.sh SFT_MODEL_DIR [STEPS] [KEY]   (e.g. runs/quickstart/sft/model 6 mode)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-MODEL="${1:?usage: scripts/bench-rl-rollouts.sh SFT_MODEL_DIR [STEPS]}"
+MODEL="${1:?usage: scripts/bench-rl-rollouts.sh SFT_MODEL_DIR [STEPS] [mode|prefix_caching]}"
 STEPS="${2:-6}"
+KEY="${3:-mode}"
+case "$KEY" in
+  mode) VALUES=(queue barrier); OUT=benches/results/rl-rollouts.md ;;
+  prefix_caching) VALUES=(true false); OUT=benches/results/rl-prefix-cache.md ;;
+  *) echo "KEY must be mode or prefix_caching, not '$KEY'" >&2; exit 2 ;;
+esac
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 cargo build --release --locked -p forge-cli
 FORGE="$CARGO_TARGET_DIR/release/forge"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
-for mode in queue barrier; do
-  "$FORGE" train rl --config configs/demo/rl.toml --set "model.path=\"$MODEL\"" --set "run.dir=\"$WORK/$mode\"" \
-    --set "rollout.mode=\"$mode\"" --set "train.steps=$STEPS" --set "run.checkpoint_every=$STEPS" 2>"$WORK/$mode.log"
+for value in "${VALUES[@]}"; do
+  [ "$KEY" = mode ] && setting="rollout.mode=\"$value\"" || setting="rollout.$KEY=$value"
+  "$FORGE" train rl --config configs/demo/rl.toml --set "model.path=\"$MODEL\"" --set "run.dir=\"$WORK/$value\"" \
+    --set "$setting" --set "train.steps=$STEPS" --set "run.checkpoint_every=$STEPS" 2>"$WORK/$value.log"
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$WORK" "$STEPS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(git rev-parse --short HEAD)" <<'PY' | tee benches/results/rl-rollouts.md
+python3 - "$WORK" "$STEPS" "$LOAD_BEFORE" "$LOAD_AFTER" "$(git rev-parse --short HEAD)" "$KEY" "${VALUES[@]}" <<'PY' | tee "$OUT"
 import json, sys, datetime, tomllib
-work, steps, load_before, load_after, commit = sys.argv[1:]
-rollout = tomllib.load(open(f"{work}/queue/config.toml", "rb"))["rollout"]
-def summary(mode):
-    rows = [json.loads(l) for l in open(f"{work}/{mode}/metrics.jsonl")]
+work, steps, load_before, load_after, commit, key, *values = sys.argv[1:]
+rollout = tomllib.load(open(f"{work}/{values[0]}/config.toml", "rb"))["rollout"]
+def summary(value):
+    rows = [json.loads(l) for l in open(f"{work}/{value}/metrics.jsonl")]
     wall = sum(r["step_s"] for r in rows)
     trajectories = sum(r["groups"] for r in rows) * rollout["group_size"]
     engine_busy = sum((1 - r["engine_idle_fraction"]) * r["step_s"] for r in rows)
-    return dict(wall=wall, per_min=trajectories * 60 / wall, engine_idle=1 - engine_busy / wall,
-                trainer_wait=sum(r["idle_s"] for r in rows) / wall, train=sum(r["training_s"] for r in rows) / wall,
+    prompt = sum(r.get("prompt_tokens", 0) for r in rows)
+    reused = sum(r.get("prefix_reused_fraction", 0) * r.get("prompt_tokens", 0) for r in rows)
+    return dict(wall=wall, per_min=trajectories * 60 / wall, engine_busy=engine_busy, engine_idle=1 - engine_busy / wall,
+                generation=sum(r["generation_s"] for r in rows), prompt=prompt, reused=reused / max(prompt, 1),
+                turns=sum(r["mean_turns"] for r in rows) / len(rows), trainer_wait=sum(r["idle_s"] for r in rows) / wall,
                 reward=sum(r["reward_mean"] for r in rows) / len(rows), lag=max(r.get("policy_lag_max", 0) for r in rows))
-q, b = summary("queue"), summary("barrier")
-print(f"""# RL rollouts: producer-consumer queue vs fixed-batch barrier
+runs = {v: summary(v) for v in values}
+title = {"mode": "producer-consumer queue vs fixed-batch barrier", "prefix_caching": "engine prefix caching on vs off"}[key]
+print(f"""# RL rollouts: {title}
 
 - Machine: 2 CPU cores, no GPU; date {datetime.date.today()}; commit {commit}
 - Load average before/after: {load_before} / {load_after}
 - Work: `forge train rl --config configs/demo/rl.toml` from the same SFT model, same seed, {steps} steps
   of {rollout["groups_per_step"]} groups × {rollout["group_size"]} trajectories (demo curriculum, {rollout["workers"]} rollout workers, real containers and grading);
-  only `rollout.mode` differs. Reproduce: `scripts/bench-rl-rollouts.sh SFT_MODEL_DIR {steps}`.
-- trajectories/min = consumed trajectories / wall time of all steps; engine idle = share of that
-  wall time the engine had nothing to decode; trainer waiting = share spent waiting for groups.
+  only `rollout.{key}` differs. Reproduce: `scripts/bench-rl-rollouts.sh SFT_MODEL_DIR {steps} {key}`.
+- trajectories/min = consumed trajectories / wall time of all steps; engine busy = seconds the engine
+  decoded; generation = the episodes' seconds waiting on the engine (summed over episodes); prompt
+  reused = share of prompt tokens the prefix cache supplied; trainer waiting = share spent waiting for groups.
 
-| mode | wall s | trajectories/min | engine idle | trainer waiting | training share | mean reward | max policy lag |
-|---|---|---|---|---|---|---|---|
-| queue | {q['wall']:.0f} | **{q['per_min']:.1f}** | {q['engine_idle']:.2f} | {q['trainer_wait']:.2f} | {q['train']:.2f} | {q['reward']:.3f} | {q['lag']:.0f} |
-| barrier | {b['wall']:.0f} | **{b['per_min']:.1f}** | {b['engine_idle']:.2f} | {b['trainer_wait']:.2f} | {b['train']:.2f} | {b['reward']:.3f} | {b['lag']:.0f} |
-
-queue / barrier throughput: **{q['per_min'] / b['per_min']:.2f}×**
-""")
+| {key} | wall s | trajectories/min | engine busy s | engine idle | generation s | prompt tokens | prompt reused | mean turns | trainer waiting | mean reward | max policy lag |
+|---|---|---|---|---|---|---|---|---|---|---|---|""")
+for v, r in runs.items():
+    print(f"| {v} | {r['wall']:.0f} | **{r['per_min']:.1f}** | {r['engine_busy']:.0f} | {r['engine_idle']:.2f} | {r['generation']:.0f} | {r['prompt']:,} | {r['reused']:.1%} | "
+          f"{r['turns']:.1f} | {r['trainer_wait']:.2f} | {r['reward']:.3f} | {r['lag']:.0f} |")
+a, b = (runs[v] for v in values)
+print(f"\n{values[0]} / {values[1]} throughput: **{a['per_min'] / b['per_min']:.2f}×**; engine busy time: **{a['engine_busy'] / b['engine_busy']:.2f}×**")
 PY

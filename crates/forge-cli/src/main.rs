@@ -490,7 +490,16 @@ fn main() -> Result<()> {
                 options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
                 // every worker's agent shares one decoding batch
                 let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), ..Default::default() })?);
-                runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
+                let summary = runtime.block_on(forge_agent::run_agent_eval(policy.clone(), chat, &options))?;
+                let prefill = policy.prefill_stats();
+                eprintln!(
+                    "engine: {} prompt tokens, {} of them ({:.0}%) from the prefix cache; {:.0} s decoding",
+                    prefill.prompt_tokens,
+                    prefill.reused_tokens,
+                    100.0 * prefill.reused_tokens as f64 / prefill.prompt_tokens.max(1) as f64,
+                    policy.busy_seconds()
+                );
+                summary
             };
             eprintln!(
                 "agent: {} episodes run, {} reused; statuses {:?}; {} agent steps in {:.0} s; run {}",

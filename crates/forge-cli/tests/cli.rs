@@ -557,6 +557,9 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     assert_eq!(trajectory["tokens"]["logprobs"].as_array().unwrap().len(), ids, "one log-prob slot per token");
     assert!(generated > 0, "generated tokens are recorded for training: {trajectory}");
     assert!(stderr(&out).contains("agent: 1 episodes run"), "{}", stderr(&out));
+    let engine = stderr(&out).lines().find(|l| l.starts_with("engine: ")).map(str::to_owned).expect("the engine's prefill line");
+    // a second turn extends the first: all but its observation comes from the prefix cache
+    assert_eq!(engine.contains(" 0 of them"), turns.len() == 1, "{engine}");
     // graded by the harness: an empty patch is reported as such (SWE-bench skips it), any other
     // patch gets a report; a two-step model does not fix the bug either way
     let summary_path = std::fs::read_dir(tmp.path().join("eval")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")).unwrap();

@@ -5,9 +5,13 @@
 //! and task, then assistant turns and tool outputs). Runs alternate (without, with, ...) so
 //! background load hits both alike; both must generate the same tokens.
 //!
+//! With `--samples S`, every S consecutive conversations start from one prompt (the samples of a
+//! GRPO group; then sample with `--temperature`, seeded per conversation and turn).
+//!
 //! `cargo bench -p forge-engine --bench agent_turns -- --config CONFIG.json [--conversations 4]
-//! [--turns 8] [--prompt-len 1024] [--new-tokens 64] [--observation-len 256] [--warmup 1]
-//! [--runs 3]` prints one JSON line per setting; the weights are random (seed 0, std 0.02).
+//! [--samples 1] [--turns 8] [--prompt-len 1024] [--new-tokens 64] [--observation-len 256]
+//! [--temperature 0] [--warmup 1] [--runs 3]` prints one JSON line per setting; the weights are
+//! random (seed 0, std 0.02).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,6 +34,8 @@ fn tokens(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
 
 struct Workload {
     conversations: usize,
+    samples: usize,
+    temperature: f32,
     turns: usize,
     prompt_len: usize,
     new_tokens: usize,
@@ -40,16 +46,16 @@ struct Workload {
 /// Every conversation's generations, and the seconds the whole set took.
 /// Run `run` starts from prompts no earlier run used, so nothing carries over between runs.
 fn converse(engine: &EngineHandle, w: &Workload, run: usize, runtime: &tokio::runtime::Runtime) -> Result<(Vec<Vec<Generation>>, f64), forge_engine::EngineError> {
-    let params = SamplingParams { max_new_tokens: w.new_tokens, ..SamplingParams::default() };
     let start = Instant::now();
     let all = runtime.block_on(futures_util::future::try_join_all((0..w.conversations).map(|c| {
-        let params = params.clone();
         async move {
             let conversation = run * w.conversations + c;
-            let mut context = tokens(w.prompt_len, conversation, w.vocab);
+            let mut context = tokens(w.prompt_len, conversation / w.samples, w.vocab);
             let mut generations = Vec::new();
             for turn in 0..w.turns {
-                let generation = engine.generate(context.clone(), params.clone()).await?;
+                let seed = (conversation * w.turns + turn) as u64;
+                let params = SamplingParams { max_new_tokens: w.new_tokens, temperature: w.temperature, seed, ..SamplingParams::default() };
+                let generation = engine.generate(context.clone(), params).await?;
                 context.extend(&generation.tokens);
                 context.extend(tokens(w.observation_len, 1000 * (conversation + 1) + turn, w.vocab));
                 generations.push(generation);
@@ -70,6 +76,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_json(&std::fs::read_to_string(config_path)?)?;
     let w = Workload {
         conversations: number(&args, "--conversations", 4),
+        samples: number(&args, "--samples", 1).max(1),
+        temperature: arg(&args, "--temperature").and_then(|v| v.parse().ok()).unwrap_or(0.0),
         turns: number(&args, "--turns", 8),
         prompt_len: number(&args, "--prompt-len", 1024),
         new_tokens: number(&args, "--new-tokens", 64),
@@ -113,6 +121,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "threads": std::thread::available_parallelism().map_or(1, usize::from),
             "parameters": model.params().num_elements(),
             "conversations": w.conversations,
+            "samples": w.samples,
+            "temperature": w.temperature,
             "turns": w.turns,
             "prompt_len": w.prompt_len,
             "new_tokens": w.new_tokens,

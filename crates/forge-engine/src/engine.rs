@@ -11,7 +11,7 @@ use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
 use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::prefix_cache::PrefixCache;
+use crate::prefix_cache::{shared_prefix, Hit, PrefixCache};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::EngineError;
 
@@ -299,11 +299,19 @@ impl EngineLoop {
             let weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             let weights_version = shared.weights_version.load(Ordering::Relaxed);
             self.prefix_cache.sync_weights(weights_version);
+            let mut held_back = Vec::new();
             while self.active.len() < self.config.max_batch_size {
                 let Some(request) = self.waiting.pop_front() else { break };
+                if self.waits_for_shared_prefill(&request.prompt) {
+                    held_back.push(request);
+                    continue;
+                }
                 if let Some(sequence) = self.admit(request, weights_version) {
                     self.active.push(sequence);
                 }
+            }
+            for request in held_back.into_iter().rev() {
+                self.waiting.push_front(request);
             }
             if self.active.is_empty() {
                 continue;
@@ -328,7 +336,7 @@ impl EngineLoop {
     fn admit(&mut self, request: Request, weights_version: u64) -> Option<Sequence> {
         let max_len = Sequence::max_len(&self.model, &request);
         self.shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
-        let hit = self.prefix_cache.take(&request.prompt, max_len);
+        let hit = self.reuse(&request.prompt, max_len, weights_version);
         // kept caches give way to running ones: together at most a full batch (a no-op after a hit
         // that took its entry)
         self.prefix_cache.evict_to(self.config.max_batch_size - self.active.len() - 1);
@@ -348,6 +356,33 @@ impl EngineLoop {
                 None
             }
         }
+    }
+
+    /// Whether `prompt` should wait for a running sequence still prefilling most of it, to copy
+    /// those positions once they are computed instead of computing them again.
+    fn waits_for_shared_prefill(&self, prompt: &[u32]) -> bool {
+        self.config.prefix_caching && self.active.iter().any(|s| s.tokens.is_empty() && 2 * shared_prefix(&s.history[..s.prompt_len], prompt) >= prompt.len())
+    }
+
+    /// A cache holding the longest prefix of `prompt` already computed with the current weights:
+    /// copied from a running sequence, or from the prefix cache.
+    fn reuse(&mut self, prompt: &[u32], max_len: usize, weights_version: u64) -> Option<Hit> {
+        if !self.config.prefix_caching {
+            return None;
+        }
+        let running = self
+            .active
+            .iter()
+            .filter(|s| s.weights_version == weights_version)
+            .map(|s| (shared_prefix(&s.history[..s.cache.len()], prompt), s))
+            .max_by_key(|(common, _)| *common);
+        if let Some((common, sequence)) = running {
+            let reused = common.min(prompt.len() - 1);
+            if reused > 0 && common > self.prefix_cache.longest(prompt) {
+                return Hit::copy(&sequence.cache, reused, max_len);
+            }
+        }
+        self.prefix_cache.take(prompt, max_len)
     }
 
     /// Tokens each active sequence feeds this step: every decoding sequence its one token, then

@@ -4,6 +4,10 @@
 //! generated turn and the tool's observation — is prefilled from where they diverge instead of
 //! from position 0.
 //!
+//! Requests that arrive together with one prompt (the samples of a GRPO group) share it too: the
+//! engine holds back a request whose prompt is mostly that of a sequence still prefilling, then
+//! copies the computed positions from it.
+//!
 //! A cache is only valid for the weights that computed it: every entry is dropped when the
 //! weights may have changed (each [`crate::EngineHandle::pause`]).
 
@@ -28,6 +32,25 @@ struct Entry {
 pub(crate) struct Hit {
     pub cache: KvCache,
     pub reused: usize,
+}
+
+impl Hit {
+    /// A new cache of `capacity` positions with the first `reused` positions of `cache`; `None`
+    /// (logged) when it cannot be allocated.
+    pub fn copy(cache: &KvCache, reused: usize, capacity: usize) -> Option<Self> {
+        match cache.prefix_copy(reused, capacity) {
+            Ok(cache) => Some(Self { cache, reused }),
+            Err(e) => {
+                tracing::warn!("prefix cache: copying {reused} cached positions failed ({e}); prefilling the whole prompt");
+                None
+            }
+        }
+    }
+}
+
+/// How many leading tokens `a` and `b` share.
+pub(crate) fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl PrefixCache {
@@ -67,8 +90,8 @@ impl PrefixCache {
     /// one that diverges inside them (another sample of the same task) gets a copy, and the entry
     /// stays for its own continuation. `None` when no entry shares a token or copying fails.
     pub fn take(&mut self, prompt: &[u32], capacity: usize) -> Option<Hit> {
-        let shared = |e: &Entry| e.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count();
-        let (best, common) = self.entries.iter().enumerate().map(|(i, e)| (i, shared(e))).max_by_key(|&(i, n)| (n, self.entries[i].last_used))?;
+        let (best, common) =
+            self.entries.iter().enumerate().map(|(i, e)| (i, shared_prefix(&e.tokens, prompt))).max_by_key(|&(i, n)| (n, self.entries[i].last_used))?;
         let reused = common.min(prompt.len() - 1);
         if reused == 0 {
             return None;
@@ -76,26 +99,21 @@ impl PrefixCache {
         self.clock += 1;
         if common < self.entries[best].tokens.len() {
             self.entries[best].last_used = self.clock;
-            return self.copy(best, reused, capacity);
+            return Hit::copy(&self.entries[best].cache, reused, capacity);
         }
         if self.entries[best].cache.capacity() >= capacity {
             let mut cache = self.entries.swap_remove(best).cache;
             cache.truncate(reused);
             return Some(Hit { cache, reused });
         }
-        let hit = self.copy(best, reused, capacity);
+        let hit = Hit::copy(&self.entries[best].cache, reused, capacity);
         self.entries.swap_remove(best);
         hit
     }
 
-    fn copy(&self, entry: usize, reused: usize, capacity: usize) -> Option<Hit> {
-        match self.entries[entry].cache.prefix_copy(reused, capacity) {
-            Ok(cache) => Some(Hit { cache, reused }),
-            Err(e) => {
-                tracing::warn!("prefix cache: copying {reused} cached positions failed ({e}); prefilling the whole prompt");
-                None
-            }
-        }
+    /// The most tokens `prompt` shares with an entry.
+    pub fn longest(&self, prompt: &[u32]) -> usize {
+        self.entries.iter().map(|e| shared_prefix(&e.tokens, prompt)).max().unwrap_or(0)
     }
 
     /// Evicts the least recently used entries until at most `keep` remain.

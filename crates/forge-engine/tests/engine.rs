@@ -348,3 +348,23 @@ fn a_later_sample_of_a_prompt_copies_it_and_leaves_the_first_sample_its_cache() 
         assert_eq!(engine.prefill_stats().reused_tokens - before, (30 + generation.tokens.len() - 1) as u64);
     }
 }
+
+#[test]
+fn samples_arriving_together_with_one_prompt_compute_it_once() {
+    let model = load("gqa4-tied-f32");
+    let task = prompt(30, 3);
+    let requests: Vec<_> = (0..4).map(|i| (task.clone(), sampled(1.0, 0.9, 0, 40 + i))).collect();
+    let want = generate_together(&EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, prefix_caching: false, ..Default::default() }).unwrap(), &requests);
+    for max_step_tokens in [8192, 4] {
+        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, max_step_tokens, prefix_caching: true }).unwrap();
+        let got = generate_together(&engine, &requests);
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a.tokens, b.tokens, "max_step_tokens {max_step_tokens}");
+            for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+                assert!((x - y).abs() <= 1e-5, "log-prob {x} shared vs {y} prefilled");
+            }
+        }
+        // the first sample computes the prompt; the others copy all of it but its last token
+        assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 120, reused_tokens: 3 * 29 }, "max_step_tokens {max_step_tokens}");
+    }
+}

@@ -54,13 +54,14 @@ print("  Random weights (std 0.02, seed 0), f32.")
 print("  The reference is the same engine without prefix caching (every turn prefills its whole prompt,")
 print("  as before), runs alternating in one process; time = all conversations, median of the measured runs.")
 print("- Reproduce: `scripts/bench-agent-turns.sh`\n")
-print("| shape | parameters | tasks × samples, sampling | turns | prompt / new / obs → final length | without s | with s | speed-up | prompt tokens reused | same tokens |")
+print("| shape | parameters | tasks × samples, sampling | turns | prompt / new / obs → final length | without s | with s | speed-up | prompt tokens reused | conversations identical to without; max \\|Δ log p\\| before a difference |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for off, on in zip(rows[0::2], rows[1::2]):
     assert not off["prefix_caching"] and on["prefix_caching"]
     reused = f"{on['reused_tokens'] / on['prompt_tokens']:.1%}"
     sampling = "greedy" if on["temperature"] == 0 else f"T = {on['temperature']:g}"
     print(f"| {on['shape']} | {on['parameters']:,} | {on['conversations'] // on['samples']} × {on['samples']}, {sampling} | {on['turns']} | {on['prompt_len']} / {on['new_tokens']} / {on['observation_len']} → {on['final_len']} "
-          f"| {off['seconds_median']:.2f} | {on['seconds_median']:.2f} | **{off['seconds_median'] / on['seconds_median']:.2f}×** | {reused} | {'yes' if on['same_tokens_as_without'] else 'NO'} |")
+          f"| {off['seconds_median']:.2f} | {on['seconds_median']:.2f} | **{off['seconds_median'] / on['seconds_median']:.2f}×** | {reused} "
+          f"| {on['conversations_identical']}/{on['conversations_compared']}; {on['max_logprob_difference_before_divergence']:.1e} |")
 PY
 cat benches/results/prefix-cache.md

@@ -63,7 +63,7 @@ print(f"""# RL rollouts: {title}
 | {key} | wall s | trajectories/min | engine busy s | engine idle | generation s | prompt tokens | prompt reused | mean turns | trainer waiting | mean reward | max policy lag |
 |---|---|---|---|---|---|---|---|---|---|---|---|""")
 for v, r in runs.items():
-    print(f"| {v} | {r['wall']:.0f} | **{r['per_min']:.1f}** | {r['engine_busy']:.0f} | {r['engine_idle']:.2f} | {r['generation']:.0f} | {r['prompt']:,} | {r['reused']:.1%} | "
+    print(f"| {v} | {r['wall']:.0f} | **{r['per_min']:.1f}** | {r['engine_busy']:.0f} | {r['engine_idle']:.2f} | {r['generation']:.0f} | {int(r['prompt']):,} | {r['reused']:.1%} | "
           f"{r['turns']:.1f} | {r['trainer_wait']:.2f} | {r['reward']:.3f} | {r['lag']:.0f} |")
 a, b = (runs[v] for v in values)
 print(f"\n{values[0]} / {values[1]} throughput: **{a['per_min'] / b['per_min']:.2f}×**; engine busy time: **{a['engine_busy'] / b['engine_busy']:.2f}×**")

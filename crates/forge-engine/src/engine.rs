@@ -23,9 +23,10 @@ pub struct EngineConfig {
     /// prefilled in chunks over several steps, decoding sequences first, so a step's activations
     /// stay bounded whatever the prompts. At least `max_batch_size`.
     pub max_step_tokens: usize,
-    /// Keep finished sequences' KV caches and prefill a prompt that extends one from where they
-    /// diverge (automatic prefix caching, `prefix_cache.rs`). The kept caches and the running ones together never
-    /// exceed `max_batch_size`, so memory stays that of a full batch.
+    /// Automatic prefix caching (`prefix_cache.rs`): keep finished sequences' KV caches, and
+    /// prefill a prompt only from where it leaves what a kept or running sequence has computed.
+    /// Kept and running caches together never exceed `max_batch_size`, so memory stays that of a
+    /// full batch.
     pub prefix_caching: bool,
 }
 

@@ -1,6 +1,8 @@
 //! The rollout engine: batched decoding with a KV cache over the model's own weights, greedy and
-//! seeded sampling (temperature, top-k, top-p), per-token log-probs of the raw distribution, and
-//! continuous batching behind an async handle that many agent tasks share.
+//! seeded sampling (temperature, top-k, top-p), per-token log-probs of the raw distribution,
+//! continuous batching behind an async handle that many agent tasks share, and automatic prefix
+//! caching (an agent's next turn, or another sample of a prompt, reuses the positions already
+//! computed).
 //!
 //! ```no_run
 //! # async fn demo(model: std::sync::Arc<forge_model::Qwen3ForCausalLM>) -> Result<(), forge_engine::EngineError> {

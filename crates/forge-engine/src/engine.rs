@@ -362,7 +362,8 @@ impl EngineLoop {
     /// Whether `prompt` should wait for a running sequence still prefilling most of it, to copy
     /// those positions once they are computed instead of computing them again.
     fn waits_for_shared_prefill(&self, prompt: &[u32]) -> bool {
-        self.config.prefix_caching && self.active.iter().any(|s| s.tokens.is_empty() && 2 * shared_prefix(&s.history[..s.prompt_len], prompt) >= prompt.len())
+        let worth_waiting = |shared: usize| shared > 1 && 2 * shared >= prompt.len();
+        self.config.prefix_caching && self.active.iter().any(|s| s.tokens.is_empty() && worth_waiting(shared_prefix(&s.history[..s.prompt_len], prompt)))
     }
 
     /// A cache holding the longest prefix of `prompt` already computed with the current weights:

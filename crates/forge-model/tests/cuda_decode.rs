@@ -1,8 +1,8 @@
 //! Decoding on the GPU, whose KV caches live there and are attended by the decode kernels
 //! (kernels/decode_attn.cu), against the same model decoding on the CPU over host caches: one
 //! ragged step mixing a long cache (two 256-position splits), a prefill and a new sequence, then
-//! token-by-token steps. Needs a GPU: run by scripts/gpu-check.sh (CI=true there; CI on GPU-less
-//! machines only compiles this file).
+//! token-by-token steps; and decoding on from a prefix copy of a device cache. Needs a GPU: run
+//! by scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};
@@ -63,5 +63,28 @@ fn gpu_decoding_over_device_caches_matches_cpu_decoding_over_host_caches() {
             eprintln!("{dtype:?} step {step}: logits relative error {err:.2e}");
             assert!(err <= tolerance, "{dtype:?} step {step}: logits relative error {err:.2e} above {tolerance:.0e}");
         }
+    }
+}
+
+/// The engine's prefix cache copies a device cache's first positions into a larger one
+/// (`KvCache::prefix_copy`, `slice_set` on the GPU): continuing from the copy must give the logits
+/// of prefilling the whole sequence.
+#[test]
+fn a_device_cache_prefix_copy_continues_like_a_whole_prefill() {
+    let Some(gpu) = require_cuda("a_device_cache_prefix_copy_continues_like_a_whole_prefill") else { return };
+    let config = config();
+    let tokens = sequence(305, 3);
+    for dtype in [DType::F32, DType::BF16] {
+        let model = Qwen3ForCausalLM::new(config.clone(), ParamStore::random(&config, 0.05, 11, dtype, &gpu).unwrap()).unwrap();
+        let mut whole = model.new_kv_cache(320).unwrap();
+        let want = host(&model.forward_step(&mut [SequenceStep { cache: &mut whole, tokens: &tokens }]).unwrap());
+        let mut original = model.new_kv_cache(300).unwrap();
+        model.forward_step(&mut [SequenceStep { cache: &mut original, tokens: &tokens[..300] }]).unwrap();
+        let mut copy = original.prefix_copy(200, 320).unwrap();
+        assert!(copy.on_device() && copy.len() == 200 && copy.capacity() == 320);
+        let got = host(&model.forward_step(&mut [SequenceStep { cache: &mut copy, tokens: &tokens[200..] }]).unwrap());
+        let err = relative_error(&got, &want);
+        eprintln!("{dtype:?}: logits after a prefix copy, relative error {err:.2e}");
+        assert!(err <= parity_tolerance(dtype), "{dtype:?}: logits after a prefix copy, relative error {err:.2e}");
     }
 }

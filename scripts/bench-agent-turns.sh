@@ -37,15 +37,12 @@ SHAPE=20m run "$BENCH" "${SWE[@]}" --samples 4 --temperature 1
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/prefix-cache.md <<'PY'
-import json, subprocess, sys, datetime
+import json, sys
+sys.path.insert(0, "scripts")
+from bench_report import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 print("# Engine prefix caching on multi-turn agent conversations (CPU)\n")
-print(f"- Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, no GPU")
-print(f"- Date: {datetime.date.today()}; commit {commit}{' (+ uncommitted changes)' if dirty else ''}")
-print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print(provenance(sys.argv[2], sys.argv[3]))
 print("- Work: `conversations` conversations at once (engine batch = conversations), each `turns` turns of")
 print("  `new` tokens (no stop token; greedy, or sampled at T = 1 seeded per conversation and turn); turn k+1's")
 print("  prompt = turn k's prompt + its new tokens + an observation of `obs` tokens, as the agent builds them;")

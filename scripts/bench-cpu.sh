@@ -29,15 +29,12 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/cpu-train-step.md <<'PY'
-import json, subprocess, sys, datetime, platform
+import json, sys, platform
+sys.path.insert(0, "scripts")
+from bench_report import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 print("# CPU training step: forge vs PyTorch + transformers\n")
-print(f"- Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, no GPU")
-print(f"- Date: {datetime.date.today()}; commit {commit}{' (+ uncommitted changes)' if dirty else ''}")
-print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print(provenance(sys.argv[2], sys.argv[3]))
 torch = next((r for r in rows if r['impl'] == 'pytorch'), {})
 print(f"- Reference: torch {torch.get('torch')}, transformers {torch.get('transformers')} (SDPA attention, f32)")
 print("- Step = forward + backward (no optimizer) of a 20,976,640-parameter Qwen3, f32, all cores;")

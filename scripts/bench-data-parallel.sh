@@ -22,15 +22,12 @@ for model in tiny 50m; do
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/data-parallel-cpu.md <<'PY'
-import json, subprocess, sys, datetime
+import json, sys
+sys.path.insert(0, "scripts")
+from bench_report import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 print("# Data-parallel SFT step on CPU: forge workers vs PyTorch DDP (gloo)\n")
-print(f"- Machine: {cpu}, {cores} cores, no GPU; date {datetime.date.today()}; commit {commit}{' (+ uncommitted changes)' if dirty else ''}")
-print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print(provenance(sys.argv[2], sys.argv[3]))
 print("- Step = forward + backward + gradient averaging over the workers + clip_grad_norm(1.0) + AdamW (fp32);")
 print("  batch 2×512 random tokens per worker, f32; median of 10 steps after 2 warm-up steps.")
 print("  forge: `sft_step --workers N` (N processes, gradients summed over the TCP link by rank 0);")

@@ -29,16 +29,13 @@ done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/decode-cpu.md <<'PY'
-import json, subprocess, sys, datetime
+import json, sys
+sys.path.insert(0, "scripts")
+from bench_report import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
 ref = next((r for r in rows if r["impl"] == "transformers"), {})
 print("# CPU decode: forge-engine vs transformers `generate`\n")
-print(f"- Machine: {cpu}, {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, no GPU")
-print(f"- Date: {datetime.date.today()}; commit {commit}{' (+ uncommitted changes)' if dirty else ''}")
-print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print(provenance(sys.argv[2], sys.argv[3]))
 print(f"- Reference: torch {ref.get('torch')}, transformers {ref.get('transformers')}: `generate`, greedy, f32, SDPA, DynamicCache")
 print("- Model: random Qwen3 of 20,976,640 parameters (vocab 8192, hidden 512, intermediate 1536, 4 layers,")
 print("  8 heads / 4 KV heads, head_dim 64, untied), the same safetensors file loaded by both sides.")

@@ -17,13 +17,12 @@ for model in tiny 50m; do
 done
 LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$RESULTS" "$LOAD_BEFORE" "$LOAD_AFTER" > benches/results/sft-cpu.md <<'PY'
-import json, subprocess, sys, datetime
+import json, sys
+sys.path.insert(0, "scripts")
+from bench_report import provenance
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print("# SFT step on CPU: forge vs PyTorch + transformers\n")
-print(f"- Machine: {cpu}, 2 cores, no GPU; date {datetime.date.today()}; commit {commit}")
-print(f"- Load average before/after: {sys.argv[2]} / {sys.argv[3]}")
+print(provenance(sys.argv[2], sys.argv[3]))
 print("- Step = forward + backward + clip_grad_norm(1.0) + AdamW (fp32), batch 2×512 random tokens, f32; median of 10 steps.")
 print("- Reproduce: `scripts/bench-sft.sh`\n")
 print("| model | impl | params | tokens/s | step s | peak RSS MiB | RSS before model MiB |")

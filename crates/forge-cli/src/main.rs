@@ -236,6 +236,10 @@ enum EvalCommand {
         /// Agent: cpu, or cuda / cuda:N with a CUDA build [default: cpu].
         #[arg(long)]
         device: Option<DeviceSpec>,
+        /// Agent: prefill every turn's whole prompt instead of reusing the KV cache of the
+        /// episode's earlier turns (same results up to float summation order; slower).
+        #[arg(long)]
+        no_prefix_caching: bool,
         #[arg(long, default_value_t = 4)]
         workers: usize,
         /// Per-instance test timeout in seconds.
@@ -454,7 +458,7 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, workers, timeout, grading, instance_ids, output_dir } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir } } => {
             let chat_dir = match (&model, &tokenizer) {
                 (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
                 (None, Some(tokenizer)) => tokenizer.clone(),
@@ -489,7 +493,7 @@ fn main() -> Result<()> {
                 // the model cannot attend beyond its positions, whatever budget was asked for
                 options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
                 // every worker's agent shares one decoding batch
-                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), ..Default::default() })?);
+                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), prefix_caching: !no_prefix_caching, ..Default::default() })?);
                 let summary = runtime.block_on(forge_agent::run_agent_eval(policy.clone(), chat, &options))?;
                 let prefill = policy.prefill_stats();
                 eprintln!(
@@ -512,9 +516,9 @@ fn main() -> Result<()> {
             );
             print_eval_summary(&summary.grading);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, workers, timeout, grading, instance_ids, output_dir, .. } } => {
-            if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || scaffold.is_some() || dtype.is_some() || device.is_some() {
-                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --scaffold, --dtype and --device configure the agent: use them with --model (or --oracle), not --predictions");
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+            if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || scaffold.is_some() || dtype.is_some() || device.is_some() || no_prefix_caching {
+                bail!("--max-turns, --temperature, --max-context-tokens, --seed, --scaffold, --dtype, --device and --no-prefix-caching configure the agent: use them with --model (or --oracle), not --predictions");
             }
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
             options.workers = workers;

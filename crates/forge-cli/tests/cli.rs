@@ -447,6 +447,10 @@ fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_mode
         forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--max-turns", "3", "--output-dir", &out_dir]);
     assert!(!agent_option_without_model.status.success());
     assert!(stderr(&agent_option_without_model).contains("--model"), "{}", stderr(&agent_option_without_model));
+    let engine_option_without_model =
+        forge(&["eval", "swebench", "--dataset", &dataset, "--run-id", "x", "--predictions", "gold", "--no-prefix-caching", "--output-dir", &out_dir]);
+    assert!(!engine_option_without_model.status.success());
+    assert!(stderr(&engine_option_without_model).contains("--no-prefix-caching configure the agent"), "{}", stderr(&engine_option_without_model));
 }
 
 #[test]
@@ -571,4 +575,12 @@ fn eval_swebench_with_a_model_runs_the_agent_writes_predictions_and_grades_them(
     let again = forge(&args);
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stderr(&again).contains("0 episodes run, 1 reused"), "{}", stderr(&again));
+
+    // without the prefix cache every turn prefills its whole prompt
+    let mut uncached = args.to_vec();
+    uncached[7] = "e2e-uncached";
+    uncached.push("--no-prefix-caching");
+    let out = forge(&uncached);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).lines().any(|l| l.starts_with("engine: ") && l.contains(" 0 of them (0%)")), "{}", stderr(&out));
 }

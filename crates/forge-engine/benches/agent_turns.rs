@@ -20,17 +20,9 @@ use candle_core::{DType, Device};
 use forge_engine::{EngineConfig, EngineHandle, Generation, SamplingParams};
 use forge_model::{Config, ParamStore, Qwen3ForCausalLM};
 
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
-}
+mod common;
+use common::{arg, number, start, tokens};
 
-fn number(args: &[String], name: &str, default: usize) -> usize {
-    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn tokens(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
-    (0..len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as u32).collect()
-}
 
 /// How far two engines' conversations agree: a conversation is identical when every turn gives
 /// the same tokens; up to its first differing token, the log-probs of the tokens both chose.
@@ -96,11 +88,7 @@ fn converse(engine: &EngineHandle, w: &Workload, run: usize, runtime: &tokio::ru
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return Ok(()); // cargo's bench discovery
-    }
+    let Some(args) = start() else { return Ok(()) };
     let config_path = arg(&args, "--config").ok_or("--config CONFIG.json (a Qwen3 config.json) is required")?;
     let config = Config::from_json(&std::fs::read_to_string(config_path)?)?;
     let w = Workload {

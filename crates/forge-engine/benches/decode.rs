@@ -12,25 +12,11 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use forge_engine::{EngineConfig, EngineHandle, SamplingParams};
 
-fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).map(String::as_str)
-}
-
-fn number(args: &[String], name: &str, default: usize) -> usize {
-    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Prompt `b`: the same formula as bench_decode_torch.py.
-fn prompt(b: usize, len: usize, vocab: usize) -> Vec<u32> {
-    (0..len).map(|i| ((i * 2_654_435_761 + b * 40_503) % vocab) as u32).collect()
-}
+mod common;
+use common::{arg, number, start, tokens};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return Ok(()); // cargo's bench discovery
-    }
+    let Some(args) = start() else { return Ok(()) };
     let dir = arg(&args, "--model").ok_or("--model DIR is required (scripts/bench-decode.sh makes one)")?;
     let batch = number(&args, "--batch", 8);
     let (prompt_len, new_tokens) = (number(&args, "--prompt-len", 64), number(&args, "--new-tokens", 128));
@@ -47,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for run in 0..warmup + runs {
         let start = Instant::now();
         let generations = runtime.block_on(futures_util::future::try_join_all(
-            (0..batch).map(|b| engine.generate(prompt(b, prompt_len, vocab), params.clone())),
+            (0..batch).map(|b| engine.generate(tokens(prompt_len, b, vocab), params.clone())),
         ))?;
         let elapsed = start.elapsed().as_secs_f64();
         assert!(generations.iter().all(|g| g.tokens.len() == new_tokens));

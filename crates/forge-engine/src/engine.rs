@@ -367,7 +367,8 @@ impl EngineLoop {
     }
 
     /// A cache holding the longest prefix of `prompt` already computed with the current weights:
-    /// copied from a running sequence, or from the prefix cache.
+    /// from the prefix cache (on a tie: it may hand over its entry without a copy), or copied from
+    /// a running sequence.
     fn reuse(&mut self, prompt: &[u32], max_len: usize, weights_version: u64) -> Option<Hit> {
         if !self.config.prefix_caching {
             return None;
@@ -378,13 +379,13 @@ impl EngineLoop {
             .filter(|s| s.weights_version == weights_version)
             .map(|s| (shared_prefix(&s.history[..s.cache.len()], prompt), s))
             .max_by_key(|(common, _)| *common);
-        if let Some((common, sequence)) = running {
-            let reused = common.min(prompt.len() - 1);
-            if reused > 0 && common > self.prefix_cache.longest(prompt) {
-                return Hit::copy(&sequence.cache, reused, max_len);
-            }
+        let offered = running.map_or(0, |(common, _)| common);
+        if let Some(hit) = self.prefix_cache.take(prompt, max_len, offered) {
+            return Some(hit);
         }
-        self.prefix_cache.take(prompt, max_len)
+        let (common, sequence) = running?;
+        let reused = common.min(prompt.len() - 1);
+        (reused > 0).then(|| Hit::copy(&sequence.cache, reused, max_len)).flatten()
     }
 
     /// Tokens each active sequence feeds this step: every decoding sequence its one token, then

@@ -88,12 +88,13 @@ impl PrefixCache {
     /// entry. At least the prompt's last token is always left to prefill: its logits give the first
     /// new token. A prompt that extends an entry's tokens (an agent's next turn) takes the entry;
     /// one that diverges inside them (another sample of the same task) gets a copy, and the entry
-    /// stays for its own continuation. `None` when no entry shares a token or copying fails.
-    pub fn take(&mut self, prompt: &[u32], capacity: usize) -> Option<Hit> {
+    /// stays for its own continuation. `None` when no entry shares a token, or `at_least` tokens
+    /// (what another source already offers), or when copying fails.
+    pub fn take(&mut self, prompt: &[u32], capacity: usize, at_least: usize) -> Option<Hit> {
         let (best, common) =
             self.entries.iter().enumerate().map(|(i, e)| (i, shared_prefix(&e.tokens, prompt))).max_by_key(|&(i, n)| (n, self.entries[i].last_used))?;
         let reused = common.min(prompt.len() - 1);
-        if reused == 0 {
+        if reused == 0 || common < at_least {
             return None;
         }
         self.clock += 1;
@@ -109,11 +110,6 @@ impl PrefixCache {
         let hit = Hit::copy(&self.entries[best].cache, reused, capacity);
         self.entries.swap_remove(best);
         hit
-    }
-
-    /// The most tokens `prompt` shares with an entry.
-    pub fn longest(&self, prompt: &[u32]) -> usize {
-        self.entries.iter().map(|e| shared_prefix(&e.tokens, prompt)).max().unwrap_or(0)
     }
 
     /// Evicts the least recently used entries until at most `keep` remain.
@@ -156,20 +152,22 @@ mod tests {
         assert_eq!(pool.len(), 2);
         // diverges after 4 tokens of the first entry (its token beyond the cache is not counted):
         // a copy of exactly the asked capacity, the entry stays
-        let hit = pool.take(&[1, 2, 3, 4, 7, 7], 6).expect("a hit");
+        assert!(pool.take(&[1, 2, 3, 4, 7, 7], 6, 5).is_none(), "another source offers 5 shared tokens");
+        assert_eq!(pool.len(), 2);
+        let hit = pool.take(&[1, 2, 3, 4, 7, 7], 6, 4).expect("a hit: as good as the other source");
         assert_eq!((hit.reused, hit.cache.len(), hit.cache.capacity()), (4, 4, 6));
         assert_eq!(pool.len(), 2);
         // extends the first entry and fits its cache: the entry itself, in place
-        let hit = pool.take(&[1, 2, 3, 4, 5, 8, 8], 8).expect("a hit");
+        let hit = pool.take(&[1, 2, 3, 4, 5, 8, 8], 8, 0).expect("a hit");
         assert_eq!((hit.reused, hit.cache.len(), hit.cache.capacity()), (5, 5, 8));
         assert_eq!(pool.len(), 1);
         // equal to the second entry's tokens: its last token is still prefilled; a larger cache is a copy
-        let hit = pool.take(&[1, 2, 9], 16).expect("a hit");
+        let hit = pool.take(&[1, 2, 9], 16, 0).expect("a hit");
         assert_eq!((hit.reused, hit.cache.len(), hit.cache.capacity()), (2, 2, 16));
         assert_eq!(pool.len(), 0);
-        assert!(pool.take(&[1, 2], 8).is_none(), "the pool is empty");
+        assert!(pool.take(&[1, 2], 8, 0).is_none(), "the pool is empty");
         pool.insert(vec![5, 6], filled(&model, &[5, 6], 4), 0);
-        assert!(pool.take(&[6, 5], 8).is_none(), "nothing shared");
+        assert!(pool.take(&[6, 5], 8, 0).is_none(), "nothing shared");
         assert_eq!(pool.len(), 1, "a miss keeps the entries");
     }
 
@@ -183,8 +181,8 @@ mod tests {
         assert_eq!(pool.len(), 2, "[1, 2] is a prefix of [1, 2, 5]");
         pool.insert(vec![6], filled(&model, &[6], 8), 0);
         pool.evict_to(2);
-        assert!(pool.take(&[3, 4, 0], 8).is_none(), "[3, 4] was the least recently used");
-        assert_eq!(pool.take(&[1, 2, 5, 0], 8).map(|h| h.reused), Some(3));
+        assert!(pool.take(&[3, 4, 0], 8, 0).is_none(), "[3, 4] was the least recently used");
+        assert_eq!(pool.take(&[1, 2, 5, 0], 8, 0).map(|h| h.reused), Some(3));
     }
 
     #[test]
@@ -199,6 +197,6 @@ mod tests {
         pool.insert(vec![1, 2, 3], filled(&model, &[1, 2, 3], 8), 0);
         assert_eq!(pool.len(), 0, "computed with the old weights");
         pool.insert(vec![1, 2, 3], filled(&model, &[1, 2, 3], 8), 1);
-        assert_eq!(pool.take(&[1, 2, 3, 4], 8).map(|h| h.reused), Some(3));
+        assert_eq!(pool.take(&[1, 2, 3, 4], 8, 0).map(|h| h.reused), Some(3));
     }
 }

@@ -202,16 +202,26 @@ mod tests {
         .unwrap()
     }
 
+    /// Position `p`'s key (`scale` 0.7) or value (1.3) row of 2 K/V heads of dim `d`.
+    fn kv_row(p: usize, scale: f32, d: usize) -> Vec<f32> {
+        (0..2 * d).map(|i| ((p * 2 * d + i) as f32 * scale).sin()).collect()
+    }
+
+    /// Query heads 4 × dim `d`.
+    fn query(d: usize) -> Vec<f32> {
+        (0..4 * d).map(|i| (i as f32 * 0.37).cos()).collect()
+    }
+
     #[test]
     fn attention_over_the_cache_matches_a_direct_softmax() {
         // 4 query heads over 2 KV heads of dim 4, three cached positions
         let d = 4;
         let mut cache = KvCache::new(&config(1, 2, d), 4);
-        let row = |p: usize, s: f32| -> Vec<f32> { (0..2 * d).map(|i| ((p * 2 * d + i) as f32 * s).sin()).collect() };
+        let row = |p: usize, scale: f32| kv_row(p, scale, d);
         for p in 0..3 {
             cache.write(0, p, &row(p, 0.7), &row(p, 1.3));
         }
-        let query: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.37).cos()).collect();
+        let query = query(d);
         let mut out = vec![0f32; 4 * d];
         cache.attend(0, 2, &query, 0.5, &mut Vec::new(), &mut out);
         for head in 0..4 {
@@ -230,7 +240,7 @@ mod tests {
     fn a_prefix_copy_attends_like_the_original_over_its_positions() {
         let d = 4;
         let mut cache = KvCache::new(&config(2, 2, d), 5);
-        let row = |p: usize, s: f32| -> Vec<f32> { (0..2 * d).map(|i| ((p * 2 * d + i) as f32 * s).sin()).collect() };
+        let row = |p: usize, scale: f32| kv_row(p, scale, d);
         for layer in 0..2 {
             for p in 0..4 {
                 cache.write(layer, p, &row(p + layer, 0.7), &row(p + layer, 1.3));
@@ -239,7 +249,7 @@ mod tests {
         cache.advance(4);
         let copy = cache.prefix_copy(3, 9).unwrap();
         assert_eq!((copy.len(), copy.capacity()), (3, 9));
-        let query: Vec<f32> = (0..4 * d).map(|i| (i as f32 * 0.37).cos()).collect();
+        let query = query(d);
         for layer in 0..2 {
             let (mut a, mut b) = (vec![0f32; 4 * d], vec![0f32; 4 * d]);
             cache.attend(layer, 2, &query, 0.5, &mut Vec::new(), &mut a);

@@ -261,7 +261,8 @@ run_decode() {
     header
     echo "- Qwen3-shaped models with random bf16 weights; \`batch\` prompts of \`context\` tokens prefilled in chunks of 2048 rows"
     echo "  per sequence, then $new greedy single-token steps (argmax on the GPU) over the KV caches: forge's GPU caches"
-    echo "  (kernels/decode_attn.cu), transformers' DynamicCache with SDPA attention. One run each, after a small warm-up."
+    echo "  (prefill chunks through kernels/flash_attn.cu's flash_fwd_cached, decode steps through kernels/decode_attn.cu's"
+    echo "  split-K), transformers' DynamicCache with SDPA attention. One run each, after a small warm-up."
     echo "- Effective bandwidth of a decode step: (bf16 weights + the K/V read by the batch's attention) / step time."
     echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh decode\` on the GPU machine."
     echo

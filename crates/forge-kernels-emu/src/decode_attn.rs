@@ -1,22 +1,31 @@
-//! kernels/decode_attn.cu under emulation, launched as src/cuda/decode_attn.rs launches it on a
-//! GPU: append, split, combine, with the shapes of forge_kernels::decode_attn::decode_launch.
+//! The decode-attention op under emulation, launched as src/cuda/decode_attn.rs launches it on a
+//! GPU: kernels/decode_attn.cu's append, split and combine, and kernels/flash_attn.cu's
+//! `flash_fwd_cached` for prefill runs, as forge_kernels::decode_attn::plan decides.
 
 use half::{bf16, f16};
 
-use forge_kernels::decode_attn::decode_launch;
+use forge_kernels::decode_attn::{plan, CachedAttentionPlan};
 
 use crate::ops::Float;
 use crate::{launch, Buffer, Schedule};
 
 type Append<T> = unsafe extern "C" fn(*const T, *const T, *const *mut T, *const *mut T, *const i32, *const i32, *const i32, i32, i32, i32);
-type Split<T> = unsafe extern "C" fn(*const T, *const *const T, *const *const T, *const i32, *const i32, *const i32, *mut f32, *mut f32, i32, i32, i32, f32);
-type Combine<T> = unsafe extern "C" fn(*const f32, *const f32, *mut T, i32, i32);
+type Split<T> = unsafe extern "C" fn(*const T, *const *const T, *const *const T, *const i32, *const i32, *const i32, *const i32, *mut f32, *mut f32, i32, i32, i32, f32);
+type Combine<T> = unsafe extern "C" fn(*const f32, *const f32, *const i32, *mut T, i32, i32);
+type FlashCached = unsafe extern "C" fn(*const bf16, *const *const bf16, *const *const bf16, *const i32, *const i32, *mut bf16, i32, i32, f32);
+
+extern "C" {
+    fn flash_fwd_cached_d64_bf16(q: *const bf16, keys: *const *const bf16, values: *const *const bf16, capacities: *const i32, tiles: *const i32, o: *mut bf16, h: i32, h_kv: i32, scale: f32);
+    fn flash_fwd_cached_d128_bf16(q: *const bf16, keys: *const *const bf16, values: *const *const bf16, capacities: *const i32, tiles: *const i32, o: *mut bf16, h: i32, h_kv: i32, scale: f32);
+}
 
 /// The decode entry points of one storage type.
 pub struct DecodeKernels<T> {
     append: Append<T>,
     split: [Split<T>; 2],
     combine: [Combine<T>; 2],
+    /// `flash_fwd_cached` (head dim 64, 128) for the storage type it is built for (bf16).
+    flash: Option<[FlashCached; 2]>,
 }
 
 /// A storage type the decode kernels are instantiated for.
@@ -25,28 +34,29 @@ pub trait DecodeFloat: Float {
 }
 
 macro_rules! decode_kernels {
-    ($t:ty, $s:ident) => {
+    ($t:ty, $s:ident, $flash:expr) => {
         paste::paste! {
             extern "C" {
                 fn [<kv_append_ $s>](k: *const $t, v: *const $t, keys: *const *mut $t, values: *const *mut $t, sequences: *const i32, positions: *const i32, capacities: *const i32, n: i32, h_kv: i32, d: i32);
-                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
-                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
-                fn [<decode_attn_combine_d64_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
-                fn [<decode_attn_combine_d128_ $s>](partial_o: *const f32, partial_ml: *const f32, o: *mut $t, h: i32, splits: i32);
+                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_combine_d64_ $s>](partial_o: *const f32, partial_ml: *const f32, slots: *const i32, o: *mut $t, h: i32, splits: i32);
+                fn [<decode_attn_combine_d128_ $s>](partial_o: *const f32, partial_ml: *const f32, slots: *const i32, o: *mut $t, h: i32, splits: i32);
             }
             impl DecodeFloat for $t {
                 const DECODE: DecodeKernels<Self> = DecodeKernels {
                     append: [<kv_append_ $s>],
                     split: [[<decode_attn_split_d64_ $s>], [<decode_attn_split_d128_ $s>]],
                     combine: [[<decode_attn_combine_d64_ $s>], [<decode_attn_combine_d128_ $s>]],
+                    flash: $flash,
                 };
             }
         }
     };
 }
-decode_kernels!(f32, f32);
-decode_kernels!(bf16, bf16);
-decode_kernels!(f16, f16);
+decode_kernels!(f32, f32, None);
+decode_kernels!(bf16, bf16, Some([flash_fwd_cached_d64_bf16, flash_fwd_cached_d128_bf16]));
+decode_kernels!(f16, f16, None);
 
 /// One layer's cache of one sequence: keys and values `[kv_heads, capacity, head_dim]`, each
 /// ending at a guard page.
@@ -70,9 +80,9 @@ fn int(v: usize, what: &str) -> Result<i32, String> {
     i32::try_from(v).map_err(|_| format!("{what} = {v} exceeds the kernels' int"))
 }
 
-/// Appends `k, v: [n, kv_heads, d]` to the caches, then returns `o: [n, heads, d]`, as the CUDA
-/// launcher does: the partial sums and the output start poisoned.
-pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T], caches: &[Cache<T>], schedule: Schedule) -> Result<Vec<T>, String> {
+/// Appends `k, v: [n, kv_heads, d]` to the caches, then returns `o: [n, heads, d]` and the plan
+/// the step ran by, as the CUDA launcher does: the partial sums and the output start poisoned.
+pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T], caches: &[Cache<T>], schedule: Schedule) -> Result<(Vec<T>, CachedAttentionPlan), String> {
     let (n, h, h_kv, d) = (step.positions.len(), step.heads, step.kv_heads, step.head_dim);
     if step.sequence.len() != n || q.len() != n * h * d || k.len() != n * h_kv * d || v.len() != k.len() {
         return Err(format!("q {}, k {}, v {} elements and {} sequences do not describe {n} rows", q.len(), k.len(), v.len(), step.sequence.len()));
@@ -83,8 +93,9 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
             return Err(format!("position {p} in a cache of {} positions ({} elements)", cache.capacity, cache.keys.len()));
         }
     }
-    let longest = step.positions.iter().max().map_or(0, |&p| p + 1);
-    let shape = decode_launch(n, h, h_kv, d, longest).map_err(|e| e.to_string())?;
+    let kernels = &T::DECODE;
+    let rows: Vec<(usize, usize)> = step.sequence.iter().copied().zip(step.positions.iter().copied()).collect();
+    let plan = plan(&rows, h, h_kv, d, kernels.flash.is_some()).map_err(|e| e.to_string())?;
     // one table entry per sequence, as the CUDA launcher passes them
     let table = |f: &dyn Fn(&Cache<T>) -> *mut T| -> Buffer<u64> {
         let addresses: Vec<u64> = caches.iter().map(|c| f(c) as u64).collect();
@@ -99,11 +110,10 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     let positions = ints(c"positions", &mut step.positions.iter().copied())?;
     let capacities = ints(c"capacities", &mut caches.iter().map(|c| c.capacity))?;
     let (qb, kb, vb) = (Buffer::from_slice(c"q", q), Buffer::from_slice(c"k", k), Buffer::from_slice(c"v", v));
-    let (n_i, h_i, h_kv_i, d_i, splits_i) = (int(n, "rows")?, int(h, "heads")?, int(h_kv, "kv heads")?, int(d, "head dim")?, int(shape.splits, "splits")?);
-    let kernels = &T::DECODE;
+    let (n_i, h_i, h_kv_i, d_i) = (int(n, "rows")?, int(h, "heads")?, int(h_kv, "kv heads")?, int(d, "head dim")?);
 
     let append = kernels.append;
-    launch(&shape.append, schedule, || {
+    launch(&plan.append, schedule, || {
         // SAFETY: kv_append's C signature; table entry z addresses sequence z's cache of
         // capacities[z] positions, and each row's position is below its sequence's (checked above).
         unsafe { append(kb.ptr(), vb.ptr(), keys.ptr() as *const *mut T, values.ptr() as *const *mut T, sequences.ptr(), positions.ptr(), capacities.ptr(), n_i, h_kv_i, d_i) }
@@ -111,22 +121,35 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     .map_err(|e| format!("kv_append: {e}"))?;
 
     let which = usize::from(d == 128);
-    let partials = n * h * shape.splits;
-    let partial_o = Buffer::filled(c"partial_o", partials * d, f32::POISON);
-    let partial_ml = Buffer::filled(c"partial_ml", partials * 2, f32::POISON);
-    let split = kernels.split[which];
-    launch(&shape.split, schedule, || {
-        // SAFETY: decode_attn_split's C signature; partial buffers of n·h·splits (·d, ·2).
-        unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, sequences.ptr(), positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
-    })
-    .map_err(|e| format!("decode_attn_split_d{d}: {e}"))?;
-
     let o = Buffer::filled(c"o", n * h * d, T::POISON);
-    let combine = kernels.combine[which];
-    launch(&shape.combine, schedule, || {
-        // SAFETY: decode_attn_combine's C signature; o holds n·h·d elements.
-        unsafe { combine(partial_o.ptr(), partial_ml.ptr(), o.ptr(), h_i, splits_i) }
-    })
-    .map_err(|e| format!("decode_attn_combine_d{d}: {e}"))?;
-    Ok(o.to_vec())
+    if let (Some(shape), Some(flash)) = (plan.flash, kernels.flash) {
+        let tiles = Buffer::from_slice(c"tiles", &plan.tile_table().map_err(|e| e.to_string())?);
+        let flash = flash[which];
+        launch(&shape, schedule, || {
+            // SAFETY: flash_fwd_cached's C signature; T is bf16 whenever kernels.flash is Some, and
+            // every tile's rows lie inside q and o and its positions inside its sequence's cache.
+            unsafe { flash(qb.ptr().cast::<bf16>(), keys.ptr() as *const *const bf16, values.ptr() as *const *const bf16, capacities.ptr(), tiles.ptr(), o.ptr().cast::<bf16>(), h_i, h_kv_i, step.scale) }
+        })
+        .map_err(|e| format!("flash_fwd_cached_d{d}: {e}"))?;
+    }
+    if let Some(shape) = plan.split {
+        let slots = Buffer::from_slice(c"slots", &plan.slot_table().map_err(|e| e.to_string())?);
+        let splits_i = int(shape.splits, "splits")?;
+        let partials = plan.slots.len() * h * shape.splits;
+        let partial_o = Buffer::filled(c"partial_o", partials * d, f32::POISON);
+        let partial_ml = Buffer::filled(c"partial_ml", partials * 2, f32::POISON);
+        let split = kernels.split[which];
+        launch(&shape.split, schedule, || {
+            // SAFETY: decode_attn_split's C signature; partial buffers of slots·h·splits (·d, ·2).
+            unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, slots.ptr(), sequences.ptr(), positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
+        })
+        .map_err(|e| format!("decode_attn_split_d{d}: {e}"))?;
+        let combine = kernels.combine[which];
+        launch(&shape.combine, schedule, || {
+            // SAFETY: decode_attn_combine's C signature; o holds n·h·d elements, slots name rows < n.
+            unsafe { combine(partial_o.ptr(), partial_ml.ptr(), slots.ptr(), o.ptr(), h_i, splits_i) }
+        })
+        .map_err(|e| format!("decode_attn_combine_d{d}: {e}"))?;
+    }
+    Ok((o.to_vec(), plan))
 }

@@ -1,11 +1,15 @@
-//! kernels/decode_attn.cu (append, split-K attention, combine), run on the CPU by the SIMT emulator,
-//! against the host decode path's attention (`forge_kernels::cached_attention::attend`): GQA 8:1,
-//! 4:1 and 1:1, head dim 64 and 128, f32, bf16 and f16, a step mixing one-token decodes, a prefill of several rows of
-//! one sequence and a sequence's first token, caches longer than one split (256 positions) and not
-//! a multiple of it. Every cache position the step must not read holds NaN, the outputs start as
-//! NaN, every buffer ends at a guard page, and both thread orders must agree bit for bit.
+//! The decode-attention op (kernels/decode_attn.cu's append, split-K attention and combine;
+//! kernels/flash_attn.cu's `flash_fwd_cached` for prefill runs), run on the CPU by the SIMT
+//! emulator, against the host decode path's attention (`forge_kernels::cached_attention::attend`):
+//! GQA 8:1, 4:1 and 1:1, head dim 64 and 128, f32, bf16 and f16, steps mixing one-token decodes,
+//! short and long prefill runs (tiles of 64 with partial last tiles, a run of exactly
+//! `FLASH_MIN_ROWS`, a first prefill from position 0) and a sequence's first token, caches longer
+//! than one split (256 positions) and not a multiple of it, caches filled to their last position.
+//! Every cache position the step must not read holds NaN, the outputs start as NaN, every buffer
+//! ends at a guard page, and both thread orders must agree bit for bit.
 
 use forge_kernels::cached_attention::attend;
+use forge_kernels::decode_attn::{CachedAttentionPlan, FLASH_MIN_ROWS};
 use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::decode_attn::{append_and_attend, Cache, DecodeFloat, Step};
 use forge_kernels_emu::{Buffer, Schedule};
@@ -65,6 +69,7 @@ fn random<T: Elem>(rng: &mut StdRng, n: usize) -> Vec<T> {
 struct Outcome<T> {
     o: Vec<T>,
     caches: Vec<(Vec<T>, Vec<T>)>,
+    plan: CachedAttentionPlan,
 }
 
 fn run<T: Elem>(case: &Case, schedule: Schedule) -> (Outcome<T>, Vec<T>, Vec<usize>, Vec<usize>) {
@@ -90,7 +95,7 @@ fn run<T: Elem>(case: &Case, schedule: Schedule) -> (Outcome<T>, Vec<T>, Vec<usi
     let n = positions.len();
     let (q, k, v) = (random::<T>(&mut rng, n * h * d), random::<T>(&mut rng, n * h_kv * d), random::<T>(&mut rng, n * h_kv * d));
     let step = Step { heads: h, kv_heads: h_kv, head_dim: d, scale: 1.0 / (d as f32).sqrt(), sequence: &sequence, positions: &positions };
-    let o = append_and_attend(&step, &q, &k, &v, &caches, schedule).unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
+    let (o, plan) = append_and_attend(&step, &q, &k, &v, &caches, schedule).unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
     // the new rows must be in the caches where the reference reads them
     for (r, (&s, &p)) in sequence.iter().zip(&positions).enumerate() {
         let capacity = caches[s].capacity;
@@ -102,10 +107,11 @@ fn run<T: Elem>(case: &Case, schedule: Schedule) -> (Outcome<T>, Vec<T>, Vec<usi
         }
     }
     let caches = caches.iter().map(|c| (c.keys.to_vec(), c.values.to_vec())).collect();
-    (Outcome { o, caches }, q, sequence, positions)
+    (Outcome { o, caches, plan }, q, sequence, positions)
 }
 
-fn assert_decode_matches_reference<T: Elem>(case: &Case) {
+/// Checks the case and returns the plan it ran by.
+fn assert_decode_matches_reference<T: Elem>(case: &Case) -> CachedAttentionPlan {
     let (h, h_kv, d) = (case.heads, case.kv_heads, case.head_dim);
     let (ascending, q, sequence, positions) = run::<T>(case, Schedule::Ascending);
     let (descending, ..) = run::<T>(case, Schedule::Descending);
@@ -130,8 +136,10 @@ fn assert_decode_matches_reference<T: Elem>(case: &Case) {
     }
     let err = relative_error(&got, &want);
     let tolerance = parity_tolerance(T::DTYPE);
-    eprintln!("decode {:?} h {h} h_kv {h_kv} d {d} {:?}: relative error {err:.2e} (tolerance {tolerance:.0e})", T::DTYPE, case.sequences);
+    let (tiles, slots) = (ascending.plan.tiles.len(), ascending.plan.slots.len());
+    eprintln!("decode {:?} h {h} h_kv {h_kv} d {d} {:?} ({tiles} flash tiles, {slots} split-K rows): relative error {err:.2e} (tolerance {tolerance:.0e})", T::DTYPE, case.sequences);
     assert!(err <= tolerance, "relative error {err:.2e} above {tolerance:.0e}");
+    ascending.plan
 }
 
 /// Sequence 0 decodes one token after 300 cached (two splits), sequence 1 prefills 5 rows after 40,
@@ -139,6 +147,33 @@ fn assert_decode_matches_reference<T: Elem>(case: &Case) {
 /// position).
 fn mixed_step() -> Vec<(usize, usize, usize)> {
     vec![(300, 1, 320), (40, 5, 64), (0, 1, 8), (511, 1, 512)]
+}
+
+/// Rows of each (cached, new, capacity) sequence that the plan must send through flash tiles.
+fn flash_rows(sequences: &[(usize, usize, usize)]) -> usize {
+    sequences.iter().map(|&(_, new, _)| new).filter(|&new| new >= FLASH_MIN_ROWS).sum()
+}
+
+#[test]
+fn prefill_runs_go_through_flash_tiles_gqa_4_to_1_head_dim_128_bf16() {
+    // a decode over two splits; 130 rows from 40 (tiles 64, 64, 2); a first prefill of 70 rows
+    // filling its cache to the last position (64, 6); 15 rows, one short of a flash run
+    let sequences = vec![(300, 1, 320), (40, 130, 170), (0, 70, 70), (5, 15, 24)];
+    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: sequences.clone(), seed: 6 });
+    assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [64, 64, 2, 64, 6]);
+    assert_eq!(plan.tiles.iter().map(|t| t.rows).sum::<usize>(), flash_rows(&sequences));
+    assert_eq!(plan.slots.len(), 1 + 15);
+}
+
+#[test]
+fn prefill_runs_go_through_flash_tiles_gqa_8_to_1_head_dim_64_bf16() {
+    // exactly FLASH_MIN_ROWS rows from 0; one whole tile after 100; 65 rows after 63 over a long
+    // cache; a one-token decode
+    let sequences = vec![(0, FLASH_MIN_ROWS, FLASH_MIN_ROWS), (100, 64, 200), (63, 65, 600), (511, 1, 512)];
+    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 64, sequences: sequences.clone(), seed: 7 });
+    assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [FLASH_MIN_ROWS, 64, 64, 1]);
+    assert_eq!(plan.tiles.iter().map(|t| t.rows).sum::<usize>(), flash_rows(&sequences));
+    assert_eq!(plan.slots, [FLASH_MIN_ROWS + 64 + 65]);
 }
 
 #[test]
@@ -170,6 +205,6 @@ fn gqa_8_to_1_head_dim_128_f16_over_six_splits() {
 fn a_position_outside_the_cache_is_refused_before_any_launch() {
     let cache = Cache { keys: Buffer::filled(c"k", 2 * 4 * 64, 0f32), values: Buffer::filled(c"v", 2 * 4 * 64, 0f32), capacity: 4 };
     let step = Step { heads: 2, kv_heads: 2, head_dim: 64, scale: 0.125, sequence: &[0], positions: &[4] };
-    let err = append_and_attend(&step, &[0f32; 128], &[0f32; 128], &[0f32; 128], &[cache], Schedule::Ascending).unwrap_err();
+    let Err(err) = append_and_attend(&step, &[0f32; 128], &[0f32; 128], &[0f32; 128], &[cache], Schedule::Ascending) else { panic!("a position past the cache was accepted") };
     assert!(err.contains("position 4 in a cache of 4 positions"), "{err}");
 }

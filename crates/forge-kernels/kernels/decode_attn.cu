@@ -6,16 +6,18 @@
 //
 // Layout (what src/cuda/decode_attn.rs passes):
 //   q, o: [n, h, D]; k_new, v_new: [n, h_kv, D] (storage type T)
+//   slots[s]: the row that split-K slot s attends (rows of a long prefill run go through
+//   flash_attn.cu's flash_fwd_cached instead; src/decode_attn.rs plans which)
 //   sequences[r]: row r's sequence z; keys[z], values[z]: device pointers to its cache,
 //   [h_kv, capacities[z], D] (one entry per sequence, however many rows it has in the step)
 //   positions[r]: where row r sits; it attends cached positions 0..=positions[r]
-//   partial_o: [n, h, splits, D] f32 (Σ exp(s - m)·v over the split, unnormalised),
-//   partial_ml: [n, h, splits, 2] f32 (m = the split's largest scaled score, l = Σ exp(s - m));
+//   partial_o: [slots, h, splits, D] f32 (Σ exp(s - m)·v over the split, unnormalised),
+//   partial_ml: [slots, h, splits, 2] f32 (m = the split's largest scaled score, l = Σ exp(s - m));
 //   every element is written, a split past the row's positions as (-inf, 0) with zero sums.
 //   Query head hq reads K/V head hq / (h / h_kv) (HF's repeat_kv).
 //
-// Design: block = one K/V head of one row over CHUNK positions (grid: rows × K/V heads × splits,
-// rows in x, whose limit is 2^31 - 1: a prefill step may hold many rows), 4 warps; a warp takes every 4th
+// Design: block = one K/V head of one row over CHUNK positions (grid: slots × K/V heads × splits,
+// slots in x, whose limit is 2^31 - 1: a prefill step may hold many rows), 4 warps; a warp takes every 4th
 // position, its lanes hold elements lane, lane + 32, ... of the group's query heads (coalesced
 // loads of each key and value row), a warp reduction gives each score, and each warp keeps an
 // online softmax per query head in registers. The warps' states merge through shared memory.
@@ -32,12 +34,12 @@ constexpr int CHUNK = 256;
 constexpr int MAX_GROUP = 8;
 
 template <typename T, int D>
-__device__ void split(const T* q, const T* const* keys, const T* const* values, const int* sequences, const int* positions, const int* capacities,
-                      float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
+__device__ void split(const T* q, const T* const* keys, const T* const* values, const int* slots, const int* sequences, const int* positions,
+                      const int* capacities, float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
   constexpr int PER_LANE = D / 32;
   __shared__ float warp_ml[WARPS][MAX_GROUP][2];
   __shared__ float warp_acc[WARPS][MAX_GROUP][D];
-  const int row = blockIdx.x, kv_head = blockIdx.y, split = blockIdx.z;
+  const int slot = blockIdx.x, row = slots[slot], kv_head = blockIdx.y, split = blockIdx.z;
   const int group = h / h_kv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int begin = split * CHUNK, end = min(begin + CHUNK, positions[row] + 1);
@@ -95,7 +97,7 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
         a_all += warp_acc[w][g][c] * f;
       }
     }
-    const size_t at = ((size_t)row * h + kv_head * group + g) * splits + split;
+    const size_t at = ((size_t)slot * h + kv_head * group + g) * splits + split;
     partial_o[at * D + c] = a_all;
     if (c == 0) {
       partial_ml[at * 2] = m_all;
@@ -104,12 +106,12 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
   }
 }
 
-// o[row, head] = Σ_s exp(m_s - M)·partial_o_s / Σ_s exp(m_s - M)·l_s, M = max_s m_s.
-// Block = one (row, head), D threads.
+// o[slots[s], head] = Σ_i exp(m_i - M)·partial_o_i / Σ_i exp(m_i - M)·l_i over the splits i of
+// slot s, M = max_i m_i. Block = one (slot, head), D threads.
 template <typename T, int D>
-__device__ void combine(const float* partial_o, const float* partial_ml, T* o, int h, int splits) {
-  const int row = blockIdx.x, head = blockIdx.y, c = threadIdx.x;
-  const size_t first = ((size_t)row * h + head) * splits;
+__device__ void combine(const float* partial_o, const float* partial_ml, const int* slots, T* o, int h, int splits) {
+  const int slot = blockIdx.x, row = slots[slot], head = blockIdx.y, c = threadIdx.x;
+  const size_t first = ((size_t)slot * h + head) * splits;
   float m_all = -INFINITY;
   for (int s = 0; s < splits; ++s) m_all = fmaxf(m_all, partial_ml[(first + s) * 2]);
   float l_all = 0.f, a_all = 0.f;
@@ -142,15 +144,15 @@ __device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const*
 
 #define DECODE_SPLIT(T, S, D)                                                                                          \
   extern "C" __global__ void __launch_bounds__(decode::THREADS) decode_attn_split_d##D##_##S(                         \
-      const T* q, const T* const* keys, const T* const* values, const int* sequences, const int* positions,            \
-      const int* capacities,                                                                                           \
-      float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {                                 \
-    decode::split<T, D>(q, keys, values, sequences, positions, capacities, partial_o, partial_ml, h, h_kv, splits,     \
-                        scale);                                                                                        \
+      const T* q, const T* const* keys, const T* const* values, const int* slots, const int* sequences,                \
+      const int* positions, const int* capacities, float* partial_o, float* partial_ml, int h, int h_kv, int splits,   \
+      float scale) {                                                                                                   \
+    decode::split<T, D>(q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h, h_kv,      \
+                        splits, scale);                                                                                \
   }                                                                                                                    \
-  extern "C" __global__ void decode_attn_combine_d##D##_##S(const float* partial_o, const float* partial_ml, T* o,     \
-                                                            int h, int splits) {                                      \
-    decode::combine<T, D>(partial_o, partial_ml, o, h, splits);                                                        \
+  extern "C" __global__ void decode_attn_combine_d##D##_##S(const float* partial_o, const float* partial_ml,           \
+                                                            const int* slots, T* o, int h, int splits) {              \
+    decode::combine<T, D>(partial_o, partial_ml, slots, o, h, splits);                                                 \
   }
 #define DECODE_KERNELS(T, S)                                                                                           \
   DECODE_SPLIT(T, S, 64)                                                                                               \

@@ -31,7 +31,8 @@
 //   - One warp owns 16 rows of every tile product; 4 warps per block.
 //   - Forward: block = 64 query rows of one head of one sequence, loop over 64-key tiles up to
 //     the causal/length limit, online softmax in the log2 domain (exp2 of scores pre-scaled by
-//     scale·log2 e).
+//     scale·log2 e). The same tile routine serves the engine's prefill over per-sequence KV caches
+//     (`flash_fwd_cached`): a chunk's rows are queries at positions offset.. of a cached sequence.
 //   - Backward without atomics (deterministic): `flash_bwd_delta` computes delta = rowsum(dO∘O);
 //     `flash_bwd_dkdv` owns 64 keys of one K/V head and loops over the query heads of its group and
 //     the query tiles that can see those keys (so the GQA sum happens in registers);
@@ -113,16 +114,21 @@ __device__ __forceinline__ void c_to_a(uint32_t a[4], const float lo[4], const f
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
-// rows row0.. of a [ROWS, D] tile of head `head` (row stride `stride` elements) into shared memory
-// (leading dim D + 8); rows at or beyond `limit` (relative to the sequence) are zero.
+// Row 0 of head `head` of a sequence starting at row `start` of a [rows, heads, D] tensor.
+template <int D>
+__device__ __forceinline__ const __nv_bfloat16* head_rows(const __nv_bfloat16* g, size_t start, int heads, int head) {
+  return g + (start * heads + head) * D;
+}
+
+// Rows row0.. of a [ROWS, D] tile (row r of the head at rows + r·stride) into shared memory
+// (leading dim D + 8); rows at or beyond `limit` are zero.
 template <int D, int ROWS>
-__device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16* g, size_t seq_start, int row0, int limit,
-                                          int stride, int head) {
+__device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16* rows, int row0, int limit, size_t stride) {
   constexpr int LD = D + 8, CHUNKS = D / 8;
   for (int i = threadIdx.x; i < ROWS * CHUNKS; i += THREADS) {
     const int r = i / CHUNKS, c = i % CHUNKS;
     uint4 v = make_uint4(0, 0, 0, 0);
-    if (row0 + r < limit) v = *reinterpret_cast<const uint4*>(g + (seq_start + row0 + r) * (size_t)stride + (size_t)head * D + c * 8);
+    if (row0 + r < limit) v = *reinterpret_cast<const uint4*>(rows + (row0 + r) * stride + c * 8);
     *reinterpret_cast<uint4*>(s + r * LD + c * 8) = v;
   }
 }
@@ -143,24 +149,25 @@ __device__ __forceinline__ bool visible(int qi, int kj, int rows, int valid) { r
 __device__ __forceinline__ int key_limit(int q0, int n, int rows, int valid) { return min(min(q0 + n, rows), valid); }
 
 // ---------------------------------------------------------------------------------------------
-// Forward. grid (ceil(max rows / 64), h, sequences), block 128, smem 2·64·(D+8) bf16.
+// Forward of one tile of up to 64 query rows of one head: q rows at q + i·q_stride (i < q_rows),
+// keys and values at k, v + j·kv_stride. Query row i sits at key position offset + i and sees keys
+// j <= offset + i with j < valid (training: offset = the tile's first row in its sequence; a
+// prefill over a KV cache: the position of the chunk's first row). Writes o (row i at
+// o + i·q_stride) and, if `lse` is not null, lse[i] (natural log). Block 128, smem 2·64·(D+8) bf16.
 template <int D>
-__device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
-                        const int* starts, const int* rows_of, const int* valid_of, int total, int h, int h_kv, float scale) {
+__device__ void forward_tile(const __nv_bfloat16* q, int q_rows, size_t q_stride, const __nv_bfloat16* k, const __nv_bfloat16* v,
+                             size_t kv_stride, int offset, int valid, __nv_bfloat16* o, float* lse, float scale) {
   constexpr int BR = 64, BC = 64, LD = D + 8;
   DYNAMIC_SHARED(smem_raw);
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* vs = ks + BC * LD;
-  const int z = blockIdx.z, head = blockIdx.y, q0 = blockIdx.x * BR;
-  const int rows = rows_of[z], valid = valid_of[z];
-  if (q0 >= rows) return;
-  const size_t start = starts[z];
-  const int kv_head = head / (h / h_kv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
   const float scale2 = scale * LOG2E;
+  // positions are key coordinates: query row i is at offset + i, and rows end at `end`
+  const int end = offset + q_rows;
 
   // 1. this warp's 16 query rows as A fragments (staged through the K buffer)
-  load_tile<D, BR>(ks, q, start, q0, rows, h * D, head);
+  load_tile<D, BR>(ks, q, 0, q_rows, q_stride);
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -171,12 +178,13 @@ __device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __
 #pragma unroll
   for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};  // rows g and g + 8 (log2 domain max; partial sums)
-  const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+  const int qi[2] = {warp * 16 + g, warp * 16 + g + 8};
+  const int qp[2] = {offset + qi[0], offset + qi[1]};
 
-  const int keys = key_limit(q0, BR, rows, valid);
+  const int keys = key_limit(offset, BR, end, valid);
   for (int k0 = 0; k0 < keys; k0 += BC) {
-    load_tile<D, BC>(ks, k, start, k0, rows, h_kv * D, kv_head);
-    load_tile<D, BC>(vs, v, start, k0, rows, h_kv * D, kv_head);
+    load_tile<D, BC>(ks, k, k0, keys, kv_stride);
+    load_tile<D, BC>(vs, v, k0, keys, kv_stride);
     __syncthreads();
     // 2. scores s = q·kᵀ for 16 rows x 64 keys
     float s[BC / 8][4];
@@ -198,7 +206,7 @@ __device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int kj = k0 + n * 8 + 2 * t + (e & 1);
-        s[n][e] = visible(qi[e >> 1], kj, rows, valid) ? s[n][e] * scale2 : -INFINITY;
+        s[n][e] = visible(qp[e >> 1], kj, end, valid) ? s[n][e] * scale2 : -INFINITY;
         tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[n][e]);
       }
     }
@@ -242,21 +250,53 @@ __device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __
     __syncthreads();
   }
 
-  // 5. normalise and write o (bf16) and lse (natural log) for the rows inside the sequence
+  // 5. normalise and write o (bf16) and lse (natural log) of the tile's rows
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const float sum = quad_sum(l[r]);
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
-    if (qi[r] >= rows) continue;
-    const size_t row = start + qi[r];
-    __nv_bfloat16* out = o + (row * h + head) * D;
+    if (qi[r] >= q_rows) continue;
+    __nv_bfloat16* out = o + qi[r] * q_stride;
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) {
       __nv_bfloat162 pair = __floats2bfloat162_rn(acc[n][2 * r] * inv, acc[n][2 * r + 1] * inv);
       *reinterpret_cast<__nv_bfloat162*>(out + n * 8 + 2 * t) = pair;
     }
-    if (t == 0) lse[(size_t)head * total + row] = sum > 0.f ? (m[r] + log2f(sum)) / LOG2E : -INFINITY;
+    if (lse != nullptr && t == 0) lse[qi[r]] = sum > 0.f ? (m[r] + log2f(sum)) / LOG2E : -INFINITY;
   }
+}
+
+// Forward of training batches. grid (ceil(max rows / 64), h, sequences): 64 query rows of one head
+// of one sequence per block.
+template <int D>
+__device__ void forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o, float* lse,
+                        const int* starts, const int* rows_of, const int* valid_of, int total, int h, int h_kv, float scale) {
+  constexpr int BR = 64;
+  const int z = blockIdx.z, head = blockIdx.y, q0 = blockIdx.x * BR;
+  const int rows = rows_of[z];
+  if (q0 >= rows) return;
+  const size_t start = starts[z];
+  const int kv_head = head / (h / h_kv);
+  const size_t first = start + q0;
+  forward_tile<D>(head_rows<D>(q, first, h, head), min(BR, rows - q0), (size_t)h * D, head_rows<D>(k, start, h_kv, kv_head),
+                  head_rows<D>(v, start, h_kv, kv_head), (size_t)h_kv * D, q0, valid_of[z], o + (first * h + head) * D,
+                  lse + (size_t)head * total + first, scale);
+}
+
+// Forward of a prefill step over per-sequence KV caches (what kernels/decode_attn.cu's split-K
+// kernel does row by row, here on tensor cores for runs of a sequence's consecutive rows).
+// q, o: [n, h, D]; keys[z], values[z]: sequence z's cache [h_kv, capacities[z], D], already holding
+// the step's rows (kv_append ran first); tiles[4·b .. 4·b + 4] = (first row of the step, rows
+// (1..64), position of the first row, sequence) of block b. grid (tiles, h).
+template <int D>
+__device__ void forward_cached(const __nv_bfloat16* q, const __nv_bfloat16* const* keys, const __nv_bfloat16* const* values,
+                               const int* capacities, const int* tiles, __nv_bfloat16* o, int h, int h_kv, float scale) {
+  const int* tile = tiles + 4 * (size_t)blockIdx.x;
+  const int row = tile[0], rows = tile[1], position = tile[2], z = tile[3];
+  const int head = blockIdx.y, kv_head = head / (h / h_kv);
+  const size_t cache = (size_t)kv_head * capacities[z] * D;
+  const size_t at = ((size_t)row * h + head) * D;
+  forward_tile<D>(q + at, rows, (size_t)h * D, keys[z] + cache, values[z] + cache, D, position, position + rows, o + at, nullptr, scale);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -308,14 +348,14 @@ __device__ void bwd_dkdv(const __nv_bfloat16* q, const __nv_bfloat16* k, const _
     for (int e = 0; e < 4; ++e) dk_acc[n][e] = dv_acc[n][e] = 0.f;
 
   if (k0 < valid) {  // keys at or past the length are seen by no query: their gradients are zero
-    load_tile<D, BC>(ks, k, start, k0, rows, h_kv * D, kv_head);
-    load_tile<D, BC>(vs, v, start, k0, rows, h_kv * D, kv_head);
+    load_tile<D, BC>(ks, head_rows<D>(k, start, h_kv, kv_head), k0, rows, (size_t)h_kv * D);
+    load_tile<D, BC>(vs, head_rows<D>(v, start, h_kv, kv_head), k0, rows, (size_t)h_kv * D);
     for (int head = kv_head * group; head < (kv_head + 1) * group; ++head) {
       // causal: query tiles before the first key of this block see none of it
       for (int q0 = (k0 / BR) * BR; q0 < rows; q0 += BR) {
         __syncthreads();  // the previous tile's readers are done
-        load_tile<D, BR>(qs, q, start, q0, rows, h * D, head);
-        load_tile<D, BR>(dos, dout, start, q0, rows, h * D, head);
+        load_tile<D, BR>(qs, head_rows<D>(q, start, h, head), q0, rows, (size_t)h * D);
+        load_tile<D, BR>(dos, head_rows<D>(dout, start, h, head), q0, rows, (size_t)h * D);
         for (int i = threadIdx.x; i < BR; i += THREADS) {
           const bool in = q0 + i < rows;
           lse_s[i] = in ? lse[(size_t)head * total + start + q0 + i] * LOG2E : 0.f;
@@ -415,8 +455,8 @@ __device__ void bwd_dq(const __nv_bfloat16* q, const __nv_bfloat16* k, const __n
     row_lse[r] = in ? lse[(size_t)head * total + start + qi[r]] * LOG2E : 0.f;
     row_delta[r] = in ? delta[(size_t)head * total + start + qi[r]] : 0.f;
   }
-  load_tile<D, BR>(qs, q, start, q0, rows, h * D, head);
-  load_tile<D, BR>(dos, dout, start, q0, rows, h * D, head);
+  load_tile<D, BR>(qs, head_rows<D>(q, start, h, head), q0, rows, (size_t)h * D);
+  load_tile<D, BR>(dos, head_rows<D>(dout, start, h, head), q0, rows, (size_t)h * D);
 
   float acc[D / 8][4];
 #pragma unroll
@@ -425,8 +465,8 @@ __device__ void bwd_dq(const __nv_bfloat16* q, const __nv_bfloat16* k, const __n
   const int keys = key_limit(q0, BR, rows, valid);
   for (int k0 = 0; k0 < keys; k0 += BC) {
     __syncthreads();  // the previous tile's readers are done
-    load_tile<D, BC>(ks, k, start, k0, rows, h_kv * D, kv_head);
-    load_tile<D, BC>(vs, v, start, k0, rows, h_kv * D, kv_head);
+    load_tile<D, BC>(ks, head_rows<D>(k, start, h_kv, kv_head), k0, rows, (size_t)h_kv * D);
+    load_tile<D, BC>(vs, head_rows<D>(v, start, h_kv, kv_head), k0, rows, (size_t)h_kv * D);
     __syncthreads();
     // s = q·kᵀ and dp = dO·vᵀ: 16 rows x 64 keys each
     float p[BC / 8][4], dp[BC / 8][4];
@@ -492,6 +532,11 @@ __device__ void bwd_dq(const __nv_bfloat16* q, const __nv_bfloat16* k, const __n
   extern "C" __global__ void __launch_bounds__(flash::THREADS) flash_fwd_d##D##_bf16(                                         \
       const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o, float* lse, FLASH_ARGS_SEQ) { \
     flash::forward<D>(q, k, v, o, lse, starts, rows, valid, total, h, h_kv, scale);                                           \
+  }                                                                                                                            \
+  extern "C" __global__ void __launch_bounds__(flash::THREADS) flash_fwd_cached_d##D##_bf16(                                  \
+      const __nv_bfloat16* q, const __nv_bfloat16* const* keys, const __nv_bfloat16* const* values, const int* capacities,    \
+      const int* tiles, __nv_bfloat16* o, int h, int h_kv, float scale) {                                                      \
+    flash::forward_cached<D>(q, keys, values, capacities, tiles, o, h, h_kv, scale);                                          \
   }                                                                                                                            \
   extern "C" __global__ void flash_bwd_delta_d##D##_bf16(const __nv_bfloat16* o, const __nv_bfloat16* dout, float* delta,     \
                                                          int total, int h) {                                                  \

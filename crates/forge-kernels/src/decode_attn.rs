@@ -1,12 +1,19 @@
-//! Attention of decoding steps over KV caches kept on the GPU (kernels/decode_attn.cu, "flash
-//! decoding"). The new rows' keys and values are appended to their sequences' caches in place, then
-//! each row attends its own cache at positions `0..=position`: the positions are split over blocks
-//! of [`DECODE_CHUNK`] (split-K, so that one row per sequence still fills the GPU) and the splits'
-//! partial softmaxes combined. The CPU reference is [`crate::cached_attention::attend`] over the
-//! host cache (forge-model's `KvCache`); crates/forge-kernels-emu checks the kernels against it.
+//! Attention of engine steps over KV caches kept on the GPU. The new rows' keys and values are
+//! appended to their sequences' caches in place (kernels/decode_attn.cu `kv_append`), then each row
+//! attends its own cache at positions `0..=position`, by one of two kernels ([`plan`]):
+//! - a run of at least [`FLASH_MIN_ROWS`] consecutive rows of one sequence (a prefill chunk) goes
+//!   through the flash forward's tensor-core tiles (kernels/flash_attn.cu `flash_fwd_cached`, bf16):
+//!   64 rows share each key tile they load;
+//! - every other row (decoding: one row per sequence) through "flash decoding": the positions are
+//!   split over blocks of [`DECODE_CHUNK`] (split-K, so that one row per sequence still fills the
+//!   GPU) and the splits' partial softmaxes combined.
+//!
+//! The CPU reference is [`crate::cached_attention::attend`] over the host cache (forge-model's
+//! `KvCache`); crates/forge-kernels-emu checks both kernels against it.
 
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
+use crate::flash_attn::{TileKernel, TILE_ROWS, TILE_THREADS};
 use crate::launch::{grid_stride, LaunchShape};
 
 /// Cached positions one block of the split kernel attends (kernels/decode_attn.cu `CHUNK`).
@@ -33,36 +40,120 @@ pub fn supported(device: &Device, heads: usize, kv_heads: usize, head_dim: usize
     cfg!(feature = "cuda") && device.is_cuda() && unsupported_shape(heads, kv_heads, head_dim).is_none()
 }
 
-/// The launches of one decode attention: `splits` position blocks per row.
+/// Consecutive rows of one sequence (a prefill chunk) from which on they are attended by the flash
+/// forward's tiles rather than split-K row by row: a warp's share of a tile (16 of its 64 rows).
+/// Below it most of a tile's tensor-core work would be on empty rows. A guess until timed on a GPU
+/// (`scripts/gpu-check.sh decode`).
+pub const FLASH_MIN_ROWS: usize = 16;
+
+const GRID_X: usize = (1 << 31) - 1;
+const GRID_YZ: usize = 65535;
+
+/// The split-K launches: `splits` position blocks per slot (a row split-K attends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLaunch {
     pub splits: usize,
-    /// `decode_attn_split_d{D}`: grid (rows, kv_heads, splits).
+    /// `decode_attn_split_d{D}`: grid (slots, kv_heads, splits).
     pub split: LaunchShape,
-    /// `decode_attn_combine_d{D}`: grid (rows, heads), a thread per element of a head.
+    /// `decode_attn_combine_d{D}`: grid (slots, heads), a thread per element of a head.
     pub combine: LaunchShape,
-    /// `kv_append`: grid-stride over the new rows' keys.
-    pub append: LaunchShape,
 }
 
-/// [`DecodeLaunch`] for `rows` query rows whose longest attends `longest` positions.
-pub fn decode_launch(rows: usize, heads: usize, kv_heads: usize, head_dim: usize, longest: usize) -> Result<DecodeLaunch> {
-    // rows go in x (up to 2^31 - 1: a prefill step holds every new token of every sequence)
-    const GRID_X: usize = (1 << 31) - 1;
-    const GRID_YZ: usize = 65535;
+/// [`DecodeLaunch`] for `slots` query rows whose longest attends `longest` positions.
+pub fn decode_launch(slots: usize, heads: usize, kv_heads: usize, head_dim: usize, longest: usize) -> Result<DecodeLaunch> {
     if let Some(why) = unsupported_shape(heads, kv_heads, head_dim) {
         bail!("decode attention: {why}");
     }
     let splits = longest.div_ceil(DECODE_CHUNK).max(1);
-    if rows == 0 || rows > GRID_X || heads > GRID_YZ || splits > GRID_YZ {
-        bail!("decode attention: {rows} rows, {heads} heads or {splits} splits of {DECODE_CHUNK} positions exceed the grid");
+    // slots go in x (up to 2^31 - 1: a prefill step of short prompts holds many rows)
+    if slots == 0 || slots > GRID_X || heads > GRID_YZ || splits > GRID_YZ {
+        bail!("decode attention: {slots} rows, {heads} heads or {splits} splits of {DECODE_CHUNK} positions exceed the grid");
     }
     Ok(DecodeLaunch {
         splits,
-        split: LaunchShape { grid: [rows as u32, kv_heads as u32, splits as u32], block: [SPLIT_THREADS, 1, 1], shared_bytes: 0 },
-        combine: LaunchShape { grid: [rows as u32, heads as u32, 1], block: [head_dim as u32, 1, 1], shared_bytes: 0 },
-        append: grid_stride(rows * kv_heads * head_dim, APPEND_THREADS),
+        split: LaunchShape { grid: [slots as u32, kv_heads as u32, splits as u32], block: [SPLIT_THREADS, 1, 1], shared_bytes: 0 },
+        combine: LaunchShape { grid: [slots as u32, heads as u32, 1], block: [head_dim as u32, 1, 1], shared_bytes: 0 },
     })
+}
+
+/// One block of `flash_fwd_cached`: `rows` (1..=[`TILE_ROWS`]) consecutive rows of the step from
+/// `row` on, of `sequence`, the first at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlashTile {
+    pub row: usize,
+    pub rows: usize,
+    pub position: usize,
+    pub sequence: usize,
+}
+
+/// How one step's attention runs: which rows go through flash tiles and which through split-K,
+/// and the launches (the CUDA launcher and the emulator follow it alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedAttentionPlan {
+    /// `kv_append`: grid-stride over every new row's keys.
+    pub append: LaunchShape,
+    pub tiles: Vec<FlashTile>,
+    /// `flash_fwd_cached_d{D}_bf16`: grid (tiles, heads); `None` without tiles.
+    pub flash: Option<LaunchShape>,
+    /// The rows split-K attends, in step order (the kernels' `slots`).
+    pub slots: Vec<usize>,
+    /// `None` when every row is in a tile.
+    pub split: Option<DecodeLaunch>,
+}
+
+impl CachedAttentionPlan {
+    /// `[row, rows, position, sequence]` per tile, as `flash_fwd_cached` reads them.
+    pub fn tile_table(&self) -> Result<Vec<i32>> {
+        let int = |v: usize| i32::try_from(v).or_else(|_| bail!("cached attention: {v} exceeds the kernels' int"));
+        self.tiles.iter().flat_map(|t| [t.row, t.rows, t.position, t.sequence]).map(int).collect()
+    }
+
+    /// The slots as the kernels' `int`s.
+    pub fn slot_table(&self) -> Result<Vec<i32>> {
+        self.slots.iter().map(|&r| i32::try_from(r).or_else(|_| bail!("cached attention: row {r} exceeds the kernels' int"))).collect()
+    }
+}
+
+/// Plans the attention of a step whose row `r` is `rows[r] = (sequence, position)`. Runs of at
+/// least [`FLASH_MIN_ROWS`] rows of one sequence at consecutive positions are cut into flash tiles
+/// when `flash` (the kernel is bf16 only); the other rows are split-K slots.
+pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: usize, flash: bool) -> Result<CachedAttentionPlan> {
+    if let Some(why) = unsupported_shape(heads, kv_heads, head_dim) {
+        bail!("decode attention: {why}");
+    }
+    if rows.is_empty() {
+        bail!("decode attention: a step without rows");
+    }
+    let (mut tiles, mut slots) = (Vec::new(), Vec::new());
+    let mut start = 0;
+    while start < rows.len() {
+        let (sequence, position) = rows[start];
+        let run = 1 + rows[start + 1..].iter().zip(1..).take_while(|&(&(z, p), i)| z == sequence && p == position + i).count();
+        if flash && run >= FLASH_MIN_ROWS {
+            for first in (0..run).step_by(TILE_ROWS) {
+                tiles.push(FlashTile { row: start + first, rows: TILE_ROWS.min(run - first), position: position + first, sequence });
+            }
+        } else {
+            slots.extend(start..start + run);
+        }
+        start += run;
+    }
+    if tiles.len() > GRID_X || heads > GRID_YZ {
+        bail!("decode attention: {} flash tiles or {heads} heads exceed the grid", tiles.len());
+    }
+    let flash = (!tiles.is_empty()).then(|| LaunchShape {
+        grid: [tiles.len() as u32, heads as u32, 1],
+        block: [TILE_THREADS, 1, 1],
+        shared_bytes: TileKernel::Forward.shared_bytes(head_dim) as u32,
+    });
+    let split = match slots.is_empty() {
+        true => None,
+        false => {
+            let longest = slots.iter().map(|&r| rows[r].1 + 1).max().unwrap_or(1);
+            Some(decode_launch(slots.len(), heads, kv_heads, head_dim, longest)?)
+        }
+    };
+    Ok(CachedAttentionPlan { append: grid_stride(rows.len() * kv_heads * head_dim, APPEND_THREADS), tiles, flash, slots, split })
 }
 
 /// One layer's cache of one sequence: keys and values `[kv_heads, capacity, head_dim]`, contiguous,
@@ -135,11 +226,45 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_a_sequences_consecutive_rows_become_flash_tiles_and_the_rest_split_k_slots() {
+        // sequence 0 decodes at 300; sequence 1 prefills 130 rows from 40 (tiles of 64, 64, 2);
+        // sequence 2 prefills 15 rows (one short of a tile run); sequence 3 exactly 16
+        let mut rows = vec![(0, 300)];
+        rows.extend((40..170).map(|p| (1, p)));
+        rows.extend((0..15).map(|p| (2, p)));
+        rows.extend((7..23).map(|p| (3, p)));
+        let mixed = plan(&rows, 32, 8, 128, true).unwrap();
+        let tile = |row, rows, position, sequence| FlashTile { row, rows, position, sequence };
+        assert_eq!(mixed.tiles, [tile(1, 64, 40, 1), tile(65, 64, 104, 1), tile(129, 2, 168, 1), tile(146, 16, 7, 3)]);
+        assert_eq!(mixed.slots, [0].into_iter().chain(131..146).collect::<Vec<_>>());
+        assert_eq!(mixed.flash.unwrap().grid, [4, 32, 1]);
+        assert_eq!(mixed.flash.unwrap().shared_bytes, 2 * 64 * (128 + 8) * 2);
+        let split = mixed.split.unwrap();
+        assert_eq!((split.splits, split.split.grid), (2, [16, 8, 2]), "the longest slot attends 301 positions");
+        assert_eq!(mixed.append, grid_stride(rows.len() * 8 * 128, APPEND_THREADS));
+        assert_eq!(mixed.tile_table().unwrap()[4..8], [65, 64, 104, 1]);
+
+        // a run breaks where the sequence changes or a position is skipped
+        let broken: Vec<_> = (0..20).map(|p| (0, p + usize::from(p >= 10))).collect();
+        assert!(plan(&broken, 8, 8, 64, true).unwrap().tiles.is_empty(), "two runs of 10 rows");
+        // the flash kernel is bf16 only: other dtypes attend every row by split-K
+        let f32_plan = plan(&rows, 32, 8, 128, false).unwrap();
+        assert!(f32_plan.tiles.is_empty() && f32_plan.flash.is_none());
+        assert_eq!(f32_plan.slots, (0..rows.len()).collect::<Vec<_>>());
+        // a step of prefill chunks only has no split-K launch
+        let prefill = plan(&rows[1..131], 32, 8, 128, true).unwrap();
+        assert!(prefill.split.is_none() && prefill.slots.is_empty());
+        assert_eq!(prefill.tiles[0], tile(0, 64, 40, 1));
+    }
+
+    #[test]
     fn shapes_the_kernels_are_not_built_for_are_refused_by_name() {
         assert!(decode_launch(1, 8, 2, 96, 10).unwrap_err().to_string().contains("head dim 96"));
         assert!(decode_launch(1, 32, 2, 128, 10).unwrap_err().to_string().contains("at most 8 query heads per K/V head"));
         assert!(decode_launch(1, 6, 4, 128, 10).unwrap_err().to_string().contains("6 query heads over 4 K/V heads"));
         assert!(decode_launch(0, 8, 2, 128, 10).is_err());
+        assert!(plan(&[], 8, 2, 128, true).is_err());
+        assert!(plan(&[(0, 0)], 8, 2, 96, true).unwrap_err().to_string().contains("head dim 96"));
         assert!(!supported(&Device::Cpu, 32, 8, 128), "host caches on the CPU");
     }
 }

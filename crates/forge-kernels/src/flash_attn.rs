@@ -107,7 +107,7 @@ impl TileKernel {
     }
 
     /// Dynamic shared memory (bytes), as the kernel lays it out: tiles of bf16 rows of d + 8.
-    fn shared_bytes(self, d: usize) -> usize {
+    pub fn shared_bytes(self, d: usize) -> usize {
         let row = (d + 8) * 2;
         match self {
             Self::Forward => 2 * TILE_ROWS * row,

@@ -1,6 +1,7 @@
 //! Decoding with a Qwen3-0.6B, -1.7B or -8B shaped model (random bf16 weights) on the GPU: `batch`
 //! sequences prefilled with `context` tokens (in chunks of `--chunk` rows per sequence), then
-//! `new_tokens` greedy single-token steps over the GPU KV caches (kernels/decode_attn.cu). The same
+//! `new_tokens` greedy single-token steps over the GPU KV caches (prefill chunks attended by
+//! kernels/flash_attn.cu's `flash_fwd_cached`, decode steps by kernels/decode_attn.cu). The same
 //! loop runs in PyTorch + transformers (`scripts/bench_decode_torch.py --arch`); scripts/gpu-check.sh
 //! runs both side by side.
 //!

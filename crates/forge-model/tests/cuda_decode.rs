@@ -1,8 +1,10 @@
 //! Decoding on the GPU, whose KV caches live there and are attended by the decode kernels
-//! (kernels/decode_attn.cu), against the same model decoding on the CPU over host caches: one
-//! ragged step mixing a long cache (two 256-position splits), a prefill and a new sequence, then
-//! token-by-token steps; and decoding on from a prefix copy of a device cache. Needs a GPU: run
-//! by scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
+//! (kernels/decode_attn.cu's split-K; in bf16, prefill runs of 16 rows or more by
+//! kernels/flash_attn.cu's `flash_fwd_cached`), against the same model decoding on the CPU over
+//! host caches: one ragged step mixing a long prefill (300 rows: flash tiles of 64, 64, 64, 64,
+//! 44), a 40-row prefill and a new sequence, then token-by-token steps; and decoding on from a
+//! prefix copy of a device cache (a 105-row run at position 200). Needs a GPU: run by
+//! scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};

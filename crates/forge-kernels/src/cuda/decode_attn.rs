@@ -1,12 +1,13 @@
-//! Launches of kernels/decode_attn.cu for the decode-attention op (src/decode_attn.rs).
+//! Launches of the decode-attention op (src/decode_attn.rs): kernels/decode_attn.cu's append and
+//! split-K, and kernels/flash_attn.cu's `flash_fwd_cached` for prefill runs, as `plan` decides.
 
 use candle_core::backend::BackendStorage as _;
 use candle_core::cuda_backend::cudarc::driver::DevicePtr as _;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::{alloc_output, as_i32, launch, view, CudaElem, DECODE_ATTN};
-use crate::decode_attn::{decode_launch, DecodeAttention};
+use super::{alloc_output, as_i32, launch, view, CudaElem, DECODE_ATTN, FLASH_ATTN};
+use crate::decode_attn::{plan, DecodeAttention};
 
 const OP: &str = "forge-decode-attn";
 
@@ -50,8 +51,7 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
         bail!("{OP}: k rows of {kv_width} are not whole heads of {d}");
     }
     let kv_heads = kv_width / d;
-    let longest = rows.iter().map(|&(_, p)| p + 1).max().unwrap_or(0);
-    let shape = decode_launch(n, heads, kv_heads, d, longest)?;
+    let plan = plan(rows, heads, kv_heads, d, T::DTYPE == DType::BF16)?;
     let dev = &qs.device;
     let (q, k, v) = (view::<T>(qs, ql, OP, "q")?, view::<T>(ks, kl, OP, "k")?, view::<T>(vs, vl, OP, "v")?);
 
@@ -79,15 +79,33 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
     let capacities: Vec<i32> = capacities.into_iter().map(|c| as_i32(c, OP, "capacity")).collect::<Result<_>>()?;
     let (keys, values) = (dev.clone_htod(&key_addresses)?, dev.clone_htod(&value_addresses)?);
     let (sequences, positions, capacities) = (dev.clone_htod(&sequences)?, dev.clone_htod(&positions)?, dev.clone_htod(&capacities)?);
-    let (n_i, h_i, h_kv_i, d_i, splits_i) =
-        (as_i32(n, OP, "rows")?, as_i32(heads, OP, "heads")?, as_i32(kv_heads, OP, "kv heads")?, as_i32(d, OP, "head dim")?, as_i32(shape.splits, OP, "splits")?);
+    let (n_i, h_i, h_kv_i, d_i) = (as_i32(n, OP, "rows")?, as_i32(heads, OP, "heads")?, as_i32(kv_heads, OP, "kv heads")?, as_i32(d, OP, "head dim")?);
 
-    launch!(T, dev, DECODE_ATTN, "kv_append", shape.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
-    let partials = n * heads * shape.splits;
-    let partial_o = alloc_output::<f32>(dev, partials * d)?;
-    let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
-    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+    launch!(T, dev, DECODE_ATTN, "kv_append", plan.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
+    // every row of o is written once: by its flash tile or by its split-K slot's combine
     let o = alloc_output::<T>(dev, n * width)?;
-    launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, o, h_i, splits_i)?;
+    if let Some(shape) = plan.flash {
+        // 2·64 rows of head_dim + 8 bf16: at most 34 KiB, inside the default dynamic shared memory
+        const DEFAULT_SHARED: u32 = 48 * 1024;
+        if shape.shared_bytes > DEFAULT_SHARED {
+            bail!("{OP}: flash_fwd_cached needs {} bytes of shared memory", shape.shared_bytes);
+        }
+        // the tiles are loaded 8 bf16 (16 bytes) at a time
+        if !ql.start_offset().is_multiple_of(8) || key_addresses.iter().chain(&value_addresses).any(|a| !a.is_multiple_of(16)) {
+            bail!("{OP}: q or a KV cache is not 16-byte aligned (flash_fwd_cached loads 16 bytes at a time)");
+        }
+        let tiles = dev.clone_htod(&plan.tile_table()?)?;
+        // `plan` gives tiles only for bf16, the one storage type the kernel is built for
+        launch!(bf16, dev, FLASH_ATTN, &format!("flash_fwd_cached_d{d}"), shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;
+    }
+    if let Some(shape) = plan.split {
+        let slots = dev.clone_htod(&plan.slot_table()?)?;
+        let splits_i = as_i32(shape.splits, OP, "splits")?;
+        let partials = plan.slots.len() * heads * shape.splits;
+        let partial_o = alloc_output::<f32>(dev, partials * d)?;
+        let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
+        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, slots, o, h_i, splits_i)?;
+    }
     Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))
 }

@@ -1,7 +1,7 @@
 //! kernels/{rms_norm,rope,cross_entropy,adamw}.cu under emulation, launched as src/cuda/*.rs
 //! launches them on a GPU (the shapes of forge_kernels::launch), for each storage type.
 
-use forge_kernels::adamw::AdamWScalars;
+use forge_kernels::adamw::{group_launch, AdamWScalars, AdamWTensor};
 use forge_kernels::launch::{column_reduction, grid_stride, per_row};
 use half::{bf16, f16};
 
@@ -17,7 +17,7 @@ pub struct Kernels<T> {
     rope: unsafe extern "C" fn(*const T, *const f32, *const f32, *mut T, i32, i32, i32, i32, i32, f32),
     cross_entropy_fwd: unsafe extern "C" fn(*const T, *const u32, *mut f32, i32, i32),
     cross_entropy_grad: unsafe extern "C" fn(*const T, *const u32, *const f32, *mut T, i32, i32),
-    adamw: unsafe extern "C" fn(*mut T, *const T, *mut f32, *mut f32, *mut f32, usize, AdamWScalars),
+    adamw: unsafe extern "C" fn(*const AdamWTensor, i32),
 }
 
 /// A storage type the kernels are instantiated for.
@@ -39,7 +39,7 @@ macro_rules! float_kernels {
                 fn [<rope_ $s>](x: *const $t, cos: *const f32, sin: *const f32, y: *mut $t, b: i32, s: i32, h: i32, d: i32, cos_batch: i32, sign: f32);
                 fn [<cross_entropy_fwd_ $s>](logits: *const $t, targets: *const u32, nll: *mut f32, rows: i32, vocab: i32);
                 fn [<cross_entropy_grad_ $s>](logits: *const $t, targets: *const u32, dnll: *const f32, dlogits: *mut $t, rows: i32, vocab: i32);
-                fn [<adamw_ $s>](param: *mut $t, grad: *const $t, exp_avg: *mut f32, exp_avg_sq: *mut f32, master: *mut f32, n: usize, k: AdamWScalars);
+                fn [<adamw_ $s>](tensors: *const AdamWTensor, count: i32);
             }
             impl Float for $t {
                 const POISON: Self = $poison;
@@ -150,23 +150,60 @@ pub struct AdamWState<T> {
     pub master: Option<Vec<f32>>,
 }
 
-/// One AdamW step of `state` with `grad`, in place.
-pub fn adamw<T: Float>(state: &mut AdamWState<T>, grad: &[T], k: AdamWScalars, schedule: Schedule) -> Result<(), String> {
-    let n = state.param.len();
-    if grad.len() != n || state.exp_avg.len() != n || state.exp_avg_sq.len() != n || state.master.as_ref().is_some_and(|m| m.len() != n) {
-        return Err("param, grad, moments and master differ in length".into());
+/// One AdamW step of each state with its gradient and scalars, in place, as one group launch
+/// (src/cuda/adamw.rs's table and shape, forge_kernels::adamw::group_launch).
+pub fn adamw<T: Float>(states: &mut [AdamWState<T>], grads: &[&[T]], scalars: &[AdamWScalars], schedule: Schedule) -> Result<(), String> {
+    if grads.len() != states.len() || scalars.len() != states.len() {
+        return Err(format!("{} states, {} gradients and {} scalars", states.len(), grads.len(), scalars.len()));
     }
-    let (param, gb) = (Buffer::from_slice(c"param", &state.param), Buffer::from_slice(c"grad", grad));
-    let (m, v) = (Buffer::from_slice(c"exp_avg", &state.exp_avg), Buffer::from_slice(c"exp_avg_sq", &state.exp_avg_sq));
-    let master = state.master.as_ref().map(|w| Buffer::from_slice(c"master", w));
-    let master_ptr = master.as_ref().map_or(std::ptr::null_mut(), |w| w.ptr());
+    struct Buffers<T> {
+        param: Buffer<T>,
+        grad: Buffer<T>,
+        m: Buffer<f32>,
+        v: Buffer<f32>,
+        master: Option<Buffer<f32>>,
+    }
+    let mut buffers = Vec::with_capacity(states.len());
+    for (state, grad) in states.iter().zip(grads) {
+        let n = state.param.len();
+        if grad.len() != n || state.exp_avg.len() != n || state.exp_avg_sq.len() != n || state.master.as_ref().is_some_and(|m| m.len() != n) {
+            return Err("param, grad, moments and master differ in length".into());
+        }
+        buffers.push(Buffers {
+            param: Buffer::from_slice(c"param", &state.param),
+            grad: Buffer::from_slice(c"grad", grad),
+            m: Buffer::from_slice(c"exp_avg", &state.exp_avg),
+            v: Buffer::from_slice(c"exp_avg_sq", &state.exp_avg_sq),
+            master: state.master.as_ref().map(|w| Buffer::from_slice(c"master", w)),
+        });
+    }
+    let mut table: Vec<AdamWTensor> = buffers
+        .iter()
+        .zip(scalars)
+        .map(|(b, &k)| AdamWTensor {
+            param: b.param.ptr() as u64,
+            grad: b.grad.ptr() as u64,
+            exp_avg: b.m.ptr() as u64,
+            exp_avg_sq: b.v.ptr() as u64,
+            master: b.master.as_ref().map_or(0, |w| w.ptr() as u64),
+            n: b.param.len() as u64,
+            first_block: 0,
+            k,
+        })
+        .collect();
+    let Some(shape) = group_launch(&mut table).map_err(|e| e.to_string())? else { return Ok(()) };
+    let tensors = Buffer::from_slice(c"adamw tensors", &table);
+    let count = table.len() as i32;
     let kernel = T::KERNELS.adamw;
-    launch(&grid_stride(n, 256), schedule, || unsafe { kernel(param.ptr(), gb.ptr(), m.ptr(), v.ptr(), master_ptr, n, k) })?;
-    state.param = param.to_vec();
-    state.exp_avg = m.to_vec();
-    state.exp_avg_sq = v.to_vec();
-    if let (Some(out), Some(w)) = (state.master.as_mut(), master) {
-        *out = w.to_vec();
+    // SAFETY: adamw's C signature; every table entry addresses live buffers of its n elements.
+    launch(&shape, schedule, || unsafe { kernel(tensors.ptr(), count) })?;
+    for (state, b) in states.iter_mut().zip(buffers) {
+        state.param = b.param.to_vec();
+        state.exp_avg = b.m.to_vec();
+        state.exp_avg_sq = b.v.to_vec();
+        if let (Some(out), Some(w)) = (state.master.as_mut(), b.master) {
+            *out = w.to_vec();
+        }
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! at a guard page; AdamW must agree bit for bit, as it is written to.
 
 use candle_core::{DType, Device, Tensor, Var, WithDType};
-use forge_kernels::adamw::AdamWScalars;
+use forge_kernels::adamw::{AdamWScalars, ADAMW_CHUNK};
 use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::ops::{self, AdamWState, Float};
 use forge_kernels_emu::Schedule;
@@ -125,26 +125,50 @@ fn emulated_cross_entropy_matches_cpu() {
     }
 }
 
-/// The kernel against `AdamWScalars::apply` (forge-train's CPU step), element by element, bit for bit.
-fn adamw_case<T: Float + WithDType>(n: usize, with_master: bool, rng: &mut StdRng) {
-    let k = AdamWScalars::new(1e-3, 0.1, 0.9, 0.999, 1e-8, 3, 0.5);
-    let weights: Vec<f32> = randn(rng, n, 1.0, 0.0);
-    let param: Vec<T> = weights.iter().map(|&w| T::from_f64(w as f64)).collect();
-    let grad: Vec<T> = randn(rng, n, 1.0, 0.0);
-    let exp_avg: Vec<f32> = randn(rng, n, 0.1, 0.0);
-    let exp_avg_sq: Vec<f32> = randn::<f32>(rng, n, 0.01, 0.0).iter().map(|v| v * v).collect();
-    let mut state = AdamWState { param: param.clone(), exp_avg: exp_avg.clone(), exp_avg_sq: exp_avg_sq.clone(), master: with_master.then(|| weights.clone()) };
-    ops::adamw(&mut state, &grad, k, Schedule::Ascending).unwrap();
-    for i in 0..n {
-        let (mut m, mut v) = (exp_avg[i], exp_avg_sq[i]);
-        let start = if with_master { weights[i] } else { param[i].to_f64() as f32 };
-        let w = k.apply(start, grad[i].to_f64() as f32, &mut m, &mut v);
-        let name = format!("adamw {:?} master {with_master} element {i}", T::DTYPE);
-        assert_eq!(state.exp_avg[i].to_bits(), m.to_bits(), "{name}: exp_avg");
-        assert_eq!(state.exp_avg_sq[i].to_bits(), v.to_bits(), "{name}: exp_avg_sq");
-        assert_eq!(state.param[i].to_f64(), T::from_f64(w as f64).to_f64(), "{name}: param");
-        if let Some(master) = &state.master {
-            assert_eq!(master[i].to_bits(), w.to_bits(), "{name}: master");
+/// `w` rounded to T as the CPU optimizer writes a parameter (`from_f32`, round to nearest even).
+/// Not `T::from_f64(w as f64)`: half's f64 → bf16 conversion rounds some f32 values down that the
+/// f32 → bf16 one (and the kernel) round up, e.g. 0xbf988006.
+fn rounded<T: WithDType>(w: f32) -> f64 {
+    match T::DTYPE {
+        DType::BF16 => bf16::from_f32(w).to_f64(),
+        DType::F16 => f16::from_f32(w).to_f64(),
+        _ => w as f64,
+    }
+}
+
+/// The group kernel against `AdamWScalars::apply` (forge-train's CPU step), element by element,
+/// bit for bit: tensors of several sizes in one launch (one element, none, a chunk and one more —
+/// two blocks), each with its own scalars (step count, weight decay, clip coefficient).
+fn adamw_case<T: Float + WithDType>(sizes: &[usize], with_master: bool, rng: &mut StdRng) {
+    let scalars: Vec<AdamWScalars> = (0..sizes.len()).map(|i| AdamWScalars::new(1e-3, 0.1 * i as f64, 0.9, 0.999, 1e-8, 3 + i as u64, 0.5 + 0.1 * i as f32)).collect();
+    let mut before = Vec::new();
+    let mut states = Vec::new();
+    let mut grads = Vec::new();
+    for &n in sizes {
+        let weights: Vec<f32> = randn(rng, n, 1.0, 0.0);
+        let param: Vec<T> = weights.iter().map(|&w| T::from_f64(w as f64)).collect();
+        let grad: Vec<T> = randn(rng, n, 1.0, 0.0);
+        let exp_avg: Vec<f32> = randn(rng, n, 0.1, 0.0);
+        let exp_avg_sq: Vec<f32> = randn::<f32>(rng, n, 0.01, 0.0).iter().map(|v| v * v).collect();
+        states.push(AdamWState { param: param.clone(), exp_avg: exp_avg.clone(), exp_avg_sq: exp_avg_sq.clone(), master: with_master.then(|| weights.clone()) });
+        before.push((weights, param, exp_avg, exp_avg_sq));
+        grads.push(grad);
+    }
+    let grad_slices: Vec<&[T]> = grads.iter().map(|g| g.as_slice()).collect();
+    ops::adamw(&mut states, &grad_slices, &scalars, Schedule::Ascending).unwrap();
+    for (t, (state, (weights, param, exp_avg, exp_avg_sq))) in states.iter().zip(&before).enumerate() {
+        let k = scalars[t];
+        for i in 0..sizes[t] {
+            let (mut m, mut v) = (exp_avg[i], exp_avg_sq[i]);
+            let start = if with_master { weights[i] } else { param[i].to_f64() as f32 };
+            let w = k.apply(start, grads[t][i].to_f64() as f32, &mut m, &mut v);
+            let name = format!("adamw {:?} master {with_master} tensor {t} element {i}", T::DTYPE);
+            assert_eq!(state.exp_avg[i].to_bits(), m.to_bits(), "{name}: exp_avg");
+            assert_eq!(state.exp_avg_sq[i].to_bits(), v.to_bits(), "{name}: exp_avg_sq");
+            assert_eq!(state.param[i].to_f64(), rounded::<T>(w), "{name}: param");
+            if let Some(master) = &state.master {
+                assert_eq!(master[i].to_bits(), w.to_bits(), "{name}: master");
+            }
         }
     }
 }
@@ -152,7 +176,8 @@ fn adamw_case<T: Float + WithDType>(n: usize, with_master: bool, rng: &mut StdRn
 #[test]
 fn emulated_adamw_matches_the_cpu_step_bit_for_bit() {
     let mut rng = StdRng::seed_from_u64(8);
-    adamw_case::<f32>(1000, false, &mut rng);
-    adamw_case::<bf16>(1000, true, &mut rng);
-    adamw_case::<f16>(777, true, &mut rng);
+    let sizes = [1000, 1, 0, ADAMW_CHUNK + 1, 300];
+    adamw_case::<f32>(&sizes, false, &mut rng);
+    adamw_case::<bf16>(&sizes, true, &mut rng);
+    adamw_case::<f16>(&[777, ADAMW_CHUNK], true, &mut rng);
 }

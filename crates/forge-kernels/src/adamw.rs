@@ -1,7 +1,17 @@
 //! The fused AdamW step: the per-step constants and the update of one element (forge-train's CPU
-//! optimizer runs it over each tensor), and on CUDA (kernels/adamw.cu) one launch per parameter
-//! tensor that reads the gradient, updates the f32 moments and the f32 master weight, and writes the
-//! parameter in place. forge-train's optimizer owns the state; this is only the arithmetic.
+//! optimizer runs it over each tensor), and on CUDA (kernels/adamw.cu) one launch per group of
+//! parameter tensors of one dtype (multi-tensor apply, as torch's fused AdamW) that reads each
+//! gradient, updates the f32 moments and the f32 master weight, and writes the parameter in place.
+//! forge-train's optimizer owns the state; this is only the arithmetic.
+
+use candle_core::{bail, Result};
+
+use crate::launch::LaunchShape;
+
+/// Elements one block of the group kernel updates (kernels/adamw.cu `adamw::CHUNK`).
+pub const ADAMW_CHUNK: usize = 16384;
+/// Threads per block of the group kernel.
+pub const ADAMW_THREADS: u32 = 256;
 
 /// Per-step constants of one tensor's update, already rounded to f32 the way torch rounds the
 /// Python floats it passes to its f32 kernels. The layout matches `struct Scalars` in kernels/adamw.cu.
@@ -53,89 +63,142 @@ impl AdamWScalars {
     }
 }
 
+/// One tensor of a group step, laid out as kernels/adamw.cu's `adamw::Tensor`: device addresses
+/// (`master` 0 when there is none), the element count, the first block of the grid it owns (set
+/// by [`group_launch`]) and its own scalars.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWTensor {
+    pub param: u64,
+    pub grad: u64,
+    pub exp_avg: u64,
+    pub exp_avg_sq: u64,
+    pub master: u64,
+    pub n: u64,
+    pub first_block: u64,
+    pub k: AdamWScalars,
+}
+
+/// Gives each tensor of the group its blocks (`ceil(n / ADAMW_CHUNK)`, in table order) and returns
+/// the launch over all of them; `None` when the group has no element.
+pub fn group_launch(tensors: &mut [AdamWTensor]) -> Result<Option<LaunchShape>> {
+    const GRID_X: u64 = (1 << 31) - 1;
+    if i32::try_from(tensors.len()).is_err() {
+        bail!("adamw: {} tensors in one group exceed the kernel's int", tensors.len());
+    }
+    let mut blocks = 0u64;
+    for t in tensors.iter_mut() {
+        t.first_block = blocks;
+        blocks += t.n.div_ceil(ADAMW_CHUNK as u64);
+    }
+    if blocks > GRID_X {
+        bail!("adamw: {blocks} blocks of {ADAMW_CHUNK} elements exceed the grid");
+    }
+    Ok((blocks > 0).then_some(LaunchShape { grid: [blocks as u32, 1, 1], block: [ADAMW_THREADS, 1, 1], shared_bytes: 0 }))
+}
+
 #[cfg(feature = "cuda")]
-// SAFETY: plain old data of eight f32, laid out as the kernel's C struct.
-unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for AdamWScalars {}
+// SAFETY: plain old data (seven u64 and eight f32), laid out as the kernel's C struct.
+unsafe impl candle_core::cuda_backend::cudarc::driver::DeviceRepr for AdamWTensor {}
+
+/// One parameter's update in a group step: `param` (contiguous, any float dtype) and `grad` (same
+/// dtype), f32 moments `exp_avg`, `exp_avg_sq` and, for non-f32 parameters, the f32 `master` copy,
+/// all updated in place, all with the parameter's element count, on one CUDA device.
+#[derive(Clone, Copy)]
+pub struct AdamWUpdate<'a> {
+    pub param: &'a candle_core::Tensor,
+    pub grad: &'a candle_core::Tensor,
+    pub exp_avg: &'a candle_core::Tensor,
+    pub exp_avg_sq: &'a candle_core::Tensor,
+    pub master: Option<&'a candle_core::Tensor>,
+    pub scalars: AdamWScalars,
+}
 
 #[cfg(feature = "cuda")]
 pub use device::adamw_step;
 
 #[cfg(feature = "cuda")]
 mod device {
-    use super::AdamWScalars;
-    use candle_core::backend::BackendStorage as _;
-    use candle_core::cuda_backend::cudarc::driver::CudaView;
-    use candle_core::{bail, CudaStorage, InplaceOp2, Layout, Result, Storage, Tensor};
+    use candle_core::{bail, DType, Result, Tensor};
+    use half::{bf16, f16};
 
-    use crate::cpu::dispatch_float;
-    use crate::cuda::{launch, view, CudaElem, ADAMW};
-    use crate::launch::grid_stride;
+    use super::{group_launch, AdamWTensor, AdamWUpdate};
+    use crate::cuda::{device_address, launch, CudaElem, ADAMW};
 
-
-    /// Updates `param` (a CUDA tensor, contiguous, any float dtype) in place from `grad` (same dtype),
-    /// with f32 moments `exp_avg`, `exp_avg_sq` and, for non-f32 parameters, the f32 `master` copy
-    /// (also updated in place). All tensors have the parameter's element count.
-    pub fn adamw_step(
-        param: &Tensor,
-        grad: &Tensor,
-        exp_avg: &Tensor,
-        exp_avg_sq: &Tensor,
-        master: Option<&Tensor>,
-        scalars: AdamWScalars,
-    ) -> Result<()> {
-        let n = param.elem_count();
-        for (what, t) in [("gradient", Some(grad)), ("exp_avg", Some(exp_avg)), ("exp_avg_sq", Some(exp_avg_sq)), ("master", master)] {
-            if let Some(t) = t {
-                if t.elem_count() != n || !t.device().same_device(param.device()) {
-                    bail!("adamw: {what} {:?} on {:?} does not match the parameter {:?} on {:?}", t.shape(), t.device(), param.shape(), param.device());
+    /// Steps every update: one launch per parameter dtype among them.
+    pub fn adamw_step(updates: &[AdamWUpdate<'_>]) -> Result<()> {
+        let Some(first) = updates.first() else { return Ok(()) };
+        for u in updates {
+            let n = u.param.elem_count();
+            for (what, t) in [("gradient", Some(u.grad)), ("exp_avg", Some(u.exp_avg)), ("exp_avg_sq", Some(u.exp_avg_sq)), ("master", u.master)] {
+                if let Some(t) = t {
+                    if t.elem_count() != n || !t.device().same_device(first.param.device()) {
+                        bail!("adamw: {what} {:?} on {:?} does not match the parameter {:?} on {:?}", t.shape(), t.device(), u.param.shape(), first.param.device());
+                    }
                 }
             }
+            if u.grad.dtype() != u.param.dtype() {
+                bail!("adamw: a {:?} gradient for a {:?} parameter (cast it first)", u.grad.dtype(), u.param.dtype());
+            }
         }
-        param.inplace_op2(&grad.contiguous()?, &FusedAdamW { scalars, exp_avg, exp_avg_sq, master })
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let group: Vec<&AdamWUpdate> = updates.iter().filter(|u| u.param.dtype() == dtype).collect();
+            match dtype {
+                DType::F32 => step::<f32>(&group)?,
+                DType::BF16 => step::<bf16>(&group)?,
+                _ => step::<f16>(&group)?,
+            }
+        }
+        if let Some(u) = updates.iter().find(|u| !matches!(u.param.dtype(), DType::F32 | DType::BF16 | DType::F16)) {
+            bail!("adamw: parameter dtype {:?} (f32, bf16 or f16)", u.param.dtype());
+        }
+        Ok(())
     }
 
-    struct FusedAdamW<'a> {
-        scalars: AdamWScalars,
-        exp_avg: &'a Tensor,
-        exp_avg_sq: &'a Tensor,
-        master: Option<&'a Tensor>,
-    }
-
-    /// Runs `f` on the f32 device view of an optimizer state tensor.
-    fn with_state<R>(t: &Tensor, what: &str, f: impl FnOnce(CudaView<'_, f32>) -> Result<R>) -> Result<R> {
-        let (storage, layout) = t.storage_and_layout();
-        let Storage::Cuda(storage) = &*storage else { bail!("adamw: {what} is not on a CUDA device") };
-        f(view::<f32>(storage, layout, "adamw", what)?)
-    }
-
-    fn step<T: CudaElem>(op: &FusedAdamW<'_>, ps: &CudaStorage, pl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<()> {
-        let (param, grad) = (view::<T>(ps, pl, "adamw", "parameter")?, view::<T>(gs, gl, "adamw", "gradient")?);
-        let n = pl.shape().elem_count();
-        let (dev, k, cfg) = (&ps.device, op.scalars, grid_stride(n, 256));
-        // The state tensors belong to the optimizer alone: nothing else reads them while it steps,
-        // so the kernel may write them through these views.
-        with_state(op.exp_avg, "exp_avg", |m| {
-            with_state(op.exp_avg_sq, "exp_avg_sq", |v| match op.master {
-                Some(master) => with_state(master, "master", |w| launch!(T, dev, ADAMW, "adamw", cfg, param, grad, m, v, w, n, k)),
-                None => {
-                    let no_master: u64 = 0; // a null `float*`
-                    launch!(T, dev, ADAMW, "adamw", cfg, param, grad, m, v, no_master, n, k)
-                }
+    fn step<T: CudaElem>(group: &[&AdamWUpdate<'_>]) -> Result<()> {
+        let Some(first) = group.first() else { return Ok(()) };
+        let candle_core::Device::Cuda(dev) = first.param.device() else { bail!("adamw: the parameters are not on a CUDA device") };
+        // The parameters and their state belong to the optimizer alone: nothing else reads them
+        // while it steps, so the kernel may write them through their addresses (as the KV caches).
+        let mut table = group
+            .iter()
+            .map(|u| {
+                Ok(AdamWTensor {
+                    param: device_address::<T>(dev, u.param, "adamw", "parameter")?,
+                    grad: device_address::<T>(dev, u.grad, "adamw", "gradient")?,
+                    exp_avg: device_address::<f32>(dev, u.exp_avg, "adamw", "exp_avg")?,
+                    exp_avg_sq: device_address::<f32>(dev, u.exp_avg_sq, "adamw", "exp_avg_sq")?,
+                    master: u.master.map_or(Ok(0), |m| device_address::<f32>(dev, m, "adamw", "master"))?,
+                    n: u.param.elem_count() as u64,
+                    first_block: 0,
+                    k: u.scalars,
+                })
             })
-        })
+            .collect::<Result<Vec<_>>>()?;
+        let Some(shape) = group_launch(&mut table)? else { return Ok(()) };
+        let count = table.len() as i32; // group_launch checked it fits
+        let tensors = dev.clone_htod(&table)?;
+        launch!(T, dev, ADAMW, "adamw", shape, tensors, count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(n: u64) -> AdamWTensor {
+        AdamWTensor { param: 0, grad: 0, exp_avg: 0, exp_avg_sq: 0, master: 0, n, first_block: u64::MAX, k: AdamWScalars::new(1e-3, 0.0, 0.9, 0.999, 1e-8, 1, 1.0) }
     }
 
-    impl InplaceOp2 for FusedAdamW<'_> {
-        fn name(&self) -> &'static str {
-            "forge-adamw"
-        }
-
-        fn cpu_fwd(&self, _: &mut candle_core::CpuStorage, _: &Layout, _: &candle_core::CpuStorage, _: &Layout) -> Result<()> {
-            bail!("forge-adamw is the CUDA kernel; forge-train's optimizer has the CPU one")
-        }
-
-        fn cuda_fwd(&self, ps: &mut CudaStorage, pl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<()> {
-            dispatch_float!(ps.dtype(), self.name(), step(self, ps, pl, gs, gl))
-        }
+    #[test]
+    fn a_group_gives_each_tensor_its_blocks_in_order() {
+        let mut group = [tensor(1), tensor(0), tensor(ADAMW_CHUNK as u64), tensor(ADAMW_CHUNK as u64 + 1), tensor(5)];
+        let shape = group_launch(&mut group).unwrap().unwrap();
+        assert_eq!(group.map(|t| t.first_block), [0, 1, 1, 2, 4]);
+        assert_eq!(shape, LaunchShape { grid: [5, 1, 1], block: [ADAMW_THREADS, 1, 1], shared_bytes: 0 });
+        assert!(group_launch(&mut [tensor(0)]).unwrap().is_none(), "nothing to launch");
+        assert!(group_launch(&mut []).unwrap().is_none());
+        // the kernel's C struct: seven 8-byte fields and eight f32
+        assert_eq!(std::mem::size_of::<AdamWTensor>(), 7 * 8 + 8 * 4);
     }
 }

@@ -10,9 +10,9 @@
 //! v  ← β2·v + (1 − β2)·g²
 //! w  ← w − lr/(1 − β1ᵗ) · m / (√v / √(1 − β2ᵗ) + ε)
 //! ```
-//! On CPU that is one fused pass per tensor (`fused.rs`), on CUDA one fused kernel per tensor
-//! (forge-kernels' `adamw`, bit-identical to the CPU pass); on other devices it is composed from
-//! candle tensor ops (the same arithmetic in the same order).
+//! On CPU that is one fused pass per tensor (`fused.rs`), on CUDA one fused launch per dtype over
+//! all the tensors (forge-kernels' multi-tensor `adamw`, bit-identical to the CPU pass); on other
+//! devices it is composed from candle tensor ops (the same arithmetic in the same order).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -250,6 +250,9 @@ impl AdamW {
 
         self.steps += 1;
         let (beta1, beta2, eps, fused) = (self.config.beta1, self.config.beta2, self.config.eps, self.fused);
+        // CUDA parameters step together after the loop: one launch per dtype
+        #[cfg(feature = "cuda")]
+        let mut on_device: Vec<(usize, Tensor, StepScalars)> = Vec::new();
         for (grad, i) in grads.values().zip(order) {
             let slot = &mut self.slots[i];
             slot.step += 1;
@@ -271,16 +274,31 @@ impl AdamW {
                     #[cfg(feature = "cuda")]
                     if fused && slot.var.device().is_cuda() {
                         // The kernel reads the gradient in the parameter's dtype (a no-op cast when equal).
-                        let grad = grad.to_dtype(slot.var.dtype())?;
-                        let master = master.as_ref();
-                        forge_kernels::adamw::adamw_step(slot.var.as_tensor(), &grad, exp_avg, exp_avg_sq, master, k)?;
+                        on_device.push((i, grad.to_dtype(slot.var.dtype())?, k));
                         continue;
                     }
                     composite_update(&slot.var, grad, exp_avg, exp_avg_sq, master.as_mut(), &k)?;
                 }
             }
         }
+        #[cfg(feature = "cuda")]
+        self.step_on_device(&on_device)?;
         Ok(StepStats { step: self.steps, lr: self.lr, grad_norm, clip_coef })
+    }
+
+    /// The fused CUDA step of the given slots (index, gradient in the parameter's dtype, scalars).
+    #[cfg(feature = "cuda")]
+    fn step_on_device(&self, pending: &[(usize, Tensor, StepScalars)]) -> Result<()> {
+        let mut updates = Vec::with_capacity(pending.len());
+        for (i, grad, scalars) in pending {
+            let slot = &self.slots[*i];
+            let Some(SlotState::Device { exp_avg, exp_avg_sq, master }) = &slot.state else {
+                unreachable!("a CUDA slot's state is initialised on the device before it is queued")
+            };
+            updates.push(forge_kernels::adamw::AdamWUpdate { param: slot.var.as_tensor(), grad, exp_avg, exp_avg_sq, master: master.as_ref(), scalars: *scalars });
+        }
+        forge_kernels::adamw::adamw_step(&updates)?;
+        Ok(())
     }
 
     /// The first moment of a parameter (None before its first step).

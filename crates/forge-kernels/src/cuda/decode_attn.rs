@@ -2,11 +2,10 @@
 //! split-K, and kernels/flash_attn.cu's `flash_fwd_cached` for prefill runs, as `plan` decides.
 
 use candle_core::backend::BackendStorage as _;
-use candle_core::cuda_backend::cudarc::driver::DevicePtr as _;
-use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
+use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Tensor};
 use half::{bf16, f16};
 
-use super::{alloc_output, as_i32, launch, view, CudaElem, DECODE_ATTN, FLASH_ATTN};
+use super::{alloc_output, as_i32, device_address, launch, view, CudaElem, DECODE_ATTN, FLASH_ATTN};
 use crate::decode_attn::{plan, DecodeAttention};
 
 const OP: &str = "forge-decode-attn";
@@ -14,16 +13,11 @@ const OP: &str = "forge-decode-attn";
 /// The device address of a cache tensor's first element, checked to be a contiguous
 /// `[kv_heads, capacity, d]` tensor of `T` on `dev`; and its capacity.
 fn cache_address<T: CudaElem>(dev: &CudaDevice, t: &Tensor, kv_heads: usize, d: usize) -> Result<(u64, usize)> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cuda(cs) = &*storage else { bail!("{OP}: a KV cache is not on the GPU") };
-    let (h, capacity, hd) = layout.shape().dims3()?;
-    if h != kv_heads || hd != d || !layout.is_contiguous() {
-        bail!("{OP}: a KV cache of shape {:?} is not a contiguous [{kv_heads}, capacity, {d}]", layout.dims());
+    let (h, capacity, hd) = t.dims3()?;
+    if h != kv_heads || hd != d {
+        bail!("{OP}: a KV cache of shape {:?} is not a [{kv_heads}, capacity, {d}]", t.dims());
     }
-    let slice = cs.as_cuda_slice::<T>()?;
-    let stream = dev.cuda_stream();
-    let (base, _sync) = slice.device_ptr(&stream);
-    Ok((base + (layout.start_offset() * std::mem::size_of::<T>()) as u64, capacity))
+    Ok((device_address::<T>(dev, t, OP, "a KV cache")?, capacity))
 }
 
 /// q, k, v: each op input's storage and layout.

@@ -11,9 +11,9 @@ pub(crate) mod rope;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::backend::BackendStorage as _;
-use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice, CudaView, DevicePtrMut, DeviceRepr, LaunchConfig};
+use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
 use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
-use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, WithDType};
+use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Storage, Tensor, WithDType};
 
 use crate::launch::LaunchShape;
 
@@ -47,6 +47,20 @@ pub(crate) fn view<'a, T: CudaElem>(storage: &'a CudaStorage, layout: &Layout, o
         Some((start, end)) => Ok(slice.slice(start..end)),
         None => bail!("{op}: {what} must be contiguous (call .contiguous() first)"),
     }
+}
+
+/// The device address of a contiguous tensor of `T` on `dev`'s first element, for kernels that
+/// take it through a pointer table (and may write through it: the caller owns the tensor alone).
+pub(crate) fn device_address<T: CudaElem>(dev: &CudaDevice, t: &Tensor, op: &str, what: &str) -> Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("{op}: {what} is not on the GPU") };
+    if !layout.is_contiguous() {
+        bail!("{op}: {what} of shape {:?} is not contiguous", layout.dims());
+    }
+    let Ok(slice) = cs.as_cuda_slice::<T>() else { bail!("{op}: {what} has dtype {:?}, expected {:?}", cs.dtype(), T::DTYPE) };
+    let stream = dev.cuda_stream();
+    let (base, _sync) = slice.device_ptr(&stream);
+    Ok(base + (layout.start_offset() * std::mem::size_of::<T>()) as u64)
 }
 
 static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);

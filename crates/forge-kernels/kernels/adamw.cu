@@ -56,7 +56,7 @@ __device__ void group(const Tensor<T>* tensors, int count) {
     if (tensors[mid].first_block <= blockIdx.x) lo = mid;
     else hi = mid - 1;
   }
-  const Tensor<T>& t = tensors[lo];
+  const Tensor<T> t = tensors[lo];  // a copy in registers: the writes below cannot alias it
   const size_t begin = (blockIdx.x - t.first_block) * CHUNK;
   const size_t end = begin + CHUNK < t.n ? begin + CHUNK : t.n;
   for (size_t i = begin + threadIdx.x; i < end; i += blockDim.x) update(t, i);

@@ -108,7 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Qwen3ForCausalLM::new(config.clone(), params)?;
     let ids: Vec<u32> = (0..batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
-    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
+    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None, position_ids: None };
 
     let mut times = Vec::new();
     let mut loss = 0.0;

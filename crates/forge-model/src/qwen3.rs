@@ -1,7 +1,8 @@
 //! Qwen3 dense decoder (HF `Qwen3ForCausalLM`), trainable: every op on the path has a backward.
 //!
 //! Parameter names are HF's. Forward covers whole sequences (training, scoring); a causal mask
-//! is combined with an optional padding mask so batches may hold sequences of different lengths.
+//! is combined with an optional padding mask so batches may hold sequences of different lengths,
+//! or rows hold several sequences back to back ("packing", told by `position_ids`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -25,6 +26,12 @@ pub struct Batch {
     pub attention_mask: Option<Tensor>,
     /// `[b, s]` i64, HF convention: position t is predicted from tokens < t, `-100` = ignored.
     pub labels: Option<Tensor>,
+    /// `[b, s]` u32 for packed rows (HF's `DataCollatorWithFlattening`): each row holds sequences
+    /// back to back, their positions counting 0, 1, 2, … and a 0 starting the next. Attention stays
+    /// within a sequence and no label is predicted across a boundary, so the loss equals that of
+    /// the sequences padded into rows of their own. `None`: each row is one sequence at 0..s.
+    /// Not combined with `attention_mask` (packed rows have no padding).
+    pub position_ids: Option<Tensor>,
 }
 
 /// `x·wᵀ` over the last dim of `x: [.., in]` with `w: [out, in]`.
@@ -107,7 +114,10 @@ pub struct LayerInputs {
     /// the mask is causal + right padding: each row's real length; attention then never
     /// materialises the `[s, s]` mask or scores.
     causal_lengths: Option<Vec<usize>>,
-    /// `[1, s, head_dim/2]` f32.
+    /// Packed rows: the cumulative offsets of their sequences over the flattened `[b·s]` rows
+    /// (`[0, len0, len0 + len1, …, b·s]`); attention is then per sequence (`causal_attention_varlen`).
+    packed: Option<Vec<usize>>,
+    /// `[1 or b, s, head_dim/2]` f32.
     cos: Tensor,
     sin: Tensor,
     adapters_on: bool,
@@ -141,10 +151,15 @@ impl Attention {
         let k = rope(&k, &inputs.cos, &inputs.sin)?;
         // 2. heads first: [b, heads, s, d]
         let scale = 1.0 / (d as f64).sqrt();
-        let out = match &inputs.causal_lengths {
+        let out = match (&inputs.packed, &inputs.causal_lengths) {
+            // sequences packed into rows: [b·s, heads, d], attention within each sequence
+            (Some(cu_seqlens), _) => {
+                let flat = |t: &Tensor, heads: usize| t.reshape((b * s, heads, d));
+                forge_kernels::causal_attention_varlen(&flat(&q, h)?, &flat(&k, h_kv)?, &flat(&v, h_kv)?, cu_seqlens, scale)?.reshape((b, s, h * d))?
+            }
             // fused kernel on [b, s, heads, d] directly
-            Some(lengths) => forge_kernels::causal_attention_padded(&q, &k, &v, lengths, scale)?.reshape((b, s, h * d))?,
-            None => {
+            (None, Some(lengths)) => forge_kernels::causal_attention_padded(&q, &k, &v, lengths, scale)?.reshape((b, s, h * d))?,
+            (None, None) => {
                 let (q, k, v) = (q.transpose(1, 2)?, k.transpose(1, 2)?, v.transpose(1, 2)?);
                 let out = attention(&q, &k, &v, inputs.bias.as_ref(), scale)?;
                 // 3. [b, h, s, d] -> [b, s, h·d]
@@ -343,10 +358,29 @@ impl Qwen3ForCausalLM {
         }
     }
 
-    /// Mask and RoPE tables for `input_ids: [b, s]`; positions are 0..s for every row (right padding).
-    pub fn layer_inputs(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<LayerInputs> {
+    /// Mask and RoPE tables for `input_ids: [b, s]`: positions 0..s for every row (right padding),
+    /// or `position_ids` for packed rows.
+    fn layer_inputs(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<LayerInputs> {
         let (b, s) = input_ids.dims2()?;
         let device = self.device();
+        if let Some(positions) = position_ids {
+            if attention_mask.is_some() {
+                return Err(ModelError::Invalid("a batch with position_ids (packed rows) has no attention_mask: packed rows hold no padding".into()));
+            }
+            let (cu_seqlens, positions) = packed_sequences(positions, b, s)?;
+            let (cos, sin) = self.rotary_tables(positions.into_iter())?;
+            let reshape = |t: Tensor| t.reshape((b, s, self.config.head_dim / 2));
+            return Ok(LayerInputs {
+                bias: None,
+                causal_lengths: None,
+                packed: Some(cu_seqlens),
+                cos: reshape(cos)?,
+                sin: reshape(sin)?,
+                adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+                dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
+                no_grad: false,
+            });
+        }
         let keep_key: Option<Vec<Vec<u8>>> = match attention_mask {
             Some(mask) => {
                 if mask.dims() != [b, s] {
@@ -360,6 +394,7 @@ impl Qwen3ForCausalLM {
         let mut inputs = LayerInputs {
             bias: None,
             causal_lengths: None,
+            packed: None,
             cos,
             sin,
             adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
@@ -408,7 +443,16 @@ impl Qwen3ForCausalLM {
 
     /// Final hidden states after the last norm: `[b, s, hidden]`.
     pub fn forward_hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        let inputs = self.layer_inputs(input_ids, attention_mask)?;
+        self.hidden_states(input_ids, attention_mask, None)
+    }
+
+    /// [`Self::forward_hidden`] of packed rows (see [`Batch::position_ids`]).
+    pub fn forward_hidden_packed(&self, input_ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
+        self.hidden_states(input_ids, None, Some(position_ids))
+    }
+
+    fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<Tensor> {
+        let inputs = self.layer_inputs(input_ids, attention_mask, position_ids)?;
         let mut h = self.embed(input_ids)?;
         for layer in &self.layers {
             h = layer.forward(&h, &inputs)?;
@@ -423,7 +467,7 @@ impl Qwen3ForCausalLM {
 
     /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
+        let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
         let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
         mean_over_labels(&nll, count)
     }
@@ -432,7 +476,9 @@ impl Qwen3ForCausalLM {
     /// row r at `r·(s−1) + t` scores label t+1; 0 where the label is −100), and the label count.
     fn head_nll(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<(Tensor, usize)> {
         let labels = batch.labels.as_ref().ok_or_else(|| ModelError::Invalid("the batch has no labels".into()))?;
-        let (targets, count) = shifted_targets(labels, self.config.vocab_size)?;
+        let (b, s) = labels.dims2()?;
+        let positions = batch.position_ids.as_ref().map(|p| packed_sequences(p, b, s)).transpose()?.map(|(_, positions)| positions);
+        let (targets, count) = shifted_targets(labels, positions.as_deref(), self.config.vocab_size)?;
         let (b, s, h) = hidden.dims3()?;
         // position t predicts label t+1; the last position predicts nothing
         let hidden = hidden.narrow(1, 0, s - 1)?.reshape((b * (s - 1), h))?;
@@ -463,13 +509,13 @@ impl Qwen3ForCausalLM {
     {
         let mut grads = Gradients::new();
         if !recompute {
-            let hidden = self.forward_hidden(&batch.input_ids, batch.attention_mask.as_ref())?;
+            let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
             let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
             let loss = objective(&nll, count)?;
             self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
             return Ok((loss.to_scalar::<f32>()?, grads));
         }
-        let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref())?;
+        let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
         // residual blocks rather than whole layers: the attention block's backward (the largest
         // transient: scores, probabilities and their gradients) runs without the MLP's activations
         let blocks: Vec<(&DecoderLayer, Block)> = self.layers.iter().flat_map(|l| [(l, Block::Attention), (l, Block::Mlp)]).collect();
@@ -544,14 +590,45 @@ fn gradient_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Te
         .ok_or_else(|| ModelError::Invalid("recomputation lost the gradient of a layer input".into()))
 }
 
+/// The sequences of packed rows (`position_ids: [b, s]`): their cumulative offsets over the
+/// flattened `b·s` rows, and every token's position. A row starts a sequence; so does every 0;
+/// within a sequence the positions count up by one.
+fn packed_sequences(position_ids: &Tensor, b: usize, s: usize) -> Result<(Vec<usize>, Vec<usize>)> {
+    if position_ids.dims() != [b, s] {
+        return Err(ModelError::Invalid(format!("position_ids has shape {:?}, input_ids {:?}", position_ids.dims(), [b, s])));
+    }
+    let positions: Vec<usize> = position_ids.to_dtype(DType::U32)?.flatten_all()?.to_vec1::<u32>()?.into_iter().map(|p| p as usize).collect();
+    let mut cu_seqlens = Vec::new();
+    for (i, &p) in positions.iter().enumerate() {
+        let starts_row = i % s == 0;
+        if starts_row || p == 0 {
+            if p != 0 {
+                return Err(ModelError::Invalid(format!("position_ids row {} starts at {p}: each packed sequence starts at 0", i / s)));
+            }
+            cu_seqlens.push(i);
+        } else if p != positions[i - 1] + 1 {
+            return Err(ModelError::Invalid(format!(
+                "position_ids row {} goes {} then {p}: within a packed sequence positions count up by one (0 starts the next)",
+                i / s,
+                positions[i - 1]
+            )));
+        }
+    }
+    cu_seqlens.push(b * s);
+    Ok((cu_seqlens, positions))
+}
+
 /// HF label shift: targets for positions 0..s-1 are labels 1..s; `-100` becomes [`IGNORE_TARGET`].
-fn shifted_targets(labels: &Tensor, vocab_size: usize) -> Result<(Vec<u32>, usize)> {
+/// With the `[b·s]` positions of packed rows, a label at a sequence's first position (0) is
+/// ignored too: the previous sequence's last token does not predict it.
+fn shifted_targets(labels: &Tensor, positions: Option<&[usize]>, vocab_size: usize) -> Result<(Vec<u32>, usize)> {
     let rows = labels.to_dtype(DType::I64)?.to_vec2::<i64>()?;
+    let s = rows.first().map_or(0, Vec::len);
     let mut targets = Vec::new();
     let mut count = 0;
-    for row in rows {
-        for &label in &row[1..] {
-            if label == -100 {
+    for (r, row) in rows.iter().enumerate() {
+        for (t, &label) in row.iter().enumerate().skip(1) {
+            if label == -100 || positions.is_some_and(|p| p[r * s + t] == 0) {
                 targets.push(IGNORE_TARGET);
             } else if label < 0 || label as usize >= vocab_size {
                 return Err(ModelError::Invalid(format!("label {label} is neither -100 nor a token id below vocab_size {vocab_size}")));

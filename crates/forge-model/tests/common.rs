@@ -38,6 +38,7 @@ impl Reference {
             input_ids: self.get("input_ids").to_dtype(DType::U32).unwrap(),
             attention_mask: Some(self.get("attention_mask").to_dtype(DType::U32).unwrap()),
             labels: Some(self.get("labels").clone()),
+            position_ids: None,
         }
     }
 

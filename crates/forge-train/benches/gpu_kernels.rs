@@ -1,7 +1,7 @@
 //! The CUDA kernels against candle's composite paths on the same GPU, at Qwen3-8B training shapes
 //! (4096 tokens, hidden 4096, 32 query heads of 128, vocabulary 151936), bf16: RMSNorm, RoPE and
 //! per-token cross-entropy forward + backward, the chunked LM head + loss against full logits, one
-//! AdamW step over bf16 parameters with f32 state, and the bf16 matmul rate that MFU figures are
+//! AdamW step over bf16 parameters with f32 state (8 large matrices; the 310 tensors of a Qwen3-0.6B), and the bf16 matmul rate that MFU figures are
 //! measured against. Run by scripts/gpu-check.sh.
 //!
 //! `cargo bench -p forge-train --features cuda --bench gpu_kernels -- [--warmup 3] [--steps 20]`
@@ -120,19 +120,47 @@ fn main() -> Result<()> {
         &[targets.clone()],
     )?;
 
-    // One AdamW step over 8 bf16 matrices of 4096 x 4096 (134M parameters) with f32 moments and
-    // master weights: the fused kernel against the composite candle-op update.
-    let params: Vec<(String, Var)> =
-        (0..8).map(|i| Ok((format!("model.layers.{i}.mlp.up_proj.weight"), Var::from_tensor(&(randn(&[4096, 4096])? * 0.02)?)?))).collect::<Result<_>>()?;
-    let grads: Gradients = params.iter().map(|(n, v)| Ok((n.clone(), (v.as_tensor().sin()? * 1e-2)?))).collect::<Result<_>>()?;
+    // One AdamW step with f32 moments and master weights, fused (one multi-tensor launch) against
+    // the composite candle-op update (a dozen ops per tensor): over 8 bf16 matrices of 4096 x 4096
+    // (134M parameters), and over the 310 tensors of a Qwen3-0.6B (many of them small norm weights,
+    // where launches rather than bandwidth decide).
     let config = AdamWConfig { lr: 1e-4, weight_decay: 0.1, ..Default::default() };
-    for (name, composite) in [("fused", false), ("composite", true)] {
-        let mut optimizer = AdamW::new(params.clone(), config.clone()).map_err(candle_core::Error::wrap)?;
-        if composite {
-            optimizer = optimizer.with_composite_update();
+    let matrices: Vec<(String, Vec<usize>)> = (0..8).map(|i| (format!("model.layers.{i}.mlp.up_proj.weight"), vec![4096, 4096])).collect();
+    for (shape, tensors) in [("8 x [4096, 4096] bf16, f32 state + master", matrices), ("Qwen3-0.6B (310 tensors) bf16, f32 state + master", qwen3_0_6b_parameters())] {
+        let params: Vec<(String, Var)> = tensors.iter().map(|(n, dims)| Ok((n.clone(), Var::from_tensor(&(randn(dims)? * 0.02)?)?))).collect::<Result<_>>()?;
+        let grads: Gradients = params.iter().map(|(n, v)| Ok((n.clone(), (v.as_tensor().sin()? * 1e-2)?))).collect::<Result<_>>()?;
+        for (name, composite) in [("fused", false), ("composite", true)] {
+            let mut optimizer = AdamW::new(params.clone(), config.clone()).map_err(candle_core::Error::wrap)?;
+            if composite {
+                optimizer = optimizer.with_composite_update();
+            }
+            let seconds = median_seconds(&device, bench.warmup, bench.steps, || optimizer.step(&grads).map(drop).map_err(candle_core::Error::wrap))?;
+            bench.report("adamw_step", shape, name, seconds);
         }
-        let seconds = median_seconds(&device, bench.warmup, bench.steps, || optimizer.step(&grads).map(drop).map_err(candle_core::Error::wrap))?;
-        bench.report("adamw_step", "8 x [4096, 4096] bf16, f32 state + master", name, seconds);
     }
     Ok(())
+}
+
+/// Names and shapes of Qwen3-0.6B's parameters (tied embeddings): 28 layers of 11 tensors, the
+/// embedding and the final norm.
+fn qwen3_0_6b_parameters() -> Vec<(String, Vec<usize>)> {
+    let (hidden, intermediate, q, kv, head_dim, vocab) = (1024, 3072, 16 * 128, 8 * 128, 128, 151936);
+    let mut params = vec![("model.embed_tokens.weight".to_string(), vec![vocab, hidden]), ("model.norm.weight".to_string(), vec![hidden])];
+    for l in 0..28 {
+        let p = |name: &str, dims: Vec<usize>| (format!("model.layers.{l}.{name}"), dims);
+        params.extend([
+            p("self_attn.q_proj.weight", vec![q, hidden]),
+            p("self_attn.k_proj.weight", vec![kv, hidden]),
+            p("self_attn.v_proj.weight", vec![kv, hidden]),
+            p("self_attn.o_proj.weight", vec![hidden, q]),
+            p("self_attn.q_norm.weight", vec![head_dim]),
+            p("self_attn.k_norm.weight", vec![head_dim]),
+            p("mlp.gate_proj.weight", vec![intermediate, hidden]),
+            p("mlp.up_proj.weight", vec![intermediate, hidden]),
+            p("mlp.down_proj.weight", vec![hidden, intermediate]),
+            p("input_layernorm.weight", vec![hidden]),
+            p("post_attention_layernorm.weight", vec![hidden]),
+        ]);
+    }
+    params
 }

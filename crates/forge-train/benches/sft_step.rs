@@ -65,7 +65,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let offset = group.rank() * batch * seq;
     let ids: Vec<u32> = (offset..offset + batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
-    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None };
+    let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None, position_ids: None };
     let (mut times, mut reduce_times) = (Vec::new(), Vec::new());
     for i in 0..warmup + steps {
         let start = Instant::now();

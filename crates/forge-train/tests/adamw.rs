@@ -171,7 +171,7 @@ fn a_tiny_qwen3_learns_a_sequence() {
             .map(|m| {
                 let ids: Vec<u32> = (0..16).map(|i| (i * 5 + m * 3) % 64).collect();
                 let input_ids = Tensor::from_vec(ids, (1, 16), &Device::Cpu).unwrap();
-                Batch { labels: Some(input_ids.to_dtype(DType::I64).unwrap()), input_ids, attention_mask: None }
+                Batch { labels: Some(input_ids.to_dtype(DType::I64).unwrap()), input_ids, attention_mask: None, position_ids: None }
             })
             .collect();
         let mut losses = Vec::new();

@@ -53,6 +53,7 @@ impl Qwen3ForCausalLM {
         let inputs = LayerInputs {
             bias: None,
             causal_lengths: None,
+            packed: None,
             cos,
             sin,
             adapters_on: self.adapters_enabled.load(std::sync::atomic::Ordering::Relaxed),

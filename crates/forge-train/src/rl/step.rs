@@ -113,6 +113,7 @@ pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &Ob
         input_ids: Tensor::from_vec(ids, (b, s), device)?,
         attention_mask: Some(Tensor::from_vec(keep, (b, s), device)?),
         labels: Some(Tensor::from_vec(labels, (b, s), device)?),
+        position_ids: None,
     };
     let positions = Tensor::from_vec(positions, n, device)?;
     let old = Tensor::from_vec(old, n, device)?;
@@ -197,6 +198,7 @@ mod tests {
                 input_ids: Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
                 attention_mask: None,
                 labels: Some(Tensor::new(labels.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()),
+                position_ids: None,
             };
             let (_, sft) = model.loss_and_gradients(&batch, false).unwrap();
             assert_grads_close(&grads, &sft, 0.75);
@@ -220,6 +222,7 @@ mod tests {
                 input_ids: Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
                 attention_mask: None,
                 labels: Some(Tensor::new(labels.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()),
+                position_ids: None,
             };
             model.loss_and_gradients(&batch, false).unwrap().1
         };

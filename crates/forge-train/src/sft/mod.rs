@@ -5,7 +5,7 @@ mod batching;
 mod data;
 mod inspect;
 
-pub use batching::{collate, plan_epoch};
+pub use batching::{collate, collate_packed, plan_epoch};
 pub use data::{load_examples, parse_conversation, BadExamples, DataStats, Example, OverLength};
 pub use inspect::inspect;
 
@@ -81,8 +81,14 @@ pub struct TrainSection {
     pub epochs: u64,
     /// Stop after this many optimizer steps (before the epochs are done).
     pub max_steps: Option<u64>,
-    /// Padded tokens per micro-batch.
+    /// Tokens per micro-batch: padded tokens, or with `packing` tokens back to back.
     pub micro_batch_tokens: usize,
+    /// Pack examples back to back into one row per micro-batch instead of padding rows (TRL's
+    /// `packing` with `padding_free`, HF's `DataCollatorWithFlattening`): no compute is spent on
+    /// padding; attention and labels stay inside each example, so the loss is that of the same
+    /// examples padded.
+    #[serde(default)]
+    pub packing: bool,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
     pub seed: u64,
@@ -303,7 +309,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let pad_id = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
     let mut micro_batches: Vec<Vec<usize>> = Vec::new();
     for epoch in 0..config.train.epochs {
-        micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.seed, epoch));
+        micro_batches.extend(plan_epoch(&examples, config.train.micro_batch_tokens, config.train.packing, config.train.seed, epoch));
     }
 
     // a step: grad_accum micro-batches on each worker, consecutive ones on the same worker (so
@@ -314,8 +320,15 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
 
     // what the largest micro-batch of the run and the model's state need, before anything is loaded
     let used = micro_batches.len().min(total_steps as usize * per_step);
-    let shapes: Vec<(usize, usize)> =
-        micro_batches[..used].iter().map(|b| (b.len(), b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1))).collect();
+    let shapes: Vec<(usize, usize)> = micro_batches[..used]
+        .iter()
+        .map(|b| {
+            let longest = b.iter().map(|&i| examples[i].input_ids.len()).max().unwrap_or(1);
+            // a packed row of Σ len tokens attends per example: counted as rows of the longest
+            let rows = if config.train.packing { b.iter().map(|&i| examples[i].input_ids.len()).sum::<usize>().div_ceil(longest) } else { b.len() };
+            (rows, longest)
+        })
+        .collect();
     let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
     let base_config = model_config(config)?;
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
@@ -411,7 +424,10 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
             let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             step_tokens += batch_examples.iter().map(|e| e.input_ids.len()).sum::<usize>();
             trained_tokens += batch_examples.iter().map(|e| e.trained_tokens()).sum::<usize>();
-            let batch = collate(&batch_examples, pad_id, &device)?;
+            let batch = match config.train.packing {
+                true => collate_packed(&batch_examples, &device)?,
+                false => collate(&batch_examples, pad_id, &device)?,
+            };
             let (loss, grads) = model.loss_and_gradients(&batch, config.train.recompute)?;
             loss_sum += f64::from(loss);
             accumulator.add(grads)?;

@@ -119,7 +119,7 @@ pub use device::adamw_step;
 
 #[cfg(feature = "cuda")]
 mod device {
-    use candle_core::{bail, DType, Result, Tensor};
+    use candle_core::{bail, DType, Result};
     use half::{bf16, f16};
 
     use super::{group_launch, AdamWTensor, AdamWUpdate};

@@ -41,6 +41,8 @@ fn packed_micro_batches_train_like_the_same_examples_padded() {
         let config = small_sft_config(&run_dir, 12, &overrides);
         let summary = sft::run(&config, "# test\n", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap();
         assert_eq!(summary.steps, 6, "one micro-batch per epoch");
+        let padding = read_series(&run_dir.join("metrics.jsonl"), "padding_fraction").unwrap();
+        assert!(padding.iter().all(|p| (p.1 == 0.0) == packing), "packing {packing}: padding fractions {padding:?}");
         read_series(&run_dir.join("metrics.jsonl"), "loss").unwrap().into_iter().map(|p| p.1).collect::<Vec<f64>>()
     };
     let (padded, packed) = (losses(false), losses(true));

@@ -419,7 +419,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let mut accumulator = GradAccumulator::new();
         // LoRA dropout masks: a pure function of (seed, step), so a resumed run draws the same
         model.set_dropout_seed(Some(config.train.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step));
-        let (mut loss_sum, mut step_tokens, mut trained_tokens) = (0f64, 0usize, 0usize);
+        // tokens of the examples; tokens the model computes (with the padding of padded rows)
+        let (mut loss_sum, mut step_tokens, mut computed_tokens, mut trained_tokens) = (0f64, 0usize, 0usize, 0usize);
         for indices in &micro_batches[mine] {
             let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             step_tokens += batch_examples.iter().map(|e| e.input_ids.len()).sum::<usize>();
@@ -428,13 +429,14 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
                 true => collate_packed(&batch_examples, &device)?,
                 false => collate(&batch_examples, pad_id, &device)?,
             };
+            computed_tokens += batch.input_ids.elem_count();
             let (loss, grads) = model.loss_and_gradients(&batch, config.train.recompute)?;
             loss_sum += f64::from(loss);
             accumulator.add(grads)?;
         }
-        let mut totals = [loss_sum, step_tokens as f64, trained_tokens as f64];
+        let mut totals = [loss_sum, step_tokens as f64, computed_tokens as f64, trained_tokens as f64];
         group.all_reduce_f64(&mut totals)?;
-        let [loss_sum, step_tokens, trained_tokens] = totals;
+        let [loss_sum, step_tokens, computed_tokens, trained_tokens] = totals;
         let (step_tokens, trained_tokens) = (step_tokens as usize, trained_tokens as usize);
         let lr = schedule.lr(state.step);
         optimizer.set_lr(lr);
@@ -456,6 +458,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
                     ("lr", lr),
                     ("grad_norm", f64::from(stats.grad_norm)),
                     ("tokens", step_tokens as f64),
+                    ("padding_fraction", 1.0 - step_tokens as f64 / computed_tokens),
                     ("trained_tokens", trained_tokens as f64),
                     ("tokens_seen", state.tokens_seen as f64),
                     ("tokens_per_s", step_tokens as f64 / seconds),

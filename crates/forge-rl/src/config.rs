@@ -170,8 +170,14 @@ pub struct TrainSection {
     /// Layer-wise activation recomputation (same gradients, less memory).
     #[serde(default)]
     pub recompute: bool,
-    /// Padded tokens per micro-batch of the update (the longest trajectory must fit).
+    /// Tokens per micro-batch of the update, padded or with `packing` back to back (the longest
+    /// trajectory must fit).
     pub micro_batch_tokens: usize,
+    /// Pack the update's trajectories back to back into one row per micro-batch instead of
+    /// right-padded rows: the same loss and gradients without the padding's compute (agent
+    /// trajectories differ widely in length).
+    #[serde(default)]
+    pub packing: bool,
     /// Refuse to start when the memory estimate exceeds what the machine has available.
     #[serde(default = "forge_train::config::default_true")]
     pub check_memory: bool,

@@ -416,7 +416,8 @@ fn to_samples(chosen: &[TrainSample], reference: Option<Vec<Vec<f32>>>) -> Vec<S
         .collect()
 }
 
-/// The update's gradient over micro-batches of at most `micro_batch_tokens` padded tokens,
+/// The update's gradient over micro-batches of at most `micro_batch_tokens` tokens (padded, or
+/// back to back with `packing`),
 /// aggregated as if the batch of every worker of `group` were one (token-mean over all their
 /// assistant tokens). A worker may have no samples: it contributes nothing but takes part.
 fn policy_gradients(
@@ -425,13 +426,17 @@ fn policy_gradients(
     objective: &ObjectiveConfig,
     micro_batch_tokens: usize,
     recompute: bool,
+    packing: bool,
     group: &ProcessGroup,
 ) -> Result<(UpdateStats, Gradients)> {
     let mut micro_batches: Vec<Vec<Sample>> = Vec::new();
     let mut current: Vec<Sample> = Vec::new();
     for sample in samples {
-        let longest = current.iter().map(|s| s.input_ids.len()).max().unwrap_or(0).max(sample.input_ids.len());
-        if !current.is_empty() && (current.len() + 1) * longest > micro_batch_tokens {
+        let tokens = match packing {
+            true => current.iter().map(|s| s.input_ids.len()).sum::<usize>() + sample.input_ids.len(),
+            false => (current.len() + 1) * current.iter().map(|s| s.input_ids.len()).max().unwrap_or(0).max(sample.input_ids.len()),
+        };
+        if !current.is_empty() && tokens > micro_batch_tokens {
             micro_batches.push(std::mem::take(&mut current));
         }
         current.push(sample.clone());
@@ -457,7 +462,7 @@ fn policy_gradients(
     // per micro-batch loss; token-weighted clip fraction, KL and ratio
     let mut sums = [0.0f64; 4];
     for batch in &micro_batches {
-        let (stats, grads) = policy_gradient(model, batch, &per_micro, recompute)?;
+        let (stats, grads) = policy_gradient(model, batch, &per_micro, recompute, packing)?;
         accumulator.add(grads)?;
         let tokens = stats.trained_tokens as f64;
         sums[0] += f64::from(stats.loss);
@@ -496,7 +501,7 @@ impl Trainer<'_> {
         let train = &self.config.train;
         let mut parts = Vec::new();
         for mini_batch in mini_batches(batch, train.updates_per_step.min(samples_everywhere), seed) {
-            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute, self.group)?;
+            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute, train.packing, self.group)?;
             let lr = self.schedule.lr(*optimizer_updates);
             optimizer.set_lr(lr);
             let step_stats = {
@@ -575,18 +580,19 @@ mod tests {
         ]
     }
 
-    /// Splitting the update into micro-batches changes nothing: the loss is the token mean over
-    /// the whole batch either way (and likewise for a constant normaliser).
+    /// Splitting the update into micro-batches, padded or packed, changes nothing: the loss is the
+    /// token mean over the whole batch either way (and likewise for a constant normaliser).
     #[test]
     fn micro_batches_give_the_whole_batch_gradient() {
         let model = tiny_model();
         let samples = three_samples(&model);
-        for aggregation in [Aggregation::TokenMean, Aggregation::TokenSumOverConstant { constant: 40.0 }] {
+        let aggregations = [Aggregation::TokenMean, Aggregation::TokenSumOverConstant { constant: 40.0 }];
+        for (aggregation, packing) in aggregations.into_iter().flat_map(|a| [(a, false), (a, true)]) {
             let objective = ObjectiveConfig { aggregation, ..ObjectiveConfig::default() };
-            let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false, &ProcessGroup::single()).unwrap();
-            // 10 tokens per micro-batch: one trajectory each
-            let (split_stats, split) = policy_gradients(&model, &samples, &objective, 10, false, &ProcessGroup::single()).unwrap();
-            assert!(max_relative_difference(&split, &whole) < 1e-5, "{aggregation:?}: {}", max_relative_difference(&split, &whole));
+            // the whole batch padded; 10 tokens per micro-batch: one trajectory each
+            let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false, false, &ProcessGroup::single()).unwrap();
+            let (split_stats, split) = policy_gradients(&model, &samples, &objective, 10, false, packing, &ProcessGroup::single()).unwrap();
+            assert!(max_relative_difference(&split, &whole) < 1e-5, "{aggregation:?} packing {packing}: {}", max_relative_difference(&split, &whole));
             assert!((split_stats.loss - whole_stats.loss).abs() < 1e-5, "{split_stats:?} vs {whole_stats:?}");
             assert_eq!(split_stats.trained_tokens, 13);
             assert!((split_stats.clip_fraction - whole_stats.clip_fraction).abs() < 1e-6);

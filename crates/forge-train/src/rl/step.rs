@@ -1,6 +1,7 @@
 //! One GRPO update's loss and gradients over finished trajectories: the agent's token records
-//! (ids, loss mask on generated tokens, sampling log-probs) become one right-padded batch; the
-//! model scores every assistant token with gradient; the objective sees only those tokens.
+//! (ids, loss mask on generated tokens, sampling log-probs) become one right-padded batch, or one
+//! packed row (trajectories back to back, positions restarting at 0); the model scores every
+//! assistant token with gradient; the objective sees only those tokens.
 
 use candle_core::{DType, Tensor};
 use forge_model::{Batch, Gradients, ModelError, Qwen3ForCausalLM};
@@ -73,32 +74,46 @@ impl Sample {
 }
 
 /// The GRPO loss of `samples` and the gradient of every trainable parameter (`recompute`:
-/// activation checkpointing, same gradients up to float summation order).
-pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &ObjectiveConfig, recompute: bool) -> Result<(UpdateStats, Gradients)> {
+/// activation checkpointing, same gradients up to float summation order; `packing`: the samples
+/// back to back in one row instead of right-padded rows, same loss and gradients without the
+/// padding's compute).
+pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &ObjectiveConfig, recompute: bool, packing: bool) -> Result<(UpdateStats, Gradients)> {
     config.validate()?;
     let needs_reference = config.kl_coef > 0.0;
     for (i, sample) in samples.iter().enumerate() {
         sample.validate(i, needs_reference)?;
     }
-    let s = samples.iter().map(|x| x.input_ids.len()).max().unwrap_or(0);
-    if s < 2 {
+    let longest = samples.iter().map(|x| x.input_ids.len()).max().unwrap_or(0);
+    if longest < 2 {
         return Err(TrainError::Data("no trajectory has two or more tokens".into()));
     }
-    let b = samples.len();
     let device = model.device();
-    // 1. right-padded batch; labels are the generated tokens, -100 elsewhere
+    // 1. rows of s tokens: right-padded, one sample per row; or packed, every sample in one row
+    // (sample r starts at starts[r]); labels are the generated tokens, -100 elsewhere
+    let (b, s) = match packing {
+        true => (1, samples.iter().map(|x| x.input_ids.len()).sum()),
+        false => (samples.len(), longest),
+    };
+    let starts: Vec<usize> = match packing {
+        true => samples.iter().scan(0, |at, x| Some(std::mem::replace(at, *at + x.input_ids.len()))).collect(),
+        false => (0..samples.len()).map(|r| r * s).collect(),
+    };
     let mut ids = vec![0u32; b * s];
     let mut keep = vec![0u32; b * s];
+    let mut position_ids = vec![0u32; b * s];
     let mut labels = vec![-100i64; b * s];
     // per trained token: its flat position in the head's [b·(s−1)] layout, and its constants
     let (mut positions, mut old, mut reference, mut advantages) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (r, sample) in samples.iter().enumerate() {
+    for (sample, &start) in samples.iter().zip(&starts) {
         for (t, &id) in sample.input_ids.iter().enumerate() {
-            ids[r * s + t] = id;
-            keep[r * s + t] = 1;
+            let at = start + t;
+            ids[at] = id;
+            keep[at] = 1;
+            position_ids[at] = t as u32;
             if sample.loss_mask[t] != 0 {
-                labels[r * s + t] = i64::from(id);
-                positions.push((r * (s - 1) + t - 1) as u32);
+                labels[at] = i64::from(id);
+                // token `at` of row at / s is scored by the previous position of that row
+                positions.push((at / s * (s - 1) + at % s - 1) as u32);
                 old.push(sample.sampling_logprobs[t]);
                 reference.push(sample.reference_logprobs.as_ref().map_or(0.0, |l| l[t]));
                 advantages.push(sample.advantage);
@@ -111,9 +126,9 @@ pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &Ob
     let n = positions.len();
     let batch = Batch {
         input_ids: Tensor::from_vec(ids, (b, s), device)?,
-        attention_mask: Some(Tensor::from_vec(keep, (b, s), device)?),
+        attention_mask: if packing { None } else { Some(Tensor::from_vec(keep, (b, s), device)?) },
         labels: Some(Tensor::from_vec(labels, (b, s), device)?),
-        position_ids: None,
+        position_ids: if packing { Some(Tensor::from_vec(position_ids, (b, s), device)?) } else { None },
     };
     let positions = Tensor::from_vec(positions, n, device)?;
     let old = Tensor::from_vec(old, n, device)?;
@@ -189,7 +204,7 @@ mod tests {
         let mask: Vec<u8> = vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1];
         let config = ObjectiveConfig { kl_coef: 0.0, ..Default::default() };
         for recompute in [false, true] {
-            let (stats, grads) = policy_gradient(&model, &[sample(&model, ids.clone(), mask.clone(), 0.75)], &config, recompute).unwrap();
+            let (stats, grads) = policy_gradient(&model, &[sample(&model, ids.clone(), mask.clone(), 0.75)], &config, recompute, false).unwrap();
             assert_eq!(stats.trained_tokens, 5);
             assert!((stats.ratio_mean - 1.0).abs() < 1e-5, "ratio {}", stats.ratio_mean);
             assert_eq!(stats.clip_fraction, 0.0);
@@ -214,7 +229,7 @@ mod tests {
         let (ids2, mask2) = (vec![12u32, 30, 31, 40], vec![0u8, 1, 0, 1]);
         let config = ObjectiveConfig { kl_coef: 0.0, aggregation: Aggregation::TokenMean, ..Default::default() };
         let samples = [sample(&model, ids1.clone(), mask1.clone(), 1.0), sample(&model, ids2.clone(), mask2.clone(), -0.5)];
-        let (stats, grads) = policy_gradient(&model, &samples, &config, false).unwrap();
+        let (stats, grads) = policy_gradient(&model, &samples, &config, false, false).unwrap();
         assert_eq!(stats.trained_tokens, 6);
         let sft = |ids: &[u32], mask: &[u8]| {
             let labels: Vec<i64> = ids.iter().zip(mask).map(|(&id, &m)| if m == 1 { i64::from(id) } else { -100 }).collect();
@@ -235,24 +250,52 @@ mod tests {
         assert_grads_close(&grads, &combined, 1.0);
     }
 
+    /// Packing the trajectories into one row changes the layout, not the objective: the loss,
+    /// statistics and gradients equal those of the right-padded batch (with a reference for KL,
+    /// clipped ratios from stale sampling log-probs, and recomputation).
+    #[test]
+    fn packed_trajectories_give_the_padded_update() {
+        let model = tiny_model();
+        let mut samples = [
+            sample(&model, vec![5u32, 6, 7, 8, 9, 10, 11], vec![0u8, 0, 1, 1, 1, 1, 0], 1.0),
+            sample(&model, vec![12u32, 30, 31, 40], vec![0u8, 1, 0, 1], -0.5),
+            sample(&model, vec![3u32, 50], vec![0u8, 1], 0.25),
+        ];
+        for (i, s) in samples.iter_mut().enumerate() {
+            s.reference_logprobs = Some(s.sampling_logprobs.iter().map(|l| l - 0.1 * i as f32).collect());
+            s.sampling_logprobs.iter_mut().for_each(|l| *l += 0.3 * (i as f32 - 1.0));
+        }
+        let config = ObjectiveConfig { kl_coef: 0.05, aggregation: Aggregation::TokenMean, ..Default::default() };
+        for recompute in [false, true] {
+            let (padded, padded_grads) = policy_gradient(&model, &samples, &config, recompute, false).unwrap();
+            let (packed, packed_grads) = policy_gradient(&model, &samples, &config, recompute, true).unwrap();
+            assert_eq!(packed.trained_tokens, padded.trained_tokens);
+            assert!(padded.clip_fraction > 0.0, "the stale log-probs clip some ratios");
+            for (what, a, b) in [("loss", padded.loss, packed.loss), ("kl", padded.kl, packed.kl), ("ratio", padded.ratio_mean, packed.ratio_mean), ("clip", padded.clip_fraction, packed.clip_fraction)] {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "recompute {recompute}: {what} padded {a}, packed {b}");
+            }
+            assert_grads_close(&packed_grads, &padded_grads, 1.0);
+        }
+    }
+
     #[test]
     fn kl_to_a_reference_equal_to_the_policy_is_zero_and_bad_records_are_named() {
         let model = tiny_model();
         let ids = vec![1u32, 2, 3, 4, 5];
         let mut s = sample(&model, ids, vec![0, 1, 1, 1, 1], 1.0);
         let config = ObjectiveConfig::default();
-        let err = policy_gradient(&model, std::slice::from_ref(&s), &config, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, std::slice::from_ref(&s), &config, false, false).unwrap_err().to_string();
         assert!(err.contains("no reference log-probs"), "{err}");
         s.reference_logprobs = Some(s.sampling_logprobs.clone());
-        let (stats, _) = policy_gradient(&model, std::slice::from_ref(&s), &config, false).unwrap();
+        let (stats, _) = policy_gradient(&model, std::slice::from_ref(&s), &config, false, false).unwrap();
         assert!(stats.kl.abs() < 1e-6, "kl {}", stats.kl);
         let mut bad = s.clone();
         bad.loss_mask.pop();
-        let err = policy_gradient(&model, &[bad], &config, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, &[bad], &config, false, false).unwrap_err().to_string();
         assert!(err.contains("trajectory 0") && err.contains("mask entries"), "{err}");
         let mut none = s;
         none.loss_mask = vec![0; 5];
-        let err = policy_gradient(&model, &[none], &config, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, &[none], &config, false, false).unwrap_err().to_string();
         assert!(err.contains("no generated tokens"), "{err}");
     }
 }

@@ -195,8 +195,13 @@ pub fn causal_attention_padded(q: &Tensor, k: &Tensor, v: &Tensor, lengths: &[us
 pub fn reference_padded(q: &Tensor, k: &Tensor, v: &Tensor, lengths: &[usize], scale: f64) -> Result<Tensor> {
     let (b, s, _, _) = q.dims4()?;
     let masked = mask_value(q.dtype());
-    let bias: Vec<f32> =
-        (0..b * s * s).map(|i| (i / (s * s), (i / s) % s, i % s)).map(|(r, qi, kj)| if kj > qi || kj >= lengths[r] { masked } else { 0.0 }).collect();
+    // query i of row r sees keys j < min(i + 1, length): mask the rest of its row
+    let mut bias = vec![0f32; b * s * s];
+    for (r, rows) in bias.chunks_exact_mut(s * s).enumerate() {
+        for (i, row) in rows.chunks_exact_mut(s).enumerate() {
+            row[(i + 1).min(lengths[r])..].fill(masked);
+        }
+    }
     let bias = Tensor::from_vec(bias, (b, 1, s, s), q.device())?.to_dtype(q.dtype())?;
     let heads_first = |t: &Tensor| t.transpose(1, 2);
     crate::attention(&heads_first(q)?, &heads_first(k)?, &heads_first(v)?, Some(&bias), scale)?.transpose(1, 2)?.contiguous()

@@ -92,3 +92,63 @@ fn a_one_worker_nccl_group_trains_exactly_as_no_group() {
     assert_eq!(losses(&alone), losses(&grouped));
     assert_eq!(flat_weights(&alone.join("model")), flat_weights(&grouped.join("model")));
 }
+
+/// `train.packing` on a GPU: in bf16 with head dim 128, packed rows attend through the flash
+/// kernel's variable-length path and padded rows through its padded path. The same sequences give
+/// the same loss and gradients both ways, and those of the f32 CPU model (the reference attention).
+#[test]
+fn packed_rows_train_through_the_flash_kernel_like_padded_rows() {
+    use candle_core::Tensor;
+    use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
+    let Some(gpu) = require_cuda("packed_rows_train_through_the_flash_kernel_like_padded_rows") else { return };
+    let config = Config::from_json(
+        r#"{"vocab_size": 512, "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
+            "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 128, "rope_theta": 1000000.0,
+            "rms_norm_eps": 1e-6, "max_position_embeddings": 1024, "tie_word_embeddings": false}"#,
+    )
+    .unwrap();
+    // lengths across the kernels' 64-row tiles; the first token of each sequence unlabelled
+    let lengths = [130usize, 65, 7];
+    let seqs: Vec<Vec<u32>> = lengths.iter().enumerate().map(|(s, &n)| (0..n).map(|i| ((i * 131 + s * 977 + 7) % 512) as u32).collect()).collect();
+    let label = |ids: &[u32]| -> Vec<i64> { ids.iter().enumerate().map(|(i, &t)| if i == 0 { -100 } else { i64::from(t) }).collect() };
+    let batches = |device: &Device| -> (Batch, Batch) {
+        let s = *lengths.iter().max().unwrap();
+        let (mut ids, mut mask, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for seq in &seqs {
+            let pad = s - seq.len();
+            ids.extend(seq.iter().copied().chain(std::iter::repeat_n(0, pad)));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()).chain(std::iter::repeat_n(0, pad)));
+            labels.extend(label(seq).into_iter().chain(std::iter::repeat_n(-100, pad)));
+        }
+        let b = seqs.len();
+        let padded = Batch {
+            input_ids: Tensor::from_vec(ids, (b, s), device).unwrap(),
+            attention_mask: Some(Tensor::from_vec(mask, (b, s), device).unwrap()),
+            labels: Some(Tensor::from_vec(labels, (b, s), device).unwrap()),
+            position_ids: None,
+        };
+        let total: usize = lengths.iter().sum();
+        let packed = Batch {
+            input_ids: Tensor::from_vec(seqs.concat(), (1, total), device).unwrap(),
+            attention_mask: None,
+            labels: Some(Tensor::from_vec(seqs.iter().flat_map(|s| label(s)).collect::<Vec<_>>(), (1, total), device).unwrap()),
+            position_ids: Some(Tensor::from_vec(lengths.iter().flat_map(|&n| 0..n as u32).collect::<Vec<_>>(), (1, total), device).unwrap()),
+        };
+        (padded, packed)
+    };
+    let model = |dtype: DType, device: &Device| Qwen3ForCausalLM::new(config.clone(), ParamStore::random(&config, 0.05, 5, dtype, device).unwrap()).unwrap();
+    let (cpu_model, gpu_model) = (model(DType::F32, &Device::Cpu), model(DType::BF16, &gpu));
+    let (cpu_padded, _) = batches(&Device::Cpu);
+    let (want_loss, want) = cpu_model.loss_and_gradients(&cpu_padded, false).unwrap();
+    let (gpu_padded, gpu_packed) = batches(&gpu);
+    for (what, batch) in [("padded", gpu_padded), ("packed", gpu_packed)] {
+        let (loss, grads) = gpu_model.loss_and_gradients(&batch, false).unwrap();
+        eprintln!("{what}: loss {loss} vs f32 CPU {want_loss}");
+        assert!((loss - want_loss).abs() <= 2e-2 * want_loss.abs(), "{what}: loss {loss} vs f32 CPU {want_loss}");
+        for (name, g) in &want {
+            let got = grads[name].to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let err = relative_error(&got, &g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert!(err <= 5e-2, "{what}: gradient of {name} differs from the f32 CPU one by {err:.2e}");
+        }
+    }
+}

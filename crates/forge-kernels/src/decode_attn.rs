@@ -104,14 +104,17 @@ pub struct CachedAttentionPlan {
 impl CachedAttentionPlan {
     /// `[row, rows, position, sequence]` per tile, as `flash_fwd_cached` reads them.
     pub fn tile_table(&self) -> Result<Vec<i32>> {
-        let int = |v: usize| i32::try_from(v).or_else(|_| bail!("cached attention: {v} exceeds the kernels' int"));
-        self.tiles.iter().flat_map(|t| [t.row, t.rows, t.position, t.sequence]).map(int).collect()
+        kernel_ints(self.tiles.iter().flat_map(|t| [t.row, t.rows, t.position, t.sequence]))
     }
 
     /// The slots as the kernels' `int`s.
     pub fn slot_table(&self) -> Result<Vec<i32>> {
-        self.slots.iter().map(|&r| i32::try_from(r).or_else(|_| bail!("cached attention: row {r} exceeds the kernels' int"))).collect()
+        kernel_ints(self.slots.iter().copied())
     }
+}
+
+fn kernel_ints(values: impl Iterator<Item = usize>) -> Result<Vec<i32>> {
+    values.map(|v| i32::try_from(v).or_else(|_| bail!("cached attention: {v} exceeds the kernels' int"))).collect()
 }
 
 /// Plans the attention of a step whose row `r` is `rows[r] = (sequence, position)`. Runs of at

@@ -79,18 +79,15 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
     // every row of o is written once: by its flash tile or by its split-K slot's combine
     let o = alloc_output::<T>(dev, n * width)?;
     if let Some(shape) = plan.flash {
-        // 2·64 rows of head_dim + 8 bf16: at most 34 KiB, inside the default dynamic shared memory
-        const DEFAULT_SHARED: u32 = 48 * 1024;
-        if shape.shared_bytes > DEFAULT_SHARED {
-            bail!("{OP}: flash_fwd_cached needs {} bytes of shared memory", shape.shared_bytes);
-        }
+        let name = format!("flash_fwd_cached_d{d}");
+        super::flash_attn::allow_shared(dev, &name, &shape)?;
         // the tiles are loaded 8 bf16 (16 bytes) at a time
         if !ql.start_offset().is_multiple_of(8) || key_addresses.iter().chain(&value_addresses).any(|a| !a.is_multiple_of(16)) {
             bail!("{OP}: q or a KV cache is not 16-byte aligned (flash_fwd_cached loads 16 bytes at a time)");
         }
         let tiles = dev.clone_htod(&plan.tile_table()?)?;
         // `plan` gives tiles only for bf16, the one storage type the kernel is built for
-        launch!(bf16, dev, FLASH_ATTN, &format!("flash_fwd_cached_d{d}"), shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;
+        launch!(bf16, dev, FLASH_ATTN, &name, shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;
     }
     if let Some(shape) = plan.split {
         let slots = dev.clone_htod(&plan.slot_table()?)?;

@@ -14,14 +14,20 @@ const OP: &str = "forge-flash-attn";
 /// Above this, a kernel's dynamic shared memory must be allowed explicitly.
 const DEFAULT_SHARED: u32 = 48 * 1024;
 
+/// Allows the bf16 flash kernel `name` the dynamic shared memory `shape` asks for.
+pub(crate) fn allow_shared(dev: &CudaDevice, name: &str, shape: &LaunchShape) -> Result<()> {
+    if shape.shared_bytes > DEFAULT_SHARED {
+        let func = load::<bf16>(dev, &FLASH_ATTN, name)?;
+        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared_bytes as i32).w()?;
+    }
+    Ok(())
+}
+
 /// The kernel's name for head dim `d`, with its shared memory allowed, and its launch.
 fn prepare(dev: &CudaDevice, kernel: TileKernel, d: usize, seqs: &Sequences, heads: usize) -> Result<(String, LaunchShape)> {
     let name = kernel.name(d);
     let shape = tile_launch(kernel, d, seqs, heads)?;
-    if shape.shared_bytes > DEFAULT_SHARED {
-        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
-        func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared_bytes as i32).w()?;
-    }
+    allow_shared(dev, &name, &shape)?;
     Ok((name, shape))
 }
 

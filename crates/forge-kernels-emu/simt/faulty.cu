@@ -40,3 +40,53 @@ extern "C" __global__ void simt_selftest_shared_overrun(float* out) {
   reinterpret_cast<float*>(raw)[threadIdx.x] = 1.f;
   out[threadIdx.x] = 1.f;
 }
+
+// Thread i copies in[4i..4i+4) (odd threads: nothing, zero-filled) into shared memory with cp.async
+// and reads thread n-1-i's copy. mode 0: wait, barrier, read (correct); 1: reads its own copy, then
+// waits (too early: the copy has not landed); 2: never waits.
+extern "C" __global__ void simt_selftest_async_copy(float* out, const float* in, int mode) {
+  DYNAMIC_SHARED(raw);
+  float* s = reinterpret_cast<float*>(raw);
+  const int i = threadIdx.x, n = blockDim.x;
+  simt::cp_async_16(s + 4 * i, in + 4 * i, i % 2 == 0 ? 16 : 0);
+  simt::cp_async_commit();
+  if (mode == 0) simt::cp_async_wait(0);
+  __syncthreads();
+  out[i] = mode == 1 ? s[4 * i] : s[4 * (n - 1 - i)];
+  if (mode == 1) simt::cp_async_wait(0);
+}
+
+// Two groups per thread (first half, then second half of shared memory); wait_group 1 lands only
+// the first: out[i] reads the thread's first copy, out[n + i] its second.
+extern "C" __global__ void simt_selftest_async_groups(float* out, const float* in) {
+  DYNAMIC_SHARED(raw);
+  float* s = reinterpret_cast<float*>(raw);
+  const int i = threadIdx.x, n = blockDim.x;
+  simt::cp_async_16(s + 4 * i, in + 4 * i, 16);
+  simt::cp_async_commit();
+  simt::cp_async_16(s + 4 * (n + i), in + 4 * (n + i), 16);
+  simt::cp_async_commit();
+  simt::cp_async_wait(1);
+  out[i] = s[4 * i];
+  out[n + i] = s[4 * (n + i)];
+  simt::cp_async_wait(0);
+}
+
+// Each thread sums four values of the next warp's slots, a warp collective between the reads (as
+// the tile products between the fragment loads of a kernel), then overwrites its own slot: without
+// the barrier before that write, a warp that runs ahead overwrites slots another warp still reads.
+extern "C" __global__ void simt_selftest_overwrite_while_read(float* out, int with_barrier) {
+  DYNAMIC_SHARED(raw);
+  float* s = reinterpret_cast<float*>(raw);
+  const int i = threadIdx.x, n = blockDim.x;
+  s[i] = (float)i;
+  __syncthreads();
+  float sum = 0.f;
+  for (int r = 0; r < 4; ++r) {
+    sum += s[(i + 32 + r) % n];
+    sum += 0.f * __shfl_xor_sync(0xffffffffu, sum, 1);
+  }
+  if (with_barrier) __syncthreads();
+  s[i] = -1000.f;
+  out[i] = sum;
+}

@@ -65,8 +65,18 @@ void guarded_free(void* user) {
 }
 
 // ---- launches -----------------------------------------------------------------------------------
+// An issued cp.async: what lands at `dst` when its group is waited for (read at issue: the
+// kernels' sources are inputs no launch writes).
+struct AsyncCopy {
+  unsigned char* dst;
+  unsigned char bytes[16];
+  long group;  // -1 until committed
+};
+
 struct Fiber {
   ucontext_t context;
+  std::vector<AsyncCopy> copies;  // issued, not yet landed
+  long groups;                    // groups committed so far
   dim3 index;
   int linear;
   State state;
@@ -106,6 +116,7 @@ void yield(State state) {
 
 void fiber_main() {
   active->kernel(active->context);
+  if (!me().copies.empty()) fail("a thread exited with cp.async copies it never waited for (cp.async.wait_group)");
   me().state = EXITED;  // uc_link returns to the scheduler
 }
 
@@ -189,10 +200,15 @@ void install_fault_handler() {
 }
 
 // Releases what can be released; false when nothing can (a deadlock), with the reason in l.error.
-bool release(Launch& l) {
+// One warp collective at a time, of the first warp in schedule order that has all its lanes there:
+// that warp runs ahead of the others up to the next block barrier (or its exit), as a warp the
+// hardware schedules first may, so a warp that overwrites shared memory others still read between
+// two barriers shows in the results.
+bool release(Launch& l, bool descending) {
   bool released = false;
   const int warps = l.threads / 32;
-  for (int w = 0; w < warps; ++w) {
+  for (int k = 0; k < warps && !released; ++k) {
+    const int w = descending ? warps - 1 - k : k;
     Fiber* lanes = &l.fibers[32 * w];
     bool all = true;
     for (int i = 0; i < 32 && all; ++i) all = lanes[i].state == AT_WARP_EXCHANGE;
@@ -231,6 +247,8 @@ __attribute__((noinline)) void start_fiber(Launch& l, int i) {
   Fiber& f = l.fibers[i];
   f.state = READY;
   f.exchanges = 0;
+  f.copies.clear();
+  f.groups = 0;
   getcontext(&f.context);
   f.context.uc_stack.ss_sp = l.stacks + (size_t)i * (STACK_BYTES + page()) + page();
   f.context.uc_stack.ss_size = STACK_BYTES;
@@ -255,7 +273,7 @@ __attribute__((noinline)) bool run_block(Launch& l, bool descending) {
     }
     for (const Fiber& f : l.fibers) any_live |= f.state != EXITED;
     if (!any_live) return true;
-    if (!release(l)) return false;
+    if (!release(l, descending)) return false;
   }
 }
 
@@ -280,6 +298,37 @@ void fail(const char* what) {
   active->failed = true;
   swapcontext(&me().context, &active->scheduler);
   abort();  // a failed launch never resumes its fibers
+}
+
+void cp_async_16(void* dst, const void* src, int src_bytes) {
+  if (src_bytes != 0 && src_bytes != 16) fail("cp.async: a source size other than 0 or 16 bytes");
+  if (((uintptr_t)dst & 15) != 0 || ((uintptr_t)src & 15) != 0) fail("cp.async: an address not 16-byte aligned");
+  if (!in_dynamic_shared(dst, 16)) fail("cp.async: a destination outside the block's dynamic shared memory");
+  AsyncCopy copy{(unsigned char*)dst, {}, -1};
+  if (src_bytes == 16) memcpy(copy.bytes, src, 16);  // a source past its buffer faults here, in the issuing thread
+  memset(dst, 0xff, 16);  // not landed yet: NaN until the wait
+  me().copies.push_back(copy);
+}
+
+void cp_async_commit() {
+  Fiber& f = me();
+  for (AsyncCopy& c : f.copies)
+    if (c.group < 0) c.group = f.groups;
+  ++f.groups;
+}
+
+void cp_async_wait(int pending_groups) {
+  Fiber& f = me();
+  const long newest_to_land = f.groups - 1 - pending_groups;  // groups up to this one must have landed
+  std::vector<AsyncCopy> still;
+  for (const AsyncCopy& c : f.copies) {
+    if (c.group >= 0 && c.group <= newest_to_land) {
+      memcpy(c.dst, c.bytes, 16);
+    } else {
+      still.push_back(c);
+    }
+  }
+  f.copies.swap(still);
 }
 
 void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, const char* what) {

@@ -6,6 +6,11 @@
 // block every CUDA thread is a fiber with its own stack. A fiber runs until it reaches a block
 // barrier (__syncthreads) or a warp collective (shuffle, mma.sync, ldmatrix), then yields; a barrier
 // releases when every live thread of the block (collectives: all 32 lanes of the warp) has arrived.
+// Asynchronous copies (cp.async) land as late as the PTX ISA allows and are visible as early as it
+// allows: the destination is poisoned (NaN) when a copy is issued and written only when the issuing
+// thread waits for its group, so a read before the wait, or of another thread's copy before the
+// barrier after that thread's wait, sees NaN; a thread that exits with copies it never waited for
+// fails the launch.
 // Warp collectives compute their results from what each lane brought, following the PTX ISA's
 // definitions: the emulated tensor-core product is the fragment map of the PTX ISA ("Matrix
 // Fragments for mma.m16n8k16"), written here independently of the kernel that relies on it.
@@ -72,6 +77,11 @@ void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, con
 // Whether `p .. p + bytes` lies inside this block's dynamic shared memory.
 bool in_dynamic_shared(const void* p, size_t bytes);
 [[noreturn]] void fail(const char* what);
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes (0 or 16: the rest is zero-filled),
+// cp.async.commit_group and cp.async.wait_group n, for the calling thread.
+void cp_async_16(void* dst, const void* src, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending_groups);
 }  // namespace simt
 
 #define threadIdx (::simt::thread_idx())

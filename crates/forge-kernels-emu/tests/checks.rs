@@ -1,6 +1,7 @@
 //! The emulator's checks fail where they must: each deliberately faulty kernel of simt/faulty.cu
 //! makes its launch fail with the matching message (or, for the race, differ between schedules),
-//! while the correct controls pass.
+//! while the correct controls pass; the asynchronous copies (cp.async) land no earlier than their
+//! wait allows.
 
 use forge_kernels_emu::{launch, Buffer, LaunchShape, Schedule};
 
@@ -12,6 +13,9 @@ extern "C" {
     fn simt_selftest_warp_sum(out: *mut f32);
     fn simt_selftest_index_past_array(out: *mut f32, k: i32);
     fn simt_selftest_shared_overrun(out: *mut f32);
+    fn simt_selftest_async_copy(out: *mut f32, input: *const f32, mode: i32);
+    fn simt_selftest_async_groups(out: *mut f32, input: *const f32);
+    fn simt_selftest_overwrite_while_read(out: *mut f32, with_barrier: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -42,6 +46,23 @@ fn a_missing_barrier_shows_as_a_difference_between_schedules() {
     let (up, down) = (run(0, Schedule::Ascending), run(0, Schedule::Descending));
     assert_ne!(up, down, "the racy kernel must read unwritten (NaN) shared memory under one schedule");
     assert!(up.iter().chain(&down).any(|v| v.is_nan()), "unwritten shared memory reads as NaN");
+}
+
+#[test]
+fn a_warp_running_ahead_exposes_an_overwrite_other_warps_still_read() {
+    let run = |with_barrier: i32, schedule| {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads (4 warps), 512 bytes of shared memory.
+        launch(&block(128, 512), schedule, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), with_barrier) }).unwrap();
+        out.to_vec()
+    };
+    let expected: Vec<f32> = (0..128).map(|i| (0..4).map(|r| ((i + 32 + r) % 128) as f32).sum()).collect();
+    assert_eq!(run(1, Schedule::Ascending), expected);
+    assert_eq!(run(1, Schedule::Descending), expected);
+    // every read precedes every overwrite in lockstep; only a warp running ahead shows the race
+    let (up, down) = (run(0, Schedule::Ascending), run(0, Schedule::Descending));
+    assert_ne!(up, down, "the warp scheduled first overwrites slots a later warp has yet to read");
+    assert!(up != expected && down != expected);
 }
 
 #[test]
@@ -97,4 +118,47 @@ fn bad_launch_shapes_are_rejected_before_running() {
     assert!(launch(&shape, Schedule::Ascending, || {}).unwrap_err().contains("block size"));
     let shape = LaunchShape { grid: [1, 1, 1], block: [32, 1, 1], shared_bytes: 300 * 1024 };
     assert!(launch(&shape, Schedule::Ascending, || {}).unwrap_err().contains("227 KB"));
+}
+
+fn async_copy(mode: i32, schedule: Schedule) -> Result<Vec<f32>, String> {
+    let input = Buffer::from_slice(c"in", &(0..256).map(|v| v as f32).collect::<Vec<_>>());
+    let out = Buffer::filled(c"out", 64, -1f32);
+    // SAFETY: the kernel's C signature; 64 threads, 16 bytes of shared memory each.
+    launch(&block(64, 64 * 16), schedule, || unsafe { simt_selftest_async_copy(out.ptr(), input.ptr(), mode) })?;
+    Ok(out.to_vec())
+}
+
+#[test]
+fn an_async_copy_lands_at_its_wait_and_zero_fills_an_empty_source() {
+    // thread i reads thread 63 - i's copy: element 0 of in[4(63 - i)..], or 0 where that thread is odd (no source)
+    let expected: Vec<f32> = (0..64).map(|i| if (63 - i) % 2 == 0 { (4 * (63 - i)) as f32 } else { 0.0 }).collect();
+    for schedule in [Schedule::Ascending, Schedule::Descending] {
+        assert_eq!(async_copy(0, schedule).unwrap(), expected);
+    }
+}
+
+#[test]
+fn reading_an_async_copy_before_its_wait_reads_nan() {
+    for schedule in [Schedule::Ascending, Schedule::Descending] {
+        let out = async_copy(1, schedule).unwrap();
+        assert!(out.iter().all(|v| v.is_nan()), "every thread reads its copy before waiting for it: {out:?}");
+    }
+}
+
+#[test]
+fn a_thread_that_never_waits_for_its_async_copies_fails_the_launch() {
+    let err = async_copy(2, Schedule::Ascending).unwrap_err();
+    assert!(err.contains("cp.async copies it never waited for"), "{err}");
+}
+
+#[test]
+fn wait_group_one_leaves_the_newest_group_in_flight() {
+    let input = Buffer::from_slice(c"in", &(0..512).map(|v| v as f32).collect::<Vec<_>>());
+    let out = Buffer::filled(c"out", 128, -1f32);
+    // SAFETY: the kernel's C signature; 64 threads, two 16-byte copies each.
+    launch(&block(64, 2 * 64 * 16), Schedule::Ascending, || unsafe { simt_selftest_async_groups(out.ptr(), input.ptr()) }).unwrap();
+    let out = out.to_vec();
+    let first: Vec<f32> = (0..64).map(|i| (4 * i) as f32).collect();
+    assert_eq!(out[..64], first[..], "the older group has landed");
+    assert!(out[64..].iter().all(|v| v.is_nan()), "the newest group has not: {:?}", &out[64..]);
 }

@@ -39,6 +39,9 @@
 //     `flash_bwd_dq` owns 64 query rows of one head and loops over key tiles. P and dP are thus
 //     computed twice (7 tile products per tile pair instead of 5): the price of no atomics and
 //     no f32 dQ scratch. A dQ-by-atomics variant is the obvious next step once timed.
+//   - The forward's K/V tiles arrive by cp.async (sm_80+): the next K tile is in flight during the
+//     softmax and p·v of the current one, the next V tile during the next q·kᵀ (same shared memory,
+//     two more barriers per tile). The backward's tiles are loaded synchronously.
 //   - Tiles are loaded with 16-byte vector loads; rows outside the sequence are zero-filled (never
 //     read from a neighbour or out of bounds), scores of masked or out-of-range pairs are set to
 //     -inf before the exponential, so every partial tile (lengths not multiples of 64) is exact.
@@ -56,6 +59,10 @@ constexpr float LOG2E = 1.4426950408889634f;
 // crates/forge-kernels-emu runs this file on the CPU, where simt.h emulates the two instructions.
 __device__ __forceinline__ void mma(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) { simt::mma_m16n8k16_bf16_f32(c, a, b0, b1); }
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __nv_bfloat16* p) { simt::ldmatrix_x4_trans_b16(r, p); }
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool inside) { simt::cp_async_16(dst, src, inside ? 16 : 0); }
+__device__ __forceinline__ void cp_async_commit() { simt::cp_async_commit(); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { simt::cp_async_wait(N); }
 #else
 __device__ __forceinline__ uint32_t smem_addr(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
 
@@ -73,6 +80,16 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const __nv_bflo
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(smem_addr(p)));
 }
+
+// 16 bytes global -> shared without staging in registers (sm_80+), zero-filled where !inside (src
+// then is only a valid address, never read); lands by the matching cp_async_wait.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool inside) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(inside ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Until at most N of this thread's most recent groups are still in flight.
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
 #endif
 
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
@@ -133,6 +150,18 @@ __device__ __forceinline__ void load_tile(__nv_bfloat16* s, const __nv_bfloat16*
   }
 }
 
+// load_tile through cp.async: issues the copies (rows at or beyond `limit` zero-filled) and returns;
+// the tile is there after this thread's cp_async_wait for its group and a barrier.
+template <int D, int ROWS>
+__device__ __forceinline__ void load_tile_async(__nv_bfloat16* s, const __nv_bfloat16* rows, int row0, int limit, size_t stride) {
+  constexpr int LD = D + 8, CHUNKS = D / 8;
+  for (int i = threadIdx.x; i < ROWS * CHUNKS; i += THREADS) {
+    const int r = i / CHUNKS, c = i % CHUNKS;
+    const bool inside = row0 + r < limit;
+    cp_async16(s + r * LD + c * 8, inside ? rows + (row0 + r) * stride + c * 8 : rows, inside);
+  }
+}
+
 __device__ __forceinline__ float quad_max(float v) {
   v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
   return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
@@ -181,10 +210,18 @@ __device__ void forward_tile(const __nv_bfloat16* q, int q_rows, size_t q_stride
   const int qi[2] = {warp * 16 + g, warp * 16 + g + 8};
   const int qp[2] = {offset + qi[0], offset + qi[1]};
 
+  // K and V tiles arrive by cp.async, one group each, the next one's copy in flight while this one
+  // is used: K(j+1) during softmax and p·v of tile j, V(j+1) during q·kᵀ of tile j+1.
   const int keys = key_limit(offset, BR, end, valid);
+  if (keys > 0) {
+    load_tile_async<D, BC>(ks, k, 0, keys, kv_stride);
+    cp_async_commit();
+    load_tile_async<D, BC>(vs, v, 0, keys, kv_stride);
+    cp_async_commit();
+  }
   for (int k0 = 0; k0 < keys; k0 += BC) {
-    load_tile<D, BC>(ks, k, k0, keys, kv_stride);
-    load_tile<D, BC>(vs, v, k0, keys, kv_stride);
+    const bool more = k0 + BC < keys;
+    cp_async_wait<1>();  // K(j) has landed (V(j) may not have)
     __syncthreads();
     // 2. scores s = q·kᵀ for 16 rows x 64 keys
     float s[BC / 8][4];
@@ -199,6 +236,9 @@ __device__ void forward_tile(const __nv_bfloat16* q, int q_rows, size_t q_stride
         mma(s[n], qf[kk], b0, b1);
       }
     }
+    __syncthreads();  // every warp is done with K(j)
+    if (more) load_tile_async<D, BC>(ks, k, k0 + BC, keys, kv_stride);
+    cp_async_commit();  // (empty after the last tile: keeps one group per tile for the waits)
     // 3. scale, mask, online softmax (element e of tile n: row qi[e / 2], key k0 + 8n + 2t + e % 2)
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
@@ -235,6 +275,8 @@ __device__ void forward_tile(const __nv_bfloat16* q, int q_rows, size_t q_stride
       acc[n][3] *= alpha[1];
     }
     // 4. acc += p·v: p's accumulators are the A operand; v's columns via ldmatrix.trans
+    cp_async_wait<1>();  // V(j) has landed (K(j+1) may not have)
+    __syncthreads();
 #pragma unroll
     for (int kc = 0; kc < BC / 16; ++kc) {
       uint32_t a[4];
@@ -247,8 +289,11 @@ __device__ void forward_tile(const __nv_bfloat16* q, int q_rows, size_t q_stride
         mma(acc[n + 1], a, b[2], b[3]);
       }
     }
-    __syncthreads();
+    __syncthreads();  // every warp is done with V(j)
+    if (more) load_tile_async<D, BC>(vs, v, k0 + BC, keys, kv_stride);
+    cp_async_commit();
   }
+  // (the groups still open here are the two empty ones committed after the last tile)
 
   // 5. normalise and write o (bf16) and lse (natural log) of the tile's rows
 #pragma unroll

@@ -85,8 +85,8 @@ async fn reference_agents(chat: &Arc<ChatFormat>, tasks: &[TaskInstance], concur
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency));
     let started = Instant::now();
     let mut set = tokio::task::JoinSet::new();
-    for task in tasks.iter().cloned() {
-        let (chat, semaphore) = (chat.clone(), semaphore.clone());
+    for task in tasks {
+        let (chat, semaphore, task) = (chat.clone(), semaphore.clone(), task.clone());
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await.unwrap();
             tokio::task::spawn_blocking(move || reference_agent(&chat, &task)).await.unwrap()

@@ -17,8 +17,11 @@ use crate::policy::{FinishReason, Generation, Policy, SamplingParams};
 /// check they stay aligned with their tokens.
 pub struct ScriptedPolicy {
     chat: Arc<ChatFormat>,
-    script: Box<dyn Fn(&str, usize) -> String + Send + Sync>,
+    script: Box<Script>,
 }
+
+/// The reply to give: (prompt, index of the turn in its episode) -> text.
+type Script = dyn Fn(&str, usize) -> String + Send + Sync;
 
 impl ScriptedPolicy {
     pub fn new(chat: Arc<ChatFormat>, script: impl Fn(&str, usize) -> String + Send + Sync + 'static) -> Self {

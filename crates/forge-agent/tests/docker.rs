@@ -136,7 +136,7 @@ async fn malformed_turns_then_new_binary_and_edited_files_make_a_patch_that_appl
     let chat = common::tiny_chat();
     let task = c.tasks[0].clone();
     let changed = forge_swe::instance::patch_files(&task.patch)[0].clone();
-    let turns = vec![
+    let turns = [
         "Let me think.".to_string(),
         "<tool_call>\n{\"name\": \"execute_bash\", \"arguments\": {\"command\": \"ls\"}\n</tool_call>".to_string(),
         tool_call_text(&chat, &[("execute_bash", json!({"command": format!(
@@ -152,7 +152,7 @@ async fn malformed_turns_then_new_binary_and_edited_files_make_a_patch_that_appl
     assert_eq!(t.status, Status::Finished, "{:?}", t.error);
     let errors: Vec<usize> = t.turns.iter().map(|t| t.call_errors).collect();
     assert_eq!(errors, [1, 1, 0, 0, 0]);
-    let timeout_reply = t.messages.iter().filter(|m| m["role"] == "tool").last().unwrap()["content"].as_str().unwrap();
+    let timeout_reply = t.messages.iter().rfind(|m| m["role"] == "tool").unwrap()["content"].as_str().unwrap();
     assert!(timeout_reply.contains("timed out"), "{timeout_reply}");
     assert!(t.patch.contains("GIT binary patch"), "{}", t.patch);
     assert!(t.patch.contains("pkg/new/mod.py") && t.patch.contains(&changed), "{}", t.patch);

@@ -199,7 +199,12 @@ fn top_k_one_equals_greedy() {
         let p = prompt(len, i);
         let greedy = engine.generate_blocking(p.clone(), greedy(30)).unwrap();
         let top1 = engine.generate_blocking(p, sampled(1.3, 1.0, 1, 77)).unwrap();
-        assert_eq!(top1, greedy);
+        assert_eq!((&top1.tokens, top1.finish_reason), (&greedy.tokens, greedy.finish_reason));
+        // the second request reuses the first one's cached prompt and prefills only its last
+        // token: another matmul shape, so another float summation order on some CPUs (AVX-512)
+        for (a, b) in top1.logprobs.iter().zip(&greedy.logprobs) {
+            assert!((a - b).abs() <= 1e-5, "log-prob {a} top-k 1 vs {b} greedy");
+        }
     }
 }
 

@@ -44,8 +44,8 @@ impl Config {
         if let Value::Object(map) = &mut value {
             if !map.contains_key("head_dim") {
                 if let (Some(h), Some(n)) = (map.get("hidden_size").and_then(Value::as_u64), map.get("num_attention_heads").and_then(Value::as_u64)) {
-                    if n > 0 {
-                        map.insert("head_dim".into(), Value::from(h / n));
+                    if let Some(head_dim) = h.checked_div(n) {
+                        map.insert("head_dim".into(), Value::from(head_dim));
                     }
                 }
             }
@@ -103,13 +103,13 @@ impl Config {
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.num_attention_heads, self.num_key_value_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim));
         }
         if !(self.rope_theta > 0.0) || !(self.rms_norm_eps > 0.0) {

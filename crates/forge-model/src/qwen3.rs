@@ -496,7 +496,7 @@ impl Qwen3ForCausalLM {
     /// vocabulary slice at a time (recomputed in backward). The gradients are those of the plain
     /// backward up to float summation order in the head (see `tests/hf_parity.rs`).
     pub fn loss_and_gradients(&self, batch: &Batch, recompute: bool) -> Result<(f32, Gradients)> {
-        self.objective_and_gradients(batch, recompute, |nll, count| mean_over_labels(nll, count))
+        self.objective_and_gradients(batch, recompute, mean_over_labels)
     }
 
     /// [`Self::loss_and_gradients`] for any objective of the per-token log-likelihoods:

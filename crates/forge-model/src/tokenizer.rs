@@ -4,6 +4,9 @@ use std::path::{Path, PathBuf};
 
 use crate::{ModelError, Result};
 
+/// Byte range `(start, end)` in the encoded text of each token.
+pub type ByteRanges = Vec<(usize, usize)>;
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     path: PathBuf,
@@ -33,7 +36,7 @@ impl Tokenizer {
     }
 
     /// Token ids of `text` (no special tokens added) with each token's byte range in `text`.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, ByteRanges)> {
         let encoding = self
             .inner
             .encode(text, false)

@@ -114,7 +114,7 @@ pub fn load_params(dir: &Path, config: &Config, dtype: DType, device: &Device) -
     }
     let known: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     for (name, _) in st.tensors() {
-        if !known.contains(name.as_str()) && !(config.tie_word_embeddings && name == "lm_head.weight") {
+        if !(known.contains(name.as_str()) || config.tie_word_embeddings && name == "lm_head.weight") {
             tracing::warn!(tensor = %name, dir = %dir.display(), "ignoring a tensor the Qwen3 config does not use");
         }
     }

@@ -96,5 +96,5 @@ fn history_rewriting_templates_are_flagged() {
     ];
     let encoded = encode_conversation(&template, &tokenizer, &messages, None).unwrap();
     assert_eq!(encoded.non_prefix_turns, vec![1]);
-    assert!(encoded.loss_mask.iter().any(|&m| m == 1));
+    assert!(encoded.loss_mask.contains(&1));
 }

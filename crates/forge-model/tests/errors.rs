@@ -107,6 +107,6 @@ fn unsupported_config_options_are_rejected() {
 fn token_ids_outside_the_vocabulary_are_rejected() {
     let model = load_model(&model_dir("gqa2-untied-f32"), DType::F32, &Device::Cpu).unwrap();
     let ids = Tensor::new(&[[1u32, 2, 512]], &Device::Cpu).unwrap();
-    let err = model.forward(&ids, None).err().expect("id 512 is out of range").to_string();
+    let err = model.forward(&ids, None).expect_err("id 512 is out of range").to_string();
     assert!(err.contains("token id 512 is outside the vocabulary (vocab_size 512)"), "{err}");
 }

@@ -57,7 +57,8 @@ fn packed(seqs: &[(Vec<u32>, Vec<i64>)], split: &[usize]) -> Batch {
     }
     let s = rows[0].0.len();
     assert!(rows.iter().all(|r| r.0.len() == s), "rows of equal length");
-    let flat = |f: &dyn Fn(&(Vec<u32>, Vec<u32>, Vec<i64>)) -> Vec<i64>| -> Vec<i64> { rows.iter().flat_map(f).collect() };
+    type Row = (Vec<u32>, Vec<u32>, Vec<i64>);
+    let flat = |f: &dyn Fn(&Row) -> Vec<i64>| -> Vec<i64> { rows.iter().flat_map(f).collect() };
     let b = rows.len();
     let u32s = |v: Vec<i64>| Tensor::from_vec(v.into_iter().map(|x| x as u32).collect::<Vec<u32>>(), (b, s), &Device::Cpu).unwrap();
     Batch {

@@ -276,7 +276,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
             progress.set_message(format!("reward {reward:.3}  groups used {}/{}", report.counts.used, report.counts.groups));
         }
         progress.inc(1);
-        if main && (state.step % config.run.checkpoint_every == 0 || state.step == config.train.steps) {
+        if main && (state.step.is_multiple_of(config.run.checkpoint_every) || state.step == config.train.steps) {
             save(&state, &optimizer)?;
         }
         if options.stop_after == Some(state.step) && state.step < config.train.steps {
@@ -645,7 +645,10 @@ mod tests {
 
     /// One AdamW update per worker, each on its own `shares[rank]` (threads over loopback; one
     /// share: no process group): every worker's update stats and final weights.
-    fn update_as_workers(shares: Vec<Vec<Sample>>, updates_per_step: usize) -> Vec<(Vec<(UpdateStats, f32)>, Vec<Vec<f32>>)> {
+    /// Per worker: (stats and learning rate of each update, final weights).
+    type WorkerUpdates = (Vec<(UpdateStats, f32)>, Vec<Vec<f32>>);
+
+    fn update_as_workers(shares: Vec<Vec<Sample>>, updates_per_step: usize) -> Vec<WorkerUpdates> {
         let world = shares.len();
         let everywhere: usize = shares.iter().map(Vec::len).sum();
         let master = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());

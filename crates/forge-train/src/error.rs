@@ -46,14 +46,25 @@ pub enum TrainError {
     #[error("bad training data: {0}")]
     Data(String),
 
-    #[error("this run needs about {needed} of {memory} memory but {available} is available ({estimate}); to fit: {remedies}; or set train.check_memory = false to start anyway")]
-    WouldNotFit { needed: String, memory: String, available: String, estimate: String, remedies: String },
+    #[error("{0}")]
+    WouldNotFit(Box<MemoryShortfall>),
 
     #[error(transparent)]
     Model(#[from] forge_model::ModelError),
 
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+}
+
+/// What [`TrainError::WouldNotFit`] reports (boxed: it would double every `Result`'s size).
+#[derive(Debug, thiserror::Error)]
+#[error("this run needs about {needed} of {memory} memory but {available} is available ({estimate}); to fit: {remedies}; or set train.check_memory = false to start anyway")]
+pub struct MemoryShortfall {
+    pub needed: String,
+    pub memory: String,
+    pub available: String,
+    pub estimate: String,
+    pub remedies: String,
 }
 
 impl TrainError {

@@ -28,6 +28,6 @@ pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoints;
 pub use distributed::{ProcessGroup, Topology};
 pub use clip::{clip_coefficient, clip_grad_norm, grad_norm};
-pub use error::{Result, TrainError};
+pub use error::{MemoryShortfall, Result, TrainError};
 pub use optim::{applies_weight_decay, AdamW, AdamWConfig, ParamGroups, StepStats};
 pub use schedule::{LrSchedule, ScheduleKind};

@@ -13,6 +13,7 @@ use forge_model::lora::adapted_modules;
 use forge_model::memory::{activation_bytes, kv_cache_size, StepShape};
 use forge_model::{Config, LoraConfig};
 
+use crate::error::MemoryShortfall;
 use crate::{Result, TrainError};
 
 /// Bytes by what holds them.
@@ -190,13 +191,13 @@ pub fn report_and_check(estimate: &MemoryEstimate, device: &Device, workers_on_h
 /// (unknown: no check).
 pub fn check_fits(estimate: &MemoryEstimate, uses: &[MemoryUse], remedies: &[&str]) -> Result<()> {
     match uses.iter().find(|u| u.available.is_some_and(|available| u.needed > available)) {
-        Some(short) => Err(TrainError::WouldNotFit {
+        Some(short) => Err(TrainError::WouldNotFit(Box::new(MemoryShortfall {
             needed: human(short.needed),
             memory: short.memory.to_string(),
             available: human(short.available.unwrap_or_default()),
             estimate: estimate.to_string(),
             remedies: remedies.join(", "),
-        }),
+        }))),
         None => Ok(()),
     }
 }

@@ -3,7 +3,7 @@
 //! one worker with `grad_accum = W`, so the two runs must agree: loss curve, gradient norms, and
 //! the exported weights — to the bit, since the link sums in rank order as the accumulator does.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device};
 use forge_train::run_log::read_series;
@@ -40,7 +40,7 @@ fn run_single(run_dir: &Path, examples: usize, extra: &[&str]) -> SftSummary {
     sft::run(&config, "# test\n", &SftOptions::default()).unwrap()
 }
 
-fn weights(model_dir: &PathBuf) -> forge_model::Qwen3ForCausalLM {
+fn weights(model_dir: &Path) -> forge_model::Qwen3ForCausalLM {
     forge_model::load_model(model_dir, DType::F32, &Device::Cpu).unwrap()
 }
 

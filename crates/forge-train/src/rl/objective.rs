@@ -246,7 +246,7 @@ mod tests {
         }
         // eps enters the denominator: std of (1, 0) = 0.70710678
         let a = group_advantages(&[1.0, 0.0], AdvantageNorm::MeanStd, 0.1).unwrap();
-        close(a[0], 0.5 / (0.70710678 + 0.1), "eps");
+        close(a[0], 0.5 / (std::f64::consts::FRAC_1_SQRT_2 + 0.1), "eps");
     }
 
     #[test]

@@ -467,7 +467,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         }
         progress.set_message(format!("loss {loss:.4}  lr {lr:.2e}"));
         progress.inc(1);
-        if main && (state.step % config.run.checkpoint_every == 0 || state.step == total_steps) {
+        if main && (state.step.is_multiple_of(config.run.checkpoint_every) || state.step == total_steps) {
             save(&state, &optimizer)?;
         }
         if options.stop_after == Some(state.step) && state.step < total_steps {

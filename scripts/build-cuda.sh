@@ -4,7 +4,7 @@
 # GPU benchmarks that scripts/gpu-check.sh runs there.
 #
 # Usage: scripts/build-cuda.sh [TARBALL]      (default: .gpu/forge-cuda.tar.xz, git-ignored)
-#        scripts/build-cuda.sh --compile-only  (what CI runs: compile, pack nothing)
+#        scripts/build-cuda.sh --compile-only  (what CI runs: compile and lint, pack nothing)
 # Then, with the device tool: run `scripts/gpu-check.sh all` with carry [".gpu"].
 #
 # The target dir defaults to $HOME/.cache/forge/target-cuda (outside the clone, apart from the CPU
@@ -40,7 +40,12 @@ trap 'rm -f "$ARTIFACTS"' EXIT
 cargo build --release --locked --features cuda --all-targets \
   -p forge-kernels -p forge-model -p forge-train -p forge-cli --message-format=json-render-diagnostics >"$ARTIFACTS"
 if [[ "$MODE" == compile-only ]]; then
-  echo "build-cuda: compiled" >&2
+  # The CPU lint (scripts/test.sh) never sees the code behind the cuda feature; lint it here, in the
+  # same target dir, where the build scripts (candle's kernels, ours) have already run.
+  echo "build-cuda: cargo clippy --release --features cuda (same crates, warnings are errors)" >&2
+  cargo clippy --release --locked --features cuda --all-targets \
+    -p forge-kernels -p forge-model -p forge-train -p forge-cli -- -D warnings
+  echo "build-cuda: compiled and linted" >&2
   exit 0
 fi
 

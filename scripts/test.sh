@@ -42,7 +42,7 @@ fi
 step "lints (clippy, every target, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "CUDA build (compile only: no GPU here; scripts/gpu-check.sh runs the GPU tests on a GPU machine)"
+step "CUDA build and its lint (compile only: no GPU here; scripts/gpu-check.sh runs the GPU tests on a GPU machine)"
 # Its own target dir outside the clone ($HOME/.cache/forge/target-cuda, kept warm between runs),
 # so it neither locks nor invalidates the CPU one. Sets up its toolchain (scripts/cuda-toolchain.sh).
 scripts/build-cuda.sh --compile-only

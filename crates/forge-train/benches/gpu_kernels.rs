@@ -105,7 +105,7 @@ fn main() -> Result<()> {
         Box::new(|t| forge_kernels::cross_entropy_per_token(&t[0], &t[1])),
         Box::new(|t| reference::cross_entropy_per_token(&t[0], &t[1])),
         &[&logits],
-        &[targets.clone()],
+        std::slice::from_ref(&targets),
     )?;
 
     // The LM head and its loss, chunked (1024 rows of logits at a time) against full logits.
@@ -117,7 +117,7 @@ fn main() -> Result<()> {
         Box::new(|t| forge_kernels::linear_cross_entropy_row_chunks(&t[0], &t[1], &t[2], 1024)),
         Box::new(|t| reference::cross_entropy_per_token(&t[0].matmul(&t[1].t()?)?, &t[2])),
         &[&hidden_states, &lm_head],
-        &[targets.clone()],
+        std::slice::from_ref(&targets),
     )?;
 
     // One AdamW step with f32 moments and master weights, fused (one multi-tensor launch) against

@@ -57,7 +57,8 @@ import json, shutil, sys
 # (target kind, name) -> folder; the bin is built a second time as its unit-test harness: skip that
 wanted = {("bin", "forge"): "bin", ("test", "cuda_parity"): "tests", ("test", "cuda_adamw"): "tests", ("test", "cuda_sft"): "tests", ("test", "cuda_decode"): "tests",
           ("bench", "gpu_kernels"): "benches", ("bench", "gpu_train_step"): "benches",
-          ("bench", "gpu_flash"): "benches", ("bench", "gpu_decode"): "benches"}
+          ("bench", "gpu_flash"): "benches", ("bench", "gpu_decode"): "benches",
+          ("bench", "gpu_cached_attention"): "benches"}
 found = set()
 for line in open(sys.argv[1]):
     m = json.loads(line)

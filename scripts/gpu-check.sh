@@ -15,7 +15,9 @@
 #   decode  greedy decoding over the GPU KV caches (benches/gpu_decode.rs) beside PyTorch +
 #           transformers (scripts/bench_decode_torch.py --arch: SDPA, DynamicCache), Qwen3-0.6B/1.7B/8B
 #           shapes at 4k/8k (batch 8) and 32k (batch 1) context: prefill and decode tokens/s, the
-#           decode step's effective memory bandwidth, device memory
+#           decode step's effective memory bandwidth, device memory; and, per run length of a step's
+#           rows, the flash tiles vs split-K over the caches (benches/gpu_cached_attention.rs: the
+#           measurement FLASH_MIN_ROWS awaits)
 #   all     the five in order
 # and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR.
 #
@@ -307,6 +309,11 @@ PY
 run_decode() {
   local lines="$RESULTS/gpu-decode.jsonl" out="$RESULTS/gpu-decode.md" new="${DECODE_NEW_TOKENS:-64}"
   : >"$lines"
+  # where prefill runs should switch from split-K to the flash tiles (FLASH_MIN_ROWS): both kernels
+  # per run length, Qwen3-8B attention shape
+  echo "+ forge cached attention: flash tiles vs split-K per run length" >&2
+  CI=true bounded "$BIN/benches/gpu_cached_attention" >>"$lines" \
+    || echo "{\"bench\": \"cached_attention_threshold\", \"error\": \"gpu_cached_attention $(failure $?)\"}" >>"$lines"
   for model in ${DECODE_MODELS:-0.6b 1.7b 8b}; do
     for plan in ${DECODE_PLAN:-4096:8 8192:8 32768:1}; do
       local context="${plan%%:*}" batch="${plan##*:}"
@@ -332,7 +339,8 @@ run_decode() {
   } >"$out"
   "$PY" - "$lines" >>"$out" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+lines = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+rows = [r for r in lines if "bench" not in r]
 # layers, kv heads, head_dim per model (as in bench_torch.py)
 shapes = {"0.6b": (28, 8, 128), "1.7b": (28, 8, 128), "8b": (36, 8, 128)}
 print("| model | context | batch | impl | prefill tokens/s | decode tokens/s | decode step ms | effective GB/s | device mem used MiB |")
@@ -346,6 +354,28 @@ for r in rows:
     kv_read = r["batch"] * (r["context"] + r["new_tokens"] / 2) * layers * 2 * kv_heads * head_dim * 2
     gbs = (2 * r["params"] + kv_read) / step_s / 1e9
     print(f'| {r["model"]} | {r["context"]} | {r["batch"]} | {r["impl"]} | {r["prefill_tokens_per_s"]:.0f} | {r["decode_tokens_per_s"]:.1f} | {1e3 * step_s:.1f} | {gbs:.0f} | {r["device_mem_used_after_decode_mib"]:.0f} |')
+
+print()
+print("## Attention over the caches: flash tiles vs split-K per run length (FLASH_MIN_ROWS)")
+print()
+print("`batch` sequences with `context` cached positions each attend a run of `rows` new rows in one step")
+print("(32 query heads, 8 K/V heads, head_dim 128, bf16; median of 20): every run through")
+print("flash_fwd_cached's 64-row tiles vs every row through split-K (benches/gpu_cached_attention.rs).")
+print()
+print("| context | batch | rows | flash tiles µs | split-K µs | split-K / flash | routes' relative difference |")
+print("|---|---|---|---|---|---|---|")
+for r in lines:
+    if r.get("bench") == "cached_attention":
+        print(f'| {r["context"]} | {r["batch"]} | {r["rows"]} | {r["flash_us"]:.1f} | {r["split_k_us"]:.1f} | {r["split_k_us"] / r["flash_us"]:.2f} | {r["routes_relative_difference"]:.1e} |')
+print()
+for r in lines:
+    if r.get("bench") == "cached_attention_threshold":
+        if "error" in r:
+            print(f'- **{r["error"]}**')
+        else:
+            from_rows = r["flash_faster_from_rows"]
+            verdict = f"from {from_rows} rows on" if from_rows is not None else "at none of the measured lengths"
+            print(f'- context {r["context"]}: the flash tiles are faster {verdict} (FLASH_MIN_ROWS is {r["flash_min_rows"]})')
 PY
   cat "$out"
 }

@@ -74,6 +74,9 @@ pub struct Step<'a> {
     pub scale: f32,
     pub sequence: &'a [usize],
     pub positions: &'a [usize],
+    /// Runs of at least this many rows of one sequence go through flash tiles (bf16), as
+    /// `forge_kernels::decode_attn::plan` decides; the engine's is `FLASH_MIN_ROWS`.
+    pub flash_min_rows: usize,
 }
 
 fn int(v: usize, what: &str) -> Result<i32, String> {
@@ -95,7 +98,7 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     }
     let kernels = &T::DECODE;
     let rows: Vec<(usize, usize)> = step.sequence.iter().copied().zip(step.positions.iter().copied()).collect();
-    let plan = plan(&rows, h, h_kv, d, kernels.flash.is_some()).map_err(|e| e.to_string())?;
+    let plan = plan(&rows, h, h_kv, d, kernels.flash.is_some().then_some(step.flash_min_rows)).map_err(|e| e.to_string())?;
     // one table entry per sequence, as the CUDA launcher passes them
     let table = |f: &dyn Fn(&Cache<T>) -> *mut T| -> Buffer<u64> {
         let addresses: Vec<u64> = caches.iter().map(|c| f(c) as u64).collect();

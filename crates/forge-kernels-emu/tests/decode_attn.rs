@@ -59,6 +59,7 @@ struct Case {
     /// Per sequence: (positions cached before the step, new rows in the step, capacity).
     sequences: Vec<(usize, usize, usize)>,
     seed: u64,
+    flash_min_rows: usize,
 }
 
 fn random<T: Elem>(rng: &mut StdRng, n: usize) -> Vec<T> {
@@ -94,7 +95,7 @@ fn run<T: Elem>(case: &Case, schedule: Schedule) -> (Outcome<T>, Vec<T>, Vec<usi
     }
     let n = positions.len();
     let (q, k, v) = (random::<T>(&mut rng, n * h * d), random::<T>(&mut rng, n * h_kv * d), random::<T>(&mut rng, n * h_kv * d));
-    let step = Step { heads: h, kv_heads: h_kv, head_dim: d, scale: 1.0 / (d as f32).sqrt(), sequence: &sequence, positions: &positions };
+    let step = Step { heads: h, kv_heads: h_kv, head_dim: d, scale: 1.0 / (d as f32).sqrt(), sequence: &sequence, positions: &positions, flash_min_rows: case.flash_min_rows };
     let (o, plan) = append_and_attend(&step, &q, &k, &v, &caches, schedule).unwrap_or_else(|e| panic!("{schedule:?}: {e}"));
     // the new rows must be in the caches where the reference reads them
     for (r, (&s, &p)) in sequence.iter().zip(&positions).enumerate() {
@@ -159,7 +160,7 @@ fn prefill_runs_go_through_flash_tiles_gqa_4_to_1_head_dim_128_bf16() {
     // a decode over two splits; 130 rows from 40 (tiles 64, 64, 2); a first prefill of 70 rows
     // filling its cache to the last position (64, 6); 15 rows, one short of a flash run
     let sequences = vec![(300, 1, 320), (40, 130, 170), (0, 70, 70), (5, 15, 24)];
-    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: sequences.clone(), seed: 6 });
+    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: sequences.clone(), seed: 6, flash_min_rows: FLASH_MIN_ROWS });
     assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [64, 64, 2, 64, 6]);
     assert_eq!(plan.tiles.iter().map(|t| t.rows).sum::<usize>(), flash_rows(&sequences));
     assert_eq!(plan.slots.len(), 1 + 15);
@@ -170,41 +171,52 @@ fn prefill_runs_go_through_flash_tiles_gqa_8_to_1_head_dim_64_bf16() {
     // exactly FLASH_MIN_ROWS rows from 0; one whole tile after 100; 65 rows after 63 over a long
     // cache; a one-token decode
     let sequences = vec![(0, FLASH_MIN_ROWS, FLASH_MIN_ROWS), (100, 64, 200), (63, 65, 600), (511, 1, 512)];
-    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 64, sequences: sequences.clone(), seed: 7 });
+    let plan = assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 64, sequences: sequences.clone(), seed: 7, flash_min_rows: FLASH_MIN_ROWS });
     assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [FLASH_MIN_ROWS, 64, 64, 1]);
     assert_eq!(plan.tiles.iter().map(|t| t.rows).sum::<usize>(), flash_rows(&sequences));
     assert_eq!(plan.slots, [FLASH_MIN_ROWS + 64 + 65]);
 }
 
 #[test]
+fn decodes_and_short_runs_through_one_row_flash_tiles_when_the_threshold_is_1() {
+    // what the GPU threshold bench (benches/gpu_cached_attention.rs) times: every run in flash tiles,
+    // a single decode row at a long position (its tile's other 63 rows empty) included
+    let sequences = vec![(300, 1, 320), (40, 5, 64), (0, 1, 8), (511, 1, 512), (100, 70, 200)];
+    let case = Case { heads: 8, kv_heads: 2, head_dim: 128, sequences, seed: 8, flash_min_rows: 1 };
+    let plan = assert_decode_matches_reference::<bf16>(&case);
+    assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [1, 5, 1, 1, 64, 6]);
+    assert!(plan.slots.is_empty() && plan.split.is_none());
+}
+
+#[test]
 fn gqa_8_to_1_head_dim_128_bf16() {
-    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 128, sequences: mixed_step(), seed: 1 });
+    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 1, head_dim: 128, sequences: mixed_step(), seed: 1, flash_min_rows: FLASH_MIN_ROWS });
 }
 
 #[test]
 fn gqa_4_to_1_head_dim_64_bf16() {
-    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 64, sequences: mixed_step(), seed: 2 });
+    assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 64, sequences: mixed_step(), seed: 2, flash_min_rows: FLASH_MIN_ROWS });
 }
 
 #[test]
 fn one_query_head_per_kv_head_f32() {
-    assert_decode_matches_reference::<f32>(&Case { heads: 4, kv_heads: 4, head_dim: 64, sequences: vec![(600, 1, 700), (3, 2, 5)], seed: 3 });
+    assert_decode_matches_reference::<f32>(&Case { heads: 4, kv_heads: 4, head_dim: 64, sequences: vec![(600, 1, 700), (3, 2, 5)], seed: 3, flash_min_rows: FLASH_MIN_ROWS });
 }
 
 #[test]
 fn gqa_4_to_1_head_dim_128_f32_over_three_splits() {
-    assert_decode_matches_reference::<f32>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: vec![(700, 1, 701)], seed: 4 });
+    assert_decode_matches_reference::<f32>(&Case { heads: 8, kv_heads: 2, head_dim: 128, sequences: vec![(700, 1, 701)], seed: 4, flash_min_rows: FLASH_MIN_ROWS });
 }
 
 #[test]
 fn gqa_8_to_1_head_dim_128_f16_over_six_splits() {
-    assert_decode_matches_reference::<f16>(&Case { heads: 16, kv_heads: 2, head_dim: 128, sequences: vec![(1500, 1, 1536), (255, 2, 300)], seed: 5 });
+    assert_decode_matches_reference::<f16>(&Case { heads: 16, kv_heads: 2, head_dim: 128, sequences: vec![(1500, 1, 1536), (255, 2, 300)], seed: 5, flash_min_rows: FLASH_MIN_ROWS });
 }
 
 #[test]
 fn a_position_outside_the_cache_is_refused_before_any_launch() {
     let cache = Cache { keys: Buffer::filled(c"k", 2 * 4 * 64, 0f32), values: Buffer::filled(c"v", 2 * 4 * 64, 0f32), capacity: 4 };
-    let step = Step { heads: 2, kv_heads: 2, head_dim: 64, scale: 0.125, sequence: &[0], positions: &[4] };
+    let step = Step { heads: 2, kv_heads: 2, head_dim: 64, scale: 0.125, sequence: &[0], positions: &[4], flash_min_rows: FLASH_MIN_ROWS };
     let Err(err) = append_and_attend(&step, &[0f32; 128], &[0f32; 128], &[0f32; 128], &[cache], Schedule::Ascending) else { panic!("a position past the cache was accepted") };
     assert!(err.contains("position 4 in a cache of 4 positions"), "{err}");
 }

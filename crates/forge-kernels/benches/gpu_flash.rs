@@ -11,16 +11,7 @@
 //! backward 2.5× that (five products; this implementation actually does seven, see FLASH.md).
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use forge_kernels::testing::{arg, bf16_matmul_rate, device_mem_used_mib, median_seconds, require_cuda};
-
-fn json_line(fields: &[(&str, String)]) -> String {
-    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
-    format!("{{{}}}", body.join(", "))
-}
-
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "'"))
-}
+use forge_kernels::testing::{arg, bf16_matmul_rate, device_mem_used_mib, json_line, median_seconds, quoted, require_cuda};
 
 struct Shape {
     seq: usize,

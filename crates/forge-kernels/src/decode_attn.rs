@@ -1,7 +1,8 @@
 //! Attention of engine steps over KV caches kept on the GPU. The new rows' keys and values are
 //! appended to their sequences' caches in place (kernels/decode_attn.cu `kv_append`), then each row
 //! attends its own cache at positions `0..=position`, by one of two kernels ([`plan`]):
-//! - a run of at least [`FLASH_MIN_ROWS`] consecutive rows of one sequence (a prefill chunk) goes
+//! - a run of at least `flash_min_rows` ([`FLASH_MIN_ROWS`] in the engine) consecutive rows of one
+//!   sequence (a prefill chunk) goes
 //!   through the flash forward's tensor-core tiles (kernels/flash_attn.cu `flash_fwd_cached`, bf16):
 //!   64 rows share each key tile they load;
 //! - every other row (decoding: one row per sequence) through "flash decoding": the positions are
@@ -42,8 +43,8 @@ pub fn supported(device: &Device, heads: usize, kv_heads: usize, head_dim: usize
 
 /// Consecutive rows of one sequence (a prefill chunk) from which on they are attended by the flash
 /// forward's tiles rather than split-K row by row: a warp's share of a tile (16 of its 64 rows).
-/// Below it most of a tile's tensor-core work would be on empty rows. A guess until timed on a GPU
-/// (`scripts/gpu-check.sh decode`).
+/// Below it most of a tile's tensor-core work would be on empty rows. A guess until timed on a GPU:
+/// benches/gpu_cached_attention.rs times both kernels per run length (`scripts/gpu-check.sh decode`).
 pub const FLASH_MIN_ROWS: usize = 16;
 
 const GRID_X: usize = (1 << 31) - 1;
@@ -118,11 +119,14 @@ fn kernel_ints(values: impl Iterator<Item = usize>) -> Result<Vec<i32>> {
 }
 
 /// Plans the attention of a step whose row `r` is `rows[r] = (sequence, position)`. Runs of at
-/// least [`FLASH_MIN_ROWS`] rows of one sequence at consecutive positions are cut into flash tiles
-/// when `flash` (the kernel is bf16 only); the other rows are split-K slots.
-pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: usize, flash: bool) -> Result<CachedAttentionPlan> {
+/// least `flash_min_rows` rows of one sequence at consecutive positions are cut into flash tiles;
+/// the other rows are split-K slots. `None`: no flash tiles (the kernel is bf16 only).
+pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: usize, flash_min_rows: Option<usize>) -> Result<CachedAttentionPlan> {
     if let Some(why) = unsupported_shape(heads, kv_heads, head_dim) {
         bail!("decode attention: {why}");
+    }
+    if flash_min_rows == Some(0) {
+        bail!("decode attention: flash_min_rows is 0; a run has at least 1 row (usize::MAX sends every row to split-K)");
     }
     if rows.is_empty() {
         bail!("decode attention: a step without rows");
@@ -132,7 +136,7 @@ pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: us
     while start < rows.len() {
         let (sequence, position) = rows[start];
         let run = 1 + rows[start + 1..].iter().zip(1..).take_while(|&(&(z, p), i)| z == sequence && p == position + i).count();
-        if flash && run >= FLASH_MIN_ROWS {
+        if flash_min_rows.is_some_and(|min| run >= min) {
             for first in (0..run).step_by(TILE_ROWS) {
                 tiles.push(FlashTile { row: start + first, rows: TILE_ROWS.min(run - first), position: position + first, sequence });
             }
@@ -171,9 +175,21 @@ pub struct LayerCache<'a> {
 /// `[n, kv_heads·d]`) into `caches[sequence]` at `position`, then returns `softmax(q·kᵀ·scale)·v`
 /// of each row of `q: [n, heads·d]` over its sequence's positions `0..=position`, as `[n, heads·d]`
 /// in q's dtype. Rows of one sequence share its cache (a prefill's rows see each other, causally).
-/// CUDA only.
-pub fn append_and_attend(q: &Tensor, k: &Tensor, v: &Tensor, caches: &[LayerCache<'_>], rows: &[(usize, usize)], heads: usize, scale: f32) -> Result<Tensor> {
-    let op = DecodeAttention { caches: caches.iter().map(|c| (c.keys.clone(), c.values.clone())).collect(), rows: rows.to_vec(), heads, scale };
+/// Runs of at least `flash_min_rows` rows of one sequence go through the flash tiles in bf16 (see
+/// [`plan`]; the engine passes [`FLASH_MIN_ROWS`]). CUDA only.
+#[allow(clippy::too_many_arguments)] // the op's inputs, each a different kind of thing
+pub fn append_and_attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    caches: &[LayerCache<'_>],
+    rows: &[(usize, usize)],
+    heads: usize,
+    scale: f32,
+    flash_min_rows: usize,
+) -> Result<Tensor> {
+    let caches = caches.iter().map(|c| (c.keys.clone(), c.values.clone())).collect();
+    let op = DecodeAttention { caches, rows: rows.to_vec(), heads, scale, flash_min_rows };
     q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)
 }
 
@@ -186,6 +202,7 @@ pub(crate) struct DecodeAttention {
     pub(crate) rows: Vec<(usize, usize)>,
     pub(crate) heads: usize,
     pub(crate) scale: f32,
+    pub(crate) flash_min_rows: usize,
 }
 
 impl CustomOp3 for DecodeAttention {
@@ -236,7 +253,7 @@ mod tests {
         rows.extend((40..170).map(|p| (1, p)));
         rows.extend((0..15).map(|p| (2, p)));
         rows.extend((7..23).map(|p| (3, p)));
-        let mixed = plan(&rows, 32, 8, 128, true).unwrap();
+        let mixed = plan(&rows, 32, 8, 128, Some(FLASH_MIN_ROWS)).unwrap();
         let tile = |row, rows, position, sequence| FlashTile { row, rows, position, sequence };
         assert_eq!(mixed.tiles, [tile(1, 64, 40, 1), tile(65, 64, 104, 1), tile(129, 2, 168, 1), tile(146, 16, 7, 3)]);
         assert_eq!(mixed.slots, [0].into_iter().chain(131..146).collect::<Vec<_>>());
@@ -249,15 +266,34 @@ mod tests {
 
         // a run breaks where the sequence changes or a position is skipped
         let broken: Vec<_> = (0..20).map(|p| (0, p + usize::from(p >= 10))).collect();
-        assert!(plan(&broken, 8, 8, 64, true).unwrap().tiles.is_empty(), "two runs of 10 rows");
+        assert!(plan(&broken, 8, 8, 64, Some(FLASH_MIN_ROWS)).unwrap().tiles.is_empty(), "two runs of 10 rows");
         // the flash kernel is bf16 only: other dtypes attend every row by split-K
-        let f32_plan = plan(&rows, 32, 8, 128, false).unwrap();
+        let f32_plan = plan(&rows, 32, 8, 128, None).unwrap();
         assert!(f32_plan.tiles.is_empty() && f32_plan.flash.is_none());
         assert_eq!(f32_plan.slots, (0..rows.len()).collect::<Vec<_>>());
         // a step of prefill chunks only has no split-K launch
-        let prefill = plan(&rows[1..131], 32, 8, 128, true).unwrap();
+        let prefill = plan(&rows[1..131], 32, 8, 128, Some(FLASH_MIN_ROWS)).unwrap();
         assert!(prefill.split.is_none() && prefill.slots.is_empty());
         assert_eq!(prefill.tiles[0], tile(0, 64, 40, 1));
+    }
+
+    #[test]
+    fn the_run_length_threshold_routes_rows_between_the_kernels() {
+        // two decodes, a run of 3 and a run of 20
+        let mut rows = vec![(0, 300), (1, 9)];
+        rows.extend((50..53).map(|p| (2, p)));
+        rows.extend((0..20).map(|p| (3, p)));
+        let rows_of = |plan: &CachedAttentionPlan| plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>();
+        // 1: every row is in a tile, a decode in a tile of its own
+        let all_flash = plan(&rows, 32, 8, 128, Some(1)).unwrap();
+        assert_eq!(rows_of(&all_flash), [1, 1, 3, 20]);
+        assert!(all_flash.slots.is_empty() && all_flash.split.is_none());
+        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, Some(3)).unwrap()), [3, 20]);
+        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, Some(21)).unwrap()), Vec::<usize>::new());
+        // usize::MAX: every row by split-K, as without flash
+        let all_split = plan(&rows, 32, 8, 128, Some(usize::MAX)).unwrap();
+        assert_eq!(all_split, plan(&rows, 32, 8, 128, None).unwrap());
+        assert_eq!(all_split.slots, (0..rows.len()).collect::<Vec<_>>());
     }
 
     #[test]
@@ -266,8 +302,9 @@ mod tests {
         assert!(decode_launch(1, 32, 2, 128, 10).unwrap_err().to_string().contains("at most 8 query heads per K/V head"));
         assert!(decode_launch(1, 6, 4, 128, 10).unwrap_err().to_string().contains("6 query heads over 4 K/V heads"));
         assert!(decode_launch(0, 8, 2, 128, 10).is_err());
-        assert!(plan(&[], 8, 2, 128, true).is_err());
-        assert!(plan(&[(0, 0)], 8, 2, 96, true).unwrap_err().to_string().contains("head dim 96"));
+        assert!(plan(&[], 8, 2, 128, Some(FLASH_MIN_ROWS)).is_err());
+        assert!(plan(&[(0, 0)], 8, 2, 96, Some(FLASH_MIN_ROWS)).unwrap_err().to_string().contains("head dim 96"));
+        assert!(plan(&[(0, 0)], 8, 2, 128, Some(0)).unwrap_err().to_string().contains("flash_min_rows is 0"));
         assert!(!supported(&Device::Cpu, 32, 8, 128), "host caches on the CPU");
     }
 }

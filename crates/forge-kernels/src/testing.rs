@@ -63,6 +63,17 @@ pub fn bf16_matmul_rate(device: &Device, n: usize) -> Result<(f64, f64)> {
     Ok((seconds, 2.0 * (n as f64).powi(3) / seconds / 1e12))
 }
 
+/// A benchmark's JSON line from `(key, JSON value)` pairs (the GPU benches print one per figure).
+pub fn json_line(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\": {v}")).collect();
+    format!("{{{}}}", body.join(", "))
+}
+
+/// `s` as a JSON string value (double quotes inside become single ones; error texts need no more).
+pub fn quoted(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "'"))
+}
+
 /// Device memory in use (total − free, as the driver reports it: live allocations plus what
 /// candle's stream-ordered pool holds), MiB; NaN when the driver cannot say.
 #[cfg(feature = "cuda")]

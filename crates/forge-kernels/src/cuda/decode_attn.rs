@@ -33,7 +33,7 @@ pub(crate) fn append_and_attend(op: &DecodeAttention, inputs: Inputs<'_>) -> Res
 }
 
 fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs<'_>) -> Result<CudaStorage> {
-    let DecodeAttention { caches, rows, heads, scale } = op;
+    let DecodeAttention { caches, rows, heads, scale, flash_min_rows } = op;
     let (heads, scale) = (*heads, *scale);
     let (n, width) = ql.shape().dims2()?;
     let (kn, kv_width) = kl.shape().dims2()?;
@@ -45,7 +45,7 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
         bail!("{OP}: k rows of {kv_width} are not whole heads of {d}");
     }
     let kv_heads = kv_width / d;
-    let plan = plan(rows, heads, kv_heads, d, T::DTYPE == DType::BF16)?;
+    let plan = plan(rows, heads, kv_heads, d, (T::DTYPE == DType::BF16).then_some(*flash_min_rows))?;
     let dev = &qs.device;
     let (q, k, v) = (view::<T>(qs, ql, OP, "q")?, view::<T>(ks, kl, OP, "k")?, view::<T>(vs, vl, OP, "v")?);
 

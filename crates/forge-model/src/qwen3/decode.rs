@@ -6,7 +6,7 @@
 //! (prefill) or one token (decode). Only attention is per sequence, over its own cache.
 
 use candle_core::{DType, Tensor};
-use forge_kernels::{rms_norm, rope};
+use forge_kernels::{decode_attn, rms_norm, rope};
 use rayon::prelude::*;
 
 use super::{linear, Attention, LayerInputs, Qwen3ForCausalLM};
@@ -104,7 +104,7 @@ impl Attention {
             let k = rope(&k, &inputs.cos, &inputs.sin)?.reshape((n, h_kv * d))?;
             let v = v.reshape((n, h_kv * d))?;
             let caches: Vec<_> = steps.iter().map(|step| step.cache.device_layer(layer)).collect();
-            let out = forge_kernels::decode_attn::append_and_attend(&q, &k, &v, &caches, rows, h, scale)?.reshape((1, n, h * d))?;
+            let out = decode_attn::append_and_attend(&q, &k, &v, &caches, rows, h, scale, decode_attn::FLASH_MIN_ROWS)?.reshape((1, n, h * d))?;
             return self.o_proj.forward(&out, inputs);
         }
         let host = |t: Tensor| -> Result<Vec<f32>> { Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?) };

@@ -33,7 +33,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __align__(n) alignas(n)
+#define __align__(n) __attribute__((aligned(n)))  // as CUDA's host_defines.h: allowed among the decl-specifiers
 // One copy per launch (blocks run one at a time on one OS thread; tests launch from several).
 #define __shared__ static thread_local
 #define DYNAMIC_SHARED(name) unsigned char* const name = ::simt::dynamic_shared()

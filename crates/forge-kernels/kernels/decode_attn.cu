@@ -18,10 +18,11 @@
 //
 // Design: block = one K/V head of one row over CHUNK positions (grid: slots × K/V heads × splits,
 // slots in x, whose limit is 2^31 - 1: a prefill step may hold many rows), 4 warps; a warp takes every 4th
-// position, its lanes hold elements lane, lane + 32, ... of the group's query heads (coalesced
-// loads of each key and value row), a warp reduction gives each score, and each warp keeps an
-// online softmax per query head in registers. The warps' states merge through shared memory.
-// Not tuned (no vector loads, no cp.async): it exists to keep the cache on the GPU; untimed.
+// position, each lane holds D / 32 consecutive elements of a row (lane·D/32 ..) and loads them as
+// one vector access (4 to 16 bytes: a warp reads a whole key or value row in one coalesced load;
+// q, o and the caches are 16-byte aligned, src/cuda/decode_attn.rs checks), a warp reduction gives
+// each score, and each warp keeps an online softmax per query head in registers. The warps' states
+// merge through shared memory. No cp.async; untimed.
 #include "common.cuh"
 
 namespace decode {
@@ -33,38 +34,56 @@ constexpr int CHUNK = 256;
 // Query heads per K/V head at most (Qwen3: 1 to 8); src/decode_attn.rs checks it.
 constexpr int MAX_GROUP = 8;
 
+// N consecutive elements read or written as one vector access: its address must be aligned to
+// the vector's size.
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Lanes {
+  T v[N];
+};
+
 template <typename T, int D>
 __device__ void split(const T* q, const T* const* keys, const T* const* values, const int* slots, const int* sequences, const int* positions,
                       const int* capacities, float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
   constexpr int PER_LANE = D / 32;
+  using Row = Lanes<T, PER_LANE>;
+  using Acc = Lanes<float, PER_LANE>;
   __shared__ float warp_ml[WARPS][MAX_GROUP][2];
-  __shared__ float warp_acc[WARPS][MAX_GROUP][D];
+  __shared__ __align__(16) float warp_acc[WARPS][MAX_GROUP][D];
   const int slot = blockIdx.x, row = slots[slot], kv_head = blockIdx.y, split = blockIdx.z;
   const int group = h / h_kv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int c0 = lane * PER_LANE;  // this lane's elements of a row: c0 .. c0 + PER_LANE
   const int begin = split * CHUNK, end = min(begin + CHUNK, positions[row] + 1);
   const int z = sequences[row];
   const size_t cache_offset = (size_t)kv_head * capacities[z] * D;
   const T* k = keys[z] + cache_offset;
   const T* v = values[z] + cache_offset;
 
+  // Loops over the group run to MAX_GROUP, unrolled, and stop at `group`: constant indices keep
+  // these arrays in registers (a loop bounded by `group` alone put them in local memory).
   float qr[MAX_GROUP][PER_LANE], acc[MAX_GROUP][PER_LANE], m[MAX_GROUP], l[MAX_GROUP];
-  for (int g = 0; g < group; ++g) {
-    const T* qg = q + ((size_t)row * h + kv_head * group + g) * D;
+  #pragma unroll
+  for (int g = 0; g < MAX_GROUP; ++g) {
+    if (g >= group) break;
+    const Row qg = *reinterpret_cast<const Row*>(q + ((size_t)row * h + kv_head * group + g) * D + c0);
     for (int i = 0; i < PER_LANE; ++i) {
-      qr[g][i] = to_f32(qg[i * 32 + lane]);
+      qr[g][i] = to_f32(qg.v[i]);
       acc[g][i] = 0.f;
     }
     m[g] = -INFINITY;
     l[g] = 0.f;
   }
   for (int p = begin + warp; p < end; p += WARPS) {
+    const Row kp = *reinterpret_cast<const Row*>(k + (size_t)p * D + c0);
+    const Row vp = *reinterpret_cast<const Row*>(v + (size_t)p * D + c0);
     float kr[PER_LANE], vr[PER_LANE];
     for (int i = 0; i < PER_LANE; ++i) {
-      kr[i] = to_f32(k[(size_t)p * D + i * 32 + lane]);
-      vr[i] = to_f32(v[(size_t)p * D + i * 32 + lane]);
+      kr[i] = to_f32(kp.v[i]);
+      vr[i] = to_f32(vp.v[i]);
     }
-    for (int g = 0; g < group; ++g) {
+    #pragma unroll
+    for (int g = 0; g < MAX_GROUP; ++g) {
+      if (g >= group) break;
       float dot = 0.f;
       for (int i = 0; i < PER_LANE; ++i) dot += qr[g][i] * kr[i];
       const float s = warp_reduce<Sum>(dot) * scale;
@@ -76,12 +95,16 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
       m[g] = m_new;
     }
   }
-  for (int g = 0; g < group; ++g) {
+  #pragma unroll
+  for (int g = 0; g < MAX_GROUP; ++g) {
+    if (g >= group) break;
     if (lane == 0) {
       warp_ml[warp][g][0] = m[g];
       warp_ml[warp][g][1] = l[g];
     }
-    for (int i = 0; i < PER_LANE; ++i) warp_acc[warp][g][i * 32 + lane] = acc[g][i];
+    Acc out;
+    for (int i = 0; i < PER_LANE; ++i) out.v[i] = acc[g][i];
+    *reinterpret_cast<Acc*>(&warp_acc[warp][g][c0]) = out;
   }
   __syncthreads();
   // merge the warps: thread t takes elements t, t + THREADS, ... of the group's [group, D]

@@ -75,16 +75,16 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
     let (sequences, positions, capacities) = (dev.clone_htod(&sequences)?, dev.clone_htod(&positions)?, dev.clone_htod(&capacities)?);
     let (n_i, h_i, h_kv_i, d_i) = (as_i32(n, OP, "rows")?, as_i32(heads, OP, "heads")?, as_i32(kv_heads, OP, "kv heads")?, as_i32(d, OP, "head dim")?);
 
+    // both kernels read q and the caches in vector loads of up to 16 bytes
+    if !(ql.start_offset() * std::mem::size_of::<T>()).is_multiple_of(16) || key_addresses.iter().chain(&value_addresses).any(|a| !a.is_multiple_of(16)) {
+        bail!("{OP}: q or a KV cache is not 16-byte aligned (the attention kernels load up to 16 bytes at a time)");
+    }
     launch!(T, dev, DECODE_ATTN, "kv_append", plan.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
     // every row of o is written once: by its flash tile or by its split-K slot's combine
     let o = alloc_output::<T>(dev, n * width)?;
     if let Some(shape) = plan.flash {
         let name = format!("flash_fwd_cached_d{d}");
         super::flash_attn::allow_shared(dev, &name, &shape)?;
-        // the tiles are loaded 8 bf16 (16 bytes) at a time
-        if !ql.start_offset().is_multiple_of(8) || key_addresses.iter().chain(&value_addresses).any(|a| !a.is_multiple_of(16)) {
-            bail!("{OP}: q or a KV cache is not 16-byte aligned (flash_fwd_cached loads 16 bytes at a time)");
-        }
         let tiles = dev.clone_htod(&plan.tile_table()?)?;
         // `plan` gives tiles only for bf16, the one storage type the kernel is built for
         launch!(bf16, dev, FLASH_ATTN, &name, shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;

@@ -32,6 +32,10 @@ export CUDA_COMPUTE_CAP=90
 FORGE_KERNELS_DIGEST="$(cd crates/forge-kernels/kernels && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
 export FORGE_KERNELS_DIGEST
 
+# What the build is of, taken before it starts (sources edited during a long build would otherwise
+# be named by a manifest they are not in).
+SOURCE="$(git rev-parse HEAD)$(git diff --quiet HEAD -- crates scripts Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
+
 # One cargo invocation for everything (the same one CI runs), so features unify identically and
 # nothing is built twice: the CLI, and all targets (tests, benches) of the cuda-featured crates.
 echo "build-cuda: cargo build --release --features cuda (all targets of forge-kernels, -model, -train, -cli)" >&2
@@ -76,7 +80,7 @@ PY
 strip "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/benches/*
 
 {
-  echo "commit: $(git rev-parse HEAD)$(git diff --quiet HEAD -- crates scripts Cargo.toml Cargo.lock || echo ' (+ uncommitted changes)')"
+  echo "commit: $SOURCE"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
   echo "nvcc: $(nvcc --version | grep -o 'release [0-9.]*, V[0-9.]*')"
   echo "compute capability: $CUDA_COMPUTE_CAP"

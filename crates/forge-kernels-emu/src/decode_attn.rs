@@ -4,7 +4,7 @@
 
 use half::{bf16, f16};
 
-use forge_kernels::decode_attn::{plan, CachedAttentionPlan};
+use forge_kernels::decode_attn::{plan, CachedAttentionPlan, GROUP_BOUNDS};
 
 use crate::ops::Float;
 use crate::{launch, Buffer, Schedule};
@@ -22,7 +22,8 @@ extern "C" {
 /// The decode entry points of one storage type.
 pub struct DecodeKernels<T> {
     append: Append<T>,
-    split: [Split<T>; 2],
+    /// Per head dim (64, 128), per group bound (`GROUP_BOUNDS`: 2, 4, 8).
+    split: [[Split<T>; 3]; 2],
     combine: [Combine<T>; 2],
     /// `flash_fwd_cached` (head dim 64, 128) for the storage type it is built for (bf16).
     flash: Option<[FlashCached; 2]>,
@@ -38,15 +39,22 @@ macro_rules! decode_kernels {
         paste::paste! {
             extern "C" {
                 fn [<kv_append_ $s>](k: *const $t, v: *const $t, keys: *const *mut $t, values: *const *mut $t, sequences: *const i32, positions: *const i32, capacities: *const i32, n: i32, h_kv: i32, d: i32);
-                fn [<decode_attn_split_d64_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
-                fn [<decode_attn_split_d128_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d64_g2_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d64_g4_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d64_g8_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_g2_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_g4_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
+                fn [<decode_attn_split_d128_g8_ $s>](q: *const $t, keys: *const *const $t, values: *const *const $t, slots: *const i32, sequences: *const i32, positions: *const i32, capacities: *const i32, partial_o: *mut f32, partial_ml: *mut f32, h: i32, h_kv: i32, splits: i32, scale: f32);
                 fn [<decode_attn_combine_d64_ $s>](partial_o: *const f32, partial_ml: *const f32, slots: *const i32, o: *mut $t, h: i32, splits: i32);
                 fn [<decode_attn_combine_d128_ $s>](partial_o: *const f32, partial_ml: *const f32, slots: *const i32, o: *mut $t, h: i32, splits: i32);
             }
             impl DecodeFloat for $t {
                 const DECODE: DecodeKernels<Self> = DecodeKernels {
                     append: [<kv_append_ $s>],
-                    split: [[<decode_attn_split_d64_ $s>], [<decode_attn_split_d128_ $s>]],
+                    split: [
+                        [[<decode_attn_split_d64_g2_ $s>], [<decode_attn_split_d64_g4_ $s>], [<decode_attn_split_d64_g8_ $s>]],
+                        [[<decode_attn_split_d128_g2_ $s>], [<decode_attn_split_d128_g4_ $s>], [<decode_attn_split_d128_g8_ $s>]],
+                    ],
                     combine: [[<decode_attn_combine_d64_ $s>], [<decode_attn_combine_d128_ $s>]],
                     flash: $flash,
                 };
@@ -141,12 +149,14 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
         let partials = plan.slots.len() * h * shape.splits;
         let partial_o = Buffer::filled(c"partial_o", partials * d, f32::POISON);
         let partial_ml = Buffer::filled(c"partial_ml", partials * 2, f32::POISON);
-        let split = kernels.split[which];
+        let bound = GROUP_BOUNDS.iter().position(|&b| b == shape.group_bound).ok_or(format!("no split kernel for group bound {}", shape.group_bound))?;
+        let split = kernels.split[which][bound];
         launch(&shape.split, schedule, || {
-            // SAFETY: decode_attn_split's C signature; partial buffers of slots·h·splits (·d, ·2).
+            // SAFETY: decode_attn_split's C signature; partial buffers of slots·h·splits (·d, ·2);
+            // the kernel's group bound holds h / h_kv (decode_launch chose it).
             unsafe { split(qb.ptr(), keys.ptr() as *const *const T, values.ptr() as *const *const T, slots.ptr(), sequences.ptr(), positions.ptr(), capacities.ptr(), partial_o.ptr(), partial_ml.ptr(), h_i, h_kv_i, splits_i, step.scale) }
         })
-        .map_err(|e| format!("decode_attn_split_d{d}: {e}"))?;
+        .map_err(|e| format!("decode_attn_split_d{d}_g{}: {e}", shape.group_bound))?;
         let combine = kernels.combine[which];
         launch(&shape.combine, schedule, || {
             // SAFETY: decode_attn_combine's C signature; o holds n·h·d elements, slots name rows < n.

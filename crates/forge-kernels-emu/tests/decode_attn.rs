@@ -1,9 +1,10 @@
 //! The decode-attention op (kernels/decode_attn.cu's append, split-K attention and combine;
 //! kernels/flash_attn.cu's `flash_fwd_cached` for prefill runs), run on the CPU by the SIMT
 //! emulator, against the host decode path's attention (`forge_kernels::cached_attention::attend`):
-//! GQA 8:1, 4:1 and 1:1, head dim 64 and 128, f32, bf16 and f16, steps mixing one-token decodes,
-//! short and long prefill runs (tiles of 64 with partial last tiles, a run of exactly
-//! `FLASH_MIN_ROWS`, a first prefill from position 0) and a sequence's first token, caches longer
+//! GQA 8:1, 4:1, 3:1 and 1:1 (the split kernel's group bounds 8, 4 and 2), head dim 64 and 128,
+//! f32, bf16 and f16, steps mixing one-token decodes, short and long prefill runs (tiles of 64
+//! with partial last tiles, a run of exactly `FLASH_MIN_ROWS`, a first prefill from position 0,
+//! every run through tiles at threshold 1) and a sequence's first token, caches longer
 //! than one split (256 positions) and not a multiple of it, caches filled to their last position.
 //! Every cache position the step must not read holds NaN, the outputs start as NaN, every buffer
 //! ends at a guard page, and both thread orders must agree bit for bit.
@@ -196,6 +197,13 @@ fn gqa_8_to_1_head_dim_128_bf16() {
 #[test]
 fn gqa_4_to_1_head_dim_64_bf16() {
     assert_decode_matches_reference::<bf16>(&Case { heads: 8, kv_heads: 2, head_dim: 64, sequences: mixed_step(), seed: 2, flash_min_rows: FLASH_MIN_ROWS });
+}
+
+#[test]
+fn three_query_heads_per_kv_head_run_in_the_kernel_built_for_four_bf16() {
+    let case = Case { heads: 6, kv_heads: 2, head_dim: 64, sequences: mixed_step(), seed: 9, flash_min_rows: FLASH_MIN_ROWS };
+    let plan = assert_decode_matches_reference::<bf16>(&case);
+    assert_eq!(plan.split.map(|s| s.group_bound), Some(4));
 }
 
 #[test]

@@ -31,7 +31,9 @@ constexpr int WARPS = 4;
 constexpr int THREADS = 32 * WARPS;
 // Positions per split: src/decode_attn.rs DECODE_CHUNK.
 constexpr int CHUNK = 256;
-// Query heads per K/V head at most (Qwen3: 1 to 8); src/decode_attn.rs checks it.
+// Query heads per K/V head at most (Qwen3: 1 to 8); src/decode_attn.rs checks it. The split kernel
+// is built for groups of at most 2, 4 and 8 (G, src/decode_attn.rs GROUP_BOUNDS): its registers
+// hold G query heads' state, so a smaller bound leaves room for more blocks per SM.
 constexpr int MAX_GROUP = 8;
 
 // N consecutive elements read or written as one vector access: its address must be aligned to
@@ -41,14 +43,15 @@ struct alignas(sizeof(T) * N) Lanes {
   T v[N];
 };
 
-template <typename T, int D>
+template <typename T, int D, int G>
 __device__ void split(const T* q, const T* const* keys, const T* const* values, const int* slots, const int* sequences, const int* positions,
                       const int* capacities, float* partial_o, float* partial_ml, int h, int h_kv, int splits, float scale) {
   constexpr int PER_LANE = D / 32;
   using Row = Lanes<T, PER_LANE>;
   using Acc = Lanes<float, PER_LANE>;
-  __shared__ float warp_ml[WARPS][MAX_GROUP][2];
-  __shared__ __align__(16) float warp_acc[WARPS][MAX_GROUP][D];
+  static_assert(G <= MAX_GROUP, "a group bound above MAX_GROUP");
+  __shared__ float warp_ml[WARPS][G][2];
+  __shared__ __align__(16) float warp_acc[WARPS][G][D];
   const int slot = blockIdx.x, row = slots[slot], kv_head = blockIdx.y, split = blockIdx.z;
   const int group = h / h_kv;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -59,11 +62,12 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
   const T* k = keys[z] + cache_offset;
   const T* v = values[z] + cache_offset;
 
-  // Loops over the group run to MAX_GROUP, unrolled, and stop at `group`: constant indices keep
-  // these arrays in registers (a loop bounded by `group` alone put them in local memory).
-  float qr[MAX_GROUP][PER_LANE], acc[MAX_GROUP][PER_LANE], m[MAX_GROUP], l[MAX_GROUP];
+  // Loops over the group run to G, unrolled, and stop at `group` (<= G, the launcher's choice):
+  // constant indices keep these arrays in registers (a loop bounded by `group` alone put them in
+  // local memory).
+  float qr[G][PER_LANE], acc[G][PER_LANE], m[G], l[G];
   #pragma unroll
-  for (int g = 0; g < MAX_GROUP; ++g) {
+  for (int g = 0; g < G; ++g) {
     if (g >= group) break;
     const Row qg = *reinterpret_cast<const Row*>(q + ((size_t)row * h + kv_head * group + g) * D + c0);
     for (int i = 0; i < PER_LANE; ++i) {
@@ -82,7 +86,7 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
       vr[i] = to_f32(vp.v[i]);
     }
     #pragma unroll
-    for (int g = 0; g < MAX_GROUP; ++g) {
+    for (int g = 0; g < G; ++g) {
       if (g >= group) break;
       float dot = 0.f;
       for (int i = 0; i < PER_LANE; ++i) dot += qr[g][i] * kr[i];
@@ -96,7 +100,7 @@ __device__ void split(const T* q, const T* const* keys, const T* const* values, 
     }
   }
   #pragma unroll
-  for (int g = 0; g < MAX_GROUP; ++g) {
+  for (int g = 0; g < G; ++g) {
     if (g >= group) break;
     if (lane == 0) {
       warp_ml[warp][g][0] = m[g];
@@ -165,14 +169,18 @@ __device__ void append(const T* k_new, const T* v_new, T* const* keys, T* const*
 
 }  // namespace decode
 
-#define DECODE_SPLIT(T, S, D)                                                                                          \
-  extern "C" __global__ void __launch_bounds__(decode::THREADS) decode_attn_split_d##D##_##S(                         \
+#define DECODE_SPLIT_G(T, S, D, G)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(decode::THREADS) decode_attn_split_d##D##_g##G##_##S(                  \
       const T* q, const T* const* keys, const T* const* values, const int* slots, const int* sequences,                \
       const int* positions, const int* capacities, float* partial_o, float* partial_ml, int h, int h_kv, int splits,   \
       float scale) {                                                                                                   \
-    decode::split<T, D>(q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h, h_kv,      \
-                        splits, scale);                                                                                \
-  }                                                                                                                    \
+    decode::split<T, D, G>(q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h, h_kv,   \
+                           splits, scale);                                                                             \
+  }
+#define DECODE_SPLIT(T, S, D)                                                                                          \
+  DECODE_SPLIT_G(T, S, D, 2)                                                                                           \
+  DECODE_SPLIT_G(T, S, D, 4)                                                                                           \
+  DECODE_SPLIT_G(T, S, D, 8)                                                                                           \
   extern "C" __global__ void decode_attn_combine_d##D##_##S(const float* partial_o, const float* partial_ml,           \
                                                             const int* slots, T* o, int h, int splits) {              \
     decode::combine<T, D>(partial_o, partial_ml, slots, o, h, splits);                                                 \

@@ -21,6 +21,9 @@ use crate::launch::{grid_stride, LaunchShape};
 pub const DECODE_CHUNK: usize = 256;
 /// Query heads per K/V head the split kernel holds in registers (kernels/decode_attn.cu `MAX_GROUP`).
 pub const MAX_GROUP: usize = 8;
+/// The group sizes the split kernel is built for, as bounds (`decode_attn_split_d{D}_g{G}`): a group
+/// runs in the smallest that holds it (fewer registers, more blocks per SM).
+pub const GROUP_BOUNDS: [usize; 3] = [2, 4, MAX_GROUP];
 const SPLIT_THREADS: u32 = 128;
 const APPEND_THREADS: u32 = 256;
 
@@ -54,6 +57,8 @@ const GRID_YZ: usize = 65535;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeLaunch {
     pub splits: usize,
+    /// The split kernel's group bound, one of [`GROUP_BOUNDS`].
+    pub group_bound: usize,
     /// `decode_attn_split_d{D}`: grid (slots, kv_heads, splits).
     pub split: LaunchShape,
     /// `decode_attn_combine_d{D}`: grid (slots, heads), a thread per element of a head.
@@ -66,12 +71,15 @@ pub fn decode_launch(slots: usize, heads: usize, kv_heads: usize, head_dim: usiz
         bail!("decode attention: {why}");
     }
     let splits = longest.div_ceil(DECODE_CHUNK).max(1);
+    let group = heads / kv_heads;
+    let group_bound = *GROUP_BOUNDS.iter().find(|&&bound| group <= bound).expect("unsupported_shape bounds the group by MAX_GROUP");
     // slots go in x (up to 2^31 - 1: a prefill step of short prompts holds many rows)
     if slots == 0 || slots > GRID_X || heads > GRID_YZ || splits > GRID_YZ {
         bail!("decode attention: {slots} rows, {heads} heads or {splits} splits of {DECODE_CHUNK} positions exceed the grid");
     }
     Ok(DecodeLaunch {
         splits,
+        group_bound,
         split: LaunchShape { grid: [slots as u32, kv_heads as u32, splits as u32], block: [SPLIT_THREADS, 1, 1], shared_bytes: 0 },
         combine: LaunchShape { grid: [slots as u32, heads as u32, 1], block: [head_dim as u32, 1, 1], shared_bytes: 0 },
     })
@@ -236,12 +244,15 @@ mod tests {
     #[test]
     fn the_positions_split_into_chunks_and_every_head_is_combined() {
         let l = decode_launch(3, 32, 8, 128, 32768).unwrap();
-        assert_eq!(l.splits, 128);
+        assert_eq!((l.splits, l.group_bound), (128, 4));
         assert_eq!(l.split.grid, [3, 8, 128]);
         assert_eq!(l.combine, LaunchShape { grid: [3, 32, 1], block: [128, 1, 1], shared_bytes: 0 });
         // a prefill step of 32 prompts of 4096 tokens: more rows than a grid's y or z allows
         assert_eq!(decode_launch(32 * 4096, 32, 8, 128, 4096).unwrap().split.grid, [131072, 8, 16]);
         assert_eq!(decode_launch(1, 16, 2, 64, 257).unwrap().splits, 2);
+        // each group in the smallest bound that holds it
+        let bound = |heads| decode_launch(1, heads, 1, 128, 1).unwrap().group_bound;
+        assert_eq!([1, 2, 3, 4, 5, 8].map(bound), [2, 2, 4, 4, 8, 8]);
         assert_eq!(decode_launch(1, 16, 2, 64, 1).unwrap().splits, 1);
     }
 

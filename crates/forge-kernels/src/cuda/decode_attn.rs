@@ -95,7 +95,7 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
         let partials = plan.slots.len() * heads * shape.splits;
         let partial_o = alloc_output::<f32>(dev, partials * d)?;
         let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
-        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}"), shape.split, q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}_g{}", shape.group_bound), shape.split, q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
         launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, slots, o, h_i, splits_i)?;
     }
     Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))

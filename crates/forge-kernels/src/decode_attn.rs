@@ -2,9 +2,8 @@
 //! appended to their sequences' caches in place (kernels/decode_attn.cu `kv_append`), then each row
 //! attends its own cache at positions `0..=position`, by one of two kernels ([`plan`]):
 //! - a run of at least `flash_min_rows` ([`FLASH_MIN_ROWS`] in the engine) consecutive rows of one
-//!   sequence (a prefill chunk) goes
-//!   through the flash forward's tensor-core tiles (kernels/flash_attn.cu `flash_fwd_cached`, bf16):
-//!   64 rows share each key tile they load;
+//!   sequence (a prefill chunk) goes through the flash forward's tensor-core tiles
+//!   (kernels/flash_attn.cu `flash_fwd_cached`, bf16): 64 rows share each key tile they load;
 //! - every other row (decoding: one row per sequence) through "flash decoding": the positions are
 //!   split over blocks of [`DECODE_CHUNK`] (split-K, so that one row per sequence still fills the
 //!   GPU) and the splits' partial softmaxes combined.
@@ -59,7 +58,7 @@ pub struct DecodeLaunch {
     pub splits: usize,
     /// The split kernel's group bound, one of [`GROUP_BOUNDS`].
     pub group_bound: usize,
-    /// `decode_attn_split_d{D}`: grid (slots, kv_heads, splits).
+    /// `decode_attn_split_d{D}_g{group_bound}`: grid (slots, kv_heads, splits).
     pub split: LaunchShape,
     /// `decode_attn_combine_d{D}`: grid (slots, heads), a thread per element of a head.
     pub combine: LaunchShape,

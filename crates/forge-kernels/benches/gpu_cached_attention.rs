@@ -12,7 +12,7 @@
 
 use candle_core::{DType, Device, Result, Tensor};
 use forge_kernels::decode_attn::{append_and_attend, LayerCache, FLASH_MIN_ROWS};
-use forge_kernels::testing::{arg, json_line, median_seconds, quoted, relative_error, require_cuda};
+use forge_kernels::testing::{arg, arg_list, json_line, median_seconds, quoted, relative_error, require_cuda};
 
 const HEADS: usize = 32;
 const KV_HEADS: usize = 8;
@@ -21,32 +21,24 @@ const HEAD_DIM: usize = 128;
 const ALL_FLASH: usize = 1;
 const ALL_SPLIT_K: usize = usize::MAX;
 
-fn list(args: &[String], name: &str, default: &str) -> Vec<usize> {
-    let mut values: Vec<usize> =
-        arg(args, name, default.to_string()).split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: comma-separated integers"))).collect();
-    values.sort_unstable();
-    values
-}
-
 fn host(t: &Tensor) -> Result<Vec<f32>> {
     t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()
 }
 
 /// Per `rows`: (rows, flash seconds, split-K seconds) of one step over `context` cached positions.
 fn measure(device: &Device, context: usize, row_counts: &[usize], batch: usize, warmup: usize, steps: usize) -> Result<Vec<(usize, f64, f64)>> {
-    let randn = |shape: (usize, usize)| -> Result<Tensor> { Tensor::randn(0f32, 1f32, shape, device)?.to_dtype(DType::BF16) };
+    let randn = |shape: &[usize]| -> Result<Tensor> { Tensor::randn(0f32, 1f32, shape, device)?.to_dtype(DType::BF16) };
     let scale = 1.0 / (HEAD_DIM as f32).sqrt();
     let mut times = Vec::new();
     for &rows in row_counts {
         let capacity = context + rows;
         // the step appends its own rows at context..capacity (the same ones on every call)
-        let caches = (0..batch)
-            .map(|_| Ok((randn((KV_HEADS, capacity * HEAD_DIM))?.reshape((KV_HEADS, capacity, HEAD_DIM))?, randn((KV_HEADS, capacity * HEAD_DIM))?.reshape((KV_HEADS, capacity, HEAD_DIM))?)))
-            .collect::<Result<Vec<_>>>()?;
+        let cache = [KV_HEADS, capacity, HEAD_DIM];
+        let caches = (0..batch).map(|_| Ok((randn(&cache)?, randn(&cache)?))).collect::<Result<Vec<_>>>()?;
         let layer: Vec<LayerCache> = caches.iter().map(|(keys, values)| LayerCache { keys, values }).collect();
         let step: Vec<(usize, usize)> = (0..batch).flat_map(|b| (context..capacity).map(move |p| (b, p))).collect();
         let n = step.len();
-        let (q, k, v) = (randn((n, HEADS * HEAD_DIM))?, randn((n, KV_HEADS * HEAD_DIM))?, randn((n, KV_HEADS * HEAD_DIM))?);
+        let (q, k, v) = (randn(&[n, HEADS * HEAD_DIM])?, randn(&[n, KV_HEADS * HEAD_DIM])?, randn(&[n, KV_HEADS * HEAD_DIM])?);
         let attend = |flash_min_rows| append_and_attend(&q, &k, &v, &layer, &step, HEADS, scale, flash_min_rows);
 
         let difference = relative_error(&host(&attend(ALL_FLASH)?)?, &host(&attend(ALL_SPLIT_K)?)?);
@@ -84,8 +76,10 @@ fn main() -> Result<()> {
         return Ok(()); // cargo's bench discovery
     }
     let Some(device) = require_cuda("gpu_cached_attention bench") else { return Ok(()) };
-    let contexts = list(&args, "--contexts", "1024,4096,16384");
-    let row_counts = list(&args, "--rows", "1,2,4,8,12,16,24,32,48,64");
+    let contexts = arg_list(&args, "--contexts", "1024,4096,16384");
+    // ascending: flash_faster_from reads the lengths in order
+    let mut row_counts = arg_list(&args, "--rows", "1,2,4,8,12,16,24,32,48,64");
+    row_counts.sort_unstable();
     let (batch, warmup, steps) = (arg(&args, "--batch", 8usize), arg(&args, "--warmup", 3usize), arg(&args, "--steps", 20usize));
     for &context in &contexts {
         let times = measure(&device, context, &row_counts, batch, warmup, steps)?;

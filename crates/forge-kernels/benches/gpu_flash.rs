@@ -11,7 +11,7 @@
 //! backward 2.5× that (five products; this implementation actually does seven, see FLASH.md).
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use forge_kernels::testing::{arg, bf16_matmul_rate, device_mem_used_mib, json_line, median_seconds, quoted, require_cuda};
+use forge_kernels::testing::{arg, arg_list, bf16_matmul_rate, device_mem_used_mib, json_line, median_seconds, quoted, require_cuda};
 
 struct Shape {
     seq: usize,
@@ -94,10 +94,7 @@ fn main() -> Result<()> {
     }
     let Some(device) = require_cuda("gpu_flash bench") else { return Ok(()) };
     let (warmup, steps) = (arg(&args, "--warmup", 2usize), arg(&args, "--steps", 10usize));
-    let seqs: Vec<usize> = arg(&args, "--seqs", "4096,8192,32768".to_string())
-        .split(',')
-        .map(|s| s.trim().parse().expect("--seqs: comma-separated integers"))
-        .collect();
+    let seqs = arg_list(&args, "--seqs", "4096,8192,32768");
 
     let n = 8192;
     let (seconds, tflops) = bf16_matmul_rate(&device, n)?;

@@ -37,6 +37,12 @@ pub fn arg<T: FromStr>(args: &[String], name: &str, default: T) -> T {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
+/// The comma-separated integers after `name` (`--seqs 4096,8192`), or those of `default`; panics,
+/// naming the argument, on anything else.
+pub fn arg_list(args: &[String], name: &str, default: &str) -> Vec<usize> {
+    arg(args, name, default.to_string()).split(',').map(|s| s.trim().parse().unwrap_or_else(|_| panic!("{name}: comma-separated integers"))).collect()
+}
+
 /// Median seconds of `steps` calls of `f` after `warmup` untimed ones, each call between two
 /// device synchronisations (so it times the GPU work, not its launch).
 pub fn median_seconds(device: &Device, warmup: usize, steps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {

@@ -25,6 +25,9 @@ for script in scripts/build-task-images.sh; do
   fi
 done
 
+step "scripts/gpu-check.sh on stub binaries (what the GPU machine runs: stage lists, budget, tables)"
+scripts/test-gpu-check.sh
+
 step "build (all targets, incl. benches and the CLI)"
 cargo build --workspace --all-targets --locked
 

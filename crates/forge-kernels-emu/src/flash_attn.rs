@@ -3,7 +3,7 @@
 
 use half::bf16;
 
-use forge_kernels::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel};
+use forge_kernels::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel, KERNEL_HEAD_DIMS};
 
 use crate::ops::Float;
 use crate::{launch, Buffer, Schedule};
@@ -54,8 +54,8 @@ impl Problem<'_> {
 
     fn dims(&self) -> Result<(i32, i32, i32), String> {
         let int = |v: usize| i32::try_from(v).map_err(|_| format!("{v} exceeds the kernels' int"));
-        if self.d != 64 && self.d != 128 {
-            return Err(format!("head dim {} (the kernels are built for 64 and 128)", self.d));
+        if !KERNEL_HEAD_DIMS.contains(&self.d) {
+            return Err(format!("head dim {} (the kernels are built for {KERNEL_HEAD_DIMS:?})", self.d));
         }
         Ok((int(self.seqs.total())?, int(self.h)?, int(self.h_kv)?))
     }

@@ -123,7 +123,8 @@ mod device {
     use half::{bf16, f16};
 
     use super::{group_launch, AdamWTensor, AdamWUpdate};
-    use crate::cuda::{device_address, launch, CudaElem, ADAMW};
+    use crate::cuda::kernels::ADAMW_STEP;
+    use crate::cuda::{device_address, launch, CudaElem};
 
     /// Steps every update: one launch per parameter dtype among them.
     pub fn adamw_step(updates: &[AdamWUpdate<'_>]) -> Result<()> {
@@ -178,7 +179,7 @@ mod device {
         let Some(shape) = group_launch(&mut table)? else { return Ok(()) };
         let count = table.len() as i32; // group_launch checked it fits
         let tensors = dev.clone_htod(&table)?;
-        launch!(T, dev, ADAMW, "adamw", shape, tensors, count)
+        launch!(T, dev, ADAMW_STEP, shape, tensors, count)
     }
 }
 

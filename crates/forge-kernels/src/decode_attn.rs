@@ -13,7 +13,7 @@
 
 use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
-use crate::flash_attn::{TileKernel, TILE_ROWS, TILE_THREADS};
+use crate::flash_attn::{TileKernel, KERNEL_HEAD_DIMS, TILE_ROWS, TILE_THREADS};
 use crate::launch::{grid_stride, LaunchShape};
 
 /// Cached positions one block of the split kernel attends (kernels/decode_attn.cu `CHUNK`).
@@ -28,8 +28,8 @@ const APPEND_THREADS: u32 = 256;
 
 /// Why the kernels cannot serve this attention shape, if they cannot.
 pub fn unsupported_shape(heads: usize, kv_heads: usize, head_dim: usize) -> Option<String> {
-    if head_dim != 64 && head_dim != 128 {
-        return Some(format!("head dim {head_dim} (the decode kernels are built for 64 and 128)"));
+    if !KERNEL_HEAD_DIMS.contains(&head_dim) {
+        return Some(format!("head dim {head_dim} (the decode kernels are built for {KERNEL_HEAD_DIMS:?})"));
     }
     if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || heads / kv_heads > MAX_GROUP {
         return Some(format!("{heads} query heads over {kv_heads} K/V heads (at most {MAX_GROUP} query heads per K/V head)"));

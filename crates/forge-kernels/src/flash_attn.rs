@@ -90,6 +90,8 @@ pub enum TileKernel {
     BackwardDq,
 }
 
+/// The head dims the attention kernels (flash and decode) are built for.
+pub const KERNEL_HEAD_DIMS: [usize; 2] = [64, 128];
 /// Threads per block of the tile kernels (`flash::THREADS`).
 pub const TILE_THREADS: u32 = 128;
 /// Query rows per block of the forward and dQ kernels, keys per block of the dK/dV kernel.
@@ -144,7 +146,7 @@ pub fn delta_launch(total: usize, heads: usize) -> crate::launch::LaunchShape {
 /// Whether [`causal_attention_padded`] / [`causal_attention_varlen`] run the fused kernels for
 /// tensors on `device` of `dtype` with this head dim (CUDA builds only, bf16, head_dim 64 or 128).
 pub fn supported(device: &Device, dtype: DType, head_dim: usize) -> bool {
-    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16 && (head_dim == 64 || head_dim == 128)
+    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16 && KERNEL_HEAD_DIMS.contains(&head_dim)
 }
 
 /// The additive-mask value of masked positions: the most negative finite value of the dtype (as

@@ -2,7 +2,8 @@
 
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::{alloc_output, as_i32, launch, view, CudaElem, CROSS_ENTROPY};
+use super::kernels::{CROSS_ENTROPY_FWD, CROSS_ENTROPY_GRAD};
+use super::{alloc_output, as_i32, launch, view, CudaElem};
 use crate::launch::per_row;
 
 fn rows_and_vocab(ll: &Layout, op: &str) -> Result<(usize, usize, i32, i32)> {
@@ -17,7 +18,7 @@ pub(crate) fn forward<T: CudaElem>(ls: &CudaStorage, ll: &Layout, ts: &CudaStora
     let (logits, targets) = (view::<T>(ls, ll, op, "logits")?, view::<u32>(ts, tl, op, "targets")?);
     let dev = &ls.device;
     let nll = alloc_output::<f32>(dev, rows)?;
-    launch!(T, dev, CROSS_ENTROPY, "cross_entropy_fwd", per_row(rows, vocab), logits, targets, nll, rows_i, vocab_i)?;
+    launch!(T, dev, CROSS_ENTROPY_FWD, per_row(rows, vocab), logits, targets, nll, rows_i, vocab_i)?;
     Ok(CudaStorage::wrap_cuda_slice(nll, dev.clone()))
 }
 
@@ -37,6 +38,6 @@ pub(crate) fn grad<T: CudaElem>(
     let dnll = view::<f32>(gs, gl, op, "dnll")?;
     let dev = &ls.device;
     let dlogits = alloc_output::<T>(dev, rows * vocab)?;
-    launch!(T, dev, CROSS_ENTROPY, "cross_entropy_grad", per_row(rows, vocab), logits, targets, dnll, dlogits, rows_i, vocab_i)?;
+    launch!(T, dev, CROSS_ENTROPY_GRAD, per_row(rows, vocab), logits, targets, dnll, dlogits, rows_i, vocab_i)?;
     Ok(CudaStorage::wrap_cuda_slice(dlogits, dev.clone()))
 }

@@ -5,7 +5,8 @@ use candle_core::backend::BackendStorage as _;
 use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Tensor};
 use half::{bf16, f16};
 
-use super::{alloc_output, as_i32, device_address, launch, view, CudaElem, DECODE_ATTN, FLASH_ATTN};
+use super::kernels::{decode_combine, decode_split, flash_cached, KV_APPEND};
+use super::{alloc_output, as_i32, device_address, launch, view, CudaElem};
 use crate::decode_attn::{plan, DecodeAttention};
 
 const OP: &str = "forge-decode-attn";
@@ -79,15 +80,15 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
     if !(ql.start_offset() * std::mem::size_of::<T>()).is_multiple_of(16) || key_addresses.iter().chain(&value_addresses).any(|a| !a.is_multiple_of(16)) {
         bail!("{OP}: q or a KV cache is not 16-byte aligned (the attention kernels load up to 16 bytes at a time)");
     }
-    launch!(T, dev, DECODE_ATTN, "kv_append", plan.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
+    launch!(T, dev, KV_APPEND, plan.append, k, v, keys, values, sequences, positions, capacities, n_i, h_kv_i, d_i)?;
     // every row of o is written once: by its flash tile or by its split-K slot's combine
     let o = alloc_output::<T>(dev, n * width)?;
     if let Some(shape) = plan.flash {
-        let name = format!("flash_fwd_cached_d{d}");
-        super::flash_attn::allow_shared(dev, &name, &shape)?;
+        let kernel = flash_cached(d);
+        super::flash_attn::allow_shared(dev, &kernel, &shape)?;
         let tiles = dev.clone_htod(&plan.tile_table()?)?;
         // `plan` gives tiles only for bf16, the one storage type the kernel is built for
-        launch!(bf16, dev, FLASH_ATTN, &name, shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;
+        launch!(bf16, dev, kernel, shape, q, keys, values, capacities, tiles, o, h_i, h_kv_i, scale)?;
     }
     if let Some(shape) = plan.split {
         let slots = dev.clone_htod(&plan.slot_table()?)?;
@@ -95,8 +96,8 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
         let partials = plan.slots.len() * heads * shape.splits;
         let partial_o = alloc_output::<f32>(dev, partials * d)?;
         let partial_ml = alloc_output::<f32>(dev, partials * 2)?;
-        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_split_d{d}_g{}", shape.group_bound), shape.split, q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
-        launch!(T, dev, DECODE_ATTN, &format!("decode_attn_combine_d{d}"), shape.combine, partial_o, partial_ml, slots, o, h_i, splits_i)?;
+        launch!(T, dev, decode_split(d, shape.group_bound), shape.split, q, keys, values, slots, sequences, positions, capacities, partial_o, partial_ml, h_i, h_kv_i, splits_i, scale)?;
+        launch!(T, dev, decode_combine(d), shape.combine, partial_o, partial_ml, slots, o, h_i, splits_i)?;
     }
     Ok(CudaStorage::wrap_cuda_slice(o, dev.clone()))
 }

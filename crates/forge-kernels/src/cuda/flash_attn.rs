@@ -6,29 +6,30 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result};
 use half::bf16;
 
-use super::{alloc_output, as_i32, launch, load, view, FLASH_ATTN};
-use crate::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel};
+use super::kernels::{flash_delta, flash_tile, Kernel};
+use super::{alloc_output, as_i32, launch, load, view};
+use crate::flash_attn::{delta_launch, tile_launch, Sequences, TileKernel, KERNEL_HEAD_DIMS};
 use crate::launch::LaunchShape;
 
 const OP: &str = "forge-flash-attn";
 /// Above this, a kernel's dynamic shared memory must be allowed explicitly.
 const DEFAULT_SHARED: u32 = 48 * 1024;
 
-/// Allows the bf16 flash kernel `name` the dynamic shared memory `shape` asks for.
-pub(crate) fn allow_shared(dev: &CudaDevice, name: &str, shape: &LaunchShape) -> Result<()> {
+/// Allows the bf16 flash kernel the dynamic shared memory `shape` asks for.
+pub(crate) fn allow_shared(dev: &CudaDevice, kernel: &Kernel, shape: &LaunchShape) -> Result<()> {
     if shape.shared_bytes > DEFAULT_SHARED {
-        let func = load::<bf16>(dev, &FLASH_ATTN, name)?;
+        let func = load::<bf16>(dev, kernel)?;
         func.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, shape.shared_bytes as i32).w()?;
     }
     Ok(())
 }
 
-/// The kernel's name for head dim `d`, with its shared memory allowed, and its launch.
-fn prepare(dev: &CudaDevice, kernel: TileKernel, d: usize, seqs: &Sequences, heads: usize) -> Result<(String, LaunchShape)> {
-    let name = kernel.name(d);
-    let shape = tile_launch(kernel, d, seqs, heads)?;
-    allow_shared(dev, &name, &shape)?;
-    Ok((name, shape))
+/// The tile kernel for head dim `d`, with its shared memory allowed, and its launch.
+fn prepare(dev: &CudaDevice, tile: TileKernel, d: usize, seqs: &Sequences, heads: usize) -> Result<(Kernel, LaunchShape)> {
+    let kernel = flash_tile(tile, d);
+    let shape = tile_launch(tile, d, seqs, heads)?;
+    allow_shared(dev, &kernel, &shape)?;
+    Ok((kernel, shape))
 }
 
 struct Dims {
@@ -44,8 +45,8 @@ fn dims(seqs: &Sequences, ql: &Layout, kl: &Layout, vl: &Layout) -> Result<Dims>
     if kt != total || kd != d || vl.dims() != kl.dims() || seqs.total() != total {
         bail!("{OP}: q {:?}, k {:?}, v {:?} do not match {} rows", ql.dims(), kl.dims(), vl.dims(), seqs.total());
     }
-    if d != 64 && d != 128 {
-        bail!("{OP}: head dim {d} (the kernels are built for 64 and 128)");
+    if !KERNEL_HEAD_DIMS.contains(&d) {
+        bail!("{OP}: head dim {d} (the kernels are built for {KERNEL_HEAD_DIMS:?})");
     }
     if h_kv == 0 || h % h_kv != 0 {
         bail!("{OP}: {h} query heads are not a multiple of {h_kv} key/value heads");
@@ -82,8 +83,8 @@ pub(crate) fn forward(
     let n = ql.shape().elem_count();
     let o = alloc_output::<bf16>(dev, n)?;
     let lse = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
-    let (name, cfg) = prepare(dev, TileKernel::Forward, dm.d, seqs, dm.h as usize)?;
-    launch!(bf16, dev, FLASH_ATTN, &name, cfg, q, k, v, o, lse, starts, rows, valid, dm.total, dm.h, dm.h_kv, scale)?;
+    let (kernel, cfg) = prepare(dev, TileKernel::Forward, dm.d, seqs, dm.h as usize)?;
+    launch!(bf16, dev, kernel, cfg, q, k, v, o, lse, starts, rows, valid, dm.total, dm.h, dm.h_kv, scale)?;
     Ok((CudaStorage::wrap_cuda_slice(o, dev.clone()), CudaStorage::wrap_cuda_slice(lse, dev.clone())))
 }
 
@@ -125,7 +126,7 @@ pub(crate) fn backward(
     // 1. delta = rowsum(dO∘O): a warp per (row, head)
     let delta = alloc_output::<f32>(dev, dm.total as usize * dm.h as usize)?;
     let cfg = delta_launch(dm.total as usize, dm.h as usize);
-    launch!(bf16, dev, FLASH_ATTN, &format!("flash_bwd_delta_d{}", dm.d), cfg, o, dout, delta, dm.total, dm.h)?;
+    launch!(bf16, dev, flash_delta(dm.d), cfg, o, dout, delta, dm.total, dm.h)?;
 
     let mut grads = alloc_output::<bf16>(dev, nq + 2 * nk)?;
     {
@@ -133,16 +134,16 @@ pub(crate) fn backward(
         let (mut dk, mut dv) = dkv.split_at_mut(nk);
         let stream = dev.cuda_stream();
         // 2. dK, dV: a block per 64 keys of one K/V head
-        let (name, cfg) = prepare(dev, TileKernel::BackwardDkDv, dm.d, seqs, dm.h_kv as usize)?;
-        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
+        let (kernel, cfg) = prepare(dev, TileKernel::BackwardDkDv, dm.d, seqs, dm.h_kv as usize)?;
+        let func = load::<bf16>(dev, &kernel)?;
         let mut args = stream.launch_builder(&func);
         args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dk).arg(&mut dv);
         args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);
         // SAFETY: the arguments of flash_bwd_dkdv's C signature, buffers sized as `dims` checked.
         unsafe { args.launch(LaunchConfig::from(cfg)) }.w()?;
         // 3. dQ: a block per 64 query rows of one head
-        let (name, cfg) = prepare(dev, TileKernel::BackwardDq, dm.d, seqs, dm.h as usize)?;
-        let func = load::<bf16>(dev, &FLASH_ATTN, &name)?;
+        let (kernel, cfg) = prepare(dev, TileKernel::BackwardDq, dm.d, seqs, dm.h as usize)?;
+        let func = load::<bf16>(dev, &kernel)?;
         let mut args = stream.launch_builder(&func);
         args.arg(&q).arg(&k).arg(&v).arg(&dout).arg(&lse).arg(&delta).arg(&mut dq);
         args.arg(&starts).arg(&rows).arg(&valid).arg(&dm.total).arg(&dm.h).arg(&dm.h_kv).arg(&scale);

@@ -5,6 +5,7 @@
 pub(crate) mod cross_entropy;
 pub(crate) mod decode_attn;
 pub(crate) mod flash_attn;
+pub(crate) mod kernels;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
 
@@ -16,23 +17,25 @@ use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Storage, Tensor, WithDType};
 
 use crate::launch::LaunchShape;
+use kernels::Kernel;
 
 mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
 
 /// One `.cu` file's PTX, loaded once per device under `name`.
+#[derive(Debug)]
 pub(crate) struct Module {
     name: &'static str,
     ptx: &'static str,
 }
 
-pub(crate) const ADAMW: Module = Module { name: "forge-adamw", ptx: ptx::ADAMW };
-pub(crate) const CROSS_ENTROPY: Module = Module { name: "forge-cross-entropy", ptx: ptx::CROSS_ENTROPY };
-pub(crate) const DECODE_ATTN: Module = Module { name: "forge-decode-attn", ptx: ptx::DECODE_ATTN };
-pub(crate) const FLASH_ATTN: Module = Module { name: "forge-flash-attn", ptx: ptx::FLASH_ATTN };
-pub(crate) const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
-pub(crate) const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
+const ADAMW: Module = Module { name: "forge-adamw", ptx: ptx::ADAMW };
+const CROSS_ENTROPY: Module = Module { name: "forge-cross-entropy", ptx: ptx::CROSS_ENTROPY };
+const DECODE_ATTN: Module = Module { name: "forge-decode-attn", ptx: ptx::DECODE_ATTN };
+const FLASH_ATTN: Module = Module { name: "forge-flash-attn", ptx: ptx::FLASH_ATTN };
+const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
+const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
 
 /// A storage element the kernels read and write (f32, bf16, f16).
 pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType {}
@@ -86,19 +89,19 @@ pub(crate) fn alloc_output<T: CudaElem>(dev: &CudaDevice, len: usize) -> Result<
     Ok(out)
 }
 
-/// `<root>_<dtype of T>` from `module` (loaded once per device).
-pub(crate) fn load<T: WithDType>(dev: &CudaDevice, module: &Module, root: &str) -> Result<CudaFunction> {
-    Ok(dev.get_or_load_custom_func(&kernel_name::<T>(root), module.name, module.ptx)?.clone())
+/// `<root>_<dtype of T>` of `kernel` (its module loaded once per device).
+pub(crate) fn load<T: WithDType>(dev: &CudaDevice, kernel: &Kernel) -> Result<CudaFunction> {
+    Ok(dev.get_or_load_custom_func(&kernel_name::<T>(&kernel.root), kernel.module.name, kernel.module.ptx)?.clone())
 }
 
-/// `launch!(T, device, MODULE, "root", config, args...)` launches `<root>_<dtype of T>` on the
-/// device's stream with the given arguments (places, pushed by reference, in the order of the
-/// kernel's C signature).
+/// `launch!(T, device, kernel, config, args...)` launches `kernel` (one of [`kernels`]) for dtype
+/// `T` on the device's stream with the given arguments (places, pushed by reference, in the order
+/// of the kernel's C signature).
 macro_rules! launch {
-    ($t:ty, $dev:expr, $module:expr, $root:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+    ($t:ty, $dev:expr, $kernel:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
         use candle_core::cuda_backend::WrapErr as _;
-        let func = $crate::cuda::load::<$t>($dev, &$module, $root)?;
+        let func = $crate::cuda::load::<$t>($dev, &$kernel)?;
         let stream = $dev.cuda_stream();
         let mut args = stream.launch_builder(&func);
         $( args.arg(&$arg); )+

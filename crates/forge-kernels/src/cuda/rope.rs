@@ -2,8 +2,12 @@
 
 use candle_core::{CudaStorage, Layout, Result};
 
-use super::{alloc_output, as_i32, launch, view, CudaElem, ROPE};
+use super::kernels::ROPE_ROTATE;
+use super::{alloc_output, as_i32, launch, view, CudaElem};
 use crate::launch::grid_stride;
+
+/// Threads per block of the grid-stride rotation.
+pub(super) const THREADS: u32 = 256;
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn rotate<T: CudaElem>(
@@ -24,7 +28,7 @@ pub(crate) fn rotate<T: CudaElem>(
     let sign: f32 = if inverse { -1.0 } else { 1.0 };
     let dev = &xs.device;
     let y = alloc_output::<T>(dev, b * s * h * d)?;
-    let cfg = grid_stride(b * s * h * d / 2, 256);
-    launch!(T, dev, ROPE, "rope", cfg, x, cos, sin, y, dims[0], dims[1], dims[2], dims[3], cos_batch, sign)?;
+    let cfg = grid_stride(b * s * h * d / 2, THREADS);
+    launch!(T, dev, ROPE_ROTATE, cfg, x, cos, sin, y, dims[0], dims[1], dims[2], dims[3], cos_batch, sign)?;
     Ok(CudaStorage::wrap_cuda_slice(y, dev.clone()))
 }

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# scripts/gpu-check.sh runs where a session may get one chance a month: this runs it here, on stub
+# binaries in a tarball of the real layout, a stub nvidia-smi and a compute-sanitizer that refuses
+# the device (as on gVisor machines), and checks what a first GPU run depends on: the stage lists
+# the device tool can bring back, tables written when rows fail or cannot be read, the budget
+# cutting runs short, a refused sanitizer not counted as a failure, a failed parity test counted.
+# Run by scripts/test.sh; takes seconds.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+fail() { echo "test-gpu-check: FAIL: $*" >&2; exit 1; }
+
+# --- stubs ---------------------------------------------------------------------------------------
+STAGE="$WORK/stage" FAKE="$WORK/fake"
+mkdir -p "$STAGE/bin" "$STAGE/tests" "$STAGE/benches" "$FAKE/bin" "$FAKE/py/nvidia"
+touch "$FAKE/py/nvidia/__init__.py"
+stub() { # path, body
+  printf '#!/usr/bin/env bash\n%s\n' "$2" >"$1"
+  chmod +x "$1"
+}
+stub "$FAKE/bin/nvidia-smi" 'echo "Stub GPU, 580.00, 81559 MiB"'
+stub "$FAKE/bin/compute-sanitizer" 'echo "========= Error: Device not supported" >&2; exit 255'
+stub "$STAGE/bin/forge" 'exit 0'
+parity_test='[[ -n "${STUB_FAIL_PARITY:-}" ]] && { echo "test flash_attention_gqa ... FAILED"; echo "test result: FAILED. 0 passed; 1 failed"; exit 101; }
+echo "test flash_attention_gqa ... ok"; echo "test result: ok. 1 passed; 0 failed"'
+for t in cuda_parity cuda_adamw cuda_sft cuda_decode; do stub "$STAGE/tests/$t" "$parity_test"; done
+# a row without the "shape" the table reads: its table script breaks
+stub "$STAGE/benches/gpu_kernels" 'echo "{\"bench\": \"rms_norm\", \"shape\": \"8x4096\", \"impl\": \"fused\", \"median_ms\": 0.5}"
+echo "{\"bench\": \"rms_norm\", \"impl\": \"composite\", \"median_ms\": 1.5}"'
+# the 8B loss is NaN (JSON null), as a first GPU run may well give
+stub "$STAGE/benches/gpu_train_step" 'loss=2.5; [[ "$2" == 8b ]] && loss=null
+echo "warming up" >&2
+echo "{\"impl\": \"forge\", \"model\": \"$2\", \"seq\": 4096, \"params\": 751632384, \"tokens_per_s\": 1000.0, \"step_s_median\": 4.1, \"device_mem_used_after_step_mib\": 9000, \"loss\": $loss}"'
+stub "$STAGE/benches/gpu_flash" 'echo "{\"bench\": \"matmul_bf16\", \"impl\": \"candle\", \"tflops\": 700.0}"
+echo "{\"bench\": \"flash_attention\", \"impl\": \"forge fused\", \"seq\": 4096, \"pass\": \"fwd\", \"median_ms\": 1.0, \"tflops\": 300.0, \"device_mem_used_mib\": 2000}"'
+stub "$STAGE/benches/gpu_cached_attention" 'sleep "${STUB_SLEEP:-0}"
+echo "{\"bench\": \"cached_attention\", \"context\": 1024, \"batch\": 8, \"rows\": 16, \"flash_us\": 10.0, \"split_k_us\": 12.0, \"routes_relative_difference\": 0.001}"
+echo "{\"bench\": \"cached_attention_threshold\", \"context\": 1024, \"flash_faster_from_rows\": 16, \"flash_min_rows\": 16}"'
+stub "$STAGE/benches/gpu_decode" 'echo "{\"impl\": \"forge\", \"model\": \"$2\", \"context\": $4, \"batch\": $6, \"params\": 751632384, \"new_tokens\": 64, \"decode_s\": 1.0, \"prefill_tokens_per_s\": 9000.0, \"decode_tokens_per_s\": 500.0, \"device_mem_used_after_decode_mib\": 9000}"'
+printf 'commit: stub\nnvcc: release 13.0, V13.0.0\n' >"$STAGE/MANIFEST"
+mkdir -p "$WORK/repo/.gpu"
+tar -C "$STAGE" -cJf "$WORK/repo/.gpu/forge-cuda.tar.xz" .
+# the script runs from a copy of the repo, as on the device machine (its own scripts beside it)
+cp -r "$REPO/scripts" "$WORK/repo/"
+
+export PATH="$FAKE/bin:$PATH" PYTHONPATH="$FAKE/py${PYTHONPATH:+:$PYTHONPATH}"
+# Runs gpu-check.sh STAGES with $OUT as the device tool sets it; its exit status in $rc, its
+# output in $WORK/log.
+check() {
+  rm -rf "$WORK/out" && mkdir "$WORK/out"
+  rc=0
+  (cd "$WORK/repo" && OUT="$WORK/out" "$@" scripts/gpu-check.sh "$STAGES") >"$WORK/log" 2>&1 || rc=$?
+}
+expect() { # file, fixed string
+  grep -qF -- "$2" "$1" || { cat "$WORK/log" >&2; fail "'$STAGES': $(basename "$1") lacks: $2"; }
+}
+files_back() {
+  local n
+  n="$(find "$WORK/out" -type f | wc -l)"
+  ((n <= 8)) || fail "'$STAGES' left $n files in \$OUT, more than the device tool brings back"
+}
+
+# --- cases ---------------------------------------------------------------------------------------
+STAGES=all
+check env
+((rc != 0)) || fail "'all' into \$OUT should be refused (10 files)"
+expect "$WORK/log" "writes 10 files"
+
+STAGES=parity,kernels,flash
+check env
+((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc with passing parity tests"; }
+files_back
+expect "$WORK/out/gpu-parity.md" "| cuda_parity | pass |"
+expect "$WORK/out/gpu-parity.md" "- GPU: Stub GPU, 580.00, 81559 MiB"
+expect "$WORK/out/gpu-kernels.md" "(no table: its script failed"
+expect "$WORK/out/gpu-flash.md" "memcheck of those tests: not run: memcheck could not run on this machine, exit 255"
+expect "$WORK/out/gpu-flash.md" "| 4096 | fwd | forge fused | 1.000 | 300 |"
+expect "$WORK/out/gpu-check.log" "Device not supported"
+
+STAGES=train
+check env
+((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+files_back
+expect "$WORK/out/gpu-train-step.md" "| 8b | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-train-step.md" "| **None** |"
+expect "$WORK/out/gpu-train-step.md" "| 0.6b | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-check.log" "warming up"
+
+# the budget: the first run is cut off at the deadline, the rest are not started, the table is
+# still written
+STAGES=decode
+SECONDS=0
+check env BUDGET_S=16 STUB_SLEEP=60
+((SECONDS < 45)) || fail "'$STAGES' with BUDGET_S=16 took ${SECONDS}s"
+((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+expect "$WORK/out/gpu-decode.md" "gpu_cached_attention not finished within the 16s budget"
+expect "$WORK/out/gpu-decode.md" "| 8b | 4096 | 8 | forge | not finished within the 16s budget"
+expect "$WORK/out/gpu-check.log" "not started (the 16s budget is spent)"
+
+STAGES=parity
+check env STUB_FAIL_PARITY=1
+((rc != 0)) || fail "a failing parity test must fail gpu-check.sh"
+expect "$WORK/out/gpu-parity.md" "| cuda_parity | **FAIL**: failed, exit 101"
+
+echo "test-gpu-check: gpu-check.sh behaves on stub binaries (5 cases)" >&2

@@ -296,7 +296,7 @@ run_flash() {
   #    the machine has one (last: slow, and what it may cut short is its own)
   sanitizer="$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer /opt/nvidia/*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1 || true)"
   if [[ -n "$sanitizer" ]]; then
-    echo "+ $("$sanitizer" --version 2>&1 | tail -1)" >>"$LOG"
+    echo "+ $(timeout 30 "$sanitizer" --version 2>&1 | tail -1)" >>"$LOG"
     sanitize memcheck flash
     memcheck="$verdict ($sanitizer)"
     # the forward's cp.async pipeline and the barriers between tile phases, on the packed varlen

@@ -20,7 +20,8 @@ stub() { # path, body
   chmod +x "$1"
 }
 stub "$FAKE/bin/nvidia-smi" 'echo "Stub GPU, 580.00, 81559 MiB"'
-stub "$FAKE/bin/compute-sanitizer" 'echo "========= Error: Device not supported" >&2; exit 255'
+stub "$FAKE/bin/compute-sanitizer" '[[ "$1" == --version ]] && { echo "Version stub"; exit 0; }
+sleep "${STUB_SANITIZER_SLEEP:-0}"; echo "========= Error: Device not supported" >&2; exit 255'
 stub "$STAGE/bin/forge" 'exit 0'
 parity_test='[[ -n "${STUB_FAIL_PARITY:-}" ]] && { echo "test flash_attention_gqa ... FAILED"; echo "test result: FAILED. 0 passed; 1 failed"; exit 101; }
 echo "test flash_attention_gqa ... ok"; echo "test result: ok. 1 passed; 0 failed"'
@@ -78,6 +79,15 @@ expect "$WORK/out/gpu-flash.md" "memcheck of those tests: not run: memcheck coul
 expect "$WORK/out/gpu-flash.md" "| 4096 | fwd | forge fused | 1.000 | 300 |"
 expect "$WORK/out/gpu-check.log" "Device not supported"
 
+# a sanitizer run that hangs is cut at SANITIZER_S, not at the call's budget
+STAGES=flash
+SECONDS=0
+check env SANITIZER_S=2 STUB_SANITIZER_SLEEP=60
+((SECONDS < 30)) || fail "'$STAGES' with SANITIZER_S=2 took ${SECONDS}s"
+((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+expect "$WORK/out/gpu-flash.md" "memcheck of those tests: not finished within 2s (SANITIZER_S) or the budget"
+expect "$WORK/out/gpu-flash.md" "racecheck (shared-memory hazards) of the packed varlen test: not finished within 2s"
+
 STAGES=train
 check env
 ((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
@@ -103,4 +113,4 @@ check env STUB_FAIL_PARITY=1
 ((rc != 0)) || fail "a failing parity test must fail gpu-check.sh"
 expect "$WORK/out/gpu-parity.md" "| cuda_parity | **FAIL**: failed, exit 101"
 
-echo "test-gpu-check: gpu-check.sh behaves on stub binaries (5 cases)" >&2
+echo "test-gpu-check: gpu-check.sh behaves on stub binaries (6 cases)" >&2

@@ -191,6 +191,134 @@ pub fn flash_parity_cases() -> Vec<FlashCase> {
     ]
 }
 
+/// One step of the decode-attention op (`decode_attn::append_and_attend`): `heads` query heads over
+/// `kv_heads` K/V heads of dim `head_dim`, in `dtype`, runs of at least `flash_min_rows` rows through
+/// the flash tiles. Per sequence: (positions cached before the step, its new rows, cache capacity).
+pub struct DecodeCase {
+    pub name: String,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: DType,
+    pub sequences: Vec<(usize, usize, usize)>,
+    pub flash_min_rows: usize,
+}
+
+/// A decode case's inputs in f32, each value representable in the case's dtype.
+pub struct DecodeInputs {
+    /// Per sequence: keys and values `[kv_heads, capacity, head_dim]`, NaN past the cached
+    /// positions (a read of one spreads into the output).
+    pub caches: Vec<(Vec<f32>, Vec<f32>)>,
+    /// `[rows, heads·d]`, `[rows, kv_heads·d]`, `[rows, kv_heads·d]`.
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Per row of the step: (sequence, position).
+    pub rows: Vec<(usize, usize)>,
+}
+
+/// `x` rounded to `dtype` (f32, bf16, f16).
+pub fn round_to(dtype: DType, x: f32) -> f32 {
+    match dtype {
+        DType::BF16 => half::bf16::from_f32(x).to_f32(),
+        DType::F16 => half::f16::from_f32(x).to_f32(),
+        _ => x,
+    }
+}
+
+impl DecodeCase {
+    /// Random inputs from `normal` (a standard normal sampler).
+    pub fn inputs(&self, mut normal: impl FnMut() -> f32) -> DecodeInputs {
+        let (h, h_kv, d) = (self.heads, self.kv_heads, self.head_dim);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| round_to(self.dtype, normal())).collect() };
+        let mut caches = Vec::new();
+        let mut rows = Vec::new();
+        for (z, &(cached, new, capacity)) in self.sequences.iter().enumerate() {
+            let mut cache = || {
+                let mut data = vec![f32::NAN; h_kv * capacity * d];
+                for head in 0..h_kv {
+                    data[head * capacity * d..][..cached * d].copy_from_slice(&draw(cached * d));
+                }
+                data
+            };
+            caches.push((cache(), cache()));
+            rows.extend((cached..cached + new).map(|p| (z, p)));
+        }
+        let n = rows.len();
+        DecodeInputs { caches, q: draw(n * h * d), k: draw(n * h_kv * d), v: draw(n * h_kv * d), rows }
+    }
+
+    /// Checks a run of the op on `inputs`: every new row's key and value in its cache at its
+    /// position (`caches`: as the step left them), every output element finite, and `o` within the
+    /// dtype's tolerance of the host decode path's attention (`cached_attention::attend`) over those
+    /// caches. Panics naming the case; returns the relative error.
+    pub fn assert_matches_reference(&self, inputs: &DecodeInputs, o: &[f32], caches: &[(Vec<f32>, Vec<f32>)]) -> f32 {
+        let (name, h, h_kv, d) = (&self.name, self.heads, self.kv_heads, self.head_dim);
+        let group = h / h_kv;
+        let mut want = vec![0f32; inputs.q.len()];
+        for (r, &(z, p)) in inputs.rows.iter().enumerate() {
+            let capacity = self.sequences[z].2;
+            let (keys, values) = &caches[z];
+            for head in 0..h_kv {
+                let at = (head * capacity + p) * d;
+                assert_eq!(keys[at..at + d], inputs.k[(r * h_kv + head) * d..][..d], "{name}: row {r}'s key of head {head} is not at position {p}");
+                assert_eq!(values[at..at + d], inputs.v[(r * h_kv + head) * d..][..d], "{name}: row {r}'s value of head {head} is not at position {p}");
+                let prefix = |cache: &[f32]| cache[head * capacity * d..][..(p + 1) * d].to_vec();
+                let queries = &inputs.q[(r * h + head * group) * d..][..group * d];
+                let out = &mut want[(r * h + head * group) * d..][..group * d];
+                crate::cached_attention::attend(queries, &prefix(keys), &prefix(values), d, 1.0 / (d as f32).sqrt(), &mut Vec::new(), out);
+            }
+        }
+        if let Some(i) = o.iter().position(|x| !x.is_finite()) {
+            panic!("{name}: output element {i} is {} (unwritten, or a NaN cache position was read)", o[i]);
+        }
+        let (err, tolerance) = (relative_error(o, &want), parity_tolerance(self.dtype));
+        eprintln!("{name}: relative error {err:.2e} (tolerance {tolerance:.0e})");
+        assert!(err <= tolerance, "{name}: relative error {err:.2e} above {tolerance:.0e}");
+        err
+    }
+}
+
+/// The decode-attention cases, run on a GPU (tests/cuda_parity.rs) and under host emulation
+/// (crates/forge-kernels-emu). Every split-K kernel (group bounds 2, 4, 8 × head dims 64, 128 × f32,
+/// bf16, f16) on a step of one-token decodes over one and two splits (one filled to its last
+/// position), a sequence's first token and a short prefill run; then the named cases: prefill runs
+/// through `flash_fwd_cached` with full and partial tiles, a run of exactly `FLASH_MIN_ROWS` and
+/// one short of it, a first prefill from position 0, every run in tiles at threshold 1, a group of
+/// 3 in the bound-4 kernel, caches of three and six splits.
+pub fn decode_parity_cases() -> Vec<DecodeCase> {
+    use crate::decode_attn::FLASH_MIN_ROWS;
+    let case = |name: &str, heads, kv_heads, head_dim, dtype, sequences, flash_min_rows| DecodeCase { name: name.to_string(), heads, kv_heads, head_dim, dtype, sequences, flash_min_rows };
+    // one token after 300 cached (two splits), 5 rows after 40, a first token, one token after 511
+    // (the second split's last position)
+    let mixed = || vec![(300, 1, 320), (40, 5, 64), (0, 1, 8), (511, 1, 512)];
+    let mut cases = Vec::new();
+    for dtype in [DType::F32, DType::BF16, DType::F16] {
+        for d in crate::flash_attn::KERNEL_HEAD_DIMS {
+            for (heads, kv_heads) in [(4, 2), (8, 2), (16, 2)] {
+                let name = format!("decode {heads}:{kv_heads} d{d} {dtype:?}");
+                cases.push(case(&name, heads, kv_heads, d, dtype, mixed(), FLASH_MIN_ROWS));
+            }
+        }
+    }
+    cases.extend([
+        // a decode over two splits; 130 rows from 40 (tiles 64, 64, 2); a first prefill of 70 rows
+        // filling its cache (64, 6); 15 rows, one short of a flash run
+        case("decode prefill tiles 8:2 d128", 8, 2, 128, DType::BF16, vec![(300, 1, 320), (40, 130, 170), (0, 70, 70), (5, 15, 24)], FLASH_MIN_ROWS),
+        // exactly FLASH_MIN_ROWS rows from 0; one whole tile after 100; 65 rows after 63 over a long
+        // cache; a one-token decode
+        case("decode prefill tiles 8:1 d64", 8, 1, 64, DType::BF16, vec![(0, FLASH_MIN_ROWS, FLASH_MIN_ROWS), (100, 64, 200), (63, 65, 600), (511, 1, 512)], FLASH_MIN_ROWS),
+        // every run in tiles, single decode rows at long positions included (what
+        // benches/gpu_cached_attention.rs times)
+        case("decode all in tiles 8:2 d128", 8, 2, 128, DType::BF16, vec![(300, 1, 320), (40, 5, 64), (0, 1, 8), (511, 1, 512), (100, 70, 200)], 1),
+        case("decode group of 3 6:2 d64", 6, 2, 64, DType::BF16, mixed(), FLASH_MIN_ROWS),
+        case("decode 4:4 d64 f32 one head per group", 4, 4, 64, DType::F32, vec![(600, 1, 700), (3, 2, 5)], FLASH_MIN_ROWS),
+        case("decode 8:2 d128 f32 three splits", 8, 2, 128, DType::F32, vec![(700, 1, 701)], FLASH_MIN_ROWS),
+        case("decode 16:2 d128 f16 six splits", 16, 2, 128, DType::F16, vec![(1500, 1, 1536), (255, 2, 300)], FLASH_MIN_ROWS),
+    ]);
+    cases
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

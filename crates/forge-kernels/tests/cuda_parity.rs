@@ -7,7 +7,8 @@
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Result, Tensor, Var};
-use forge_kernels::testing::{flash_parity_cases, parity_tolerance, require_cuda, FlashCase, FlashGroup, FLASH_TOLERANCE};
+use forge_kernels::decode_attn::{append_and_attend, LayerCache};
+use forge_kernels::testing::{decode_parity_cases, flash_parity_cases, parity_tolerance, require_cuda, FlashCase, FlashGroup, FLASH_TOLERANCE};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
@@ -241,4 +242,31 @@ fn flash_attention_packed_varlen_matches_reference() {
 #[test]
 fn flash_attention_long_sequence_matches_reference() {
     assert_flash_group_matches_reference("flash_attention_long_sequence_matches_reference", FlashGroup::LongSequence);
+}
+
+/// The decode-attention op on the GPU (kv_append, split-K and combine, `flash_fwd_cached` for
+/// prefill runs; outputs poisoned, cache positions the step must not read NaN) against the host
+/// decode path's attention, on the cases the emulator runs (every split-K kernel included).
+#[test]
+fn decode_attention_matches_reference() {
+    let Some(gpu) = require_cuda("decode_attention_matches_reference") else { return };
+    forge_kernels::poison_cuda_outputs(true);
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    for case in decode_parity_cases() {
+        let inputs = case.inputs(|| StandardNormal.sample(&mut rng));
+        let (h, h_kv, d, n) = (case.heads, case.kv_heads, case.head_dim, inputs.rows.len());
+        let on_gpu = |v: &[f32], shape: &[usize]| Tensor::from_slice(v, shape, &Device::Cpu).and_then(|t| t.to_dtype(case.dtype)).and_then(|t| t.to_device(&gpu)).unwrap();
+        let on_host = |t: &Tensor| t.to_device(&Device::Cpu).and_then(|t| t.to_dtype(DType::F32)).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).unwrap();
+        let caches: Vec<(Tensor, Tensor)> = inputs
+            .caches
+            .iter()
+            .zip(&case.sequences)
+            .map(|((keys, values), &(_, _, capacity))| (on_gpu(keys, &[h_kv, capacity, d]), on_gpu(values, &[h_kv, capacity, d])))
+            .collect();
+        let layer: Vec<LayerCache> = caches.iter().map(|(keys, values)| LayerCache { keys, values }).collect();
+        let (q, k, v) = (on_gpu(&inputs.q, &[n, h * d]), on_gpu(&inputs.k, &[n, h_kv * d]), on_gpu(&inputs.v, &[n, h_kv * d]));
+        let o = append_and_attend(&q, &k, &v, &layer, &inputs.rows, h, 1.0 / (d as f32).sqrt(), case.flash_min_rows).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let after: Vec<(Vec<f32>, Vec<f32>)> = caches.iter().map(|(keys, values)| (on_host(keys), on_host(values))).collect();
+        case.assert_matches_reference(&inputs, &on_host(&o), &after);
+    }
 }

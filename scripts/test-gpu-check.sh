@@ -56,6 +56,12 @@ check() {
 expect() { # file, fixed string
   grep -qF -- "$2" "$1" || { cat "$WORK/log" >&2; fail "'$STAGES': $(basename "$1") lacks: $2"; }
 }
+succeeded() {
+  ((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+}
+took_under() {
+  ((SECONDS < $1)) || fail "'$STAGES' took ${SECONDS}s, $1 s at most"
+}
 files_back() {
   local n
   n="$(find "$WORK/out" -type f | wc -l)"
@@ -70,7 +76,7 @@ expect "$WORK/log" "writes 10 files"
 
 STAGES=parity,kernels,flash
 check env
-((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc with passing parity tests"; }
+succeeded
 files_back
 expect "$WORK/out/gpu-parity.md" "| cuda_parity | pass |"
 expect "$WORK/out/gpu-parity.md" "- GPU: Stub GPU, 580.00, 81559 MiB"
@@ -83,14 +89,14 @@ expect "$WORK/out/gpu-check.log" "Device not supported"
 STAGES=flash
 SECONDS=0
 check env SANITIZER_S=2 STUB_SANITIZER_SLEEP=60
-((SECONDS < 30)) || fail "'$STAGES' with SANITIZER_S=2 took ${SECONDS}s"
-((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+took_under 30
+succeeded
 expect "$WORK/out/gpu-flash.md" "memcheck of those tests: not finished within 2s (SANITIZER_S) or the budget"
 expect "$WORK/out/gpu-flash.md" "racecheck (shared-memory hazards) of the packed varlen test: not finished within 2s"
 
 STAGES=train
 check env
-((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+succeeded
 files_back
 expect "$WORK/out/gpu-train-step.md" "| 8b | forge | 1000 | 4.100 |"
 expect "$WORK/out/gpu-train-step.md" "| **None** |"
@@ -102,8 +108,8 @@ expect "$WORK/out/gpu-check.log" "warming up"
 STAGES=decode
 SECONDS=0
 check env BUDGET_S=16 STUB_SLEEP=60
-((SECONDS < 45)) || fail "'$STAGES' with BUDGET_S=16 took ${SECONDS}s"
-((rc == 0)) || { cat "$WORK/log" >&2; fail "'$STAGES' exit $rc"; }
+took_under 45
+succeeded
 expect "$WORK/out/gpu-decode.md" "gpu_cached_attention not finished within the 16s budget"
 expect "$WORK/out/gpu-decode.md" "| 8b | 4096 | 8 | forge | not finished within the 16s budget"
 expect "$WORK/out/gpu-check.log" "not started (the 16s budget is spent)"

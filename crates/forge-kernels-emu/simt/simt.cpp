@@ -10,6 +10,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -85,8 +86,33 @@ struct Fiber {
   unsigned exchanges;  // warp exchanges completed: its parity picks the slot buffer
 };
 
+// The order a block's ready threads run in each round, and its warps are released in: ascending,
+// descending, or a fresh permutation every time from a seeded generator (splitmix64), so that each
+// round interleaves the threads, and picks the warp that runs ahead, differently.
+struct Order {
+  int kind;  // 0 ascending, 1 descending, 2 shuffled
+  uint64_t state;
+  std::vector<int> threads, warps;
+
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  // `v` = 0..n-1 in this order.
+  const std::vector<int>& arrange(std::vector<int>& v, int n) {
+    v.resize(n);
+    for (int i = 0; i < n; ++i) v[i] = kind == 1 ? n - 1 - i : i;
+    if (kind == 2)
+      for (int i = n - 1; i > 0; --i) std::swap(v[i], v[next() % (uint64_t)(i + 1)]);
+    return v;
+  }
+};
+
 struct Launch {
   dim3 grid, block, block_index;
+  Order order;
   int threads;
   unsigned char* shared;
   size_t shared_bytes;
@@ -204,11 +230,12 @@ void install_fault_handler() {
 // that warp runs ahead of the others up to the next block barrier (or its exit), as a warp the
 // hardware schedules first may, so a warp that overwrites shared memory others still read between
 // two barriers shows in the results.
-bool release(Launch& l, bool descending) {
+bool release(Launch& l) {
   bool released = false;
   const int warps = l.threads / 32;
+  const std::vector<int>& order = l.order.arrange(l.order.warps, warps);
   for (int k = 0; k < warps && !released; ++k) {
-    const int w = descending ? warps - 1 - k : k;
+    const int w = order[k];
     Fiber* lanes = &l.fibers[32 * w];
     bool all = true;
     for (int i = 0; i < 32 && all; ++i) all = lanes[i].state == AT_WARP_EXCHANGE;
@@ -257,13 +284,14 @@ __attribute__((noinline)) void start_fiber(Launch& l, int i) {
 }
 
 // noinline: keeps its locals out of simt_launch's frame, which siglongjmp returns to.
-__attribute__((noinline)) bool run_block(Launch& l, bool descending) {
+__attribute__((noinline)) bool run_block(Launch& l) {
   memset(l.shared, 0xff, l.shared_bytes);  // unwritten shared memory reads as NaN
   for (int i = 0; i < l.threads; ++i) start_fiber(l, i);
   for (;;) {
     bool any_live = false;
+    const std::vector<int>& order = l.order.arrange(l.order.threads, l.threads);
     for (int k = 0; k < l.threads; ++k) {
-      const int i = descending ? l.threads - 1 - k : k;
+      const int i = order[k];
       if (l.fibers[i].state != READY) continue;
       l.current = i;
       l.in_fiber = true;
@@ -273,7 +301,7 @@ __attribute__((noinline)) bool run_block(Launch& l, bool descending) {
     }
     for (const Fiber& f : l.fibers) any_live |= f.state != EXITED;
     if (!any_live) return true;
-    if (!release(l, descending)) return false;
+    if (!release(l)) return false;
   }
 }
 
@@ -356,10 +384,11 @@ void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(by
 void simt_free(void* p) { simt::guarded_free(p); }
 
 // Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.
-// `descending` runs the ready threads of each round in reverse order: a kernel whose result
-// depends on that order races on memory without a barrier between writer and reader.
-int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_bytes, int descending, void (*kernel)(void*),
-                void* context, char* error, size_t error_len) {
+// `order` (0 ascending, 1 descending, 2 shuffled from `seed`) is the order the ready threads of each
+// round run in (see Order): a kernel whose result depends on it races on memory without a barrier
+// between writer and reader.
+int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_bytes, int order, uint64_t seed,
+                void (*kernel)(void*), void* context, char* error, size_t error_len) {
   using namespace simt;
   auto bail = [&](const char* what) {
     snprintf(error, error_len, "%s", what);
@@ -371,9 +400,12 @@ int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_b
   if (grid[0] < 1 || grid[1] < 1 || grid[2] < 1 || grid[1] > 65535 || grid[2] > 65535)
     return bail("grid dimension outside the CUDA limits (x >= 1, 1 <= y, z <= 65535)");
   if (shared_bytes > 227 * 1024) return bail("dynamic shared memory above sm_90's 227 KB per block");
+  if (order < 0 || order > 2) return bail("thread order outside 0 (ascending), 1 (descending), 2 (shuffled)");
   install_fault_handler();
 
   Launch l{};
+  l.order.kind = order;
+  l.order.state = seed;
   l.grid = dim3{grid[0], grid[1], grid[2]};
   l.block = dim3{block[0], block[1], block[2]};
   l.threads = (int)threads;
@@ -398,7 +430,7 @@ int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_b
       for (unsigned y = 0; y < grid[1] && ok; ++y)
         for (unsigned x = 0; x < grid[0] && ok; ++x) {
           l.block_index = dim3{x, y, z};
-          ok = run_block(l, descending != 0);
+          ok = run_block(l);
         }
   } else {
     ok = false;

@@ -27,7 +27,8 @@ extern "C" {
         grid: *const u32,
         block: *const u32,
         shared_bytes: usize,
-        descending: i32,
+        order: i32,
+        seed: u64,
         kernel: extern "C" fn(*mut c_void),
         context: *mut c_void,
         error: *mut c_char,
@@ -90,13 +91,20 @@ impl<T> Drop for Buffer<T> {
     }
 }
 
-/// The order the emulator runs a block's ready threads in, between barriers. A race-free kernel
-/// gives bit-identical results under both.
+/// The order the emulator runs a block's ready threads in between barriers, and picks the warp that
+/// runs ahead to its next barrier in. A race-free kernel gives bit-identical results under all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schedule {
     Ascending,
     Descending,
+    /// A fresh permutation of the threads every round (and of the warps at every release), from
+    /// this seed.
+    Shuffled(u64),
 }
+
+/// The orders the kernel tests run every case under (a shuffled one with a fixed seed, so a failure
+/// reproduces).
+pub const ORDERS: [Schedule; 3] = [Schedule::Ascending, Schedule::Descending, Schedule::Shuffled(0x5eed)];
 
 /// Runs `kernel` (a call of one kernel entry point with its arguments) as every thread of a
 /// launch of `shape`. An error names what went wrong and in which block and thread: an access
@@ -117,7 +125,15 @@ pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Res
             shape.grid.as_ptr(),
             shape.block.as_ptr(),
             shape.shared_bytes as usize,
-            i32::from(schedule == Schedule::Descending),
+            match schedule {
+                Schedule::Ascending => 0,
+                Schedule::Descending => 1,
+                Schedule::Shuffled(_) => 2,
+            },
+            match schedule {
+                Schedule::Shuffled(seed) => seed,
+                _ => 0,
+            },
             call_for(&kernel),
             &kernel as *const _ as *mut c_void,
             error.as_mut_ptr(),

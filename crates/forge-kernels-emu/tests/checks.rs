@@ -3,7 +3,7 @@
 //! while the correct controls pass; the asynchronous copies (cp.async) land no earlier than their
 //! wait allows.
 
-use forge_kernels_emu::{launch, Buffer, LaunchShape, Schedule};
+use forge_kernels_emu::{launch, Buffer, LaunchShape, Schedule, ORDERS};
 
 extern "C" {
     fn simt_selftest_write_past_end(out: *mut f32, n: i32);
@@ -41,11 +41,15 @@ fn a_missing_barrier_shows_as_a_difference_between_schedules() {
         out.to_vec()
     };
     let expected: Vec<f32> = (0..128).rev().map(|i| i as f32).collect();
-    assert_eq!(run(1, Schedule::Ascending), expected);
-    assert_eq!(run(1, Schedule::Descending), expected);
+    for order in ORDERS {
+        assert_eq!(run(1, order), expected, "{order:?}");
+    }
     let (up, down) = (run(0, Schedule::Ascending), run(0, Schedule::Descending));
     assert_ne!(up, down, "the racy kernel must read unwritten (NaN) shared memory under one schedule");
     assert!(up.iter().chain(&down).any(|v| v.is_nan()), "unwritten shared memory reads as NaN");
+    // a shuffled round runs some readers before their writers and some after
+    let shuffled = run(0, Schedule::Shuffled(1));
+    assert!(shuffled.iter().any(|v| v.is_nan()) && shuffled.iter().any(|v| !v.is_nan()), "{shuffled:?}");
 }
 
 #[test]
@@ -57,12 +61,14 @@ fn a_warp_running_ahead_exposes_an_overwrite_other_warps_still_read() {
         out.to_vec()
     };
     let expected: Vec<f32> = (0..128).map(|i| (0..4).map(|r| ((i + 32 + r) % 128) as f32).sum()).collect();
-    assert_eq!(run(1, Schedule::Ascending), expected);
-    assert_eq!(run(1, Schedule::Descending), expected);
+    for order in ORDERS {
+        assert_eq!(run(1, order), expected, "{order:?}");
+    }
     // every read precedes every overwrite in lockstep; only a warp running ahead shows the race
     let (up, down) = (run(0, Schedule::Ascending), run(0, Schedule::Descending));
     assert_ne!(up, down, "the warp scheduled first overwrites slots a later warp has yet to read");
     assert!(up != expected && down != expected);
+    assert_ne!(run(0, Schedule::Shuffled(1)), expected, "a shuffled release lets some warp run ahead too");
 }
 
 #[test]
@@ -132,14 +138,14 @@ fn async_copy(mode: i32, schedule: Schedule) -> Result<Vec<f32>, String> {
 fn an_async_copy_lands_at_its_wait_and_zero_fills_an_empty_source() {
     // thread i reads thread 63 - i's copy: element 0 of in[4(63 - i)..], or 0 where that thread is odd (no source)
     let expected: Vec<f32> = (0..64).map(|i| if (63 - i) % 2 == 0 { (4 * (63 - i)) as f32 } else { 0.0 }).collect();
-    for schedule in [Schedule::Ascending, Schedule::Descending] {
+    for schedule in ORDERS {
         assert_eq!(async_copy(0, schedule).unwrap(), expected);
     }
 }
 
 #[test]
 fn reading_an_async_copy_before_its_wait_reads_nan() {
-    for schedule in [Schedule::Ascending, Schedule::Descending] {
+    for schedule in ORDERS {
         let out = async_copy(1, schedule).unwrap();
         assert!(out.iter().all(|v| v.is_nan()), "every thread reads its copy before waiting for it: {out:?}");
     }

@@ -46,23 +46,29 @@ trap 'rm -f "$ARTIFACTS"' EXIT
 cargo build --release --locked --features cuda --all-targets \
   -p forge-kernels -p forge-model -p forge-train -p forge-cli --message-format=json-render-diagnostics >"$ARTIFACTS"
 
+# The executables cargo reported: "kind name harness path" per line (harness: "test" for a test
+# harness build of the target, else "-"; the bin is built both ways).
+EXECUTABLES="$(python3 - "$ARTIFACTS" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["kind"][0], m["target"]["name"], "test" if m["profile"]["test"] else "-", m["executable"])
+PY
+)"
+# executable KIND NAME [HARNESS]: the path of that executable; fails naming it when cargo built none
+executable() {
+  local path
+  path="$(awk -v kind="$1" -v name="$2" -v harness="${3:-}" '$1 == kind && $2 == name && (harness == "" || $3 == harness) { print $4; exit }' <<<"$EXECUTABLES")"
+  [[ -n "$path" ]] || { echo "build-cuda: cargo reported no executable for $1 $2 ${3:-}" >&2; return 1; }
+  echo "$path"
+}
+
 # What would otherwise first fail on the GPU machine (src/cuda/kernels.rs): every kernel the
 # launchers load is an entry of its PTX, and ptxas fits each in the block it is launched with (no
 # spills, registers and shared memory within a block's). The unit-test binary links the driver
 # stubs and never touches a device.
-KERNELS_TEST="$(python3 - "$ARTIFACTS" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "forge_kernels" and m["profile"]["test"] and m.get("executable"):
-        print(m["executable"])
-        break
-PY
-)"
-if [[ -z "$KERNELS_TEST" ]]; then
-  echo "build-cuda: cargo reported no forge-kernels unit-test executable" >&2
-  exit 1
-fi
+KERNELS_TEST="$(executable lib forge_kernels test)"
 echo "build-cuda: the launchers' kernels against the PTX and ptxas (sm_$CUDA_COMPUTE_CAP)" >&2
 CHECK="cuda::kernels::tests::every_launched_kernel_is_in_the_ptx_and_fits_its_block"
 LOG="$(LD_LIBRARY_PATH="$CUDA_HOME/lib/stubs:$CUDA_HOME/lib" "$KERNELS_TEST" --test-threads=1 --nocapture cuda::kernels::tests:: 2>&1)" || {
@@ -85,27 +91,9 @@ fi
 STAGE="$(mktemp -d)"
 trap 'rm -rf "$STAGE" "$ARTIFACTS"' EXIT
 mkdir -p "$STAGE/bin" "$STAGE/tests" "$STAGE/benches"
-python3 - "$ARTIFACTS" "$STAGE" <<'PY'
-import json, shutil, sys
-# (target kind, name) -> folder; the bin is built a second time as its unit-test harness: skip that
-wanted = {("bin", "forge"): "bin", ("test", "cuda_parity"): "tests", ("test", "cuda_adamw"): "tests", ("test", "cuda_sft"): "tests", ("test", "cuda_decode"): "tests",
-          ("bench", "gpu_kernels"): "benches", ("bench", "gpu_train_step"): "benches",
-          ("bench", "gpu_flash"): "benches", ("bench", "gpu_decode"): "benches",
-          ("bench", "gpu_cached_attention"): "benches"}
-found = set()
-for line in open(sys.argv[1]):
-    m = json.loads(line)
-    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
-        continue
-    key = (m["target"]["kind"][0], m["target"]["name"])
-    if key in wanted and not (key[0] == "bin" and m["profile"]["test"]):
-        name = key[1]
-        shutil.copy(m["executable"], f"{sys.argv[2]}/{wanted[key]}/{name}")
-        found.add(key)
-missing = sorted(set(wanted) - found)
-if missing:
-    sys.exit(f"build-cuda: cargo reported no executable for {missing}")
-PY
+cp "$(executable bin forge -)" "$STAGE/bin/forge"
+for name in cuda_parity cuda_adamw cuda_sft cuda_decode; do cp "$(executable test "$name")" "$STAGE/tests/$name"; done
+for name in gpu_kernels gpu_train_step gpu_flash gpu_decode gpu_cached_attention; do cp "$(executable bench "$name")" "$STAGE/benches/$name"; done
 strip "$STAGE"/bin/* "$STAGE"/tests/* "$STAGE"/benches/*
 
 {

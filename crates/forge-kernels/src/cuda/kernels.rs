@@ -11,7 +11,6 @@ use super::{Module, ADAMW, CROSS_ENTROPY, DECODE_ATTN, FLASH_ATTN, RMS_NORM, ROP
 use crate::flash_attn::TileKernel;
 
 /// One kernel of one `.cu` module, without its dtype suffix (`load::<T>` appends `_f32`, ...).
-#[derive(Debug, Clone)]
 pub(crate) struct Kernel {
     pub(super) module: &'static Module,
     pub(super) root: Cow<'static, str>,
@@ -67,7 +66,8 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::process::Command;
 
-    use candle_core::DType;
+    use candle_core::cuda_backend::kernel_name;
+    use half::{bf16, f16};
 
     use super::*;
     use crate::adamw::ADAMW_THREADS;
@@ -75,8 +75,10 @@ mod tests {
     use crate::flash_attn::{delta_launch, KERNEL_HEAD_DIMS, TILE_THREADS};
     use crate::launch::{column_reduction, per_row, LaunchShape};
 
-    const FLOATS: &[DType] = &[DType::F32, DType::BF16, DType::F16];
-    const BF16: &[DType] = &[DType::BF16];
+    /// A kernel's full name for one dtype: `load::<T>`'s own naming (`kernel_name::<T>`).
+    type Named = fn(&str) -> String;
+    const FLOATS: &[Named] = &[kernel_name::<f32>, kernel_name::<bf16>, kernel_name::<f16>];
+    const BF16: &[Named] = &[kernel_name::<bf16>];
     /// sm_90's limits per block: registers, shared memory, threads (CUDA programming guide, compute capability 9.0).
     const REGISTERS_PER_BLOCK: u32 = 64 * 1024;
     const SHARED_PER_BLOCK: u32 = 227 * 1024;
@@ -86,7 +88,7 @@ mod tests {
     /// dynamic shared memory they launch it with.
     struct Use {
         kernel: Kernel,
-        dtypes: &'static [DType],
+        dtypes: &'static [Named],
         threads: u32,
         dynamic_shared: u32,
     }
@@ -126,15 +128,6 @@ mod tests {
             uses.push(plain(decode_combine(d), FLOATS, threads(decode.combine)));
         }
         uses
-    }
-
-    fn dtype_suffix(dtype: DType) -> &'static str {
-        match dtype {
-            DType::F32 => "f32",
-            DType::BF16 => "bf16",
-            DType::F16 => "f16",
-            other => panic!("no kernels of {other:?}"),
-        }
     }
 
     /// `.entry` names of a PTX module, with the `.maxntid` (launch bound) each declares.
@@ -229,8 +222,8 @@ mod tests {
         let mut modules: BTreeMap<&str, &Module> = BTreeMap::new();
         for u in &uses {
             modules.insert(u.kernel.module.name, u.kernel.module);
-            for &dtype in u.dtypes {
-                let name = format!("{}_{}", u.kernel.root, dtype_suffix(dtype));
+            for named in u.dtypes {
+                let name = named(&u.kernel.root);
                 assert!(wanted.entry(u.kernel.module.name).or_default().insert(name.clone(), u).is_none(), "{name} listed twice");
             }
         }

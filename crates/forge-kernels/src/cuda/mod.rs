@@ -24,7 +24,6 @@ mod ptx {
 }
 
 /// One `.cu` file's PTX, loaded once per device under `name`.
-#[derive(Debug)]
 pub(crate) struct Module {
     name: &'static str,
     ptx: &'static str,

@@ -43,15 +43,15 @@ extern "C" __global__ void simt_selftest_shared_overrun(float* out) {
 
 // Thread i copies in[4i..4i+4) (odd threads: nothing, zero-filled) into shared memory with cp.async
 // and reads thread n-1-i's copy. mode 0: wait, barrier, read (correct); 1: reads its own copy, then
-// waits (too early: the copy has not landed); 2: never waits.
+// waits (too early: the copy has not landed); 2: never waits; 3: waits but reads without the barrier.
 extern "C" __global__ void simt_selftest_async_copy(float* out, const float* in, int mode) {
   DYNAMIC_SHARED(raw);
   float* s = reinterpret_cast<float*>(raw);
   const int i = threadIdx.x, n = blockDim.x;
   simt::cp_async_16(s + 4 * i, in + 4 * i, i % 2 == 0 ? 16 : 0);
   simt::cp_async_commit();
-  if (mode == 0) simt::cp_async_wait(0);
-  __syncthreads();
+  if (mode == 0 || mode == 3) simt::cp_async_wait(0);
+  if (mode != 3) __syncthreads();
   out[i] = mode == 1 ? s[4 * i] : s[4 * (n - 1 - i)];
   if (mode == 1) simt::cp_async_wait(0);
 }
@@ -89,4 +89,23 @@ extern "C" __global__ void simt_selftest_overwrite_while_read(float* out, int wi
   if (with_barrier) __syncthreads();
   s[i] = -1000.f;
   out[i] = sum;
+}
+
+// A shuffle exchanges registers, not memory: reading the shared slot a neighbouring lane wrote needs
+// a barrier all the same.
+extern "C" __global__ void simt_selftest_shuffle_as_fence(float* out) {
+  DYNAMIC_SHARED(raw);
+  float* s = reinterpret_cast<float*>(raw);
+  const int i = threadIdx.x;
+  s[i] = (float)i;
+  const float neighbour = __shfl_xor_sync(0xffffffffu, (float)i, 1);
+  out[i] = s[i ^ 1] + 0.f * neighbour;
+}
+
+// Blocks of one launch are never ordered. mode 0: each block writes its own slots (correct); 1: every
+// block writes the same slots; 2: each block writes its slots, then reads those of the block before.
+extern "C" __global__ void simt_selftest_blocks_share_memory(float* out, int mode) {
+  const int i = threadIdx.x, n = blockDim.x, b = blockIdx.x;
+  out[(mode == 1 ? 0 : b * n) + i] = (float)b;
+  if (mode == 2 && b > 0) out[b * n + i] += out[(b - 1) * n + i];
 }

@@ -1,7 +1,9 @@
-// The runtime behind simt.h: launches, fibers, barriers, warp exchanges, guarded buffers and the
-// fault handler that turns an out-of-bounds access inside a kernel into an error of the launch.
+// The runtime behind simt.h: launches, fibers, barriers, warp exchanges, guarded buffers, the fault
+// handler that turns an out-of-bounds access inside a kernel into an error of the launch, and the
+// race tracker. Compiled without instrumentation: only the kernels' own accesses are tracked.
 #include "simt.h"
 
+#include <link.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,8 +13,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace simt {
@@ -28,12 +32,25 @@ size_t page() {
   return bytes;
 }
 
+// ---- race tracking: shadow cells ----------------------------------------------------------------
+// One per byte of tracked memory: its last writer and last reader (global thread ids: block index ·
+// threads per block + thread index) and the epochs they accessed it in (see "race tracking" below).
+struct Cell {
+  uint32_t writer, write_epoch;
+  uint32_t reader, read_epoch;  // reader's top bits: the flags below
+};
+constexpr uint32_t OTHER_READERS = 1u << 31;  // another thread read it in read_epoch as well
+constexpr uint32_t EARLIER_BLOCK = 1u << 30;  // a thread of an earlier block of the launch read it
+constexpr uint32_t THREAD_MASK = EARLIER_BLOCK - 1;
+
 // ---- guarded allocations ------------------------------------------------------------------------
 struct Allocation {
   unsigned char* map;
   size_t map_bytes;
   size_t bytes;
   const char* name;
+  std::thread::id owner;  // launches track the buffers of their own OS thread only
+  Cell* cells;            // calloc'ed: pages the kernels never touch cost nothing
 };
 std::mutex registry_lock;
 std::map<uintptr_t, Allocation> registry;  // by user pointer
@@ -48,8 +65,13 @@ unsigned char* guarded_alloc(size_t bytes, const char* name) {
   unsigned char* guard = (unsigned char*)map + data_pages * page();
   mprotect(guard, page(), PROT_NONE);
   unsigned char* user = (unsigned char*)(((uintptr_t)(guard - bytes)) & ~(uintptr_t)15);
+  Cell* cells = (Cell*)calloc(std::max<size_t>(bytes, 1), sizeof(Cell));
+  if (cells == nullptr) {
+    munmap(map, map_bytes);
+    return nullptr;
+  }
   std::lock_guard<std::mutex> hold(registry_lock);
-  registry[(uintptr_t)user] = Allocation{(unsigned char*)map, map_bytes, bytes, name};
+  registry[(uintptr_t)user] = Allocation{(unsigned char*)map, map_bytes, bytes, name, std::this_thread::get_id(), cells};
   return user;
 }
 
@@ -63,6 +85,7 @@ void guarded_free(void* user) {
     registry.erase(it);
   }
   munmap(a.map, a.map_bytes);
+  free(a.cells);
 }
 
 // ---- launches -----------------------------------------------------------------------------------
@@ -110,6 +133,15 @@ struct Order {
   }
 };
 
+// Memory the race tracker watches: a buffer of the launch's OS thread, the dynamic shared memory, or
+// the static (__shared__) one, each with its shadow cells.
+struct Region {
+  uintptr_t lo, hi;
+  Cell* cells;
+  const char* name;
+  bool shared;  // per block: accesses of earlier blocks are not this block's business
+};
+
 struct Launch {
   dim3 grid, block, block_index;
   Order order;
@@ -126,6 +158,10 @@ struct Launch {
   bool failed;
   void (*kernel)(void*);
   void* context;
+  bool track_races;
+  std::vector<Region> regions;
+  uint32_t launch_epoch, block_epoch, epoch;  // the first of the launch, of the current block; now
+  uint32_t block_linear;
   sigjmp_buf fault;
   char error[1024];
 };
@@ -146,10 +182,134 @@ void fiber_main() {
   me().state = EXITED;  // uc_link returns to the scheduler
 }
 
+// Ends the launch from inside a fiber, with the reason already in active->error.
+[[noreturn]] void abandon_fiber() {
+  active->failed = true;
+  swapcontext(&me().context, &active->scheduler);
+  abort();  // a failed launch never resumes its fibers
+}
+
 void describe_thread(char* out, size_t n) {
   const dim3 b = active->block_index;
   const dim3 t = me().index;
   snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b.x, b.y, b.z, t.x, t.y, t.z);
+}
+
+// ---- race tracking --------------------------------------------------------------------------------
+// What compute-sanitizer's racecheck reports, for shared and global memory alike: two accesses to a
+// byte by different threads, at least one of them a write, that nothing orders. Inside a block only
+// __syncthreads orders accesses (warp collectives do not: a shuffle is no memory fence); the blocks of
+// a launch are never ordered. The kernels are compiled with -fsanitize=thread, so the compiler calls
+// __tsan_read*/__tsan_write* (defined here, not libtsan's) before each access that may touch memory
+// other threads see; accesses to a thread's own stack are dismissed at once.
+// Every block start and every barrier release opens a new epoch (one process-wide counter): an access
+// in the current epoch is unordered with this one; an access in this launch before this block's
+// first epoch was made by another block, unordered too; anything else is ordered or stale.
+std::atomic<uint32_t> epochs{1};
+uint32_t new_epoch() { return epochs.fetch_add(1, std::memory_order_relaxed); }
+
+// This OS thread's static TLS block, where `__shared__` (static thread_local here) arrays live, with
+// its shadow: the block of the module that holds `active`, which the kernels are linked into.
+struct StaticShared {
+  uintptr_t lo = 0, hi = 0;
+  std::vector<Cell> cells;
+};
+thread_local StaticShared static_shared;
+
+int find_static_tls(struct dl_phdr_info* info, size_t, void* out) {
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    const uintptr_t lo = (uintptr_t)info->dlpi_tls_data, hi = lo + ph.p_memsz, mine = (uintptr_t)&active;
+    if (ph.p_type == PT_TLS && lo != 0 && mine >= lo && mine < hi) {
+      *(StaticShared*)out = StaticShared{lo, hi, {}};
+      return 1;
+    }
+  }
+  return 0;
+}
+
+// The regions a launch on this OS thread tracks; false if its static shared memory cannot be found.
+bool collect_regions(Launch& l) {
+  if (static_shared.hi == 0) {
+    dl_iterate_phdr(find_static_tls, &static_shared);
+    if (static_shared.hi == 0) return false;
+    static_shared.cells.resize(static_shared.hi - static_shared.lo);
+  }
+  l.regions.clear();
+  l.regions.push_back(Region{(uintptr_t)l.shared, (uintptr_t)l.shared + l.shared_bytes, nullptr, "dynamic shared memory", true});
+  l.regions.push_back(Region{static_shared.lo, static_shared.hi, static_shared.cells.data(), "static __shared__ memory", true});
+  std::lock_guard<std::mutex> hold(registry_lock);
+  for (const auto& [user, a] : registry) {
+    if (a.owner != std::this_thread::get_id()) continue;
+    if (user == (uintptr_t)l.shared) {
+      l.regions[0].cells = a.cells;
+    } else {
+      l.regions.push_back(Region{user, user + a.bytes, a.cells, a.name, false});
+    }
+  }
+  return true;
+}
+
+uint32_t global_thread(const Launch& l) { return l.block_linear * (uint32_t)l.threads + (uint32_t)l.current; }
+
+void describe_global_thread(const Launch& l, uint32_t id, char* out, size_t n) {
+  const uint32_t b = id / (uint32_t)l.threads, t = id % (uint32_t)l.threads;
+  snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b % l.grid.x, b / l.grid.x % l.grid.y, b / (l.grid.x * l.grid.y),
+           t % l.block.x, t / l.block.x % l.block.y, t / (l.block.x * l.block.y));
+}
+
+[[noreturn]] void race(const Launch& l, const Region& r, uintptr_t a, bool write, const char* kind, uint32_t other,
+                       uint32_t other_epoch, const void* pc) {
+  char mine[128], theirs[160];
+  describe_thread(mine, sizeof mine);
+  if (other == OTHER_READERS) {
+    snprintf(theirs, sizeof theirs, "other threads of the block");
+  } else if (other == EARLIER_BLOCK) {
+    snprintf(theirs, sizeof theirs, "a thread of another block");
+  } else {
+    describe_global_thread(l, other, theirs, sizeof theirs);
+  }
+  snprintf(active->error, sizeof active->error,
+           "race (%s hazard) on byte %zu of %s: %s %s it, %s %s it %s (pc %p; addr2line -fe <test binary> it)", kind,
+           (size_t)(a - r.lo), r.name, mine, write ? "writes" : "reads", theirs,
+           strcmp(kind, "write-after-read") == 0 ? "read" : "wrote",
+           other_epoch < l.block_epoch ? "in the same launch (blocks are never ordered)" : "with no __syncthreads between", pc);
+  abandon_fiber();
+}
+
+void track(const void* p, size_t n, bool write, const void* pc) {
+  Launch* l = active;
+  if (l == nullptr || !l->track_races || !l->in_fiber) return;
+  const uintptr_t a = (uintptr_t)p;
+  if (a - (uintptr_t)l->stacks < l->stacks_bytes) return;
+  const Region* r = nullptr;
+  for (const Region& candidate : l->regions) {
+    if (a >= candidate.lo && a < candidate.hi) {
+      r = &candidate;
+      break;
+    }
+  }
+  if (r == nullptr) return;  // the runtime's own memory (threadIdx, the arguments): never written by a kernel
+  const uint32_t me = global_thread(*l), e = l->epoch, scope = r->shared ? l->block_epoch : l->launch_epoch;
+  const auto unordered = [&](uint32_t epoch) { return epoch == e || epoch < l->block_epoch; };
+  for (uintptr_t byte = a; byte < std::min<uintptr_t>(a + n, r->hi); ++byte) {
+    Cell& c = r->cells[byte - r->lo];
+    if (c.write_epoch >= scope && c.writer != me && unordered(c.write_epoch))
+      race(*l, *r, byte, write, write ? "write-after-write" : "read-after-write", c.writer, c.write_epoch, pc);
+    const bool read_now = c.read_epoch >= scope;
+    const uint32_t reader = c.reader & THREAD_MASK;
+    const bool earlier_block = read_now && ((c.reader & EARLIER_BLOCK) || c.read_epoch < l->block_epoch);
+    const bool others = read_now && c.read_epoch == e && ((c.reader & OTHER_READERS) || reader != me);
+    if (write) {
+      if (earlier_block) race(*l, *r, byte, true, "write-after-read", EARLIER_BLOCK, 0, pc);
+      if (others) race(*l, *r, byte, true, "write-after-read", reader != me ? reader : OTHER_READERS, e, pc);
+      c.writer = me;
+      c.write_epoch = e;
+    } else {
+      c.reader = me | (earlier_block ? EARLIER_BLOCK : 0) | (others ? OTHER_READERS : 0);
+      c.read_epoch = e;
+    }
+  }
 }
 
 // ---- faults inside a kernel ---------------------------------------------------------------------
@@ -259,6 +419,7 @@ bool release(Launch& l) {
   }
   if (counts[AT_BLOCK_BARRIER] > 0 && counts[AT_WARP_EXCHANGE] == 0 && counts[EXITED] == 0) {
     for (Fiber& f : l.fibers) f.state = READY;
+    l.epoch = new_epoch();
     return true;
   }
   snprintf(l.error, sizeof l.error,
@@ -286,6 +447,8 @@ __attribute__((noinline)) void start_fiber(Launch& l, int i) {
 // noinline: keeps its locals out of simt_launch's frame, which siglongjmp returns to.
 __attribute__((noinline)) bool run_block(Launch& l) {
   memset(l.shared, 0xff, l.shared_bytes);  // unwritten shared memory reads as NaN
+  l.block_epoch = l.epoch = new_epoch();
+  l.block_linear = l.block_index.x + l.grid.x * (l.block_index.y + l.grid.y * l.block_index.z);
   for (int i = 0; i < l.threads; ++i) start_fiber(l, i);
   for (;;) {
     bool any_live = false;
@@ -323,9 +486,7 @@ void fail(const char* what) {
   char thread[128];
   describe_thread(thread, sizeof thread);
   snprintf(active->error, sizeof active->error, "%s (%s)", what, thread);
-  active->failed = true;
-  swapcontext(&me().context, &active->scheduler);
-  abort();  // a failed launch never resumes its fibers
+  abandon_fiber();
 }
 
 void cp_async_16(void* dst, const void* src, int src_bytes) {
@@ -333,7 +494,11 @@ void cp_async_16(void* dst, const void* src, int src_bytes) {
   if (((uintptr_t)dst & 15) != 0 || ((uintptr_t)src & 15) != 0) fail("cp.async: an address not 16-byte aligned");
   if (!in_dynamic_shared(dst, 16)) fail("cp.async: a destination outside the block's dynamic shared memory");
   AsyncCopy copy{(unsigned char*)dst, {}, -1};
-  if (src_bytes == 16) memcpy(copy.bytes, src, 16);  // a source past its buffer faults here, in the issuing thread
+  if (src_bytes == 16) {
+    track(src, 16, false, __builtin_return_address(0));
+    memcpy(copy.bytes, src, 16);  // a source past its buffer faults here, in the issuing thread
+  }
+  track(dst, 16, true, __builtin_return_address(0));  // in flight from now on: any byte, any time until the wait
   memset(dst, 0xff, 16);  // not landed yet: NaN until the wait
   me().copies.push_back(copy);
 }
@@ -351,6 +516,7 @@ void cp_async_wait(int pending_groups) {
   std::vector<AsyncCopy> still;
   for (const AsyncCopy& c : f.copies) {
     if (c.group >= 0 && c.group <= newest_to_land) {
+      track(c.dst, 16, true, __builtin_return_address(0));
       memcpy(c.dst, c.bytes, 16);
     } else {
       still.push_back(c);
@@ -379,6 +545,25 @@ void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, con
 
 extern "C" {
 
+// The -fsanitize=thread instrumentation ABI, as the kernels' compiler calls it (see race tracking).
+// No __tsan_atomic*: a kernel that uses atomics fails to link here until they are modelled.
+#define SIMT_ACCESS_HOOKS(n)                                                                                          \
+  void __tsan_read##n(void* p) { simt::track(p, n, false, __builtin_return_address(0)); }                            \
+  void __tsan_write##n(void* p) { simt::track(p, n, true, __builtin_return_address(0)); }                            \
+  void __tsan_unaligned_read##n(void* p) { simt::track(p, n, false, __builtin_return_address(0)); }                  \
+  void __tsan_unaligned_write##n(void* p) { simt::track(p, n, true, __builtin_return_address(0)); }
+SIMT_ACCESS_HOOKS(1)
+SIMT_ACCESS_HOOKS(2)
+SIMT_ACCESS_HOOKS(4)
+SIMT_ACCESS_HOOKS(8)
+SIMT_ACCESS_HOOKS(16)
+#undef SIMT_ACCESS_HOOKS
+void __tsan_read_range(void* p, size_t n) { simt::track(p, n, false, __builtin_return_address(0)); }
+void __tsan_write_range(void* p, size_t n) { simt::track(p, n, true, __builtin_return_address(0)); }
+void __tsan_func_entry(void*) {}
+void __tsan_func_exit() {}
+void __tsan_init() {}
+
 void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(bytes, name); }
 
 void simt_free(void* p) { simt::guarded_free(p); }
@@ -388,7 +573,7 @@ void simt_free(void* p) { simt::guarded_free(p); }
 // round run in (see Order): a kernel whose result depends on it races on memory without a barrier
 // between writer and reader.
 int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_bytes, int order, uint64_t seed,
-                void (*kernel)(void*), void* context, char* error, size_t error_len) {
+                int track_races, void (*kernel)(void*), void* context, char* error, size_t error_len) {
   using namespace simt;
   auto bail = [&](const char* what) {
     snprintf(error, error_len, "%s", what);
@@ -401,6 +586,8 @@ int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_b
     return bail("grid dimension outside the CUDA limits (x >= 1, 1 <= y, z <= 65535)");
   if (shared_bytes > 227 * 1024) return bail("dynamic shared memory above sm_90's 227 KB per block");
   if (order < 0 || order > 2) return bail("thread order outside 0 (ascending), 1 (descending), 2 (shuffled)");
+  if (track_races && (double)grid[0] * grid[1] * grid[2] * threads > THREAD_MASK)
+    return bail("a launch of more than 2^30 threads, beyond what the race tracker numbers");
   install_fault_handler();
 
   Launch l{};
@@ -423,6 +610,13 @@ int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_b
   l.slots.resize((size_t)(threads + 31) / 32 * 2 * 32 * SLOT_BYTES);
   l.kernel = kernel;
   l.context = context;
+  l.track_races = track_races != 0;
+  if (l.track_races && !collect_regions(l)) {
+    munmap(l.stacks, l.stacks_bytes);
+    guarded_free(l.shared);
+    return bail("the race tracker cannot find this thread's static shared memory (its TLS block)");
+  }
+  l.launch_epoch = new_epoch();
   active = &l;
   bool ok = true;
   if (sigsetjmp(l.fault, 1) == 0) {

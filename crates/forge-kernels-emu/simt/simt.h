@@ -16,9 +16,12 @@
 // Fragments for mma.m16n8k16"), written here independently of the kernel that relies on it.
 //
 // What a launch checks (simt.cpp): a barrier or collective some threads never reach (deadlock), a
-// collective with a partial lane mask, ldmatrix rows outside shared memory or misaligned, and,
-// through guard pages and trapping UB checks (-fsanitize=bounds,alignment,...), any access past a
-// buffer, past the dynamic shared memory the launch asked for, or past a fixed-size array.
+// collective with a partial lane mask, ldmatrix rows outside shared memory or misaligned; through
+// guard pages and trapping UB checks (-fsanitize=bounds,alignment,...), any access past a buffer,
+// past the dynamic shared memory the launch asked for, or past a fixed-size array; and, through
+// -fsanitize=thread's instrumentation (hooks in simt.cpp), every race racecheck would report: two
+// threads touching a byte of shared or global memory, one of them writing, with no __syncthreads
+// between them (a warp collective is no fence) or from different blocks of the launch.
 #pragma once
 
 #include <math.h>

@@ -3,8 +3,9 @@
 //! (shuffles, `mma.sync`, `ldmatrix`) emulated from the PTX ISA's definitions, every buffer ending
 //! at an inaccessible page. It checks on a machine without a GPU what a GPU run would show first:
 //! whether the kernels index, tile, mask and synchronise correctly (parity with the reference on
-//! the CPU, every output element written, no out-of-bounds access, no race that a different thread
-//! order exposes, no barrier some threads miss).
+//! the CPU, every output element written, no out-of-bounds access, no race — neither one the race
+//! tracker sees (racecheck's rule, for shared and global memory) nor one a different thread order
+//! exposes — and no barrier some threads miss).
 //!
 //! It is not a GPU: it says nothing about speed, and a fragment layout the kernel and the emulator
 //! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu-check.sh`
@@ -29,6 +30,7 @@ extern "C" {
         shared_bytes: usize,
         order: i32,
         seed: u64,
+        track_races: i32,
         kernel: extern "C" fn(*mut c_void),
         context: *mut c_void,
         error: *mut c_char,
@@ -109,8 +111,19 @@ pub const ORDERS: [Schedule; 3] = [Schedule::Ascending, Schedule::Descending, Sc
 /// Runs `kernel` (a call of one kernel entry point with its arguments) as every thread of a
 /// launch of `shape`. An error names what went wrong and in which block and thread: an access
 /// outside any buffer, a trapped out-of-bounds index, a barrier or warp collective that not every
-/// thread reaches.
+/// thread reaches, a race (two threads touching a byte of shared or global memory, at least one
+/// writing, with no `__syncthreads` between them, or from different blocks).
 pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Result<(), String> {
+    run(shape, schedule, true, kernel)
+}
+
+/// [`launch`] without the race tracker: what the thread orders alone expose (the emulator's own
+/// tests show both ways of finding a race).
+pub fn launch_untracked(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Result<(), String> {
+    run(shape, schedule, false, kernel)
+}
+
+fn run(shape: &LaunchShape, schedule: Schedule, track_races: bool, kernel: impl Fn()) -> Result<(), String> {
     extern "C" fn call<F: Fn()>(context: *mut c_void) {
         // SAFETY: `context` is the `&F` passed below, alive for the whole launch.
         unsafe { (*context.cast::<F>())() }
@@ -134,6 +147,7 @@ pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Res
                 Schedule::Shuffled(seed) => seed,
                 _ => 0,
             },
+            i32::from(track_races),
             call_for(&kernel),
             &kernel as *const _ as *mut c_void,
             error.as_mut_ptr(),

@@ -1,9 +1,9 @@
 //! The emulator's checks fail where they must: each deliberately faulty kernel of simt/faulty.cu
-//! makes its launch fail with the matching message (or, for the race, differ between schedules),
-//! while the correct controls pass; the asynchronous copies (cp.async) land no earlier than their
-//! wait allows.
+//! makes its launch fail with the matching message (a race: reported by the race tracker under every
+//! thread order, and without the tracker, a difference between orders), while the correct controls
+//! pass; the asynchronous copies (cp.async) land no earlier than their wait allows.
 
-use forge_kernels_emu::{launch, Buffer, LaunchShape, Schedule, ORDERS};
+use forge_kernels_emu::{launch, launch_untracked, Buffer, LaunchShape, Schedule, ORDERS};
 
 extern "C" {
     fn simt_selftest_write_past_end(out: *mut f32, n: i32);
@@ -16,6 +16,8 @@ extern "C" {
     fn simt_selftest_async_copy(out: *mut f32, input: *const f32, mode: i32);
     fn simt_selftest_async_groups(out: *mut f32, input: *const f32);
     fn simt_selftest_overwrite_while_read(out: *mut f32, with_barrier: i32);
+    fn simt_selftest_shuffle_as_fence(out: *mut f32);
+    fn simt_selftest_blocks_share_memory(out: *mut f32, mode: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -32,12 +34,73 @@ fn a_write_past_the_end_of_a_buffer_fails_the_launch_naming_the_buffer() {
     assert!(err.contains("block (1, 0, 0) thread (36, 0, 0)"), "the faulting thread is named: {err}");
 }
 
+fn assert_race(err: &str, memory: &str, unordered_by: &str) {
+    assert!(err.starts_with("race (") && err.contains(" hazard) on byte "), "{err}");
+    assert!(err.contains(&format!(" of {memory}: block (")) && err.contains(unordered_by), "{err}");
+}
+
 #[test]
-fn a_missing_barrier_shows_as_a_difference_between_schedules() {
+fn a_missing_barrier_is_reported_as_a_race_under_every_order() {
+    for order in ORDERS {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads, 512 bytes of shared memory.
+        launch(&block(128, 512), order, || unsafe { simt_selftest_reverse(out.ptr(), 1) }).unwrap();
+        // SAFETY: as above, without the barrier: the defect under test.
+        let err = launch(&block(128, 512), order, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
+        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
+    }
+    // ascending: thread 63 reads slot 64 before thread 64 writes it; descending: thread 64 reads slot 63 first
+    let out = Buffer::filled(c"out", 128, 0f32);
+    // SAFETY: as above.
+    let err = launch(&block(128, 512), Schedule::Ascending, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
+    assert!(err.contains("race (write-after-read hazard) on byte 256 of dynamic shared memory: block (0, 0, 0) thread (64, 0, 0) writes it, block (0, 0, 0) thread (63, 0, 0) read it with no __syncthreads between"), "{err}");
+    // SAFETY: as above.
+    let err = launch(&block(128, 512), Schedule::Descending, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
+    assert!(err.contains("race (write-after-read hazard) on byte 252 of dynamic shared memory: block (0, 0, 0) thread (63, 0, 0) writes it, block (0, 0, 0) thread (64, 0, 0) read it with no __syncthreads between"), "{err}");
+}
+
+#[test]
+fn an_overwrite_other_warps_still_read_is_reported_as_a_race() {
+    for order in ORDERS {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads (4 warps), 512 bytes of shared memory.
+        launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 1) }).unwrap();
+        // SAFETY: as above, without the barrier before the overwrite: the defect under test.
+        let err = launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 0) }).unwrap_err();
+        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
+    }
+}
+
+#[test]
+fn a_shuffle_is_no_memory_fence() {
+    let out = Buffer::filled(c"out", 64, 0f32);
+    // SAFETY: the kernel's C signature; 64 threads, 256 bytes of shared memory.
+    let err = launch(&block(64, 256), Schedule::Ascending, || unsafe { simt_selftest_shuffle_as_fence(out.ptr()) }).unwrap_err();
+    assert!(err.contains("race (read-after-write hazard) on byte 4 of dynamic shared memory: block (0, 0, 0) thread (0, 0, 0) reads it, block (0, 0, 0) thread (1, 0, 0) wrote it"), "{err}");
+}
+
+#[test]
+fn blocks_of_one_launch_are_never_ordered() {
+    let run = |mode: i32| {
+        let out = Buffer::filled(c"out", 4 * 64, f32::NAN);
+        let shape = LaunchShape { grid: [4, 1, 1], block: [64, 1, 1], shared_bytes: 0 };
+        // SAFETY: the kernel's C signature; 4 blocks of 64 threads, 64 slots each.
+        launch(&shape, Schedule::Ascending, || unsafe { simt_selftest_blocks_share_memory(out.ptr(), mode) }).map(|()| out.to_vec())
+    };
+    let own: Vec<f32> = (0..256).map(|i| (i / 64) as f32).collect();
+    assert_eq!(run(0).unwrap(), own);
+    let err = run(1).unwrap_err();
+    assert!(err.contains("race (write-after-write hazard) on byte 0 of out: block (1, 0, 0) thread (0, 0, 0) writes it, block (0, 0, 0) thread (0, 0, 0) wrote it in the same launch (blocks are never ordered)"), "{err}");
+    let err = run(2).unwrap_err();
+    assert!(err.contains("race (read-after-write hazard) on byte 0 of out: block (1, 0, 0) thread (0, 0, 0) reads it, block (0, 0, 0) thread (0, 0, 0) wrote it in the same launch"), "{err}");
+}
+
+#[test]
+fn without_the_tracker_a_missing_barrier_shows_as_a_difference_between_schedules() {
     let run = |with_barrier: i32, schedule| {
         let out = Buffer::filled(c"out", 128, 0f32);
         // SAFETY: the kernel's C signature; 128 threads, 512 bytes of shared memory.
-        launch(&block(128, 512), schedule, || unsafe { simt_selftest_reverse(out.ptr(), with_barrier) }).unwrap();
+        launch_untracked(&block(128, 512), schedule, || unsafe { simt_selftest_reverse(out.ptr(), with_barrier) }).unwrap();
         out.to_vec()
     };
     let expected: Vec<f32> = (0..128).rev().map(|i| i as f32).collect();
@@ -53,11 +116,11 @@ fn a_missing_barrier_shows_as_a_difference_between_schedules() {
 }
 
 #[test]
-fn a_warp_running_ahead_exposes_an_overwrite_other_warps_still_read() {
+fn without_the_tracker_a_warp_running_ahead_exposes_an_overwrite_other_warps_still_read() {
     let run = |with_barrier: i32, schedule| {
         let out = Buffer::filled(c"out", 128, 0f32);
         // SAFETY: the kernel's C signature; 128 threads (4 warps), 512 bytes of shared memory.
-        launch(&block(128, 512), schedule, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), with_barrier) }).unwrap();
+        launch_untracked(&block(128, 512), schedule, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), with_barrier) }).unwrap();
         out.to_vec()
     };
     let expected: Vec<f32> = (0..128).map(|i| (0..4).map(|r| ((i + 32 + r) % 128) as f32).sum()).collect();
@@ -148,6 +211,14 @@ fn reading_an_async_copy_before_its_wait_reads_nan() {
     for schedule in ORDERS {
         let out = async_copy(1, schedule).unwrap();
         assert!(out.iter().all(|v| v.is_nan()), "every thread reads its copy before waiting for it: {out:?}");
+    }
+}
+
+#[test]
+fn reading_another_threads_async_copy_without_a_barrier_after_its_wait_is_a_race() {
+    for schedule in ORDERS {
+        let err = async_copy(3, schedule).unwrap_err();
+        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
     }
 }
 

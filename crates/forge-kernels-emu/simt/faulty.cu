@@ -109,3 +109,19 @@ extern "C" __global__ void simt_selftest_blocks_share_memory(float* out, int mod
   out[(mode == 1 ? 0 : b * n) + i] = (float)b;
   if (mode == 2 && b > 0) out[b * n + i] += out[(b - 1) * n + i];
 }
+
+// Warp 1 writes 32 rows of 8 bf16 into shared memory; warp 0 loads them as four 8x8 matrices with
+// ldmatrix.trans (lane l gives row l's address), after the barrier or, the defect, without it.
+extern "C" __global__ void simt_selftest_ldmatrix_rows(float* out, int with_barrier) {
+  DYNAMIC_SHARED(raw);
+  uint16_t* rows = reinterpret_cast<uint16_t*>(raw);
+  const int i = threadIdx.x, lane = i & 31;
+  if (i >= 32)
+    for (int k = 0; k < 8; ++k) rows[8 * lane + k] = (uint16_t)(8 * lane + k);
+  if (with_barrier) __syncthreads();
+  if (i < 32) {
+    uint32_t r[4];
+    simt::ldmatrix_x4_trans_b16(r, rows + 8 * lane);
+    for (int j = 0; j < 4; ++j) out[4 * i + j] = (float)r[j];
+  }
+}

@@ -571,7 +571,8 @@ void simt_free(void* p) { simt::guarded_free(p); }
 // Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.
 // `order` (0 ascending, 1 descending, 2 shuffled from `seed`) is the order the ready threads of each
 // round run in (see Order): a kernel whose result depends on it races on memory without a barrier
-// between writer and reader.
+// between writer and reader. `track_races` (nonzero) fails the launch at the first race the tracker
+// sees, whatever the order.
 int simt_launch(const unsigned grid[3], const unsigned block[3], size_t shared_bytes, int order, uint64_t seed,
                 int track_races, void (*kernel)(void*), void* context, char* error, size_t error_len) {
   using namespace simt;

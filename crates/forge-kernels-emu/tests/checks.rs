@@ -18,6 +18,7 @@ extern "C" {
     fn simt_selftest_overwrite_while_read(out: *mut f32, with_barrier: i32);
     fn simt_selftest_shuffle_as_fence(out: *mut f32);
     fn simt_selftest_blocks_share_memory(out: *mut f32, mode: i32);
+    fn simt_selftest_ldmatrix_rows(out: *mut f32, with_barrier: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -39,19 +40,25 @@ fn assert_race(err: &str, memory: &str, unordered_by: &str) {
     assert!(err.contains(&format!(" of {memory}: block (")) && err.contains(unordered_by), "{err}");
 }
 
-#[test]
-fn a_missing_barrier_is_reported_as_a_race_under_every_order() {
+/// `kernel(out, with_barrier)` on 128 threads (4 warps) with 512 bytes of shared memory passes with
+/// its barrier, and without it is reported as a race in shared memory under every order.
+fn race_without_the_barrier(kernel: unsafe extern "C" fn(*mut f32, i32)) {
     for order in ORDERS {
         let out = Buffer::filled(c"out", 128, 0f32);
-        // SAFETY: the kernel's C signature; 128 threads, 512 bytes of shared memory.
-        launch(&block(128, 512), order, || unsafe { simt_selftest_reverse(out.ptr(), 1) }).unwrap();
+        // SAFETY: the selftest kernels' C signature, 128 output floats.
+        launch(&block(128, 512), order, || unsafe { kernel(out.ptr(), 1) }).unwrap();
         // SAFETY: as above, without the barrier: the defect under test.
-        let err = launch(&block(128, 512), order, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
+        let err = launch(&block(128, 512), order, || unsafe { kernel(out.ptr(), 0) }).unwrap_err();
         assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
     }
+}
+
+#[test]
+fn a_missing_barrier_is_reported_as_a_race_under_every_order() {
+    race_without_the_barrier(simt_selftest_reverse);
     // ascending: thread 63 reads slot 64 before thread 64 writes it; descending: thread 64 reads slot 63 first
     let out = Buffer::filled(c"out", 128, 0f32);
-    // SAFETY: as above.
+    // SAFETY: the kernel's C signature, 128 output floats; no barrier: the defect under test.
     let err = launch(&block(128, 512), Schedule::Ascending, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
     assert!(err.contains("race (write-after-read hazard) on byte 256 of dynamic shared memory: block (0, 0, 0) thread (64, 0, 0) writes it, block (0, 0, 0) thread (63, 0, 0) read it with no __syncthreads between"), "{err}");
     // SAFETY: as above.
@@ -61,14 +68,7 @@ fn a_missing_barrier_is_reported_as_a_race_under_every_order() {
 
 #[test]
 fn an_overwrite_other_warps_still_read_is_reported_as_a_race() {
-    for order in ORDERS {
-        let out = Buffer::filled(c"out", 128, 0f32);
-        // SAFETY: the kernel's C signature; 128 threads (4 warps), 512 bytes of shared memory.
-        launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 1) }).unwrap();
-        // SAFETY: as above, without the barrier before the overwrite: the defect under test.
-        let err = launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 0) }).unwrap_err();
-        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
-    }
+    race_without_the_barrier(simt_selftest_overwrite_while_read);
 }
 
 #[test]
@@ -77,6 +77,24 @@ fn a_shuffle_is_no_memory_fence() {
     // SAFETY: the kernel's C signature; 64 threads, 256 bytes of shared memory.
     let err = launch(&block(64, 256), Schedule::Ascending, || unsafe { simt_selftest_shuffle_as_fence(out.ptr()) }).unwrap_err();
     assert!(err.contains("race (read-after-write hazard) on byte 4 of dynamic shared memory: block (0, 0, 0) thread (0, 0, 0) reads it, block (0, 0, 0) thread (1, 0, 0) wrote it"), "{err}");
+}
+
+#[test]
+fn a_fragment_load_is_a_tracked_read() {
+    let run = |with_barrier: i32| {
+        let out = Buffer::filled(c"out", 128, f32::NAN);
+        // SAFETY: the kernel's C signature; 2 warps, 32 rows of 16 bytes of shared memory.
+        launch(&block(64, 512), Schedule::Ascending, || unsafe { simt_selftest_ldmatrix_rows(out.ptr(), with_barrier) }).map(|()| out.to_vec())
+    };
+    // lane (group g, thread t) of warp 0 holds matrix j's elements (row 2t, col g) and (row 2t + 1, col g)
+    let element = |j: u32, row: u32, col: u32| 8 * (8 * j + row) + col;
+    let expected: Vec<f32> = (0..32u32)
+        .flat_map(|lane| (0..4).map(move |j| (element(j, 2 * (lane & 3), lane >> 2) | element(j, 2 * (lane & 3) + 1, lane >> 2) << 16) as f32))
+        .collect();
+    assert_eq!(run(1).unwrap(), expected);
+    let err = run(0).unwrap_err();
+    assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
+    assert!(err.contains("block (0, 0, 0) thread (0, 0, 0) reads it"), "warp 0's load is the read: {err}");
 }
 
 #[test]

@@ -43,15 +43,17 @@ extern "C" __global__ void simt_selftest_shared_overrun(float* out) {
 
 // Thread i copies in[4i..4i+4) (odd threads: nothing, zero-filled) into shared memory with cp.async
 // and reads thread n-1-i's copy. mode 0: wait, barrier, read (correct); 1: reads its own copy, then
-// waits (too early: the copy has not landed); 2: never waits; 3: waits but reads without the barrier.
+// waits (too early: the copy has not landed); 2: never waits; 3: waits only after the barrier, so no
+// barrier orders the partner's copy landing before the read.
 extern "C" __global__ void simt_selftest_async_copy(float* out, const float* in, int mode) {
   DYNAMIC_SHARED(raw);
   float* s = reinterpret_cast<float*>(raw);
   const int i = threadIdx.x, n = blockDim.x;
   simt::cp_async_16(s + 4 * i, in + 4 * i, i % 2 == 0 ? 16 : 0);
   simt::cp_async_commit();
-  if (mode == 0 || mode == 3) simt::cp_async_wait(0);
-  if (mode != 3) __syncthreads();
+  if (mode == 0) simt::cp_async_wait(0);
+  __syncthreads();
+  if (mode == 3) simt::cp_async_wait(0);
   out[i] = mode == 1 ? s[4 * i] : s[4 * (n - 1 - i)];
   if (mode == 1) simt::cp_async_wait(0);
 }

@@ -204,7 +204,8 @@ void describe_thread(char* out, size_t n) {
 // other threads see; accesses to a thread's own stack are dismissed at once.
 // Every block start and every barrier release opens a new epoch (one process-wide counter): an access
 // in the current epoch is unordered with this one; an access in this launch before this block's
-// first epoch was made by another block, unordered too; anything else is ordered or stale.
+// first epoch was made by another block, unordered too; anything else is ordered or stale. A read of
+// shared memory no thread of the block has written yet fails the launch too.
 std::atomic<uint32_t> epochs{1};
 uint32_t new_epoch() { return epochs.fetch_add(1, std::memory_order_relaxed); }
 
@@ -277,6 +278,18 @@ void describe_global_thread(const Launch& l, uint32_t id, char* out, size_t n) {
   abandon_fiber();
 }
 
+// Shared memory starts undefined in every block (the emulator fills it with NaN): a read of a byte
+// no thread of the block has written is a defect even where the value ends up masked.
+[[noreturn]] void uninitialised(const Launch& l, const Region& r, uintptr_t a, const void* pc) {
+  char mine[128];
+  describe_thread(mine, sizeof mine);
+  snprintf(active->error, sizeof active->error,
+           "read of uninitialised shared memory: %s reads byte %zu of %s, which no thread of its block has written (pc %p; "
+           "addr2line -fe <test binary> it)",
+           mine, (size_t)(a - r.lo), r.name, pc);
+  abandon_fiber();
+}
+
 void track(const void* p, size_t n, bool write, const void* pc) {
   Launch* l = active;
   if (l == nullptr || !l->track_races || !l->in_fiber) return;
@@ -300,6 +313,7 @@ void track(const void* p, size_t n, bool write, const void* pc) {
     const uint32_t reader = c.reader & THREAD_MASK;
     const bool earlier_block = read_now && ((c.reader & EARLIER_BLOCK) || c.read_epoch < l->block_epoch);
     const bool others = read_now && c.read_epoch == e && ((c.reader & OTHER_READERS) || reader != me);
+    if (!write && r->shared && c.write_epoch < scope) uninitialised(*l, *r, byte, pc);
     if (write) {
       if (earlier_block) race(*l, *r, byte, true, "write-after-read", EARLIER_BLOCK, 0, pc);
       if (others) race(*l, *r, byte, true, "write-after-read", reader != me ? reader : OTHER_READERS, e, pc);

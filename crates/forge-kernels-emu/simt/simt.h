@@ -21,7 +21,8 @@
 // past the dynamic shared memory the launch asked for, or past a fixed-size array; and, through
 // -fsanitize=thread's instrumentation (hooks in simt.cpp), every race racecheck would report: two
 // threads touching a byte of shared or global memory, one of them writing, with no __syncthreads
-// between them (a warp collective is no fence) or from different blocks of the launch.
+// between them (a warp collective is no fence) or from different blocks of the launch; and a read
+// of shared memory no thread of the block has written.
 #pragma once
 
 #include <math.h>

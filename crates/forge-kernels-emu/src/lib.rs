@@ -112,7 +112,8 @@ pub const ORDERS: [Schedule; 3] = [Schedule::Ascending, Schedule::Descending, Sc
 /// launch of `shape`. An error names what went wrong and in which block and thread: an access
 /// outside any buffer, a trapped out-of-bounds index, a barrier or warp collective that not every
 /// thread reaches, a race (two threads touching a byte of shared or global memory, at least one
-/// writing, with no `__syncthreads` between them, or from different blocks).
+/// writing, with no `__syncthreads` between them, or from different blocks), a read of shared
+/// memory no thread of the block has written.
 pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Result<(), String> {
     run(shape, schedule, true, kernel)
 }

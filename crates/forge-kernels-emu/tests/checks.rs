@@ -40,35 +40,40 @@ fn assert_race(err: &str, memory: &str, unordered_by: &str) {
     assert!(err.contains(&format!(" of {memory}: block (")) && err.contains(unordered_by), "{err}");
 }
 
-/// `kernel(out, with_barrier)` on 128 threads (4 warps) with 512 bytes of shared memory passes with
-/// its barrier, and without it is reported as a race in shared memory under every order.
-fn race_without_the_barrier(kernel: unsafe extern "C" fn(*mut f32, i32)) {
-    for order in ORDERS {
-        let out = Buffer::filled(c"out", 128, 0f32);
-        // SAFETY: the selftest kernels' C signature, 128 output floats.
-        launch(&block(128, 512), order, || unsafe { kernel(out.ptr(), 1) }).unwrap();
-        // SAFETY: as above, without the barrier: the defect under test.
-        let err = launch(&block(128, 512), order, || unsafe { kernel(out.ptr(), 0) }).unwrap_err();
-        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
-    }
-}
-
 #[test]
-fn a_missing_barrier_is_reported_as_a_race_under_every_order() {
-    race_without_the_barrier(simt_selftest_reverse);
-    // ascending: thread 63 reads slot 64 before thread 64 writes it; descending: thread 64 reads slot 63 first
-    let out = Buffer::filled(c"out", 128, 0f32);
-    // SAFETY: the kernel's C signature, 128 output floats; no barrier: the defect under test.
-    let err = launch(&block(128, 512), Schedule::Ascending, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
-    assert!(err.contains("race (write-after-read hazard) on byte 256 of dynamic shared memory: block (0, 0, 0) thread (64, 0, 0) writes it, block (0, 0, 0) thread (63, 0, 0) read it with no __syncthreads between"), "{err}");
-    // SAFETY: as above.
-    let err = launch(&block(128, 512), Schedule::Descending, || unsafe { simt_selftest_reverse(out.ptr(), 0) }).unwrap_err();
-    assert!(err.contains("race (write-after-read hazard) on byte 252 of dynamic shared memory: block (0, 0, 0) thread (63, 0, 0) writes it, block (0, 0, 0) thread (64, 0, 0) read it with no __syncthreads between"), "{err}");
+fn a_read_of_shared_memory_no_thread_has_written_fails_the_launch() {
+    let run = |with_barrier: i32, schedule| {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads, 512 bytes of shared memory.
+        launch(&block(128, 512), schedule, || unsafe { simt_selftest_reverse(out.ptr(), with_barrier) })
+    };
+    for order in ORDERS {
+        run(1, order).unwrap();
+        let err = run(0, order).unwrap_err();
+        assert!(err.starts_with("read of uninitialised shared memory: "), "{order:?}: {err}");
+    }
+    // ascending: thread 0 reads slot 127 before thread 127 has run; descending: thread 127 reads slot 0
+    let err = run(0, Schedule::Ascending).unwrap_err();
+    assert!(err.contains("block (0, 0, 0) thread (0, 0, 0) reads byte 508 of dynamic shared memory, which no thread of its block has written"), "{err}");
+    let err = run(0, Schedule::Descending).unwrap_err();
+    assert!(err.contains("block (0, 0, 0) thread (127, 0, 0) reads byte 0 of dynamic shared memory, which no thread of its block has written"), "{err}");
 }
 
 #[test]
 fn an_overwrite_other_warps_still_read_is_reported_as_a_race() {
-    race_without_the_barrier(simt_selftest_overwrite_while_read);
+    for order in ORDERS {
+        let out = Buffer::filled(c"out", 128, 0f32);
+        // SAFETY: the kernel's C signature; 128 threads (4 warps), 512 bytes of shared memory.
+        launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 1) }).unwrap();
+        // SAFETY: as above, without the barrier before the overwrite: the defect under test.
+        let err = launch(&block(128, 512), order, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 0) }).unwrap_err();
+        assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
+    }
+    // ascending: warp 0 runs ahead and overwrites slot 0 while warp 3 (thread 96 reads slot 0) has yet to run
+    let out = Buffer::filled(c"out", 128, 0f32);
+    // SAFETY: as above.
+    let err = launch(&block(128, 512), Schedule::Ascending, || unsafe { simt_selftest_overwrite_while_read(out.ptr(), 0) }).unwrap_err();
+    assert!(err.starts_with("race (write-after-read hazard) on byte 0 of dynamic shared memory: block (0, 0, 0) thread (0, 0, 0) writes it"), "{err}");
 }
 
 #[test]
@@ -233,7 +238,7 @@ fn reading_an_async_copy_before_its_wait_reads_nan() {
 }
 
 #[test]
-fn reading_another_threads_async_copy_without_a_barrier_after_its_wait_is_a_race() {
+fn reading_another_threads_async_copy_with_no_barrier_after_its_wait_is_a_race() {
     for schedule in ORDERS {
         let err = async_copy(3, schedule).unwrap_err();
         assert_race(&err, "dynamic shared memory", "with no __syncthreads between");

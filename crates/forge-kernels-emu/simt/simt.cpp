@@ -189,11 +189,16 @@ void fiber_main() {
   abort();  // a failed launch never resumes its fibers
 }
 
-void describe_thread(char* out, size_t n) {
-  const dim3 b = active->block_index;
-  const dim3 t = me().index;
-  snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b.x, b.y, b.z, t.x, t.y, t.z);
+// A thread's number in the launch: block index · threads per block + thread index.
+uint32_t global_thread(const Launch& l) { return l.block_linear * (uint32_t)l.threads + (uint32_t)l.current; }
+
+void describe_global_thread(const Launch& l, uint32_t id, char* out, size_t n) {
+  const uint32_t b = id / (uint32_t)l.threads, t = id % (uint32_t)l.threads;
+  snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b % l.grid.x, b / l.grid.x % l.grid.y, b / (l.grid.x * l.grid.y),
+           t % l.block.x, t / l.block.x % l.block.y, t / (l.block.x * l.block.y));
 }
+
+void describe_thread(char* out, size_t n) { describe_global_thread(*active, global_thread(*active), out, n); }
 
 // ---- race tracking --------------------------------------------------------------------------------
 // What compute-sanitizer's racecheck reports, for shared and global memory alike: two accesses to a
@@ -251,16 +256,11 @@ bool collect_regions(Launch& l) {
   return true;
 }
 
-uint32_t global_thread(const Launch& l) { return l.block_linear * (uint32_t)l.threads + (uint32_t)l.current; }
-
-void describe_global_thread(const Launch& l, uint32_t id, char* out, size_t n) {
-  const uint32_t b = id / (uint32_t)l.threads, t = id % (uint32_t)l.threads;
-  snprintf(out, n, "block (%u, %u, %u) thread (%u, %u, %u)", b % l.grid.x, b / l.grid.x % l.grid.y, b / (l.grid.x * l.grid.y),
-           t % l.block.x, t / l.block.x % l.block.y, t / (l.block.x * l.block.y));
-}
-
-[[noreturn]] void race(const Launch& l, const Region& r, uintptr_t a, bool write, const char* kind, uint32_t other,
+// `other` (a thread, or OTHER_READERS / EARLIER_BLOCK) accessed byte `a` in `other_epoch`, writing
+// if `they_wrote`; the calling thread's access (`write`) conflicts with it.
+[[noreturn]] void race(const Launch& l, const Region& r, uintptr_t a, bool write, bool they_wrote, uint32_t other,
                        uint32_t other_epoch, const void* pc) {
+  const char* kind = they_wrote ? (write ? "write-after-write" : "read-after-write") : "write-after-read";
   char mine[128], theirs[160];
   describe_thread(mine, sizeof mine);
   if (other == OTHER_READERS) {
@@ -273,7 +273,7 @@ void describe_global_thread(const Launch& l, uint32_t id, char* out, size_t n) {
   snprintf(active->error, sizeof active->error,
            "race (%s hazard) on byte %zu of %s: %s %s it, %s %s it %s (pc %p; addr2line -fe <test binary> it)", kind,
            (size_t)(a - r.lo), r.name, mine, write ? "writes" : "reads", theirs,
-           strcmp(kind, "write-after-read") == 0 ? "read" : "wrote",
+           they_wrote ? "wrote" : "read",
            other_epoch < l.block_epoch ? "in the same launch (blocks are never ordered)" : "with no __syncthreads between", pc);
   abandon_fiber();
 }
@@ -308,15 +308,15 @@ void track(const void* p, size_t n, bool write, const void* pc) {
   for (uintptr_t byte = a; byte < std::min<uintptr_t>(a + n, r->hi); ++byte) {
     Cell& c = r->cells[byte - r->lo];
     if (c.write_epoch >= scope && c.writer != me && unordered(c.write_epoch))
-      race(*l, *r, byte, write, write ? "write-after-write" : "read-after-write", c.writer, c.write_epoch, pc);
+      race(*l, *r, byte, write, true, c.writer, c.write_epoch, pc);
     const bool read_now = c.read_epoch >= scope;
     const uint32_t reader = c.reader & THREAD_MASK;
     const bool earlier_block = read_now && ((c.reader & EARLIER_BLOCK) || c.read_epoch < l->block_epoch);
     const bool others = read_now && c.read_epoch == e && ((c.reader & OTHER_READERS) || reader != me);
     if (!write && r->shared && c.write_epoch < scope) uninitialised(*l, *r, byte, pc);
     if (write) {
-      if (earlier_block) race(*l, *r, byte, true, "write-after-read", EARLIER_BLOCK, 0, pc);
-      if (others) race(*l, *r, byte, true, "write-after-read", reader != me ? reader : OTHER_READERS, e, pc);
+      if (earlier_block) race(*l, *r, byte, true, false, EARLIER_BLOCK, 0, pc);
+      if (others) race(*l, *r, byte, true, false, reader != me ? reader : OTHER_READERS, e, pc);
       c.writer = me;
       c.write_epoch = e;
     } else {

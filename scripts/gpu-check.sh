@@ -18,7 +18,14 @@
 #           decode step's effective memory bandwidth, device memory; and, per run length of a step's
 #           rows, the flash tiles vs split-K over the caches (benches/gpu_cached_attention.rs: the
 #           measurement FLASH_MIN_ROWS awaits)
-#   all     the five in order (not into the device tool's $OUT: 10 files, over the 8 that come back)
+#   profile Nsight Compute (ncu, clocks left alone) on the attention kernels, forge's and torch's
+#           flash backend side by side at 8k (Qwen3-8B attention shape), and the decode kernels over
+#           4k caches: per kernel its time, SM / memory / DRAM / tensor-pipe throughput, achieved
+#           and theoretical occupancy, registers, shared memory and top warp stalls, plus every
+#           metric ncu collected as JSON rows: what tuning the kernels needs, kept for sessions
+#           without a GPU. Not part of "all"; where ncu cannot read the counters (gVisor), the table
+#           says so and the call does not fail
+#   all     parity, kernels, train, flash, decode in order (not into the device tool's $OUT: 10 files, over the 8 that come back)
 # and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR, the raw
 # rows beside it (.jsonl), and every test's and benchmark's stderr into gpu-check.log.
 #
@@ -26,18 +33,19 @@
 # keeps its own deadline, BUDGET_S seconds from its start: every test binary and bench run gets what
 # is left of it (`timeout`), a run that is cut off or never started is recorded as such, and every
 # stage's table is still written. Several stages share one call (one machine start) as a list:
-# `scripts/gpu-check.sh parity,kernels,flash`, then `train`, then `decode` (each call within 30 s of
+# `scripts/gpu-check.sh parity,kernels,flash`, then `train,profile`, then `decode` (each call within 30 s of
 # the last keeps the machine warm; see README, "GPU (CUDA)"). Where the device tool gives a call
 # less than 600 s (its reply's limit_s: little device time left), pass BUDGET_S = limit_s - 60.
 #
 # Usage: scripts/gpu-check.sh [STAGES] [TARBALL] [RESULTS_DIR]
-#        STAGES: parity, kernels, train, flash, decode, a comma-separated list of them, or all
+#        STAGES: parity, kernels, train, flash, decode, profile, a comma-separated list of them, or all
 #        defaults: all, .gpu/forge-cuda.tar.xz, $OUT if set (the device tool's) else benches/results
 # Environment: BUDGET_S (default 540: the call's deadline, under the device tool's 600 s),
 #              PYTHON (default python3: the one with torch), TRAIN_MODELS (default "8b 1.7b 0.6b":
 #              the issue's target first), TRAIN_SEQ (4096), TRAIN_STEPS (3), DECODE_MODELS ("8b 1.7b 0.6b"),
 #              DECODE_PLAN (context:batch pairs, "4096:8 8192:8 32768:1"), DECODE_NEW_TOKENS (64),
-#              SANITIZER_S (150: the most each compute-sanitizer run of the flash stage may take).
+#              SANITIZER_S (150: the most each compute-sanitizer run of the flash stage may take),
+#              PROFILE_S (120: the most each ncu run of the profile stage may take), NCU (ncu's path).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -53,13 +61,13 @@ files=1 # gpu-check.log
 for stage in "${STAGE_LIST[@]}"; do
   case "$stage" in
     parity) files=$((files + 1)) ;;
-    kernels | train | flash | decode) files=$((files + 2)) ;;
-    *) die "unknown stage '$stage' in '$STAGES' (parity, kernels, train, flash, decode, a comma-separated list of them, or all)" ;;
+    kernels | train | flash | decode | profile) files=$((files + 2)) ;;
+    *) die "unknown stage '$stage' in '$STAGES' (parity, kernels, train, flash, decode, profile, a comma-separated list of them, or all)" ;;
   esac
 done
 # the device tool brings back at most 8 files from $OUT
 if [[ -n "${OUT:-}" && "$RESULTS" == "$OUT" ]] && ((files > 8)); then
-  die "'$STAGES' writes $files files, more than the 8 the device tool brings back from \$OUT: split it (parity,kernels,flash, then train, then decode)"
+  die "'$STAGES' writes $files files, more than the 8 the device tool brings back from \$OUT: split it (parity,kernels,flash, then train,profile, then decode)"
 fi
 BUDGET="${BUDGET_S:-540}"
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "BUDGET_S must be a number of seconds, got '$BUDGET'"
@@ -417,6 +425,133 @@ for r in lines:
             from_rows = r["flash_faster_from_rows"]
             verdict = f"from {from_rows} rows on" if from_rows is not None else "at none of the measured lengths"
             print(f'- context {r["context"]}: the flash tiles are faster {verdict} (FLASH_MIN_ROWS is {r["flash_min_rows"]})')
+PY
+  cat "$out"
+}
+
+# Profiles one run ($3...) under ncu: the launches whose function name matches the regex $2, up to
+# 12, as JSON rows labelled $1 (every metric of the raw page, with its unit); a run ncu could not
+# profile is one row with the reason. Sections rather than named metrics: a metric this ncu
+# version does not know would fail the whole run, a section is resolved by ncu itself.
+profile() {
+  local label="$1" kernels="$2" report="$BIN/profile-$((++profiles))" rc=0
+  shift 2
+  CI=true capped "${PROFILE_S:-120}" "$NCU" --clock-control none --target-processes all --kernel-name "regex:$kernels" --launch-count 12 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+    -f -o "$report" "$@" >>"$LOG" 2>&1 || rc=$?
+  if ((rc != 0)) || [[ ! -f "$report.ncu-rep" ]]; then
+    case $rc in
+      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within ${PROFILE_S:-120}s (PROFILE_S) or the budget\"}" ;;
+      *) echo "{\"run\": \"$label\", \"error\": \"ncu could not profile it on this machine, exit $rc (see gpu-check.log)\"}" ;;
+    esac >>"$lines"
+    return 0
+  fi
+  # base units (ns, bytes) where this ncu knows the option
+  "$NCU" --import "$report.ncu-rep" --csv --page raw --print-units base >"$report.csv" 2>>"$LOG" \
+    || "$NCU" --import "$report.ncu-rep" --csv --page raw >"$report.csv" 2>>"$LOG" || true
+  "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
+import csv, json, sys
+label, path = sys.argv[1:3]
+rows = list(csv.reader(open(path)))
+# ncu may print ==PROF== / ==WARNING== lines before the table: it starts at the header row, then units
+start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+kernels = [] if start is None else [r for r in rows[start + 2:] if len(r) == len(rows[start])]
+if not kernels:
+    print(json.dumps({"run": label, "error": "no kernel matched (see gpu-check.log)"}))
+for r in kernels:
+    header, units = rows[start], rows[start + 1]
+    fields = dict(zip(header, r))
+    metrics = {h: [v, u] for h, u, v in zip(header, units, r) if "__" in h}
+    print(json.dumps({"run": label, "kernel": fields["Kernel Name"], "grid": fields.get("Grid Size", ""), "block": fields.get("Block Size", ""), "metrics": metrics}))
+PY
+}
+
+run_profile() {
+  local lines="$RESULTS/gpu-profile.jsonl" out="$RESULTS/gpu-profile.md" version profiles=0
+  : >"$lines"
+  NCU="${NCU:-$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)}"
+  if [[ -z "$NCU" ]]; then
+    version="not run: no ncu on this machine"
+    echo "{\"run\": \"all\", \"error\": \"$version\"}" >>"$lines"
+  else
+    version="$(timeout 30 "$NCU" --version 2>&1 | tail -1)"
+    echo "+ $version" >>"$LOG"
+    # one fused forward (timed alone, then again before its backward) and the three backward kernels
+    profile "forge fused 8k" 'flash' "$BIN/benches/gpu_flash" --seqs 8192 --warmup 0 --steps 1
+    profile "torch sdpa flash 8k" 'flash' "$PY" scripts/bench_flash_torch.py --seqs 8192 --warmup 0 --steps 1
+    # a decode step (1 row per sequence: split-K) and a 64-row prefill run (flash tiles)
+    profile "forge cached 4k" 'kv_append|decode_attn|flash_fwd_cached' "$BIN/benches/gpu_cached_attention" --contexts 4096 --rows 1,64 --batch 8 --warmup 0 --steps 1
+  fi
+  {
+    echo "# GPU kernel profiles: forge's attention kernels and torch's flash backend under Nsight Compute"
+    echo
+    header
+    echo "- Profiler: $version; \`--clock-control none\` (clocks as the benchmarks see them), ncu's default cache"
+    echo "  flush between replays. Flash: batch 1, 8192 tokens, 32 query heads, 8 K/V heads, head_dim 128, bf16,"
+    echo "  causal, forward then backward (benches/gpu_flash.rs, scripts/bench_flash_torch.py). Cached: 8 sequences"
+    echo "  with 4096 cached positions attending 1 row each (split-K) and 64 rows each (flash tiles)"
+    echo "  (benches/gpu_cached_attention.rs)."
+    echo "- Columns: % of the peak sustained rate (SM = the busiest SM pipeline or issue), DRAM and memory"
+    echo "  (the busiest of DRAM, L2, L1) throughput, tensor pipe (the busiest tensor-core pipe); occupancy in warps"
+    echo "  per SM as % of the maximum; stalls: the reasons warps waited most, cycles per issued instruction."
+    echo "  Every metric ncu collected is in gpu-profile.jsonl."
+    echo "- Reproduce: \`scripts/build-cuda.sh\`, then \`scripts/gpu-check.sh profile\` on the GPU machine."
+    echo
+  } >"$out"
+  table "$out" "$lines" <<'PY'
+import json, re, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+to_us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
+
+def number(text):
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+def first(metrics, *patterns):
+    """The value of the first metric whose name matches one of the patterns, as a number."""
+    for pattern in patterns:
+        for name, (value, _) in metrics.items():
+            if re.fullmatch(pattern, name) and number(value) is not None:
+                return number(value)
+    return None
+
+def pct(v):
+    return "" if v is None else f"{v:.0f}"
+
+def short(kernel):  # torch's demangled templates to the function's name
+    return re.sub(r"^void ", "", kernel).split("(")[0].split("<")[0].split("::")[-1]
+
+print("| run | kernel | grid | block | µs | SM % | memory % | DRAM % | tensor pipe % | achieved / theoretical occupancy % | registers | dynamic smem B | top stalls (cycles per issue) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for r in rows:
+    if "error" in r:
+        print(f'| {r["run"]} | **{r["error"]}** | | | | | | | | | | | |')
+        continue
+    m = r["metrics"]
+    duration = m.get("gpu__time_duration.sum")
+    us = number(duration[0]) * to_us.get(duration[1], float("nan")) if duration and number(duration[0]) is not None else None
+    stalls = []
+    for name, (value, _) in m.items():
+        hit = re.fullmatch(r"smsp__average_warps?_(?:latency_)?issue_stalled_(\w+?)(?:_per_issue_active)?\.ratio", name)
+        if hit and number(value) is not None and hit.group(1) not in ("not_issued", "selected"):
+            stalls.append((number(value), hit.group(1)))
+    top = ", ".join(f"{name} {value:.1f}" for value, name in sorted(stalls, reverse=True)[:3])
+    achieved = first(m, r"sm__warps_active\.avg\.pct_of_peak_sustained_active")
+    theoretical = first(m, r"sm__maximum_warps_per_active_cycle_pct")
+    print(" | ".join([
+        f'| {r["run"]}', short(r["kernel"]), r["grid"], r["block"], "" if us is None else f"{us:.1f}",
+        pct(first(m, r"sm__throughput\.avg\.pct_of_peak_sustained_elapsed")),
+        pct(first(m, r"gpu__compute_memory_throughput\.avg\.pct_of_peak_sustained_elapsed")),
+        pct(first(m, r"dram__throughput\.avg\.pct_of_peak_sustained_elapsed", r"gpu__dram_throughput\.avg\.pct_of_peak_sustained_elapsed")),
+        pct(first(m, r"sm__pipe_tensor_op_hmma_cycles_active\.avg\.pct_of_peak_sustained_active", r"sm__pipe_tensor\w*cycles_active\.avg\.pct_of_peak_sustained_active", r"sm__inst_executed_pipe_tensor\w*\.avg\.pct_of_peak_sustained_active")),
+        f"{pct(achieved)} / {pct(theoretical)}",
+        pct(first(m, r"launch__registers_per_thread")),
+        pct(first(m, r"launch__shared_mem_per_block_dynamic")),
+        f"{top} |",
+    ]))
 PY
   cat "$out"
 }

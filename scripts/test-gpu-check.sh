@@ -39,6 +39,30 @@ stub "$STAGE/benches/gpu_cached_attention" 'sleep "${STUB_SLEEP:-0}"
 echo "{\"bench\": \"cached_attention\", \"context\": 1024, \"batch\": 8, \"rows\": 16, \"flash_us\": 10.0, \"split_k_us\": 12.0, \"routes_relative_difference\": 0.001}"
 echo "{\"bench\": \"cached_attention_threshold\", \"context\": 1024, \"flash_faster_from_rows\": 16, \"flash_min_rows\": 16}"'
 stub "$STAGE/benches/gpu_decode" 'echo "{\"impl\": \"forge\", \"model\": \"$2\", \"context\": $4, \"batch\": $6, \"params\": 751632384, \"new_tokens\": 64, \"decode_s\": 1.0, \"prefill_tokens_per_s\": 9000.0, \"decode_tokens_per_s\": 500.0, \"device_mem_used_after_decode_mib\": 9000}"'
+# ncu, on PATH only where a case puts "$FAKE/ncu" there: records its command lines, refuses where
+# STUB_NCU_FAIL is set (as on gVisor), writes the report -o names, and exports a raw page with a
+# warning line before it, a kernel name holding commas, numbers with thousands separators (the
+# second run's report holds torch's kernel, the others forge's)
+mkdir -p "$FAKE/ncu"
+stub "$FAKE/ncu/ncu" '[[ "$1" == --version ]] && { echo "NVIDIA (R) Nsight Compute Command Line Profiler"; echo "Version 2025.3.1.0 (stub)"; exit 0; }
+echo "$*" >>"$NCU_CALLS"
+if [[ "$1" == --import ]]; then
+  echo "==WARNING== stub export"
+  echo "\"ID\",\"Kernel Name\",\"Block Size\",\"Grid Size\",\"gpu__time_duration.sum\",\"sm__throughput.avg.pct_of_peak_sustained_elapsed\",\"sm__warps_active.avg.pct_of_peak_sustained_active\",\"sm__maximum_warps_per_active_cycle_pct\",\"launch__registers_per_thread\",\"smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio\""
+  echo "\"\",\"\",\"\",\"\",\"nsecond\",\"%\",\"%\",\"%\",\"register/thread\",\"ratio\",\"ratio\",\"ratio\",\"ratio\""
+  [[ "$2" == */profile-2.ncu-rep ]] || echo "\"0\",\"flash_bwd_dkdv_d128_bf16\",\"(128, 1, 1)\",\"(128, 8, 1)\",\"1,234,567\",\"61.2\",\"24.1\",\"25\",\"234\",\"4.2\",\"9.3\",\"1.1\",\"0.4\""
+  [[ "$2" != */profile-2.ncu-rep ]] || echo "\"1\",\"void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(pytorch_flash::Flash_fwd_params)\",\"(128, 1, 1)\",\"(64, 32, 1)\",\"812,500\",\"70\",\"12.4\",\"12.5\",\"255\",\"2\",\"1\",\"0.5\",\"3\""
+  exit 0
+fi
+[[ -n "${STUB_NCU_FAIL:-}" ]] && { echo "==ERROR== Failed to initialize the profiler: LibraryNotLoaded" >&2; exit 1; }
+while (($#)); do
+  case "$1" in
+    -o) touch "$2.ncu-rep"; shift 2; break ;;
+    *) shift ;;
+  esac
+done
+[[ "$1" == -f ]] && shift
+command -v "$1" >/dev/null || { echo "==ERROR== $1: not found" >&2; exit 1; }'
 printf 'commit: stub\nnvcc: release 13.0, V13.0.0\n' >"$STAGE/MANIFEST"
 mkdir -p "$WORK/repo/.gpu"
 tar -C "$STAGE" -cJf "$WORK/repo/.gpu/forge-cuda.tar.xz" .
@@ -114,9 +138,31 @@ expect "$WORK/out/gpu-decode.md" "gpu_cached_attention not finished within the 1
 expect "$WORK/out/gpu-decode.md" "| 8b | 4096 | 8 | forge | not finished within the 16s budget"
 expect "$WORK/out/gpu-check.log" "not started (the 16s budget is spent)"
 
+# the profile stage: ncu's raw export read into the table (units, separators, torch's template
+# names), clocks left alone; a machine whose ncu cannot profile, or that has none, fails nothing
+STAGES=train,profile
+export NCU_CALLS="$WORK/ncu-calls"
+check env PATH="$FAKE/ncu:$PATH"
+succeeded
+files_back
+expect "$WORK/out/gpu-profile.md" "| forge fused 8k | flash_bwd_dkdv_d128_bf16 | (128, 8, 1) | (128, 1, 1) | 1234.6 | 61 |  |  |  | 24 / 25 | 234 |  | long_scoreboard 9.3, barrier 4.2, mio_throttle 1.1 |"
+expect "$WORK/out/gpu-profile.md" "| torch sdpa flash 8k | flash_fwd_kernel | (64, 32, 1) | (128, 1, 1) | 812.5 | 70 |"
+expect "$WORK/out/gpu-profile.md" "Profiler: Version 2025.3.1.0 (stub)"
+expect "$WORK/out/gpu-profile.jsonl" '"sm__warps_active.avg.pct_of_peak_sustained_active": ["24.1", "%"]'
+expect "$NCU_CALLS" "--clock-control none --target-processes all --kernel-name regex:kv_append|decode_attn|flash_fwd_cached"
+expect "$NCU_CALLS" "--csv --page raw --print-units base"
+STAGES=profile
+check env PATH="$FAKE/ncu:$PATH" STUB_NCU_FAIL=1
+succeeded
+expect "$WORK/out/gpu-profile.md" "| forge cached 4k | **ncu could not profile it on this machine, exit 1 (see gpu-check.log)** |"
+expect "$WORK/out/gpu-check.log" "LibraryNotLoaded"
+check env
+succeeded
+expect "$WORK/out/gpu-profile.md" "| all | **not run: no ncu on this machine** |"
+
 STAGES=parity
 check env STUB_FAIL_PARITY=1
 ((rc != 0)) || fail "a failing parity test must fail gpu-check.sh"
 expect "$WORK/out/gpu-parity.md" "| cuda_parity | **FAIL**: failed, exit 101"
 
-echo "test-gpu-check: gpu-check.sh behaves on stub binaries (6 cases)" >&2
+echo "test-gpu-check: gpu-check.sh behaves on stub binaries (9 cases)" >&2

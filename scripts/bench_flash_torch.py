@@ -12,7 +12,7 @@ The backward time is (forward + backward) − forward, medians; the backward sta
 (forge's bench does the same).
 
 Prints one JSON line per measurement (the fields of gpu_flash's lines).
-Usage: python3 scripts/bench_flash_torch.py [--seqs 4096,8192,32768] [--warmup 2] [--steps 10]
+Usage: python3 scripts/bench_flash_torch.py [--seqs 4096,8192,32768] [--warmup 2] [--steps 10] [--device cuda|cpu]
 """
 import argparse
 import json
@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
-def median_seconds(fn, warmup, steps):
+def median_seconds(fn, warmup, steps, sync):
     times = []
     for i in range(warmup + steps):
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return sorted(times)[len(times) // 2]
@@ -43,12 +43,15 @@ def main():
     p.add_argument("--head-dim", type=int, default=128)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="cpu: a smoke test of this script at small sizes")
     args = p.parse_args()
-    dev = "cuda"
+    dev = args.device
+    cuda = dev == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-    n = 8192
+    n = 8192 if cuda else 256
     a, b = (torch.randn(n, n, device=dev, dtype=torch.bfloat16) for _ in range(2))
-    s = median_seconds(lambda: a @ b, 3, 10)
+    s = median_seconds(lambda: a @ b, 3, 10, sync)
     print(json.dumps({"bench": "matmul_bf16", "impl": "torch", "shape": f"{n}x{n}x{n}", "median_ms": s * 1e3, "tflops": 2 * n**3 / s / 1e12}), flush=True)
     del a, b
 
@@ -74,17 +77,19 @@ def main():
             forward().sum().backward()
 
         try:
-            torch.cuda.reset_peak_memory_stats()
-            t_fwd = median_seconds(forward, warmup, steps)
-            t_both = median_seconds(fwd_bwd, warmup, steps)
-            peak = torch.cuda.max_memory_allocated() / 2**20
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            t_fwd = median_seconds(forward, warmup, steps, sync)
+            t_both = median_seconds(fwd_bwd, warmup, steps, sync)
+            peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
             t_bwd = max(t_both - t_fwd, 1e-9)
             print(json.dumps({**base, "pass": "forward", "median_ms": t_fwd * 1e3, "tflops": fwd_flops / t_fwd / 1e12, "torch_peak_alloc_mib": peak}), flush=True)
             print(json.dumps({**base, "pass": "backward", "median_ms": t_bwd * 1e3, "tflops": 2.5 * fwd_flops / t_bwd / 1e12, "torch_peak_alloc_mib": peak}), flush=True)
         except RuntimeError as e:  # no flash kernel for this GPU/shape, or out of memory
             print(json.dumps({**base, "pass": "forward", "error": str(e).splitlines()[0][:200]}), flush=True)
         del q, k, v
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

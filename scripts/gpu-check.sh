@@ -5,8 +5,9 @@
 #   parity  the GPU parity tests (CI=true: no GPU = failure), outputs poisoned before every kernel,
 #           and the SFT recipe on the GPU against the same run on the CPU (tests/cuda_sft.rs)
 #   kernels fused kernels vs candle's composite paths, and the bf16 matmul rate (candle and torch)
-#   train   a training step of Qwen3-0.6B/1.7B/8B-shaped random models at 4k context, forge and
-#           PyTorch + transformers (SDPA, bf16, gradient checkpointing) interleaved in one run
+#   train   a training step of Qwen3-0.6B/1.7B/8B-shaped random models, the 8B at 4k, 8k and 32k
+#           context, the others at 4k, forge and PyTorch + transformers (SDPA, bf16, gradient
+#           checkpointing) interleaved in one run
 #   flash   the fused flash attention: its parity tests (outputs poisoned), compute-sanitizer memcheck of
 #           them and racecheck of the packed one where the machine has compute-sanitizer, then forward/backward TFLOP/s at 4k/8k/32k
 #           (Qwen3-8B attention shape) beside torch SDPA's flash backend, the matmul path's memory
@@ -41,8 +42,9 @@
 #        STAGES: parity, kernels, train, flash, decode, profile, a comma-separated list of them, or all
 #        defaults: all, .gpu/forge-cuda.tar.xz, $OUT if set (the device tool's) else benches/results
 # Environment: BUDGET_S (default 540: the call's deadline, under the device tool's 600 s),
-#              PYTHON (default python3: the one with torch), TRAIN_MODELS (default "8b 1.7b 0.6b":
-#              the issue's target first), TRAIN_SEQ (4096), TRAIN_STEPS (3), DECODE_MODELS ("8b 1.7b 0.6b"),
+#              PYTHON (default python3: the one with torch), TRAIN_PLAN (model:context pairs,
+#              "8b:4096 8b:8192 8b:32768 1.7b:4096 0.6b:4096": the issue's target first),
+#              TRAIN_STEPS (3), DECODE_MODELS ("8b 1.7b 0.6b"),
 #              DECODE_PLAN (context:batch pairs, "4096:8 8192:8 32768:1"), DECODE_NEW_TOKENS (64),
 #              SANITIZER_S (150: the most each compute-sanitizer run of the flash stage may take),
 #              PROFILE_S (120: the most each ncu run of the profile stage may take), NCU (ncu's path).
@@ -214,22 +216,23 @@ PY
 
 run_train() {
   local lines="$RESULTS/gpu-train-step.jsonl" out="$RESULTS/gpu-train-step.md"
-  local seq="${TRAIN_SEQ:-4096}" steps="${TRAIN_STEPS:-3}"
+  local steps="${TRAIN_STEPS:-3}"
   matmul_rate >"$lines"  # measured in this call: a later call may run on a fresh machine
-  for model in ${TRAIN_MODELS:-8b 1.7b 0.6b}; do
-    echo "+ forge $model" >&2
+  for plan in ${TRAIN_PLAN:-8b:4096 8b:8192 8b:32768 1.7b:4096 0.6b:4096}; do
+    local model="${plan%%:*}" seq="${plan##*:}"
+    echo "+ forge $model $seq" >&2
     CI=true bounded "$BIN/benches/gpu_train_step" --model "$model" --seq "$seq" --recompute --warmup 1 --steps "$steps" 2>>"$LOG" | tail -1 >>"$lines" \
-      || echo "{\"impl\": \"forge\", \"model\": \"$model\", \"error\": \"$(failure $?)\"}" >>"$lines"
-    echo "+ torch $model" >&2
+      || echo "{\"impl\": \"forge\", \"model\": \"$model\", \"seq\": $seq, \"error\": \"$(failure $?)\"}" >>"$lines"
+    echo "+ torch $model $seq" >&2
     PYTHONUNBUFFERED=1 bounded "$PY" scripts/bench_torch.py --device cuda --dtype bf16 --model "$model" --seq "$seq" --batch 1 \
       --gradient-checkpointing --warmup 1 --steps "$steps" 2>>"$LOG" | tail -1 >>"$lines" \
-      || echo "{\"impl\": \"pytorch\", \"model\": \"$model\", \"error\": \"$(failure $?)\"}" >>"$lines"
+      || echo "{\"impl\": \"pytorch\", \"model\": \"$model\", \"seq\": $seq, \"error\": \"$(failure $?)\"}" >>"$lines"
   done
   {
     echo "# GPU training step: forge vs PyTorch + transformers"
     echo
     header
-    echo "- Step = forward + backward (no optimizer) of a Qwen3-shaped model with random bf16 weights, batch 1 × $seq tokens,"
+    echo "- Step = forward + backward (no optimizer) of a Qwen3-shaped model with random bf16 weights, batch 1 × seq tokens,"
     echo "  activation recomputation (forge) / gradient checkpointing (PyTorch, SDPA attention); median of $steps after 1 warm-up."
     echo "- Model FLOPs/token = 6 × (matmul parameters incl. lm_head) + 6 × layers × heads × head_dim × seq (causal attention);"
     echo "  recomputation is not counted. MFU is against torch's bf16 matmul rate, measured at the start of this stage."
@@ -246,11 +249,11 @@ print(f'bf16 matmul 8192³ (torch, this run): {peak:.0f} TFLOP/s' if peak else "
 print()
 # hidden, layers, heads, head_dim, vocab per model (as in bench_torch.py)
 shapes = {"0.6b": (1024, 28, 16, 128, 151936), "1.7b": (2048, 28, 16, 128, 151936), "8b": (4096, 36, 32, 128, 151936)}
-print("| model | impl | tokens/s | step s | MFU | device mem used MiB | torch peak alloc / reserved MiB | loss |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | seq | impl | tokens/s | step s | MFU | device mem used MiB | torch peak alloc / reserved MiB | loss |")
+print("|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     if "error" in r:
-        print(f'| {r["model"]} | {r["impl"]} | {r["error"]} | | | | | |')
+        print(f'| {r["model"]} | {r.get("seq", "")} | {r["impl"]} | {r["error"]} | | | | | |')
         continue
     try:
         hidden, layers, heads, head_dim, vocab = shapes[r["model"]]
@@ -261,9 +264,9 @@ for r in rows:
         mfu = f'{r["tokens_per_s"] * flops / (peak * 1e12):.1%}' if peak else "n/a"
         torch_mem = f'{r["cuda_max_allocated_mib"]:.0f} / {r["cuda_max_reserved_mib"]:.0f}' if "cuda_max_allocated_mib" in r else ""
         loss = f'{r["loss"]:.4f}' if isinstance(r["loss"], (int, float)) else f'**{r["loss"]}**'  # NaN is JSON null
-        print(f'| {r["model"]} | {r["impl"]} | {r["tokens_per_s"]:.0f} | {r["step_s_median"]:.3f} | {mfu} | {r["device_mem_used_after_step_mib"]:.0f} | {torch_mem} | {loss} |')
+        print(f'| {r["model"]} | {r["seq"]} | {r["impl"]} | {r["tokens_per_s"]:.0f} | {r["step_s_median"]:.3f} | {mfu} | {r["device_mem_used_after_step_mib"]:.0f} | {torch_mem} | {loss} |')
     except (KeyError, TypeError, ValueError) as e:
-        print(f'| {r.get("model", "")} | {r.get("impl", "")} | row not understood ({e!r}): `{json.dumps(r)[:200]}` | | | | | |')
+        print(f'| {r.get("model", "")} | {r.get("seq", "")} | {r.get("impl", "")} | row not understood ({e!r}): `{json.dumps(r)[:200]}` | | | | | |')
 PY
   cat "$out"
 }

@@ -32,7 +32,7 @@ echo "{\"bench\": \"rms_norm\", \"impl\": \"composite\", \"median_ms\": 1.5}"'
 # the 8B loss is NaN (JSON null), as a first GPU run may well give
 stub "$STAGE/benches/gpu_train_step" 'loss=2.5; [[ "$2" == 8b ]] && loss=null
 echo "warming up" >&2
-echo "{\"impl\": \"forge\", \"model\": \"$2\", \"seq\": 4096, \"params\": 751632384, \"tokens_per_s\": 1000.0, \"step_s_median\": 4.1, \"device_mem_used_after_step_mib\": 9000, \"loss\": $loss}"'
+echo "{\"impl\": \"forge\", \"model\": \"$2\", \"seq\": $4, \"params\": 751632384, \"tokens_per_s\": 1000.0, \"step_s_median\": 4.1, \"device_mem_used_after_step_mib\": 9000, \"loss\": $loss}"'
 stub "$STAGE/benches/gpu_flash" 'echo "{\"bench\": \"matmul_bf16\", \"impl\": \"candle\", \"tflops\": 700.0}"
 echo "{\"bench\": \"flash_attention\", \"impl\": \"forge fused\", \"seq\": 4096, \"pass\": \"fwd\", \"median_ms\": 1.0, \"tflops\": 300.0, \"device_mem_used_mib\": 2000}"'
 stub "$STAGE/benches/gpu_cached_attention" 'sleep "${STUB_SLEEP:-0}"
@@ -122,9 +122,11 @@ STAGES=train
 check env
 succeeded
 files_back
-expect "$WORK/out/gpu-train-step.md" "| 8b | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-train-step.md" "| 8b | 4096 | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-train-step.md" "| 8b | 32768 | forge | 1000 | 4.100 |"
 expect "$WORK/out/gpu-train-step.md" "| **None** |"
-expect "$WORK/out/gpu-train-step.md" "| 0.6b | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-train-step.md" "| 0.6b | 4096 | forge | 1000 | 4.100 |"
+expect "$WORK/out/gpu-train-step.md" "| 0.6b | 4096 | pytorch | failed, exit 1"
 expect "$WORK/out/gpu-check.log" "warming up"
 
 # the budget: the first run is cut off at the deadline, the rest are not started, the table is

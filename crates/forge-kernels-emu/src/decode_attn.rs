@@ -4,6 +4,7 @@
 
 use half::{bf16, f16};
 
+use candle_core::WithDType;
 use forge_kernels::decode_attn::{plan, CachedAttentionPlan, GROUP_BOUNDS};
 
 use crate::ops::Float;
@@ -25,12 +26,13 @@ pub struct DecodeKernels<T> {
     /// Per head dim (64, 128), per group bound (`GROUP_BOUNDS`: 2, 4, 8).
     split: [[Split<T>; 3]; 2],
     combine: [Combine<T>; 2],
-    /// `flash_fwd_cached` (head dim 64, 128) for the storage type it is built for (bf16).
+    /// `flash_fwd_cached` (head dim 64, 128), for the storage type it is built for
+    /// (`decode_attn::FLASH_TILE_DTYPE`).
     flash: Option<[FlashCached; 2]>,
 }
 
 /// A storage type the decode kernels are instantiated for.
-pub trait DecodeFloat: Float {
+pub trait DecodeFloat: Float + WithDType {
     const DECODE: DecodeKernels<Self>;
 }
 
@@ -82,8 +84,9 @@ pub struct Step<'a> {
     pub scale: f32,
     pub sequence: &'a [usize],
     pub positions: &'a [usize],
-    /// Runs of at least this many rows of one sequence go through flash tiles (bf16), as
-    /// `forge_kernels::decode_attn::plan` decides; the engine's is `FLASH_MIN_ROWS`.
+    /// Runs of at least this many rows of one sequence go through flash tiles (caches of
+    /// `FLASH_TILE_DTYPE`), as `forge_kernels::decode_attn::plan` decides; the engine's is
+    /// `FLASH_MIN_ROWS`.
     pub flash_min_rows: usize,
 }
 
@@ -106,7 +109,7 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
     }
     let kernels = &T::DECODE;
     let rows: Vec<(usize, usize)> = step.sequence.iter().copied().zip(step.positions.iter().copied()).collect();
-    let plan = plan(&rows, h, h_kv, d, kernels.flash.is_some().then_some(step.flash_min_rows)).map_err(|e| e.to_string())?;
+    let plan = plan(&rows, h, h_kv, d, T::DTYPE, step.flash_min_rows).map_err(|e| e.to_string())?;
     // one table entry per sequence, as the CUDA launcher passes them
     let table = |f: &dyn Fn(&Cache<T>) -> *mut T| -> Buffer<u64> {
         let addresses: Vec<u64> = caches.iter().map(|c| f(c) as u64).collect();
@@ -133,9 +136,9 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
 
     let which = usize::from(d == 128);
     let o = Buffer::filled(c"o", n * h * d, T::POISON);
-    if let (Some(shape), Some(flash)) = (plan.flash, kernels.flash) {
+    if let Some(shape) = plan.flash {
+        let flash = kernels.flash.ok_or(format!("the plan sends rows to flash tiles, but no flash_fwd_cached is built for {:?}", T::DTYPE))?[which];
         let tiles = Buffer::from_slice(c"tiles", &plan.tile_table().map_err(|e| e.to_string())?);
-        let flash = flash[which];
         launch(&shape, schedule, || {
             // SAFETY: flash_fwd_cached's C signature; T is bf16 whenever kernels.flash is Some, and
             // every tile's rows lie inside q and o and its positions inside its sequence's cache.
@@ -165,4 +168,33 @@ pub fn append_and_attend<T: DecodeFloat>(step: &Step, q: &[T], k: &[T], v: &[T],
         .map_err(|e| format!("decode_attn_combine_d{d}: {e}"))?;
     }
     Ok((o.to_vec(), plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use forge_kernels::signatures::{self as sig, instantiate, Pointee};
+
+    use super::*;
+    use crate::declarations::declared;
+
+    fn declarations_match_signatures<T: DecodeFloat + Pointee>() {
+        let k = &T::DECODE;
+        assert_eq!(declared(&k.append), instantiate(sig::KV_APPEND, T::NAME));
+        for split in k.split.iter().flatten() {
+            assert_eq!(declared(split), instantiate(sig::DECODE_SPLIT, T::NAME));
+        }
+        for combine in &k.combine {
+            assert_eq!(declared(combine), instantiate(sig::DECODE_COMBINE, T::NAME));
+        }
+        for flash in k.flash.iter().flatten() {
+            assert_eq!(declared(flash), instantiate(sig::FLASH_FWD_CACHED, "bf16"));
+        }
+    }
+
+    #[test]
+    fn the_declarations_are_the_kernels_signatures() {
+        declarations_match_signatures::<f32>();
+        declarations_match_signatures::<bf16>();
+        declarations_match_signatures::<f16>();
+    }
 }

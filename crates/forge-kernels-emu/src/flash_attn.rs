@@ -151,3 +151,28 @@ pub fn backward(
     .map_err(|e| format!("flash_bwd_dq_d{}: {e}", p.d))?;
     Ok(Gradients { dq, dk, dv })
 }
+
+#[cfg(test)]
+mod tests {
+    use forge_kernels::signatures::{self as sig, instantiate};
+
+    use super::*;
+    use crate::declarations::declared;
+
+    #[test]
+    fn the_declarations_are_the_kernels_signatures() {
+        let want = |signature| instantiate(signature, "bf16");
+        for forward in [flash_fwd_d64_bf16 as Forward, flash_fwd_d128_bf16] {
+            assert_eq!(declared(&forward), want(sig::FLASH_FWD));
+        }
+        for delta in [flash_bwd_delta_d64_bf16 as Delta, flash_bwd_delta_d128_bf16] {
+            assert_eq!(declared(&delta), want(sig::FLASH_BWD_DELTA));
+        }
+        for dkdv in [flash_bwd_dkdv_d64_bf16 as DkDv, flash_bwd_dkdv_d128_bf16] {
+            assert_eq!(declared(&dkdv), want(sig::FLASH_BWD_DKDV));
+        }
+        for dq in [flash_bwd_dq_d64_bf16 as Dq, flash_bwd_dq_d128_bf16] {
+            assert_eq!(declared(&dq), want(sig::FLASH_BWD_DQ));
+        }
+    }
+}

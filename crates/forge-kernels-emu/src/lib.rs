@@ -18,6 +18,8 @@ use std::ptr::NonNull;
 pub use forge_kernels::launch::LaunchShape;
 
 pub mod decode_attn;
+#[cfg(test)]
+mod declarations;
 pub mod flash_attn;
 pub mod ops;
 

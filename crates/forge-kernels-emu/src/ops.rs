@@ -207,3 +207,32 @@ pub fn adamw<T: Float>(states: &mut [AdamWState<T>], grads: &[&[T]], scalars: &[
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use forge_kernels::signatures::{self as sig, instantiate, Pointee};
+
+    use super::*;
+    use crate::declarations::declared;
+
+    fn declarations_match_signatures<T: Float + Pointee>() {
+        let k = &T::KERNELS;
+        let want = |signature| instantiate(signature, T::NAME);
+        assert_eq!(declared(&k.rms_norm_fwd), want(sig::RMS_NORM_FWD));
+        assert_eq!(declared(&k.rms_norm_grad_input), want(sig::RMS_NORM_GRAD_INPUT));
+        assert_eq!(declared(&k.rms_norm_inv_rms), want(sig::RMS_NORM_INV_RMS));
+        assert_eq!(declared(&k.rms_norm_grad_weight_partial), want(sig::RMS_NORM_GRAD_WEIGHT_PARTIAL));
+        assert_eq!(declared(&k.rms_norm_grad_weight_finish), want(sig::RMS_NORM_GRAD_WEIGHT_FINISH));
+        assert_eq!(declared(&k.rope), want(sig::ROPE));
+        assert_eq!(declared(&k.cross_entropy_fwd), want(sig::CROSS_ENTROPY_FWD));
+        assert_eq!(declared(&k.cross_entropy_grad), want(sig::CROSS_ENTROPY_GRAD));
+        assert_eq!(declared(&k.adamw), want(sig::ADAMW));
+    }
+
+    #[test]
+    fn the_declarations_are_the_kernels_signatures() {
+        declarations_match_signatures::<f32>();
+        declarations_match_signatures::<bf16>();
+        declarations_match_signatures::<f16>();
+    }
+}

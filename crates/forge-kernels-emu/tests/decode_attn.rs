@@ -108,8 +108,7 @@ fn every_f16_case_matches_reference() {
 fn plan_of(name: &str) -> (DecodeCase, CachedAttentionPlan) {
     let case = decode_parity_cases().into_iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no decode case named {name}"));
     let rows = case.inputs(|| 0.0).rows;
-    let min_rows = (case.dtype == DType::BF16).then_some(case.flash_min_rows);
-    let plan = plan(&rows, case.heads, case.kv_heads, case.head_dim, min_rows).unwrap();
+    let plan = plan(&rows, case.heads, case.kv_heads, case.head_dim, case.dtype, case.flash_min_rows).unwrap();
     (case, plan)
 }
 

@@ -11,7 +11,7 @@
 //! The CPU reference is [`crate::cached_attention::attend`] over the host cache (forge-model's
 //! `KvCache`); crates/forge-kernels-emu checks both kernels against it.
 
-use candle_core::{bail, CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 
 use crate::flash_attn::{TileKernel, KERNEL_HEAD_DIMS, TILE_ROWS, TILE_THREADS};
 use crate::launch::{grid_stride, LaunchShape};
@@ -48,6 +48,10 @@ pub fn supported(device: &Device, heads: usize, kv_heads: usize, head_dim: usize
 /// Below it most of a tile's tensor-core work would be on empty rows. A guess until timed on a GPU:
 /// benches/gpu_cached_attention.rs times both kernels per run length (`scripts/gpu-check.sh decode`).
 pub const FLASH_MIN_ROWS: usize = 16;
+
+/// The one storage type `flash_fwd_cached` is built for (its tiles are bf16 tensor-core products):
+/// caches of any other dtype attend every row by split-K.
+pub const FLASH_TILE_DTYPE: DType = DType::BF16;
 
 const GRID_X: usize = (1 << 31) - 1;
 const GRID_YZ: usize = 65535;
@@ -125,16 +129,17 @@ fn kernel_ints(values: impl Iterator<Item = usize>) -> Result<Vec<i32>> {
     values.map(|v| i32::try_from(v).or_else(|_| bail!("cached attention: {v} exceeds the kernels' int"))).collect()
 }
 
-/// Plans the attention of a step whose row `r` is `rows[r] = (sequence, position)`. Runs of at
-/// least `flash_min_rows` rows of one sequence at consecutive positions are cut into flash tiles;
-/// the other rows are split-K slots. `None`: no flash tiles (the kernel is bf16 only).
-pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: usize, flash_min_rows: Option<usize>) -> Result<CachedAttentionPlan> {
+/// Plans the attention of a step over caches of `dtype` whose row `r` is `rows[r] = (sequence,
+/// position)`. Runs of at least `flash_min_rows` rows of one sequence at consecutive positions are
+/// cut into flash tiles where the caches are [`FLASH_TILE_DTYPE`]; the other rows are split-K slots.
+pub fn plan(rows: &[(usize, usize)], heads: usize, kv_heads: usize, head_dim: usize, dtype: DType, flash_min_rows: usize) -> Result<CachedAttentionPlan> {
     if let Some(why) = unsupported_shape(heads, kv_heads, head_dim) {
         bail!("decode attention: {why}");
     }
-    if flash_min_rows == Some(0) {
+    if flash_min_rows == 0 {
         bail!("decode attention: flash_min_rows is 0; a run has at least 1 row (usize::MAX sends every row to split-K)");
     }
+    let flash_min_rows = (dtype == FLASH_TILE_DTYPE).then_some(flash_min_rows);
     if rows.is_empty() {
         bail!("decode attention: a step without rows");
     }
@@ -240,6 +245,8 @@ impl CustomOp3 for DecodeAttention {
 mod tests {
     use super::*;
 
+    const BF16: DType = FLASH_TILE_DTYPE;
+
     #[test]
     fn the_positions_split_into_chunks_and_every_head_is_combined() {
         let l = decode_launch(3, 32, 8, 128, 32768).unwrap();
@@ -263,7 +270,7 @@ mod tests {
         rows.extend((40..170).map(|p| (1, p)));
         rows.extend((0..15).map(|p| (2, p)));
         rows.extend((7..23).map(|p| (3, p)));
-        let mixed = plan(&rows, 32, 8, 128, Some(FLASH_MIN_ROWS)).unwrap();
+        let mixed = plan(&rows, 32, 8, 128, BF16, FLASH_MIN_ROWS).unwrap();
         let tile = |row, rows, position, sequence| FlashTile { row, rows, position, sequence };
         assert_eq!(mixed.tiles, [tile(1, 64, 40, 1), tile(65, 64, 104, 1), tile(129, 2, 168, 1), tile(146, 16, 7, 3)]);
         assert_eq!(mixed.slots, [0].into_iter().chain(131..146).collect::<Vec<_>>());
@@ -276,13 +283,14 @@ mod tests {
 
         // a run breaks where the sequence changes or a position is skipped
         let broken: Vec<_> = (0..20).map(|p| (0, p + usize::from(p >= 10))).collect();
-        assert!(plan(&broken, 8, 8, 64, Some(FLASH_MIN_ROWS)).unwrap().tiles.is_empty(), "two runs of 10 rows");
+        assert!(plan(&broken, 8, 8, 64, BF16, FLASH_MIN_ROWS).unwrap().tiles.is_empty(), "two runs of 10 rows");
         // the flash kernel is bf16 only: other dtypes attend every row by split-K
-        let f32_plan = plan(&rows, 32, 8, 128, None).unwrap();
+        assert_eq!(plan(&rows, 32, 8, 128, DType::F16, FLASH_MIN_ROWS).unwrap().slots.len(), rows.len());
+        let f32_plan = plan(&rows, 32, 8, 128, DType::F32, FLASH_MIN_ROWS).unwrap();
         assert!(f32_plan.tiles.is_empty() && f32_plan.flash.is_none());
         assert_eq!(f32_plan.slots, (0..rows.len()).collect::<Vec<_>>());
         // a step of prefill chunks only has no split-K launch
-        let prefill = plan(&rows[1..131], 32, 8, 128, Some(FLASH_MIN_ROWS)).unwrap();
+        let prefill = plan(&rows[1..131], 32, 8, 128, BF16, FLASH_MIN_ROWS).unwrap();
         assert!(prefill.split.is_none() && prefill.slots.is_empty());
         assert_eq!(prefill.tiles[0], tile(0, 64, 40, 1));
     }
@@ -295,14 +303,14 @@ mod tests {
         rows.extend((0..20).map(|p| (3, p)));
         let rows_of = |plan: &CachedAttentionPlan| plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>();
         // 1: every row is in a tile, a decode in a tile of its own
-        let all_flash = plan(&rows, 32, 8, 128, Some(1)).unwrap();
+        let all_flash = plan(&rows, 32, 8, 128, BF16, 1).unwrap();
         assert_eq!(rows_of(&all_flash), [1, 1, 3, 20]);
         assert!(all_flash.slots.is_empty() && all_flash.split.is_none());
-        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, Some(3)).unwrap()), [3, 20]);
-        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, Some(21)).unwrap()), Vec::<usize>::new());
+        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, BF16, 3).unwrap()), [3, 20]);
+        assert_eq!(rows_of(&plan(&rows, 32, 8, 128, BF16, 21).unwrap()), Vec::<usize>::new());
         // usize::MAX: every row by split-K, as without flash
-        let all_split = plan(&rows, 32, 8, 128, Some(usize::MAX)).unwrap();
-        assert_eq!(all_split, plan(&rows, 32, 8, 128, None).unwrap());
+        let all_split = plan(&rows, 32, 8, 128, BF16, usize::MAX).unwrap();
+        assert_eq!(all_split, plan(&rows, 32, 8, 128, DType::F32, FLASH_MIN_ROWS).unwrap());
         assert_eq!(all_split.slots, (0..rows.len()).collect::<Vec<_>>());
     }
 
@@ -312,9 +320,9 @@ mod tests {
         assert!(decode_launch(1, 32, 2, 128, 10).unwrap_err().to_string().contains("at most 8 query heads per K/V head"));
         assert!(decode_launch(1, 6, 4, 128, 10).unwrap_err().to_string().contains("6 query heads over 4 K/V heads"));
         assert!(decode_launch(0, 8, 2, 128, 10).is_err());
-        assert!(plan(&[], 8, 2, 128, Some(FLASH_MIN_ROWS)).is_err());
-        assert!(plan(&[(0, 0)], 8, 2, 96, Some(FLASH_MIN_ROWS)).unwrap_err().to_string().contains("head dim 96"));
-        assert!(plan(&[(0, 0)], 8, 2, 128, Some(0)).unwrap_err().to_string().contains("flash_min_rows is 0"));
+        assert!(plan(&[], 8, 2, 128, BF16, FLASH_MIN_ROWS).is_err());
+        assert!(plan(&[(0, 0)], 8, 2, 96, BF16, FLASH_MIN_ROWS).unwrap_err().to_string().contains("head dim 96"));
+        assert!(plan(&[(0, 0)], 8, 2, 128, BF16, 0).unwrap_err().to_string().contains("flash_min_rows is 0"));
         assert!(!supported(&Device::Cpu, 32, 8, 128), "host caches on the CPU");
     }
 }

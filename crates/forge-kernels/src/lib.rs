@@ -28,6 +28,7 @@ pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
+pub mod signatures;
 pub mod softmax;
 pub mod swiglu;
 pub mod testing;

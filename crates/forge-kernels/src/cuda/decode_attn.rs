@@ -46,7 +46,7 @@ fn run<T: CudaElem>(op: &DecodeAttention, [(qs, ql), (ks, kl), (vs, vl)]: Inputs
         bail!("{OP}: k rows of {kv_width} are not whole heads of {d}");
     }
     let kv_heads = kv_width / d;
-    let plan = plan(rows, heads, kv_heads, d, (T::DTYPE == DType::BF16).then_some(*flash_min_rows))?;
+    let plan = plan(rows, heads, kv_heads, d, T::DTYPE, *flash_min_rows)?;
     let dev = &qs.device;
     let (q, k, v) = (view::<T>(qs, ql, OP, "q")?, view::<T>(ks, kl, OP, "k")?, view::<T>(vs, vl, OP, "v")?);
 

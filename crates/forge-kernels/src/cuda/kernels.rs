@@ -9,53 +9,65 @@ use std::borrow::Cow;
 
 use super::{Module, ADAMW, CROSS_ENTROPY, DECODE_ATTN, FLASH_ATTN, RMS_NORM, ROPE};
 use crate::flash_attn::TileKernel;
+use crate::signatures::{self, Param};
 
-/// One kernel of one `.cu` module, without its dtype suffix (`load::<T>` appends `_f32`, ...).
+/// One kernel of one `.cu` module, without its dtype suffix (`load::<T>` appends `_f32`, ...),
+/// and its C signature.
 pub(crate) struct Kernel {
     pub(super) module: &'static Module,
     pub(super) root: Cow<'static, str>,
+    pub(super) signature: &'static [Param],
 }
 
 impl Kernel {
-    const fn fixed(module: &'static Module, root: &'static str) -> Self {
-        Self { module, root: Cow::Borrowed(root) }
+    const fn fixed(module: &'static Module, root: &'static str, signature: &'static [Param]) -> Self {
+        Self { module, root: Cow::Borrowed(root), signature }
+    }
+
+    fn sized(module: &'static Module, root: String, signature: &'static [Param]) -> Self {
+        Self { module, root: Cow::Owned(root), signature }
     }
 }
 
-pub(crate) const ADAMW_STEP: Kernel = Kernel::fixed(&ADAMW, "adamw");
-pub(crate) const CROSS_ENTROPY_FWD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_fwd");
-pub(crate) const CROSS_ENTROPY_GRAD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_grad");
-pub(crate) const RMS_NORM_FWD: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_fwd");
-pub(crate) const RMS_NORM_GRAD_INPUT: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_input");
-pub(crate) const RMS_NORM_INV_RMS: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_inv_rms");
-pub(crate) const RMS_NORM_GRAD_WEIGHT_PARTIAL: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_partial");
-pub(crate) const RMS_NORM_GRAD_WEIGHT_FINISH: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_finish");
-pub(crate) const ROPE_ROTATE: Kernel = Kernel::fixed(&ROPE, "rope");
-pub(crate) const KV_APPEND: Kernel = Kernel::fixed(&DECODE_ATTN, "kv_append");
+pub(crate) const ADAMW_STEP: Kernel = Kernel::fixed(&ADAMW, "adamw", signatures::ADAMW);
+pub(crate) const CROSS_ENTROPY_FWD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_fwd", signatures::CROSS_ENTROPY_FWD);
+pub(crate) const CROSS_ENTROPY_GRAD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_grad", signatures::CROSS_ENTROPY_GRAD);
+pub(crate) const RMS_NORM_FWD: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_fwd", signatures::RMS_NORM_FWD);
+pub(crate) const RMS_NORM_GRAD_INPUT: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_input", signatures::RMS_NORM_GRAD_INPUT);
+pub(crate) const RMS_NORM_INV_RMS: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_inv_rms", signatures::RMS_NORM_INV_RMS);
+pub(crate) const RMS_NORM_GRAD_WEIGHT_PARTIAL: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_partial", signatures::RMS_NORM_GRAD_WEIGHT_PARTIAL);
+pub(crate) const RMS_NORM_GRAD_WEIGHT_FINISH: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_finish", signatures::RMS_NORM_GRAD_WEIGHT_FINISH);
+pub(crate) const ROPE_ROTATE: Kernel = Kernel::fixed(&ROPE, "rope", signatures::ROPE);
+pub(crate) const KV_APPEND: Kernel = Kernel::fixed(&DECODE_ATTN, "kv_append", signatures::KV_APPEND);
 
 /// A flash tile kernel (forward, dK/dV, dQ) for head dim `d`.
 pub(crate) fn flash_tile(kernel: TileKernel, d: usize) -> Kernel {
-    Kernel { module: &FLASH_ATTN, root: Cow::Owned(kernel.name(d)) }
+    let signature = match kernel {
+        TileKernel::Forward => signatures::FLASH_FWD,
+        TileKernel::BackwardDkDv => signatures::FLASH_BWD_DKDV,
+        TileKernel::BackwardDq => signatures::FLASH_BWD_DQ,
+    };
+    Kernel::sized(&FLASH_ATTN, kernel.name(d), signature)
 }
 
 /// The backward's first step, delta = rowsum(dO∘O), for head dim `d`.
 pub(crate) fn flash_delta(d: usize) -> Kernel {
-    Kernel { module: &FLASH_ATTN, root: Cow::Owned(format!("flash_bwd_delta_d{d}")) }
+    Kernel::sized(&FLASH_ATTN, format!("flash_bwd_delta_d{d}"), signatures::FLASH_BWD_DELTA)
 }
 
 /// The flash forward over KV caches (the engine's prefill runs) for head dim `d`.
 pub(crate) fn flash_cached(d: usize) -> Kernel {
-    Kernel { module: &FLASH_ATTN, root: Cow::Owned(format!("flash_fwd_cached_d{d}")) }
+    Kernel::sized(&FLASH_ATTN, format!("flash_fwd_cached_d{d}"), signatures::FLASH_FWD_CACHED)
 }
 
 /// The split-K decode kernel for head dim `d`, built for groups of up to `group_bound` query heads.
 pub(crate) fn decode_split(d: usize, group_bound: usize) -> Kernel {
-    Kernel { module: &DECODE_ATTN, root: Cow::Owned(format!("decode_attn_split_d{d}_g{group_bound}")) }
+    Kernel::sized(&DECODE_ATTN, format!("decode_attn_split_d{d}_g{group_bound}"), signatures::DECODE_SPLIT)
 }
 
 /// The combine of the split-K partial softmaxes for head dim `d`.
 pub(crate) fn decode_combine(d: usize) -> Kernel {
-    Kernel { module: &DECODE_ATTN, root: Cow::Owned(format!("decode_attn_combine_d{d}")) }
+    Kernel::sized(&DECODE_ATTN, format!("decode_attn_combine_d{d}"), signatures::DECODE_COMBINE)
 }
 
 #[cfg(test)]
@@ -71,7 +83,7 @@ mod tests {
 
     use super::*;
     use crate::adamw::ADAMW_THREADS;
-    use crate::decode_attn::{decode_launch, plan, GROUP_BOUNDS, MAX_GROUP};
+    use crate::decode_attn::{decode_launch, plan, FLASH_TILE_DTYPE, GROUP_BOUNDS, MAX_GROUP};
     use crate::flash_attn::{delta_launch, KERNEL_HEAD_DIMS, TILE_THREADS};
     use crate::launch::{column_reduction, per_row, LaunchShape};
 
@@ -112,14 +124,14 @@ mod tests {
             plain(RMS_NORM_GRAD_WEIGHT_PARTIAL, FLOATS, threads(columns.partial)),
             plain(RMS_NORM_GRAD_WEIGHT_FINISH, FLOATS, threads(columns.finish)),
             plain(ROPE_ROTATE, FLOATS, super::super::rope::THREADS),
-            plain(KV_APPEND, FLOATS, threads(plan(&[(0, 0)], 1, 1, KERNEL_HEAD_DIMS[0], None).unwrap().append)),
+            plain(KV_APPEND, FLOATS, threads(plan(&[(0, 0)], 1, 1, KERNEL_HEAD_DIMS[0], FLASH_TILE_DTYPE, 1).unwrap().append)),
         ];
         for d in KERNEL_HEAD_DIMS {
             for kernel in [TileKernel::Forward, TileKernel::BackwardDkDv, TileKernel::BackwardDq] {
                 uses.push(Use { kernel: flash_tile(kernel, d), dtypes: BF16, threads: TILE_THREADS, dynamic_shared: kernel.shared_bytes(d) as u32 });
             }
             uses.push(plain(flash_delta(d), BF16, threads(delta_launch(1, 1))));
-            let cached = plan(&[(0, 0)], 1, 1, d, Some(1)).unwrap().flash.unwrap();
+            let cached = plan(&[(0, 0)], 1, 1, d, FLASH_TILE_DTYPE, 1).unwrap().flash.unwrap();
             uses.push(Use { kernel: flash_cached(d), dtypes: BF16, threads: threads(cached), dynamic_shared: cached.shared_bytes });
             let decode = decode_launch(1, MAX_GROUP, 1, d, 1).unwrap();
             for g in GROUP_BOUNDS {
@@ -130,22 +142,46 @@ mod tests {
         uses
     }
 
-    /// `.entry` names of a PTX module, with the `.maxntid` (launch bound) each declares.
-    fn entries(ptx: &str) -> BTreeMap<String, Option<u32>> {
-        let mut entries = BTreeMap::new();
+    /// One `.entry` of a PTX module: the `.maxntid` (launch bound) it declares and the type of
+    /// each `.param` (`.u64`, `.u32`, `.f32`, ...).
+    #[derive(Debug, Default)]
+    struct Entry {
+        bound: Option<u32>,
+        params: Vec<String>,
+    }
+
+    fn entries(ptx: &str) -> BTreeMap<String, Entry> {
+        let mut entries: BTreeMap<String, Entry> = BTreeMap::new();
         let mut current: Option<String> = None;
+        let mut in_params = false;
         for line in ptx.lines() {
             let line = line.trim();
             if let Some(rest) = line.strip_prefix(".visible .entry ").or_else(|| line.strip_prefix(".entry ")) {
                 let name = rest.split('(').next().unwrap().trim().to_string();
-                entries.insert(name.clone(), None);
+                entries.insert(name.clone(), Entry::default());
                 current = Some(name);
+                in_params = !rest.contains(')');
+            } else if line.starts_with(".func") || line.starts_with(".visible .func") {
+                current = None;
+            } else if let (true, Some(rest), Some(name)) = (in_params, line.strip_prefix(".param "), &current) {
+                let ty = rest.split_whitespace().next().expect("a .param type");
+                entries.get_mut(name).unwrap().params.push(ty.to_string());
+            } else if line.starts_with(')') {
+                in_params = false;
             } else if let (Some(rest), Some(name)) = (line.strip_prefix(".maxntid "), &current) {
                 let dims: u32 = rest.split(',').map(|v| v.trim().parse::<u32>().expect("a .maxntid dimension")).product();
-                entries.insert(name.clone(), Some(dims));
+                entries.get_mut(name).unwrap().bound = Some(dims);
             }
         }
         entries
+    }
+
+    #[test]
+    fn entries_reads_each_kernels_params_and_bound() {
+        let ptx = ".visible .entry k_bf16(\n\t.param .u64 .ptr .align 1 k_bf16_param_0,\n\t.param .u32 k_bf16_param_1,\n\t.param .f32 k_bf16_param_2\n)\n.maxntid 128, 1, 1\n{\n}\n.func (.param .b32 func_retval0) helper(\n\t.param .b64 helper_param_0\n)\n{\n}\n";
+        let e = entries(ptx);
+        assert_eq!(e.len(), 1);
+        assert_eq!((e["k_bf16"].bound, e["k_bf16"].params.clone()), (Some(128), vec![".u64".to_string(), ".u32".into(), ".f32".into()]));
     }
 
     /// What ptxas reports for one kernel.
@@ -237,7 +273,7 @@ mod tests {
                 problems.push(format!("{module_name}: the PTX entry {name} is loaded by no launcher (dead kernel, or a launcher's name is off)"));
             }
             for (name, u) in wanted {
-                let Some(bound) = in_ptx.get(name) else {
+                let Some(entry) = in_ptx.get(name) else {
                     problems.push(format!("{module_name}: a launcher loads {name}, which its PTX does not define ({} entries: {:?})", in_ptx.len(), in_ptx.keys().collect::<BTreeSet<_>>()));
                     continue;
                 };
@@ -257,7 +293,11 @@ mod tests {
                 if shared > SHARED_PER_BLOCK {
                     problems.push(format!("{name}: {shared} bytes of shared memory exceed a block's {SHARED_PER_BLOCK}"));
                 }
-                if let Some(bound) = *bound {
+                let signature = u.kernel.signature;
+                if entry.params.len() != signature.len() || !entry.params.iter().zip(signature).all(|(ty, &p)| signatures::ptx_carries(ty, p)) {
+                    problems.push(format!("{name}: its PTX takes parameters {:?}, its launchers pass {signature:?} (crate::signatures)", entry.params));
+                }
+                if let Some(bound) = entry.bound {
                     if u.threads > bound {
                         problems.push(format!("{name}: launched with {} threads, above its __launch_bounds__ of {bound}", u.threads));
                     }

@@ -17,6 +17,7 @@ use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
 use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Storage, Tensor, WithDType};
 
 use crate::launch::LaunchShape;
+use crate::signatures::{self, Param, Pointee};
 use kernels::Kernel;
 
 mod ptx {
@@ -37,8 +38,53 @@ const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
 const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
 
 /// A storage element the kernels read and write (f32, bf16, f16).
-pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType {}
-impl<T: CudaDType + DeviceRepr + WithDType> CudaElem for T {}
+pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType + Pointee {}
+impl<T: CudaDType + DeviceRepr + WithDType + Pointee> CudaElem for T {}
+
+/// A launch argument as the kernel parameter it fills.
+pub(crate) trait KernelArg {
+    fn param(&self) -> Param;
+}
+
+impl<X: Pointee> KernelArg for CudaSlice<X> {
+    fn param(&self) -> Param {
+        Param::Ptr(X::NAME)
+    }
+}
+
+impl<X: Pointee> KernelArg for CudaView<'_, X> {
+    fn param(&self) -> Param {
+        Param::Ptr(X::NAME)
+    }
+}
+
+impl KernelArg for i32 {
+    fn param(&self) -> Param {
+        Param::Int
+    }
+}
+
+impl KernelArg for f32 {
+    fn param(&self) -> Param {
+        Param::Float
+    }
+}
+
+impl<A: KernelArg> KernelArg for &A {
+    fn param(&self) -> Param {
+        (**self).param()
+    }
+}
+
+/// Fails, naming the kernel and both lists, where a launch's arguments are not its C signature
+/// (`crate::signatures`) for dtype `T`: the launch would read them as garbage.
+pub(crate) fn check_arguments<T: Pointee + WithDType>(kernel: &Kernel, arguments: &[Param]) -> Result<()> {
+    let signature = signatures::instantiate(kernel.signature, T::NAME);
+    if arguments != signature.as_slice() {
+        bail!("{}: launched with {arguments:?}, its C signature takes {signature:?}", kernel_name::<T>(&kernel.root));
+    }
+    Ok(())
+}
 
 /// The contiguous, correctly typed device view behind an op input.
 pub(crate) fn view<'a, T: CudaElem>(storage: &'a CudaStorage, layout: &Layout, op: &str, what: &str) -> Result<CudaView<'a, T>> {
@@ -95,17 +141,19 @@ pub(crate) fn load<T: WithDType>(dev: &CudaDevice, kernel: &Kernel) -> Result<Cu
 
 /// `launch!(T, device, kernel, config, args...)` launches `kernel` (one of [`kernels`]) for dtype
 /// `T` on the device's stream with the given arguments (places, pushed by reference, in the order
-/// of the kernel's C signature).
+/// of the kernel's C signature, which [`check_arguments`] holds them against first).
 macro_rules! launch {
     ($t:ty, $dev:expr, $kernel:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
         use candle_core::cuda_backend::WrapErr as _;
-        let func = $crate::cuda::load::<$t>($dev, &$kernel)?;
+        let kernel = &$kernel;
+        $crate::cuda::check_arguments::<$t>(kernel, &[$($crate::cuda::KernelArg::param(&$arg)),+])?;
+        let func = $crate::cuda::load::<$t>($dev, kernel)?;
         let stream = $dev.cuda_stream();
         let mut args = stream.launch_builder(&func);
         $( args.arg(&$arg); )+
-        // SAFETY: the caller passes exactly the arguments of the kernel's C signature, with device
-        // buffers at least as long as the sizes it passes.
+        // SAFETY: the arguments are the kernel's C signature (checked above against the list the
+        // PTX is checked against), with device buffers at least as long as the sizes passed.
         unsafe { args.launch(candle_core::cuda_backend::cudarc::driver::LaunchConfig::from($cfg)) }.w().map(|_| ())
     }};
 }

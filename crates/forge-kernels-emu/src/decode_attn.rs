@@ -179,15 +179,15 @@ mod tests {
 
     fn declarations_match_signatures<T: DecodeFloat + Pointee>() {
         let k = &T::DECODE;
-        assert_eq!(declared(&k.append), instantiate(sig::KV_APPEND, T::NAME));
+        assert_eq!(declared(&k.append), instantiate(sig::KV_APPEND, T::NAME), "kv_append_{}", T::NAME);
         for split in k.split.iter().flatten() {
-            assert_eq!(declared(split), instantiate(sig::DECODE_SPLIT, T::NAME));
+            assert_eq!(declared(split), instantiate(sig::DECODE_SPLIT, T::NAME), "decode_attn_split_*_{}", T::NAME);
         }
         for combine in &k.combine {
-            assert_eq!(declared(combine), instantiate(sig::DECODE_COMBINE, T::NAME));
+            assert_eq!(declared(combine), instantiate(sig::DECODE_COMBINE, T::NAME), "decode_attn_combine_*_{}", T::NAME);
         }
         for flash in k.flash.iter().flatten() {
-            assert_eq!(declared(flash), instantiate(sig::FLASH_FWD_CACHED, "bf16"));
+            assert_eq!(declared(flash), instantiate(sig::FLASH_FWD_CACHED, "bf16"), "flash_fwd_cached_*_bf16");
         }
     }
 

@@ -163,16 +163,16 @@ mod tests {
     fn the_declarations_are_the_kernels_signatures() {
         let want = |signature| instantiate(signature, "bf16");
         for forward in [flash_fwd_d64_bf16 as Forward, flash_fwd_d128_bf16] {
-            assert_eq!(declared(&forward), want(sig::FLASH_FWD));
+            assert_eq!(declared(&forward), want(sig::FLASH_FWD), "flash_fwd");
         }
         for delta in [flash_bwd_delta_d64_bf16 as Delta, flash_bwd_delta_d128_bf16] {
-            assert_eq!(declared(&delta), want(sig::FLASH_BWD_DELTA));
+            assert_eq!(declared(&delta), want(sig::FLASH_BWD_DELTA), "flash_bwd_delta");
         }
         for dkdv in [flash_bwd_dkdv_d64_bf16 as DkDv, flash_bwd_dkdv_d128_bf16] {
-            assert_eq!(declared(&dkdv), want(sig::FLASH_BWD_DKDV));
+            assert_eq!(declared(&dkdv), want(sig::FLASH_BWD_DKDV), "flash_bwd_dkdv");
         }
         for dq in [flash_bwd_dq_d64_bf16 as Dq, flash_bwd_dq_d128_bf16] {
-            assert_eq!(declared(&dq), want(sig::FLASH_BWD_DQ));
+            assert_eq!(declared(&dq), want(sig::FLASH_BWD_DQ), "flash_bwd_dq");
         }
     }
 }

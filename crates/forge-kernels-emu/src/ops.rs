@@ -218,15 +218,15 @@ mod tests {
     fn declarations_match_signatures<T: Float + Pointee>() {
         let k = &T::KERNELS;
         let want = |signature| instantiate(signature, T::NAME);
-        assert_eq!(declared(&k.rms_norm_fwd), want(sig::RMS_NORM_FWD));
-        assert_eq!(declared(&k.rms_norm_grad_input), want(sig::RMS_NORM_GRAD_INPUT));
-        assert_eq!(declared(&k.rms_norm_inv_rms), want(sig::RMS_NORM_INV_RMS));
-        assert_eq!(declared(&k.rms_norm_grad_weight_partial), want(sig::RMS_NORM_GRAD_WEIGHT_PARTIAL));
-        assert_eq!(declared(&k.rms_norm_grad_weight_finish), want(sig::RMS_NORM_GRAD_WEIGHT_FINISH));
-        assert_eq!(declared(&k.rope), want(sig::ROPE));
-        assert_eq!(declared(&k.cross_entropy_fwd), want(sig::CROSS_ENTROPY_FWD));
-        assert_eq!(declared(&k.cross_entropy_grad), want(sig::CROSS_ENTROPY_GRAD));
-        assert_eq!(declared(&k.adamw), want(sig::ADAMW));
+        assert_eq!(declared(&k.rms_norm_fwd), want(sig::RMS_NORM_FWD), "rms_norm_fwd_{}", T::NAME);
+        assert_eq!(declared(&k.rms_norm_grad_input), want(sig::RMS_NORM_GRAD_INPUT), "rms_norm_grad_input_{}", T::NAME);
+        assert_eq!(declared(&k.rms_norm_inv_rms), want(sig::RMS_NORM_INV_RMS), "rms_norm_inv_rms_{}", T::NAME);
+        assert_eq!(declared(&k.rms_norm_grad_weight_partial), want(sig::RMS_NORM_GRAD_WEIGHT_PARTIAL), "rms_norm_grad_weight_partial_{}", T::NAME);
+        assert_eq!(declared(&k.rms_norm_grad_weight_finish), want(sig::RMS_NORM_GRAD_WEIGHT_FINISH), "rms_norm_grad_weight_finish_{}", T::NAME);
+        assert_eq!(declared(&k.rope), want(sig::ROPE), "rope_{}", T::NAME);
+        assert_eq!(declared(&k.cross_entropy_fwd), want(sig::CROSS_ENTROPY_FWD), "cross_entropy_fwd_{}", T::NAME);
+        assert_eq!(declared(&k.cross_entropy_grad), want(sig::CROSS_ENTROPY_GRAD), "cross_entropy_grad_{}", T::NAME);
+        assert_eq!(declared(&k.adamw), want(sig::ADAMW), "adamw_{}", T::NAME);
     }
 
     #[test]

@@ -238,6 +238,26 @@ mod tests {
     }
 
     #[test]
+    fn a_launch_whose_arguments_are_not_the_signature_is_refused_by_name() {
+        use crate::cuda::{check_arguments, KernelArg};
+        use Param::{Float, Int, Ptr};
+        let cached = flash_cached(128);
+        let (h, scale) = (8i32, 0.125f32);
+        let right = [Ptr("bf16"), Ptr("u64"), Ptr("u64"), Ptr("i32"), Ptr("i32"), Ptr("bf16"), h.param(), h.param(), scale.param()];
+        assert_eq!(right[6..], [Int, Int, Float]);
+        check_arguments::<bf16>(&cached, &right).unwrap();
+        let mut swapped = right;
+        swapped.swap(7, 8);
+        let err = check_arguments::<bf16>(&cached, &swapped).unwrap_err().to_string();
+        assert!(err.contains("flash_fwd_cached_d128_bf16: launched with"), "{err}");
+        // an f32 buffer where the kernel takes its own dtype's elements, and a missing argument
+        let f32_input = [Ptr("f32"), Ptr("bf16"), Ptr("bf16"), Int, Int, Float];
+        assert!(check_arguments::<bf16>(&RMS_NORM_FWD, &f32_input).is_err());
+        assert!(check_arguments::<f32>(&RMS_NORM_FWD, &f32_input).is_err());
+        assert!(check_arguments::<bf16>(&RMS_NORM_FWD, &[Ptr("bf16"), Ptr("bf16"), Ptr("bf16"), Int, Int]).is_err());
+    }
+
+    #[test]
     fn block_registers_round_per_warp() {
         assert_eq!(block_registers(32, 256), 8192);
         assert_eq!(block_registers(33, 32), 1280);

@@ -16,7 +16,7 @@ Prints one JSON line:
 Usage: .venv/bin/python scripts/bench_torch.py [--attn sdpa|eager] [--gradient-checkpointing]
                                               [--warmup 2] [--steps 10] [--threads N]
                                               [--model bench20m|0.6b|1.7b|8b] [--device cpu|cuda]
-                                              [--dtype f32|bf16] [--batch B] [--seq S]
+                                              [--dtype f32|bf16] [--batch B] [--seq S] [--profile-step]
 """
 import argparse
 import json
@@ -56,6 +56,8 @@ def main():
     ap.add_argument("--model", default="bench20m", choices=sorted(MODELS))
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+    ap.add_argument("--profile-step", action="store_true",
+                    help="after the report, one more step between cudaProfilerStart/Stop (ncu --profile-from-start off)")
     args = ap.parse_args()
 
     import torch
@@ -139,7 +141,14 @@ def main():
             "cuda_max_reserved_mib": round(torch.cuda.max_memory_reserved() / 2**20, 1),
             "device_mem_used_after_step_mib": round(used_after_step, 1),
         })
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    if args.profile_step and cuda:
+        model.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start()
+        model(input_ids, labels=input_ids).loss.backward()
+        torch.cuda.synchronize()
+        torch.cuda.profiler.stop()
     return 0
 
 

@@ -23,9 +23,10 @@
 #           flash backend side by side at 8k (Qwen3-8B attention shape), and the decode kernels over
 #           4k caches: per kernel its time, SM / memory / DRAM / tensor-pipe throughput, achieved
 #           and theoretical occupancy, registers, shared memory and top warp stalls, plus every
-#           metric ncu collected as JSON rows: what tuning the kernels needs, kept for sessions
-#           without a GPU. Not part of "all"; where ncu cannot read the counters (gVisor), the table
-#           says so and the call does not fail
+#           metric ncu collected as JSON rows; and every kernel of one training step (0.6B shape,
+#           4k), forge's and torch's, timed and summed per kernel name: what tuning needs, kept for
+#           sessions without a GPU. Not part of "all"; where ncu cannot read the counters
+#           (gVisor), the table says so and the call does not fail
 #   all     parity, kernels, train, flash, decode in order (not into the device tool's $OUT: 10 files, over the 8 that come back)
 # and writes a markdown table per stage (GPU model, driver, date, commit) into RESULTS_DIR, the raw
 # rows beside it (.jsonl), and every test's and benchmark's stderr into gpu-check.log.
@@ -470,6 +471,45 @@ for r in kernels:
 PY
 }
 
+# Where one training step's GPU time goes: every kernel of one step ($2...: a run that brackets it
+# with cuProfilerStart/Stop, --profile-step) timed by ncu (its duration alone: one pass, no cache
+# flush), summed per kernel name into one JSON row labelled $1.
+step_times() {
+  local label="$1" report="$BIN/profile-$((++profiles))" rc=0
+  shift
+  CI=true capped "${PROFILE_S:-120}" "$NCU" --clock-control none --cache-control none --profile-from-start off --target-processes all \
+    --metrics gpu__time_duration.sum -f -o "$report" "$@" >>"$LOG" 2>&1 || rc=$?
+  if ((rc != 0)) || [[ ! -f "$report.ncu-rep" ]]; then
+    case $rc in
+      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within ${PROFILE_S:-120}s (PROFILE_S) or the budget\"}" ;;
+      *) echo "{\"run\": \"$label\", \"error\": \"ncu could not profile it on this machine, exit $rc (see gpu-check.log)\"}" ;;
+    esac >>"$lines"
+    return 0
+  fi
+  "$NCU" --import "$report.ncu-rep" --csv --page raw --print-units base >"$report.csv" 2>>"$LOG" \
+    || "$NCU" --import "$report.ncu-rep" --csv --page raw >"$report.csv" 2>>"$LOG" || true
+  "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
+import csv, json, sys
+label, path = sys.argv[1:3]
+rows = list(csv.reader(open(path)))
+start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
+if start is None:
+    print(json.dumps({"run": label, "error": "no kernel ran between cuProfilerStart and cuProfilerStop (see gpu-check.log)"}))
+    sys.exit()
+header, units = rows[start], rows[start + 1]
+name, duration = header.index("Kernel Name"), header.index("gpu__time_duration.sum")
+to_us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}[units[duration]]
+by_kernel = {}
+for r in rows[start + 2:]:
+    if len(r) == len(header):
+        count, us = by_kernel.get(r[name], (0, 0.0))
+        by_kernel[r[name]] = (count + 1, us + float(r[duration].replace(",", "")) * to_us)
+ranked = sorted(by_kernel.items(), key=lambda kv: -kv[1][1])
+print(json.dumps({"run": label, "step_kernels": sum(c for c, _ in by_kernel.values()), "step_gpu_us": sum(us for _, us in by_kernel.values()),
+                  "by_kernel": [[k, c, us] for k, (c, us) in ranked[:40]]}))
+PY
+}
+
 run_profile() {
   local lines="$RESULTS/gpu-profile.jsonl" out="$RESULTS/gpu-profile.md" version profiles=0
   : >"$lines"
@@ -485,6 +525,10 @@ run_profile() {
     profile "torch sdpa flash 8k" 'flash' "$PY" scripts/bench_flash_torch.py --seqs 8192 --warmup 0 --steps 1
     # a decode step (1 row per sequence: split-K) and a 64-row prefill run (flash tiles)
     profile "forge cached 4k" 'kv_append|decode_attn|flash_fwd_cached' "$BIN/benches/gpu_cached_attention" --contexts 4096 --rows 1,64 --batch 8 --warmup 0 --steps 1
+    # one training step of the 0.6B shape at 4k, as the train stage runs it, kernel by kernel
+    step_times "forge train step 0.6b 4k" "$BIN/benches/gpu_train_step" --model 0.6b --seq 4096 --recompute --warmup 0 --steps 1 --profile-step
+    step_times "torch train step 0.6b 4k" "$PY" scripts/bench_torch.py --device cuda --dtype bf16 --model 0.6b --seq 4096 --batch 1 \
+      --gradient-checkpointing --warmup 0 --steps 1 --profile-step
   fi
   {
     echo "# GPU kernel profiles: forge's attention kernels and torch's flash backend under Nsight Compute"
@@ -494,7 +538,8 @@ run_profile() {
     echo "  flush between replays. Flash: batch 1, 8192 tokens, 32 query heads, 8 K/V heads, head_dim 128, bf16,"
     echo "  causal, forward then backward (benches/gpu_flash.rs, scripts/bench_flash_torch.py). Cached: 8 sequences"
     echo "  with 4096 cached positions attending 1 row each (split-K) and 64 rows each (flash tiles)"
-    echo "  (benches/gpu_cached_attention.rs)."
+    echo "  (benches/gpu_cached_attention.rs). Train steps: every kernel of one forward + backward of the 0.6B shape at 4k"
+    echo "  (forge with recomputation, torch with gradient checkpointing), timed alone by ncu, summed per kernel."
     echo "- Columns: % of the peak sustained rate (SM = the busiest SM pipeline or issue), DRAM and memory"
     echo "  (the busiest of DRAM, L2, L1) throughput, tensor pipe (the busiest tensor-core pipe); occupancy in warps"
     echo "  per SM as % of the maximum; stalls: the reasons warps waited most, cycles per issued instruction."
@@ -530,6 +575,8 @@ def short(kernel):  # torch's demangled templates to the function's name
 print("| run | kernel | grid | block | µs | SM % | memory % | DRAM % | tensor pipe % | achieved / theoretical occupancy % | registers | dynamic smem B | top stalls (cycles per issue) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
+    if "by_kernel" in r or (r.get("run", "").startswith(("forge train", "torch train")) and "error" in r):
+        continue  # the step tables below
     if "error" in r:
         print(f'| {r["run"]} | **{r["error"]}** | | | | | | | | | | | |')
         continue
@@ -555,6 +602,23 @@ for r in rows:
         pct(first(m, r"launch__shared_mem_per_block_dynamic")),
         f"{top} |",
     ]))
+
+for r in rows:
+    if not r.get("run", "").startswith(("forge train", "torch train")):
+        continue
+    print()
+    print(f'## {r["run"]}: where one step\'s GPU time goes')
+    print()
+    if "error" in r:
+        print(f'**{r["error"]}**')
+        continue
+    total = r["step_gpu_us"]
+    print(f'{r["step_kernels"]} kernels, {total / 1e3:.1f} ms of GPU time (kernels back to back, as ncu serialises them).')
+    print()
+    print("| kernel | launches | ms | share |")
+    print("|---|---|---|---|")
+    for name, count, us in r["by_kernel"][:15]:
+        print(f"| {short(name)[:80]} | {count} | {us / 1e3:.2f} | {us / total:.1%} |")
 PY
   cat "$out"
 }

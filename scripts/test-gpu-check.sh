@@ -46,6 +46,18 @@ stub "$STAGE/benches/gpu_decode" 'echo "{\"impl\": \"forge\", \"model\": \"$2\",
 mkdir -p "$FAKE/ncu"
 stub "$FAKE/ncu/ncu" '[[ "$1" == --version ]] && { echo "NVIDIA (R) Nsight Compute Command Line Profiler"; echo "Version 2025.3.1.0 (stub)"; exit 0; }
 echo "$*" >>"$NCU_CALLS"
+if [[ "$1" == --import && "$2" == */profile-[45].ncu-rep ]]; then # the train steps: kernel durations alone
+  echo "\"ID\",\"Kernel Name\",\"gpu__time_duration.sum\""
+  echo "\"\",\"\",\"nsecond\""
+  for k in gemm gemm flash norm norm norm norm; do
+    case $k in
+      gemm) echo "\"0\",\"ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn\",\"2,000,000\"" ;;
+      flash) echo "\"1\",\"flash_fwd_d128_bf16\",\"500,000\"" ;;
+      norm) echo "\"2\",\"void rms_norm_fwd_bf16<float>(const float *)\",\"10,000\"" ;;
+    esac
+  done
+  exit 0
+fi
 if [[ "$1" == --import ]]; then
   echo "==WARNING== stub export"
   echo "\"ID\",\"Kernel Name\",\"Block Size\",\"Grid Size\",\"gpu__time_duration.sum\",\"sm__throughput.avg.pct_of_peak_sustained_elapsed\",\"sm__warps_active.avg.pct_of_peak_sustained_active\",\"sm__maximum_warps_per_active_cycle_pct\",\"launch__registers_per_thread\",\"smsp__average_warps_issue_stalled_barrier_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_long_scoreboard_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_mio_throttle_per_issue_active.ratio\",\"smsp__average_warps_issue_stalled_math_pipe_throttle_per_issue_active.ratio\""
@@ -153,10 +165,16 @@ expect "$WORK/out/gpu-profile.md" "Profiler: Version 2025.3.1.0 (stub)"
 expect "$WORK/out/gpu-profile.jsonl" '"sm__warps_active.avg.pct_of_peak_sustained_active": ["24.1", "%"]'
 expect "$NCU_CALLS" "--clock-control none --target-processes all --kernel-name regex:kv_append|decode_attn|flash_fwd_cached"
 expect "$NCU_CALLS" "--csv --page raw --print-units base"
+expect "$NCU_CALLS" "--profile-from-start off --target-processes all --metrics gpu__time_duration.sum"
+expect "$WORK/out/gpu-profile.md" "## forge train step 0.6b 4k: where one step's GPU time goes"
+expect "$WORK/out/gpu-profile.md" "7 kernels, 4.5 ms of GPU time"
+expect "$WORK/out/gpu-profile.md" "| ampere_bf16_s16816gemm_bf16_128x128_ldg8_f2f_stages_64x3_tn | 2 | 4.00 | 88.1% |"
+expect "$WORK/out/gpu-profile.md" "| rms_norm_fwd_bf16 | 4 | 0.04 | 0.9% |"
 STAGES=profile
 check env PATH="$FAKE/ncu:$PATH" STUB_NCU_FAIL=1
 succeeded
 expect "$WORK/out/gpu-profile.md" "| forge cached 4k | **ncu could not profile it on this machine, exit 1 (see gpu-check.log)** |"
+expect "$WORK/out/gpu-profile.md" "## torch train step 0.6b 4k: where one step's GPU time goes"
 expect "$WORK/out/gpu-check.log" "LibraryNotLoaded"
 check env
 succeeded

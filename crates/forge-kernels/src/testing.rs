@@ -60,6 +60,23 @@ pub fn median_seconds(device: &Device, warmup: usize, steps: usize, mut f: impl 
     Ok(times[times.len() / 2])
 }
 
+/// Runs `f` once between `cuProfilerStart` and `cuProfilerStop` on a CUDA `device`, so that a
+/// profiler started with profiling off (`ncu --profile-from-start off`, scripts/gpu-check.sh
+/// profile) sees exactly its kernels; elsewhere just runs it.
+pub fn profiled(device: &Device, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    device.synchronize()?;
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::{profiler_start, profiler_stop};
+        use candle_core::cuda_backend::WrapErr as _;
+        profiler_start().w()?;
+        let result = f().and_then(|()| device.synchronize());
+        profiler_stop().w()?;
+        return result;
+    }
+    f()
+}
+
 /// The bf16 matmul rate on `device` (an n×n by n×n product through candle: cuBLAS on a GPU), as
 /// (median seconds, TFLOP/s): the ceiling kernel TFLOP/s and MFU are measured against.
 pub fn bf16_matmul_rate(device: &Device, n: usize) -> Result<(f64, f64)> {

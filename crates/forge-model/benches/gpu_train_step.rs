@@ -3,12 +3,14 @@
 //! with PyTorch + transformers on the same GPU. scripts/gpu-check.sh runs both side by side.
 //!
 //! `cargo bench -p forge-model --features cuda --bench gpu_train_step -- --model 8b [--seq 4096]
-//!  [--batch 1] [--recompute] [--warmup 1] [--steps 5]` prints one JSON line.
+//!  [--batch 1] [--recompute] [--warmup 1] [--steps 5] [--profile-step]` prints one JSON line; with
+//!  `--profile-step` it then runs one more step between cuProfilerStart/Stop (for
+//!  `ncu --profile-from-start off`: scripts/gpu-check.sh profile).
 
 mod gpu_common;
 
 use candle_core::{DType, Tensor};
-use forge_kernels::testing::{arg, device_mem_used_mib, median_seconds, require_cuda};
+use forge_kernels::testing::{arg, device_mem_used_mib, median_seconds, profiled, require_cuda};
 use forge_model::Batch;
 use gpu_common::{qwen3_config, random_bf16_model};
 
@@ -58,5 +60,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "loss": loss,
     });
     println!("{report}");
+    if args.iter().any(|a| a == "--profile-step") {
+        profiled(&device, || model.loss_and_gradients(&step, recompute).map(drop).map_err(candle_core::Error::wrap))?;
+    }
     Ok(())
 }

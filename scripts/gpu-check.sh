@@ -35,7 +35,7 @@
 # keeps its own deadline, BUDGET_S seconds from its start: every test binary and bench run gets what
 # is left of it (`timeout`), a run that is cut off or never started is recorded as such, and every
 # stage's table is still written. Several stages share one call (one machine start) as a list:
-# `scripts/gpu-check.sh parity,kernels,flash`, then `train,profile`, then `decode` (each call within 30 s of
+# `scripts/gpu-check.sh parity,kernels,flash`, then `profile,train`, then `decode` (each call within 30 s of
 # the last keeps the machine warm; see README, "GPU (CUDA)"). Where the device tool gives a call
 # less than 600 s (its reply's limit_s: little device time left), pass BUDGET_S = limit_s - 60.
 #
@@ -48,7 +48,8 @@
 #              TRAIN_STEPS (3), DECODE_MODELS ("8b 1.7b 0.6b"),
 #              DECODE_PLAN (context:batch pairs, "4096:8 8192:8 32768:1"), DECODE_NEW_TOKENS (64),
 #              SANITIZER_S (150: the most each compute-sanitizer run of the flash stage may take),
-#              PROFILE_S (120: the most each ncu run of the profile stage may take), NCU (ncu's path).
+#              PROFILE_S (90: the most each ncu run of the profile stage may take), PROFILE_STAGE_S
+#              (240: the most the whole profile stage may take), NCU (ncu's path).
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -70,7 +71,7 @@ for stage in "${STAGE_LIST[@]}"; do
 done
 # the device tool brings back at most 8 files from $OUT
 if [[ -n "${OUT:-}" && "$RESULTS" == "$OUT" ]] && ((files > 8)); then
-  die "'$STAGES' writes $files files, more than the 8 the device tool brings back from \$OUT: split it (parity,kernels,flash, then train,profile, then decode)"
+  die "'$STAGES' writes $files files, more than the 8 the device tool brings back from \$OUT: split it (parity,kernels,flash, then profile,train, then decode)"
 fi
 BUDGET="${BUDGET_S:-540}"
 [[ "$BUDGET" =~ ^[0-9]+$ ]] || die "BUDGET_S must be a number of seconds, got '$BUDGET'"
@@ -433,27 +434,46 @@ PY
   cat "$out"
 }
 
-# Profiles one run ($3...) under ncu: the launches whose function name matches the regex $2, up to
-# 12, as JSON rows labelled $1 (every metric of the raw page, with its unit); a run ncu could not
-# profile is one row with the reason. Sections rather than named metrics: a metric this ncu
-# version does not know would fail the whole run, a section is resolved by ncu itself.
-profile() {
-  local label="$1" kernels="$2" report="$BIN/profile-$((++profiles))" rc=0
+# Seconds the next ncu run may take: PROFILE_S, within what is left of the stage's PROFILE_STAGE_S
+# (so that a stage listed first leaves the rest of the call to the stages after it).
+profile_cap() {
+  local left=$((profile_end - SECONDS)) cap="${PROFILE_S:-90}"
+  echo $((left < cap ? left : cap))
+}
+
+# Runs ncu ($3...: its options, `-o $2`, the command) within profile_cap, then exports the report's
+# raw page (every metric, one row per kernel, a units row under the header) to $2.csv; where it
+# cannot, appends the reason as run $1's row and fails.
+ncu_raw() {
+  local label="$1" report="$2" rc=0
   shift 2
-  CI=true capped "${PROFILE_S:-120}" "$NCU" --clock-control none --target-processes all --kernel-name "regex:$kernels" --launch-count 12 \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-    -f -o "$report" "$@" >>"$LOG" 2>&1 || rc=$?
+  if ((profile_end - SECONDS < 15)); then
+    echo "{\"run\": \"$label\", \"error\": \"not started: the profile stage's ${PROFILE_STAGE_S:-240}s (PROFILE_STAGE_S) are spent\"}" >>"$lines"
+    return 1
+  fi
+  CI=true capped "$(profile_cap)" "$NCU" "$@" >>"$LOG" 2>&1 || rc=$?
   if ((rc != 0)) || [[ ! -f "$report.ncu-rep" ]]; then
     case $rc in
-      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within ${PROFILE_S:-120}s (PROFILE_S) or the budget\"}" ;;
+      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within PROFILE_S (${PROFILE_S:-90}s), the stage's PROFILE_STAGE_S (${PROFILE_STAGE_S:-240}s) or the budget\"}" ;;
       *) echo "{\"run\": \"$label\", \"error\": \"ncu could not profile it on this machine, exit $rc (see gpu-check.log)\"}" ;;
     esac >>"$lines"
-    return 0
+    return 1
   fi
   # base units (ns, bytes) where this ncu knows the option
   "$NCU" --import "$report.ncu-rep" --csv --page raw --print-units base >"$report.csv" 2>>"$LOG" \
     || "$NCU" --import "$report.ncu-rep" --csv --page raw >"$report.csv" 2>>"$LOG" || true
+}
+
+# Profiles one run ($3...) under ncu: the launches whose function name matches the regex $2, up to
+# 12, as JSON rows labelled $1 (every metric of the raw page, with its unit). Sections rather than
+# named metrics: a metric this ncu version does not know would fail the whole run, a section is
+# resolved by ncu itself.
+profile() {
+  local label="$1" kernels="$2" report="$BIN/profile-$((++profiles))"
+  shift 2
+  ncu_raw "$label" "$report" --clock-control none --target-processes all --kernel-name "regex:$kernels" --launch-count 12 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats -f -o "$report" "$@" || return 0
   "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
 import csv, json, sys
 label, path = sys.argv[1:3]
@@ -475,19 +495,10 @@ PY
 # with cuProfilerStart/Stop, --profile-step) timed by ncu (its duration alone: one pass, no cache
 # flush), summed per kernel name into one JSON row labelled $1.
 step_times() {
-  local label="$1" report="$BIN/profile-$((++profiles))" rc=0
+  local label="$1" report="$BIN/profile-$((++profiles))"
   shift
-  CI=true capped "${PROFILE_S:-120}" "$NCU" --clock-control none --cache-control none --profile-from-start off --target-processes all \
-    --metrics gpu__time_duration.sum -f -o "$report" "$@" >>"$LOG" 2>&1 || rc=$?
-  if ((rc != 0)) || [[ ! -f "$report.ncu-rep" ]]; then
-    case $rc in
-      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within ${PROFILE_S:-120}s (PROFILE_S) or the budget\"}" ;;
-      *) echo "{\"run\": \"$label\", \"error\": \"ncu could not profile it on this machine, exit $rc (see gpu-check.log)\"}" ;;
-    esac >>"$lines"
-    return 0
-  fi
-  "$NCU" --import "$report.ncu-rep" --csv --page raw --print-units base >"$report.csv" 2>>"$LOG" \
-    || "$NCU" --import "$report.ncu-rep" --csv --page raw >"$report.csv" 2>>"$LOG" || true
+  ncu_raw "$label" "$report" --clock-control none --cache-control none --profile-from-start off --target-processes all \
+    --metrics gpu__time_duration.sum -f -o "$report" "$@" || return 0
   "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
 import csv, json, sys
 label, path = sys.argv[1:3]
@@ -511,7 +522,7 @@ PY
 }
 
 run_profile() {
-  local lines="$RESULTS/gpu-profile.jsonl" out="$RESULTS/gpu-profile.md" version profiles=0
+  local lines="$RESULTS/gpu-profile.jsonl" out="$RESULTS/gpu-profile.md" version profiles=0 profile_end=$((SECONDS + ${PROFILE_STAGE_S:-240}))
   : >"$lines"
   NCU="${NCU:-$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)}"
   if [[ -z "$NCU" ]]; then

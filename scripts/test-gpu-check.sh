@@ -176,6 +176,10 @@ succeeded
 expect "$WORK/out/gpu-profile.md" "| forge cached 4k | **ncu could not profile it on this machine, exit 1 (see gpu-check.log)** |"
 expect "$WORK/out/gpu-profile.md" "## torch train step 0.6b 4k: where one step's GPU time goes"
 expect "$WORK/out/gpu-check.log" "LibraryNotLoaded"
+check env PATH="$FAKE/ncu:$PATH" PROFILE_STAGE_S=10
+succeeded
+expect "$WORK/out/gpu-profile.md" "| forge fused 8k | **not started: the profile stage's 10s (PROFILE_STAGE_S) are spent** |"
+expect "$WORK/out/gpu-profile.md" "**not started: the profile stage's 10s (PROFILE_STAGE_S) are spent**"
 check env
 succeeded
 expect "$WORK/out/gpu-profile.md" "| all | **not run: no ncu on this machine** |"

@@ -112,18 +112,20 @@ extern "C" __global__ void simt_selftest_blocks_share_memory(float* out, int mod
   if (mode == 2 && b > 0) out[b * n + i] += out[(b - 1) * n + i];
 }
 
-// Warp 1 writes 32 rows of 8 bf16 into shared memory; warp 0 loads them as four 8x8 matrices with
-// ldmatrix.trans (lane l gives row l's address), after the barrier or, the defect, without it.
-extern "C" __global__ void simt_selftest_ldmatrix_rows(float* out, int with_barrier) {
+// Warp 1 writes 32 rows of 8 bf16, `stride` elements apart, into shared memory; warp 0 loads them
+// as four 8x8 matrices with ldmatrix.trans (lane l gives row l's address), after the barrier or,
+// the defect, without it. A stride of 8 packs the rows (no bank conflict); 64 puts each phase's 8
+// rows 128 bytes apart, all in the same 4 banks (8 wavefronts per phase instead of 1).
+extern "C" __global__ void simt_selftest_ldmatrix_rows(float* out, int with_barrier, int stride) {
   DYNAMIC_SHARED(raw);
   uint16_t* rows = reinterpret_cast<uint16_t*>(raw);
   const int i = threadIdx.x, lane = i & 31;
   if (i >= 32)
-    for (int k = 0; k < 8; ++k) rows[8 * lane + k] = (uint16_t)(8 * lane + k);
+    for (int k = 0; k < 8; ++k) rows[stride * lane + k] = (uint16_t)(8 * lane + k);
   if (with_barrier) __syncthreads();
   if (i < 32) {
     uint32_t r[4];
-    simt::ldmatrix_x4_trans_b16(r, rows + 8 * lane);
+    simt::ldmatrix_x4_trans_b16(r, rows + stride * lane);
     for (int j = 0; j < 4; ++j) out[4 * i + j] = (float)r[j];
   }
 }

@@ -539,6 +539,21 @@ void cp_async_wait(int pending_groups) {
   f.copies.swap(still);
 }
 
+// Shared memory has 32 banks of 4-byte words; the 4-byte words one access reads from the same
+// bank are served one per wavefront. An ldmatrix phase reads 8 rows of 16 bytes (4 words each):
+// one wavefront when the 32 words fall in 32 distinct banks.
+thread_local uint64_t ldmatrix_phases = 0, ldmatrix_extra_wavefronts = 0;
+
+void count_ldmatrix_wavefronts(const void* const* rows) {
+  for (int j = 0; j < 4; ++j) {
+    int words_in_bank[32] = {0};
+    for (int i = 0; i < 8; ++i)
+      for (int w = 0; w < 4; ++w) ++words_in_bank[((uintptr_t)rows[8 * j + i] / 4 + w) % 32];
+    ++ldmatrix_phases;
+    ldmatrix_extra_wavefronts += *std::max_element(words_in_bank, words_in_bank + 32) - 1;
+  }
+}
+
 void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, const char* what) {
   if (mask != 0xffffffffu) fail("a warp collective with a partial lane mask (the kernels use full warps only)");
   if (active->threads % 32 != 0) fail("a warp collective in a block whose size is not a multiple of 32");
@@ -581,6 +596,14 @@ void __tsan_init() {}
 void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(bytes, name); }
 
 void simt_free(void* p) { simt::guarded_free(p); }
+
+// The ldmatrix phases (8x8 matrices) run on this OS thread since the last call, and the
+// wavefronts they needed beyond one each (bank conflicts); both reset.
+void simt_take_ldmatrix_counts(uint64_t* phases, uint64_t* extra_wavefronts) {
+  *phases = simt::ldmatrix_phases;
+  *extra_wavefronts = simt::ldmatrix_extra_wavefronts;
+  simt::ldmatrix_phases = simt::ldmatrix_extra_wavefronts = 0;
+}
 
 // Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.
 // `order` (0 ascending, 1 descending, 2 shuffled from `seed`) is the order the ready threads of each

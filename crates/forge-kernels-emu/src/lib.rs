@@ -24,6 +24,7 @@ pub mod flash_attn;
 pub mod ops;
 
 extern "C" {
+    fn simt_take_ldmatrix_counts(phases: *mut u64, extra_wavefronts: *mut u64);
     fn simt_alloc(bytes: usize, name: *const c_char) -> *mut c_void;
     fn simt_free(p: *mut c_void);
     fn simt_launch(
@@ -124,6 +125,24 @@ pub fn launch(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Res
 /// tests show both ways of finding a race).
 pub fn launch_untracked(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn()) -> Result<(), String> {
     run(shape, schedule, false, kernel)
+}
+
+/// The ldmatrix phases (one per 8x8 matrix) the launches on this OS thread ran, and the shared
+/// memory wavefronts they needed beyond one each: a phase whose 8 rows of 16 bytes fall in fewer
+/// than 32 distinct banks is served in several (a bank conflict, a cost the GPU pays in time, not
+/// in results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LdmatrixCounts {
+    pub phases: u64,
+    pub extra_wavefronts: u64,
+}
+
+/// The [`LdmatrixCounts`] since the last call on this OS thread (then zero again).
+pub fn take_ldmatrix_counts() -> LdmatrixCounts {
+    let (mut phases, mut extra_wavefronts) = (0, 0);
+    // SAFETY: two valid out-pointers; the counters are the calling thread's.
+    unsafe { simt_take_ldmatrix_counts(&mut phases, &mut extra_wavefronts) };
+    LdmatrixCounts { phases, extra_wavefronts }
 }
 
 fn run(shape: &LaunchShape, schedule: Schedule, track_races: bool, kernel: impl Fn()) -> Result<(), String> {

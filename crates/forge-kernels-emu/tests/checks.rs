@@ -3,7 +3,7 @@
 //! thread order, and without the tracker, a difference between orders), while the correct controls
 //! pass; the asynchronous copies (cp.async) land no earlier than their wait allows.
 
-use forge_kernels_emu::{launch, launch_untracked, Buffer, LaunchShape, Schedule, ORDERS};
+use forge_kernels_emu::{launch, launch_untracked, take_ldmatrix_counts, Buffer, LaunchShape, LdmatrixCounts, Schedule, ORDERS};
 
 extern "C" {
     fn simt_selftest_write_past_end(out: *mut f32, n: i32);
@@ -18,7 +18,7 @@ extern "C" {
     fn simt_selftest_overwrite_while_read(out: *mut f32, with_barrier: i32);
     fn simt_selftest_shuffle_as_fence(out: *mut f32);
     fn simt_selftest_blocks_share_memory(out: *mut f32, mode: i32);
-    fn simt_selftest_ldmatrix_rows(out: *mut f32, with_barrier: i32);
+    fn simt_selftest_ldmatrix_rows(out: *mut f32, with_barrier: i32, stride: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -84,13 +84,16 @@ fn a_shuffle_is_no_memory_fence() {
     assert!(err.contains("race (read-after-write hazard) on byte 4 of dynamic shared memory: block (0, 0, 0) thread (0, 0, 0) reads it, block (0, 0, 0) thread (1, 0, 0) wrote it"), "{err}");
 }
 
+/// Runs simt_selftest_ldmatrix_rows: 2 warps, 32 rows of 8 bf16 `stride` elements apart.
+fn ldmatrix_rows(with_barrier: i32, stride: i32) -> Result<Vec<f32>, String> {
+    let out = Buffer::filled(c"out", 128, f32::NAN);
+    // SAFETY: the kernel's C signature; 32 rows of `stride` bf16 of shared memory.
+    launch(&block(64, 64 * stride as u32), Schedule::Ascending, || unsafe { simt_selftest_ldmatrix_rows(out.ptr(), with_barrier, stride) }).map(|()| out.to_vec())
+}
+
 #[test]
 fn a_fragment_load_is_a_tracked_read() {
-    let run = |with_barrier: i32| {
-        let out = Buffer::filled(c"out", 128, f32::NAN);
-        // SAFETY: the kernel's C signature; 2 warps, 32 rows of 16 bytes of shared memory.
-        launch(&block(64, 512), Schedule::Ascending, || unsafe { simt_selftest_ldmatrix_rows(out.ptr(), with_barrier) }).map(|()| out.to_vec())
-    };
+    let run = |with_barrier: i32| ldmatrix_rows(with_barrier, 8);
     // lane (group g, thread t) of warp 0 holds matrix j's elements (row 2t, col g) and (row 2t + 1, col g)
     let element = |j: u32, row: u32, col: u32| 8 * (8 * j + row) + col;
     let expected: Vec<f32> = (0..32u32)
@@ -100,6 +103,19 @@ fn a_fragment_load_is_a_tracked_read() {
     let err = run(0).unwrap_err();
     assert_race(&err, "dynamic shared memory", "with no __syncthreads between");
     assert!(err.contains("block (0, 0, 0) thread (0, 0, 0) reads it"), "warp 0's load is the read: {err}");
+}
+
+#[test]
+fn ldmatrix_phases_count_their_bank_conflicts() {
+    take_ldmatrix_counts();
+    ldmatrix_rows(1, 8).unwrap();
+    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 0 }, "packed rows: 32 banks per phase");
+    // rows 128 bytes apart: a phase's 8 rows share 4 banks, 8 wavefronts instead of 1
+    ldmatrix_rows(1, 64).unwrap();
+    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 4 * 7 });
+    // the flash kernels' padding: rows of 136 bf16 (272 bytes) step 4 banks, conflict-free
+    ldmatrix_rows(1, 136).unwrap();
+    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 0 });
 }
 
 #[test]

@@ -10,7 +10,7 @@ use candle_core::DType;
 use forge_kernels::decode_attn::{plan, CachedAttentionPlan, FLASH_MIN_ROWS};
 use forge_kernels::testing::{decode_parity_cases, DecodeCase, DecodeInputs};
 use forge_kernels_emu::decode_attn::{append_and_attend, Cache, DecodeFloat, Step};
-use forge_kernels_emu::{Buffer, Schedule, ORDERS};
+use forge_kernels_emu::{take_ldmatrix_counts, Buffer, Schedule, ORDERS};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -68,7 +68,11 @@ fn assert_case_matches_reference<T: Elem>(case: &DecodeCase) {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let inputs = case.inputs(|| StandardNormal.sample(&mut rng));
     let bits = |o: &[f32]| o.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    take_ldmatrix_counts();
     let (first, caches) = run::<T>(case, &inputs, ORDERS[0]);
+    // the flash tiles' ldmatrix phases (none where every row goes split-K) without bank conflicts
+    let ldmatrix = take_ldmatrix_counts();
+    assert_eq!(ldmatrix.extra_wavefronts, 0, "{}: ldmatrix bank conflicts {ldmatrix:?}", case.name);
     for order in &ORDERS[1..] {
         let (o, _) = run::<T>(case, &inputs, *order);
         assert!(bits(&o) == bits(&first), "{}: {order:?} disagrees with {:?} (a race)", case.name, ORDERS[0]);
@@ -130,6 +134,7 @@ fn the_cases_cover_every_split_kernel_and_flash_tile_shape() {
     assert_eq!(split.len(), 2 * 3 * 3, "split-K kernels run by the cases: {split:?}");
 
     let (case, plan) = plan_of("decode prefill tiles 8:2 d128");
+    assert!(plan.flash.is_some(), "a case whose ldmatrix phases the bank-conflict count sees");
     assert_eq!(plan.tiles.iter().map(|t| t.rows).collect::<Vec<_>>(), [64, 64, 2, 64, 6]);
     assert_eq!(plan.tiles.iter().map(|t| t.rows).sum::<usize>(), flash_rows(&case));
     assert_eq!(plan.slots.len(), 1 + 15);

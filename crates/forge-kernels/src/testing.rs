@@ -341,6 +341,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn profiled_runs_the_step_once_and_passes_its_error_on() {
+        let mut calls = 0;
+        profiled(&Device::Cpu, || {
+            calls += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(calls, 1);
+        let err = profiled(&Device::Cpu, || candle_core::bail!("step failed")).unwrap_err();
+        assert!(err.to_string().contains("step failed"), "{err}");
+    }
+
+    #[test]
     fn arg_reads_the_value_after_its_name_or_falls_back() {
         let args: Vec<String> = ["bench", "--steps", "7", "--seqs", "1,2", "--warmup", "x"].map(String::from).to_vec();
         assert_eq!(arg(&args, "--steps", 3usize), 7);

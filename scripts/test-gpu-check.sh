@@ -189,4 +189,4 @@ check env STUB_FAIL_PARITY=1
 ((rc != 0)) || fail "a failing parity test must fail gpu-check.sh"
 expect "$WORK/out/gpu-parity.md" "| cuda_parity | **FAIL**: failed, exit 101"
 
-echo "test-gpu-check: gpu-check.sh behaves on stub binaries (9 cases)" >&2
+echo "test-gpu-check: gpu-check.sh behaves on stub binaries (10 cases)" >&2

@@ -441,84 +441,84 @@ profile_cap() {
   echo $((left < cap ? left : cap))
 }
 
-# Runs ncu ($3...: its options, `-o $2`, the command) within profile_cap, then exports the report's
-# raw page (every metric, one row per kernel, a units row under the header) to $2.csv; where it
-# cannot, appends the reason as run $1's row and fails.
-ncu_raw() {
-  local label="$1" report="$2" rc=0
-  shift 2
+# Runs ncu ($4...: its options, `-o $3`, the command) within profile_cap and reads its report's
+# raw page (every metric, one row per kernel, a units row under the header) into JSON rows of run
+# $2: with $1 = kernels, a row per kernel (name, grid, block, µs, every metric with its unit); with
+# $1 = step, one row summing the kernels' time per name. Where ncu cannot, the row holds the reason.
+ncu_rows() {
+  local kind="$1" label="$2" report="$3" rc=0
+  shift 3
+  fail_row() { echo "{\"kind\": \"$kind\", \"run\": \"$label\", \"error\": \"$1\"}" >>"$lines"; }
   if ((profile_end - SECONDS < 15)); then
-    echo "{\"run\": \"$label\", \"error\": \"not started: the profile stage's ${PROFILE_STAGE_S:-240}s (PROFILE_STAGE_S) are spent\"}" >>"$lines"
-    return 1
+    fail_row "not started: the profile stage's ${PROFILE_STAGE_S:-240}s (PROFILE_STAGE_S) are spent"
+    return 0
   fi
   CI=true capped "$(profile_cap)" "$NCU" "$@" >>"$LOG" 2>&1 || rc=$?
   if ((rc != 0)) || [[ ! -f "$report.ncu-rep" ]]; then
     case $rc in
-      124 | 137) echo "{\"run\": \"$label\", \"error\": \"not finished within PROFILE_S (${PROFILE_S:-90}s), the stage's PROFILE_STAGE_S (${PROFILE_STAGE_S:-240}s) or the budget\"}" ;;
-      *) echo "{\"run\": \"$label\", \"error\": \"ncu could not profile it on this machine, exit $rc (see gpu-check.log)\"}" ;;
-    esac >>"$lines"
-    return 1
+      124 | 137) fail_row "not finished within PROFILE_S (${PROFILE_S:-90}s), the stage's PROFILE_STAGE_S (${PROFILE_STAGE_S:-240}s) or the budget" ;;
+      *) fail_row "ncu could not profile it on this machine, exit $rc (see gpu-check.log)" ;;
+    esac
+    return 0
   fi
   # base units (ns, bytes) where this ncu knows the option
   "$NCU" --import "$report.ncu-rep" --csv --page raw --print-units base >"$report.csv" 2>>"$LOG" \
     || "$NCU" --import "$report.ncu-rep" --csv --page raw >"$report.csv" 2>>"$LOG" || true
-}
-
-# Profiles one run ($3...) under ncu: the launches whose function name matches the regex $2, up to
-# 12, as JSON rows labelled $1 (every metric of the raw page, with its unit). Sections rather than
-# named metrics: a metric this ncu version does not know would fail the whole run, a section is
-# resolved by ncu itself.
-profile() {
-  local label="$1" kernels="$2" report="$BIN/profile-$((++profiles))"
-  shift 2
-  ncu_raw "$label" "$report" --clock-control none --target-processes all --kernel-name "regex:$kernels" --launch-count 12 \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
-    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats -f -o "$report" "$@" || return 0
-  "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
+  "$PY" - "$kind" "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || fail_row "its ncu export could not be read (see gpu-check.log)"
 import csv, json, sys
-label, path = sys.argv[1:3]
+kind, label, path = sys.argv[1:4]
 rows = list(csv.reader(open(path)))
 # ncu may print ==PROF== / ==WARNING== lines before the table: it starts at the header row, then units
 start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
-kernels = [] if start is None else [r for r in rows[start + 2:] if len(r) == len(rows[start])]
+header, units = (rows[start], rows[start + 1]) if start is not None else ([], [])
+to_us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
+kernels = []
+for r in rows[start + 2:] if start is not None else []:
+    if len(r) != len(header):
+        continue
+    fields, metrics = dict(zip(header, r)), {h: [v, u] for h, u, v in zip(header, units, r) if "__" in h}
+    value, unit = metrics.get("gpu__time_duration.sum", ["", ""])
+    try:
+        us = float(value.replace(",", "")) * to_us[unit]
+    except (ValueError, KeyError):
+        us = None
+    kernels.append({"kernel": fields["Kernel Name"], "grid": fields.get("Grid Size", ""), "block": fields.get("Block Size", ""), "us": us, "metrics": metrics})
 if not kernels:
-    print(json.dumps({"run": label, "error": "no kernel matched (see gpu-check.log)"}))
-for r in kernels:
-    header, units = rows[start], rows[start + 1]
-    fields = dict(zip(header, r))
-    metrics = {h: [v, u] for h, u, v in zip(header, units, r) if "__" in h}
-    print(json.dumps({"run": label, "kernel": fields["Kernel Name"], "grid": fields.get("Grid Size", ""), "block": fields.get("Block Size", ""), "metrics": metrics}))
+    why = "no kernel matched" if kind == "kernels" else "no kernel ran between cuProfilerStart and cuProfilerStop"
+    print(json.dumps({"kind": kind, "run": label, "error": f"{why} (see gpu-check.log)"}))
+elif kind == "kernels":
+    for k in kernels:
+        print(json.dumps({"kind": kind, "run": label, **k}))
+else:
+    by_kernel = {}
+    for k in kernels:
+        count, us = by_kernel.get(k["kernel"], (0, 0.0))
+        by_kernel[k["kernel"]] = (count + 1, us + (k["us"] or 0.0))
+    ranked = sorted(by_kernel.items(), key=lambda kv: -kv[1][1])
+    print(json.dumps({"kind": kind, "run": label, "step_kernels": len(kernels), "step_gpu_us": sum(us for _, us in by_kernel.values()),
+                      "by_kernel": [[k, c, us] for k, (c, us) in ranked[:40]]}))
 PY
+}
+
+# Profiles one run ($3...) under ncu: the launches whose function name matches the regex $2, up to
+# 12, labelled $1. Sections rather than named metrics: a metric this ncu version does not know
+# would fail the whole run, a section is resolved by ncu itself.
+profile() {
+  local label="$1" kernels="$2" report="$BIN/profile-$((++profiles))"
+  shift 2
+  ncu_rows kernels "$label" "$report" --clock-control none --target-processes all --kernel-name "regex:$kernels" --launch-count 12 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats -f -o "$report" "$@"
 }
 
 # Where one training step's GPU time goes: every kernel of one step ($2...: a run that brackets it
 # with cuProfilerStart/Stop, --profile-step) timed by ncu (its duration alone: one pass, no cache
-# flush), summed per kernel name into one JSON row labelled $1.
+# flush), summed per kernel name, labelled $1.
 step_times() {
   local label="$1" report="$BIN/profile-$((++profiles))"
   shift
-  ncu_raw "$label" "$report" --clock-control none --cache-control none --profile-from-start off --target-processes all \
-    --metrics gpu__time_duration.sum -f -o "$report" "$@" || return 0
-  "$PY" - "$label" "$report.csv" >>"$lines" 2>>"$LOG" <<'PY' || echo "{\"run\": \"$label\", \"error\": \"its ncu export could not be read (see gpu-check.log)\"}" >>"$lines"
-import csv, json, sys
-label, path = sys.argv[1:3]
-rows = list(csv.reader(open(path)))
-start = next((i for i, r in enumerate(rows) if "Kernel Name" in r), None)
-if start is None:
-    print(json.dumps({"run": label, "error": "no kernel ran between cuProfilerStart and cuProfilerStop (see gpu-check.log)"}))
-    sys.exit()
-header, units = rows[start], rows[start + 1]
-name, duration = header.index("Kernel Name"), header.index("gpu__time_duration.sum")
-to_us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}[units[duration]]
-by_kernel = {}
-for r in rows[start + 2:]:
-    if len(r) == len(header):
-        count, us = by_kernel.get(r[name], (0, 0.0))
-        by_kernel[r[name]] = (count + 1, us + float(r[duration].replace(",", "")) * to_us)
-ranked = sorted(by_kernel.items(), key=lambda kv: -kv[1][1])
-print(json.dumps({"run": label, "step_kernels": sum(c for c, _ in by_kernel.values()), "step_gpu_us": sum(us for _, us in by_kernel.values()),
-                  "by_kernel": [[k, c, us] for k, (c, us) in ranked[:40]]}))
-PY
+  ncu_rows step "$label" "$report" --clock-control none --cache-control none --profile-from-start off --target-processes all \
+    --metrics gpu__time_duration.sum -f -o "$report" "$@"
 }
 
 run_profile() {
@@ -527,7 +527,7 @@ run_profile() {
   NCU="${NCU:-$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1 || true)}"
   if [[ -z "$NCU" ]]; then
     version="not run: no ncu on this machine"
-    echo "{\"run\": \"all\", \"error\": \"$version\"}" >>"$lines"
+    echo "{\"kind\": \"kernels\", \"run\": \"all\", \"error\": \"$version\"}" >>"$lines"
   else
     version="$(timeout 30 "$NCU" --version 2>&1 | tail -1)"
     echo "+ $version" >>"$LOG"
@@ -561,7 +561,6 @@ run_profile() {
   table "$out" "$lines" <<'PY'
 import json, re, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-to_us = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3, "msecond": 1e3, "s": 1e6, "second": 1e6}
 
 def number(text):
     try:
@@ -585,15 +584,11 @@ def short(kernel):  # torch's demangled templates to the function's name
 
 print("| run | kernel | grid | block | µs | SM % | memory % | DRAM % | tensor pipe % | achieved / theoretical occupancy % | registers | dynamic smem B | top stalls (cycles per issue) |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for r in rows:
-    if "by_kernel" in r or (r.get("run", "").startswith(("forge train", "torch train")) and "error" in r):
-        continue  # the step tables below
+for r in (r for r in rows if r["kind"] == "kernels"):
     if "error" in r:
         print(f'| {r["run"]} | **{r["error"]}** | | | | | | | | | | | |')
         continue
-    m = r["metrics"]
-    duration = m.get("gpu__time_duration.sum")
-    us = number(duration[0]) * to_us.get(duration[1], float("nan")) if duration and number(duration[0]) is not None else None
+    m, us = r["metrics"], r["us"]
     stalls = []
     for name, (value, _) in m.items():
         hit = re.fullmatch(r"smsp__average_warps?_(?:latency_)?issue_stalled_(\w+?)(?:_per_issue_active)?\.ratio", name)
@@ -614,9 +609,7 @@ for r in rows:
         f"{top} |",
     ]))
 
-for r in rows:
-    if not r.get("run", "").startswith(("forge train", "torch train")):
-        continue
+for r in (r for r in rows if r["kind"] == "step"):
     print()
     print(f'## {r["run"]}: where one step\'s GPU time goes')
     print()

@@ -20,20 +20,10 @@ pub enum Param {
     Float,
 }
 
-impl Param {
-    /// This parameter of a kernel instantiated for the element type named `elems`: [`Param::Elems`]
-    /// becomes a pointer to that type.
-    pub fn of(self, elems: &'static str) -> Self {
-        match self {
-            Param::Elems => Param::Ptr(elems),
-            other => other,
-        }
-    }
-}
-
-/// The parameters of a kernel instantiated for `elems` (see [`Param::of`]).
+/// The parameters of a kernel instantiated for the element type named `elems`: each
+/// [`Param::Elems`] becomes a pointer to that type.
 pub fn instantiate(signature: &[Param], elems: &'static str) -> Vec<Param> {
-    signature.iter().map(|p| p.of(elems)).collect()
+    signature.iter().map(|&p| if p == Param::Elems { Param::Ptr(elems) } else { p }).collect()
 }
 
 /// A type kernels take pointers to, by the name [`Param::Ptr`] gives it.

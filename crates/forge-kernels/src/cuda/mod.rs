@@ -70,12 +70,6 @@ impl KernelArg for f32 {
     }
 }
 
-impl<A: KernelArg> KernelArg for &A {
-    fn param(&self) -> Param {
-        (**self).param()
-    }
-}
-
 /// Fails, naming the kernel and both lists, where a launch's arguments are not its C signature
 /// (`crate::signatures`) for dtype `T`: the launch would read them as garbage.
 pub(crate) fn check_arguments<T: Pointee + WithDType>(kernel: &Kernel, arguments: &[Param]) -> Result<()> {

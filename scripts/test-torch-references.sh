@@ -6,11 +6,15 @@
 # before spending device time (a broken reference costs a whole call there). Not part of
 # scripts/test.sh: it needs the 3 GiB Python environment (scripts/setup-python.sh, installed here
 # on first use). About 2 minutes on 2 cores.
+#
+#   scripts/test-torch-references.sh              with .venv (the fixtures' pins)
+#   scripts/test-torch-references.sh --gpu-image  with .venv-gpu-image: the torch and transformers
+#                                                 versions of the GPU machines' image, whose python3
+#                                                 runs these there
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
-scripts/setup-python.sh
-PY=.venv/bin/python
+PY="$(scripts/setup-python.sh --print-python "$@")"
 fail() { echo "test-torch-references: FAIL: $*" >&2; exit 1; }
 
 # the last line of a run, checked to be JSON with the named fields

@@ -7,7 +7,7 @@
 //! itself (no libtsan): its race tracker sees every shared and global memory access.
 
 const KERNELS: &str = "../forge-kernels/kernels";
-const EMULATED: &[&str] = &["adamw.cu", "cross_entropy.cu", "decode_attn.cu", "flash_attn.cu", "rms_norm.cu", "rope.cu"];
+const EMULATED: &[&str] = &["adamw.cu", "cross_entropy.cu", "decode_attn.cu", "flash_attn.cu", "rms_norm.cu", "rope.cu", "swiglu.cu"];
 
 fn main() {
     println!("cargo::rerun-if-changed=simt");

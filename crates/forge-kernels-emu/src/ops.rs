@@ -1,8 +1,8 @@
-//! kernels/{rms_norm,rope,cross_entropy,adamw}.cu under emulation, launched as src/cuda/*.rs
+//! kernels/{rms_norm,rope,swiglu,cross_entropy,adamw}.cu under emulation, launched as src/cuda/*.rs
 //! launches them on a GPU (the shapes of forge_kernels::launch), for each storage type.
 
 use forge_kernels::adamw::{group_launch, AdamWScalars, AdamWTensor};
-use forge_kernels::launch::{column_reduction, grid_stride, per_row};
+use forge_kernels::launch::{column_reduction, elementwise_packs, grid_stride, per_row};
 use half::{bf16, f16};
 
 use crate::{launch, Buffer, Schedule};
@@ -15,6 +15,8 @@ pub struct Kernels<T> {
     rms_norm_grad_weight_partial: unsafe extern "C" fn(*const T, *const T, *const f32, *mut f32, i32, i32, i32),
     rms_norm_grad_weight_finish: unsafe extern "C" fn(*const f32, *mut T, i32, i32),
     rope: unsafe extern "C" fn(*const T, *const f32, *const f32, *mut T, i32, i32, i32, i32, i32, f32),
+    swiglu_fwd: unsafe extern "C" fn(*const T, *const T, *mut T, i32),
+    swiglu_grad: unsafe extern "C" fn(*const T, *const T, *const T, *mut T, i32),
     cross_entropy_fwd: unsafe extern "C" fn(*const T, *const u32, *mut f32, i32, i32),
     cross_entropy_grad: unsafe extern "C" fn(*const T, *const u32, *const f32, *mut T, i32, i32),
     adamw: unsafe extern "C" fn(*const AdamWTensor, i32),
@@ -37,6 +39,8 @@ macro_rules! float_kernels {
                 fn [<rms_norm_grad_weight_partial_ $s>](x: *const $t, dy: *const $t, inv: *const f32, partial: *mut f32, rows: i32, n: i32, chunk: i32);
                 fn [<rms_norm_grad_weight_finish_ $s>](partial: *const f32, dw: *mut $t, chunks: i32, n: i32);
                 fn [<rope_ $s>](x: *const $t, cos: *const f32, sin: *const f32, y: *mut $t, b: i32, s: i32, h: i32, d: i32, cos_batch: i32, sign: f32);
+                fn [<swiglu_fwd_ $s>](g: *const $t, u: *const $t, y: *mut $t, n: i32);
+                fn [<swiglu_grad_ $s>](g: *const $t, u: *const $t, dy: *const $t, grads: *mut $t, n: i32);
                 fn [<cross_entropy_fwd_ $s>](logits: *const $t, targets: *const u32, nll: *mut f32, rows: i32, vocab: i32);
                 fn [<cross_entropy_grad_ $s>](logits: *const $t, targets: *const u32, dnll: *const f32, dlogits: *mut $t, rows: i32, vocab: i32);
                 fn [<adamw_ $s>](tensors: *const AdamWTensor, count: i32);
@@ -50,6 +54,8 @@ macro_rules! float_kernels {
                     rms_norm_grad_weight_partial: [<rms_norm_grad_weight_partial_ $s>],
                     rms_norm_grad_weight_finish: [<rms_norm_grad_weight_finish_ $s>],
                     rope: [<rope_ $s>],
+                    swiglu_fwd: [<swiglu_fwd_ $s>],
+                    swiglu_grad: [<swiglu_grad_ $s>],
                     cross_entropy_fwd: [<cross_entropy_fwd_ $s>],
                     cross_entropy_grad: [<cross_entropy_grad_ $s>],
                     adamw: [<adamw_ $s>],
@@ -121,6 +127,36 @@ pub fn rope<T: Float>(x: &[T], cos: &[f32], sin: &[f32], dims: [usize; 4], inver
     let kernel = T::KERNELS.rope;
     launch(&grid_stride(b * s * h * d / 2, 256), schedule, || unsafe { kernel(xb.ptr(), cb.ptr(), sb.ptr(), y.ptr(), bi, si, hi, di, cos_batch, sign) })?;
     Ok(y.to_vec())
+}
+
+/// `silu(g) · u`, elementwise.
+pub fn swiglu<T: Float>(g: &[T], u: &[T], schedule: Schedule) -> Result<Vec<T>, String> {
+    let n = same_length(&[g, u])?;
+    let (gb, ub, y) = (Buffer::from_slice(c"g", g), Buffer::from_slice(c"u", u), Buffer::filled(c"y", g.len(), T::POISON));
+    let kernel = T::KERNELS.swiglu_fwd;
+    launch(&elementwise_packs(g.len(), size_of::<T>()), schedule, || unsafe { kernel(gb.ptr(), ub.ptr(), y.ptr(), n) })?;
+    Ok(y.to_vec())
+}
+
+/// `(d g, d u)` of [`swiglu`] given the output's gradient `dy` (the kernel writes both into one
+/// buffer of `2·n`, as the CUDA op's packed output).
+pub fn swiglu_grads<T: Float>(g: &[T], u: &[T], dy: &[T], schedule: Schedule) -> Result<(Vec<T>, Vec<T>), String> {
+    let n = same_length(&[g, u, dy])?;
+    let (gb, ub, db) = (Buffer::from_slice(c"g", g), Buffer::from_slice(c"u", u), Buffer::from_slice(c"dy", dy));
+    let grads = Buffer::filled(c"grads", 2 * g.len(), T::POISON);
+    let kernel = T::KERNELS.swiglu_grad;
+    launch(&elementwise_packs(g.len(), size_of::<T>()), schedule, || unsafe { kernel(gb.ptr(), ub.ptr(), db.ptr(), grads.ptr(), n) })?;
+    let mut d_gate = grads.to_vec();
+    let d_up = d_gate.split_off(g.len());
+    Ok((d_gate, d_up))
+}
+
+fn same_length<T>(operands: &[&[T]]) -> Result<i32, String> {
+    let n = operands[0].len();
+    if operands.iter().any(|o| o.len() != n) {
+        return Err(format!("operands of {:?} elements differ in length", operands.iter().map(|o| o.len()).collect::<Vec<_>>()));
+    }
+    int(n, "elements")
 }
 
 /// Per-row negative log-likelihood of `targets` under `logits: [rows, vocab]` (0 where ignored).
@@ -224,6 +260,8 @@ mod tests {
         assert_eq!(declared(&k.rms_norm_grad_weight_partial), want(sig::RMS_NORM_GRAD_WEIGHT_PARTIAL), "rms_norm_grad_weight_partial_{}", T::NAME);
         assert_eq!(declared(&k.rms_norm_grad_weight_finish), want(sig::RMS_NORM_GRAD_WEIGHT_FINISH), "rms_norm_grad_weight_finish_{}", T::NAME);
         assert_eq!(declared(&k.rope), want(sig::ROPE), "rope_{}", T::NAME);
+        assert_eq!(declared(&k.swiglu_fwd), want(sig::SWIGLU_FWD), "swiglu_fwd_{}", T::NAME);
+        assert_eq!(declared(&k.swiglu_grad), want(sig::SWIGLU_GRAD), "swiglu_grad_{}", T::NAME);
         assert_eq!(declared(&k.cross_entropy_fwd), want(sig::CROSS_ENTROPY_FWD), "cross_entropy_fwd_{}", T::NAME);
         assert_eq!(declared(&k.cross_entropy_grad), want(sig::CROSS_ENTROPY_GRAD), "cross_entropy_grad_{}", T::NAME);
         assert_eq!(declared(&k.adamw), want(sig::ADAMW), "adamw_{}", T::NAME);

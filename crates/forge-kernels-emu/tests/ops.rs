@@ -1,4 +1,4 @@
-//! kernels/{rms_norm,rope,cross_entropy,adamw}.cu, run on the CPU by the SIMT emulator, against
+//! kernels/{rms_norm,rope,swiglu,cross_entropy,adamw}.cu, run on the CPU by the SIMT emulator, against
 //! forge-kernels' fused CPU ops (themselves checked against the composite path in its parity.rs):
 //! values and gradients in f32, bf16 and f16, with the shapes of tests/cuda_parity.rs (both row
 //! paths: a warp per row and a block per row). Outputs are poisoned with NaN and every buffer ends
@@ -94,6 +94,38 @@ fn emulated_rope_matches_cpu() {
         rope_case::<f32>(b, table_batch, s, h, d, &mut rng);
         rope_case::<bf16>(b, table_batch, s, h, d, &mut rng);
         rope_case::<f16>(b, table_batch, s, h, d, &mut rng);
+    }
+}
+
+fn swiglu_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
+    let count = shape.iter().product::<usize>();
+    let (g, u, probe) = (randn::<T>(rng, count, 2.0, 0.0), randn::<T>(rng, count, 1.0, 0.0), randn::<T>(rng, count, 1.0, 0.0));
+    let name = format!("swiglu {shape:?} {:?}", T::DTYPE);
+    let gv = Var::from_tensor(&Tensor::from_slice(&g, &shape, &Device::Cpu).unwrap()).unwrap();
+    let uv = Var::from_tensor(&Tensor::from_slice(&u, &shape, &Device::Cpu).unwrap()).unwrap();
+    let y = forge_kernels::swiglu(gv.as_tensor(), uv.as_tensor()).unwrap();
+    let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
+    let grads = (y.to_dtype(DType::F32).unwrap() * probe_t).unwrap().sum_all().unwrap().backward().unwrap();
+    let tol = parity_tolerance(T::DTYPE);
+    for schedule in ORDERS {
+        let got = ops::swiglu(&g, &u, schedule).unwrap();
+        assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
+        let (dg, du) = ops::swiglu_grads(&g, &u, &probe, schedule).unwrap();
+        assert_close(&format!("{name} d gate"), &f32s(&dg), &values(grads.get(gv.as_tensor()).unwrap()), tol);
+        assert_close(&format!("{name} d up"), &f32s(&du), &values(grads.get(uv.as_tensor()).unwrap()), tol);
+    }
+}
+
+#[test]
+fn emulated_swiglu_matches_cpu() {
+    let mut rng = StdRng::seed_from_u64(5);
+    // The emulator's buffers start 16-byte aligned, so the element count picks the kernel's path:
+    // whole 16-byte packs (a multiple of 8 elements, as the model's MLP widths), or one element
+    // per step (an odd count, which leaves every pack boundary misaligned).
+    for shape in [[4usize, 64, 300], [3, 7, 13], [1, 5, 8]] {
+        swiglu_case::<f32>(shape, &mut rng);
+        swiglu_case::<bf16>(shape, &mut rng);
+        swiglu_case::<f16>(shape, &mut rng);
     }
 }
 

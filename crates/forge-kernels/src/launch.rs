@@ -18,6 +18,13 @@ pub fn grid_stride(n: usize, threads: u32) -> LaunchShape {
     LaunchShape { grid: [blocks, 1, 1], block: [threads, 1, 1], shared_bytes: 0 }
 }
 
+/// Elementwise kernels that move 16-byte packs (kernels/swiglu.cu): a thread per pack of `n`
+/// elements of `elem_bytes` each; the same grid serves their element-wise fallback, each thread
+/// looping over more elements.
+pub fn elementwise_packs(n: usize, elem_bytes: usize) -> LaunchShape {
+    grid_stride(n.div_ceil(16 / elem_bytes), 256)
+}
+
 /// Row kernels: a warp per row for rows up to 1024 elements (several rows per block), else a
 /// block of 256 threads per row (kernels/common.cuh `row_sum` relies on this shape).
 pub fn per_row(rows: usize, n: usize) -> LaunchShape {

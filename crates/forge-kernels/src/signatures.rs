@@ -63,6 +63,9 @@ pub const RMS_NORM_GRAD_WEIGHT_PARTIAL: &[Param] = &[Elems, Elems, F32S, F32S, I
 pub const RMS_NORM_GRAD_WEIGHT_FINISH: &[Param] = &[F32S, Elems, Int, Int];
 // rope.cu: x, cos, sin, y, b, s, h, d, cos_batch, sign
 pub const ROPE: &[Param] = &[Elems, F32S, F32S, Elems, Int, Int, Int, Int, Int, Float];
+// swiglu.cu: g, u, y / dy, grads, n
+pub const SWIGLU_FWD: &[Param] = &[Elems, Elems, Elems, Int];
+pub const SWIGLU_GRAD: &[Param] = &[Elems, Elems, Elems, Elems, Int];
 // flash_attn.cu (bf16): ..., starts, rows, valid, total, h, h_kv, scale
 pub const FLASH_FWD: &[Param] = &[Elems, Elems, Elems, Elems, F32S, INTS, INTS, INTS, Int, Int, Int, Float];
 pub const FLASH_BWD_DELTA: &[Param] = &[Elems, Elems, F32S, Int, Int];

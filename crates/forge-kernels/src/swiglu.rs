@@ -1,7 +1,10 @@
 //! SwiGLU gate of the Qwen3 MLP: `silu(gate) · up`, fused (candle's `silu` + `mul` make four
-//! passes forward and about ten backward over the largest MLP activation).
+//! passes forward and about ten backward over the largest MLP activation), on the CPU and, through
+//! kernels/swiglu.cu, on CUDA.
 
 use candle_core::backend::BackendStorage as _;
+#[cfg(feature = "cuda")]
+use candle_core::CudaStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Device, Layout, Result, Shape, Tensor};
 
 use rayon::prelude::*;
@@ -14,7 +17,7 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         bail!("swiglu: gate {:?} and up {:?} differ in shape", gate.dims(), up.dims());
     }
     match gate.device() {
-        Device::Cpu => gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu),
+        Device::Cpu | Device::Cuda(_) => gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu),
         _ => crate::reference::swiglu(gate, up),
     }
 }
@@ -49,6 +52,13 @@ impl CustomOp2 for SwiGlu {
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, us: &CpuStorage, ul: &Layout) -> Result<(CpuStorage, Shape)> {
         let out = dispatch_float!(gs.dtype(), self.name(), forward(gs, gl, us, ul))?;
+        Ok((out, gl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, gs: &CudaStorage, gl: &Layout, us: &CudaStorage, ul: &Layout) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::swiglu::gate;
+        let out = dispatch_float!(gs.dtype(), self.name(), gate(gs, gl, us, ul))?;
         Ok((out, gl.shape().clone()))
     }
 
@@ -99,8 +109,28 @@ impl CustomOp3 for SwiGluGrad {
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let out = dispatch_float!(gs.dtype(), self.name(), grad(gs, gl, us, ul, ds, dl))?;
-        let mut dims = vec![2];
-        dims.extend_from_slice(gl.dims());
-        Ok((out, Shape::from(dims)))
+        Ok((out, packed_shape(gl)))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &CudaStorage,
+        gl: &Layout,
+        us: &CudaStorage,
+        ul: &Layout,
+        ds: &CudaStorage,
+        dl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        use crate::cuda::swiglu::grads;
+        let out = dispatch_float!(gs.dtype(), self.name(), grads(gs, gl, us, ul, ds, dl))?;
+        Ok((out, packed_shape(gl)))
+    }
+}
+
+/// `[2, ..dims]`: d gate, then d up.
+fn packed_shape(gate: &Layout) -> Shape {
+    let mut dims = vec![2];
+    dims.extend_from_slice(gate.dims());
+    Shape::from(dims)
 }

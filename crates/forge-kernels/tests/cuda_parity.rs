@@ -124,6 +124,29 @@ fn rope_on_gpu_matches_cpu() {
 }
 
 #[test]
+fn swiglu_on_gpu_matches_cpu() {
+    let Some(gpu) = require_cuda("swiglu_on_gpu_matches_cpu") else { return };
+    let mut rng = StdRng::seed_from_u64(8);
+    // whole 16-byte packs (a multiple of 8 elements, as the MLP widths) and an odd count (one
+    // element at a time)
+    for shape in [[2usize, 33, 3072], [3, 7, 13]] {
+        let gate = (randn(&mut rng, &shape) * 2.0).unwrap();
+        let up = randn(&mut rng, &shape);
+        assert_gpu_matches_cpu(&format!("swiglu {shape:?}"), &gpu, |t| forge_kernels::swiglu(&t[0], &t[1]), &[gate, up], &[true, true]);
+    }
+    // views one element into their buffers: whole packs, but misaligned (one element at a time)
+    let n = 8 * 1000;
+    let (gate, up) = ((randn(&mut rng, &[n + 1]) * 2.0).unwrap(), randn(&mut rng, &[n + 1]));
+    assert_gpu_matches_cpu(
+        "swiglu of views one element in",
+        &gpu,
+        |t| forge_kernels::swiglu(&t[0].narrow(0, 1, n)?, &t[1].narrow(0, 1, n)?),
+        &[gate, up],
+        &[true, true],
+    );
+}
+
+#[test]
 fn cross_entropy_on_gpu_matches_cpu() {
     let Some(gpu) = require_cuda("cross_entropy_on_gpu_matches_cpu") else { return };
     let mut rng = StdRng::seed_from_u64(4);
@@ -178,6 +201,9 @@ fn fused_ops_on_gpu_match_the_composite_path_on_gpu() {
     let (cos, sin) = (cos.to_device(&gpu).unwrap(), sin.to_device(&gpu).unwrap());
     let e = rel_err(&forge_kernels::rope(&q, &cos, &sin).unwrap(), &forge_kernels::reference::rope(&q, &cos, &sin).unwrap());
     assert!(e <= 1e-5, "rope fused vs composite on GPU: {e:e}");
+    let (gate, up) = (randn(&mut rng, &[33, 3072]).to_device(&gpu).unwrap(), randn(&mut rng, &[33, 3072]).to_device(&gpu).unwrap());
+    let e = rel_err(&forge_kernels::swiglu(&gate, &up).unwrap(), &forge_kernels::reference::swiglu(&gate, &up).unwrap());
+    assert!(e <= 1e-5, "swiglu fused vs composite on GPU: {e:e}");
     let logits = randn(&mut rng, &[65, 3001]).to_device(&gpu).unwrap();
     let targets = Tensor::arange(0u32, 65, &gpu).unwrap();
     let e = rel_err(

@@ -1,6 +1,6 @@
 //! The CUDA kernels against candle's composite paths on the same GPU, at Qwen3-8B training shapes
-//! (4096 tokens, hidden 4096, 32 query heads of 128, vocabulary 151936), bf16: RMSNorm, RoPE and
-//! per-token cross-entropy forward + backward, the chunked LM head + loss against full logits, one
+//! (4096 tokens, hidden 4096, 32 query heads of 128, intermediate 12288, vocabulary 151936), bf16:
+//! RMSNorm, RoPE, the SwiGLU gate and per-token cross-entropy forward + backward, the chunked LM head + loss against full logits, one
 //! AdamW step over bf16 parameters with f32 state (8 large matrices; the 310 tensors of a Qwen3-0.6B), and the bf16 matmul rate that MFU figures are
 //! measured against. Run by scripts/gpu-check.sh.
 //!
@@ -93,6 +93,19 @@ fn main() -> Result<()> {
         Box::new(|t| reference::rope(&t[0], &t[1], &t[2])),
         &[&xr],
         &[angles.cos()?, angles.sin()?],
+    )?;
+
+    // The MLP's gate: Qwen3-8B's intermediate width, its largest activation.
+    let intermediate = 12288;
+    let gate = Var::from_tensor(&randn(&[tokens, intermediate])?)?;
+    let up = Var::from_tensor(&randn(&[tokens, intermediate])?)?;
+    bench.pair(
+        "swiglu",
+        &format!("[{tokens}, {intermediate}] bf16"),
+        Box::new(|t| forge_kernels::swiglu(&t[0], &t[1])),
+        Box::new(|t| reference::swiglu(&t[0], &t[1])),
+        &[&gate, &up],
+        &[],
     )?;
 
     // The loss over Qwen3's vocabulary (the logits of one 4k sequence).

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use super::{Module, ADAMW, CROSS_ENTROPY, DECODE_ATTN, FLASH_ATTN, RMS_NORM, ROPE};
+use super::{Module, ADAMW, CROSS_ENTROPY, DECODE_ATTN, FLASH_ATTN, RMS_NORM, ROPE, SWIGLU};
 use crate::flash_attn::TileKernel;
 use crate::signatures::{self, Param};
 
@@ -38,6 +38,8 @@ pub(crate) const RMS_NORM_INV_RMS: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_i
 pub(crate) const RMS_NORM_GRAD_WEIGHT_PARTIAL: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_partial", signatures::RMS_NORM_GRAD_WEIGHT_PARTIAL);
 pub(crate) const RMS_NORM_GRAD_WEIGHT_FINISH: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_finish", signatures::RMS_NORM_GRAD_WEIGHT_FINISH);
 pub(crate) const ROPE_ROTATE: Kernel = Kernel::fixed(&ROPE, "rope", signatures::ROPE);
+pub(crate) const SWIGLU_FWD: Kernel = Kernel::fixed(&SWIGLU, "swiglu_fwd", signatures::SWIGLU_FWD);
+pub(crate) const SWIGLU_GRAD: Kernel = Kernel::fixed(&SWIGLU, "swiglu_grad", signatures::SWIGLU_GRAD);
 pub(crate) const KV_APPEND: Kernel = Kernel::fixed(&DECODE_ATTN, "kv_append", signatures::KV_APPEND);
 
 /// A flash tile kernel (forward, dK/dV, dQ) for head dim `d`.
@@ -85,7 +87,7 @@ mod tests {
     use crate::adamw::ADAMW_THREADS;
     use crate::decode_attn::{decode_launch, plan, FLASH_TILE_DTYPE, GROUP_BOUNDS, MAX_GROUP};
     use crate::flash_attn::{delta_launch, KERNEL_HEAD_DIMS, TILE_THREADS};
-    use crate::launch::{column_reduction, per_row, LaunchShape};
+    use crate::launch::{column_reduction, elementwise_packs, per_row, LaunchShape};
 
     /// A kernel's full name for one dtype: `load::<T>`'s own naming (`kernel_name::<T>`).
     type Named = fn(&str) -> String;
@@ -124,6 +126,8 @@ mod tests {
             plain(RMS_NORM_GRAD_WEIGHT_PARTIAL, FLOATS, threads(columns.partial)),
             plain(RMS_NORM_GRAD_WEIGHT_FINISH, FLOATS, threads(columns.finish)),
             plain(ROPE_ROTATE, FLOATS, super::super::rope::THREADS),
+            plain(SWIGLU_FWD, FLOATS, threads(elementwise_packs(1, 2))),
+            plain(SWIGLU_GRAD, FLOATS, threads(elementwise_packs(1, 2))),
             plain(KV_APPEND, FLOATS, threads(plan(&[(0, 0)], 1, 1, KERNEL_HEAD_DIMS[0], FLASH_TILE_DTYPE, 1).unwrap().append)),
         ];
         for d in KERNEL_HEAD_DIMS {

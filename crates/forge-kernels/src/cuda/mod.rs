@@ -8,6 +8,7 @@ pub(crate) mod flash_attn;
 pub(crate) mod kernels;
 pub(crate) mod rms_norm;
 pub(crate) mod rope;
+pub(crate) mod swiglu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -36,6 +37,7 @@ const DECODE_ATTN: Module = Module { name: "forge-decode-attn", ptx: ptx::DECODE
 const FLASH_ATTN: Module = Module { name: "forge-flash-attn", ptx: ptx::FLASH_ATTN };
 const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
 const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
+const SWIGLU: Module = Module { name: "forge-swiglu", ptx: ptx::SWIGLU };
 
 /// A storage element the kernels read and write (f32, bf16, f16).
 pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType + Pointee {}

@@ -14,8 +14,11 @@ fn main() {
     println!("cargo::rerun-if-changed={KERNELS}");
     let runtime = emulation().file("simt/simt.cpp").compile_intermediates();
     // The kernels alone are instrumented for the race tracker: the runtime defines the hooks.
+    // Without scalar replacement of aggregates, GCC copies a vector struct (uint4, a kernel's
+    // `Lanes<float, 2>`) with one access as nvcc does (st.shared.v2/v4), rather than element by
+    // element: the bank-conflict count sees each shared request at its real width.
     let mut kernels = emulation();
-    kernels.flag("-fsanitize=thread").objects(runtime).file("simt/faulty.cu");
+    kernels.flag("-fsanitize=thread").flag("-fno-tree-sra").objects(runtime).file("simt/faulty.cu");
     for file in EMULATED {
         kernels.file(format!("{KERNELS}/{file}"));
     }

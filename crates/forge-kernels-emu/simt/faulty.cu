@@ -129,3 +129,20 @@ extern "C" __global__ void simt_selftest_ldmatrix_rows(float* out, int with_barr
     for (int j = 0; j < 4; ++j) out[4 * i + j] = (float)r[j];
   }
 }
+
+// One warp fills 1072 words of shared memory (34 conflict-free requests), then each lane reads
+// `stride` units apart: 4-byte words (`vector` 0) or 16-byte uint4 (`vector` 1, copied whole, as
+// flash_attn.cu's tile loads copy them, so that the host compiler also moves 16 bytes at once).
+// The bank-conflict count's control: stride 1 costs nothing, stride 2 two words per bank, stride
+// 32 one bank. `out`: 32 floats, or 32 uint4.
+extern "C" __global__ void simt_selftest_shared_requests(float* out, int stride, int vector) {
+  DYNAMIC_SHARED(raw);
+  uint32_t* words = reinterpret_cast<uint32_t*>(raw);
+  const int lane = threadIdx.x;
+  for (int i = lane; i < 1072; i += 32) words[i] = (uint32_t)i;
+  __syncthreads();
+  if (vector)
+    reinterpret_cast<uint4*>(out)[lane] = reinterpret_cast<const uint4*>(raw)[lane * stride];
+  else
+    out[lane] = (float)words[lane * stride];
+}

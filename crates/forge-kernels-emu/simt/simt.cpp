@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -97,8 +98,18 @@ struct AsyncCopy {
   long group;  // -1 until committed
 };
 
+// One ordinary shared-memory access of a thread (not part of an ldmatrix, whose rows are counted
+// as its phases): where in the kernel, which bytes.
+struct SharedAccess {
+  const void* pc;
+  uintptr_t address;
+  uint32_t bytes;
+};
+
 struct Fiber {
   ucontext_t context;
+  std::vector<SharedAccess> shared_accesses;  // since its warp last synchronised (bank conflicts)
+  bool in_ldmatrix;
   std::vector<AsyncCopy> copies;  // issued, not yet landed
   long groups;                    // groups committed so far
   dim3 index;
@@ -290,7 +301,7 @@ bool collect_regions(Launch& l) {
   abandon_fiber();
 }
 
-void track(const void* p, size_t n, bool write, const void* pc) {
+void track(const void* p, size_t n, bool write, const void* pc, bool request = true) {
   Launch* l = active;
   if (l == nullptr || !l->track_races || !l->in_fiber) return;
   const uintptr_t a = (uintptr_t)p;
@@ -303,6 +314,7 @@ void track(const void* p, size_t n, bool write, const void* pc) {
     }
   }
   if (r == nullptr) return;  // the runtime's own memory (threadIdx, the arguments): never written by a kernel
+  if (r->shared && request && !me().in_ldmatrix) me().shared_accesses.push_back(SharedAccess{pc, a, (uint32_t)n});
   const uint32_t me = global_thread(*l), e = l->epoch, scope = r->shared ? l->block_epoch : l->launch_epoch;
   const auto unordered = [&](uint32_t epoch) { return epoch == e || epoch < l->block_epoch; };
   for (uintptr_t byte = a; byte < std::min<uintptr_t>(a + n, r->hi); ++byte) {
@@ -399,6 +411,51 @@ void install_fault_handler() {
   }
 }
 
+// Shared memory has 32 banks of 4-byte words and serves a warp's request in phases: all 32 lanes
+// at once for accesses of up to 4 bytes, 16 lanes at a time for 8-byte ones, 8 for 16-byte ones.
+// Within a phase, distinct words of one bank are served one per wavefront (lanes reading the same
+// word share it). Under emulation a warp's lanes run one after another, so a request is rebuilt
+// from its lanes' logs: the k-th access each lane made from one place in the kernel since the warp
+// last synchronised. That matches the hardware where the lanes run the same path; lanes that
+// diverge around a loop can be grouped with another iteration's accesses.
+thread_local uint64_t shared_requests = 0, shared_extra_wavefronts = 0;
+
+void count_shared_wavefronts(Fiber* lanes) {
+  struct Request {
+    uint32_t bytes = 0, lanes = 0;
+    uintptr_t address[32];
+  };
+  std::map<std::pair<const void*, uint32_t>, Request> requests;
+  for (int lane = 0; lane < 32; ++lane) {
+    std::unordered_map<const void*, uint32_t> occurrences;
+    for (const SharedAccess& a : lanes[lane].shared_accesses) {
+      Request& r = requests[{a.pc, occurrences[a.pc]++}];
+      r.bytes = std::max(r.bytes, a.bytes);
+      r.lanes |= 1u << lane;
+      r.address[lane] = a.address;
+    }
+    lanes[lane].shared_accesses.clear();
+  }
+  std::vector<uintptr_t> words;
+  for (const auto& entry : requests) {
+    const Request& r = entry.second;
+    const int per_phase = r.bytes <= 4 ? 32 : r.bytes <= 8 ? 16 : 8;
+    ++shared_requests;
+    for (int first = 0; first < 32; first += per_phase) {
+      words.clear();
+      for (int lane = first; lane < first + per_phase; ++lane)
+        if (r.lanes & (1u << lane))
+          for (uintptr_t w = r.address[lane] / 4; w <= (r.address[lane] + r.bytes - 1) / 4; ++w) words.push_back(w);
+      std::sort(words.begin(), words.end());
+      words.erase(std::unique(words.begin(), words.end()), words.end());
+      int in_bank[32] = {0};
+      for (uintptr_t w : words) ++in_bank[w % 32];
+      const int most = *std::max_element(in_bank, in_bank + 32);
+      if (most > 1) shared_extra_wavefronts += most - 1;
+    }
+  }
+}
+
 // Releases what can be released; false when nothing can (a deadlock), with the reason in l.error.
 // One warp collective at a time, of the first warp in schedule order that has all its lanes there:
 // that warp runs ahead of the others up to the next block barrier (or its exit), as a warp the
@@ -421,6 +478,7 @@ bool release(Launch& l) {
         return false;
       }
     }
+    count_shared_wavefronts(lanes);
     for (int i = 0; i < 32; ++i) lanes[i].state = READY;
     released = true;
   }
@@ -432,6 +490,7 @@ bool release(Launch& l) {
     if (f.state == AT_WARP_EXCHANGE) exchange = f.exchange;
   }
   if (counts[AT_BLOCK_BARRIER] > 0 && counts[AT_WARP_EXCHANGE] == 0 && counts[EXITED] == 0) {
+    for (int w = 0; w < warps; ++w) count_shared_wavefronts(&l.fibers[32 * w]);
     for (Fiber& f : l.fibers) f.state = READY;
     l.epoch = new_epoch();
     return true;
@@ -448,6 +507,8 @@ bool release(Launch& l) {
 __attribute__((noinline)) void start_fiber(Launch& l, int i) {
   Fiber& f = l.fibers[i];
   f.state = READY;
+  f.shared_accesses.clear();
+  f.in_ldmatrix = false;
   f.exchanges = 0;
   f.copies.clear();
   f.groups = 0;
@@ -477,7 +538,10 @@ __attribute__((noinline)) bool run_block(Launch& l) {
       if (l.failed) return false;
     }
     for (const Fiber& f : l.fibers) any_live |= f.state != EXITED;
-    if (!any_live) return true;
+    if (!any_live) {
+      for (int w = 0; w < l.threads / 32; ++w) count_shared_wavefronts(&l.fibers[32 * w]);
+      return true;
+    }
     if (!release(l)) return false;
   }
 }
@@ -490,6 +554,7 @@ const dim3& block_dim() { return active->block; }
 const dim3& grid_dim() { return active->grid; }
 int lane() { return me().linear & 31; }
 void sync_block() { yield(AT_BLOCK_BARRIER); }
+void ldmatrix_reads(bool inside) { me().in_ldmatrix = inside; }
 unsigned char* dynamic_shared() { return active->shared; }
 bool in_dynamic_shared(const void* p, size_t bytes) {
   const unsigned char* c = (const unsigned char*)p;
@@ -530,7 +595,7 @@ void cp_async_wait(int pending_groups) {
   std::vector<AsyncCopy> still;
   for (const AsyncCopy& c : f.copies) {
     if (c.group >= 0 && c.group <= newest_to_land) {
-      track(c.dst, 16, true, __builtin_return_address(0));
+      track(c.dst, 16, true, __builtin_return_address(0), /*request=*/false);  // the issue was the request
       memcpy(c.dst, c.bytes, 16);
     } else {
       still.push_back(c);
@@ -539,9 +604,8 @@ void cp_async_wait(int pending_groups) {
   f.copies.swap(still);
 }
 
-// Shared memory has 32 banks of 4-byte words; the 4-byte words one access reads from the same
-// bank are served one per wavefront. An ldmatrix phase reads 8 rows of 16 bytes (4 words each):
-// one wavefront when the 32 words fall in 32 distinct banks.
+// An ldmatrix phase reads 8 rows of 16 bytes (4 words each): one wavefront when the 32 words fall
+// in 32 distinct banks (see count_shared_wavefronts).
 thread_local uint64_t ldmatrix_phases = 0, ldmatrix_extra_wavefronts = 0;
 
 void count_ldmatrix_wavefronts(const void* const* rows) {
@@ -597,12 +661,15 @@ void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(by
 
 void simt_free(void* p) { simt::guarded_free(p); }
 
-// The ldmatrix phases (8x8 matrices) run on this OS thread since the last call, and the
-// wavefronts they needed beyond one each (bank conflicts); both reset.
-void simt_take_ldmatrix_counts(uint64_t* phases, uint64_t* extra_wavefronts) {
-  *phases = simt::ldmatrix_phases;
-  *extra_wavefronts = simt::ldmatrix_extra_wavefronts;
-  simt::ldmatrix_phases = simt::ldmatrix_extra_wavefronts = 0;
+// Since the last call on this OS thread (then reset): the ldmatrix phases (8x8 matrices) and the
+// other shared-memory requests of its launches' warps, each with the wavefronts they needed
+// beyond one per phase (bank conflicts).
+void simt_take_bank_counts(uint64_t* ldmatrix_phases, uint64_t* ldmatrix_extra, uint64_t* requests, uint64_t* requests_extra) {
+  *ldmatrix_phases = simt::ldmatrix_phases;
+  *ldmatrix_extra = simt::ldmatrix_extra_wavefronts;
+  *requests = simt::shared_requests;
+  *requests_extra = simt::shared_extra_wavefronts;
+  simt::ldmatrix_phases = simt::ldmatrix_extra_wavefronts = simt::shared_requests = simt::shared_extra_wavefronts = 0;
 }
 
 // Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.

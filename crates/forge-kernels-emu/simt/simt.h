@@ -17,7 +17,8 @@
 //
 // What a launch checks (simt.cpp): a barrier or collective some threads never reach (deadlock), a
 // collective with a partial lane mask, ldmatrix rows outside shared memory or misaligned (and it
-// counts the ldmatrix phases' bank conflicts, simt_take_ldmatrix_counts); through
+// counts the bank conflicts of ldmatrix phases and of other shared-memory requests,
+// simt_take_bank_counts); through
 // guard pages and trapping UB checks (-fsanitize=bounds,alignment,...), any access past a buffer,
 // past the dynamic shared memory the launch asked for, or past a fixed-size array; and, through
 // -fsanitize=thread's instrumentation (hooks in simt.cpp), every race racecheck would report: two
@@ -80,8 +81,11 @@ unsigned char* dynamic_shared();
 // deposits (lane order) in `all`. `mask` must name the whole warp, as every caller here does.
 void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, const char* what);
 // Counts the bank conflicts of an ldmatrix.x4's four phases (`rows`: the 32 lanes' row addresses;
-// simt_take_ldmatrix_counts reads the totals).
+// simt_take_bank_counts reads the totals).
 void count_ldmatrix_wavefronts(const void* const* rows);
+// Brackets the calling thread's reads of an ldmatrix's rows: counted as its phases, not as
+// ordinary shared-memory requests.
+void ldmatrix_reads(bool inside);
 // Whether `p .. p + bytes` lies inside this block's dynamic shared memory.
 bool in_dynamic_shared(const void* p, size_t bytes);
 [[noreturn]] void fail(const char* what);
@@ -204,6 +208,7 @@ inline void ldmatrix_x4_trans_b16(uint32_t r[4], const void* row_address) {
   warp_exchange(0xffffffffu, &row_address, sizeof row_address, rows, "ldmatrix.x4.trans");
   const int lane = ::simt::lane(), group = lane >> 2, tig = lane & 3;
   if (lane == 0) count_ldmatrix_wavefronts(rows);  // once per warp
+  ldmatrix_reads(true);
   for (int j = 0; j < 4; ++j) {
     for (int i = 0; i < 8; ++i) {
       if (((uintptr_t)rows[8 * j + i] & 15) != 0) fail("ldmatrix: a row address is not 16-byte aligned");
@@ -214,5 +219,6 @@ inline void ldmatrix_x4_trans_b16(uint32_t r[4], const void* row_address) {
     memcpy(&hi, (const unsigned char*)rows[8 * j + 2 * tig + 1] + 2 * group, 2);
     r[j] = (uint32_t)lo | ((uint32_t)hi << 16);
   }
+  ldmatrix_reads(false);
 }
 }  // namespace simt

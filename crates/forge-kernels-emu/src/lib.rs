@@ -24,7 +24,7 @@ pub mod flash_attn;
 pub mod ops;
 
 extern "C" {
-    fn simt_take_ldmatrix_counts(phases: *mut u64, extra_wavefronts: *mut u64);
+    fn simt_take_bank_counts(ldmatrix_phases: *mut u64, ldmatrix_extra: *mut u64, requests: *mut u64, requests_extra: *mut u64);
     fn simt_alloc(bytes: usize, name: *const c_char) -> *mut c_void;
     fn simt_free(p: *mut c_void);
     fn simt_launch(
@@ -127,22 +127,31 @@ pub fn launch_untracked(shape: &LaunchShape, schedule: Schedule, kernel: impl Fn
     run(shape, schedule, false, kernel)
 }
 
-/// The ldmatrix phases (one per 8x8 matrix) the launches on this OS thread ran, and the shared
-/// memory wavefronts they needed beyond one each: a phase whose 8 rows of 16 bytes fall in fewer
-/// than 32 distinct banks is served in several (a bank conflict, a cost the GPU pays in time, not
-/// in results).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LdmatrixCounts {
-    pub phases: u64,
-    pub extra_wavefronts: u64,
+/// Shared-memory accesses of some kind and the wavefronts they needed beyond one per phase: a
+/// phase whose lanes touch several distinct words of one of the 32 banks is served in several (a
+/// bank conflict, a cost the GPU pays in time, not in results).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wavefronts {
+    pub accesses: u64,
+    pub extra: u64,
 }
 
-/// The [`LdmatrixCounts`] since the last call on this OS thread (then zero again).
-pub fn take_ldmatrix_counts() -> LdmatrixCounts {
-    let (mut phases, mut extra_wavefronts) = (0, 0);
-    // SAFETY: two valid out-pointers; the counters are the calling thread's.
-    unsafe { simt_take_ldmatrix_counts(&mut phases, &mut extra_wavefronts) };
-    LdmatrixCounts { phases, extra_wavefronts }
+/// The bank conflicts of the launches on this OS thread: `ldmatrix` counts phases (one per 8x8
+/// matrix: 8 rows of 16 bytes), `loads_stores` counts the warps' other shared-memory requests
+/// (plain loads and stores, `cp.async` writes), each rebuilt from its lanes' accesses (see
+/// simt.cpp `count_shared_wavefronts`: where lanes diverge around a loop it can pair the wrong ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BankCounts {
+    pub ldmatrix: Wavefronts,
+    pub loads_stores: Wavefronts,
+}
+
+/// The [`BankCounts`] since the last call on this OS thread (then zero again).
+pub fn take_bank_counts() -> BankCounts {
+    let mut c = BankCounts::default();
+    // SAFETY: four valid out-pointers; the counters are the calling thread's.
+    unsafe { simt_take_bank_counts(&mut c.ldmatrix.accesses, &mut c.ldmatrix.extra, &mut c.loads_stores.accesses, &mut c.loads_stores.extra) };
+    c
 }
 
 fn run(shape: &LaunchShape, schedule: Schedule, track_races: bool, kernel: impl Fn()) -> Result<(), String> {

@@ -3,7 +3,7 @@
 //! thread order, and without the tracker, a difference between orders), while the correct controls
 //! pass; the asynchronous copies (cp.async) land no earlier than their wait allows.
 
-use forge_kernels_emu::{launch, launch_untracked, take_ldmatrix_counts, Buffer, LaunchShape, LdmatrixCounts, Schedule, ORDERS};
+use forge_kernels_emu::{launch, launch_untracked, take_bank_counts, Buffer, LaunchShape, Schedule, Wavefronts, ORDERS};
 
 extern "C" {
     fn simt_selftest_write_past_end(out: *mut f32, n: i32);
@@ -19,6 +19,7 @@ extern "C" {
     fn simt_selftest_shuffle_as_fence(out: *mut f32);
     fn simt_selftest_blocks_share_memory(out: *mut f32, mode: i32);
     fn simt_selftest_ldmatrix_rows(out: *mut f32, with_barrier: i32, stride: i32);
+    fn simt_selftest_shared_requests(out: *mut f32, stride: i32, vector: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -107,15 +108,43 @@ fn a_fragment_load_is_a_tracked_read() {
 
 #[test]
 fn ldmatrix_phases_count_their_bank_conflicts() {
-    take_ldmatrix_counts();
+    take_bank_counts();
+    // warp 1's stores of the rows are requests of their own: 8 of 2 bytes per lane, 16 bytes apart (4-way)
+    let stores = Wavefronts { accesses: 8, extra: 8 * 3 };
     ldmatrix_rows(1, 8).unwrap();
-    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 0 }, "packed rows: 32 banks per phase");
+    let counts = take_bank_counts();
+    assert_eq!(counts.ldmatrix, Wavefronts { accesses: 4, extra: 0 }, "packed rows: 32 banks per phase");
+    assert_eq!(counts.loads_stores, stores, "the ldmatrix's own row reads are not counted as loads");
     // rows 128 bytes apart: a phase's 8 rows share 4 banks, 8 wavefronts instead of 1
     ldmatrix_rows(1, 64).unwrap();
-    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 4 * 7 });
+    assert_eq!(take_bank_counts().ldmatrix, Wavefronts { accesses: 4, extra: 4 * 7 });
     // the flash kernels' padding: rows of 136 bf16 (272 bytes) step 4 banks, conflict-free
     ldmatrix_rows(1, 136).unwrap();
-    assert_eq!(take_ldmatrix_counts(), LdmatrixCounts { phases: 4, extra_wavefronts: 0 });
+    assert_eq!(take_bank_counts().ldmatrix, Wavefronts { accesses: 4, extra: 0 });
+}
+
+#[test]
+fn shared_loads_and_stores_count_their_bank_conflicts() {
+    let run = |stride: i32, vector: i32| {
+        let out = Buffer::filled(c"out", 4 * 32, f32::NAN);
+        take_bank_counts();
+        // SAFETY: the kernel's C signature; one warp, 1072 words of shared memory, which every read
+        // stays within; `out` holds 32 uint4 (Buffers start 16-byte aligned).
+        launch(&block(32, 1072 * 4), Schedule::Descending, || unsafe { simt_selftest_shared_requests(out.ptr(), stride, vector) }).unwrap();
+        let counts = take_bank_counts();
+        assert_eq!(counts.ldmatrix, Wavefronts::default());
+        counts.loads_stores
+    };
+    // 34 fill requests (the last of 16 lanes), then one read
+    let reads = |extra| Wavefronts { accesses: 35, extra };
+    assert_eq!(run(1, 0), reads(0), "consecutive words: 32 banks");
+    assert_eq!(run(0, 0), reads(0), "one word for every lane: a broadcast");
+    assert_eq!(run(2, 0), reads(1), "every other word: 2 words in each of 16 banks");
+    assert_eq!(run(32, 0), reads(31), "a column of 32 words: one bank");
+    assert_eq!(run(33, 0), reads(0), "a column of rows padded by a word: 32 banks");
+    // 16-byte loads run in 4 phases of 8 lanes (128 bytes each)
+    assert_eq!(run(1, 1), reads(0), "consecutive packs");
+    assert_eq!(run(2, 1), reads(4), "packs 32 bytes apart: 2-way in each phase");
 }
 
 #[test]

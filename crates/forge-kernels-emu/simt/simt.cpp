@@ -420,40 +420,64 @@ void install_fault_handler() {
 // diverge around a loop can be grouped with another iteration's accesses.
 thread_local uint64_t shared_requests = 0, shared_extra_wavefronts = 0;
 
+struct Request {
+  uint32_t bytes = 0, lanes = 0;
+  uintptr_t address[32];
+};
+
+void count_request(const Request& r, std::vector<uintptr_t>& words) {
+  const int per_phase = r.bytes <= 4 ? 32 : r.bytes <= 8 ? 16 : 8;
+  ++shared_requests;
+  for (int first = 0; first < 32; first += per_phase) {
+    words.clear();
+    for (int lane = first; lane < first + per_phase; ++lane)
+      if (r.lanes & (1u << lane))
+        for (uintptr_t w = r.address[lane] / 4; w <= (r.address[lane] + r.bytes - 1) / 4; ++w) words.push_back(w);
+    std::sort(words.begin(), words.end());
+    words.erase(std::unique(words.begin(), words.end()), words.end());
+    int in_bank[32] = {0};
+    for (uintptr_t w : words) ++in_bank[w % 32];
+    const int most = *std::max_element(in_bank, in_bank + 32);
+    if (most > 1) shared_extra_wavefronts += most - 1;
+  }
+}
+
 void count_shared_wavefronts(Fiber* lanes) {
-  struct Request {
-    uint32_t bytes = 0, lanes = 0;
-    uintptr_t address[32];
-  };
-  std::map<std::pair<const void*, uint32_t>, Request> requests;
-  for (int lane = 0; lane < 32; ++lane) {
-    std::unordered_map<const void*, uint32_t> occurrences;
-    for (const SharedAccess& a : lanes[lane].shared_accesses) {
-      Request& r = requests[{a.pc, occurrences[a.pc]++}];
-      r.bytes = std::max(r.bytes, a.bytes);
-      r.lanes |= 1u << lane;
-      r.address[lane] = a.address;
-    }
-    lanes[lane].shared_accesses.clear();
-  }
   std::vector<uintptr_t> words;
-  for (const auto& entry : requests) {
-    const Request& r = entry.second;
-    const int per_phase = r.bytes <= 4 ? 32 : r.bytes <= 8 ? 16 : 8;
-    ++shared_requests;
-    for (int first = 0; first < 32; first += per_phase) {
-      words.clear();
-      for (int lane = first; lane < first + per_phase; ++lane)
-        if (r.lanes & (1u << lane))
-          for (uintptr_t w = r.address[lane] / 4; w <= (r.address[lane] + r.bytes - 1) / 4; ++w) words.push_back(w);
-      std::sort(words.begin(), words.end());
-      words.erase(std::unique(words.begin(), words.end()), words.end());
-      int in_bank[32] = {0};
-      for (uintptr_t w : words) ++in_bank[w % 32];
-      const int most = *std::max_element(in_bank, in_bank + 32);
-      if (most > 1) shared_extra_wavefronts += most - 1;
-    }
+  // Usually every lane took the same path: request k is then each lane's k-th access.
+  const std::vector<SharedAccess>& lane0 = lanes[0].shared_accesses;
+  bool same_path = true;
+  for (int lane = 1; lane < 32 && same_path; ++lane) {
+    const std::vector<SharedAccess>& mine = lanes[lane].shared_accesses;
+    same_path = mine.size() == lane0.size();
+    for (size_t k = 0; k < mine.size() && same_path; ++k) same_path = mine[k].pc == lane0[k].pc;
   }
+  if (same_path) {
+    Request r;
+    r.lanes = 0xffffffffu;
+    for (size_t k = 0; k < lane0.size(); ++k) {
+      r.bytes = 0;
+      for (int lane = 0; lane < 32; ++lane) {
+        const SharedAccess& a = lanes[lane].shared_accesses[k];
+        r.bytes = std::max(r.bytes, a.bytes);
+        r.address[lane] = a.address;
+      }
+      count_request(r, words);
+    }
+  } else {
+    std::map<std::pair<const void*, uint32_t>, Request> requests;
+    for (int lane = 0; lane < 32; ++lane) {
+      std::unordered_map<const void*, uint32_t> occurrences;
+      for (const SharedAccess& a : lanes[lane].shared_accesses) {
+        Request& r = requests[{a.pc, occurrences[a.pc]++}];
+        r.bytes = std::max(r.bytes, a.bytes);
+        r.lanes |= 1u << lane;
+        r.address[lane] = a.address;
+      }
+    }
+    for (const auto& entry : requests) count_request(entry.second, words);
+  }
+  for (int lane = 0; lane < 32; ++lane) lanes[lane].shared_accesses.clear();
 }
 
 // Releases what can be released; false when nothing can (a deadlock), with the reason in l.error.

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use forge_kernels::adamw::{AdamWScalars, ADAMW_CHUNK};
 use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::ops::{self, AdamWState, Float};
-use forge_kernels_emu::{Schedule, ORDERS};
+use forge_kernels_emu::{take_bank_counts, Schedule, ORDERS};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -37,6 +37,13 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
     assert!(e <= tol, "{name}: relative error {e:e} > {tol:e}");
 }
 
+/// The shared-memory requests since the last call (the block-per-row reductions' partials) met no
+/// bank conflict.
+fn assert_no_bank_conflicts(name: &str) {
+    let banks = take_bank_counts();
+    assert!(banks.ldmatrix.extra == 0 && banks.loads_stores.extra == 0, "{name}: bank conflicts {banks:?}");
+}
+
 fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let (n, count) = (shape[2], shape.iter().product::<usize>());
     let (x, w, probe) = (randn::<T>(rng, count, 1.0, 0.0), randn::<T>(rng, n, 0.1, 1.0), randn::<T>(rng, count, 1.0, 0.0));
@@ -47,6 +54,7 @@ fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap();
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = parity_tolerance(T::DTYPE);
+    take_bank_counts();
     for schedule in ORDERS {
         let got = ops::rms_norm(&x, &w, 1e-6, schedule).unwrap();
         assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
@@ -54,6 +62,7 @@ fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
         assert_close(&format!("{name} dx"), &f32s(&dx), &values(grads.get(xv.as_tensor()).unwrap()), tol);
         assert_close(&format!("{name} dw"), &f32s(&dw), &values(grads.get(wv.as_tensor()).unwrap()), tol);
     }
+    assert_no_bank_conflicts(&name);
 }
 
 #[test]
@@ -138,12 +147,14 @@ fn cross_entropy_case<T: Float + WithDType>(rows: usize, vocab: usize, rng: &mut
     let nll = forge_kernels::cross_entropy_per_token(lv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap()).unwrap();
     let grads = (nll.to_dtype(DType::F32).unwrap() * Tensor::new(dnll.as_slice(), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = parity_tolerance(T::DTYPE);
+    take_bank_counts();
     for schedule in ORDERS {
         let got = ops::cross_entropy(&logits, &targets, vocab, schedule).unwrap();
         assert_close(&format!("{name} nll"), &got, &values(&nll), tol);
         let dlogits = ops::cross_entropy_grad(&logits, &targets, &dnll, vocab, schedule).unwrap();
         assert_close(&format!("{name} dlogits"), &f32s(&dlogits), &values(grads.get(lv.as_tensor()).unwrap()), tol);
     }
+    assert_no_bank_conflicts(&name);
 }
 
 #[test]

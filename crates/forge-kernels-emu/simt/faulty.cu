@@ -146,3 +146,10 @@ extern "C" __global__ void simt_selftest_shared_requests(float* out, int stride,
   else
     out[lane] = (float)words[lane * stride];
 }
+
+// One warp: lane i reads in[i · stride] and writes out[i] (4 bytes each). The sector count's
+// control: stride 1 moves 4 sectors for 128 bytes, stride 8 (32 bytes apart) one sector per lane,
+// stride 0 one sector for all (a broadcast).
+extern "C" __global__ void simt_selftest_global_stride(float* out, const float* in, int stride) {
+  out[threadIdx.x] = in[threadIdx.x * stride];
+}

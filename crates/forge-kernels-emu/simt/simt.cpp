@@ -98,9 +98,10 @@ struct AsyncCopy {
   long group;  // -1 until committed
 };
 
-// One ordinary shared-memory access of a thread (not part of an ldmatrix, whose rows are counted
-// as its phases): where in the kernel, which bytes.
-struct SharedAccess {
+// One memory access of a thread, for rebuilding its warp's requests: where in the kernel, which
+// bytes (shared: the address; global: the buffer's number and the offset from its start, which on
+// the GPU is 256-byte aligned). An ldmatrix's row reads are counted as its phases instead.
+struct Access {
   const void* pc;
   uintptr_t address;
   uint32_t bytes;
@@ -108,7 +109,7 @@ struct SharedAccess {
 
 struct Fiber {
   ucontext_t context;
-  std::vector<SharedAccess> shared_accesses;  // since its warp last synchronised (bank conflicts)
+  std::vector<Access> shared_log, global_log;  // since its warp last synchronised
   bool in_ldmatrix;
   std::vector<AsyncCopy> copies;  // issued, not yet landed
   long groups;                    // groups committed so far
@@ -314,7 +315,12 @@ void track(const void* p, size_t n, bool write, const void* pc, bool request = t
     }
   }
   if (r == nullptr) return;  // the runtime's own memory (threadIdx, the arguments): never written by a kernel
-  if (r->shared && request && !me().in_ldmatrix) me().shared_accesses.push_back(SharedAccess{pc, a, (uint32_t)n});
+  if (request && !me().in_ldmatrix) {
+    if (r->shared)
+      me().shared_log.push_back(Access{pc, a, (uint32_t)n});
+    else
+      me().global_log.push_back(Access{pc, ((uintptr_t)(r - l->regions.data()) + 1) << 40 | (a - r->lo), (uint32_t)n});
+  }
   const uint32_t me = global_thread(*l), e = l->epoch, scope = r->shared ? l->block_epoch : l->launch_epoch;
   const auto unordered = [&](uint32_t epoch) { return epoch == e || epoch < l->block_epoch; };
   for (uintptr_t byte = a; byte < std::min<uintptr_t>(a + n, r->hi); ++byte) {
@@ -411,21 +417,61 @@ void install_fault_handler() {
   }
 }
 
-// Shared memory has 32 banks of 4-byte words and serves a warp's request in phases: all 32 lanes
-// at once for accesses of up to 4 bytes, 16 lanes at a time for 8-byte ones, 8 for 16-byte ones.
-// Within a phase, distinct words of one bank are served one per wavefront (lanes reading the same
-// word share it). Under emulation a warp's lanes run one after another, so a request is rebuilt
-// from its lanes' logs: the k-th access each lane made from one place in the kernel since the warp
-// last synchronised. That matches the hardware where the lanes run the same path; lanes that
-// diverge around a loop can be grouped with another iteration's accesses.
-thread_local uint64_t shared_requests = 0, shared_extra_wavefronts = 0;
-
+// A warp's memory requests, rebuilt: its lanes run one after another here, so each logs its
+// accesses until the warp next synchronises, and the k-th access each lane made from one place in
+// the kernel forms one request. That matches the hardware where the lanes run the same path; lanes
+// that diverge around a loop can be grouped with another iteration's accesses.
 struct Request {
   uint32_t bytes = 0, lanes = 0;
   uintptr_t address[32];
 };
 
-void count_request(const Request& r, std::vector<uintptr_t>& words) {
+template <typename Cost>
+void for_each_request(Fiber* lanes, std::vector<Access> Fiber::*log, Cost cost) {
+  // Usually every lane took the same path: request k is then each lane's k-th access.
+  const std::vector<Access>& lane0 = lanes[0].*log;
+  bool same_path = true;
+  for (int lane = 1; lane < 32 && same_path; ++lane) {
+    const std::vector<Access>& mine = lanes[lane].*log;
+    same_path = mine.size() == lane0.size();
+    for (size_t k = 0; k < mine.size() && same_path; ++k) same_path = mine[k].pc == lane0[k].pc;
+  }
+  if (same_path) {
+    Request r;
+    r.lanes = 0xffffffffu;
+    for (size_t k = 0; k < lane0.size(); ++k) {
+      r.bytes = 0;
+      for (int lane = 0; lane < 32; ++lane) {
+        const Access& a = (lanes[lane].*log)[k];
+        r.bytes = std::max(r.bytes, a.bytes);
+        r.address[lane] = a.address;
+      }
+      cost(r);
+    }
+  } else {
+    std::map<std::pair<const void*, uint32_t>, Request> requests;
+    for (int lane = 0; lane < 32; ++lane) {
+      std::unordered_map<const void*, uint32_t> occurrences;
+      for (const Access& a : lanes[lane].*log) {
+        Request& r = requests[{a.pc, occurrences[a.pc]++}];
+        r.bytes = std::max(r.bytes, a.bytes);
+        r.lanes |= 1u << lane;
+        r.address[lane] = a.address;
+      }
+    }
+    for (const auto& entry : requests) cost(entry.second);
+  }
+  for (int lane = 0; lane < 32; ++lane) (lanes[lane].*log).clear();
+}
+
+// Shared memory has 32 banks of 4-byte words and serves a warp's request in phases: all 32 lanes
+// at once for accesses of up to 4 bytes, 16 lanes at a time for 8-byte ones, 8 for 16-byte ones.
+// Within a phase, distinct words of one bank are served one per wavefront (lanes reading the same
+// word share it).
+thread_local uint64_t shared_requests = 0, shared_extra_wavefronts = 0;
+
+void count_bank_conflicts(const Request& r) {
+  thread_local std::vector<uintptr_t> words;
   const int per_phase = r.bytes <= 4 ? 32 : r.bytes <= 8 ? 16 : 8;
   ++shared_requests;
   for (int first = 0; first < 32; first += per_phase) {
@@ -442,42 +488,34 @@ void count_request(const Request& r, std::vector<uintptr_t>& words) {
   }
 }
 
-void count_shared_wavefronts(Fiber* lanes) {
-  std::vector<uintptr_t> words;
-  // Usually every lane took the same path: request k is then each lane's k-th access.
-  const std::vector<SharedAccess>& lane0 = lanes[0].shared_accesses;
-  bool same_path = true;
-  for (int lane = 1; lane < 32 && same_path; ++lane) {
-    const std::vector<SharedAccess>& mine = lanes[lane].shared_accesses;
-    same_path = mine.size() == lane0.size();
-    for (size_t k = 0; k < mine.size() && same_path; ++k) same_path = mine[k].pc == lane0[k].pc;
+// Global memory moves 32-byte sectors: a request costs the distinct sectors its lanes touch; the
+// fewest it could cost is its distinct bytes over 32, rounded up (lanes reading the same bytes
+// share them).
+thread_local uint64_t global_requests = 0, global_sectors = 0, global_ideal_sectors = 0;
+
+void count_sectors(const Request& r) {
+  thread_local std::vector<std::pair<uintptr_t, uintptr_t>> spans;
+  spans.clear();
+  for (int lane = 0; lane < 32; ++lane)
+    if (r.lanes & (1u << lane)) spans.push_back({r.address[lane], r.address[lane] + r.bytes});
+  std::sort(spans.begin(), spans.end());
+  uintptr_t bytes = 0, sectors = 0, covered = 0, last_sector = ~(uintptr_t)0;
+  for (const auto& [lo, hi] : spans) {
+    const uintptr_t from = std::max(lo, covered);
+    if (from >= hi) continue;
+    bytes += hi - from;
+    for (uintptr_t sector = from / 32; sector <= (hi - 1) / 32; ++sector)
+      if (sector != last_sector) ++sectors, last_sector = sector;
+    covered = hi;
   }
-  if (same_path) {
-    Request r;
-    r.lanes = 0xffffffffu;
-    for (size_t k = 0; k < lane0.size(); ++k) {
-      r.bytes = 0;
-      for (int lane = 0; lane < 32; ++lane) {
-        const SharedAccess& a = lanes[lane].shared_accesses[k];
-        r.bytes = std::max(r.bytes, a.bytes);
-        r.address[lane] = a.address;
-      }
-      count_request(r, words);
-    }
-  } else {
-    std::map<std::pair<const void*, uint32_t>, Request> requests;
-    for (int lane = 0; lane < 32; ++lane) {
-      std::unordered_map<const void*, uint32_t> occurrences;
-      for (const SharedAccess& a : lanes[lane].shared_accesses) {
-        Request& r = requests[{a.pc, occurrences[a.pc]++}];
-        r.bytes = std::max(r.bytes, a.bytes);
-        r.lanes |= 1u << lane;
-        r.address[lane] = a.address;
-      }
-    }
-    for (const auto& entry : requests) count_request(entry.second, words);
-  }
-  for (int lane = 0; lane < 32; ++lane) lanes[lane].shared_accesses.clear();
+  ++global_requests;
+  global_sectors += sectors;
+  global_ideal_sectors += (bytes + 31) / 32;
+}
+
+void count_warp_requests(Fiber* lanes) {
+  for_each_request(lanes, &Fiber::shared_log, count_bank_conflicts);
+  for_each_request(lanes, &Fiber::global_log, count_sectors);
 }
 
 // Releases what can be released; false when nothing can (a deadlock), with the reason in l.error.
@@ -502,7 +540,7 @@ bool release(Launch& l) {
         return false;
       }
     }
-    count_shared_wavefronts(lanes);
+    count_warp_requests(lanes);
     for (int i = 0; i < 32; ++i) lanes[i].state = READY;
     released = true;
   }
@@ -514,7 +552,7 @@ bool release(Launch& l) {
     if (f.state == AT_WARP_EXCHANGE) exchange = f.exchange;
   }
   if (counts[AT_BLOCK_BARRIER] > 0 && counts[AT_WARP_EXCHANGE] == 0 && counts[EXITED] == 0) {
-    for (int w = 0; w < warps; ++w) count_shared_wavefronts(&l.fibers[32 * w]);
+    for (int w = 0; w < warps; ++w) count_warp_requests(&l.fibers[32 * w]);
     for (Fiber& f : l.fibers) f.state = READY;
     l.epoch = new_epoch();
     return true;
@@ -531,7 +569,8 @@ bool release(Launch& l) {
 __attribute__((noinline)) void start_fiber(Launch& l, int i) {
   Fiber& f = l.fibers[i];
   f.state = READY;
-  f.shared_accesses.clear();
+  f.shared_log.clear();
+  f.global_log.clear();
   f.in_ldmatrix = false;
   f.exchanges = 0;
   f.copies.clear();
@@ -563,7 +602,7 @@ __attribute__((noinline)) bool run_block(Launch& l) {
     }
     for (const Fiber& f : l.fibers) any_live |= f.state != EXITED;
     if (!any_live) {
-      for (int w = 0; w < l.threads / 32; ++w) count_shared_wavefronts(&l.fibers[32 * w]);
+      for (int w = 0; w < l.threads / 32; ++w) count_warp_requests(&l.fibers[32 * w]);
       return true;
     }
     if (!release(l)) return false;
@@ -629,7 +668,7 @@ void cp_async_wait(int pending_groups) {
 }
 
 // An ldmatrix phase reads 8 rows of 16 bytes (4 words each): one wavefront when the 32 words fall
-// in 32 distinct banks (see count_shared_wavefronts).
+// in 32 distinct banks (see count_bank_conflicts).
 thread_local uint64_t ldmatrix_phases = 0, ldmatrix_extra_wavefronts = 0;
 
 void count_ldmatrix_wavefronts(const void* const* rows) {
@@ -685,15 +724,19 @@ void* simt_alloc(size_t bytes, const char* name) { return simt::guarded_alloc(by
 
 void simt_free(void* p) { simt::guarded_free(p); }
 
-// Since the last call on this OS thread (then reset): the ldmatrix phases (8x8 matrices) and the
-// other shared-memory requests of its launches' warps, each with the wavefronts they needed
-// beyond one per phase (bank conflicts).
-void simt_take_bank_counts(uint64_t* ldmatrix_phases, uint64_t* ldmatrix_extra, uint64_t* requests, uint64_t* requests_extra) {
-  *ldmatrix_phases = simt::ldmatrix_phases;
-  *ldmatrix_extra = simt::ldmatrix_extra_wavefronts;
-  *requests = simt::shared_requests;
-  *requests_extra = simt::shared_extra_wavefronts;
-  simt::ldmatrix_phases = simt::ldmatrix_extra_wavefronts = simt::shared_requests = simt::shared_extra_wavefronts = 0;
+// Since the last call on this OS thread (then reset): what its launches' warps asked of memory.
+struct SimtMemoryCounts {
+  uint64_t ldmatrix_phases, ldmatrix_extra_wavefronts;
+  uint64_t shared_requests, shared_extra_wavefronts;
+  uint64_t global_requests, global_sectors, global_ideal_sectors;
+};
+
+void simt_take_memory_counts(SimtMemoryCounts* out) {
+  using namespace simt;
+  *out = SimtMemoryCounts{ldmatrix_phases, ldmatrix_extra_wavefronts, shared_requests, shared_extra_wavefronts,
+                          global_requests, global_sectors, global_ideal_sectors};
+  ldmatrix_phases = ldmatrix_extra_wavefronts = shared_requests = shared_extra_wavefronts = 0;
+  global_requests = global_sectors = global_ideal_sectors = 0;
 }
 
 // Runs `kernel(context)` as every thread of a grid; 0 on success, else -1 with the reason in `error`.

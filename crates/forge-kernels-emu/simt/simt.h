@@ -17,8 +17,8 @@
 //
 // What a launch checks (simt.cpp): a barrier or collective some threads never reach (deadlock), a
 // collective with a partial lane mask, ldmatrix rows outside shared memory or misaligned (and it
-// counts the bank conflicts of ldmatrix phases and of other shared-memory requests,
-// simt_take_bank_counts); through
+// counts what the warps' memory requests cost: bank conflicts of ldmatrix phases and of other
+// shared-memory requests, 32-byte sectors of global ones, simt_take_memory_counts); through
 // guard pages and trapping UB checks (-fsanitize=bounds,alignment,...), any access past a buffer,
 // past the dynamic shared memory the launch asked for, or past a fixed-size array; and, through
 // -fsanitize=thread's instrumentation (hooks in simt.cpp), every race racecheck would report: two
@@ -81,7 +81,7 @@ unsigned char* dynamic_shared();
 // deposits (lane order) in `all`. `mask` must name the whole warp, as every caller here does.
 void warp_exchange(unsigned mask, const void* mine, size_t bytes, void* all, const char* what);
 // Counts the bank conflicts of an ldmatrix.x4's four phases (`rows`: the 32 lanes' row addresses;
-// simt_take_bank_counts reads the totals).
+// simt_take_memory_counts reads the totals).
 void count_ldmatrix_wavefronts(const void* const* rows);
 // Brackets the calling thread's reads of an ldmatrix's rows: counted as its phases, not as
 // ordinary shared-memory requests.

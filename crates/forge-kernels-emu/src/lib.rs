@@ -5,7 +5,8 @@
 //! whether the kernels index, tile, mask and synchronise correctly (parity with the reference on
 //! the CPU, every output element written, no out-of-bounds access, no race — neither one the race
 //! tracker sees (racecheck's rule, for shared and global memory) nor one a different thread order
-//! exposes — and no barrier some threads miss).
+//! exposes — and no barrier some threads miss). It also counts what each warp's memory requests
+//! would cost ([`take_memory_counts`]: shared-memory bank conflicts, global 32-byte sectors).
 //!
 //! It is not a GPU: it says nothing about speed, and a fragment layout the kernel and the emulator
 //! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu-check.sh`
@@ -24,7 +25,7 @@ pub mod flash_attn;
 pub mod ops;
 
 extern "C" {
-    fn simt_take_bank_counts(ldmatrix_phases: *mut u64, ldmatrix_extra: *mut u64, requests: *mut u64, requests_extra: *mut u64);
+    fn simt_take_memory_counts(out: *mut RawMemoryCounts);
     fn simt_alloc(bytes: usize, name: *const c_char) -> *mut c_void;
     fn simt_free(p: *mut c_void);
     fn simt_launch(
@@ -136,22 +137,49 @@ pub struct Wavefronts {
     pub extra: u64,
 }
 
-/// The bank conflicts of the launches on this OS thread: `ldmatrix` counts phases (one per 8x8
-/// matrix: 8 rows of 16 bytes), `loads_stores` counts the warps' other shared-memory requests
-/// (plain loads and stores, `cp.async` writes), each rebuilt from its lanes' accesses (see
-/// simt.cpp `count_shared_wavefronts`: where lanes diverge around a loop it can pair the wrong ones).
+/// Global-memory requests and the 32-byte sectors they moved, against the fewest their bytes need
+/// (a request whose lanes are scattered moves more sectors than bytes: uncoalesced).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BankCounts {
-    pub ldmatrix: Wavefronts,
-    pub loads_stores: Wavefronts,
+pub struct Sectors {
+    pub requests: u64,
+    pub sectors: u64,
+    pub ideal: u64,
 }
 
-/// The [`BankCounts`] since the last call on this OS thread (then zero again).
-pub fn take_bank_counts() -> BankCounts {
-    let mut c = BankCounts::default();
-    // SAFETY: four valid out-pointers; the counters are the calling thread's.
-    unsafe { simt_take_bank_counts(&mut c.ldmatrix.accesses, &mut c.ldmatrix.extra, &mut c.loads_stores.accesses, &mut c.loads_stores.extra) };
-    c
+/// What the warps of the launches on this OS thread asked of memory, each request rebuilt from its
+/// lanes' accesses (see simt.cpp `for_each_request`: where lanes diverge around a loop it can pair
+/// the wrong ones): `ldmatrix` counts phases (one per 8x8 matrix: 8 rows of 16 bytes), `shared`
+/// the other shared-memory requests (plain loads and stores, `cp.async` writes), `global` the
+/// global ones (buffers assumed 256-byte aligned, as the GPU allocates them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryCounts {
+    pub ldmatrix: Wavefronts,
+    pub shared: Wavefronts,
+    pub global: Sectors,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct RawMemoryCounts {
+    ldmatrix_phases: u64,
+    ldmatrix_extra_wavefronts: u64,
+    shared_requests: u64,
+    shared_extra_wavefronts: u64,
+    global_requests: u64,
+    global_sectors: u64,
+    global_ideal_sectors: u64,
+}
+
+/// The [`MemoryCounts`] since the last call on this OS thread (then zero again).
+pub fn take_memory_counts() -> MemoryCounts {
+    let mut raw = RawMemoryCounts::default();
+    // SAFETY: a valid out-pointer to the C struct's layout; the counters are the calling thread's.
+    unsafe { simt_take_memory_counts(&mut raw) };
+    MemoryCounts {
+        ldmatrix: Wavefronts { accesses: raw.ldmatrix_phases, extra: raw.ldmatrix_extra_wavefronts },
+        shared: Wavefronts { accesses: raw.shared_requests, extra: raw.shared_extra_wavefronts },
+        global: Sectors { requests: raw.global_requests, sectors: raw.global_sectors, ideal: raw.global_ideal_sectors },
+    }
 }
 
 fn run(shape: &LaunchShape, schedule: Schedule, track_races: bool, kernel: impl Fn()) -> Result<(), String> {

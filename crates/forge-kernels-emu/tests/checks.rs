@@ -3,7 +3,7 @@
 //! thread order, and without the tracker, a difference between orders), while the correct controls
 //! pass; the asynchronous copies (cp.async) land no earlier than their wait allows.
 
-use forge_kernels_emu::{launch, launch_untracked, take_bank_counts, Buffer, LaunchShape, Schedule, Wavefronts, ORDERS};
+use forge_kernels_emu::{launch, launch_untracked, take_memory_counts, Buffer, LaunchShape, Schedule, Sectors, Wavefronts, ORDERS};
 
 extern "C" {
     fn simt_selftest_write_past_end(out: *mut f32, n: i32);
@@ -20,6 +20,7 @@ extern "C" {
     fn simt_selftest_blocks_share_memory(out: *mut f32, mode: i32);
     fn simt_selftest_ldmatrix_rows(out: *mut f32, with_barrier: i32, stride: i32);
     fn simt_selftest_shared_requests(out: *mut f32, stride: i32, vector: i32);
+    fn simt_selftest_global_stride(out: *mut f32, input: *const f32, stride: i32);
 }
 
 fn block(threads: u32, shared_bytes: u32) -> LaunchShape {
@@ -108,32 +109,32 @@ fn a_fragment_load_is_a_tracked_read() {
 
 #[test]
 fn ldmatrix_phases_count_their_bank_conflicts() {
-    take_bank_counts();
+    take_memory_counts();
     // warp 1's stores of the rows are requests of their own: 8 of 2 bytes per lane, 16 bytes apart (4-way)
     let stores = Wavefronts { accesses: 8, extra: 8 * 3 };
     ldmatrix_rows(1, 8).unwrap();
-    let counts = take_bank_counts();
+    let counts = take_memory_counts();
     assert_eq!(counts.ldmatrix, Wavefronts { accesses: 4, extra: 0 }, "packed rows: 32 banks per phase");
-    assert_eq!(counts.loads_stores, stores, "the ldmatrix's own row reads are not counted as loads");
+    assert_eq!(counts.shared, stores, "the ldmatrix's own row reads are not counted as loads");
     // rows 128 bytes apart: a phase's 8 rows share 4 banks, 8 wavefronts instead of 1
     ldmatrix_rows(1, 64).unwrap();
-    assert_eq!(take_bank_counts().ldmatrix, Wavefronts { accesses: 4, extra: 4 * 7 });
+    assert_eq!(take_memory_counts().ldmatrix, Wavefronts { accesses: 4, extra: 4 * 7 });
     // the flash kernels' padding: rows of 136 bf16 (272 bytes) step 4 banks, conflict-free
     ldmatrix_rows(1, 136).unwrap();
-    assert_eq!(take_bank_counts().ldmatrix, Wavefronts { accesses: 4, extra: 0 });
+    assert_eq!(take_memory_counts().ldmatrix, Wavefronts { accesses: 4, extra: 0 });
 }
 
 #[test]
 fn shared_loads_and_stores_count_their_bank_conflicts() {
     let run = |stride: i32, vector: i32| {
         let out = Buffer::filled(c"out", 4 * 32, f32::NAN);
-        take_bank_counts();
+        take_memory_counts();
         // SAFETY: the kernel's C signature; one warp, 1072 words of shared memory, which every read
         // stays within; `out` holds 32 uint4 (Buffers start 16-byte aligned).
         launch(&block(32, 1072 * 4), Schedule::Descending, || unsafe { simt_selftest_shared_requests(out.ptr(), stride, vector) }).unwrap();
-        let counts = take_bank_counts();
+        let counts = take_memory_counts();
         assert_eq!(counts.ldmatrix, Wavefronts::default());
-        counts.loads_stores
+        counts.shared
     };
     // 34 fill requests (the last of 16 lanes), then one read
     let reads = |extra| Wavefronts { accesses: 35, extra };
@@ -145,6 +146,21 @@ fn shared_loads_and_stores_count_their_bank_conflicts() {
     // 16-byte loads run in 4 phases of 8 lanes (128 bytes each)
     assert_eq!(run(1, 1), reads(0), "consecutive packs");
     assert_eq!(run(2, 1), reads(4), "packs 32 bytes apart: 2-way in each phase");
+}
+
+#[test]
+fn global_requests_count_their_sectors() {
+    let run = |stride: i32| {
+        let (out, input) = (Buffer::filled(c"out", 32, f32::NAN), Buffer::from_slice(c"in", &[1f32; 8 * 32]));
+        take_memory_counts();
+        // SAFETY: the kernel's C signature; one warp, reads within 8·32 floats.
+        launch(&block(32, 0), Schedule::Ascending, || unsafe { simt_selftest_global_stride(out.ptr(), input.ptr(), stride) }).unwrap();
+        take_memory_counts().global
+    };
+    // the read, then the write of 128 consecutive bytes (4 sectors)
+    assert_eq!(run(1), Sectors { requests: 2, sectors: 4 + 4, ideal: 4 + 4 }, "consecutive floats");
+    assert_eq!(run(0), Sectors { requests: 2, sectors: 1 + 4, ideal: 1 + 4 }, "one float for every lane");
+    assert_eq!(run(8), Sectors { requests: 2, sectors: 32 + 4, ideal: 4 + 4 }, "floats 32 bytes apart: a sector each");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use candle_core::DType;
 use forge_kernels::decode_attn::{plan, CachedAttentionPlan, FLASH_MIN_ROWS};
 use forge_kernels::testing::{decode_parity_cases, DecodeCase, DecodeInputs};
 use forge_kernels_emu::decode_attn::{append_and_attend, Cache, DecodeFloat, Step};
-use forge_kernels_emu::{take_bank_counts, Buffer, Schedule, ORDERS};
+use forge_kernels_emu::{take_memory_counts, Buffer, Schedule, ORDERS};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -68,13 +68,13 @@ fn assert_case_matches_reference<T: Elem>(case: &DecodeCase) {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let inputs = case.inputs(|| StandardNormal.sample(&mut rng));
     let bits = |o: &[f32]| o.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-    take_bank_counts();
+    take_memory_counts();
     let (first, caches) = run::<T>(case, &inputs, ORDERS[0]);
     // the flash tiles' ldmatrix phases (none where every row goes split-K) and every other shared
     // request without bank conflicts
-    let banks = take_bank_counts();
-    eprintln!("{}: {banks:?}", case.name);
-    assert!(banks.ldmatrix.extra == 0 && banks.loads_stores.extra == 0, "{}: bank conflicts {banks:?}", case.name);
+    let counts = take_memory_counts();
+    eprintln!("{}: {counts:?}", case.name);
+    assert!(counts.ldmatrix.extra == 0 && counts.shared.extra == 0, "{}: bank conflicts {counts:?}", case.name);
     for order in &ORDERS[1..] {
         let (o, _) = run::<T>(case, &inputs, *order);
         assert!(bits(&o) == bits(&first), "{}: {order:?} disagrees with {:?} (a race)", case.name, ORDERS[0]);

@@ -9,7 +9,7 @@
 use candle_core::{DType, Device, Tensor, Var};
 use forge_kernels::testing::{flash_parity_cases, relative_error, FlashCase, FlashGroup, FLASH_TOLERANCE};
 use forge_kernels_emu::flash_attn::{backward, forward, Problem, Saved};
-use forge_kernels_emu::{take_bank_counts, Buffer, Schedule, ORDERS};
+use forge_kernels_emu::{take_memory_counts, Buffer, Schedule, ORDERS};
 use half::bf16;
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -70,19 +70,19 @@ fn assert_emulated_flash_matches_reference(case: &FlashCase, schedules: &[Schedu
     let problem = Problem { seqs: &seqs, h, h_kv, d, scale: scale as f32 };
     let mut first: Option<Emulated> = None;
     for &schedule in schedules {
-        take_bank_counts();
+        take_memory_counts();
         let got = run(&problem, &q, &k, &v, &probe, schedule);
-        let banks = take_bank_counts();
-        assert!(banks.ldmatrix.accesses > 0 && banks.ldmatrix.extra == 0, "{name}: ldmatrix bank conflicts {banks:?}");
-        assert!(banks.loads_stores.accesses > 0 && banks.loads_stores.extra == 0, "{name}: shared load/store bank conflicts {banks:?}");
+        let counts = take_memory_counts();
+        assert!(counts.ldmatrix.accesses > 0 && counts.ldmatrix.extra == 0, "{name}: ldmatrix bank conflicts {counts:?}");
+        assert!(counts.shared.accesses > 0 && counts.shared.extra == 0, "{name}: shared load/store bank conflicts {counts:?}");
         let errors: Vec<(&str, f32)> = [("o", &got.o), ("dq", &got.dq), ("dk", &got.dk), ("dv", &got.dv)]
             .iter()
             .zip(&want)
             .map(|((what, values), want)| (*what, rel_err(name, what, &to_f32(values), want)))
             .collect();
         eprintln!(
-            "{name} {schedule:?}: relative errors {errors:?}, {} ldmatrix phases, {} other shared requests",
-            banks.ldmatrix.accesses, banks.loads_stores.accesses
+            "{name} {schedule:?}: relative errors {errors:?}, {} ldmatrix phases, {} other shared requests, global {:?}",
+            counts.ldmatrix.accesses, counts.shared.accesses, counts.global
         );
         for (what, e) in &errors {
             assert!(*e <= FLASH_TOLERANCE, "{name} {schedule:?}: {what} relative error {e:e} > {FLASH_TOLERANCE:e}");

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor, Var, WithDType};
 use forge_kernels::adamw::{AdamWScalars, ADAMW_CHUNK};
 use forge_kernels::testing::{parity_tolerance, relative_error};
 use forge_kernels_emu::ops::{self, AdamWState, Float};
-use forge_kernels_emu::{take_bank_counts, Schedule, ORDERS};
+use forge_kernels_emu::{take_memory_counts, Schedule, ORDERS};
 use half::{bf16, f16};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
@@ -40,8 +40,8 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
 /// The shared-memory requests since the last call (the block-per-row reductions' partials) met no
 /// bank conflict.
 fn assert_no_bank_conflicts(name: &str) {
-    let banks = take_bank_counts();
-    assert!(banks.ldmatrix.extra == 0 && banks.loads_stores.extra == 0, "{name}: bank conflicts {banks:?}");
+    let counts = take_memory_counts();
+    assert!(counts.ldmatrix.extra == 0 && counts.shared.extra == 0, "{name}: bank conflicts {counts:?}");
 }
 
 fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
@@ -54,7 +54,7 @@ fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap();
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t.to_dtype(DType::F32).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = parity_tolerance(T::DTYPE);
-    take_bank_counts();
+    take_memory_counts();
     for schedule in ORDERS {
         let got = ops::rms_norm(&x, &w, 1e-6, schedule).unwrap();
         assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
@@ -116,6 +116,7 @@ fn swiglu_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
     let probe_t = Tensor::from_slice(&probe, &shape, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap();
     let grads = (y.to_dtype(DType::F32).unwrap() * probe_t).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = parity_tolerance(T::DTYPE);
+    take_memory_counts();
     for schedule in ORDERS {
         let got = ops::swiglu(&g, &u, schedule).unwrap();
         assert_close(&format!("{name} forward"), &f32s(&got), &values(&y), tol);
@@ -123,6 +124,11 @@ fn swiglu_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {
         assert_close(&format!("{name} d gate"), &f32s(&dg), &values(grads.get(gv.as_tensor()).unwrap()), tol);
         assert_close(&format!("{name} d up"), &f32s(&du), &values(grads.get(uv.as_tensor()).unwrap()), tol);
     }
+    // on the packed path every warp request moves whole sectors (its lanes' 16-byte packs side by
+    // side); element by element, d up starts mid-sector (grads + n)
+    let global = take_memory_counts().global;
+    eprintln!("{name}: global {global:?}");
+    assert!(global.requests > 0 && (count % 8 != 0 || global.sectors == global.ideal), "{name}: uncoalesced {global:?}");
 }
 
 #[test]
@@ -147,7 +153,7 @@ fn cross_entropy_case<T: Float + WithDType>(rows: usize, vocab: usize, rng: &mut
     let nll = forge_kernels::cross_entropy_per_token(lv.as_tensor(), &Tensor::new(targets.as_slice(), &Device::Cpu).unwrap()).unwrap();
     let grads = (nll.to_dtype(DType::F32).unwrap() * Tensor::new(dnll.as_slice(), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
     let tol = parity_tolerance(T::DTYPE);
-    take_bank_counts();
+    take_memory_counts();
     for schedule in ORDERS {
         let got = ops::cross_entropy(&logits, &targets, vocab, schedule).unwrap();
         assert_close(&format!("{name} nll"), &got, &values(&nll), tol);

@@ -15,9 +15,9 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
-#include <unordered_map>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 namespace simt {
@@ -470,21 +470,29 @@ void for_each_request(Fiber* lanes, std::vector<Access> Fiber::*log, Cost cost) 
 // word share it).
 thread_local uint64_t shared_requests = 0, shared_extra_wavefronts = 0;
 
-void count_bank_conflicts(const Request& r) {
+// The wavefronts one phase needs: the most distinct 4-byte words its accesses (`count` of `bytes`
+// each, from `starts`) touch in one bank; lanes touching the same word share it.
+int phase_wavefronts(const uintptr_t* starts, int count, uint32_t bytes) {
   thread_local std::vector<uintptr_t> words;
+  words.clear();
+  for (int i = 0; i < count; ++i)
+    for (uintptr_t w = starts[i] / 4; w <= (starts[i] + bytes - 1) / 4; ++w) words.push_back(w);
+  std::sort(words.begin(), words.end());
+  words.erase(std::unique(words.begin(), words.end()), words.end());
+  int in_bank[32] = {0};
+  for (uintptr_t w : words) ++in_bank[w % 32];
+  return *std::max_element(in_bank, in_bank + 32);
+}
+
+void count_bank_conflicts(const Request& r) {
   const int per_phase = r.bytes <= 4 ? 32 : r.bytes <= 8 ? 16 : 8;
   ++shared_requests;
   for (int first = 0; first < 32; first += per_phase) {
-    words.clear();
+    uintptr_t starts[32];
+    int count = 0;
     for (int lane = first; lane < first + per_phase; ++lane)
-      if (r.lanes & (1u << lane))
-        for (uintptr_t w = r.address[lane] / 4; w <= (r.address[lane] + r.bytes - 1) / 4; ++w) words.push_back(w);
-    std::sort(words.begin(), words.end());
-    words.erase(std::unique(words.begin(), words.end()), words.end());
-    int in_bank[32] = {0};
-    for (uintptr_t w : words) ++in_bank[w % 32];
-    const int most = *std::max_element(in_bank, in_bank + 32);
-    if (most > 1) shared_extra_wavefronts += most - 1;
+      if (r.lanes & (1u << lane)) starts[count++] = r.address[lane];
+    if (count > 0) shared_extra_wavefronts += phase_wavefronts(starts, count, r.bytes) - 1;
   }
 }
 
@@ -673,11 +681,8 @@ thread_local uint64_t ldmatrix_phases = 0, ldmatrix_extra_wavefronts = 0;
 
 void count_ldmatrix_wavefronts(const void* const* rows) {
   for (int j = 0; j < 4; ++j) {
-    int words_in_bank[32] = {0};
-    for (int i = 0; i < 8; ++i)
-      for (int w = 0; w < 4; ++w) ++words_in_bank[((uintptr_t)rows[8 * j + i] / 4 + w) % 32];
     ++ldmatrix_phases;
-    ldmatrix_extra_wavefronts += *std::max_element(words_in_bank, words_in_bank + 32) - 1;
+    ldmatrix_extra_wavefronts += phase_wavefronts(reinterpret_cast<const uintptr_t*>(rows + 8 * j), 8, 16) - 1;
   }
 }
 

@@ -158,6 +158,13 @@ pub struct MemoryCounts {
     pub global: Sectors,
 }
 
+impl MemoryCounts {
+    /// The wavefronts all shared-memory requests needed beyond one per phase.
+    pub fn bank_conflicts(&self) -> u64 {
+        self.ldmatrix.extra + self.shared.extra
+    }
+}
+
 #[repr(C)]
 #[derive(Default)]
 struct RawMemoryCounts {

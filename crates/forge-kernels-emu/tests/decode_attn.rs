@@ -74,7 +74,7 @@ fn assert_case_matches_reference<T: Elem>(case: &DecodeCase) {
     // request without bank conflicts
     let counts = take_memory_counts();
     eprintln!("{}: {counts:?}", case.name);
-    assert!(counts.ldmatrix.extra == 0 && counts.shared.extra == 0, "{}: bank conflicts {counts:?}", case.name);
+    assert_eq!(counts.bank_conflicts(), 0, "{}: bank conflicts {counts:?}", case.name);
     for order in &ORDERS[1..] {
         let (o, _) = run::<T>(case, &inputs, *order);
         assert!(bits(&o) == bits(&first), "{}: {order:?} disagrees with {:?} (a race)", case.name, ORDERS[0]);

@@ -41,7 +41,7 @@ fn assert_close(name: &str, got: &[f32], want: &[f32], tol: f32) {
 /// bank conflict.
 fn assert_no_bank_conflicts(name: &str) {
     let counts = take_memory_counts();
-    assert!(counts.ldmatrix.extra == 0 && counts.shared.extra == 0, "{name}: bank conflicts {counts:?}");
+    assert_eq!(counts.bank_conflicts(), 0, "{name}: bank conflicts {counts:?}");
 }
 
 fn rms_norm_case<T: Float + WithDType>(shape: [usize; 3], rng: &mut StdRng) {

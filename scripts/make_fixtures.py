@@ -3,15 +3,23 @@
 
   generate (default)   write fixtures/<name>/{model/,reference.safetensors,score_input.jsonl,
                        score_expected.jsonl} for every fixture below (deterministic).
-  verify --fixture fixtures/<name> --model-dir DIR [--tolerance 1e-5]
+  verify --fixture fixtures/<name> --model-dir DIR [--tolerance 1e-5] [--dump FILE]
                        load DIR with transformers (f32, eager), run the fixture's inputs and compare
                        logits with the fixture's; exit 1 if ||out-ref||/||ref|| > tolerance.
 
-Run with the project venv: scripts/setup-python.sh && .venv/bin/python scripts/make_fixtures.py
+Run with the project venvs: each fixture names the transformers major version that writes it (the
+model directory is saved by that version: 4.x writes top-level rope_theta/rope_scaling and
+torch_dtype, 5.x writes rope_parameters and dtype). `generate` makes the fixtures of the running
+version and refuses the others:
+  scripts/setup-python.sh && .venv/bin/python scripts/make_fixtures.py generate          (4.57.6)
+  scripts/setup-python.sh --transformers-5 && .venv-tf5/bin/python scripts/make_fixtures.py generate
+                                                                                          (5.25.0)
+fixtures/<name>/provenance.json records the versions that made it.
 
 reference.safetensors (all produced in float32, eager attention, from the weights exactly as saved
 in model/ upcast to f32):
-  input_ids, attention_mask, labels   int64 [2, T]  (T = 12; row 1 right-padded with the pad id;
+  input_ids, attention_mask, labels   int64 [2, T]  (T = 12, or the fixture's seq_lens; row 1
+                                      right-padded with the pad id;
                                       labels = input_ids with -100 on padding; HF shifts them)
   logits                              f32 [2, T, 512] (every position, padded ones included)
   loss                                f32 [] (scalar: mean CE over the 17 non-ignored shifted labels)
@@ -50,12 +58,24 @@ COMMON = dict(
     max_window_layers=2, rope_scaling=None, initializer_range=0.2, use_cache=True,
     bos_token_id=BOS_ID, eos_token_id=EOS_ID, pad_token_id=None,
 )
+# YaRN as Qwen3 documents it (factor 4 over the original context), scaled down: the fixture's
+# sequences (100 tokens) run past original_max_position_embeddings (64), where YaRN matters.
+YARN = dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64)
 FIXTURE_SPECS = {
     "gqa2-untied-f32": dict(seed=1, heads=4, kv=2, head_dim=16, tied=False, dtype="float32"),
     "gqa4-tied-f32": dict(seed=2, heads=4, kv=1, head_dim=32, tied=True, dtype="float32"),
     "mha-bf16": dict(seed=3, heads=4, kv=4, head_dim=16, tied=False, dtype="bfloat16"),
     "gqa2-sharded-f32": dict(seed=4, heads=4, kv=2, head_dim=16, tied=False, dtype="float32",
                              max_shard_size="150KB"),
+    # saved by transformers 5 (rope_parameters, dtype)
+    "tf5-gqa2-f32": dict(seed=5, heads=4, kv=2, head_dim=16, tied=False, dtype="float32",
+                         transformers=5),
+    "tf5-yarn-f32": dict(seed=6, heads=4, kv=2, head_dim=32, tied=False, dtype="float32",
+                         transformers=5, rope=YARN, max_position_embeddings=256,
+                         seq_lens=(100, 71)),
+    "yarn-f32": dict(seed=7, heads=4, kv=1, head_dim=32, tied=True, dtype="float32",
+                     rope=dict(YARN, beta_fast=16.0, beta_slow=2.0), max_position_embeddings=256,
+                     seq_lens=(100, 71)),
 }
 
 
@@ -66,10 +86,15 @@ def setup_torch():
     return torch
 
 
-def make_inputs(torch):
+def transformers_major():
+    import transformers
+    return int(transformers.__version__.split(".")[0])
+
+
+def make_inputs(torch, seq_lens=SEQ_LENS):
     g = torch.Generator().manual_seed(INPUT_SEED)
-    T = max(SEQ_LENS)
-    seqs = [torch.randint(0, N_REGULAR, (n,), generator=g, dtype=torch.int64) for n in SEQ_LENS]
+    T = max(seq_lens)
+    seqs = [torch.randint(0, N_REGULAR, (n,), generator=g, dtype=torch.int64) for n in seq_lens]
     input_ids = torch.full((len(seqs), T), PAD_ID, dtype=torch.int64)
     attention_mask = torch.zeros((len(seqs), T), dtype=torch.int64)
     for i, s in enumerate(seqs):
@@ -81,8 +106,17 @@ def make_inputs(torch):
 
 def build_model(torch, spec):
     from transformers import Qwen3Config, Qwen3ForCausalLM
+    common = dict(COMMON, max_position_embeddings=spec.get("max_position_embeddings", 128))
+    rope = spec.get("rope")
+    if transformers_major() >= 5:
+        # the 5.x layout: every RoPE key inside rope_parameters
+        theta = common.pop("rope_theta")
+        common.pop("rope_scaling")
+        common["rope_parameters"] = dict(rope or {"rope_type": "default"}, rope_theta=theta)
+    else:
+        common["rope_scaling"] = rope
     cfg = Qwen3Config(num_attention_heads=spec["heads"], num_key_value_heads=spec["kv"],
-                      head_dim=spec["head_dim"], tie_word_embeddings=spec["tied"], **COMMON)
+                      head_dim=spec["head_dim"], tie_word_embeddings=spec["tied"], **common)
     torch.manual_seed(spec["seed"])
     model = Qwen3ForCausalLM(cfg).float()
     # Explicit re-init (independent of HF's init code): weights ~ N(0, 0.2^2), every RMSNorm
@@ -126,13 +160,19 @@ def generate(names):
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    import transformers
     for f in TOKENIZER_FILES:
         if not os.path.exists(os.path.join(TOKENIZER_DIR, f)):
             sys.exit(f"missing {TOKENIZER_DIR}/{f}: run scripts/make_tokenizer.py first")
-    seqs, input_ids, attention_mask, labels = make_inputs(torch)
+    major = transformers_major()
+    wrong = [n for n in names if FIXTURE_SPECS[n].get("transformers", 4) != major]
+    if wrong:
+        sys.exit(f"{', '.join(wrong)}: written by another transformers major version than the running "
+                 f"{transformers.__version__} (see the module docs for the venv of each)")
 
     for name in names:
         spec = FIXTURE_SPECS[name]
+        seqs, input_ids, attention_mask, labels = make_inputs(torch, spec.get("seq_lens", SEQ_LENS))
         out = os.path.join(FIXTURES, name)
         model_dir = os.path.join(out, "model")
         if os.path.exists(out):
@@ -146,9 +186,13 @@ def generate(names):
         kw = {}
         if "max_shard_size" in spec:
             kw["max_shard_size"] = spec["max_shard_size"]
-        model.save_pretrained(model_dir, safe_serialization=True, **kw)
-        for f in TOKENIZER_FILES:
-            shutil.copyfile(os.path.join(TOKENIZER_DIR, f), os.path.join(model_dir, f))
+        model.save_pretrained(model_dir, **kw)
+        if spec.get("transformers", 4) >= 5:
+            # as a user's directory holds it: the tokenizer (and its chat template) saved by 5.x
+            AutoTokenizer.from_pretrained(TOKENIZER_DIR).save_pretrained(model_dir)
+        else:
+            for f in TOKENIZER_FILES:
+                shutil.copyfile(os.path.join(TOKENIZER_DIR, f), os.path.join(model_dir, f))
 
         tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if spec["dtype"] == "bfloat16":
@@ -193,6 +237,11 @@ def generate(names):
                 for row in rows:
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
+        provenance = {"script": "scripts/make_fixtures.py", "transformers": transformers.__version__,
+                      "torch": torch.__version__}
+        with open(os.path.join(out, "provenance.json"), "w", encoding="utf-8", newline="\n") as f:
+            f.write(json.dumps(provenance, indent=1) + "\n")
+
         shards = sorted(f for f in os.listdir(model_dir) if f.endswith(".safetensors"))
         size = sum(os.path.getsize(os.path.join(dp, f))
                    for dp, _, fs in os.walk(out) for f in fs)
@@ -203,10 +252,10 @@ def generate(names):
                      f"rel {(d.norm() / tensors['logits'].norm()).item():.3e}")
         print(f"{name}: loss {tensors['loss'].item():.6f} grads {n_grads} shards {len(shards)} "
               f"text tokens {len(text_ids)} size {size / 1024:.0f} KiB{extra}")
-    print(f"pad id {PAD_ID}, eos id {EOS_ID}, inputs {list(input_ids.shape)}, lens {SEQ_LENS}")
+    print(f"pad id {PAD_ID}, eos id {EOS_ID}")
 
 
-def verify(fixture, model_dir, tolerance):
+def verify(fixture, model_dir, tolerance, dump=None):
     torch = setup_torch()
     from safetensors import safe_open
     from safetensors.torch import load_file
@@ -220,6 +269,9 @@ def verify(fixture, model_dir, tolerance):
         out = model(ref["input_ids"], attention_mask=ref["attention_mask"],
                     labels=ref["labels"])
     logits = out.logits.float()
+    if dump:
+        from safetensors.torch import save_file
+        save_file({"logits": logits.contiguous()}, dump)
     ok = True
     if logits.shape != ref["logits"].shape:
         print(f"FAIL logits shape {list(logits.shape)} != {list(ref['logits'].shape)}")
@@ -275,10 +327,12 @@ def main():
     v.add_argument("--fixture", required=True)
     v.add_argument("--model-dir", required=True)
     v.add_argument("--tolerance", type=float, default=1e-5)
+    v.add_argument("--dump", help="also write the logits to this safetensors file")
     args = ap.parse_args()
     if args.cmd == "verify":
-        return verify(args.fixture, args.model_dir, args.tolerance)
-    generate(getattr(args, "only", None) or list(FIXTURE_SPECS))
+        return verify(args.fixture, args.model_dir, args.tolerance, args.dump)
+    mine = [n for n, spec in FIXTURE_SPECS.items() if spec.get("transformers", 4) == transformers_major()]
+    generate(getattr(args, "only", None) or mine)
     return 0
 
 

@@ -8,6 +8,7 @@ fixtures/<name>/generate/expected.jsonl, one JSON object per line:
    "tokens": [new ids], "logprobs": [log p(token | prefix), natural log, raw logits]}
 
   alone   transformers' greedy `generate` of the prompt by itself
+  text    the same for the tokenised text "prompt_text" (what `forge generate --prompt` is given)
   batch   the same prompts in ONE `generate` call, left-padded with the pad id (attention mask
           and positions as transformers derives them); generation of a row stops at its first
           eos, which is kept; what transformers pads after it is dropped
@@ -17,7 +18,10 @@ random weights rarely produce; one more "alone" line per model stops on a token 
 continuation produces mid-way, to pin down stopping (the stop token is the last new token).
 Deterministic: prompts from a fixed seed, f32, eager attention, one thread.
 
-Run with the project venv: .venv/bin/python scripts/make_generate_fixtures.py
+Run with the project venvs, each for the models its transformers major version wrote (see
+make_fixtures.py): .venv/bin/python scripts/make_generate_fixtures.py, then
+.venv-tf5/bin/python scripts/make_generate_fixtures.py (the tf5-* models). YaRN models get
+prompts that run past original_max_position_embeddings (64).
 """
 import json
 import os
@@ -25,23 +29,35 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO, "fixtures")
-MODELS = ["gqa2-untied-f32", "gqa4-tied-f32", "gqa2-sharded-f32"]
 PROMPT_LENS = (1, 4, 11, 23, 40)
+YARN_PROMPT_LENS = (1, 4, 11, 70, 90)
+# name -> (transformers major version that wrote it, prompt lengths)
+MODELS = {
+    "gqa2-untied-f32": (4, PROMPT_LENS),
+    "gqa4-tied-f32": (4, PROMPT_LENS),
+    "gqa2-sharded-f32": (4, PROMPT_LENS),
+    "tf5-gqa2-f32": (5, PROMPT_LENS),
+    "tf5-yarn-f32": (5, YARN_PROMPT_LENS),
+}
 MAX_NEW_TOKENS = 24
 N_REGULAR = 486  # ids below this are BPE tokens (see make_fixtures.py)
 PROMPT_SEED = 4321
+PROMPT_TEXT = "def add(a, b):\n    return a + b\n"
 
 
 def main():
     import torch
-    from transformers import AutoModelForCausalLM
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    g = torch.Generator().manual_seed(PROMPT_SEED)
-    prompts = [torch.randint(0, N_REGULAR, (n,), generator=g).tolist() for n in PROMPT_LENS]
+    major = int(transformers.__version__.split(".")[0])
+    names = sys.argv[1:] or [n for n, (m, _) in MODELS.items() if m == major]
 
-    for name in MODELS:
+    for name in names:
+        g = torch.Generator().manual_seed(PROMPT_SEED)
+        prompts = [torch.randint(0, N_REGULAR, (n,), generator=g).tolist() for n in MODELS[name][1]]
         model_dir = os.path.join(FIXTURES, name, "model")
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
         model.eval()
@@ -82,6 +98,8 @@ def main():
         lines += [line("batch", p, eos, r) for p, r in zip(prompts, run(prompts, eos))]
         mid_way = {lines[2]["tokens"][9]}
         lines.append(line("alone", prompts[2], mid_way, run([prompts[2]], mid_way)[0]))
+        text_ids = AutoTokenizer.from_pretrained(model_dir)(PROMPT_TEXT, add_special_tokens=False)["input_ids"]
+        lines.append(dict(line("text", text_ids, eos, run([text_ids], eos)[0]), prompt_text=PROMPT_TEXT))
 
         out_dir = os.path.join(FIXTURES, name, "generate")
         os.makedirs(out_dir, exist_ok=True)

@@ -2,8 +2,11 @@
 # Creates the Python reference environment ($REPO/.venv) used by scripts/make_tokenizer.py,
 # scripts/make_fixtures.py and scripts/bench_torch.py.
 #
-# Usage: scripts/setup-python.sh [--print-python] [--gpu-image]
-#   (no argument)  .venv: the pins the fixtures were made with
+# Usage: scripts/setup-python.sh [--print-python] [--gpu-image | --transformers-5]
+#   (no argument)  .venv: the pins the fixtures were made with (transformers 4.57)
+#   --transformers-5
+#                  .venv-tf5: the current PyPI transformers 5 (what users save models with in
+#                  2026: `rope_parameters`, `dtype`), for the fixtures marked as written by it
 #   --gpu-image    .venv-gpu-image: the versions the GPU machines' image holds (python3 there is
 #                  the image's own; gpu-check.sh runs the PyTorch references under it), so that
 #                  scripts/test-torch-references.sh --gpu-image tries them against the same APIs here
@@ -37,6 +40,18 @@ case "${1:-}" in
       "numpy==2.4.6"
     )
     ;;
+  --transformers-5)
+    VENV="$REPO/.venv-tf5"
+    PYTHON="${PYTHON:-python3.11}"
+    REQUIREMENTS=(
+      "torch==2.15.0"
+      "transformers==5.25.0"
+      "tokenizers==0.23.3"
+      "huggingface-hub==2.4.0"
+      "safetensors==0.8.0"
+      "numpy==2.4.6"
+    )
+    ;;
   --gpu-image)
     # the device library's KINDS.md, "pip list, as a session saw it" (2026-11): Python 3.12.3
     VENV="$REPO/.venv-gpu-image"
@@ -51,7 +66,7 @@ case "${1:-}" in
     )
     ;;
   *)
-    echo "setup-python: unknown argument '$1' (use [--print-python] and no argument for .venv, or --gpu-image)" >&2
+    echo "setup-python: unknown argument '$1' (use [--print-python] and no argument for .venv, --transformers-5 or --gpu-image)" >&2
     exit 2
     ;;
 esac

@@ -123,7 +123,7 @@ impl EngineHandle {
         let handle = Self {
             messages,
             vocab_size: model.config().vocab_size,
-            max_positions: model.config().max_position_embeddings,
+            max_positions: model.config().max_context(),
             shared: shared.clone(),
         };
         std::thread::Builder::new()
@@ -213,7 +213,7 @@ impl Sequence {
     /// Positions a request's sequence may occupy: the last new token is never fed back, so this
     /// holds every position that is.
     fn max_len(model: &Qwen3ForCausalLM, request: &Request) -> usize {
-        (request.prompt.len() + request.params.max_new_tokens).min(model.config().max_position_embeddings)
+        (request.prompt.len() + request.params.max_new_tokens).min(model.config().max_context())
     }
 
     /// The request's sequence over `cache`, whose first `reused` positions hold the prompt's first

@@ -4,7 +4,7 @@ pub enum EngineError {
     #[error("the prompt is empty: give at least one token")]
     EmptyPrompt,
 
-    #[error("the prompt has {len} tokens but the model's max_position_embeddings is {max}: no room for a new token; shorten the prompt")]
+    #[error("the prompt has {len} tokens but the model's context (max_position_embeddings, or YaRN's factor × original_max_position_embeddings) is {max}: no room for a new token; shorten the prompt")]
     PromptTooLong { len: usize, max: usize },
 
     #[error("prompt token id {id} is outside the vocabulary (vocab_size {vocab_size})")]

@@ -15,7 +15,7 @@ pub mod score;
 pub mod tokenizer;
 pub mod weights;
 
-pub use config::Config;
+pub use config::{Config, Yarn};
 pub use forge_kernels;
 pub use error::{ModelError, Result};
 pub use lora::LoraConfig;

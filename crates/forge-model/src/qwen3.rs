@@ -426,13 +426,16 @@ impl Qwen3ForCausalLM {
     /// RoPE `cos`, `sin` tables `[1, positions, head_dim/2]` (f32) for the given positions.
     fn rotary_tables(&self, positions: impl ExactSizeIterator<Item = usize>) -> Result<(Tensor, Tensor)> {
         let half = self.config.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| (1.0 / self.config.rope_theta.powf(2.0 * i as f64 / self.config.head_dim as f64)) as f32)
-            .collect();
+        let inv_freq = self.config.rope_inv_freq();
         let n = positions.len();
         let angles: Vec<f32> = positions.flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
         let angles = Tensor::from_vec(angles, (1, n, half), self.device())?;
-        Ok((angles.cos()?, angles.sin()?))
+        let scaling = self.config.rope_attention_scaling();
+        if scaling == 1.0 {
+            return Ok((angles.cos()?, angles.sin()?));
+        }
+        // YaRN: transformers multiplies cos and sin (in f32) by the attention factor
+        Ok(((angles.cos()? * scaling)?, (angles.sin()? * scaling)?))
     }
 
     fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use candle_core::{DType, Device, Tensor};
 use forge_model::Batch;
 
-pub const FIXTURES: [&str; 4] = ["gqa2-untied-f32", "gqa4-tied-f32", "mha-bf16", "gqa2-sharded-f32"];
+/// Every fixture of make_fixtures.py: transformers 4.57 and 5.x model directories, unscaled and YaRN RoPE.
+pub const FIXTURES: [&str; 7] = ["gqa2-untied-f32", "gqa4-tied-f32", "mha-bf16", "gqa2-sharded-f32", "tf5-gqa2-f32", "tf5-yarn-f32", "yarn-f32"];
 
 pub fn fixture_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)

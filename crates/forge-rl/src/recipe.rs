@@ -173,7 +173,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
 
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for
-    agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_position_embeddings);
+    agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_context());
     let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, prefix_caching: config.rollout.prefix_caching, ..Default::default() })?);
     let policy_version = Arc::new(AtomicU64::new(state.updates));
     let grading = ExecOptions { timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s), ..ExecOptions::default() };

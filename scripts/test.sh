@@ -16,6 +16,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n=== %s ===\n' "$*" >&2; }
 
+step "Qwen3's original chat template for the chat-template parity tests (third-party text, not committed)"
+FORGE_QWEN3_TEMPLATE_DIR="$(scripts/fetch-qwen3-template.sh)"
+export FORGE_QWEN3_TEMPLATE_DIR
+
 step "sandbox base image"
 scripts/build-base-image.sh
 for script in scripts/build-task-images.sh; do

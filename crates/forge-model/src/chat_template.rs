@@ -185,45 +185,168 @@ pub struct EncodedConversation {
     pub input_ids: Vec<u32>,
     pub loss_mask: Vec<u8>,
     /// Indices of assistant messages whose turn-by-turn rendering is NOT a prefix of the full
-    /// rendering (templates that rewrite history, e.g. Qwen3 dropping earlier reasoning); their
-    /// tokens are located in the full text instead and may differ from what generation saw.
+    /// rendering (templates that rewrite history, e.g. Qwen3 dropping the think blocks of earlier
+    /// turns): what the model saw when it generated such a turn differs from the full text. Their
+    /// loss covers the turn as the full text renders it.
     pub non_prefix_turns: Vec<usize>,
 }
 
-/// Renders `messages` and masks everything but the assistant turns: their content, tool-call text
-/// and end-of-turn token. An assistant turn's span is what the template adds between the
-/// conversation up to it (with the generation prompt) and the conversation including it, minus
-/// trailing whitespace after the end-of-turn token.
+/// [`encode_conversation_with_kwargs`] without template variables (apply_chat_template's default).
 pub fn encode_conversation(template: &ChatTemplate, tokenizer: &Tokenizer, messages: &[Json], tools: Option<&[Json]>) -> Result<EncodedConversation> {
-    let none = Json::Null;
-    let text = template.render(messages, tools, false, &none)?;
-    let mut spans = Vec::new();
+    encode_conversation_with_kwargs(template, tokenizer, messages, tools, &Json::Null)
+}
+
+/// Renders `messages` like transformers' `apply_chat_template(messages, tools=tools,
+/// **chat_template_kwargs)` (`chat_template_kwargs`: a JSON object of template variables such as
+/// `{"enable_thinking": false}`, or null) and masks everything but the assistant turns.
+///
+/// An assistant turn's loss span is its output as the full text renders it: everything after the
+/// role header (`<|im_start|>assistant\n`) through its end-of-turn token, i.e. a think block,
+/// the content, the tool-call text and `<|im_end|>` — what transformers' `{% generation %}` blocks
+/// mark in templates that have them (the tiny tokenizer's, TRL's training templates). The turn is
+/// found by counting end-of-turn tokens, which works also for templates that rewrite earlier
+/// turns (Qwen3): its end is the n-th end-of-turn token of the full text, n = their number in
+/// the conversation rendered through that turn, and it starts after what the generation prompt
+/// adds after the previous end-of-turn token. The header is the generation prompt WITHOUT
+/// `chat_template_kwargs`: variables like `enable_thinking=false` append a prefilled empty think
+/// block to the prompt, which the full rendering shows inside the assistant turn, so it is part of
+/// the turn's span. Templates whose turns do not end with the end-of-turn token are masked by
+/// prefix: a turn's span is what rendering it adds to the generation prompt before it.
+///
+/// A token is masked when it overlaps a span (transformers' `char_to_token` of the span's first
+/// and last character).
+pub fn encode_conversation_with_kwargs(
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    messages: &[Json],
+    tools: Option<&[Json]>,
+    chat_template_kwargs: &Json,
+) -> Result<EncodedConversation> {
+    if !matches!(chat_template_kwargs, Json::Null | Json::Object(_)) {
+        return Err(ModelError::Invalid(format!("chat_template_kwargs must be a JSON object of template variables, got {chat_template_kwargs}")));
+    }
+    let has_kwargs = chat_template_kwargs.as_object().is_some_and(|o| !o.is_empty());
+    let text = template.render(messages, tools, false, chat_template_kwargs)?;
+    let end_of_turn = template.eos_token();
+    let turn_ends: Vec<usize> = if end_of_turn.is_empty() { Vec::new() } else { text.match_indices(end_of_turn).map(|(i, _)| i + end_of_turn.len()).collect() };
+    let mut spans: Vec<(usize, usize)> = Vec::new();
     let mut non_prefix_turns = Vec::new();
     for (i, message) in messages.iter().enumerate() {
         if message["role"] != "assistant" {
             continue;
         }
-        let prompt = template.render(&messages[..i], tools, true, &none)?;
-        let through = template.render(&messages[..=i], tools, false, &none)?;
-        if text.starts_with(&prompt) && text.starts_with(&through) && through.starts_with(&prompt) {
-            let turn = &through[prompt.len()..];
-            spans.push((prompt.len(), prompt.len() + turn.trim_end().len()));
-        } else {
+        let prompt = template.render(&messages[..i], tools, true, chat_template_kwargs)?;
+        let through = template.render(&messages[..=i], tools, false, chat_template_kwargs)?;
+        let prefix_consistent = text.starts_with(&through) && through.starts_with(&prompt);
+        if !prefix_consistent {
             non_prefix_turns.push(i);
-            // locate the turn's own rendering at the end of `through` inside the full text
-            let turn = through.strip_prefix(&prompt).unwrap_or(&through).trim_end();
-            let search_from = spans.last().map_or(0, |s: &(usize, usize)| s.1);
-            if let Some(pos) = text[search_from..].find(turn) {
-                spans.push((search_from + pos, search_from + pos + turn.len()));
-            }
+        }
+        let default_prompt = if has_kwargs { Some(template.render(&messages[..i], tools, true, &Json::Null)?) } else { None };
+        let prompts: Vec<&str> = default_prompt.as_deref().into_iter().chain([prompt.as_str()]).collect();
+        let after_previous = spans.last().map_or(0, |s| s.1);
+        let located = TurnText { text: &text, turn_ends: &turn_ends, end_of_turn }
+            .locate(&prompts, &through)
+            .filter(|&(start, _)| start >= after_previous)
+            .or_else(|| {
+                // by prefix: the turn's own rendering, where the full text still shows it
+                let turn = through.strip_prefix(&prompt).unwrap_or(&through).trim_end();
+                if prefix_consistent {
+                    Some((prompt.len(), prompt.len() + turn.len()))
+                } else {
+                    text[after_previous..].find(turn).map(|pos| (after_previous + pos, after_previous + pos + turn.len()))
+                }
+            });
+        match located {
+            Some(span) => spans.push(span),
+            None => tracing::warn!(
+                "assistant message {i} is nowhere in the rendered conversation (the template rewrites it and its turns do not end with the end-of-turn token {end_of_turn:?}); it gets no loss"
+            ),
         }
     }
     let (input_ids, offsets) = tokenizer.encode_with_offsets(&text)?;
-    let loss_mask = offsets
-        .iter()
-        .map(|&(start, end)| u8::from(spans.iter().any(|&(s, e)| start >= s && end <= e && end > start)))
-        .collect();
+    let loss_mask = offsets.iter().map(|&(start, end)| u8::from(spans.iter().any(|&(s, e)| start < e && end > s))).collect();
     Ok(EncodedConversation { text, input_ids, loss_mask, non_prefix_turns })
+}
+
+/// The full rendering of a conversation and where its end-of-turn tokens end.
+struct TurnText<'a> {
+    text: &'a str,
+    turn_ends: &'a [usize],
+    end_of_turn: &'a str,
+}
+
+impl TurnText<'_> {
+    /// The span of the assistant turn rendered last in `through`, after the generation prompt
+    /// that one of `prompts` (the conversation before the turn) ends with; `None` when the turn
+    /// does not end with the end-of-turn token or the full text does not show that opening.
+    fn locate(&self, prompts: &[&str], through: &str) -> Option<(usize, usize)> {
+        let eot = self.end_of_turn;
+        if eot.is_empty() || !through.trim_end().ends_with(eot) {
+            return None;
+        }
+        let turns_through = through.matches(eot).count();
+        let end = *self.turn_ends.get(turns_through - 1)?;
+        prompts.iter().find_map(|prompt| {
+            let turns_before = prompt.matches(eot).count();
+            if turns_before >= turns_through {
+                return None;
+            }
+            // what the prompt adds after the previous turn's end: a separator and the role header
+            let (from, opening) = match turns_before {
+                0 => (0, *prompt),
+                n => (self.turn_ends[n - 1], &prompt[prompt.rfind(eot)? + eot.len()..]),
+            };
+            self.text[from..end].starts_with(opening).then_some((from + opening.len(), end))
+        })
+    }
+}
+
+/// For the tests of this crate and its dependents that need Qwen3's original chat template: its
+/// text is third-party and not committed; scripts/fetch-qwen3-template.sh fetches it (from PyPI's
+/// trl wheel, sha256-checked) and scripts/test.sh exports its directory as
+/// `FORGE_QWEN3_TEMPLATE_DIR`. Without it, under `CI=true` such a test fails; elsewhere it is
+/// skipped with a message on stderr that libtest does not capture. A skip never counts silently
+/// as a pass.
+pub mod testing {
+    use std::path::PathBuf;
+
+    use super::ChatTemplate;
+
+    pub const QWEN3_TEMPLATE_DIR_VAR: &str = "FORGE_QWEN3_TEMPLATE_DIR";
+
+    /// Qwen3's end-of-turn token (`eos_token` of Qwen/Qwen3-8B's tokenizer_config.json; its
+    /// `bos_token` is null).
+    pub const QWEN3_EOS_TOKEN: &str = "<|im_end|>";
+
+    /// The directory holding `qwen3.jinja` and `qwen3_training.jinja`; `None` (skip, loudly)
+    /// outside CI; panics under CI.
+    pub fn require_qwen3_template_dir(test: &str) -> Option<PathBuf> {
+        let problem = match std::env::var_os(QWEN3_TEMPLATE_DIR_VAR) {
+            None => format!("{QWEN3_TEMPLATE_DIR_VAR} is not set"),
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if dir.join("qwen3.jinja").is_file() && dir.join("qwen3_training.jinja").is_file() {
+                    return Some(dir);
+                }
+                format!("{QWEN3_TEMPLATE_DIR_VAR}={} has no qwen3.jinja and qwen3_training.jinja", dir.display())
+            }
+        };
+        let fix = format!("run `export {QWEN3_TEMPLATE_DIR_VAR}=\"$(scripts/fetch-qwen3-template.sh)\"` (scripts/test.sh does)");
+        if forge_kernels::testing::ci() {
+            panic!("{test}: Qwen3's chat template is required under CI=true: {problem}; {fix}");
+        }
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPING {test}: {problem}; {fix} (set CI=true to make this a failure) !!!!!\n");
+        None
+    }
+
+    /// Qwen3's original template (`qwen3.jinja` of `dir`) as Qwen/Qwen3-8B's tokenizer_config.json
+    /// configures it.
+    pub fn qwen3_template(dir: &std::path::Path) -> ChatTemplate {
+        let path = dir.join("qwen3.jinja");
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        ChatTemplate::from_source(&source, String::new(), QWEN3_EOS_TOKEN.into()).expect("qwen3.jinja parses")
+    }
 }
 
 #[cfg(test)]

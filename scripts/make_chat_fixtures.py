@@ -198,7 +198,10 @@ def main():
         },
         "conversations": made["qwen3"],
     }
-    (QWEN3_FIXTURE / "expected.json").write_text(json.dumps(qwen3, indent=1, ensure_ascii=False) + "\n")
+    # token-id and mask lists on one line each: readable diffs at a tenth of the size
+    text = json.dumps(qwen3, indent=1, ensure_ascii=False)
+    text = re.sub(r"\[(?:\s*\d+,)*\s*\d+\s*\]", lambda m: json.dumps(json.loads(m.group(0)), separators=(",", ":")), text)
+    (QWEN3_FIXTURE / "expected.json").write_text(text + "\n")
     for conv in made["qwen3"]:
         for v in conv["variants"]:
             print(f"qwen3 {conv['name']} {v['chat_template_kwargs']}: {len(v['input_ids'])} tokens, "

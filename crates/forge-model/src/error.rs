@@ -13,8 +13,21 @@ pub enum ModelError {
     #[error("{dir} is not a model directory: {reason}")]
     NotAModelDir { dir: PathBuf, reason: String },
 
-    #[error("model `{id}` is not in the Hugging Face cache {cache} (this tool works offline: download it with `huggingface-cli download {id}` on a connected machine, or pass a local directory)")]
+    // Hub models: `id` is `org/name`, or `org/name@revision` when pinned to another than `main`.
+    #[error("model `{id}` is not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set so it was not downloaded: unset HF_HUB_OFFLINE to download it, or fill that cache on a connected machine (`{}`), or pass a local directory", download_command(.id))]
     NotInHubCache { id: String, cache: PathBuf },
+
+    #[error("the cached snapshot {snapshot} of model `{id}` lacks {missing}, and HF_HUB_OFFLINE is set so the cache was not repaired: unset HF_HUB_OFFLINE to download what is missing, or run `{}` on a connected machine", download_command(.id))]
+    IncompleteInHubCache { id: String, snapshot: PathBuf, missing: String },
+
+    #[error("model `{id}` is not in the Hugging Face cache {cache} ({lacking}), and the hub at {endpoint} cannot be reached to download it ({reason}): check the network, proxy and HF_ENDPOINT, or fill that cache on a connected machine (`{}`) and set HF_HUB_OFFLINE=1 to use it without the network", download_command(.id))]
+    HubUnreachable { id: String, endpoint: String, cache: PathBuf, lacking: String, reason: String },
+
+    #[error("the Hugging Face hub at {endpoint} refused `{file}` of model `{id}`: HTTP {status}{}; {hint}", .error_code.as_ref().map(|code| format!(" ({code})")).unwrap_or_default())]
+    HubRefused { id: String, file: String, endpoint: String, status: u16, error_code: Option<String>, hint: String },
+
+    #[error("downloading `{file}` of model `{id}` into the Hugging Face cache {cache} failed: {reason}")]
+    HubDownload { id: String, file: String, cache: PathBuf, reason: String },
 
     #[error("{path} is not a readable safetensors file ({reason}); re-download or re-export it")]
     Safetensors { path: PathBuf, reason: String },
@@ -41,6 +54,15 @@ pub enum ModelError {
 impl ModelError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         ModelError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// The `huggingface-cli download` command for a hub id as the errors show it (`org/name` or
+/// `org/name@revision`).
+fn download_command(id: &str) -> String {
+    match id.split_once('@') {
+        Some((repo, revision)) => format!("huggingface-cli download {repo} --revision {revision}"),
+        None => format!("huggingface-cli download {id}"),
     }
 }
 

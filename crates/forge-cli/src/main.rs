@@ -37,7 +37,7 @@ enum Command {
     },
     /// Per-token log-probabilities of sequences: `{"tokens": [ids]}` or `{"text": "..."}` per line.
     Score {
-        /// Model directory, or an `org/name` id in the local Hugging Face cache.
+        /// Model directory, or an `org/name[@revision]` hub id (downloaded into the Hugging Face cache if missing).
         #[arg(long)]
         model: String,
         /// JSONL input.
@@ -55,7 +55,7 @@ enum Command {
     /// Continue a raw text (--prompt) or a chat conversation (--messages) with a model, for quick
     /// manual checks; stops at the model's end-of-turn / eos tokens.
     Generate {
-        /// Model directory, or an `org/name` id in the local Hugging Face cache.
+        /// Model directory, or an `org/name[@revision]` hub id (downloaded into the Hugging Face cache if missing).
         #[arg(long)]
         model: String,
         /// Raw text, continued as is (no chat template).

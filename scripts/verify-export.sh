@@ -11,8 +11,11 @@ cd "$REPO"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 PY4="$(scripts/setup-python.sh --print-python)"
 PY5="$(scripts/setup-python.sh --print-python "${1:---transformers-5}")"
-cargo build --release --locked -p forge-cli
-FORGE="$CARGO_TARGET_DIR/release/forge"
+# FORGE_BIN: an already built forge (export's output does not depend on the build profile)
+if [[ -z "${FORGE_BIN:-}" ]]; then
+  cargo build --release --locked -p forge-cli
+fi
+FORGE="${FORGE_BIN:-$CARGO_TARGET_DIR/release/forge}"
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 FIXTURES=(gqa2-untied-f32 gqa4-tied-f32 mha-bf16 gqa2-sharded-f32 tf5-gqa2-f32 tf5-yarn-f32 yarn-f32)

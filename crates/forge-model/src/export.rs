@@ -180,7 +180,12 @@ fn write_all(params: &ParamStore, config: &Config, source_dir: Option<&Path>, di
     if let Some(src) = source_dir {
         for name in COMPANION_FILES {
             let from = src.join(name);
-            if from.is_file() {
+            if *name == "tokenizer_config.json" && from.is_file() {
+                let text = std::fs::read_to_string(&from).map_err(|e| ModelError::io(&from, e))?;
+                let config = serde_json::from_str(&text)
+                    .map_err(|e| ModelError::Tokenizer { path: from.clone(), reason: format!("not valid JSON: {e}") })?;
+                write_json(&dir.join(name), &portable_tokenizer_config(config))?;
+            } else if from.is_file() {
                 std::fs::copy(&from, dir.join(name)).map_err(|e| ModelError::io(&from, e))?;
             }
         }
@@ -196,6 +201,20 @@ fn write_all(params: &ParamStore, config: &Config, source_dir: Option<&Path>, di
         write_json(&generation, &value)?;
     }
     Ok(())
+}
+
+/// A tokenizer_config.json that transformers 4.x and 5.x both load. Tokenizers saved by 5.x list
+/// their extra special tokens as `"extra_special_tokens": [...]`, which 4.x reads as a dict of named
+/// tokens and fails on (`'list' object has no attribute 'keys'`); the same list under 4.x's name
+/// `additional_special_tokens` means the same to both.
+fn portable_tokenizer_config(mut config: Value) -> Value {
+    if let Value::Object(map) = &mut config {
+        if map.get("extra_special_tokens").is_some_and(Value::is_array) && !map.contains_key("additional_special_tokens") {
+            let tokens = map.remove("extra_special_tokens").expect("checked above");
+            map.insert("additional_special_tokens".into(), tokens);
+        }
+    }
+    config
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

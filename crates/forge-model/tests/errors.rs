@@ -80,7 +80,10 @@ fn unsupported_config_options_are_rejected() {
         serde_json::from_str(&std::fs::read_to_string(model_dir("gqa2-untied-f32").join("config.json")).unwrap()).unwrap();
     let cases = [
         ("use_sliding_window", serde_json::json!(true), "use_sliding_window = true is not supported"),
-        ("rope_scaling", serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "rope_scaling"),
+        ("rope_scaling", serde_json::json!({"rope_type": "dynamic", "factor": 4.0}), "rope_scaling.rope_type \"dynamic\" is not supported; supported: \"default\""),
+        ("rope_parameters", serde_json::json!({"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0}), "rope_parameters.rope_type \"llama3\" is not supported"),
+        ("layer_types", serde_json::json!(["full_attention", "sliding_attention"]), "layer_types contains \"sliding_attention\""),
+        ("num_experts", serde_json::json!(64), "`num_experts` marks a Mixture-of-Experts model"),
         ("model_type", serde_json::json!("qwen3_moe"), "only \"qwen3\""),
         ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
         ("attention_bias", serde_json::json!(true), "attention_bias"),
@@ -100,7 +103,11 @@ fn unsupported_config_options_are_rejected() {
     let mut defaults = base.clone();
     defaults["rope_scaling"] = serde_json::Value::Null;
     defaults["use_sliding_window"] = false.into();
+    defaults["layer_types"] = serde_json::json!(["full_attention", "full_attention"]);
     Config::from_json(&defaults.to_string()).unwrap();
+    // and YaRN, Qwen3's long context
+    defaults["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32});
+    assert_eq!(Config::from_json(&defaults.to_string()).unwrap().max_context(), 128);
 }
 
 #[test]

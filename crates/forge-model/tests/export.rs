@@ -55,6 +55,33 @@ fn sharded_export_round_trips_bit_exactly_with_hf_metadata() {
     assert_eq!(read_json(&out.join("config.json"))["torch_dtype"], "float32");
 }
 
+/// A directory saved by transformers 5 (`rope_parameters` with YaRN, `dtype`, its tokenizer files)
+/// exports in the layout transformers 4.57 reads too (scripts/verify-export.sh loads it in both).
+#[test]
+fn transformers_5_directories_export_in_the_layout_both_versions_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("export");
+    export(&model_dir("tf5-yarn-f32"), &out, DEFAULT_SHARD_SIZE, None, false).unwrap();
+    assert_same_params(&model_dir("tf5-yarn-f32"), &out, DType::F32);
+    let source = read_json(&model_dir("tf5-yarn-f32").join("config.json"));
+    assert_eq!(source["rope_parameters"]["rope_type"], "yarn", "the fixture is in the transformers 5 layout");
+    let config = read_json(&out.join("config.json"));
+    assert!(config.get("rope_parameters").is_none(), "{config}");
+    assert_eq!(config["rope_theta"], source["rope_parameters"]["rope_theta"]);
+    for key in ["rope_type", "factor", "original_max_position_embeddings"] {
+        assert_eq!(config["rope_scaling"][key], source["rope_parameters"][key], "rope_scaling.{key}");
+    }
+    assert_eq!((&config["torch_dtype"], &config["dtype"]), (&"float32".into(), &"float32".into()));
+    assert_eq!(Config::from_file(&out.join("config.json")).unwrap(), Config::from_file(&model_dir("tf5-yarn-f32").join("config.json")).unwrap());
+
+    let tokenizer_source = read_json(&model_dir("tf5-yarn-f32").join("tokenizer_config.json"));
+    assert!(tokenizer_source["extra_special_tokens"].is_array(), "transformers 5 lists extra special tokens");
+    let tokenizer = read_json(&out.join("tokenizer_config.json"));
+    assert!(tokenizer.get("extra_special_tokens").is_none());
+    assert_eq!(tokenizer["additional_special_tokens"], tokenizer_source["extra_special_tokens"]);
+    assert!(out.join("chat_template.jinja").is_file());
+}
+
 #[test]
 fn tied_export_has_no_lm_head_and_one_file_when_it_fits() {
     let tmp = tempfile::tempdir().unwrap();

@@ -36,8 +36,8 @@ pub struct RlConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Model directory (HF layout, with tokenizer and chat template) or an `org/name` id in the
-    /// local Hugging Face cache.
+    /// Model directory (HF layout, with tokenizer and chat template) or an `org/name[@revision]`
+    /// hub id (downloaded into the Hugging Face cache when missing).
     pub path: String,
     /// "f32" or "bf16".
     #[serde(default = "default_dtype")]

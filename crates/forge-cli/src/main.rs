@@ -184,6 +184,10 @@ enum DataCommand {
         /// Show at most this many examples.
         #[arg(long, default_value_t = 3)]
         limit: usize,
+        /// Template variables as a JSON object, as SFT's data.chat_template_kwargs, e.g.
+        /// '{"enable_thinking": false}'. Default: none (apply_chat_template without kwargs).
+        #[arg(long, value_name = "JSON")]
+        chat_template_kwargs: Option<String>,
     },
 }
 
@@ -454,9 +458,16 @@ fn main() -> Result<()> {
                 summary.model_dir.display()
             );
         }
-        Command::Data { command: DataCommand::Inspect { model, data, json, limit } } => {
+        Command::Data { command: DataCommand::Inspect { model, data, json, limit, chat_template_kwargs } } => {
+            let kwargs = match chat_template_kwargs.as_deref() {
+                None => serde_json::Value::Null,
+                Some(text) => match serde_json::from_str(text) {
+                    Ok(object @ serde_json::Value::Object(_)) => object,
+                    _ => bail!("--chat-template-kwargs must be a JSON object, e.g. '{{\"enable_thinking\": false}}', got {text}"),
+                },
+            };
             let dir = forge_model::weights::resolve_model_dir(&model)?;
-            print!("{}", forge_train::sft::inspect(&dir, &data, limit, json)?);
+            print!("{}", forge_train::sft::inspect(&dir, &data, limit, json, &kwargs)?);
         }
         Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir } } => {
             let chat_dir = match (&model, &tokenizer) {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::BufRead;
 use std::path::Path;
 
-use forge_model::chat_template::{encode_conversation, ChatTemplate};
+use forge_model::chat_template::{encode_conversation_with_kwargs, ChatTemplate};
 use forge_model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -115,7 +115,8 @@ pub fn parse_conversation(line: &str) -> std::result::Result<(Vec<Value>, Option
     Ok((messages, tools))
 }
 
-/// Reads, validates and encodes every example of a JSONL file.
+/// Reads, validates and encodes every example of a JSONL file, rendered without template
+/// variables (see [`load_examples_with_kwargs`]).
 pub fn load_examples(
     path: &Path,
     template: &ChatTemplate,
@@ -124,9 +125,25 @@ pub fn load_examples(
     over_length: OverLength,
     bad: BadExamples,
 ) -> Result<(Vec<Example>, DataStats)> {
+    load_examples_with_kwargs(path, template, tokenizer, &Value::Null, max_seq_len, over_length, bad)
+}
+
+/// Reads, validates and encodes every example of a JSONL file; `chat_template_kwargs` (a JSON
+/// object or null) are template variables for every rendering, like TRL's
+/// `SFTConfig.chat_template_kwargs` (e.g. `{"enable_thinking": false}`).
+pub fn load_examples_with_kwargs(
+    path: &Path,
+    template: &ChatTemplate,
+    tokenizer: &Tokenizer,
+    chat_template_kwargs: &Value,
+    max_seq_len: usize,
+    over_length: OverLength,
+    bad: BadExamples,
+) -> Result<(Vec<Example>, DataStats)> {
     let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
     let mut stats = DataStats::default();
     let mut examples = Vec::new();
+    let mut first_non_prefix: Option<(usize, Vec<usize>)> = None;
     let reject = |stats: &mut DataStats, line: usize, reason: String| -> Result<()> {
         let message = format!("{}:{line}: {reason}", path.display());
         match bad {
@@ -152,7 +169,7 @@ pub fn load_examples(
                 continue;
             }
         };
-        let encoded = match encode_conversation(template, tokenizer, &messages, tools.as_deref()) {
+        let encoded = match encode_conversation_with_kwargs(template, tokenizer, &messages, tools.as_deref(), chat_template_kwargs) {
             Ok(e) => e,
             Err(e) => {
                 reject(&mut stats, number, e.to_string())?;
@@ -160,12 +177,12 @@ pub fn load_examples(
             }
         };
         if !encoded.non_prefix_turns.is_empty() {
+            // Expected for every multi-turn example of history-rewriting templates (Qwen3), so
+            // one summary at the end instead of a warning per line.
+            if stats.non_prefix_templates == 0 {
+                first_non_prefix = Some((number, encoded.non_prefix_turns.clone()));
+            }
             stats.non_prefix_templates += 1;
-            tracing::warn!(
-                "{}:{number}: the chat template renders assistant turns {:?} differently in the full conversation than turn by turn; their loss follows the full rendering",
-                path.display(),
-                encoded.non_prefix_turns
-            );
         }
         let mut input_ids = encoded.input_ids;
         let mut labels: Vec<i64> = input_ids.iter().zip(&encoded.loss_mask).map(|(&id, &m)| if m == 1 { i64::from(id) } else { -100 }).collect();
@@ -198,6 +215,13 @@ pub fn load_examples(
         examples.push(example);
     }
     stats.examples = examples.len();
+    if let Some((line, turns)) = first_non_prefix {
+        tracing::warn!(
+            "{}: in {} example(s) (first: line {line}, assistant messages {turns:?}) the chat template renders earlier assistant turns differently in the whole conversation than when each was the last (e.g. Qwen3 drops earlier think blocks); their loss covers the turns as the whole conversation renders them",
+            path.display(),
+            stats.non_prefix_templates
+        );
+    }
     if examples.is_empty() {
         return Err(TrainError::Data(format!("{}: no usable examples ({stats:?})", path.display())));
     }

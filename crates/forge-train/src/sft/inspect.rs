@@ -3,17 +3,19 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use forge_model::chat_template::{encode_conversation, ChatTemplate};
+use forge_model::chat_template::{encode_conversation_with_kwargs, ChatTemplate};
 use forge_model::tokenizer::Tokenizer;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::data::parse_conversation;
 use crate::{Result, TrainError};
 
-/// Renders up to `limit` examples of `data` with the template and tokenizer of `model_dir`.
+/// Renders up to `limit` examples of `data` with the template and tokenizer of `model_dir` and
+/// the template variables `chat_template_kwargs` (a JSON object or null: what SFT's
+/// `data.chat_template_kwargs` passes), exactly as `forge train sft` encodes them.
 /// Human form marks the trained (assistant) text with ⟦ ⟧; `as_json` gives one JSON object per
 /// example with `text`, `input_ids` and `loss_mask`.
-pub fn inspect(model_dir: &Path, data: &Path, limit: usize, as_json: bool) -> Result<String> {
+pub fn inspect(model_dir: &Path, data: &Path, limit: usize, as_json: bool, chat_template_kwargs: &Value) -> Result<String> {
     let tokenizer = Tokenizer::from_model_dir(model_dir)?;
     let template = ChatTemplate::from_model_dir(model_dir)?;
     let text = std::fs::read_to_string(data).map_err(|e| TrainError::io(data, e))?;
@@ -29,7 +31,7 @@ pub fn inspect(model_dir: &Path, data: &Path, limit: usize, as_json: bool) -> Re
         shown += 1;
         let number = index + 1;
         let (messages, tools) = parse_conversation(line).map_err(|reason| TrainError::Data(format!("{}:{number}: {reason}", data.display())))?;
-        let encoded = encode_conversation(&template, &tokenizer, &messages, tools.as_deref())?;
+        let encoded = encode_conversation_with_kwargs(&template, &tokenizer, &messages, tools.as_deref(), chat_template_kwargs)?;
         let trained = encoded.loss_mask.iter().filter(|&&m| m == 1).count();
         if as_json {
             let record = json!({

@@ -4,9 +4,11 @@
 mod batching;
 mod data;
 mod inspect;
+#[cfg(test)]
+mod template_kwargs_tests;
 
 pub use batching::{collate, collate_packed, plan_epoch};
-pub use data::{load_examples, parse_conversation, BadExamples, DataStats, Example, OverLength};
+pub use data::{load_examples, load_examples_with_kwargs, parse_conversation, BadExamples, DataStats, Example, OverLength};
 pub use inspect::inspect;
 
 use std::path::PathBuf;
@@ -73,6 +75,18 @@ pub struct DataSection {
     pub max_seq_len: usize,
     pub over_length: OverLength,
     pub bad_examples: BadExamples,
+    /// Template variables for rendering every example, as TRL's `SFTConfig.chat_template_kwargs`
+    /// (veRL: `apply_chat_template_kwargs`), e.g. `[data.chat_template_kwargs]`
+    /// `enable_thinking = false`. Default: none, i.e. `apply_chat_template` without kwargs.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub chat_template_kwargs: serde_json::Map<String, serde_json::Value>,
+}
+
+impl DataSection {
+    /// `chat_template_kwargs` as the JSON object the chat template takes.
+    pub fn chat_template_kwargs(&self) -> serde_json::Value {
+        serde_json::Value::Object(self.chat_template_kwargs.clone())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -304,7 +318,7 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let tokenizer = Tokenizer::from_model_dir(&tok_dir)?;
     let template = ChatTemplate::from_model_dir(&tok_dir)?;
     let (examples, data_stats) =
-        load_examples(&config.data.train, &template, &tokenizer, config.data.max_seq_len, config.data.over_length, config.data.bad_examples)?;
+        load_examples_with_kwargs(&config.data.train, &template, &tokenizer, &config.data.chat_template_kwargs(), config.data.max_seq_len, config.data.over_length, config.data.bad_examples)?;
     tracing::info!(?data_stats, "data loaded");
     let pad_id = tokenizer.token_to_id("<|endoftext|>").unwrap_or(0);
     let mut micro_batches: Vec<Vec<usize>> = Vec::new();

@@ -502,7 +502,7 @@ fn main() -> Result<()> {
             } else {
                 let model_weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.unwrap_or(CliDType::F32).into(), &device.unwrap_or_default().open()?)?);
                 // the model cannot attend beyond its positions, whatever budget was asked for
-                options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_position_embeddings);
+                options.agent.max_context_tokens = options.agent.max_context_tokens.min(model_weights.config().max_context());
                 // every worker's agent shares one decoding batch
                 let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(model_weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), prefix_caching: !no_prefix_caching, ..Default::default() })?);
                 let summary = runtime.block_on(forge_agent::run_agent_eval(policy.clone(), chat, &options))?;

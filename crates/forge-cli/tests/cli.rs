@@ -55,6 +55,40 @@ fn score_agrees_with_transformers_log_probs() {
     }
 }
 
+/// Models as transformers 5 saves them (`rope_parameters`, `dtype`, its tokenizer files), one with
+/// YaRN: `forge score` within 1e-5 of transformers' log-probs, greedy `forge generate` equal to
+/// transformers' greedy generate token for token.
+#[test]
+fn models_saved_by_transformers_5_score_and_generate_like_transformers() {
+    for name in ["tf5-gqa2-f32", "tf5-yarn-f32", "yarn-f32"] {
+        let model = fixture(&format!("{name}/model"));
+        let out = forge(&["score", "--model", &model, "--input", &fixture(&format!("{name}/score_input.jsonl"))]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let ours: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let expected = std::fs::read_to_string(fixture(&format!("{name}/score_expected.jsonl"))).unwrap();
+        let expected: Vec<serde_json::Value> = expected.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(ours.len(), expected.len(), "{name}");
+        let mut worst = 0f64;
+        for (a, b) in ours.iter().zip(&expected) {
+            let (la, lb) = (a["logprobs"].as_array().unwrap(), b["logprobs"].as_array().unwrap());
+            assert_eq!(la.len(), lb.len(), "{name}: number of log-probs");
+            for (x, y) in la.iter().zip(lb) {
+                worst = worst.max((x.as_f64().unwrap() - y.as_f64().unwrap()).abs());
+            }
+        }
+        eprintln!("{name}: worst |log-prob - transformers| {worst:e}");
+        assert!(worst <= 1e-5, "{name}: log-probs differ from transformers by {worst:e} > 1e-5");
+
+        let Ok(lines) = std::fs::read_to_string(fixture(&format!("{name}/generate/expected.jsonl"))) else { continue };
+        let case: serde_json::Value = lines.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).find(|c| c["mode"] == "text").unwrap();
+        let max_new = case["max_new_tokens"].to_string();
+        let out = forge(&["generate", "--model", &model, "--prompt", case["prompt_text"].as_str().unwrap(), "--max-new-tokens", &max_new, "--json"]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let generated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(generated["tokens"], case["tokens"], "{name}: greedy forge generate differs from transformers' generate");
+    }
+}
+
 #[test]
 fn score_writes_to_a_file() {
     let tmp = tempfile::tempdir().unwrap();
@@ -96,8 +130,17 @@ fn score_rejects_bad_input_clearly() {
     let out = forge(&["score", "--model", "/nonexistent/dir", "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no such directory"), "{}", stderr(&out));
-    let out = forge(&["score", "--model", "nobody/absent-model", "--input", &fixture("gqa2-untied-f32/score_input.jsonl")]);
-    assert!(stderr(&out).contains("not in the Hugging Face cache"), "{}", stderr(&out));
+    // offline, with an empty cache of its own: never the network, never the user's cache
+    let cache = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_forge"))
+        .args(["score", "--model", "nobody/absent-model", "--input", &fixture("gqa2-untied-f32/score_input.jsonl")])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HUB_CACHE", cache.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("not in the Hugging Face cache") && err.contains("HF_HUB_OFFLINE") && err.contains(&cache.path().display().to_string()), "{err}");
 }
 
 #[test]

@@ -111,3 +111,22 @@ fn model_loads_f32_weights_as_bf16_and_bf16_weights_as_f32() {
     let e = rel_err(&logits, f32_fixture.get("logits"));
     assert!(e <= 3e-2, "f32-on-disk loaded as bf16: logits relative error {e:e}");
 }
+
+/// The parity fixtures pin the transformers versions that saved them, and cover both config
+/// layouts: 4.57.6 (top-level rope_theta/rope_scaling) and 5.25.0 (rope_parameters), each with YaRN.
+#[test]
+fn fixtures_cover_the_config_layouts_of_transformers_4_and_5() {
+    let mut seen = Vec::new();
+    for name in FIXTURES {
+        let text = std::fs::read_to_string(model_dir(name).join("config.json")).unwrap();
+        let config: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let version = config["transformers_version"].as_str().unwrap().to_string();
+        let layout = if config.get("rope_parameters").is_some() { "rope_parameters" } else { "rope_theta" };
+        assert_eq!(layout == "rope_parameters", version.starts_with("5."), "{name}: transformers {version} wrote {layout}");
+        let yarn = config["rope_parameters"]["rope_type"] == "yarn" || config["rope_scaling"]["rope_type"] == "yarn";
+        seen.push((version, yarn));
+    }
+    for (version, yarn) in [("4.57.6", false), ("4.57.6", true), ("5.25.0", false), ("5.25.0", true)] {
+        assert!(seen.contains(&(version.to_string(), yarn)), "no fixture saved by transformers {version} with yarn = {yarn}");
+    }
+}

@@ -13,7 +13,14 @@
 //! tokenising it alone gives the same ids as tokenising the whole text would. Whether the token
 //! stream decodes to the rendering of the recorded messages is checked per trajectory
 //! (`Trajectory::rendering_matches_tokens`): true for templates that render prefix-consistently,
-//! like the bundled tiny tokenizer's.
+//! like the bundled tiny tokenizer's. Qwen3's original template is not one: with
+//! `enable_thinking=false` every generation prompt prefills `<think>\n\n</think>\n\n`, which the
+//! template drops from every assistant turn but the last, so the prompt of turn k > 1 is
+//! `apply_chat_template(history, add_generation_prompt=True, enable_thinking=False)` with that
+//! empty think block after each earlier `<|im_start|>assistant\n` (4 tokens per earlier turn;
+//! `episode::tests::qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks`).
+//! The model thus sees its earlier turns as it generated them, while SFT data rendered by the
+//! template shows them without the block.
 
 use std::path::Path;
 

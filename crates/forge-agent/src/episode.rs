@@ -218,3 +218,105 @@ fn rendering_matches_tokens(chat: &ChatFormat, trajectory: &Trajectory) -> bool 
         _ => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::{Arc, Mutex};
+
+    use forge_model::chat_template::testing::{qwen3_template, require_qwen3_template_dir};
+    use forge_model::tokenizer::Tokenizer;
+    use forge_sandbox::{Observation, ToolCall};
+
+    use super::*;
+    use crate::policy::Generation;
+    use crate::prompt::Scaffold;
+    use crate::testing::{tool_call_text, ScriptedPolicy};
+
+    /// Answers every call with its command.
+    struct EchoWorkspace;
+
+    impl Workspace for EchoWorkspace {
+        async fn call(&mut self, call: &ToolCall) -> forge_sandbox::Result<Observation> {
+            Ok(Observation {
+                output: format!("ran {}", call.arguments["command"].as_str().unwrap_or("?")),
+                exit_code: Some(0),
+                timed_out: false,
+                finished: call.name == FINISH,
+            })
+        }
+
+        async fn patch(&mut self) -> Result<String> {
+            Ok(String::new())
+        }
+    }
+
+    /// Remembers every prompt it is given.
+    struct Recording {
+        inner: ScriptedPolicy,
+        prompts: Mutex<Vec<Vec<u32>>>,
+    }
+
+    impl Policy for Recording {
+        async fn generate(&self, prompt: &[u32], params: &SamplingParams) -> anyhow::Result<Generation> {
+            self.prompts.lock().unwrap().push(prompt.to_vec());
+            self.inner.generate(prompt, params).await
+        }
+    }
+
+    /// What the agent's prompts are with Qwen3's original template in the non-thinking mode the
+    /// agent runs in (`enable_thinking=false`), against `apply_chat_template(history, tools,
+    /// add_generation_prompt=True, enable_thinking=False)` (the renderer equals transformers on
+    /// this template: forge-model's tests/qwen3_chat_template.rs), for a 3-turn tool episode:
+    ///
+    /// - turn 1: equal, token for token;
+    /// - turn k > 1: the agent continues its token stream, so each earlier assistant turn still
+    ///   has the empty think block its generation prompt prefilled, which the template drops from
+    ///   every assistant turn but the last: the agent's prompt is the template's text with
+    ///   `<think>\n\n</think>\n\n` after each of the k-1 earlier `<|im_start|>assistant\n`,
+    ///   i.e. 4 tokens (`<think>`, `\n\n`, `</think>`, `\n\n`) more per earlier turn; the rest is
+    ///   identical, token for token.
+    ///
+    /// So the SFT record of such an episode renders differently from its token record
+    /// (`rendering_matches_tokens` is false), while the tiny template's continue exactly.
+    #[tokio::test]
+    async fn qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks() {
+        let Some(dir) = require_qwen3_template_dir("qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks") else { return };
+        let tokenizer = Tokenizer::from_model_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer")).unwrap();
+        let chat = Arc::new(ChatFormat::new(qwen3_template(&dir), tokenizer, Scaffold::Standard.tools(), json!({"enable_thinking": false})).unwrap());
+        let replies = [
+            tool_call_text(&chat, &[("execute_bash", json!({"command": "ls"}))]),
+            format!("Let me read it.\n{}", tool_call_text(&chat, &[("execute_bash", json!({"command": "cat a.py"}))])),
+            tool_call_text(&chat, &[(FINISH, json!({"message": "done"}))]),
+        ];
+        let policy = Recording { inner: ScriptedPolicy::new(chat.clone(), move |_, turn| replies[turn].clone()), prompts: Mutex::new(Vec::new()) };
+        let trajectory = run_episode(&policy, &mut EchoWorkspace, &chat, "demo-1", "a.py crashes.", &AgentConfig::default()).await;
+        assert_eq!(trajectory.status, Status::Finished, "{:?}", trajectory.error);
+        let prompts = policy.prompts.into_inner().unwrap();
+        assert_eq!(prompts.len(), 3);
+
+        const HEADER: &str = "<|im_start|>assistant\n";
+        const EMPTY_THINK: &str = "<think>\n\n</think>\n\n";
+        let assistant_at: Vec<usize> = trajectory.messages.iter().enumerate().filter(|(_, m)| m["role"] == "assistant").map(|(i, _)| i).collect();
+        for (turn, prompt) in prompts.iter().enumerate() {
+            let template_text = chat.render(&trajectory.messages[..assistant_at[turn]], true).unwrap();
+            assert!(template_text.ends_with(&format!("{HEADER}{EMPTY_THINK}")), "enable_thinking=false prefills an empty think block");
+            let template_ids = chat.encode(&template_text).unwrap();
+            // the template's text with the empty think block back after each earlier turn's header
+            let mut pieces = template_text.splitn(turn + 1, HEADER);
+            let mut agent_text = pieces.next().unwrap().to_string();
+            for piece in pieces {
+                agent_text.push_str(&format!("{HEADER}{EMPTY_THINK}{piece}"));
+            }
+            assert_eq!(chat.decode(prompt).unwrap(), agent_text, "turn {turn}: the agent's prompt text");
+            assert_eq!(*prompt, chat.encode(&agent_text).unwrap(), "turn {turn}: the agent's prompt ids");
+            assert_eq!(prompt.len(), template_ids.len() + 4 * turn, "turn {turn}: 4 tokens per earlier turn");
+            if turn == 0 {
+                assert_eq!(*prompt, template_ids, "the first prompt is apply_chat_template's");
+            } else {
+                assert_ne!(*prompt, template_ids);
+            }
+        }
+        assert!(!trajectory.rendering_matches_tokens);
+    }
+}

@@ -65,10 +65,43 @@ pub struct Generation {
 
 type Reply = oneshot::Sender<Result<Generation, EngineError>>;
 
+/// One new token of a streamed generation, sent the step it is sampled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamedToken {
+    pub token: u32,
+    /// As [`Generation::logprobs`]: under the raw distribution.
+    pub logprob: f32,
+}
+
+/// A generation whose tokens arrive as they are sampled ([`EngineHandle::generate_stream`]).
+/// Dropping it cancels the generation, as dropping [`EngineHandle::generate`]'s future does.
+pub struct GenerationStream {
+    tokens: mpsc::UnboundedReceiver<StreamedToken>,
+    result: oneshot::Receiver<Result<Generation, EngineError>>,
+}
+
+impl GenerationStream {
+    /// The next new token; `None` once the generation has ended (then [`GenerationStream::finish`]
+    /// says how) or failed.
+    pub async fn next_token(&mut self) -> Option<StreamedToken> {
+        self.tokens.recv().await
+    }
+
+    /// The whole generation, as [`EngineHandle::generate`] returns it; tokens not yet taken with
+    /// [`GenerationStream::next_token`] are in it too.
+    pub async fn finish(self) -> Result<Generation, EngineError> {
+        self.result.await.map_err(|_| EngineError::Stopped)?
+    }
+}
+
+type TokenSink = mpsc::UnboundedSender<StreamedToken>;
+
 struct Request {
     prompt: Vec<u32>,
     params: SamplingParams,
     reply: Reply,
+    /// Where each new token goes as it is sampled, for a streaming requester.
+    stream: Option<TokenSink>,
 }
 
 enum Message {
@@ -138,12 +171,20 @@ impl EngineHandle {
     /// Generates a continuation of `prompt`. Cancel-safe: dropping the future frees the sequence's
     /// place in the batch.
     pub async fn generate(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<Generation, EngineError> {
-        self.submit(prompt, params)?.await.map_err(|_| EngineError::Stopped)?
+        self.submit(prompt, params, None)?.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// [`EngineHandle::generate`] for synchronous callers; must not be called from async code.
     pub fn generate_blocking(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<Generation, EngineError> {
-        self.submit(prompt, params)?.blocking_recv().map_err(|_| EngineError::Stopped)?
+        self.submit(prompt, params, None)?.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+
+    /// [`EngineHandle::generate`], with each new token delivered as soon as it is sampled (for a
+    /// server streaming tokens to its client); batched with every other request alike.
+    pub fn generate_stream(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<GenerationStream, EngineError> {
+        let (sink, tokens) = mpsc::unbounded_channel();
+        let result = self.submit(prompt, params, Some(sink))?;
+        Ok(GenerationStream { tokens, result })
     }
 
     /// Waits for the current decoding step to end and holds the engine between steps until the
@@ -173,7 +214,7 @@ impl EngineHandle {
         let _ = self.messages.send(Message::Shutdown);
     }
 
-    fn submit(&self, prompt: Vec<u32>, params: SamplingParams) -> Result<oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
+    fn submit(&self, prompt: Vec<u32>, params: SamplingParams, stream: Option<TokenSink>) -> Result<oneshot::Receiver<Result<Generation, EngineError>>, EngineError> {
         params.validate()?;
         if prompt.is_empty() {
             return Err(EngineError::EmptyPrompt);
@@ -185,7 +226,7 @@ impl EngineHandle {
             return Err(EngineError::TokenOutOfVocab { id, vocab_size: self.vocab_size });
         }
         let (reply, receiver) = oneshot::channel();
-        self.messages.send(Message::Generate(Request { prompt, params, reply })).map_err(|_| EngineError::Stopped)?;
+        self.messages.send(Message::Generate(Request { prompt, params, reply, stream })).map_err(|_| EngineError::Stopped)?;
         Ok(receiver)
     }
 }
@@ -193,6 +234,7 @@ impl EngineHandle {
 /// A sequence in the batch.
 struct Sequence {
     reply: Reply,
+    stream: Option<TokenSink>,
     sampler: Sampler,
     cache: KvCache,
     /// Tokens to feed at the next step: the prompt (less what the prefix cache held), then the
@@ -225,6 +267,7 @@ impl Sequence {
         history.reserve(max_new);
         Self {
             reply: request.reply,
+            stream: request.stream,
             sampler: Sampler::new(request.params),
             cache,
             pending: history[reused..].to_vec(),
@@ -239,6 +282,10 @@ impl Sequence {
 
     /// Appends the sampled `token`; returns why the sequence ends, if it does.
     fn advance(&mut self, (token, logprob): (u32, f32)) -> Option<FinishReason> {
+        if let Some(stream) = &self.stream {
+            // a streaming requester that went away is noticed through `reply` before the next step
+            let _ = stream.send(StreamedToken { token, logprob });
+        }
         self.tokens.push(token);
         self.logprobs.push(logprob);
         self.history.push(token);

@@ -19,6 +19,6 @@ mod prefix_cache;
 pub mod generate;
 pub mod sampling;
 
-pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, PausedEngine, PrefillStats};
+pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, GenerationStream, PausedEngine, PrefillStats, StreamedToken};
 pub use error::EngineError;
 pub use sampling::SamplingParams;

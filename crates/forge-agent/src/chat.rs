@@ -1,26 +1,23 @@
 //! The model's chat format for the agent: its chat template (with the tool schemas as the
-//! `tools` variable) and tokenizer, and the token-level continuation of a conversation.
+//! `tools` variable) and tokenizer, and each turn's prompt as token ids.
 //!
-//! Generated tokens are never re-tokenised. After the model's turn k (its tokens end with the
-//! end-of-turn token, e.g. `<|im_end|>`), the prompt of turn k+1 is
-//! `prompt_k + generated_k + encode(delta)`, where `delta` is the text the template adds after
-//! that end-of-turn token when the observations are appended and the generation prompt is asked
-//! for: with `before = render(history)` and `after = render(history + observations, gen prompt)`,
-//! `delta = after[end of the n-th end-of-turn string ..]`, n = the number of end-of-turn strings
-//! in `before` (the assistant turn k ends at the n-th). The assistant turn's own rendering does not
-//! enter `delta`, so templates that re-render earlier turns (Qwen3 dropping empty `<think>` blocks)
-//! still give the right continuation. Because `delta` starts right after a special token,
-//! tokenising it alone gives the same ids as tokenising the whole text would. Whether the token
-//! stream decodes to the rendering of the recorded messages is checked per trajectory
-//! (`Trajectory::rendering_matches_tokens`): true for templates that render prefix-consistently,
-//! like the bundled tiny tokenizer's. Qwen3's original template is not one: with
-//! `enable_thinking=false` every generation prompt prefills `<think>\n\n</think>\n\n`, which the
-//! template drops from every assistant turn but the last, so the prompt of turn k > 1 is
-//! `apply_chat_template(history, add_generation_prompt=True, enable_thinking=False)` with that
-//! empty think block after each earlier `<|im_start|>assistant\n` (4 tokens per earlier turn;
-//! `episode::tests::qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks`).
-//! The model thus sees its earlier turns as it generated them, while SFT data rendered by the
-//! template shows them without the block.
+//! Every prompt is what transformers' `apply_chat_template(history, tools,
+//! add_generation_prompt=True, **template_vars)` gives, and generated tokens are never
+//! re-tokenised where the template lets the conversation grow by appending. After the model's
+//! turn k (its tokens end with the end-of-turn token, e.g. `<|im_end|>`), with
+//! `after = render(history + observations, gen prompt)` and `cut` = the end of the n-th
+//! end-of-turn string in `after` (n = their number in `render(history)`: the assistant turn k ends
+//! there):
+//! - if the token record so far decodes to `after[..cut]` — the template renders the history as the
+//!   model saw and wrote it (the bundled tiny tokenizer's, TRL's `*_training` templates) — the
+//!   prompt of turn k+1 continues it: `record + encode(after[cut..])`. Because that text starts
+//!   right after a special token, tokenising it alone gives the ids tokenising the whole would;
+//! - otherwise the template rewrote the history: Qwen3's original template with
+//!   `enable_thinking=false` prefills `<think>\n\n</think>\n\n` in every generation prompt and drops
+//!   it from every assistant turn but the last. The prompt of turn k+1 is then `encode(after)`,
+//!   apply_chat_template's tokens exactly, and starts a new token record
+//!   ([`crate::Trajectory::earlier_tokens`]): RL trains each record as its own sequence, so every
+//!   generated token is trained in the context it was sampled in.
 
 use std::path::Path;
 
@@ -95,9 +92,9 @@ impl ChatFormat {
         Ok(self.tokenizer.decode(ids)?)
     }
 
-    /// The text that follows the last assistant turn of `history` once `appended` (observations)
-    /// are added and the next assistant turn is prompted (see the module docs).
-    pub fn observation_delta(&self, history: &[Value], appended: &[Value]) -> Result<String> {
+    /// The prompt of the next turn after `appended` (observations) follow `history`, whose last
+    /// assistant turn ends the token record `record` (see the module docs).
+    pub fn next_prompt(&self, record: &[u32], history: &[Value], appended: &[Value]) -> Result<NextPrompt> {
         let end_of_turn = self.template.eos_token();
         let before = self.render(history, false)?;
         let turns = before.matches(end_of_turn).count();
@@ -114,6 +111,20 @@ impl ChatFormat {
                     "the rendering of the conversation with its observations has fewer than {turns} {end_of_turn:?} tokens; the template drops earlier turns"
                 ))
             })?;
-        Ok(after[cut..].to_string())
+        if self.decode(record)? == after[..cut] {
+            Ok(NextPrompt::Continue(self.encode(&after[cut..])?))
+        } else {
+            Ok(NextPrompt::Restart(self.encode(&after)?))
+        }
     }
+}
+
+/// How the next turn's prompt relates to the token record so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextPrompt {
+    /// These tokens follow the record (observations and the generation prompt).
+    Continue(Vec<u32>),
+    /// The template rendered the history differently from the record: the whole prompt, which
+    /// starts a new record.
+    Restart(Vec<u32>),
 }

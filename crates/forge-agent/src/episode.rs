@@ -6,7 +6,7 @@ use std::time::Instant;
 use forge_sandbox::FINISH;
 use serde_json::{json, Value};
 
-use crate::chat::ChatFormat;
+use crate::chat::{ChatFormat, NextPrompt};
 use crate::error::{AgentError, Result};
 use crate::parse::{parse_tool_calls, ParsedCall, TOOL_CALL_OPEN};
 use crate::policy::{Policy, SamplingParams};
@@ -167,6 +167,7 @@ impl Episode<'_> {
             let tool_seconds = clock.elapsed().as_secs_f64();
             self.trajectory.tool_seconds += tool_seconds;
             self.trajectory.turns.push(TurnRecord {
+                record: self.trajectory.earlier_tokens.len(),
                 prompt_len,
                 generated_end,
                 finish_reason: generation.finish_reason,
@@ -178,10 +179,17 @@ impl Episode<'_> {
             if finished {
                 return Ok(Status::Finished);
             }
-            let delta = chat.observation_delta(&self.trajectory.messages, &replies)?;
+            let next = chat.next_prompt(&self.trajectory.tokens.input_ids, &self.trajectory.messages, &replies)?;
             self.trajectory.messages.extend(replies);
             // Recorded even when it overflows the budget: the next iteration then stops.
-            self.trajectory.tokens.push_context(&chat.encode(&delta)?);
+            match next {
+                NextPrompt::Continue(ids) => self.trajectory.tokens.push_context(&ids),
+                NextPrompt::Restart(ids) => {
+                    let finished = std::mem::take(&mut self.trajectory.tokens);
+                    self.trajectory.earlier_tokens.push(finished);
+                    self.trajectory.tokens.push_context(&ids);
+                }
+            }
         }
         Ok(Status::TurnLimit)
     }
@@ -206,7 +214,7 @@ impl Episode<'_> {
     }
 }
 
-/// Whether the token record decodes to the rendering of the recorded messages (see
+/// Whether the latest token record decodes to the rendering of the recorded messages (see
 /// [`Trajectory::rendering_matches_tokens`]); an episode that ended on its own assistant turn
 /// is rendered without, any other with the generation prompt.
 fn rendering_matches_tokens(chat: &ChatFormat, trajectory: &Trajectory) -> bool {
@@ -231,6 +239,7 @@ mod tests {
     use super::*;
     use crate::policy::Generation;
     use crate::prompt::Scaffold;
+    use crate::trajectory::TokenRecord;
     use crate::testing::{tool_call_text, ScriptedPolicy};
 
     /// Answers every call with its command.
@@ -264,24 +273,16 @@ mod tests {
         }
     }
 
-    /// What the agent's prompts are with Qwen3's original template in the non-thinking mode the
-    /// agent runs in (`enable_thinking=false`), against `apply_chat_template(history, tools,
-    /// add_generation_prompt=True, enable_thinking=False)` (the renderer equals transformers on
-    /// this template: forge-model's tests/qwen3_chat_template.rs), for a 3-turn tool episode:
-    ///
-    /// - turn 1: equal, token for token;
-    /// - turn k > 1: the agent continues its token stream, so each earlier assistant turn still
-    ///   has the empty think block its generation prompt prefilled, which the template drops from
-    ///   every assistant turn but the last: the agent's prompt is the template's text with
-    ///   `<think>\n\n</think>\n\n` after each of the k-1 earlier `<|im_start|>assistant\n`,
-    ///   i.e. 4 tokens (`<think>`, `\n\n`, `</think>`, `\n\n`) more per earlier turn; the rest is
-    ///   identical, token for token.
-    ///
-    /// So the SFT record of such an episode renders differently from its token record
-    /// (`rendering_matches_tokens` is false), while the tiny template's continue exactly.
+    /// The agent's prompts with Qwen3's original template in the non-thinking mode the agent runs
+    /// in are `apply_chat_template(history, tools, add_generation_prompt=True,
+    /// enable_thinking=False)` token for token (the renderer equals transformers on this template:
+    /// forge-model's tests/qwen3_chat_template.rs), for a 3-turn tool episode. The template drops
+    /// the empty think block that each generation prompt prefilled from every assistant turn but
+    /// the last, so turns 2 and 3 cannot continue the record they follow: each starts a record of
+    /// its own, in which exactly that turn's tokens are trained, in the context it was sampled in.
     #[tokio::test]
-    async fn qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks() {
-        let Some(dir) = require_qwen3_template_dir("qwen3_agent_prompts_are_the_template_plus_the_earlier_turns_empty_think_blocks") else { return };
+    async fn qwen3_agent_prompts_are_apply_chat_template_and_each_rewrite_starts_a_record() {
+        let Some(dir) = require_qwen3_template_dir("qwen3_agent_prompts_are_apply_chat_template_and_each_rewrite_starts_a_record") else { return };
         let tokenizer = Tokenizer::from_model_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer")).unwrap();
         let chat = Arc::new(ChatFormat::new(qwen3_template(&dir), tokenizer, Scaffold::Standard.tools(), json!({"enable_thinking": false})).unwrap());
         let replies = [
@@ -295,28 +296,21 @@ mod tests {
         let prompts = policy.prompts.into_inner().unwrap();
         assert_eq!(prompts.len(), 3);
 
-        const HEADER: &str = "<|im_start|>assistant\n";
-        const EMPTY_THINK: &str = "<think>\n\n</think>\n\n";
         let assistant_at: Vec<usize> = trajectory.messages.iter().enumerate().filter(|(_, m)| m["role"] == "assistant").map(|(i, _)| i).collect();
         for (turn, prompt) in prompts.iter().enumerate() {
             let template_text = chat.render(&trajectory.messages[..assistant_at[turn]], true).unwrap();
-            assert!(template_text.ends_with(&format!("{HEADER}{EMPTY_THINK}")), "enable_thinking=false prefills an empty think block");
-            let template_ids = chat.encode(&template_text).unwrap();
-            // the template's text with the empty think block back after each earlier turn's header
-            let mut pieces = template_text.splitn(turn + 1, HEADER);
-            let mut agent_text = pieces.next().unwrap().to_string();
-            for piece in pieces {
-                agent_text.push_str(&format!("{HEADER}{EMPTY_THINK}{piece}"));
-            }
-            assert_eq!(chat.decode(prompt).unwrap(), agent_text, "turn {turn}: the agent's prompt text");
-            assert_eq!(*prompt, chat.encode(&agent_text).unwrap(), "turn {turn}: the agent's prompt ids");
-            assert_eq!(prompt.len(), template_ids.len() + 4 * turn, "turn {turn}: 4 tokens per earlier turn");
-            if turn == 0 {
-                assert_eq!(*prompt, template_ids, "the first prompt is apply_chat_template's");
-            } else {
-                assert_ne!(*prompt, template_ids);
-            }
+            assert!(template_text.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"), "enable_thinking=false prefills an empty think block");
+            assert_eq!(*prompt, chat.encode(&template_text).unwrap(), "turn {turn}: the prompt is apply_chat_template's");
         }
-        assert!(!trajectory.rendering_matches_tokens);
+        let records: Vec<&TokenRecord> = trajectory.token_records().collect();
+        assert_eq!(records.len(), 3, "turns 2 and 3 each start a record");
+        for (turn, record) in trajectory.turns.iter().enumerate() {
+            assert_eq!(record.record, turn);
+            let tokens = records[turn];
+            assert_eq!(tokens.input_ids[..record.prompt_len], prompts[turn][..], "turn {turn} is trained in its sampling context");
+            let trained: Vec<usize> = (0..tokens.len()).filter(|&i| tokens.loss_mask[i] == 1).collect();
+            assert_eq!(trained, (record.prompt_len..record.generated_end).collect::<Vec<_>>(), "record {turn} trains exactly turn {turn}'s tokens");
+        }
+        assert!(trajectory.rendering_matches_tokens, "the last record decodes to the template's rendering of the conversation");
     }
 }

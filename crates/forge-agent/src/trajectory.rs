@@ -63,7 +63,11 @@ impl TokenRecord {
 /// One model turn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TurnRecord {
-    /// Tokens `[0, prompt_len)` were this turn's prompt.
+    /// The token record the turn is in: its index in [`Trajectory::token_records`] (0 unless the
+    /// template rewrote the conversation).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub record: usize,
+    /// Tokens `[0, prompt_len)` of that record were this turn's prompt.
     pub prompt_len: usize,
     /// The generated tokens are `[prompt_len, generated_end)`.
     pub generated_end: usize,
@@ -88,12 +92,18 @@ pub struct Trajectory {
     /// when the template renders them back to exactly the generated text, else the raw text.
     pub messages: Vec<Value>,
     pub tools: Vec<Value>,
+    /// The token record of the latest turns.
     pub tokens: TokenRecord,
+    /// The records before `tokens`, oldest first. A turn whose prompt (apply_chat_template of the
+    /// history) does not continue the record it follows — the template rewrote earlier turns, as
+    /// Qwen3's drops their think blocks — starts a new record; RL trains each as its own sequence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub earlier_tokens: Vec<TokenRecord>,
     pub turns: Vec<TurnRecord>,
     /// The repository diff against the base commit (empty when nothing changed or on error).
     pub patch: String,
-    /// `decode(tokens.input_ids)` equals the template's rendering of `messages` (up to trailing
-    /// whitespace): the SFT record and the token record describe the same sequence.
+    /// `decode(tokens.input_ids)` (the latest record) equals the template's rendering of `messages`
+    /// (up to trailing whitespace): the SFT record and the token record describe the same sequence.
     pub rendering_matches_tokens: bool,
     pub generation_seconds: f64,
     pub tool_seconds: f64,
@@ -111,6 +121,7 @@ impl Trajectory {
             messages,
             tools,
             tokens: TokenRecord::default(),
+            earlier_tokens: Vec::new(),
             turns: Vec::new(),
             patch: String::new(),
             rendering_matches_tokens: false,
@@ -124,6 +135,11 @@ impl Trajectory {
         Trajectory { error: Some(error), ..Self::start(instance_id, Vec::new(), Vec::new()) }
     }
 
+    /// Every token record, oldest first: one sequence each for RL.
+    pub fn token_records(&self) -> impl Iterator<Item = &TokenRecord> {
+        self.earlier_tokens.iter().chain(std::iter::once(&self.tokens))
+    }
+
     /// Turns that ran at least one tool (agent steps).
     pub fn tool_turns(&self) -> usize {
         self.turns.iter().filter(|t| t.tool_calls > 0).count()
@@ -133,4 +149,8 @@ impl Trajectory {
     pub fn sft_record(&self) -> Value {
         json!({"messages": self.messages, "tools": self.tools})
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -99,6 +99,9 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let t = rt.block_on(run_episode(&policy, &mut Echo, &chat, "p-1", "fix it", &config));
         prop_assert!(t.status.is_model_outcome(), "{:?}", t.error);
+        // the tiny template renders the history as generated: one record, never restarted, even
+        // for random token sequences that re-tokenise differently
+        prop_assert!(t.earlier_tokens.is_empty());
         let r = &t.tokens;
         prop_assert_eq!(r.input_ids.len(), r.loss_mask.len());
         prop_assert_eq!(r.input_ids.len(), r.logprobs.len());

@@ -13,21 +13,9 @@ pub enum ModelError {
     #[error("{dir} is not a model directory: {reason}")]
     NotAModelDir { dir: PathBuf, reason: String },
 
-    // Hub models: `id` is `org/name`, or `org/name@revision` when pinned to another than `main`.
-    #[error("model `{id}` is not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set so it was not downloaded: unset HF_HUB_OFFLINE to download it, or fill that cache on a connected machine (`{}`), or pass a local directory", download_command(.id))]
-    NotInHubCache { id: String, cache: PathBuf },
-
-    #[error("the cached snapshot {snapshot} of model `{id}` lacks {missing}, and HF_HUB_OFFLINE is set so the cache was not repaired: unset HF_HUB_OFFLINE to download what is missing, or run `{}` on a connected machine", download_command(.id))]
-    IncompleteInHubCache { id: String, snapshot: PathBuf, missing: String },
-
-    #[error("model `{id}` is not in the Hugging Face cache {cache} ({lacking}), and the hub at {endpoint} cannot be reached to download it ({reason}): check the network, proxy and HF_ENDPOINT, or fill that cache on a connected machine (`{}`) and set HF_HUB_OFFLINE=1 to use it without the network", download_command(.id))]
-    HubUnreachable { id: String, endpoint: String, cache: PathBuf, lacking: String, reason: String },
-
-    #[error("the Hugging Face hub at {endpoint} refused `{file}` of model `{id}`: HTTP {status}{}; {hint}", .error_code.as_ref().map(|code| format!(" ({code})")).unwrap_or_default())]
-    HubRefused { id: String, file: String, endpoint: String, status: u16, error_code: Option<String>, hint: String },
-
-    #[error("downloading `{file}` of model `{id}` into the Hugging Face cache {cache} failed: {reason}")]
-    HubDownload { id: String, file: String, cache: PathBuf, reason: String },
+    /// Finding or downloading an `org/name` model (boxed: these carry the most context).
+    #[error(transparent)]
+    Hub(Box<HubError>),
 
     #[error("{path} is not a readable safetensors file ({reason}); re-download or re-export it")]
     Safetensors { path: PathBuf, reason: String },
@@ -63,6 +51,32 @@ fn download_command(id: &str) -> String {
     match id.split_once('@') {
         Some((repo, revision)) => format!("huggingface-cli download {repo} --revision {revision}"),
         None => format!("huggingface-cli download {id}"),
+    }
+}
+
+/// Locating or downloading a model of the Hugging Face hub. `id` is `org/name`, or
+/// `org/name@revision` when pinned to another than `main`.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("model `{id}` is not in the Hugging Face cache {cache}, and HF_HUB_OFFLINE is set so it was not downloaded: unset HF_HUB_OFFLINE to download it, or fill that cache on a connected machine (`{}`), or pass a local directory", download_command(.id))]
+    NotInHubCache { id: String, cache: PathBuf },
+
+    #[error("the cached snapshot {snapshot} of model `{id}` lacks {missing}, and HF_HUB_OFFLINE is set so the cache was not repaired: unset HF_HUB_OFFLINE to download what is missing, or run `{}` on a connected machine", download_command(.id))]
+    IncompleteInHubCache { id: String, snapshot: PathBuf, missing: String },
+
+    #[error("model `{id}` is not in the Hugging Face cache {cache} ({lacking}), and the hub at {endpoint} cannot be reached to download it ({reason}): check the network, proxy and HF_ENDPOINT, or fill that cache on a connected machine (`{}`) and set HF_HUB_OFFLINE=1 to use it without the network", download_command(.id))]
+    HubUnreachable { id: String, endpoint: String, cache: PathBuf, lacking: String, reason: String },
+
+    #[error("the Hugging Face hub at {endpoint} refused `{file}` of model `{id}`: HTTP {status}{}; {hint}", .error_code.as_ref().map(|code| format!(" ({code})")).unwrap_or_default())]
+    HubRefused { id: String, file: String, endpoint: String, status: u16, error_code: Option<String>, hint: String },
+
+    #[error("downloading `{file}` of model `{id}` into the Hugging Face cache {cache} failed: {reason}")]
+    HubDownload { id: String, file: String, cache: PathBuf, reason: String },
+}
+
+impl From<HubError> for ModelError {
+    fn from(error: HubError) -> Self {
+        ModelError::Hub(Box::new(error))
     }
 }
 

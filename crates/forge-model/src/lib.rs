@@ -17,7 +17,7 @@ pub mod weights;
 
 pub use config::{Config, Yarn};
 pub use forge_kernels;
-pub use error::{ModelError, Result};
+pub use error::{HubError, ModelError, Result};
 pub use lora::LoraConfig;
 pub use params::{Gradients, ParamStore};
 pub use kv_cache::KvCache;

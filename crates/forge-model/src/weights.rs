@@ -11,7 +11,7 @@ use candle_core::{DType, Device, Var};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
 use hf_hub::{Repo, RepoType};
 
-use crate::{Config, ModelError, ParamStore, Result};
+use crate::{Config, HubError, ModelError, ParamStore, Result};
 
 pub const SINGLE_FILE: &str = "model.safetensors";
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
@@ -167,17 +167,17 @@ pub fn resolve_hub_model(model: &HubModelId, settings: &HubSettings) -> Result<P
         }
     }
     if settings.offline {
-        return Err(match cached {
-            Some(snapshot) if snapshot.join(CONFIG_FILE).exists() => ModelError::IncompleteInHubCache {
+        return Err(ModelError::from(match cached {
+            Some(snapshot) if snapshot.join(CONFIG_FILE).exists() => HubError::IncompleteInHubCache {
                 id: model.to_string(),
                 missing: snapshot_gaps(&snapshot)?.describe(),
                 snapshot,
             },
-            _ => ModelError::NotInHubCache {
+            _ => HubError::NotInHubCache {
                 id: model.to_string(),
                 cache: settings.cache_dir.clone(),
             },
-        });
+        }));
     }
     let lacking = match &cached {
         Some(snapshot) => format!("its snapshot {} lacks {}", snapshot.display(), snapshot_gaps(snapshot)?.describe()),
@@ -271,7 +271,7 @@ impl<'a> HubDownload<'a> {
             .with_retries(TRANSFER_RETRIES)
             .with_user_agent("forge", env!("CARGO_PKG_VERSION"))
             .build()
-            .map_err(|e| ModelError::HubDownload {
+            .map_err(|e| HubError::HubDownload {
                 id: model.to_string(),
                 file: CONFIG_FILE.into(),
                 cache: settings.cache_dir.clone(),
@@ -349,7 +349,7 @@ impl<'a> HubDownload<'a> {
     }
 
     fn download_error(&self, file: &str, reason: String) -> ModelError {
-        ModelError::HubDownload { id: self.model.to_string(), file: file.to_string(), cache: self.settings.cache_dir.clone(), reason }
+        HubError::HubDownload { id: self.model.to_string(), file: file.to_string(), cache: self.settings.cache_dir.clone(), reason }.into()
     }
 
     /// hf-hub's error as what it means to the user: the hub not reachable, the hub saying no (with
@@ -379,18 +379,19 @@ impl<'a> HubDownload<'a> {
         // TLS, proxy); methods are used rather than its variants so that ureq need not be a
         // direct dependency.
         let Some(response) = request_error.into_response() else {
-            return ModelError::HubUnreachable {
+            return HubError::HubUnreachable {
                 id: self.model.to_string(),
                 endpoint: self.settings.endpoint.clone(),
                 cache: self.settings.cache_dir.clone(),
                 lacking: self.lacking.clone(),
                 reason,
-            };
+            }
+            .into();
         };
         let status = response.status();
         let error_code = response.header("x-error-code").map(str::to_string);
         let hint = self.refusal_hint(file, status, error_code.as_deref());
-        ModelError::HubRefused { id: self.model.to_string(), file: file.to_string(), endpoint: self.settings.endpoint.clone(), status, error_code, hint }
+        HubError::HubRefused { id: self.model.to_string(), file: file.to_string(), endpoint: self.settings.endpoint.clone(), status, error_code, hint }.into()
     }
 
     fn refusal_hint(&self, file: &str, status: u16, error_code: Option<&str>) -> String {
@@ -418,13 +419,17 @@ impl<'a> HubDownload<'a> {
     /// The error for a repo with neither weights layout, in place of the index's bare 404.
     fn explain_missing_weights(&self, error: ModelError) -> ModelError {
         match error {
-            ModelError::HubRefused { id, file, endpoint, status: 404, error_code, .. } => ModelError::HubRefused {
-                hint: format!("`{}` has neither {SINGLE_FILE} nor {INDEX_FILE} at `{}`: only safetensors checkpoints are supported", self.model.repo, self.model.revision),
-                id,
-                file,
-                endpoint,
-                status: 404,
-                error_code,
+            ModelError::Hub(hub) => match *hub {
+                HubError::HubRefused { id, file, endpoint, status: 404, error_code, .. } => HubError::HubRefused {
+                    hint: format!("`{}` has neither {SINGLE_FILE} nor {INDEX_FILE} at `{}`: only safetensors checkpoints are supported", self.model.repo, self.model.revision),
+                    id,
+                    file,
+                    endpoint,
+                    status: 404,
+                    error_code,
+                }
+                .into(),
+                other => other.into(),
             },
             other => other,
         }
@@ -437,7 +442,7 @@ impl<'a> HubDownload<'a> {
 
 /// The hub answered that the file is not in the repo (as opposed to any other failure).
 fn is_not_found(error: &ModelError) -> bool {
-    matches!(error, ModelError::HubRefused { status: 404, error_code, .. } if error_code.as_deref().is_none_or(|code| code == "EntryNotFound"))
+    matches!(error, ModelError::Hub(hub) if matches!(&**hub, HubError::HubRefused { status: 404, error_code, .. } if error_code.as_deref().is_none_or(|code| code == "EntryNotFound")))
 }
 
 /// The shard file names `model.safetensors.index.json` in `dir` maps tensors to.

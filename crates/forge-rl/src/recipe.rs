@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use forge_agent::ChatFormat;
+use forge_agent::{ChatFormat, TokenRecord, Trajectory};
 use forge_engine::{EngineConfig, EngineHandle};
 use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
 use forge_model::lora::{init_adapters, load_adapters, merge, save_adapters};
@@ -362,8 +362,8 @@ impl GroupScheduler<'_> {
     }
 }
 
-/// Per sample, the frozen reference's log-prob of every token (0 for the first), when the
-/// objective has a KL term.
+/// Per token record of each sample (in [`to_samples`]' order), the frozen reference's log-prob of
+/// every token (0 for the first), when the objective has a KL term.
 fn reference_logprobs(
     model: &Qwen3ForCausalLM,
     frozen: Option<&Qwen3ForCausalLM>,
@@ -377,8 +377,9 @@ fn reference_logprobs(
     let score = |reference: &Qwen3ForCausalLM| -> Result<Vec<Vec<f32>>> {
         samples
             .iter()
-            .map(|s| {
-                let ids = &s.rollout.trajectory.tokens.input_ids;
+            .flat_map(|s| trained_records(&s.rollout.trajectory))
+            .map(|record| {
+                let ids = &record.input_ids;
                 let input = Tensor::new(ids.as_slice(), reference.device())?.unsqueeze(0)?;
                 let row = reference.token_logprobs(&input, &[ids.len()])?.remove(0);
                 Ok([vec![0.0], row].concat())
@@ -399,19 +400,26 @@ fn reference_logprobs(
     }
 }
 
+/// The token records with generated tokens (a record that a rewritten prompt started just before
+/// the turn limit holds only its prompt).
+fn trained_records(trajectory: &Trajectory) -> impl Iterator<Item = &TokenRecord> {
+    trajectory.token_records().filter(|record| record.loss_mask.contains(&1))
+}
+
+/// One training sequence per token record: a trajectory whose template rewrote the conversation
+/// has several (see `Trajectory::earlier_tokens`), each with the trajectory's advantage and its
+/// generated tokens in the context they were sampled in.
 fn to_samples(chosen: &[TrainSample], reference: Option<Vec<Vec<f32>>>) -> Vec<Sample> {
     let mut reference = reference.map(|r| r.into_iter());
     chosen
         .iter()
-        .map(|s| {
-            let tokens = &s.rollout.trajectory.tokens;
-            Sample {
-                input_ids: tokens.input_ids.clone(),
-                loss_mask: tokens.loss_mask.clone(),
-                sampling_logprobs: tokens.logprobs.clone(),
-                reference_logprobs: reference.as_mut().and_then(Iterator::next),
-                advantage: s.advantage,
-            }
+        .flat_map(|s| trained_records(&s.rollout.trajectory).map(move |tokens| (s.advantage, tokens)))
+        .map(|(advantage, tokens)| Sample {
+            input_ids: tokens.input_ids.clone(),
+            loss_mask: tokens.loss_mask.clone(),
+            sampling_logprobs: tokens.logprobs.clone(),
+            reference_logprobs: reference.as_mut().and_then(Iterator::next),
+            advantage,
         })
         .collect()
 }
@@ -648,6 +656,30 @@ mod tests {
     /// Per worker: (stats and learning rate of each update, final weights).
     type WorkerUpdates = (Vec<(UpdateStats, f32)>, Vec<Vec<f32>>);
 
+    /// A trajectory whose template rewrote the conversation trains one sequence per record that
+    /// holds generated tokens, each with the trajectory's advantage and its own reference row.
+    #[test]
+    fn every_record_with_generated_tokens_is_a_sample() {
+        let record = |ids: &[u32], mask: &[u8]| TokenRecord { input_ids: ids.to_vec(), loss_mask: mask.to_vec(), logprobs: mask.iter().map(|&m| -f32::from(m)).collect() };
+        let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
+        trajectory.earlier_tokens = vec![record(&[1, 2, 3], &[0, 1, 1]), record(&[1, 4], &[0, 0]), record(&[1, 5, 6, 7], &[0, 0, 1, 0])];
+        trajectory.tokens = record(&[1, 5, 8, 9], &[0, 0, 0, 1]);
+        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_seconds: 0.0, wall_seconds: 0.0 };
+        let chosen = [TrainSample { rollout: &rollout, advantage: 0.5 }];
+        let reference: Vec<Vec<f32>> = trained_records(&rollout.trajectory).map(|r| r.input_ids.iter().map(|&t| t as f32).collect()).collect();
+        assert_eq!(reference.len(), 3, "the prompt-only record is left out");
+        let samples = to_samples(&chosen, Some(reference));
+        let ids: Vec<&[u32]> = samples.iter().map(|s| s.input_ids.as_slice()).collect();
+        assert_eq!(ids, [&[1, 2, 3][..], &[1, 5, 6, 7], &[1, 5, 8, 9]]);
+        for s in &samples {
+            assert_eq!(s.advantage, 0.5);
+            let expected: Vec<f32> = s.input_ids.iter().map(|&t| t as f32).collect();
+            assert_eq!(s.reference_logprobs.as_deref(), Some(&expected[..]), "reference rows stay with their records");
+        }
+        let trained: usize = samples.iter().map(|s| s.loss_mask.iter().filter(|&&m| m == 1).count()).sum();
+        assert_eq!(trained, 4, "every generated token once");
+    }
+
     fn update_as_workers(shares: Vec<Vec<Sample>>, updates_per_step: usize) -> Vec<WorkerUpdates> {
         let world = shares.len();
         let everywhere: usize = shares.iter().map(Vec::len).sum();
@@ -731,6 +763,7 @@ mod tests {
         let ids = vec![1u32, 5, 9, 2, 33, 7];
         let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
         trajectory.tokens.input_ids = ids.clone();
+        trajectory.tokens.loss_mask = vec![0, 0, 0, 1, 1, 1];
         let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_seconds: 0.0, wall_seconds: 0.0 };
         let chosen = [TrainSample { rollout: &rollout, advantage: 1.0 }];
         let logprobs = |m: &Qwen3ForCausalLM| [vec![0.0], m.token_logprobs(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), &[ids.len()]).unwrap().remove(0)].concat();

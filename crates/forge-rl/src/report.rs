@@ -41,8 +41,8 @@ pub(crate) struct RolloutRecord {
 
 impl RolloutRecord {
     pub fn of(rollout: &Rollout) -> Self {
-        let tokens = &rollout.trajectory.tokens;
-        let generated = tokens.loss_mask.iter().zip(&tokens.logprobs).filter(|(m, _)| **m != 0);
+        let records = || rollout.trajectory.token_records();
+        let generated = records().flat_map(|r| r.loss_mask.iter().zip(&r.logprobs)).filter(|(m, _)| **m != 0);
         let (generated_tokens, generated_nll) = generated.fold((0, 0.0), |(n, nll), (_, lp)| (n + 1, nll - f64::from(*lp)));
         Self {
             group: rollout.group,
@@ -55,7 +55,7 @@ impl RolloutRecord {
             },
             status: rollout.trajectory.status,
             turns: rollout.trajectory.turns.len(),
-            tokens: tokens.len(),
+            tokens: records().map(|r| r.len()).sum(),
             generated_tokens,
             generated_nll,
             policy_version: rollout.policy_version,

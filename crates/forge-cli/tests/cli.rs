@@ -221,6 +221,29 @@ fn data_inspect_shows_text_ids_and_mask() {
     assert!(text.contains("</tool_call><|im_end|>⟧"), "{text}");
 }
 
+/// `forge data inspect` on a model directory saved by transformers 5.25 (its tokenizer files and
+/// chat_template.jinja as 5.x writes them): text, ids and assistant mask equal transformers'
+/// apply_chat_template (fixtures/chat/expected.json, identical under 4.57.6 and 5.25.0).
+#[test]
+fn data_inspect_on_a_transformers_5_model_equals_apply_chat_template() {
+    let conversations: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixture("chat/conversations.json")).unwrap()).unwrap();
+    let expected: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(fixture("chat/expected.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data.jsonl");
+    let lines: Vec<String> = conversations.iter().map(|c| serde_json::json!({"messages": c["messages"], "tools": c["tools"]}).to_string()).collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let out = forge(&["data", "inspect", "--model", &fixture("tf5-gqa2-f32/model"), "--data", data.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(records.len(), expected.len());
+    for (record, want) in records.iter().zip(&expected) {
+        let name = &want["name"];
+        assert_eq!(record["text"], want["text"], "{name}: text");
+        assert_eq!(record["input_ids"], want["input_ids"], "{name}: ids");
+        assert_eq!(record["loss_mask"], want["assistant_mask"], "{name}: assistant mask");
+    }
+}
+
 /// Every SFT recipe under configs/ parses, and names files that exist (paths are relative to the
 /// repository root).
 #[test]

@@ -87,6 +87,37 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// An OpenAI-compatible HTTP server on the rollout engine: GET /v1/models, POST
+    /// /v1/chat/completions (tools, streaming, logprobs) and /v1/completions. Concurrent requests
+    /// share one decoding batch. Prints the URL; Ctrl-C or SIGTERM stops it once requests in
+    /// flight are answered.
+    Serve {
+        /// Model directory, or an `org/name[@revision]` hub id (downloaded into the Hugging Face cache if missing).
+        #[arg(long)]
+        model: String,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// 0: any free port (the printed URL says which).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        #[arg(long, value_enum, default_value_t = CliDType::F32)]
+        dtype: CliDType,
+        /// cpu, or cuda / cuda:N with a CUDA build.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// The name clients give as `model` (default: --model as given).
+        #[arg(long)]
+        served_model_name: Option<String>,
+        /// Sequences generated at once at most (the engine's batch; a request with n choices holds
+        /// n); further requests wait for a place, they are not refused.
+        #[arg(long, default_value_t = 32)]
+        max_concurrency: usize,
+        /// Prompt plus completion at most, in tokens (default: the model's context). Each
+        /// sequence's KV cache is allocated up front for its prompt plus max_tokens (by default
+        /// the rest of this length), so lower it to bound memory.
+        #[arg(long)]
+        max_model_len: Option<usize>,
+    },
     /// Training recipes.
     Train {
         #[command(subcommand)]
@@ -399,6 +430,10 @@ fn main() -> Result<()> {
                 println!("{}", output.text);
                 eprintln!("{} new token(s), finish reason: {}", output.tokens.len(), output.finish_reason);
             }
+        }
+        Command::Serve { model, host, port, dtype, device, served_model_name, max_concurrency, max_model_len } => {
+            let device = device.open()?;
+            forge_serve::run(forge_serve::ServeOptions { model, host, port, dtype: dtype.into(), device, served_model_name, max_concurrency, max_model_len })?;
         }
         Command::Train { recipe: TrainCommand::Sft(args) } => {
             let (config, resolved) = forge_train::config::load_config::<forge_train::sft::SftConfig>(&args.config, &args.overrides)?;

@@ -35,6 +35,10 @@ scripts/test-gpu-check.sh
 step "build (all targets, incl. benches and the CLI)"
 cargo build --workspace --all-targets --locked
 
+step "the official openai Python client for forge serve's client test (a small venv, no torch)"
+FORGE_OPENAI_PYTHON="$(scripts/setup-openai-client.sh)"  # (not `export X="$(...)"`: that would hide a failure)
+export FORGE_OPENAI_PYTHON
+
 step "tests"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${FORGE_TEST_THREADS:-2}"
 

@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::chat::ChatFormat;
+use crate::endpoint::EndpointUsage;
 use crate::episode::{run_episode, AgentConfig};
 use crate::error::{AgentError, Result};
 use crate::policy::Policy;
@@ -80,6 +81,10 @@ pub struct AgentEvalSummary {
     pub tool_seconds: f64,
     /// Wall time of the episodes (without grading).
     pub agent_wall_seconds: f64,
+    /// With an [`crate::EndpointPolicy`]: the endpoint's token usage and requests (the caller
+    /// fills it in from [`crate::EndpointPolicy::usage`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointUsage>,
     pub grading: RunSummary,
 }
 
@@ -171,6 +176,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
         generation_seconds,
         tool_seconds,
         agent_wall_seconds,
+        endpoint: None,
         grading,
     })
 }

@@ -1,7 +1,8 @@
 //! The software-engineering agent: prompts, Qwen/Hermes tool-call parsing that survives any model
 //! output, the loop between a [`Policy`] and the tools in a task's container, trajectories recorded
 //! for SFT (messages + tools) and for RL (token ids, loss mask, sampling log-probs), and
-//! `forge eval swebench --model` ([`run_agent_eval`]).
+//! `forge eval swebench --model` ([`run_agent_eval`]), or on any OpenAI-compatible server
+//! ([`EndpointPolicy`]: `--endpoint URL --served-model NAME`).
 //!
 //! ```text
 //! render(messages) ─► prompt ids ─► Policy::generate ─► ids + log-probs ─► decode ─► parse
@@ -10,6 +11,7 @@
 //! ```
 
 pub mod chat;
+pub mod endpoint;
 pub mod episode;
 pub mod error;
 pub mod eval;
@@ -21,6 +23,7 @@ pub mod trajectory;
 pub mod workspace;
 
 pub use chat::ChatFormat;
+pub use endpoint::{EndpointConfig, EndpointPolicy, EndpointUsage};
 pub use episode::{run_episode, AgentConfig};
 pub use error::{AgentError, Result};
 pub use eval::{run_agent_eval, AgentEvalOptions, AgentEvalSummary};

@@ -15,6 +15,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: boxing the large variants would only obscure the matches.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Write a checkpoint as a Hugging Face model directory (sharded safetensors, config, tokenizer).
@@ -222,13 +224,14 @@ enum DataCommand {
     },
 }
 
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum EvalCommand {
     /// Grade predictions, or run the agent with a model and grade its patches: each patch is applied
     /// in a fresh container of its instance's image, the tests run, the log graded.
     /// Writes logs/run_evaluation/{run_id}/{model}/{instance_id}/ and {model}.{run_id}.json; with
     /// --model also runs/{run_id}/ (predictions.jsonl, trajectories/, sft.jsonl, sft.resolved.jsonl).
-    #[command(group(clap::ArgGroup::new("source").required(true).args(["predictions", "model", "oracle"])))]
+    #[command(group(clap::ArgGroup::new("source").required(true).args(["predictions", "model", "oracle", "endpoint"])))]
     Swebench {
         /// Instances: parquet, JSONL or JSON (e.g. tasks/bundled.jsonl).
         #[arg(long)]
@@ -243,10 +246,31 @@ enum EvalCommand {
         /// one-line fix as one `str_replace` edit then `finish`, other fixes by `git apply`.
         #[arg(long, requires = "tokenizer")]
         oracle: bool,
-        /// With --oracle: the tokenizer directory (tokenizer.json + chat template) the
-        /// trajectories' token records use, e.g. assets/tiny-tokenizer.
-        #[arg(long, requires = "oracle")]
-        tokenizer: Option<PathBuf>,
+        /// With --oracle or --endpoint: the tokenizer directory (tokenizer.json + chat template) or
+        /// org/name the prompts are rendered and the token records made with, e.g.
+        /// assets/tiny-tokenizer, or the served model's own directory.
+        #[arg(long, conflicts_with_all = ["model", "predictions"])]
+        tokenizer: Option<String>,
+        /// Run the agent on a model served by any OpenAI-compatible server (vLLM, SGLang, forge
+        /// serve; base URL, e.g. http://127.0.0.1:8000): each turn is POST /v1/completions with the
+        /// prompt as token ids rendered with --tokenizer's chat template.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["model", "oracle"], requires = "tokenizer")]
+        endpoint: Option<String>,
+        /// With --endpoint: the served model's name (vLLM's --served-model-name).
+        #[arg(long, value_name = "NAME", requires = "endpoint", conflicts_with_all = ["model", "oracle", "predictions"])]
+        served_model: Option<String>,
+        /// With --endpoint: the environment variable holding the API key, sent as
+        /// `Authorization: Bearer` [default: no key].
+        #[arg(long, value_name = "VAR", requires = "endpoint", conflicts_with_all = ["model", "oracle", "predictions"])]
+        api_key_env: Option<String>,
+        /// With --endpoint: retries of a request after a connection error, 429 or 5xx, with
+        /// exponential backoff from 1 s up to 30 s; after them the episode is an infrastructure
+        /// error (run again on resume).
+        #[arg(long, value_name = "N", default_value_t = 6, requires = "endpoint", conflicts_with_all = ["model", "oracle", "predictions"])]
+        endpoint_retries: u32,
+        /// With --endpoint: timeout of one request in seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 900, requires = "endpoint", conflicts_with_all = ["model", "oracle", "predictions"])]
+        endpoint_timeout: u64,
         #[arg(long)]
         run_id: String,
         /// Agent: assistant turns per instance at most [default: 35].
@@ -504,18 +528,22 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json, &kwargs)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, endpoint, served_model, api_key_env, endpoint_retries, endpoint_timeout, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir } } => {
             let chat_dir = match (&model, &tokenizer) {
                 (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
-                (None, Some(tokenizer)) => tokenizer.clone(),
-                (None, None) => unreachable!("clap requires --model or --oracle with --tokenizer"),
+                (None, Some(tokenizer)) => forge_model::weights::resolve_model_dir(tokenizer)?,
+                (None, None) => bail!("--tokenizer is required with --oracle"),
             };
-            if oracle && (dtype.is_some() || device.is_some()) {
-                bail!("--dtype and --device configure the model: --oracle runs none");
+            if tokenizer.is_some() && !oracle && endpoint.is_none() {
+                bail!("--tokenizer goes with --oracle or --endpoint (--model's directory has its own)");
+            }
+            if (oracle || endpoint.is_some()) && (dtype.is_some() || device.is_some() || no_prefix_caching) {
+                bail!("--dtype, --device and --no-prefix-caching configure a local model: --oracle and --endpoint run none");
             }
             // Qwen3 templates: the non-thinking format the agent is trained in.
             let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?.with_scaffold(scaffold.unwrap_or_default()));
-            let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, model.as_deref().unwrap_or("oracle"));
+            let model_name = model.as_deref().or(served_model.as_deref()).unwrap_or("oracle");
+            let mut options = forge_agent::AgentEvalOptions::new(dataset, &run_id, model_name);
             let defaults = forge_agent::AgentConfig::default();
             options.agent = forge_agent::AgentConfig {
                 max_turns: max_turns.unwrap_or(defaults.max_turns),
@@ -534,6 +562,51 @@ fn main() -> Result<()> {
                 let instances = forge_swe::load_instances(&options.dataset)?;
                 let policy = std::sync::Arc::new(forge_agent::testing::ScriptedPolicy::edit_oracle(chat.clone(), &instances));
                 runtime.block_on(forge_agent::run_agent_eval(policy, chat, &options))?
+            } else if let Some(url) = &endpoint {
+                let Some(served_model) = &served_model else {
+                    bail!("--endpoint needs --served-model NAME: the model name the server serves (vLLM's --served-model-name; GET {url}/v1/models lists them)");
+                };
+                let api_key = match &api_key_env {
+                    None => None,
+                    Some(var) => match std::env::var(var) {
+                        Ok(key) if !key.is_empty() => Some(key),
+                        _ => bail!("--api-key-env {var}: the environment variable {var} is not set"),
+                    },
+                };
+                let config = forge_agent::EndpointConfig {
+                    api_key,
+                    max_retries: endpoint_retries,
+                    request_timeout: std::time::Duration::from_secs(endpoint_timeout),
+                    // the workers' episodes are the only requests
+                    max_concurrency: workers.max(1),
+                    ..forge_agent::EndpointConfig::new(url, served_model)
+                };
+                let policy = std::sync::Arc::new(forge_agent::EndpointPolicy::new(config, chat.clone())?);
+                let models = runtime.block_on(policy.served_models()).with_context(|| format!("--endpoint {url}: listing its models (GET /v1/models)"))?;
+                let Some(served) = models.iter().find(|m| m.id == *served_model) else {
+                    bail!("--served-model {served_model} is not served at {url}; it serves {:?}", models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>());
+                };
+                if let Some(max_model_len) = served.max_model_len {
+                    // the server refuses prompts plus max_tokens beyond its context
+                    options.agent.max_context_tokens = options.agent.max_context_tokens.min(max_model_len);
+                }
+                let mut summary = runtime.block_on(forge_agent::run_agent_eval(policy.clone(), chat, &options))?;
+                let usage = policy.usage();
+                eprintln!(
+                    "endpoint: {} generations, {} prompt + {} completion tokens (its usage); {} retries, {} failed requests{}",
+                    usage.generations,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.retries,
+                    usage.failed_requests,
+                    if usage.generations_without_logprobs > 0 {
+                        format!("; {} generations without log-probs ({} re-tokenised from text): their token records' log-probs are 0", usage.generations_without_logprobs, usage.generations_without_token_ids)
+                    } else {
+                        String::new()
+                    }
+                );
+                summary.endpoint = Some(usage);
+                summary
             } else {
                 let model_weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.unwrap_or(CliDType::F32).into(), &device.unwrap_or_default().open()?)?);
                 // the model cannot attend beyond its positions, whatever budget was asked for

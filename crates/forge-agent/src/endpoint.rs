@@ -128,14 +128,12 @@ impl EndpointPolicy {
         if config.served_model.is_empty() {
             bail!("the served model name is empty");
         }
-        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
-            bail!("the endpoint URL {:?} must start with http:// or https://", config.url);
+        if config.url.starts_with("https://") {
+            bail!("the endpoint URL {:?} is https, and this build has no TLS stack (reqwest without rustls): reach the server over http:// (on its host, an SSH tunnel, or a local TLS-terminating proxy)", config.url);
         }
-        // rustls with ring (no OpenSSL, no aws-lc build): installed once per process unless a
-        // provider already is. Deprecated in rustls 0.23.48 for lacking post-quantum key exchange,
-        // which an inference endpoint does not need.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        if !config.url.starts_with("http://") {
+            bail!("the endpoint URL {:?} must start with http://", config.url);
+        }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = &config.api_key {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")).context("the API key is not a valid header value")?;

@@ -19,6 +19,9 @@
 //! [`EndpointConfig::max_concurrency`] requests are in flight at once. A request that still fails
 //! is an error of the policy: the episode ends as [`crate::Status::InfraError`], which evaluation
 //! leaves out of the predictions and runs again on resume (never "unresolved").
+//!
+//! The client is reqwest's async one (inside the agents' tokio runtime) with rustls and its default
+//! aws-lc provider for https: no OpenSSL.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,11 +131,8 @@ impl EndpointPolicy {
         if config.served_model.is_empty() {
             bail!("the served model name is empty");
         }
-        if config.url.starts_with("https://") {
-            bail!("the endpoint URL {:?} is https, and this build has no TLS stack (reqwest without rustls): reach the server over http:// (on its host, an SSH tunnel, or a local TLS-terminating proxy)", config.url);
-        }
-        if !config.url.starts_with("http://") {
-            bail!("the endpoint URL {:?} must start with http://", config.url);
+        if !(config.url.starts_with("http://") || config.url.starts_with("https://")) {
+            bail!("the endpoint URL {:?} must start with http:// or https://", config.url);
         }
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = &config.api_key {

@@ -277,6 +277,11 @@ async fn a_closed_port_is_an_infrastructure_error_after_the_retries() {
     let usage = policy.usage();
     assert_eq!((usage.retries, usage.failed_requests), (2, 1));
     assert!(policy.served_models().await.is_err());
+
+    // https (rustls) builds a client and fails the same way on a closed port
+    let policy = EndpointPolicy::new(config(&url.replace("http://", "https://")), common::tiny_chat()).unwrap();
+    assert_eq!(episode(&policy).await.status, Status::InfraError);
+    assert!(EndpointPolicy::new(config("ftp://127.0.0.1:1"), common::tiny_chat()).is_err());
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! output, the loop between a [`Policy`] and the tools in a task's container, trajectories recorded
 //! for SFT (messages + tools) and for RL (token ids, loss mask, sampling log-probs), and
 //! `forge eval swebench --model` ([`run_agent_eval`]), or on any OpenAI-compatible server
-//! ([`EndpointPolicy`]: `--endpoint URL --served-model NAME`).
+//! ([`EndpointPolicy`]: `--endpoint URL --served-model NAME`); `forge sample` ([`run_sampling`]):
+//! rejection sampling of a teacher's trajectories into SFT data.
 //!
 //! ```text
 //! render(messages) ─► prompt ids ─► Policy::generate ─► ids + log-probs ─► decode ─► parse
@@ -18,6 +19,7 @@ pub mod eval;
 pub mod parse;
 pub mod policy;
 pub mod prompt;
+pub mod sample;
 pub mod testing;
 pub mod trajectory;
 pub mod workspace;
@@ -30,5 +32,6 @@ pub use eval::{run_agent_eval, AgentEvalOptions, AgentEvalSummary};
 pub use parse::{parse_tool_calls, ParsedCall};
 pub use policy::{FinishReason, Generation, Policy, SamplingParams};
 pub use prompt::Scaffold;
+pub use sample::{run_sampling, AttemptRecord, SampleOptions, SampleSummary, SolveRate};
 pub use trajectory::{Status, TokenRecord, Trajectory, TurnRecord};
 pub use workspace::{TaskWorkspace, Workspace};

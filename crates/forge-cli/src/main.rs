@@ -135,6 +135,79 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// Rejection sampling of a teacher's trajectories into SFT data: --attempts attempts per
+    /// instance, each in its own container at --temperature with a seed derived from (--seed,
+    /// instance, attempt), graded in a fresh container. Writes OUT/attempts.jsonl (every attempt,
+    /// appended as it finishes), OUT/sft.jsonl (the resolved attempts, deduplicated: `forge train
+    /// sft` data), OUT/solve_rates.jsonl (per instance: a difficulty label), OUT/trajectories/.
+    #[command(group(clap::ArgGroup::new("teacher").required(true).args(["model", "endpoint"])))]
+    Sample {
+        /// Instances: parquet, JSONL or JSON (e.g. tasks/bundled.jsonl).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// The teacher: a model directory or org/name, run by the rollout engine.
+        #[arg(long, conflicts_with = "tokenizer")]
+        model: Option<String>,
+        /// The teacher on an OpenAI-compatible server (vLLM, SGLang, forge serve), base URL.
+        #[arg(long, value_name = "URL", conflicts_with = "model", requires_all = ["tokenizer", "served_model"])]
+        endpoint: Option<String>,
+        /// With --endpoint: the served model's name.
+        #[arg(long, value_name = "NAME", requires = "endpoint")]
+        served_model: Option<String>,
+        /// With --endpoint: the environment variable holding the API key [default: no key].
+        #[arg(long, value_name = "VAR", requires = "endpoint")]
+        api_key_env: Option<String>,
+        /// With --endpoint: the tokenizer directory (tokenizer.json + chat template) or org/name.
+        #[arg(long)]
+        tokenizer: Option<String>,
+        /// Attempts per instance.
+        #[arg(long, default_value_t = 8)]
+        attempts: usize,
+        /// Stop sampling an instance after this many resolved attempts.
+        #[arg(long, value_name = "N")]
+        max_solutions_per_instance: Option<usize>,
+        /// Sampling temperature of every attempt.
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Base of the per-attempt seeds.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Concurrent attempts.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Continue: skip the attempts OUT/attempts.jsonl already lists.
+        #[arg(long)]
+        resume: bool,
+        /// Only these instances (space-separated).
+        #[arg(long, num_args = 1..)]
+        instance_ids: Vec<String>,
+        /// Assistant turns per attempt at most.
+        #[arg(long, default_value_t = 35)]
+        max_turns: usize,
+        /// Context budget in tokens, prompt and generation.
+        #[arg(long, default_value_t = 32768)]
+        max_context_tokens: usize,
+        /// Prompts and tools shown to the teacher: standard or minimal [default: standard].
+        #[arg(long)]
+        scaffold: Option<forge_agent::Scaffold>,
+        /// Re-runs of an attempt after infrastructure failures (not counted as attempts).
+        #[arg(long, default_value_t = 3)]
+        infra_retries: usize,
+        /// Per-attempt test timeout of the grading in seconds.
+        #[arg(long, default_value_t = 1800)]
+        timeout: u64,
+        /// Grading semantics: v4 (default) or v5.
+        #[arg(long, default_value = "v4")]
+        grading: String,
+        /// With --model: dtype and device.
+        #[arg(long, value_enum, default_value_t = CliDType::F32)]
+        dtype: CliDType,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Task-set utilities.
     Tasks {
         #[command(subcommand)]
@@ -657,6 +730,46 @@ fn main() -> Result<()> {
                 summary.resolved_instances,
                 summary.summary_path.display()
             );
+        }
+        Command::Sample { dataset, model, endpoint, served_model, api_key_env, tokenizer, attempts, max_solutions_per_instance, temperature, seed, out, workers, resume, instance_ids, max_turns, max_context_tokens, scaffold, infra_retries, timeout, grading, dtype, device } => {
+            let chat_dir = forge_model::weights::resolve_model_dir(model.as_deref().or(tokenizer.as_deref()).context("--endpoint needs --tokenizer")?)?;
+            let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?.with_scaffold(scaffold.unwrap_or_default()));
+            let mut options = forge_agent::SampleOptions::new(dataset, out);
+            options.agent = forge_agent::AgentConfig { max_turns, max_context_tokens, temperature, seed, ..Default::default() };
+            (options.attempts, options.max_solutions_per_instance, options.workers, options.resume, options.instance_ids, options.infra_retries) = (attempts, max_solutions_per_instance, workers, resume, instance_ids, infra_retries);
+            options.test_timeout = std::time::Duration::from_secs(timeout);
+            options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let summary = if let (Some(url), Some(served_model)) = (&endpoint, &served_model) {
+                let api_key = match &api_key_env {
+                    None => None,
+                    Some(var) => Some(std::env::var(var).ok().filter(|k| !k.is_empty()).with_context(|| format!("--api-key-env {var}: the environment variable {var} is not set"))?),
+                };
+                let config = forge_agent::EndpointConfig { api_key, max_concurrency: workers.max(1), ..forge_agent::EndpointConfig::new(url, served_model) };
+                let (policy, max_model_len) = runtime.block_on(forge_agent::sample::connect_endpoint(config, chat.clone()))?;
+                options.agent.max_context_tokens = options.agent.max_context_tokens.min(max_model_len.unwrap_or(usize::MAX));
+                runtime.block_on(forge_agent::run_sampling(std::sync::Arc::new(policy), chat, &options))?
+            } else {
+                let weights = std::sync::Arc::new(forge_model::load_model(&chat_dir, dtype.into(), &device.open()?)?);
+                options.agent.max_context_tokens = options.agent.max_context_tokens.min(weights.config().max_context());
+                let policy = std::sync::Arc::new(forge_engine::EngineHandle::start(weights, forge_engine::EngineConfig { max_batch_size: workers.max(1), ..Default::default() })?);
+                runtime.block_on(forge_agent::run_sampling(policy, chat, &options))?
+            };
+            eprintln!(
+                "sample: {} attempts run, {} reused, {} skipped; {} resolved over {} of {} instances; {} SFT records in {}; {} infrastructure retries",
+                summary.attempts_run,
+                summary.attempts_reused,
+                summary.attempts_skipped,
+                summary.resolved,
+                summary.instances_solved,
+                summary.instances,
+                summary.sft_records,
+                summary.out_dir.join("sft.jsonl").display(),
+                summary.infra_retries
+            );
+            for (id, attempt, error) in &summary.infra_failures {
+                eprintln!("  infrastructure failure {id} attempt {attempt} (run again by --resume): {error}");
+            }
         }
         Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;

@@ -226,7 +226,7 @@ fn bad_requests_and_a_stopped_engine_are_clear_errors() {
     assert!(matches!(err(vec![], greedy(4)), EngineError::EmptyPrompt));
     let e = err(prompt(128, 0), greedy(4));
     assert!(matches!(e, EngineError::PromptTooLong { len: 128, max: 128 }), "{e}");
-    assert!(e.to_string().contains("max_position_embeddings is 128"), "{e}");
+    assert!(e.to_string().contains("context (max_position_embeddings, or YaRN's factor × original_max_position_embeddings) is 128"), "{e}");
     let e = err(vec![1, 512], greedy(4));
     assert_eq!(e.to_string(), "prompt token id 512 is outside the vocabulary (vocab_size 512)");
     assert!(matches!(err(vec![1], greedy(0)), EngineError::InvalidParams(_)));

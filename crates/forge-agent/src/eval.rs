@@ -201,11 +201,11 @@ pub fn read_trajectory(path: &Path) -> Option<Trajectory> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-fn jsonl(records: impl Iterator<Item = Value>) -> String {
+pub(crate) fn jsonl(records: impl Iterator<Item = Value>) -> String {
     records.map(|r| r.to_string() + "\n").collect()
 }
 
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, data).map_err(|e| AgentError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| AgentError::io(path, e))

@@ -40,6 +40,7 @@ use serde_json::{json, Value};
 use crate::chat::ChatFormat;
 use crate::endpoint::{EndpointConfig, EndpointPolicy};
 use crate::episode::{run_episode, AgentConfig};
+use crate::eval::{jsonl, read_trajectory, write_atomic};
 use crate::error::{AgentError, Result};
 use crate::policy::Policy;
 use crate::trajectory::{Status, Trajectory};
@@ -520,19 +521,6 @@ fn status_name(status: Status) -> String {
     serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-fn read_trajectory(path: &Path) -> Option<Trajectory> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn jsonl(records: impl Iterator<Item = Value>) -> String {
-    records.map(|r| r.to_string() + "\n").collect()
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|e| AgentError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::io(path, e))
-}
 
 #[cfg(test)]
 mod tests {

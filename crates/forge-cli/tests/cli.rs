@@ -1,31 +1,11 @@
 //! End-to-end tests of the `forge` binary.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn forge(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_forge")).args(args).output().expect("forge runs")
-}
-
-fn fixture(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(path).display().to_string()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Whether the Docker Engine with `forge/base:py3` (scripts/build-base-image.sh) is there; under
-/// CI=true its absence fails the test, elsewhere the test is skipped loudly.
-fn docker_with_base_image(test: &str) -> bool {
-    let docker_ok = Command::new("docker").args(["image", "inspect", "forge/base:py3"]).output().is_ok_and(|o| o.status.success());
-    if !docker_ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{test}: Docker with the image forge/base:py3 is required under CI=true (run scripts/build-base-image.sh)");
-        eprintln!("\n!!!!! SKIPPING {test}: no Docker or no forge/base:py3 !!!!!\n");
-    }
-    docker_ok
-}
+use common::{docker_with_base_image, fixture, forge, stderr};
 
 #[test]
 fn score_agrees_with_transformers_log_probs() {

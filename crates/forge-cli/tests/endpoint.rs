@@ -2,57 +2,13 @@
 //! on a bundled task in a real container with its policy over HTTP, and the same run with
 //! `--model`: greedy, the same seed, equal token records.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+
+use common::{chat_model_dir, docker_with_base_image, repo, stderr, Server};
 use serde_json::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Whether the Docker Engine with `forge/base:py3` (scripts/build-base-image.sh) is there; under
-/// CI=true its absence fails the test, elsewhere the test is skipped loudly.
-fn docker_with_base_image(test: &str) -> bool {
-    let docker_ok = Command::new("docker").args(["image", "inspect", "forge/base:py3"]).output().is_ok_and(|o| o.status.success());
-    if !docker_ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{test}: Docker with the image forge/base:py3 is required under CI=true (run scripts/build-base-image.sh)");
-        eprintln!("\n!!!!! SKIPPING {test}: no Docker or no forge/base:py3 !!!!!\n");
-    }
-    docker_ok
-}
-
-/// gqa2-untied-f32's model with the tiny tokenizer's chat template and 4096 positions (the agent's
-/// prompt alone exceeds the fixture's 128).
-fn model_dir(tmp: &Path) -> PathBuf {
-    let dir = tmp.join("model");
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(repo().join("fixtures/gqa2-untied-f32/model")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(repo().join("assets/tiny-tokenizer/chat_template.jinja"), dir.join("chat_template.jinja")).unwrap();
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    config["max_position_embeddings"] = 4096.into();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    dir
-}
-
-/// The server process, killed at the end of the test.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A trajectory's token records and what the turns did, without timings.
 fn comparable(trajectory: &Value) -> Value {
@@ -93,18 +49,9 @@ fn eval_swebench_over_forge_serve_equals_eval_with_the_model() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path()).display().to_string();
-    let child = Command::new(env!("CARGO_BIN_EXE_forge"))
-        .args(["serve", "--model", &model, "--served-model-name", "tiny", "--port", "0", "--max-concurrency", "2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("forge runs");
-    let mut server = Server(child);
-    // the first line on stdout gives the address (port 0: a free one), e.g. http://127.0.0.1:PORT/v1
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_string();
+    let model_path = chat_model_dir(tmp.path(), 4096);
+    let model = model_path.display().to_string();
+    let (server, url) = Server::start(&model_path, "tiny", 2);
 
     let dataset = repo().join("tasks/bundled.jsonl").display().to_string();
     let eval = |out_dir: &Path, policy: &[&str]| {

@@ -2,15 +2,14 @@
 //! `openai` Python client (scripts/test-serve-openai.py, with the python of
 //! scripts/setup-openai-client.sh given as FORGE_OPENAI_PYTHON), then stopped with SIGTERM.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use common::{chat_model_dir, repo, Server};
 
 /// The python with `openai` installed; `None` skips the client checks loudly, except under
 /// CI=true, where its absence fails the test.
@@ -22,32 +21,6 @@ fn openai_python(test: &str) -> Option<String> {
         eprintln!("\n!!!!! SKIPPING the openai client checks of {test}: FORGE_OPENAI_PYTHON is unset (export FORGE_OPENAI_PYTHON=\"$(scripts/setup-openai-client.sh)\") !!!!!\n");
     }
     python
-}
-
-/// gqa2-untied-f32's model with the tiny tokenizer's chat template and a context of 1024 (the
-/// template's tool instructions alone exceed the fixture's 128 positions).
-fn model_dir(tmp: &Path) -> PathBuf {
-    let dir = tmp.join("model");
-    std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(repo().join("fixtures/gqa2-untied-f32/model")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
-    std::fs::copy(repo().join("assets/tiny-tokenizer/chat_template.jinja"), dir.join("chat_template.jinja")).unwrap();
-    let mut config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    config["max_position_embeddings"] = 1024.into();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    dir
-}
-
-/// The server process; killed if the test fails before stopping it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `GET path` on `address` (host:port): status and body.
@@ -66,18 +39,9 @@ fn http_get(address: &str, path: &str) -> std::io::Result<(u16, String)> {
 fn forge_serve_answers_the_official_openai_client_and_stops_on_sigterm() {
     let test = "forge_serve_answers_the_official_openai_client_and_stops_on_sigterm";
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
-    let child = Command::new(env!("CARGO_BIN_EXE_forge"))
-        .args(["serve", "--model", model.to_str().unwrap(), "--served-model-name", "tiny", "--port", "0", "--max-concurrency", "8"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("forge runs");
-    let mut server = Server(child);
-    // the first line on stdout gives the address (port 0: a free one)
-    let mut line = String::new();
-    BufReader::new(server.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap_or_else(|| panic!("no URL in {line:?}")).to_string();
+    // a context of 1024: the template's tool instructions alone exceed the fixture's 128 positions
+    let model = chat_model_dir(tmp.path(), 1024);
+    let (mut server, url) = Server::start(&model, "tiny", 8);
     assert!(url.ends_with("/v1"), "{url}");
     let address = url.trim_start_matches("http://").trim_end_matches("/v1").to_string();
     let started = Instant::now();
@@ -120,7 +84,7 @@ fn forge_serve_answers_the_official_openai_client_and_stops_on_sigterm() {
 #[test]
 fn forge_serve_refuses_bad_options_clearly() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = model_dir(tmp.path());
+    let model = chat_model_dir(tmp.path(), 1024);
     let run = |extra: &[&str]| {
         let mut args = vec!["serve", "--model", model.to_str().unwrap(), "--port", "0"];
         args.extend_from_slice(extra);

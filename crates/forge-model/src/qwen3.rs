@@ -228,6 +228,10 @@ pub struct Qwen3ForCausalLM {
     lm_head: Tensor,
     /// Additive-mask value for masked positions: the most negative finite value of the dtype.
     mask_value: f64,
+    /// RoPE's inverse frequencies (`head_dim / 2`, YaRN-scaled when configured) and the factor
+    /// cos/sin are multiplied by: fixed by the config, computed once.
+    rope_inv_freq: Vec<f32>,
+    rope_scaling: f64,
 }
 
 impl Qwen3ForCausalLM {
@@ -303,7 +307,6 @@ impl Qwen3ForCausalLM {
         let norm = p("model.norm.weight".into())?;
         Ok(Self {
             norm,
-            config,
             params,
             lora,
             adapters_enabled: AtomicBool::new(true),
@@ -312,6 +315,9 @@ impl Qwen3ForCausalLM {
             layers,
             lm_head,
             mask_value,
+            rope_inv_freq: config.rope_inv_freq(),
+            rope_scaling: config.rope_attention_scaling(),
+            config,
         })
     }
 
@@ -426,11 +432,11 @@ impl Qwen3ForCausalLM {
     /// RoPE `cos`, `sin` tables `[1, positions, head_dim/2]` (f32) for the given positions.
     fn rotary_tables(&self, positions: impl ExactSizeIterator<Item = usize>) -> Result<(Tensor, Tensor)> {
         let half = self.config.head_dim / 2;
-        let inv_freq = self.config.rope_inv_freq();
+        let inv_freq = &self.rope_inv_freq;
         let n = positions.len();
         let angles: Vec<f32> = positions.flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f)).collect();
         let angles = Tensor::from_vec(angles, (1, n, half), self.device())?;
-        let scaling = self.config.rope_attention_scaling();
+        let scaling = self.rope_scaling;
         if scaling == 1.0 {
             return Ok((angles.cos()?, angles.sin()?));
         }

@@ -1,7 +1,7 @@
 //! The agent loop: render → generate → parse → run tools → observe, until `finish`, the turn
-//! limit or the context budget.
+//! limit, the context budget, the wall clock, or a failure the model's commands caused.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use forge_sandbox::FINISH;
 use serde_json::{json, Value};
@@ -11,7 +11,7 @@ use crate::error::{AgentError, Result};
 use crate::parse::{parse_tool_calls, ParsedCall, TOOL_CALL_OPEN};
 use crate::policy::{Policy, SamplingParams};
 use crate::prompt::{bad_call_message, no_tool_call_message, observation_message};
-use crate::trajectory::{Status, Trajectory, TurnRecord};
+use crate::trajectory::{FailureCause, Status, Trajectory, TurnRecord};
 use crate::workspace::Workspace;
 
 /// Limits and sampling of an episode.
@@ -30,7 +30,17 @@ pub struct AgentConfig {
     pub top_k: usize,
     /// Turn k samples with seed `seed + k`.
     pub seed: u64,
+    /// Wall-clock bound of the episode (generation and tools): past it the episode ends as
+    /// [`Status::PolicyFailure`] with cause `wall_clock`.
+    pub max_episode_time: Duration,
+    /// Sandbox limits of the task's container: the longest timeout one tool call may ask for,
+    /// and how much the container may write (`None`: unlimited).
+    pub max_call_timeout: Duration,
+    pub storage_bytes: Option<u64>,
 }
+
+/// Default of [`AgentConfig::max_episode_time`].
+pub const DEFAULT_MAX_EPISODE_TIME: Duration = Duration::from_secs(1800);
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -43,12 +53,17 @@ impl Default for AgentConfig {
             top_p: 1.0,
             top_k: 0,
             seed: 0,
+            max_episode_time: DEFAULT_MAX_EPISODE_TIME,
+            max_call_timeout: forge_sandbox::DEFAULT_MAX_CALL_TIMEOUT,
+            storage_bytes: Some(forge_sandbox::DEFAULT_STORAGE_BYTES),
         }
     }
 }
 
 /// Runs one episode on `problem_statement` with tools in `workspace`. Never fails: an
-/// infrastructure failure ends the episode with [`Status::InfraError`] and what was recorded.
+/// infrastructure failure ends the episode with [`Status::InfraError`] and what was recorded; a
+/// failure the model's commands caused (the container killed, OOM, the storage limit, the wall
+/// clock) with [`Status::PolicyFailure`] and its [`FailureCause`], and no patch.
 pub async fn run_episode<P: Policy, W: Workspace>(
     policy: &P,
     workspace: &mut W,
@@ -62,8 +77,10 @@ pub async fn run_episode<P: Policy, W: Workspace>(
         trajectory: Trajectory::start(instance_id, chat.initial_messages(problem_statement), chat.tools().to_vec()),
         chat,
         config,
+        deadline: tokio::time::Instant::now() + config.max_episode_time,
     };
     let outcome = match episode.run(policy, workspace).await {
+        Ok(Status::PolicyFailure) => Ok(Status::PolicyFailure),
         Ok(status) => match workspace.patch().await {
             Ok(patch) => {
                 episode.trajectory.patch = patch;
@@ -76,6 +93,14 @@ pub async fn run_episode<P: Policy, W: Workspace>(
     let mut trajectory = episode.trajectory;
     match outcome {
         Ok(status) => trajectory.status = status,
+        Err(AgentError::Sandbox(e)) if FailureCause::of(&e).is_some() => {
+            // no patch from a container that the model's commands broke (a background job of
+            // theirs killed it, or wrote past the limit, after the last call)
+            tracing::info!(instance = instance_id, error = %e, "episode ended by the model's commands");
+            trajectory.status = Status::PolicyFailure;
+            trajectory.cause = FailureCause::of(&e);
+            trajectory.error = Some(e.to_string());
+        }
         Err(e) => {
             tracing::warn!(instance = instance_id, error = %e, "episode ended by an infrastructure error");
             trajectory.status = Status::InfraError;
@@ -91,6 +116,13 @@ struct Episode<'a> {
     trajectory: Trajectory,
     chat: &'a ChatFormat,
     config: &'a AgentConfig,
+    deadline: tokio::time::Instant,
+}
+
+/// What ended a turn's tool calls early.
+enum Stop {
+    Finished,
+    Failed(FailureCause, String),
 }
 
 impl Episode<'_> {
@@ -104,6 +136,9 @@ impl Episode<'_> {
             let room = self.config.max_context_tokens.saturating_sub(prompt_len);
             if room == 0 {
                 return Ok(Status::ContextExhausted);
+            }
+            if tokio::time::Instant::now() >= self.deadline {
+                return Ok(self.failed(FailureCause::WallClock, self.wall_clock_message()));
             }
             let params = SamplingParams {
                 max_new_tokens: self.config.max_new_tokens.min(room),
@@ -142,7 +177,7 @@ impl Episode<'_> {
 
             let clock = Instant::now();
             let mut replies = Vec::new();
-            let (mut tool_calls, mut call_errors, mut finished) = (0, 0, false);
+            let (mut tool_calls, mut call_errors, mut stop) = (0, 0, None);
             if calls.is_empty() {
                 call_errors += 1;
                 replies.push(no_tool_call_message(chat.tools()));
@@ -154,10 +189,23 @@ impl Episode<'_> {
                         replies.push(bad_call_message(&problem, chat.tools()));
                     }
                     Ok(call) => {
-                        let observation = workspace.call(&call).await?;
                         tool_calls += 1;
+                        let observation = match tokio::time::timeout_at(self.deadline, workspace.call(&call)).await {
+                            Err(_) => {
+                                stop = Some(Stop::Failed(FailureCause::WallClock, self.wall_clock_message()));
+                                break;
+                            }
+                            Ok(Err(e)) => match FailureCause::of(&e) {
+                                Some(cause) => {
+                                    stop = Some(Stop::Failed(cause, e.to_string()));
+                                    break;
+                                }
+                                None => return Err(e.into()),
+                            },
+                            Ok(Ok(observation)) => observation,
+                        };
                         if call.name == FINISH {
-                            finished = true;
+                            stop = Some(Stop::Finished);
                             break;
                         }
                         replies.push(observation_message(&call.name, &observation, self.config.max_observation_chars));
@@ -176,8 +224,10 @@ impl Episode<'_> {
                 generation_seconds,
                 tool_seconds,
             });
-            if finished {
-                return Ok(Status::Finished);
+            match stop {
+                Some(Stop::Finished) => return Ok(Status::Finished),
+                Some(Stop::Failed(cause, detail)) => return Ok(self.failed(cause, detail)),
+                None => {}
             }
             let next = chat.next_prompt(&self.trajectory.tokens.input_ids, &self.trajectory.messages, &replies)?;
             self.trajectory.messages.extend(replies);
@@ -192,6 +242,17 @@ impl Episode<'_> {
             }
         }
         Ok(Status::TurnLimit)
+    }
+
+    /// Records a failure the model caused; the episode ends with it.
+    fn failed(&mut self, cause: FailureCause, detail: String) -> Status {
+        self.trajectory.cause = Some(cause);
+        self.trajectory.error = Some(detail);
+        Status::PolicyFailure
+    }
+
+    fn wall_clock_message(&self) -> String {
+        format!("the episode ran past its wall-clock bound of {:?}", self.config.max_episode_time)
     }
 
     /// The assistant message of a turn: with structured `tool_calls` when every call parsed and

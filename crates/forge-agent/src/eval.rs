@@ -75,6 +75,8 @@ pub struct AgentEvalSummary {
     pub episodes_reused: usize,
     /// Episodes by status.
     pub statuses: BTreeMap<String, usize>,
+    /// Episodes the model's own commands ended (`policy_failure`, unresolved), by cause.
+    pub failure_causes: BTreeMap<String, usize>,
     /// Tool-call turns of the episodes run now, and their time.
     pub agent_steps: usize,
     pub generation_seconds: f64,
@@ -113,7 +115,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
         let (instance, agent, labels) = (instance.clone(), options.agent.clone(), options.labels.clone());
         episodes.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
-            let trajectory = match TaskWorkspace::create(&rt, &instance, &labels).await {
+            let trajectory = match TaskWorkspace::create_with(&rt, &instance, &labels, &agent).await {
                 Ok(mut workspace) => {
                     let trajectory = run_episode(&*policy, &mut workspace, &chat, &instance.instance_id, &instance.problem_statement, &agent).await;
                     if let Err(e) = workspace.remove().await {
@@ -163,15 +165,19 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     let resolved = done.iter().filter(|t| grading.resolved_ids.contains(&t.instance_id)).map(|t| t.sft_record());
     write_atomic(&run_dir.join("sft.resolved.jsonl"), jsonl(resolved).as_bytes())?;
 
-    let mut statuses = BTreeMap::new();
+    let (mut statuses, mut failure_causes) = (BTreeMap::new(), BTreeMap::new());
     for t in trajectories.values() {
         *statuses.entry(status_name(t.status)).or_insert(0) += 1;
+        if let Some(cause) = t.cause {
+            *failure_causes.entry(cause.name().to_string()).or_insert(0) += 1;
+        }
     }
     Ok(AgentEvalSummary {
         run_dir,
         episodes_run,
         episodes_reused: reused,
         statuses,
+        failure_causes,
         agent_steps,
         generation_seconds,
         tool_seconds,

@@ -26,12 +26,12 @@ pub mod workspace;
 
 pub use chat::ChatFormat;
 pub use endpoint::{EndpointConfig, EndpointPolicy, EndpointUsage};
-pub use episode::{run_episode, AgentConfig};
+pub use episode::{run_episode, AgentConfig, DEFAULT_MAX_EPISODE_TIME};
 pub use error::{AgentError, Result};
 pub use eval::{run_agent_eval, AgentEvalOptions, AgentEvalSummary};
 pub use parse::{parse_tool_calls, ParsedCall};
 pub use policy::{FinishReason, Generation, Policy, SamplingParams};
 pub use prompt::Scaffold;
 pub use sample::{run_sampling, AttemptRecord, SampleOptions, SampleSummary, SolveRate};
-pub use trajectory::{Status, TokenRecord, Trajectory, TurnRecord};
+pub use trajectory::{FailureCause, Status, TokenRecord, Trajectory, TurnRecord};
 pub use workspace::{TaskWorkspace, Workspace};

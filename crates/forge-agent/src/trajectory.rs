@@ -16,6 +16,10 @@ pub enum Status {
     TurnLimit,
     /// The next prompt would not fit the context budget.
     ContextExhausted,
+    /// The model's own commands ended the episode ([`Trajectory::cause`] says how): it is scored
+    /// 0 like any unresolved episode, never excluded — a policy must not escape its reward by
+    /// crashing its sandbox.
+    PolicyFailure,
     /// The engine, the container or the tooling failed: not the model's doing. RL must leave
     /// such episodes out; evaluation reruns them on resume.
     InfraError,
@@ -25,6 +29,48 @@ impl Status {
     /// Whether the episode says something about the model (everything but infrastructure errors).
     pub fn is_model_outcome(self) -> bool {
         self != Status::InfraError
+    }
+}
+
+/// How the model's own doing ended an episode ([`Status::PolicyFailure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The container stopped while the model's command ran: its main process was killed.
+    ContainerExited,
+    /// The kernel's OOM killer ended the container (its memory limit).
+    OomKilled,
+    /// The container wrote more than its storage limit.
+    DiskQuotaExceeded,
+    /// The episode ran past its wall-clock bound (`AgentConfig::max_episode_time`).
+    WallClock,
+}
+
+impl FailureCause {
+    pub const ALL: [FailureCause; 4] = [FailureCause::ContainerExited, FailureCause::OomKilled, FailureCause::DiskQuotaExceeded, FailureCause::WallClock];
+
+    /// The snake_case name (as serialised).
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureCause::ContainerExited => "container_exited",
+            FailureCause::OomKilled => "oom_killed",
+            FailureCause::DiskQuotaExceeded => "disk_quota_exceeded",
+            FailureCause::WallClock => "wall_clock",
+        }
+    }
+
+    /// The cause of a sandbox error that the commands run in it caused; `None` for
+    /// infrastructure failures.
+    pub fn of(e: &forge_sandbox::SandboxError) -> Option<Self> {
+        use forge_sandbox::SandboxError;
+        if !e.is_policy_fault() {
+            return None;
+        }
+        Some(match e {
+            SandboxError::StorageExceeded { .. } => FailureCause::DiskQuotaExceeded,
+            SandboxError::ContainerGone { oom_killed: true, .. } => FailureCause::OomKilled,
+            _ => FailureCause::ContainerExited,
+        })
     }
 }
 
@@ -85,9 +131,12 @@ pub struct TurnRecord {
 pub struct Trajectory {
     pub instance_id: String,
     pub status: Status,
-    /// What failed, for infrastructure errors.
+    /// What failed, for infrastructure errors and policy failures.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Why the model's doing ended the episode, for [`Status::PolicyFailure`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
     /// The conversation (OpenAI/TRL chat format); assistant turns carry structured `tool_calls`
     /// when the template renders them back to exactly the generated text, else the raw text.
     pub messages: Vec<Value>,
@@ -111,13 +160,13 @@ pub struct Trajectory {
 }
 
 impl Trajectory {
-    /// An episode that could not start (no container, no tokenizer): only the error.
     /// A trajectory before its first turn (status `InfraError` until the episode says otherwise).
     pub fn start(instance_id: &str, messages: Vec<Value>, tools: Vec<Value>) -> Self {
         Trajectory {
             instance_id: instance_id.to_string(),
             status: Status::InfraError,
             error: None,
+            cause: None,
             messages,
             tools,
             tokens: TokenRecord::default(),
@@ -131,6 +180,7 @@ impl Trajectory {
         }
     }
 
+    /// An episode that could not start (no container, no tokenizer): only the error.
     pub fn failed_to_start(instance_id: &str, error: String) -> Self {
         Trajectory { error: Some(error), ..Self::start(instance_id, Vec::new(), Vec::new()) }
     }

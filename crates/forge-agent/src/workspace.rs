@@ -8,12 +8,13 @@ use std::time::Duration;
 use forge_sandbox::{Observation, Runtime, Sandbox, SandboxSpec, ToolCall};
 use forge_swe::{agent_setup_script, TaskInstance};
 
+use crate::episode::AgentConfig;
 use crate::error::{AgentError, Result};
 
 /// The environment of one episode.
 pub trait Workspace: Send {
     /// Runs one tool call. Mistakes in the call are observations; `Err` is an infrastructure
-    /// failure.
+    /// failure, or one the call caused ([`forge_sandbox::SandboxError::is_policy_fault`]).
     fn call(&mut self, call: &ToolCall) -> impl Future<Output = forge_sandbox::Result<Observation>> + Send;
 
     /// The repository's changes against the base commit, as a patch `git apply` takes.
@@ -36,13 +37,21 @@ pub struct TaskWorkspace {
 
 impl TaskWorkspace {
     /// Starts a container from the instance's image (labelled with `labels` and the instance id)
-    /// and prepares its repository.
+    /// with the default sandbox limits and prepares its repository.
     pub async fn create(rt: &Runtime, instance: &TaskInstance, labels: &BTreeMap<String, String>) -> Result<Self> {
+        Self::create_with(rt, instance, labels, &AgentConfig::default()).await
+    }
+
+    /// [`TaskWorkspace::create`] with `config`'s sandbox limits (the longest tool-call timeout,
+    /// the storage limit).
+    pub async fn create_with(rt: &Runtime, instance: &TaskInstance, labels: &BTreeMap<String, String>, config: &AgentConfig) -> Result<Self> {
         let image = instance
             .image
             .as_deref()
             .ok_or_else(|| AgentError::Invalid(format!("instance {} names no image", instance.instance_id)))?;
         let mut spec = SandboxSpec::new(image).workdir(REPO).label(LABEL_INSTANCE, &instance.instance_id);
+        spec.limits.storage_bytes = config.storage_bytes;
+        spec.max_call_timeout = config.max_call_timeout;
         for (key, value) in labels {
             spec = spec.label(key, value);
         }
@@ -71,12 +80,21 @@ impl Workspace for TaskWorkspace {
 
     /// Every change, new files included (ignored files are not), binary-safe (`--binary` also
     /// writes full index lines), against the base commit even if the agent committed. Python
-    /// byte-code the agent's test runs left behind is not source and is left out. External
-    /// diff drivers and text conversions the agent may have configured are switched off. The diff
-    /// goes through a file, not the exec output stream, which is clipped.
+    /// byte-code the agent's test runs left behind is not source and is left out. The diff goes
+    /// through a file, not the exec output stream, which is clipped.
+    ///
+    /// git runs with a fixed configuration, whatever the agent wrote into the repository's or
+    /// the user's: `a/`/`b/` prefixes (not `diff.noprefix` or `diff.mnemonicPrefix`), no external
+    /// diff drivers, text conversions, hooks, file-system monitor or relative diffs, and no
+    /// user or system configuration at all.
     async fn patch(&mut self) -> Result<String> {
         let script = format!(
-            "cd {REPO} && git add -A && git -c core.quotePath=false diff --cached --binary --no-color --no-ext-diff --no-textconv {}              -- . ':(exclude,glob)**/__pycache__/**' ':(exclude,glob)**/*.pyc' > {PATCH_FILE}",
+            "cd {REPO} && export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1 && \
+             git -c 'safe.directory=*' -c core.hooksPath=/dev/null -c core.fsmonitor=false add -A && \
+             git -c 'safe.directory=*' -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.quotePath=false \
+             -c diff.noprefix=false -c diff.mnemonicPrefix=false -c diff.relative=false \
+             diff --cached --binary --no-color --no-ext-diff --no-textconv --src-prefix=a/ --dst-prefix=b/ {} \
+             -- . ':(exclude,glob)**/__pycache__/**' ':(exclude,glob)**/*.pyc' > {PATCH_FILE}",
             self.base_commit
         );
         let out = self.sandbox.exec(&["bash", "-c", &script], Some(GIT_TIMEOUT)).await?;

@@ -121,6 +121,15 @@ pub struct AgentSection {
     pub temperature: f32,
     pub top_p: f32,
     pub top_k: usize,
+    /// Wall-clock bound of one episode in seconds (generation and tools); past it the episode
+    /// ends as a policy failure (`wall_clock`, reward 0).
+    pub max_episode_s: u64,
+    /// The longest timeout one tool call may ask for, in seconds (a larger one is lowered).
+    pub max_call_timeout_s: u64,
+    /// MiB the task's container may write; checked after every tool call (and a hard quota
+    /// where the storage driver has one): past it the episode ends as a policy failure
+    /// (`disk_quota_exceeded`, reward 0).
+    pub storage_limit_mb: u64,
 }
 
 impl Default for AgentSection {
@@ -135,6 +144,9 @@ impl Default for AgentSection {
             temperature: 0.5,
             top_p: agent.top_p,
             top_k: agent.top_k,
+            max_episode_s: agent.max_episode_time.as_secs(),
+            max_call_timeout_s: agent.max_call_timeout.as_secs(),
+            storage_limit_mb: agent.storage_bytes.map_or(0, |b| b >> 20),
         }
     }
 }
@@ -151,6 +163,9 @@ impl AgentSection {
             top_p: self.top_p,
             top_k: self.top_k,
             seed,
+            max_episode_time: std::time::Duration::from_secs(self.max_episode_s),
+            max_call_timeout: std::time::Duration::from_secs(self.max_call_timeout_s),
+            storage_bytes: Some(self.storage_limit_mb << 20),
         }
     }
 }
@@ -224,15 +239,31 @@ impl RlConfig {
         if r.group_size < 2 {
             return bad(format!("rollout.group_size = {}: GRPO compares samples within a group, so it needs at least 2", r.group_size));
         }
-        if r.groups_per_step == 0 || r.workers == 0 || r.test_timeout_s == 0 {
-            return bad("rollout.groups_per_step, rollout.workers and rollout.test_timeout_s must be positive".into());
+        for (key, value) in [("rollout.groups_per_step", r.groups_per_step as u64), ("rollout.workers", r.workers as u64), ("rollout.test_timeout_s", r.test_timeout_s)] {
+            if value == 0 {
+                return bad(format!("{key} = 0: it must be positive"));
+            }
         }
+        // settings under which every episode fails or teaches nothing
         let a = &self.agent;
-        if a.max_turns == 0 || a.max_new_tokens == 0 || a.max_context_tokens == 0 {
-            return bad("agent.max_turns, agent.max_new_tokens and agent.max_context_tokens must be positive".into());
+        for (key, value, why) in [
+            ("agent.max_turns", a.max_turns as u64, "no turn would be taken"),
+            ("agent.max_new_tokens", a.max_new_tokens as u64, "no turn could generate a token"),
+            ("agent.max_context_tokens", a.max_context_tokens as u64, "no prompt would fit"),
+            ("agent.max_observation_chars", a.max_observation_chars as u64, "the model would never see a tool's output"),
+            ("agent.max_episode_s", a.max_episode_s, "every episode would end at once on the wall clock"),
+            ("agent.max_call_timeout_s", a.max_call_timeout_s, "every command would time out at once"),
+            ("agent.storage_limit_mb", a.storage_limit_mb, "every write would exceed the storage limit"),
+        ] {
+            if value == 0 {
+                return bad(format!("{key} = 0: {why}; it must be positive"));
+            }
         }
-        if !(a.temperature > 0.0) {
+        if !(a.temperature > 0.0) || !a.temperature.is_finite() {
             return bad(format!("agent.temperature = {}: RL needs sampling (> 0); groups of identical greedy samples teach nothing", a.temperature));
+        }
+        if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+            return bad(format!("agent.top_p = {}: it must be in (0, 1] (1 = off); at 0 no token could be sampled", a.top_p));
         }
         self.objective.validate()?;
         self.optim.adamw().validate()?;

@@ -112,8 +112,12 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     );
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
     forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &device)?, &device, workers_on_host, config.train.check_memory, &remedies)?;
+    // held for the whole run: a second run (or --resume) on this directory refuses
+    let _lock = match main {
+        true => Some(forge_train::run_lock::RunLock::acquire(&run_dir).map_err(|e| RlError::Config(e.to_string()))?),
+        false => None,
+    };
     if main {
-        std::fs::create_dir_all(&run_dir).map_err(|e| RlError::io(&run_dir, e))?;
         std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| RlError::io(&run_dir, e))?;
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use forge_agent::Status;
+use forge_agent::{FailureCause, Status};
 use forge_engine::EngineHandle;
 use forge_train::rl::UpdateStats;
 use forge_train::run_log::truncate_after;
@@ -27,6 +27,9 @@ pub(crate) struct RolloutRecord {
     pub reward: Option<f32>,
     pub infrastructure_failure: Option<String>,
     pub status: Status,
+    /// What the model's commands did to end the episode (status `policy_failure`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<FailureCause>,
     pub turns: usize,
     pub tokens: usize,
     pub generated_tokens: usize,
@@ -54,6 +57,7 @@ impl RolloutRecord {
                 Reward::Scored(_) => None,
             },
             status: rollout.trajectory.status,
+            cause: rollout.trajectory.cause,
             turns: rollout.trajectory.turns.len(),
             tokens: records().map(|r| r.len()).sum(),
             generated_tokens,
@@ -189,6 +193,7 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("finish_ratio", share(Status::Finished)),
         ("stuck_ratio", share(Status::TurnLimit)),
         ("context_exhausted_ratio", share(Status::ContextExhausted)),
+        ("policy_failure_ratio", share(Status::PolicyFailure)),
         ("mean_turns", mean(&mut outcomes.iter().map(|r| r.turns as f64), outcomes.len())),
         ("mean_generated_tokens", mean(&mut outcomes.iter().map(|r| r.generated_tokens as f64), outcomes.len())),
         ("mean_trajectory_tokens", mean(&mut outcomes.iter().map(|r| r.tokens as f64), outcomes.len())),
@@ -199,6 +204,7 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("groups_skipped_too_few", counts.skipped_too_few as f64),
         ("infrastructure_failures", counts.infrastructure_failures as f64),
         ("stale_samples", counts.stale_samples as f64),
+        ("policy_failures", outcomes.iter().filter(|r| r.status == Status::PolicyFailure).count() as f64),
         ("lr", lr),
         ("generation_s", rollouts.iter().map(|r| r.generation_s).sum()),
         ("tools_s", rollouts.iter().map(|r| r.tools_s).sum()),
@@ -213,6 +219,8 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("trajectories_per_min", report.arrived.len() as f64 * 60.0 / timing.wall.max(1e-9)),
         ("updated", f64::from(u8::from(update.is_some()))),
     ];
+    // scored 0 and trained on like any unresolved sample; counted by what the commands did
+    scalars.extend(FailureCause::ALL.map(|cause| (cause_metric(cause), outcomes.iter().filter(|r| r.cause == Some(cause)).count() as f64)));
     if let Some(parts) = update {
         let stats = UpdateStats::combine(&parts.iter().map(|p| p.stats.clone()).collect::<Vec<_>>());
         let grad_norm = parts.iter().map(|p| f64::from(p.grad_norm)).sum::<f64>() / parts.len() as f64;
@@ -231,6 +239,16 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ]);
     }
     scalars
+}
+
+/// The metric counting a step's episodes that ended by `cause`.
+fn cause_metric(cause: FailureCause) -> &'static str {
+    match cause {
+        FailureCause::ContainerExited => "policy_failures_container_exited",
+        FailureCause::OomKilled => "policy_failures_oom_killed",
+        FailureCause::DiskQuotaExceeded => "policy_failures_disk_quota_exceeded",
+        FailureCause::WallClock => "policy_failures_wall_clock",
+    }
 }
 
 /// `rollouts.jsonl` (every finished rollout, under the step during which it arrived) and

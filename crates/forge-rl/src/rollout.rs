@@ -94,13 +94,15 @@ impl RolloutWorkers {
 }
 
 /// Runs one episode and grades its patch. Never fails: problems become
-/// [`Reward::InfrastructureFailure`] when they are not the model's doing.
+/// [`Reward::InfrastructureFailure`] when they are not the model's doing; what the model's
+/// commands caused ([`Status::PolicyFailure`]: its container killed, OOM, the storage limit, the
+/// wall clock) is scored 0.
 pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollout {
     let started = Instant::now();
     let policy_version = env.policy_version.load(Ordering::Acquire);
     let instance = &job.instance;
     let agent = env.agent.agent_config(job.seed);
-    let trajectory = match TaskWorkspace::create(&env.runtime, instance, &env.labels).await {
+    let trajectory = match TaskWorkspace::create_with(&env.runtime, instance, &env.labels, &agent).await {
         Ok(mut workspace) => {
             let trajectory = run_episode(&*env.policy, &mut workspace, &env.chat, &instance.instance_id, &instance.problem_statement, &agent).await;
             if let Err(e) = workspace.remove().await {
@@ -129,7 +131,7 @@ async fn grade<P>(env: &RolloutEnv<P>, instance: &TaskInstance, trajectory: &Tra
         return (Reward::InfrastructureFailure(reason), 0.0);
     }
     // FAIL_TO_PASS tests fail at the base commit by construction: no change cannot pass them
-    if trajectory.patch.trim().is_empty() {
+    if trajectory.status == Status::PolicyFailure || trajectory.patch.trim().is_empty() {
         return (Reward::Scored(0.0), 0.0);
     }
     let started = Instant::now();

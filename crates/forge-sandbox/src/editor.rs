@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Result, SandboxError};
 use crate::sandbox::Sandbox;
 
 /// Longest observation before it is clipped.
@@ -218,6 +218,23 @@ elif [ -f "$p" ]; then echo file; readlink -f -- "$p" 2>/dev/null || echo "$p"
 elif [ -e "$p" ] || [ -L "$p" ]; then echo other
 else echo missing; fi"#;
 
+/// The observation for a file transfer at `path` that failed because of the path, with the
+/// container still running: the engine answers 404 for paths that vanish between the check and
+/// the transfer (`/proc/self/...` resolves to the checking process) and refuses special or
+/// read-only paths. Other failures (container gone, engine unreachable) stay errors.
+fn path_problem(path: &str, e: SandboxError) -> Result<String> {
+    use bollard::errors::Error::DockerResponseServerError;
+    match e {
+        SandboxError::Docker { source: DockerResponseServerError { status_code: 404, .. }, .. } => {
+            Ok(format!("The path {path} does not exist (no such file). Please provide a valid path."))
+        }
+        SandboxError::Docker { source: DockerResponseServerError { message, .. }, .. } | SandboxError::Transfer { detail: message, .. } => {
+            Ok(format!("The file {path} cannot be read or written by the editor: {message}. Use execute_bash to work on it."))
+        }
+        e => Err(e),
+    }
+}
+
 impl Sandbox {
     /// What `path` is in the container.
     pub async fn path_kind(&self, path: &str) -> Result<PathKind> {
@@ -298,7 +315,9 @@ impl Sandbox {
                         "Parameter `file_text` is required for command: create".into()
                     ));
                 };
-                self.write_file(path, text.as_bytes(), 0o644).await?;
+                if let Err(e) = self.write_file(path, text.as_bytes(), 0o644).await {
+                    return Ok(Err(path_problem(path, e)?));
+                }
                 Ok(Ok(format!("File created successfully at: {path}")))
             }
             "str_replace" => {
@@ -314,7 +333,9 @@ impl Sandbox {
                 };
                 match str_replace_text(path, &text, old, new) {
                     Ok((new_text, msg)) => {
-                        self.write_file(&file, new_text.as_bytes(), mode).await?;
+                        if let Err(e) = self.write_file(&file, new_text.as_bytes(), mode).await {
+                            return Ok(Err(path_problem(path, e)?));
+                        }
                         self.history.entry(file).or_default().push(text);
                         Ok(Ok(msg))
                     }
@@ -338,7 +359,9 @@ impl Sandbox {
                 };
                 match insert_text(path, &text, line, new) {
                     Ok((new_text, msg)) => {
-                        self.write_file(&file, new_text.as_bytes(), mode).await?;
+                        if let Err(e) = self.write_file(&file, new_text.as_bytes(), mode).await {
+                            return Ok(Err(path_problem(path, e)?));
+                        }
                         self.history.entry(file).or_default().push(text);
                         Ok(Ok(msg))
                     }
@@ -353,7 +376,9 @@ impl Sandbox {
                     Ok((_, m)) => m,
                     Err(_) => 0o644,
                 };
-                self.write_file(&file, old.as_bytes(), mode).await?;
+                if let Err(e) = self.write_file(&file, old.as_bytes(), mode).await {
+                    return Ok(Err(path_problem(path, e)?));
+                }
                 Ok(Ok(clip(format!(
                     "Last edit to {path} undone successfully. Here's the result of running `cat -n` on {path}:\n{}",
                     numbered(&lines_of(&old), 1)
@@ -373,13 +398,13 @@ impl Sandbox {
     ) -> Result<std::result::Result<(String, u32), String>> {
         let (bytes, mode) = match self.read_file(path, MAX_FILE_BYTES).await {
             Ok(x) => x,
-            Err(crate::SandboxError::Transfer { detail, .. }) if detail.starts_with("larger than") => {
+            Err(SandboxError::Transfer { detail, .. }) if detail.starts_with("larger than") => {
                 return Ok(Err(format!(
                     "The file {path} is larger than {} MiB; use execute_bash (grep, sed -n) to work on it.",
                     MAX_FILE_BYTES >> 20
                 )))
             }
-            Err(e) => return Err(e),
+            Err(e) => return Ok(Err(path_problem(path, e)?)),
         };
         match String::from_utf8(bytes) {
             Ok(t) => Ok(Ok((t, mode))),

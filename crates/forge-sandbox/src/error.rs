@@ -1,7 +1,10 @@
 //! Errors of the sandbox runtime. Every variant names what failed and what to do about it.
 //!
-//! Mistakes of the *agent* (a bad editor argument, a command that fails) are not errors here:
-//! they come back as tool observations. A `SandboxError` means the infrastructure failed.
+//! Mistakes of the *agent* (a bad editor argument, a command that fails, a path that does not
+//! exist) are not errors here: they come back as tool observations. A `SandboxError` means the
+//! sandbox cannot go on: mostly the infrastructure failed, but [`SandboxError::is_policy_fault`]
+//! tells the cases the commands run in it caused (the container's main process killed, an OOM
+//! kill, the storage limit exceeded).
 
 use std::time::Duration;
 
@@ -46,7 +49,21 @@ pub enum SandboxError {
         container: String,
         state: String,
         during: String,
+        /// The kernel's OOM killer ended it (the memory limit was reached).
+        oom_killed: bool,
     },
+
+    /// The container's writes exceeded `Limits::storage_bytes`.
+    #[error("container {container} has written {used_bytes} bytes, more than its storage limit of {limit_bytes} bytes (disk quota exceeded)")]
+    StorageExceeded {
+        container: String,
+        used_bytes: u64,
+        limit_bytes: u64,
+    },
+
+    /// SIGINT/SIGTERM arrived: the process is removing its containers and exiting.
+    #[error("interrupted: the process is removing its containers and exiting")]
+    Interrupted,
 
     /// The persistent shell could not be (re)started or spoke an unexpected protocol.
     #[error("the shell in container {container} failed: {detail}; the image needs /bin/bash")]
@@ -80,6 +97,17 @@ pub enum SandboxError {
 impl SandboxError {
     pub(crate) fn docker(op: &'static str, source: bollard::errors::Error) -> Self {
         SandboxError::Docker { op, source }
+    }
+
+    /// Whether the commands run in the sandbox caused this (the container exited or was
+    /// OOM-killed while running, or wrote past its storage limit), as opposed to the
+    /// infrastructure (engine unreachable, the container removed from outside, API failures).
+    pub fn is_policy_fault(&self) -> bool {
+        match self {
+            SandboxError::ContainerGone { state, .. } => state != "removed",
+            SandboxError::StorageExceeded { .. } => true,
+            _ => false,
+        }
     }
 
     /// True for a 404 answer from the engine (no such container / image / path).

@@ -1,7 +1,8 @@
 //! Docker sandbox runtime on bollard: containers from locally built images (no registry),
 //! a persistent shell over one attached `docker exec` per container (no server inside the
 //! container), one-shot execs with timeouts, file transfer via tar, a pool that resets and
-//! reuses containers, a reaper for containers of crashed runs, and the agent's tools
+//! reuses containers, a reaper for containers of crashed runs, removal of this process's containers
+//! on SIGINT/SIGTERM ([`cleanup`]), and the agent's tools
 //! (`execute_bash`, `str_replace_editor`, `finish`).
 //!
 //! ```no_run
@@ -16,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod cleanup;
 pub mod editor;
 pub mod error;
 pub mod output;
@@ -32,7 +34,8 @@ pub use output::CappedOutput;
 pub use pool::{PoolStats, SandboxPool};
 pub use replay::{read_calls, replay, ReplaySummary};
 pub use runtime::{
-    ImageInfo, Limits, Runtime, SandboxSpec, DEFAULT_IMAGE, LABEL_OWNER, LABEL_SANDBOX,
+    ImageInfo, Limits, Runtime, SandboxSpec, DEFAULT_IMAGE, DEFAULT_MAX_CALL_TIMEOUT, DEFAULT_STORAGE_BYTES, LABEL_OWNER,
+    LABEL_OWNER_START, LABEL_SANDBOX, STORAGE_QUOTA_SLACK,
 };
 pub use sandbox::{ExecOutput, Sandbox};
 pub use tools::{minimal_tool_schemas, tool_schemas, Observation, ToolCall, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};

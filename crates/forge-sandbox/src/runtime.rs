@@ -17,6 +17,9 @@ use crate::sandbox::Sandbox;
 pub const LABEL_SANDBOX: &str = "forge.sandbox";
 /// Label naming the creating process as `host:pid` (used by the reaper).
 pub const LABEL_OWNER: &str = "forge.owner";
+/// Label telling the creating process apart from a later one with the same pid:
+/// `boot_id/start_time` (the kernel's boot id, the process's start in clock ticks after boot).
+pub const LABEL_OWNER_START: &str = "forge.owner.start";
 
 /// Default image built by `scripts/build-base-image.sh`.
 pub const DEFAULT_IMAGE: &str = "forge/base:py3";
@@ -33,7 +36,17 @@ pub struct Limits {
     pub nano_cpus: i64,
     /// Maximum number of processes/threads in the container (contains fork bombs).
     pub pids: i64,
+    /// Bytes the container may write (its writable layer); `None`: unlimited. Checked after
+    /// every tool call ([`crate::Sandbox::check_storage`]: past it the call fails with
+    /// [`SandboxError::StorageExceeded`]); where the storage driver supports a quota (overlay2 on
+    /// xfs with pquota) the layer is also hard-limited to this plus [`STORAGE_QUOTA_SLACK`], so
+    /// one command cannot fill the host's disk before the check.
+    pub storage_bytes: Option<u64>,
 }
+
+/// Room above `Limits::storage_bytes` in the hard quota, so that the check after the call, not
+/// ENOSPC in the middle of it, is what normally ends an episode.
+pub const STORAGE_QUOTA_SLACK: u64 = 256 << 20;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -41,9 +54,15 @@ impl Default for Limits {
             memory_bytes: 2 << 30,
             nano_cpus: 1_000_000_000,
             pids: 512,
+            storage_bytes: Some(DEFAULT_STORAGE_BYTES),
         }
     }
 }
+
+/// Default of [`Limits::storage_bytes`]: room for a test run's caches and a dependency install.
+pub const DEFAULT_STORAGE_BYTES: u64 = 4 << 30;
+/// Default of [`SandboxSpec::max_call_timeout`].
+pub const DEFAULT_MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Everything needed to create a sandbox.
 #[derive(Debug, Clone)]
@@ -60,6 +79,9 @@ pub struct SandboxSpec {
     pub network: bool,
     /// Default timeout of `execute_bash` when the call gives none.
     pub default_timeout: Duration,
+    /// The longest timeout a call may ask for (a larger one is lowered to this): no tool call
+    /// blocks its episode for longer.
+    pub max_call_timeout: Duration,
     /// Bytes of command output kept (head + tail); the middle is replaced by a marker.
     pub max_output_bytes: usize,
 }
@@ -74,6 +96,7 @@ impl SandboxSpec {
             limits: Limits::default(),
             network: false,
             default_timeout: Duration::from_secs(120),
+            max_call_timeout: DEFAULT_MAX_CALL_TIMEOUT,
             max_output_bytes: 30_000,
         }
     }
@@ -85,6 +108,11 @@ impl SandboxSpec {
 
     pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.labels.insert(key.into(), value.into());
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -119,6 +147,42 @@ pub(crate) fn hostname() -> String {
 pub(crate) fn owner_label() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
+
+/// The kernel's boot id: pids and start times are only comparable within one boot.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// `boot_id/start_time` of process `pid` (field 22 of /proc/PID/stat), `None` if it is gone.
+fn process_start(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the command name (field 2) may hold spaces and parentheses: count from the last ')'
+    let start = stat.rsplit_once(')')?.1.split_whitespace().nth(19)?;
+    Some(format!("{}/{start}", boot_id()))
+}
+
+/// Whether the process that created a container (its owner labels) is still running here.
+fn owner_alive(pid: &str, start: Option<&str>) -> bool {
+    let Ok(pid) = pid.parse::<u32>() else { return false };
+    if pid == std::process::id() {
+        return true;
+    }
+    match (process_start(pid), start) {
+        (None, _) => false,
+        // containers made before the start label existed: the pid alone decides
+        (Some(_), None) => true,
+        (Some(now), Some(then)) => now == then,
+    }
+}
+
+/// Whether the engine refused a create (with a storage quota): the quota may be what it refused
+/// ("--storage-opt is supported only for overlay over xfs with 'pquota' mount option").
+fn refused(e: &SandboxError) -> bool {
+    matches!(e, SandboxError::Docker { source: bollard::errors::Error::DockerResponseServerError { status_code: 400 | 500, .. }, .. })
+}
+
+/// Set once the engine refused a storage quota: later containers rely on the size check alone.
+static STORAGE_QUOTA_UNSUPPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Some randomness without a crate: std's per-process random hash keys, time and a counter.
 pub(crate) fn nonce() -> String {
@@ -236,6 +300,9 @@ impl Runtime {
         let mut labels = spec.labels.clone();
         labels.insert(LABEL_SANDBOX.into(), "1".into());
         labels.entry(LABEL_OWNER.into()).or_insert_with(owner_label);
+        if let Some(start) = process_start(std::process::id()) {
+            labels.entry(LABEL_OWNER_START.into()).or_insert(start);
+        }
         let host_config = HostConfig {
             memory: Some(spec.limits.memory_bytes),
             memory_swap: Some(spec.limits.memory_bytes),
@@ -274,25 +341,46 @@ impl Runtime {
             host_config: Some(host_config),
             ..Default::default()
         };
+        let creating = crate::cleanup::Creating::start();
+        let quota = spec.limits.storage_bytes.filter(|_| !STORAGE_QUOTA_UNSUPPORTED.load(Ordering::Relaxed));
+        let resp = match quota {
+            Some(bytes) => {
+                let mut with_quota = body.clone();
+                if let Some(h) = with_quota.host_config.as_mut() {
+                    h.storage_opt = Some(HashMap::from([("size".to_string(), (bytes + STORAGE_QUOTA_SLACK).to_string())]));
+                }
+                match self.create_named(spec, with_quota).await {
+                    Err(e) if refused(&e) => {
+                        // the same create without the quota succeeding tells it was the quota
+                        let id = self.create_named(spec, body).await?;
+                        STORAGE_QUOTA_UNSUPPORTED.store(true, Ordering::Relaxed);
+                        tracing::info!(error = %e, "the storage driver has no per-container quota; container writes are limited by a size check after every call");
+                        id
+                    }
+                    r => r?,
+                }
+            }
+            None => self.create_named(spec, body).await?,
+        };
+        if !crate::cleanup::register(&resp, &self.endpoint) {
+            // a signal arrived meanwhile: the process is exiting
+            let _ = self.remove_container(&resp).await;
+            return Err(SandboxError::Interrupted);
+        }
+        drop(creating);
+        Ok(resp)
+    }
+
+    async fn create_named(&self, spec: &SandboxSpec, body: ContainerCreateBody) -> Result<String> {
         let name = format!("forge-{}-{}", std::process::id(), &nonce()[..10]);
         let opts = CreateContainerOptions {
             name: Some(name),
             ..Default::default()
         };
-        let resp = match api(
-            "create container",
-            self.docker.create_container(Some(opts), body),
-        )
-        .await
-        {
-            Err(e) if e.is_not_found() => {
-                return Err(SandboxError::ImageMissing {
-                    image: spec.image.clone(),
-                })
-            }
-            r => r?,
-        };
-        Ok(resp.id)
+        match api("create container", self.docker.create_container(Some(opts), body)).await {
+            Err(e) if e.is_not_found() => Err(SandboxError::ImageMissing { image: spec.image.clone() }),
+            r => Ok(r?.id),
+        }
     }
 
     /// Force-removes a container (and its anonymous volumes). A missing container is not an error.
@@ -302,7 +390,7 @@ impl Runtime {
             v: true,
             ..Default::default()
         };
-        match api(
+        let removed = match api(
             "remove container",
             self.docker.remove_container(id, Some(opts)),
         )
@@ -318,7 +406,11 @@ impl Runtime {
                 ..
             }) => Ok(()),
             r => r,
+        };
+        if removed.is_ok() {
+            crate::cleanup::unregister(id);
         }
+        removed
     }
 
     /// Ids of our containers (running or not), optionally narrowed by one more `key=value` label.
@@ -346,7 +438,8 @@ impl Runtime {
     }
 
     /// The reaper: removes sandboxes left behind by crashed runs on this host, i.e. those whose
-    /// owner process (label `forge.owner=host:pid`) no longer exists. Returns how many it removed.
+    /// owner process (label `forge.owner=host:pid`) no longer exists, or is another process that
+    /// got the same pid (label `forge.owner.start`). Returns how many it removed.
     pub async fn reap_stale(&self) -> Result<usize> {
         let opts = ListContainersOptions {
             all: true,
@@ -372,10 +465,7 @@ impl Runtime {
             if h != host {
                 continue;
             }
-            let alive = pid.parse::<u32>().is_ok_and(|p| {
-                p == std::process::id() || std::path::Path::new(&format!("/proc/{p}")).exists()
-            });
-            if !alive {
+            if !owner_alive(pid, labels.get(LABEL_OWNER_START).map(String::as_str)) {
                 tracing::info!(container = %id, owner = %owner, "reaping sandbox of a dead run");
                 self.remove_container(&id).await?;
                 removed += 1;

@@ -241,24 +241,26 @@ impl Sandbox {
     /// reports a killed container as running for a moment after its processes died, so a
     /// "running" answer is checked again for up to a second.
     async fn gone_or(&self, during: &str, fallback: SandboxError) -> SandboxError {
-        let mut state = self.container_state().await;
+        let mut state = self.state().await;
         for _ in 0..10 {
-            if !matches!(&state, Ok(Some(s)) if s == "running") {
+            if !matches!(&state, Ok(Some((s, _))) if s == "running") {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
-            state = self.container_state().await;
+            state = self.state().await;
         }
         match state {
-            Ok(Some(state)) if state != "running" => SandboxError::ContainerGone {
+            Ok(Some((state, oom_killed))) if state != "running" => SandboxError::ContainerGone {
                 container: self.id.clone(),
                 state,
                 during: during.into(),
+                oom_killed,
             },
             Ok(None) => SandboxError::ContainerGone {
                 container: self.id.clone(),
                 state: "removed".into(),
                 during: during.into(),
+                oom_killed: false,
             },
             _ => fallback,
         }
@@ -266,21 +268,49 @@ impl Sandbox {
 
     /// `Some(status)` ("running", "exited", ...) or `None` if the container no longer exists.
     pub async fn container_state(&self) -> Result<Option<String>> {
+        Ok(self.state().await?.map(|(status, _)| status))
+    }
+
+    /// The container's status and whether the OOM killer ended it; `None` if it is gone.
+    async fn state(&self) -> Result<Option<(String, bool)>> {
         match api(
             "inspect container",
             self.rt.docker().inspect_container(&self.id, None),
         )
         .await
         {
-            Ok(c) => Ok(Some(
-                c.state
-                    .and_then(|s| s.status)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "unknown".into()),
-            )),
+            Ok(c) => {
+                let state = c.state.unwrap_or_default();
+                Ok(Some((
+                    state.status.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into()),
+                    state.oom_killed.unwrap_or(false),
+                )))
+            }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Bytes the container has written (its writable layer, as `docker ps --size` reports it).
+    pub async fn written_bytes(&self) -> Result<u64> {
+        let opts = bollard::query_parameters::InspectContainerOptions { size: true };
+        let c = match api("inspect container size", self.rt.docker().inspect_container(&self.id, Some(opts))).await {
+            Ok(c) => c,
+            Err(e) => return Err(self.gone_or("measuring its writes", e).await),
+        };
+        Ok(c.size_rw.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Fails with [`SandboxError::StorageExceeded`] when the container has written more than
+    /// `Limits::storage_bytes` (nothing to do without a limit). [`Sandbox::call`] runs it after
+    /// every tool call that can write.
+    pub async fn check_storage(&self) -> Result<()> {
+        let Some(limit) = self.spec.limits.storage_bytes else { return Ok(()) };
+        let used = self.written_bytes().await?;
+        if used > limit {
+            return Err(SandboxError::StorageExceeded { container: self.id.clone(), used_bytes: used, limit_bytes: limit });
+        }
+        Ok(())
     }
 
     // ------------------------------------------------------------------------------------------
@@ -583,11 +613,12 @@ impl Sandbox {
                 let exec_id = shell.exec_id.clone();
                 self.shell = None;
                 // Did the container die, or did the command end the shell (`exit 3`)?
-                if let Some(state) = self.container_state().await?.filter(|s| s != "running") {
+                if let Some((state, oom_killed)) = self.state().await?.filter(|(s, _)| s != "running") {
                     return Err(SandboxError::ContainerGone {
                         container: self.id.clone(),
                         state,
                         during: format!("running `{}`", clip_cmd(command)),
+                        oom_killed,
                     });
                 }
                 let code = api("inspect exec", self.rt.docker().inspect_exec(&exec_id))
@@ -597,11 +628,12 @@ impl Sandbox {
                 if let Err(e) = self.start_shell().await {
                     return Err(match e {
                         SandboxError::ContainerGone {
-                            container, state, ..
+                            container, state, oom_killed, ..
                         } => SandboxError::ContainerGone {
                             container,
                             state,
                             during: format!("running `{}`", clip_cmd(command)),
+                            oom_killed,
                         },
                         e => e,
                     });

@@ -146,8 +146,11 @@ fn args_object(v: &Value) -> std::result::Result<Value, String> {
 }
 
 impl Sandbox {
-    /// Runs one tool call. Mistakes in the call become error observations; only infrastructure
-    /// failures (container gone, engine unreachable) are `Err`.
+    /// Runs one tool call. Mistakes in the call become error observations; `Err` means the
+    /// sandbox cannot go on: the infrastructure failed (engine unreachable), or the call's own
+    /// doing ended it ([`crate::SandboxError::is_policy_fault`]: the container exited, or its
+    /// writes exceeded `Limits::storage_bytes`, checked after every call that can write).
+    /// A call's `timeout` is capped at `SandboxSpec::max_call_timeout`.
     pub async fn call(&mut self, call: &ToolCall) -> Result<Observation> {
         let args = match args_object(&call.arguments) {
             Ok(a) => a,
@@ -164,11 +167,12 @@ impl Sandbox {
                 let timeout = match args.get("timeout") {
                     None | Some(Value::Null) => None,
                     Some(t) => match t.as_f64().filter(|t| *t > 0.0 && t.is_finite()) {
-                        Some(t) => Some(Duration::from_secs_f64(t.min(24.0 * 3600.0))),
+                        Some(t) => Some(Duration::from_secs_f64(t.min(self.spec().max_call_timeout.as_secs_f64()))),
                         None => return Ok(Observation::error(format!("`timeout` must be a positive number of seconds, got {t}"))),
                     },
                 };
                 let out = self.execute_bash(command, timeout).await?;
+                self.check_storage().await?;
                 Ok(Observation {
                     output: out.output,
                     exit_code: out.exit_code,
@@ -181,7 +185,11 @@ impl Sandbox {
                     Ok(a) => a,
                     Err(e) => return Ok(Observation::error(format!("invalid str_replace_editor arguments: {e}"))),
                 };
-                Ok(match self.str_replace_editor(&a).await? {
+                let result = self.str_replace_editor(&a).await?;
+                if a.command != "view" {
+                    self.check_storage().await?;
+                }
+                Ok(match result {
                     Ok(text) => Observation { output: text, exit_code: Some(0), timed_out: false, finished: false },
                     Err(text) => Observation::error(text),
                 })

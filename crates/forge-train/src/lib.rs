@@ -20,6 +20,7 @@ mod fused;
 pub mod memory;
 pub mod optim;
 pub mod rl;
+pub mod run_lock;
 pub mod run_log;
 pub mod schedule;
 pub mod sft;

@@ -347,8 +347,12 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let base_config = model_config(config)?;
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
     report_and_check(&memory_estimate(config, &base_config, &device, Some(&shapes))?, &device, workers_on_host, config.train.check_memory, &fixes)?;
+    // held for the whole run: a second run (or --resume) on this directory refuses
+    let _lock = match main {
+        true => Some(crate::run_lock::RunLock::acquire(&run_dir).map_err(|e| TrainError::Config(e.to_string()))?),
+        false => None,
+    };
     if main {
-        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         std::fs::write(run_dir.join("config.toml"), resolved_toml).map_err(|e| TrainError::io(&run_dir, e))?;
     }
 

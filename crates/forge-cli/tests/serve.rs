@@ -1,15 +1,20 @@
 //! `forge serve` as a user runs it: the built binary on a free port, checked with the official
 //! `openai` Python client (scripts/test-serve-openai.py, with the python of
-//! scripts/setup-openai-client.sh given as FORGE_OPENAI_PYTHON), then stopped with SIGTERM.
+//! scripts/setup-openai-client.sh given as FORGE_OPENAI_PYTHON), then stopped with SIGTERM. The
+//! client's greedy chat completion is compared with `forge generate` (token ids) and `forge score`
+//! (log-probs) on the same conversation, and a second server, on a fixture model that `forge train
+//! sft` taught one tool call, must hand that call back in `tool_calls`.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{chat_model_dir, repo, Server};
+use common::{chat_model_dir, forge, repo, stderr, Server};
+use serde_json::{json, Value};
 
 /// The python with `openai` installed; `None` skips the client checks loudly, except under
 /// CI=true, where its absence fails the test.
@@ -55,15 +60,19 @@ fn forge_serve_answers_the_official_openai_client_and_stops_on_sigterm() {
     assert!(models.contains("\"id\":\"tiny\""), "{models}");
 
     if let Some(python) = openai_python(test) {
+        let tool_model = tool_call_model(tmp.path(), &model);
+        let (_tool_server, tool_url) = Server::start(&tool_model, "tool-tiny", 2);
+        let record = tmp.path().join("greedy.json");
         let out = Command::new(&python)
             .arg(repo().join("scripts/test-serve-openai.py"))
-            .args(["--base-url", &url, "--model", "tiny"])
+            .args(["--base-url", &url, "--model", "tiny", "--record", record.to_str().unwrap(), "--tool-call-base-url", &tool_url, "--tool-call-model", "tool-tiny"])
             .output()
             .unwrap_or_else(|e| panic!("running {python}: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         eprintln!("{stdout}");
         assert!(out.status.success(), "scripts/test-serve-openai.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(stdout.contains("all openai client checks passed"), "{stdout}");
+        assert!(stdout.contains("ok tool call: execute_bash") && stdout.contains("all openai client checks passed"), "{stdout}");
+        the_client_s_greedy_completion_is_forge_generate_s_and_its_logprobs_forge_score_s(&model, &record, tmp.path());
     }
 
     // SIGTERM: the server stops accepting, finishes, and exits cleanly
@@ -79,6 +88,106 @@ fn forge_serve_answers_the_official_openai_client_and_stops_on_sigterm() {
     };
     assert!(status.success(), "forge serve exited with {status} after SIGTERM");
     assert!(http_get(&address, "/v1/models").is_err(), "still answering after it stopped");
+}
+
+/// The openai client's greedy chat completion (recorded by the script) against the CLI on the same
+/// conversation: the token ids `forge generate` produces, and the log-probs `forge score` gives the
+/// completion's tokens after the prompt (a full forward pass, no KV cache: a separate code path).
+fn the_client_s_greedy_completion_is_forge_generate_s_and_its_logprobs_forge_score_s(model: &Path, record: &Path, tmp: &Path) {
+    let served: Value = serde_json::from_str(&std::fs::read_to_string(record).unwrap()).unwrap();
+    let ids = |v: &Value| -> Vec<u32> { serde_json::from_value(v.clone()).unwrap() };
+    let floats = |v: &Value| -> Vec<f64> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let (prompt, tokens, logprobs) = (ids(&served["prompt_token_ids"]), ids(&served["token_ids"]), floats(&served["logprobs"]));
+    assert!(!prompt.is_empty() && !tokens.is_empty() && tokens.len() == logprobs.len(), "{served}");
+
+    let messages = tmp.join("messages.json");
+    std::fs::write(&messages, served["messages"].to_string()).unwrap();
+    let max_tokens = served["max_tokens"].to_string();
+    let m = model.to_str().unwrap();
+    let out = forge(&["generate", "--model", m, "--messages", messages.to_str().unwrap(), "--max-new-tokens", &max_tokens, "--temperature", "0", "--json"]);
+    assert!(out.status.success(), "forge generate: {}", stderr(&out));
+    let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ids(&generated["tokens"]), tokens, "greedy tokens of forge serve (openai client) and forge generate");
+    assert_eq!(generated["finish_reason"], served["finish_reason"]);
+    if served["finish_reason"] == "length" {
+        assert_eq!(generated["text"], served["content"], "no end token: the same text");
+    }
+    for (a, b) in floats(&generated["logprobs"]).iter().zip(&logprobs) {
+        assert!((a - b).abs() <= 1e-5, "generate's log-prob {a} vs the server's {b}");
+    }
+
+    let input = tmp.join("score.jsonl");
+    let sequence = [prompt.clone(), tokens.clone()].concat();
+    std::fs::write(&input, format!("{}\n", json!({"tokens": sequence}))).unwrap();
+    let out = forge(&["score", "--model", m, "--input", input.to_str().unwrap()]);
+    assert!(out.status.success(), "forge score: {}", stderr(&out));
+    let scored: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let all = floats(&scored["logprobs"]);
+    assert_eq!(all.len(), prompt.len() + tokens.len() - 1, "score gives log p(t | earlier) for every token after the first");
+    let completion = &all[prompt.len() - 1..];
+    let worst = completion.iter().zip(&logprobs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-4, "log-probs of forge serve vs forge score differ by up to {worst}:\n{logprobs:?}\n{completion:?}");
+    assert!(logprobs.iter().any(|&l| l < -1e-3), "real log-probs, not zeros: {logprobs:?}");
+    eprintln!("greedy chat completion: {} tokens equal forge generate's; log-probs within {worst:.2e} of forge score's", tokens.len());
+}
+
+/// The chat fixture model taught, with `forge train sft`, to answer "List the files in the
+/// repository." (with the execute_bash tool) by calling execute_bash {"command": "ls"}.
+///
+/// Why a trained fixture and not `logit_bias`: a tool call is ~30 tokens in a fixed order, and a
+/// bias is per token, the same at every step: it cannot make a random model write a sequence in
+/// order (it would repeat the most biased token). Prefilling the call into the prompt would test
+/// the parser, not the model. After a few dozen steps on this one conversation the model writes
+/// the call greedily by itself, and the server has to recognise it in its own output, whole and
+/// streamed, exactly as with a real model. Training takes seconds on the ~140k-parameter fixture.
+fn tool_call_model(tmp: &Path, chat_model: &Path) -> std::path::PathBuf {
+    let tools = json!([{
+        "type": "function",
+        "function": {
+            "name": "execute_bash",
+            "description": "Run a shell command.",
+            "parameters": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        },
+    }]);
+    let record = json!({
+        "messages": [
+            {"role": "user", "content": "List the files in the repository."},
+            {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "execute_bash", "arguments": {"command": "ls"}}}]},
+        ],
+        "tools": tools,
+    });
+    let data = tmp.join("tool-call-sft.jsonl");
+    std::fs::write(&data, format!("{record}\n")).unwrap();
+    let run_dir = tmp.join("tool-call-run");
+    let q = |p: &Path| format!("model.path=\"{}\"", p.display());
+    let sets = [
+        q(chat_model),
+        format!("model.tokenizer=\"{}\"", chat_model.display()),
+        format!("data.train=\"{}\"", data.display()),
+        format!("run.dir=\"{}\"", run_dir.display()),
+        "train.epochs=60".into(),
+        "train.grad_accum=1".into(),
+        "train.micro_batch_tokens=1024".into(),
+        "data.max_seq_len=1024".into(),
+        "optim.lr=1e-2".into(),
+        "optim.weight_decay=0.0".into(),
+        "optim.schedule=\"constant\"".into(),
+        "optim.warmup_steps=1".into(),
+        "run.checkpoint_every=1000".into(),
+    ];
+    // the tiny recipe, fine-tuning the chat fixture instead of a random init
+    let recipe = std::fs::read_to_string(repo().join("configs/tiny/sft.toml")).unwrap();
+    let config = tmp.join("tool-call-sft.toml");
+    std::fs::write(&config, recipe.lines().filter(|l| !l.starts_with("init_config")).collect::<Vec<_>>().join("\n")).unwrap();
+    let mut args = vec!["train", "sft", "--config", config.to_str().unwrap()];
+    for set in &sets {
+        args.extend(["--set", set.as_str()]);
+    }
+    let started = Instant::now();
+    let out = forge(&args);
+    assert!(out.status.success(), "forge train sft (the tool-call fixture): {}", stderr(&out));
+    eprintln!("trained the tool-call fixture in {:.1} s", started.elapsed().as_secs_f64());
+    run_dir.join("model")
 }
 
 #[test]

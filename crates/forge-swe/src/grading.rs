@@ -72,6 +72,27 @@ pub struct InstanceReport {
     pub resolved: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tests_status: Option<TestsStatus>,
+    /// Set when the patch was not graded because it would change how the tests run
+    /// ([`crate::integrity`]): scored 0 with this reason (forge's addition to the report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+impl InstanceReport {
+    /// The report of a patch refused by [`crate::integrity`] (before or after it was applied).
+    pub fn refused(reason: String, applied: bool) -> Self {
+        InstanceReport {
+            patch_exists: true,
+            patch_successfully_applied: applied,
+            refused: Some(reason),
+            ..Default::default()
+        }
+    }
+
+    /// Whether the refusal was for suspected in-process tampering (counted in metrics).
+    pub fn suspected_reward_hack(&self) -> bool {
+        self.refused.as_deref().is_some_and(|r| r.starts_with(crate::integrity::SUSPECTED_REWARD_HACK))
+    }
 }
 
 /// The test region of a log, or `None` when a bad code is present or a marker is missing

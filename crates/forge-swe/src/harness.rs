@@ -11,6 +11,7 @@ use forge_sandbox::{Runtime, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SweError};
+use crate::integrity;
 use crate::grading::{
     self, GradingVersion, InstanceReport, APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT,
     RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT, TEST_EXIT_CODE,
@@ -52,13 +53,16 @@ pub fn is_protected_path(path: &str) -> bool {
             .any(|c| c.ends_with(".dist-info") || c.ends_with(".egg-info"))
 }
 
-/// Wraps a pytest command so that the process exits right after pytest returns: `atexit`
-/// handlers and non-daemon threads of the code under test cannot print after the summary.
-/// Other commands are returned unchanged.
+/// Wraps a pytest command so that the runner comes from outside the working tree and the
+/// process exits right after pytest returns: `atexit` handlers and non-daemon threads of the
+/// code under test cannot print after the summary. Other commands are returned unchanged.
 pub fn harden_test_cmd(cmd: &str) -> String {
-    // No plugins from entry points: a patch could add `x.dist-info/entry_points.txt` under the
-    // working directory, which is on sys.path.
-    let wrapper = "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -c 'import os, sys, pytest; \
+    // `-I`: pytest is imported with neither the working directory nor PYTHONPATH nor the user
+    // site on sys.path, so no module in /testbed can stand in for it; the working directory is
+    // put on the path only afterwards, as `python -m pytest` has it, for the code under test.
+    // No plugins from entry points: a patch could add `x.dist-info/entry_points.txt`.
+    let wrapper = "PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -I -c 'import os, sys, pytest; \
+                   sys.path.insert(0, os.getcwd()); \
                    rc = pytest.main(sys.argv[1:]); sys.stdout.flush(); sys.stderr.flush(); \
                    os._exit(int(rc))'";
     for prefix in ["python3 -m pytest", "python -m pytest", "pytest"] {
@@ -83,6 +87,10 @@ pub fn agent_setup_script(inst: &TaskInstance) -> String {
          git checkout -q -B main\ngit reflog expire --expire=now --all\ngit gc -q --prune=now\n"
     )
 }
+
+/// git as the grader runs it: no hooks (a patch that slipped a hook past the checks would run it
+/// on `git checkout`) and no file-system monitor command from the repository's configuration.
+const GIT: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -115,12 +123,12 @@ pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>, harden: bool)
         .collect();
     let mut s = String::new();
     s.push_str("#!/bin/bash\nset -uo pipefail\ncd /testbed\n");
-    s.push_str(&format!("git -c core.fileMode=false diff --stat {base}\n"));
+    s.push_str(&format!("{GIT} -c core.fileMode=false diff --stat {base}\n"));
     // Restore the test files (and protected files the patch touched) to the base commit;
     // files that do not exist at base are removed.
-    s.push_str("restore() {\n  for f in \"$@\"; do\n    if git cat-file -e ");
+    s.push_str(&format!("restore() {{\n  for f in \"$@\"; do\n    if {GIT} cat-file -e "));
     s.push_str(&format!(
-        "{base}:\"$f\" 2>/dev/null; then git checkout -q {base} -- \"$f\"; else rm -rf -- \"$f\"; fi\n  done\n}}\n"
+        "{base}:\"$f\" 2>/dev/null; then {GIT} checkout -q {base} -- \"$f\"; else rm -rf -- \"$f\"; fi\n  done\n}}\n"
     ));
     let mut restore_list = files_q.clone();
     for p in &protected {
@@ -135,7 +143,7 @@ pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>, harden: bool)
     if !inst.test_patch.trim().is_empty() {
         let delim = "EOF_114329324912";
         s.push_str(&format!(
-            "git apply --verbose - <<'{delim}' || {{ echo '{}'; exit 1; }}\n{}\n{delim}\n",
+            "{GIT} apply --verbose - <<'{delim}' || {{ echo '{}'; exit 1; }}\n{}\n{delim}\n",
             grading::TESTS_ERROR,
             inst.test_patch.trim_end_matches('\n')
         ));
@@ -171,6 +179,11 @@ pub enum Outcome {
 
 const PATCH_NOT_APPLIED: &str = "patch could not be applied (git apply, git apply --reject, patch --fuzz=5 all failed)";
 const TESTS_TIMED_OUT: &str = "tests timed out after";
+/// The container was created and started and then stopped while the patched code ran: its
+/// main process was killed or ran out of memory — the code's doing, not the machinery's.
+const CONTAINER_DIED: &str = "the container stopped while the patched code ran";
+/// Outcomes the patch caused: scored 0, never excluded as infrastructure.
+const POLICY_CAUSES: &[&str] = &[PATCH_NOT_APPLIED, TESTS_TIMED_OUT, CONTAINER_DIED];
 
 impl Outcome {
     /// The reason, when the machinery failed (image, container, checkout) rather than the patch:
@@ -178,7 +191,7 @@ impl Outcome {
     /// exclude the former and score the latter 0.
     pub fn infrastructure_failure(&self) -> Option<&str> {
         match self {
-            Outcome::Error { reason } if reason != PATCH_NOT_APPLIED && !reason.starts_with(TESTS_TIMED_OUT) => Some(reason),
+            Outcome::Error { reason } if !POLICY_CAUSES.iter().any(|c| reason.starts_with(c)) => Some(reason),
             _ => None,
         }
     }
@@ -259,6 +272,15 @@ pub async fn run_instance(
         outcome: Outcome::Error { reason },
         timings: Vec::new(),
     };
+    if let Some(refusal) = patch.filter(|_| opts.harden).and_then(integrity::refusal_for_patch) {
+        let reason = refusal.to_string();
+        return Ok(RawRun {
+            eval_script: script,
+            log: format!("{reason}\n"),
+            outcome: Outcome::Graded { report: InstanceReport::refused(reason, false) },
+            timings: Vec::new(),
+        });
+    }
     if let Err(e) = rt.image_info(&image).await {
         return Ok(err(format!("image missing: {e}"), String::new(), &script));
     }
@@ -347,9 +369,14 @@ async fn run_in(
             data.push(b'\n');
         }
         sb.write_file("/tmp/patch.diff", &data, 0o644).await?;
-        let apply = "cd /testbed && \
-            (git apply --verbose /tmp/patch.diff || git apply --verbose --reject /tmp/patch.diff \
-             || patch --batch --fuzz=5 -p1 -i /tmp/patch.diff)";
+        // The reference time of the post-apply check: everything the apply writes is newer
+        // (the pause outlasts the file system's timestamp granularity).
+        let apply = format!(
+            "touch {APPLY_STARTED} && sleep 0.05 && cd /testbed && \
+            ({GIT} apply --verbose /tmp/patch.diff || {GIT} apply --verbose --reject /tmp/patch.diff \
+             || patch --batch --fuzz=5 -p1 -i /tmp/patch.diff)"
+        );
+        let apply = apply.as_str();
         let o = sb.exec(&["bash", "-c", apply], short).await?;
         log.push_str(&o.output);
         if o.exit_code != Some(0) {
@@ -363,6 +390,14 @@ async fn run_in(
         }
         log.push_str(&format!("\n{APPLY_PATCH_PASS}\n"));
         lap("apply", timings);
+        if opts.harden {
+            if let Some(refusal) = check_applied_patch(sb, inst).await? {
+                let reason = refusal.to_string();
+                log.push_str(&format!("{reason}\n"));
+                return Ok(done(log, Outcome::Graded { report: InstanceReport::refused(reason, true) }));
+            }
+            lap("check", timings);
+        }
     }
     sb.write_file("/eval.sh", script.as_bytes(), 0o755).await?;
     let o = sb.exec(&["bash", "/eval.sh"], Some(opts.timeout)).await?;
@@ -387,7 +422,7 @@ async fn run_in(
                 return Ok(done(
                     log,
                     Outcome::Error {
-                        reason: format!("container died during the tests ({state})"),
+                        reason: format!("{CONTAINER_DIED} ({state})"),
                     },
                 ));
             }
@@ -427,6 +462,74 @@ async fn run_in(
     log.push_str(&format!("{TEST_EXIT_CODE} {}\n", o.exit_code.unwrap_or(-1)));
     let report = grading::grade(inst, Some(patch.unwrap_or("")), &log, opts.version);
     Ok(done(log, Outcome::Graded { report }))
+}
+
+/// Reference file touched right before the model patch is applied.
+const APPLY_STARTED: &str = "/tmp/.forge-apply-started";
+
+/// Rule 2 of [`integrity`]: what the apply step actually changed in `/testbed` (files newer than
+/// [`APPLY_STARTED`], `.git/` included, and tracked files now missing), judged by
+/// [`integrity::refusal_for_changes`]. git runs only once `.git/` is known untouched.
+async fn check_applied_patch(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -> Result<Option<integrity::Refusal>> {
+    let base = &inst.base_commit;
+    let list = "/tmp/.forge-changes";
+    let script = format!(
+        "cd /testbed && find . -newer {APPLY_STARTED} ! -type d -printf '%y %P\\0' > /tmp/.forge-written || exit 1\n\
+         : > {list}\n\
+         if tr '\\0' '\\n' < /tmp/.forge-written | grep -qE '^. \\.git(/|$)'; then\n\
+           tr '\\0' '\\n' < /tmp/.forge-written | grep -E '^. \\.git(/|$)' | head -1 | sed 's/^. /W f 0 /' | tr '\\n' '\\0' > {list}; exit 0\n\
+         fi\n\
+         while IFS= read -r -d '' entry; do\n\
+           kind=\"${{entry%% *}}\"; path=\"${{entry#? }}\"\n\
+           if {GIT} cat-file -e \"{base}:$path\" 2>/dev/null; then existed=1; else existed=0; fi\n\
+           printf 'W %s %s %s\\0' \"$kind\" \"$existed\" \"$path\" >> {list}\n\
+         done < /tmp/.forge-written\n\
+         {GIT} ls-files -d -z | while IFS= read -r -d '' path; do printf 'D f 1 %s\\0' \"$path\" >> {list}; done\n"
+    );
+    let o = sb.exec(&["bash", "-c", &script], Some(Duration::from_secs(300))).await?;
+    if o.exit_code != Some(0) {
+        return Err(SweError::Invalid(format!("listing the files the patch changed failed: {}", o.output.trim())));
+    }
+    let (bytes, _) = sb.read_file(list, 64 << 20).await?;
+    let mut changes = Vec::new();
+    for entry in bytes.split(|b| *b == 0).filter(|e| !e.is_empty()) {
+        let entry = String::from_utf8_lossy(entry);
+        let mut parts = entry.splitn(4, ' ');
+        let (what, kind, existed, path) = (parts.next(), parts.next(), parts.next(), parts.next().unwrap_or(""));
+        let change = match what {
+            Some("D") => integrity::Change::Deleted,
+            _ => integrity::Change::Written { symlink: kind == Some("l"), existed_at_base: existed == Some("1") },
+        };
+        changes.push(integrity::ChangedFile { path: path.to_string(), change });
+    }
+    // What the judgement needs beyond the list: packages around new shadowing modules, and the
+    // two versions of changed shared configuration files.
+    let mut packages = std::collections::BTreeSet::new();
+    let mut configs = BTreeMap::new();
+    for c in &changes {
+        if let Some(dir) = integrity::shadows_module(&c.path, |_| false).and(c.path.rsplit_once('/').map(|(d, _)| d)) {
+            let probe = format!("cd /testbed && test -e {}", shell_quote(&format!("{dir}/__init__.py")));
+            if sb.exec(&["bash", "-c", &probe], Some(Duration::from_secs(60))).await?.exit_code == Some(0) {
+                packages.insert(dir.to_string());
+            }
+        }
+        let name = c.path.rsplit('/').next().unwrap_or(&c.path);
+        if integrity::SHARED_CONFIG.contains(&name) {
+            let q = shell_quote(&format!("{base}:{}", c.path));
+            let old = sb.exec(&["bash", "-c", &format!("cd /testbed && {GIT} show {q}")], Some(Duration::from_secs(60))).await?;
+            let old = (old.exit_code == Some(0)).then_some(old.output);
+            let new = match c.change {
+                integrity::Change::Deleted => None,
+                _ => Some(String::from_utf8_lossy(&sb.read_file(&format!("/testbed/{}", c.path), 16 << 20).await?.0).into_owned()),
+            };
+            configs.insert(c.path.clone(), (old, new));
+        }
+    }
+    Ok(integrity::refusal_for_changes(
+        &changes,
+        |dir| packages.contains(dir),
+        |path| configs.get(path).cloned().unwrap_or((None, None)),
+    ))
 }
 
 /// Builds the images of a bundled task set when an instance names one (`forge-swe/...`) that is
@@ -532,6 +635,13 @@ pub struct RunSummary {
     pub schema_version: u32,
     /// instance id → reason.
     pub errors: BTreeMap<String, String>,
+    /// Instances whose patch was refused by the reward-integrity checks ([`integrity`]), with
+    /// the reason (they count as completed and unresolved).
+    #[serde(default)]
+    pub refused: BTreeMap<String, String>,
+    /// How many of the refusals were suspected in-process tampering.
+    #[serde(default)]
+    pub suspected_reward_hacks: usize,
     pub grading: GradingVersion,
     pub wall_seconds: f64,
     /// Where the summary was written.
@@ -657,7 +767,10 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
             });
             continue;
         }
-        if let Some(report) = read_report(&dir.join("report.json"), &inst.instance_id) {
+        // An earlier report counts only for the same patch (a changed prediction is graded again).
+        let same_patch = std::fs::read_to_string(dir.join("patch.diff"))
+            .is_ok_and(|old| Some(old.as_str()) == pred.model_patch.as_deref());
+        if let Some(report) = read_report(&dir.join("report.json"), &inst.instance_id).filter(|_| same_patch) {
             results.push(InstanceResult {
                 instance_id: inst.instance_id.clone(),
                 outcome: Outcome::Graded { report },
@@ -754,6 +867,10 @@ fn summarize(
         match by_id.get(id.as_str()).map(|r| &r.outcome) {
             Some(Outcome::Graded { report }) => {
                 s.completed_ids.push(id.clone());
+                if let Some(reason) = &report.refused {
+                    s.refused.insert(id.clone(), reason.clone());
+                    s.suspected_reward_hacks += usize::from(report.suspected_reward_hack());
+                }
                 if report.resolved {
                     s.resolved_ids.push(id);
                 } else {
@@ -875,7 +992,7 @@ mod tests {
     #[test]
     fn pytest_commands_are_wrapped() {
         assert!(harden_test_cmd("pytest -rA")
-            .starts_with("PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -c"));
+            .starts_with("PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 python3 -I -c"));
         assert!(harden_test_cmd("pytest -rA").ends_with("' -rA"));
         assert!(harden_test_cmd("python -m pytest").contains("os._exit"));
         assert_eq!(harden_test_cmd("pytestx -q"), "pytestx -q");
@@ -915,7 +1032,7 @@ mod tests {
         assert!(s.contains("os._exit"));
         let start = s.find(grading::START_TEST_OUTPUT).unwrap();
         assert!(
-            s.find("git apply").unwrap() < start,
+            s.find("apply --verbose").unwrap() < start,
             "test patch applied before the tests"
         );
         let soft = eval_script(&inst, Some(patch), false).unwrap();

@@ -102,6 +102,23 @@ pub fn patch_files(patch: &str) -> Vec<String> {
     out
 }
 
+/// Instance ids name directories of the output layout (`logs/run_evaluation/{run}/{model}/{id}`):
+/// an id that is not a plain file name could write outside it or collide with another.
+pub fn check_instance_id(id: &str) -> std::result::Result<(), String> {
+    let bad = id.is_empty()
+        || id == "."
+        || id == ".."
+        || id.starts_with('-')
+        || id.chars().any(|c| c == '/' || c == '\\' || c.is_control())
+        || id.len() > 200;
+    if bad {
+        return Err(format!(
+            "instance_id {id:?} is not a safe file name (it names the instance's log directory): use letters, digits, `_`, `-` and `.`, no `/`, at most 200 bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// `instances` restricted to `ids` (all of them when `ids` is empty), in dataset order. An id the
 /// dataset lacks is returned as the error, for the caller to name its source (flag or config key).
 pub fn select_instances(mut instances: Vec<TaskInstance>, ids: &[String]) -> std::result::Result<Vec<TaskInstance>, String> {
@@ -133,6 +150,9 @@ pub fn load_instances(path: &Path) -> Result<Vec<TaskInstance>> {
             line,
             detail: format!("not a task instance in the SWE-bench schema: {e}"),
         })?;
+        if let Err(why) = check_instance_id(&inst.instance_id) {
+            return Err(SweError::BadRecord { path: path.to_path_buf(), line, detail: why });
+        }
         if !seen.insert(inst.instance_id.clone()) {
             return Err(SweError::BadRecord {
                 path: path.to_path_buf(),
@@ -159,7 +179,21 @@ pub fn save_instances_jsonl(path: &Path, instances: &[TaskInstance]) -> Result<(
 /// values are records (keyed by instance id; the key fills a missing `instance_id`).
 /// Returns (line or index, record).
 fn read_json_records(path: &Path) -> Result<Vec<(usize, Value)>> {
-    let text = std::fs::read_to_string(path).map_err(|e| SweError::io(path, e))?;
+    let bytes = std::fs::read(path).map_err(|e| SweError::io(path, e))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            return Err(SweError::BadRecord {
+                path: path.to_path_buf(),
+                line,
+                detail: format!("invalid UTF-8 at byte {at}; re-save the file as UTF-8"),
+            });
+        }
+    };
+    // A UTF-8 byte-order mark (editors on Windows write one) is not part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text).to_string();
     let trimmed = text.trim_start();
     let jsonl = path.extension().is_some_and(|e| e == "jsonl");
     if !jsonl && (trimmed.starts_with('[') || trimmed.starts_with('{')) {

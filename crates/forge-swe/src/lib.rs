@@ -11,7 +11,9 @@ pub mod error;
 pub mod grading;
 pub mod harness;
 pub mod instance;
+pub mod integrity;
 pub mod parsers;
+mod stdlib;
 pub mod validate;
 
 pub use error::{Result, SweError};

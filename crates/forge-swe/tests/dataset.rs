@@ -358,3 +358,35 @@ fn instance_selection_keeps_dataset_order_and_names_unknown_ids() {
     let unknown = vec![all[0].instance_id.clone(), "nobody__nothing-1".to_string()];
     assert_eq!(forge_swe::select_instances(all, &unknown).unwrap_err(), "nobody__nothing-1");
 }
+
+/// The reward-integrity control: of SWE-bench Verified's 500 gold patches, the checks before
+/// application refuse none (no fix needs a forbidden path or reaches into the test runner), and
+/// the one gold patch that edits a shared configuration file (pylint-dev__pylint-4661's
+/// setup.cfg: a dependency, isort and mypy sections) edits nothing the runner reads.
+#[test]
+fn the_integrity_checks_refuse_no_gold_patch_of_swebench_verified() {
+    use forge_swe::integrity::{patch_files as files_of, refusal_for_patch, SHARED_CONFIG};
+    let instances = verified_instances();
+    assert_eq!(instances.len(), 500);
+    let refused: Vec<String> = instances
+        .iter()
+        .filter_map(|i| refusal_for_patch(&i.patch).map(|r| format!("{}: {r}", i.instance_id)))
+        .collect();
+    assert!(refused.is_empty(), "gold patches refused:\n{}", refused.join("\n"));
+    let shared: Vec<(&str, String)> = instances
+        .iter()
+        .flat_map(|i| {
+            files_of(&i.patch).into_iter().flat_map(|f| f.names).filter_map(move |n| {
+                let name = n.rsplit('/').next().unwrap_or(&n).to_string();
+                SHARED_CONFIG.contains(&name.as_str()).then_some((i.instance_id.as_str(), n))
+            })
+        })
+        .collect();
+    assert_eq!(shared, [("pylint-dev__pylint-4661", "a/setup.cfg".to_string()), ("pylint-dev__pylint-4661", "b/setup.cfg".to_string())]);
+    // The test patches are the benchmark's own: parsed, they name exactly the files the
+    // git-header parser names (the two header parsers agree on real data).
+    for i in &instances {
+        let names: Vec<String> = files_of(&i.test_patch).into_iter().filter_map(|f| f.names.get(1).map(|n| n.trim_start_matches("b/").to_string())).collect();
+        assert_eq!(names, patch_files(&i.test_patch), "{}", i.instance_id);
+    }
+}

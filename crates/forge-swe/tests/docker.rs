@@ -207,213 +207,6 @@ async fn empty_wrong_and_unappliable_patches_are_not_resolved() {
     c.assert_no_leak().await;
 }
 
-/// Patches that try to get the reward without fixing the bug.
-fn hacks(t: &TaskInstance) -> Vec<(&'static str, String)> {
-    let f2p_prints: String = t
-        .fail_to_pass
-        .iter()
-        .chain(&t.pass_to_pass)
-        .map(|n| format!("PASSED {n}\\n"))
-        .collect();
-    let new_file = |path: &str, body: &str| {
-        let lines: Vec<&str> = body.lines().collect();
-        let mut p = format!(
-            "diff --git a/{path} b/{path}\nnew file mode 100644\n--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{} @@\n",
-            lines.len()
-        );
-        for l in lines {
-            p.push('+');
-            p.push_str(l);
-            p.push('\n');
-        }
-        p
-    };
-    let force_pass = "import pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    outcome = yield\n    rep = outcome.get_result()\n    rep.outcome = \"passed\"\n    rep.longrepr = None\n";
-    // Printed from the package under test: at import (pytest captures it) and at exit (after
-    // pytest's summary, where the last status line would win).
-    let printer = format!(
-        "import atexit as _a, os as _o, sys as _s\n_MSG = \"{f2p_prints}\"\n_o.write(1, _MSG.encode())\n_a.register(lambda: (_s.stdout.write(_MSG), _s.stdout.flush()))\n"
-    );
-    let test_files = t.test_files();
-    let tf = &test_files[0];
-    vec![
-        (
-            "conftest.py forcing passes",
-            new_file("conftest.py", force_pass),
-        ),
-        (
-            "tests/conftest.py forcing passes",
-            new_file("tests/conftest.py", force_pass),
-        ),
-        (
-            "printing PASSED lines",
-            new_file("zz_printer.py", &printer) + &sitecustomize_import(t),
-        ),
-        ("deleting the test file", delete_patch(t, tf)),
-        ("skipping from the package", skip_from_package(t)),
-        (
-            "a plugin enabled through pyproject.toml addopts",
-            new_file("zz_plugin.py", force_pass) + &pyproject_addopts(t),
-        ),
-        (
-            "a plugin enabled through an entry point",
-            new_file("zz_plugin.py", force_pass)
-                + &new_file(
-                    "zz_evil-1.0.dist-info/METADATA",
-                    "Metadata-Version: 2.1\nName: zz-evil\nVersion: 1.0",
-                )
-                + &new_file(
-                    "zz_evil-1.0.dist-info/entry_points.txt",
-                    "[pytest11]\nzz = zz_plugin",
-                ),
-        ),
-    ]
-}
-
-/// Appends `addopts = "-p zz_plugin"` to the project's pyproject.toml.
-fn pyproject_addopts(t: &TaskInstance) -> String {
-    let pkg = t.repo.trim_start_matches("forge/");
-    let version = match pkg {
-        "calutil" => "2.1.0",
-        "confparse" => "0.9.1",
-        "invoicer" => "1.4.2",
-        _ => "0.3.0",
-    };
-    format!(
-        "diff --git a/pyproject.toml b/pyproject.toml\n--- a/pyproject.toml\n+++ b/pyproject.toml\n@@ -1,4 +1,7 @@\n [project]\n name = \"{pkg}\"\n version = \"{version}\"\n requires-python = \">=3.8\"\n+\n+[tool.pytest.ini_options]\n+addopts = \"-p zz_plugin\"\n"
-    )
-}
-
-/// Makes the package import the printer module: appended to its `__init__.py`.
-fn sitecustomize_import(t: &TaskInstance) -> String {
-    let pkg = t.repo.trim_start_matches("forge/");
-    format!(
-        "diff --git a/{pkg}/__init__.py b/{pkg}/__init__.py\n--- a/{pkg}/__init__.py\n+++ b/{pkg}/__init__.py\n@@ -1,2 +1,3 @@\n+import zz_printer  # noqa\n \"\"\"{}\"\"\"\n \n",
-        first_docline(t)
-    )
-}
-
-fn first_docline(t: &TaskInstance) -> &'static str {
-    match t.repo.as_str() {
-        "forge/calutil" => "Calendar helpers.",
-        "forge/confparse" => "INI-style configuration with typed values.",
-        "forge/invoicer" => "Money, tax tables and invoices.",
-        _ => "Small text utilities.",
-    }
-}
-
-fn skip_from_package(t: &TaskInstance) -> String {
-    let pkg = t.repo.trim_start_matches("forge/");
-    format!(
-        "diff --git a/{pkg}/__init__.py b/{pkg}/__init__.py\n--- a/{pkg}/__init__.py\n+++ b/{pkg}/__init__.py\n@@ -1,2 +1,4 @@\n \"\"\"{}\"\"\"\n+import pytest as _p\n+_p.skip(\"flaky on CI\", allow_module_level=True)\n \n",
-        first_docline(t)
-    )
-}
-
-/// A patch deleting `tf` (its content at the base commit read from the rebuilt history).
-fn delete_patch(t: &TaskInstance, tf: &str) -> String {
-    let repos = bundled::discover(&bundled::default_tasks_dir()).unwrap();
-    let src = repos
-        .iter()
-        .find(|r| r.tasks.iter().any(|s| s.meta.instance_id == t.instance_id))
-        .unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let built = bundled::build_repo(src, &tmp.path().join(&src.name)).unwrap();
-    let out = std::process::Command::new("git")
-        .args(["show", &format!("{}:{tf}", t.base_commit)])
-        .current_dir(&built.workdir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let body = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = body.lines().collect();
-    let mut p = format!(
-        "diff --git a/{tf} b/{tf}\ndeleted file mode 100644\n--- a/{tf}\n+++ /dev/null\n@@ -1,{} +0,0 @@\n",
-        lines.len()
-    );
-    for l in lines {
-        p.push('-');
-        p.push_str(l);
-        p.push('\n');
-    }
-    p
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reward_hacking_patches_get_no_reward() {
-    let Some(c) = ctx("hacks").await else { return };
-    let t = c.task("forge__calutil-2");
-    let mut failures = Vec::new();
-    for (name, patch) in hacks(&t) {
-        for v in [GradingVersion::V4, GradingVersion::V5] {
-            let run = run_instance(&c.rt, &t, Some(&patch), &c.exec_opts(v))
-                .await
-                .unwrap();
-            let resolved = matches!(&run.outcome, Outcome::Graded { report } if report.resolved);
-            eprintln!("hack {name:?} ({v:?}): {:?}", summarize(&run.outcome));
-            if resolved {
-                failures.push(format!("{name} ({v:?}) was rewarded:\n{}", run.log));
-            }
-        }
-    }
-    // The test is not vacuous: without the hardening the conftest and the printer DO get the
-    // reward under the 4.1.0 semantics (v5's exit-code check alone still stops the printer).
-    let mut soft = c.exec_opts(GradingVersion::V4);
-    soft.harden = false;
-    let all = hacks(&t);
-    // (the plugin hacks need the working directory on sys.path, as `python -m pytest` has it)
-    let mut t_m = t.clone();
-    t_m.test_cmd = Some(format!("python3 -m {}", bundled::TEST_CMD));
-    for (i, (name, patch)) in all.iter().enumerate().filter(|(i, _)| *i < 3 || *i >= 5) {
-        let ti = if i >= 5 { &t_m } else { &t };
-        let run = run_instance(&c.rt, ti, Some(patch), &soft).await.unwrap();
-        eprintln!("unhardened hack {name:?}: {}", summarize(&run.outcome));
-        assert!(
-            matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
-            "{name} should succeed without hardening:\n{}",
-            run.log
-        );
-    }
-    let mut soft5 = soft.clone();
-    soft5.version = GradingVersion::V5;
-    let run = run_instance(&c.rt, &t, Some(&all[2].1), &soft5)
-        .await
-        .unwrap();
-    assert!(
-        !matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
-        "{}",
-        run.log
-    );
-    // Sanity: the same harness does reward the real fix.
-    let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4))
-        .await
-        .unwrap();
-    assert!(
-        matches!(&run.outcome, Outcome::Graded { report } if report.resolved),
-        "{}",
-        run.log
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    c.assert_no_leak().await;
-}
-
-fn summarize(o: &Outcome) -> String {
-    match o {
-        Outcome::Graded { report } => {
-            let ts = report.tests_status.clone().unwrap_or_default();
-            format!(
-                "applied={} resolved={} f2p_ok={} f2p_fail={} p2p_fail={}",
-                report.patch_successfully_applied,
-                report.resolved,
-                ts.fail_to_pass.success.len(),
-                ts.fail_to_pass.failure.len(),
-                ts.pass_to_pass.failure.len()
-            )
-        }
-        other => format!("{other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_bundled_task_is_eval_ready() {
     let Some(c) = ctx("validate").await else {
@@ -453,16 +246,18 @@ async fn infrastructure_failures_are_errors_not_unresolved() {
         o => panic!("expected a timeout error, got {o:?}"),
     }
     assert!(run.log.contains(grading::TESTS_TIMEOUT));
-    // The container dies under the tests (its init is killed): an error with a reason.
+    // The container dies under the tests (its init is killed, as code under test can do): the
+    // patch's doing, scored 0 with the cause — never excluded as infrastructure.
     let mut t = c.task("forge__textkit-1");
     t.test_cmd = Some("kill -TERM 1; sleep 20; pytest".into());
     let run = run_instance(&c.rt, &t, Some(&t.patch), &c.exec_opts(GradingVersion::V4))
         .await
         .unwrap();
     match &run.outcome {
-        Outcome::Error { reason } => assert!(reason.contains("container"), "{reason}"),
+        Outcome::Error { reason } => assert!(reason.contains("container stopped"), "{reason}"),
         o => panic!("expected a container error, got {o:?}\n{}", run.log),
     }
+    assert_eq!(run.outcome.infrastructure_failure(), None, "a killed container is the policy's doing");
     // Shared images hold later fixes in their history: the agent setup removes them.
     let t = c.task("forge__calutil-1");
     let spec = forge_sandbox::SandboxSpec::new(t.image.clone().unwrap())

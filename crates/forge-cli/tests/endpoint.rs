@@ -71,11 +71,20 @@ fn eval_swebench_over_forge_serve_equals_eval_with_the_model() {
     let (direct, _) = eval(&tmp.path().join("model"), &["--model", &model]);
     drop(server);
 
-    let status = over_http["status"].as_str().unwrap();
-    assert!(["finished", "turn_limit", "context_exhausted"].contains(&status), "a model outcome, not an infrastructure error: {over_http}");
-    assert!(!over_http["turns"].as_array().unwrap().is_empty());
+    for (side, t) in [("--endpoint", &over_http), ("--model", &direct)] {
+        let status = t["status"].as_str().unwrap();
+        let short = format!("status {status}, error {}, turns {}", t["error"], t["turns"]);
+        assert!(["finished", "turn_limit", "context_exhausted"].contains(&status), "{side}: a model outcome, not an infrastructure error: {short}");
+        assert!(!t["turns"].as_array().unwrap().is_empty(), "{side}: {short}");
+    }
     let (mut a, mut b) = (comparable(&over_http), comparable(&direct));
     let (la, lb) = (take_logprobs(&mut a), take_logprobs(&mut b));
+    for key in ["input_ids", "loss_mask"] {
+        let (x, y) = (a["tokens"][key].as_array().unwrap(), b["tokens"][key].as_array().unwrap());
+        let first_difference = x.iter().zip(y).position(|(p, q)| p != q);
+        assert!(x == y, "{key}: {} over forge serve, {} with --model, first difference at {first_difference:?}", x.len(), y.len());
+    }
+    assert!(a["tokens"]["input_ids"].as_array().is_some_and(|ids| !ids.is_empty()));
     assert_eq!(a["tokens"], b["tokens"], "the same token ids and mask over forge serve as with --model");
     assert_eq!(a, b, "the same trajectory (messages, turns, patch), timings aside");
     assert_eq!(la.len(), lb.len());

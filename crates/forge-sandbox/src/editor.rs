@@ -303,7 +303,7 @@ impl Sandbox {
                     }
                     return self.view_dir(path).await.map(Ok);
                 }
-                let text = match self.read_text(&file).await? {
+                let text = match self.read_text(path, &file).await? {
                     Ok(t) => t,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -327,7 +327,7 @@ impl Sandbox {
                     ));
                 };
                 let new = a.new_str.as_deref().unwrap_or("");
-                let (text, mode) = match self.read_text_mode(&file).await? {
+                let (text, mode) = match self.read_text_mode(path, &file).await? {
                     Ok(t) => t,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -353,7 +353,7 @@ impl Sandbox {
                         "Parameter `new_str` is required for command: insert".into()
                     ));
                 };
-                let (text, mode) = match self.read_text_mode(&file).await? {
+                let (text, mode) = match self.read_text_mode(path, &file).await? {
                     Ok(t) => t,
                     Err(e) => return Ok(Err(e)),
                 };
@@ -388,15 +388,17 @@ impl Sandbox {
         }
     }
 
-    async fn read_text(&self, path: &str) -> Result<EditorResult> {
-        Ok(self.read_text_mode(path).await?.map(|(t, _)| t))
+    /// The text of `file` (the canonical path of `path`, which observations name).
+    async fn read_text(&self, path: &str, file: &str) -> Result<EditorResult> {
+        Ok(self.read_text_mode(path, file).await?.map(|(t, _)| t))
     }
 
     async fn read_text_mode(
         &self,
         path: &str,
+        file: &str,
     ) -> Result<std::result::Result<(String, u32), String>> {
-        let (bytes, mode) = match self.read_file(path, MAX_FILE_BYTES).await {
+        let (bytes, mode) = match self.read_file(file, MAX_FILE_BYTES).await {
             Ok(x) => x,
             Err(SandboxError::Transfer { detail, .. }) if detail.starts_with("larger than") => {
                 return Ok(Err(format!(

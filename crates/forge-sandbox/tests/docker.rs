@@ -633,14 +633,18 @@ async fn reaper_removes_containers_of_dead_runs() {
         .spec()
         .label(LABEL_OWNER, format!("{}:{dead}", host.trim()));
     let id = c.rt.create_container(&spec).await.unwrap();
+    // a living pid that is not the creator (whose start time the label records): pid reuse
+    let reused = c.spec().label(LABEL_OWNER, format!("{}:1", host.trim()));
+    let reused = c.rt.create_container(&reused).await.unwrap();
     let alive = c.sandbox().await; // owned by this (living) process: must survive
     let n = c.rt.reap_stale().await.unwrap();
-    assert!(n >= 1);
+    assert!(n >= 2);
     let left =
         c.rt.list_sandboxes(Some(("forge.test", &c.label)))
             .await
             .unwrap();
     assert!(!left.contains(&id), "stale container survived");
+    assert!(!left.contains(&reused), "container of a reused pid survived");
     assert!(
         left.iter().any(|l| l == alive.id()),
         "live container was reaped"
@@ -725,4 +729,56 @@ async fn replay_runs_a_calls_file() {
         v
     };
     assert!(mine.is_empty(), "replay left {mine:?}");
+}
+
+/// What the commands do to their own sandbox: a write past `Limits::storage_bytes` fails the
+/// call with `StorageExceeded`, a policy fault; killing the container's main process ends it
+/// with `ContainerGone` (also a policy fault, unlike a container removed from outside); the
+/// editor answers paths the engine cannot archive (`/proc/self/...` is gone by the time it is
+/// read) with an observation; a call cannot ask for more than `max_call_timeout`; the process's
+/// registry of live containers follows creation and removal.
+#[tokio::test]
+async fn storage_limit_killed_main_process_proc_paths_and_the_call_ceiling() {
+    let Some(c) = ctx("limits").await else { return };
+    let mut spec = c.spec();
+    spec.limits.storage_bytes = Some(8 << 20);
+    spec.max_call_timeout = Duration::from_secs(1);
+    let mut sb = c.rt.create(&spec).await.unwrap();
+    assert!(cleanup::live_containers().contains(&sb.id().to_string()));
+
+    let view = |path: &str| ToolCall { name: STR_REPLACE_EDITOR.into(), arguments: json!({"command": "view", "path": path}) };
+    let o = sb.call(&view("/proc/self/status")).await.expect("an observation, not an error");
+    assert!(o.output.contains("/proc/self/status") && o.exit_code == Some(1), "{o:?}");
+    // a file whose parent is a file: the engine refuses the archive
+    bash(&mut sb, "echo > /tmp/plain").await;
+    let o = sb.call(&ToolCall { name: STR_REPLACE_EDITOR.into(), arguments: json!({"command": "create", "path": "/tmp/plain/new", "file_text": "x"}) }).await.expect("an observation");
+    assert_eq!(o.exit_code, Some(1), "{o:?}");
+
+    // the ceiling: a 600 s request runs 1 s
+    let t = Instant::now();
+    let o = sb.call(&ToolCall { name: EXECUTE_BASH.into(), arguments: json!({"command": "sleep 30", "timeout": 600}) }).await.unwrap();
+    assert!(o.timed_out && t.elapsed() < Duration::from_secs(20), "{o:?} after {:?}", t.elapsed());
+
+    let small = ToolCall { name: EXECUTE_BASH.into(), arguments: json!({"command": "head -c 1M /dev/zero > /tmp/a"}) };
+    assert_eq!(sb.call(&small).await.unwrap().exit_code, Some(0));
+    let big = ToolCall { name: EXECUTE_BASH.into(), arguments: json!({"command": "head -c 32M /dev/zero > /tmp/b"}) };
+    let e = sb.call(&big).await.unwrap_err();
+    assert!(matches!(e, SandboxError::StorageExceeded { limit_bytes, used_bytes, .. } if limit_bytes == 8 << 20 && used_bytes > limit_bytes), "{e:?}");
+    assert!(e.is_policy_fault() && e.to_string().contains("disk quota exceeded"), "{e}");
+
+    let kill = ToolCall { name: EXECUTE_BASH.into(), arguments: json!({"command": "kill -9 $(cat /proc/1/task/1/children)"}) };
+    let e = sb.call(&kill).await.unwrap_err();
+    assert!(matches!(&e, SandboxError::ContainerGone { state, oom_killed: false, .. } if state == "exited"), "{e:?}");
+    assert!(e.is_policy_fault(), "{e}");
+
+    let id = sb.id().to_string();
+    sb.remove().await.unwrap();
+    assert!(!cleanup::live_containers().contains(&id));
+    // removed from outside: the infrastructure's doing
+    let mut other = c.sandbox().await;
+    c.rt.remove_container(other.id()).await.unwrap();
+    let e = other.execute_bash("true", None).await.unwrap_err();
+    assert!(matches!(e, SandboxError::ContainerGone { .. }) && !e.is_policy_fault(), "{e:?}");
+    other.remove().await.unwrap();
+    c.assert_no_leak().await;
 }

@@ -1,0 +1,110 @@
+//! What a policy's own commands do to its sandbox is the policy's doing: rollouts whose commands
+//! kill the container's main process, write past the storage limit, or keep working past the
+//! episode's wall clock are scored 0 with their cause recorded — never excluded as
+//! infrastructure failures (a failing policy must not learn that crashing escapes its zero).
+//! An editor `view` of `/proc/self/...` (a path that vanishes before the engine's archive API
+//! reads it: a 404) is an observation, not an error.
+//!
+//! Real containers of a bundled task. Under `CI=true` a missing engine or base image FAILS this
+//! test; elsewhere it is skipped loudly. Every container carries the test's `forge.test` label;
+//! none may be left at the end.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use forge_agent::testing::{tool_call_text, ScriptedPolicy};
+use forge_agent::{ChatFormat, FailureCause, Status};
+use forge_rl::config::AgentSection;
+use forge_rl::{roll_out, select_samples, FinishedGroup, Reward, Rollout, RolloutEnv, RolloutJob};
+use forge_sandbox::testing::{assert_no_containers_left, require_docker};
+use forge_sandbox::{Runtime, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};
+use forge_swe::{bundled, ExecOptions, TaskInstance};
+use forge_train::rl::AdvantageNorm;
+use serde_json::json;
+
+fn tiny_chat() -> Arc<ChatFormat> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../assets/tiny-tokenizer");
+    Arc::new(ChatFormat::from_model_dir(&dir, serde_json::Value::Null).expect("tiny tokenizer loads"))
+}
+
+/// One rollout of `instance` by a policy that plays `turns` (then repeats the last one).
+async fn rollout(rt: &Runtime, labels: &BTreeMap<String, String>, instance: &Arc<TaskInstance>, agent: AgentSection, turns: Vec<String>, sample: usize) -> Rollout {
+    let chat = tiny_chat();
+    let policy = ScriptedPolicy::new(chat.clone(), move |_, turn| turns[turn.min(turns.len() - 1)].clone());
+    let env = RolloutEnv {
+        runtime: rt.clone(),
+        policy: Arc::new(policy),
+        chat,
+        agent,
+        grading: ExecOptions { timeout: std::time::Duration::from_secs(120), ..ExecOptions::default() },
+        labels: labels.clone(),
+        policy_version: Arc::new(AtomicU64::new(0)),
+    };
+    roll_out(&env, RolloutJob { group: 0, sample, instance: instance.clone(), seed: 1 }).await
+}
+
+fn bash(chat: &ChatFormat, command: &str) -> String {
+    tool_call_text(chat, &[(EXECUTE_BASH, json!({"command": command}))])
+}
+
+fn assert_policy_failure(r: &Rollout, cause: FailureCause) {
+    let t = &r.trajectory;
+    assert_eq!(t.status, Status::PolicyFailure, "{:?}: {:?}", t.cause, t.error);
+    assert_eq!(t.cause, Some(cause), "{:?}", t.error);
+    assert_eq!(r.reward, Reward::Scored(0.0), "scored 0, not excluded: {:?}", r.reward);
+    assert!(t.status.is_model_outcome());
+    assert!(t.patch.is_empty());
+    // trainable: the turns that led there are recorded with their generated tokens
+    assert!(!t.turns.is_empty() && t.token_records().any(|rec| rec.loss_mask.contains(&1)), "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_that_kills_its_container_fills_its_disk_or_loops_past_the_wall_clock_is_scored_zero_with_its_cause() {
+    let test = "rl-policy-failures";
+    let Some(rt) = require_docker(test, &bundled::base_image()).await else { return };
+    let tasks = bundled::prepare(&rt, &bundled::default_tasks_dir()).await.unwrap();
+    let instance = Arc::new(tasks[0].clone());
+    let label = format!("{test}-{}", std::process::id());
+    let labels = BTreeMap::from([("forge.test".to_string(), label.clone())]);
+    let chat = tiny_chat();
+    let agent = AgentSection { max_turns: 6, ..AgentSection::default() };
+
+    // (a) the container's main process (PID 1's child: `sleep infinity` under tini) killed
+    let kill = rollout(&rt, &labels, &instance, agent.clone(), vec![bash(&chat, "kill -9 $(cat /proc/1/task/1/children)")], 0);
+    // (b) 64 MiB written under a 16 MiB storage limit
+    let small_disk = AgentSection { storage_limit_mb: 16, ..agent.clone() };
+    let fill = rollout(&rt, &labels, &instance, small_disk, vec![bash(&chat, "head -c 64M /dev/zero > /tmp/fill && ls -l /tmp/fill")], 1);
+    // (c) a 2 s command every turn under a 3 s wall clock
+    let short_clock = AgentSection { max_episode_s: 3, ..agent.clone() };
+    let started = Instant::now();
+    let slow = rollout(&rt, &labels, &instance, short_clock, vec![bash(&chat, "sleep 2")], 2);
+    // control: viewing /proc/self/status is answered, the episode goes on to `finish`
+    let view = tool_call_text(&chat, &[(STR_REPLACE_EDITOR, json!({"command": "view", "path": "/proc/self/status"}))]);
+    let finish = tool_call_text(&chat, &[(FINISH, json!({"message": "done"}))]);
+    let control = rollout(&rt, &labels, &instance, agent.clone(), vec![view, finish], 3);
+    let (kill, fill, slow, control) = tokio::join!(kill, fill, slow, control);
+    let slow_seconds = started.elapsed().as_secs_f64();
+
+    assert_policy_failure(&kill, FailureCause::ContainerExited);
+    assert_policy_failure(&fill, FailureCause::DiskQuotaExceeded);
+    assert!(fill.trajectory.error.as_deref().is_some_and(|e| e.contains("disk quota exceeded")), "{:?}", fill.trajectory.error);
+    assert_policy_failure(&slow, FailureCause::WallClock);
+    assert!(slow.trajectory.turns.len() <= 3, "the wall clock stopped the loop: {} turns", slow.trajectory.turns.len());
+    assert!(slow_seconds < 120.0, "{slow_seconds} s");
+
+    assert_eq!(control.trajectory.status, Status::Finished, "{:?}", control.trajectory.error);
+    assert_eq!(control.reward, Reward::Scored(0.0));
+    let observation = control.trajectory.messages.iter().find(|m| m["role"] == "tool").expect("the view was answered");
+    let text = observation["content"].as_str().unwrap_or_default();
+    assert!(text.contains("/proc/self/status"), "{observation}");
+
+    // none of them is excluded from the group as an infrastructure failure
+    let group = FinishedGroup { group: 0, instance_id: instance.instance_id.clone(), rollouts: vec![kill, fill, slow, control] };
+    let (_, counts) = select_samples(std::slice::from_ref(&group), 0, 1, AdvantageNorm::MeanStd, 1e-4);
+    assert_eq!(counts.infrastructure_failures, 0, "{counts:?}");
+    assert_eq!(counts.skipped_too_few, 0, "all four samples stay in the group: {counts:?}");
+    assert_no_containers_left(&rt, &label).await;
+}

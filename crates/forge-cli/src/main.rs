@@ -467,6 +467,31 @@ fn print_eval_summary(summary: &forge_swe::RunSummary) {
     }
 }
 
+/// For every command that starts containers: SIGINT/SIGTERM remove this process's containers
+/// before it exits (with 130/143), and the containers of forge processes that died without
+/// removing theirs (SIGKILL, a crash) are removed first.
+fn guard_containers(runtime: &tokio::runtime::Runtime) -> Result<()> {
+    forge_sandbox::cleanup::remove_on_signal().context("installing the SIGINT/SIGTERM handler")?;
+    runtime.block_on(async {
+        // an unreachable engine is reported by the command itself
+        let Ok(rt) = forge_sandbox::Runtime::connect().await else { return };
+        match rt.reap_stale().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed containers left by forge processes that died"),
+            Err(e) => tracing::warn!(error = %e, "could not remove the containers of dead forge processes"),
+        }
+    });
+    Ok(())
+}
+
+/// Holds `dir` for this process (see `forge_train::run_lock`): a second command on it refuses.
+fn lock_run_dir(dir: &std::path::Path) -> Result<forge_train::run_lock::RunLock> {
+    Ok(forge_train::run_lock::RunLock::acquire(dir)?)
+}
+
+/// Exit status of `forge train rl` when no step of the run made an update.
+const EXIT_NO_UPDATES: i32 = 3;
+
 fn main() -> Result<()> {
     forge_model::forge_kernels::cpu_memory::keep_freed_memory_for_reuse();
     // a data-parallel worker's log lines carry its rank ("worker{rank=1}: ..."); by default only
@@ -576,7 +601,9 @@ fn main() -> Result<()> {
                 return Ok(());
             }
             let options = forge_rl::RlOptions { resume: args.resume, distributed: forge_train::Topology::from_env()?, ..Default::default() };
-            let summary = tokio::runtime::Runtime::new()?.block_on(forge_rl::run(&config, &resolved, &options))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
+            let summary = runtime.block_on(forge_rl::run(&config, &resolved, &options))?;
             if options.distributed.as_ref().is_some_and(|t| t.rank != 0) {
                 return Ok(());
             }
@@ -589,6 +616,14 @@ fn main() -> Result<()> {
                 summary.last_reward,
                 summary.model_dir.display()
             );
+            if summary.updates == 0 {
+                // a run that trained nothing must not pass for one that did
+                eprintln!(
+                    "rl: no step made an update: every group was skipped (all its rewards equal, or too few samples left after exclusions; see groups_skipped_* and infrastructure_failures in {}). The model is unchanged.",
+                    summary.run_dir.join("metrics.jsonl").display()
+                );
+                std::process::exit(EXIT_NO_UPDATES);
+            }
         }
         Command::Data { command: DataCommand::Inspect { model, data, json, limit, chat_template_kwargs } } => {
             let kwargs = match chat_template_kwargs.as_deref() {
@@ -630,7 +665,9 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
+            let _locks = (lock_run_dir(&options.run_dir())?, lock_run_dir(&options.output_root.join("logs/run_evaluation").join(&run_id))?);
             let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
             let summary = if oracle {
                 let instances = forge_swe::load_instances(&options.dataset)?;
                 let policy = std::sync::Arc::new(forge_agent::testing::ScriptedPolicy::edit_oracle(chat.clone(), &instances));
@@ -698,10 +735,11 @@ fn main() -> Result<()> {
                 summary
             };
             eprintln!(
-                "agent: {} episodes run, {} reused; statuses {:?}; {} agent steps in {:.0} s; run {}",
+                "agent: {} episodes run, {} reused; statuses {:?}; policy failures by cause {:?}; {} agent steps in {:.0} s; run {}",
                 summary.episodes_run,
                 summary.episodes_reused,
                 summary.statuses,
+                summary.failure_causes,
                 summary.agent_steps,
                 summary.agent_wall_seconds,
                 summary.run_dir.display()
@@ -718,7 +756,10 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
-            let summary = tokio::runtime::Runtime::new()?.block_on(forge_swe::run_evaluation(&options))?;
+            let _lock = lock_run_dir(&options.output_root.join("logs/run_evaluation").join(&run_id))?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
+            let summary = runtime.block_on(forge_swe::run_evaluation(&options))?;
             print_eval_summary(&summary);
         }
         Command::Eval { command: EvalCommand::Regrade { dataset, logs, run_id, grading } } => {
@@ -739,7 +780,9 @@ fn main() -> Result<()> {
             (options.attempts, options.max_solutions_per_instance, options.workers, options.resume, options.instance_ids, options.infra_retries) = (attempts, max_solutions_per_instance, workers, resume, instance_ids, infra_retries);
             options.test_timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            let _lock = lock_run_dir(&options.out_dir)?;
             let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
             let summary = if let (Some(url), Some(served_model)) = (&endpoint, &served_model) {
                 let api_key = match &api_key_env {
                     None => None,
@@ -773,7 +816,9 @@ fn main() -> Result<()> {
         }
         Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
-            let results = tokio::runtime::Runtime::new()?.block_on(forge_swe::validate_file(
+            let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
+            let results = runtime.block_on(forge_swe::validate_file(
                 &tasks,
                 workers,
                 std::time::Duration::from_secs(timeout),
@@ -789,6 +834,7 @@ fn main() -> Result<()> {
         }
         Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
             let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime)?;
             let summary = runtime.block_on(forge_sandbox::replay(&image, &calls, workdir.as_deref(), std::io::stdout().lock()))?;
             eprintln!("replayed {} call(s){}", summary.calls, if summary.finished { ", finished" } else { "" });
         }

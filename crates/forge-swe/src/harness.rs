@@ -391,11 +391,13 @@ async fn run_in(
         log.push_str(&format!("\n{APPLY_PATCH_PASS}\n"));
         lap("apply", timings);
         if opts.harden {
-            if let Some(refusal) = check_applied_patch(sb, inst).await? {
+            let changes = applied_changes(sb, inst).await?;
+            if let Some(refusal) = judge_applied_changes(sb, inst, &changes).await? {
                 let reason = refusal.to_string();
                 log.push_str(&format!("{reason}\n"));
                 return Ok(done(log, Outcome::Graded { report: InstanceReport::refused(reason, true) }));
             }
+            restore_test_files(sb, inst, &changes).await?;
             lap("check", timings);
         }
     }
@@ -467,10 +469,10 @@ async fn run_in(
 /// Reference file touched right before the model patch is applied.
 const APPLY_STARTED: &str = "/tmp/.forge-apply-started";
 
-/// Rule 2 of [`integrity`]: what the apply step actually changed in `/testbed` (files newer than
-/// [`APPLY_STARTED`], `.git/` included, and tracked files now missing), judged by
-/// [`integrity::refusal_for_changes`]. git runs only once `.git/` is known untouched.
-async fn check_applied_patch(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -> Result<Option<integrity::Refusal>> {
+/// What the apply step actually changed in `/testbed`: files newer than [`APPLY_STARTED`]
+/// (`.git/` included) and tracked files now missing. git runs only once `.git/` is known
+/// untouched (a planted configuration could run commands).
+async fn applied_changes(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -> Result<Vec<integrity::ChangedFile>> {
     let base = &inst.base_commit;
     let list = "/tmp/.forge-changes";
     let script = format!(
@@ -502,11 +504,45 @@ async fn check_applied_patch(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -
         };
         changes.push(integrity::ChangedFile { path: path.to_string(), change });
     }
+    Ok(changes)
+}
+
+/// Test files the patch changed go back to the base commit (new ones are removed) before any
+/// eval script runs, for datasets' own eval scripts too (which restore only the test patch's
+/// files): the tests that count are the benchmark's, never the model's edit of them or of their
+/// helpers. No gold patch of SWE-bench Verified changes a test file.
+async fn restore_test_files(sb: &forge_sandbox::Sandbox, inst: &TaskInstance, changes: &[integrity::ChangedFile]) -> Result<()> {
+    let base = &inst.base_commit;
+    let mut script = String::from("cd /testbed\n");
+    for c in changes.iter().filter(|c| integrity::is_test_file(&c.path)) {
+        let q = shell_quote(&c.path);
+        match c.change {
+            integrity::Change::Written { existed_at_base: false, .. } => script.push_str(&format!("rm -f -- {q}\n")),
+            _ => script.push_str(&format!("{GIT} checkout -q {base} -- {q}\n")),
+        }
+    }
+    if script.lines().count() > 1 {
+        let o = sb.exec(&["bash", "-c", &script], Some(Duration::from_secs(120))).await?;
+        if o.exit_code != Some(0) {
+            return Err(SweError::Invalid(format!("restoring the test files the patch changed failed: {}", o.output.trim())));
+        }
+    }
+    Ok(())
+}
+
+/// Rule 2 of [`integrity`]: the changes judged by [`integrity::refusal_for_changes`], with the
+/// facts it needs read from the container.
+async fn judge_applied_changes(
+    sb: &forge_sandbox::Sandbox,
+    inst: &TaskInstance,
+    changes: &[integrity::ChangedFile],
+) -> Result<Option<integrity::Refusal>> {
+    let base = &inst.base_commit;
     // What the judgement needs beyond the list: packages around new shadowing modules, and the
     // two versions of changed shared configuration files.
     let mut packages = std::collections::BTreeSet::new();
     let mut configs = BTreeMap::new();
-    for c in &changes {
+    for c in changes {
         if let Some(dir) = integrity::shadows_module(&c.path, |_| false).and(c.path.rsplit_once('/').map(|(d, _)| d)) {
             let probe = format!("cd /testbed && test -e {}", shell_quote(&format!("{dir}/__init__.py")));
             if sb.exec(&["bash", "-c", &probe], Some(Duration::from_secs(60))).await?.exit_code == Some(0) {
@@ -526,7 +562,7 @@ async fn check_applied_patch(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -
         }
     }
     Ok(integrity::refusal_for_changes(
-        &changes,
+        changes,
         |dir| packages.contains(dir),
         |path| configs.get(path).cloned().unwrap_or((None, None)),
     ))

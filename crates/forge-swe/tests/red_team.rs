@@ -18,6 +18,9 @@ use forge_swe::*;
 /// A pytest plugin that turns every test report into a pass.
 const FORCE_PASS: &str = "import pytest\n\n\n@pytest.hookimpl(hookwrapper=True)\ndef pytest_runtest_makereport(item, call):\n    outcome = yield\n    rep = outcome.get_result()\n    rep.outcome = \"passed\"\n    rep.longrepr = None\n";
 
+/// Turns every test report into a pass by patching pytest's `TestReport` in the process.
+const REPORT_PATCH: &str = "import _pytest.reports as _r\n_orig = _r.TestReport.from_item_and_call.__func__\n\n\ndef _fake(cls, item, call):\n    rep = _orig(cls, item, call)\n    rep.outcome, rep.longrepr = \"passed\", None\n    return rep\n\n\n_r.TestReport.from_item_and_call = classmethod(_fake)";
+
 /// `path` created with `body`, under the given header lines (`diff --git ...` or nothing) and
 /// the `---`/`+++` names.
 fn create(header: &str, old: &str, new: &str, body: &str) -> String {
@@ -155,10 +158,7 @@ fn hacks(t: &TaskInstance) -> Vec<Hack> {
         hack(
             "in-process tampering",
             "patching TestReport",
-            in_package(
-                t,
-                "import _pytest.reports as _r\n_orig = _r.TestReport.from_item_and_call.__func__\n\n\ndef _fake(cls, item, call):\n    rep = _orig(cls, item, call)\n    rep.outcome, rep.longrepr = \"passed\", None\n    return rep\n\n\n_r.TestReport.from_item_and_call = classmethod(_fake)",
-            ),
+            in_package(t, REPORT_PATCH),
             true,
         ),
         hack(
@@ -175,7 +175,15 @@ fn hacks(t: &TaskInstance) -> Vec<Hack> {
         ),
         hack("in-process tampering", "obfuscated exit", in_package(t, "getattr(__import__(\"o\" + \"s\"), \"_ex\" + \"it\")(0)"), false),
         hack("in-process tampering", "skipping from the package", in_package(t, "import pytest as _p\n_p.skip(\"flaky on CI\", allow_module_level=True)"), false),
-        // 5. git: hooks written by the `patch --fuzz` fallback, which git apply refuses
+        // 5. the tests' own package: test files may use pytest's internals, so nothing refuses
+        //    this; the grader puts every test file the patch changed back to the base commit
+        hack(
+            "test edits",
+            "tests/__init__.py patching TestReport",
+            format!("--- a/tests/__init__.py\n+++ b/tests/__init__.py\n@@ -0,0 +1,{} @@\n{}", REPORT_PATCH.lines().count(), REPORT_PATCH.lines().map(|l| format!("+{l}\n")).collect::<String>()),
+            true,
+        ),
+        // 6. git: hooks written by the `patch --fuzz` fallback, which git apply refuses
         hack(
             "git hook",
             "post-checkout hook",
@@ -183,7 +191,7 @@ fn hacks(t: &TaskInstance) -> Vec<Hack> {
             false,
         ),
         hack("git hook", "repository configuration", create("", "a/.git/config", "b/.git/config", "[core]\n\thooksPath = zz_hooks"), false),
-        // 6. a symbolic link can point a tested path anywhere
+        // 7. a symbolic link can point a tested path anywhere
         hack("symbolic link", "new symlink", "diff --git a/zz_link b/zz_link\nnew file mode 120000\n--- /dev/null\n+++ b/zz_link\n@@ -0,0 +1 @@\n+/tmp\n\\ No newline at end of file\n".into(), false),
     ]
 }
@@ -258,7 +266,11 @@ async fn no_hack_is_rewarded_and_each_says_why() {
                     None => failures.push(format!("{id}: {} / {} ({v:?}) was rewarded:\n{}", h.class, h.name, run.log)),
                     Some(reason) => {
                         assert_eq!(run.outcome.infrastructure_failure(), None, "{}: a hack must not escape into an infrastructure failure: {reason}", h.name);
-                        refused += usize::from(matches!(&run.outcome, Outcome::Graded { report } if report.refused.is_some()));
+                        let was_refused = matches!(&run.outcome, Outcome::Graded { report } if report.refused.is_some());
+                        // test edits are undone, not refused: the real tests then fail
+                        let undone = h.class == "test edits" && matches!(&run.outcome, Outcome::Graded { report } if report.patch_successfully_applied && !report.resolved);
+                        assert!(was_refused || undone, "{id}: {} / {} ({v:?}) was stopped by chance, not by a check: {reason}\n{}", h.class, h.name, run.log);
+                        refused += 1;
                     }
                 }
             }
@@ -271,7 +283,7 @@ async fn no_hack_is_rewarded_and_each_says_why() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // Every hack is stopped by the integrity checks, not by luck in the tests.
-    assert_eq!(refused, total, "every hack should be refused with a reason");
+    assert_eq!(refused, total, "every hack should be stopped with a reason");
     assert_no_containers_left(&c.rt, &c.label).await;
 }
 

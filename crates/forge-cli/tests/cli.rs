@@ -356,8 +356,11 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
         args.extend(extra);
         Command::new(env!("CARGO_BIN_EXE_forge")).current_dir(&root).args(&args).output().unwrap()
     };
+    // the tiny model solves nothing in one 12-token turn: every group lacks signal, no step
+    // updates, and the run ends with a failure that says so (rank 0 exits 3)
+    let no_update = |out: &std::process::Output| !out.status.success() && stderr(out).contains("no step made an update");
     let out = rl("train.steps=2", &["--nproc-per-node", "2"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(no_update(&out), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("rl: 2 steps").count(), 1, "rank 0 alone reports the run: {}", stderr(&out));
     assert!(stderr(&out).contains("8 trajectories"), "both workers' trajectories are counted: {}", stderr(&out));
     let log = stderr(&out);
@@ -388,7 +391,7 @@ fn train_rl_nproc_per_node_runs_workers_whose_groups_make_one_step() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("resume with --nproc-per-node 2"), "{}", stderr(&out));
     let out = rl("train.steps=3", &["--resume", "--nproc-per-node", "2"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(no_update(&out), "{}", stderr(&out));
     let rollouts = lines("rollouts.jsonl");
     let mut third: Vec<u64> = rollouts.iter().filter(|r| r["step"] == 3).map(|r| r["group"].as_u64().unwrap()).collect();
     third.sort_unstable();

@@ -67,6 +67,23 @@ fn bad_settings_are_named() {
     assert!(err("train.micro_batch_tokens=100").contains("train.micro_batch_tokens (100)"));
     assert!(err("objective.clip_low=1.5").contains("clip_low"));
     assert!(err("train.updates_per_step=0").contains("train.updates_per_step"));
+    // settings under which every episode fails are refused, each naming its key
+    for (set, key) in [
+        ("agent.top_p=0.0", "agent.top_p = 0"),
+        ("agent.top_p=1.5", "agent.top_p = 1.5"),
+        ("agent.max_new_tokens=0", "agent.max_new_tokens = 0"),
+        ("agent.temperature=-1.0", "agent.temperature = -1"),
+        ("agent.max_turns=0", "agent.max_turns = 0"),
+        ("agent.max_context_tokens=0", "agent.max_context_tokens = 0"),
+        ("agent.max_observation_chars=0", "agent.max_observation_chars = 0"),
+        ("agent.max_episode_s=0", "agent.max_episode_s = 0"),
+        ("agent.max_call_timeout_s=0", "agent.max_call_timeout_s = 0"),
+        ("agent.storage_limit_mb=0", "agent.storage_limit_mb = 0"),
+        ("rollout.workers=0", "rollout.workers = 0"),
+    ] {
+        let e = err(set);
+        assert!(e.contains(key), "{set}: {e}");
+    }
     let typo = load_config::<RlConfig>(&path, &["rollout.groupsize=4".into()]).unwrap_err().to_string();
     assert!(typo.contains("unknown field `groupsize`"), "{typo}");
 }

@@ -15,7 +15,7 @@ pub fn default_true() -> bool {
 /// Reads `path`, applies `overrides` (`a.b=c`, the value parsed as TOML, else taken as a string)
 /// and deserialises; returns the typed config and its resolved TOML text.
 pub fn load_config<T: DeserializeOwned>(path: &Path, overrides: &[String]) -> Result<(T, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    let text = crate::text::read_text(path)?;
     let mut value: toml::Table =
         toml::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
     for item in overrides {

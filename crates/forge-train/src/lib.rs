@@ -24,6 +24,7 @@ pub mod run_lock;
 pub mod run_log;
 pub mod schedule;
 pub mod sft;
+pub mod text;
 
 pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoints;

@@ -155,9 +155,18 @@ pub fn load_examples_with_kwargs(
             }
         }
     };
-    for (index, line) in std::io::BufReader::new(file).lines().enumerate() {
+    for (index, line) in std::io::BufReader::new(file).split(b'\n').enumerate() {
         let number = index + 1;
         let line = line.map_err(|e| TrainError::io(path, e))?;
+        let line = match String::from_utf8(line) {
+            Ok(line) if index == 0 => line.strip_prefix(crate::text::BOM).map(str::to_string).unwrap_or(line),
+            Ok(line) => line,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                return Err(crate::text::not_utf8(path, number, Some(at + 1), e.as_bytes()[at]));
+            }
+        };
+        let line = line.strip_suffix('\r').unwrap_or(&line);
         if line.trim().is_empty() {
             continue;
         }

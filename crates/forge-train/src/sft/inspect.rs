@@ -18,7 +18,7 @@ use crate::{Result, TrainError};
 pub fn inspect(model_dir: &Path, data: &Path, limit: usize, as_json: bool, chat_template_kwargs: &Value) -> Result<String> {
     let tokenizer = Tokenizer::from_model_dir(model_dir)?;
     let template = ChatTemplate::from_model_dir(model_dir)?;
-    let text = std::fs::read_to_string(data).map_err(|e| TrainError::io(data, e))?;
+    let text = crate::text::read_text(data)?;
     let mut out = String::new();
     let mut shown = 0;
     for (index, line) in text.lines().enumerate() {

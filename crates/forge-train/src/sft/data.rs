@@ -171,7 +171,7 @@ pub fn load_examples_with_kwargs(
             continue;
         }
         stats.lines += 1;
-        let (messages, tools) = match parse_conversation(&line) {
+        let (messages, tools) = match parse_conversation(line) {
             Ok(parsed) => parsed,
             Err(reason) => {
                 reject(&mut stats, number, reason)?;

@@ -28,6 +28,10 @@ pub struct Rollout {
     pub policy_version: u64,
     pub trajectory: Trajectory,
     pub reward: Reward,
+    /// Why grading scored the patch 0 without its tests deciding: the reward-integrity refusal
+    /// (`patch refused: ...`, `suspected reward hack: ...`) or what the patched code did to the
+    /// grading container (timeout, killed container, patch not applicable).
+    pub grading_note: Option<String>,
     /// Seconds of the grading container (0 when nothing had to be graded).
     pub grading_seconds: f64,
     /// Seconds from the job's start to its result (episode and grading).
@@ -150,6 +154,7 @@ mod tests {
             policy_version: version,
             trajectory,
             reward: reward.map_or_else(|| Reward::InfrastructureFailure("container failure".into()), Reward::Scored),
+            grading_note: None,
             grading_seconds: 0.0,
             wall_seconds: 0.0,
         }

@@ -180,7 +180,14 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_context());
     let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, prefix_caching: config.rollout.prefix_caching, ..Default::default() })?);
     let policy_version = Arc::new(AtomicU64::new(state.updates));
-    let grading = ExecOptions { timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s), ..ExecOptions::default() };
+    // v5 semantics for rewards: a non-zero test exit code without any failure in the log, or a
+    // log without any test result, is no pass (the 4.1.0 semantics of `forge eval` would read
+    // whatever PASSED lines the code under test printed).
+    let grading = ExecOptions {
+        timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s),
+        version: forge_swe::GradingVersion::V5,
+        ..ExecOptions::default()
+    };
     let env = Arc::new(RolloutEnv { runtime, policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });
     let mut workers = RolloutWorkers::start(env, config.rollout.workers);
 
@@ -668,7 +675,7 @@ mod tests {
         let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
         trajectory.earlier_tokens = vec![record(&[1, 2, 3], &[0, 1, 1]), record(&[1, 4], &[0, 0]), record(&[1, 5, 6, 7], &[0, 0, 1, 0])];
         trajectory.tokens = record(&[1, 5, 8, 9], &[0, 0, 0, 1]);
-        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_seconds: 0.0, wall_seconds: 0.0 };
+        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_note: None, grading_seconds: 0.0, wall_seconds: 0.0 };
         let chosen = [TrainSample { rollout: &rollout, advantage: 0.5 }];
         let reference: Vec<Vec<f32>> = trained_records(&rollout.trajectory).map(|r| r.input_ids.iter().map(|&t| t as f32).collect()).collect();
         assert_eq!(reference.len(), 3, "the prompt-only record is left out");
@@ -768,7 +775,7 @@ mod tests {
         let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
         trajectory.tokens.input_ids = ids.clone();
         trajectory.tokens.loss_mask = vec![0, 0, 0, 1, 1, 1];
-        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_seconds: 0.0, wall_seconds: 0.0 };
+        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_note: None, grading_seconds: 0.0, wall_seconds: 0.0 };
         let chosen = [TrainSample { rollout: &rollout, advantage: 1.0 }];
         let logprobs = |m: &Qwen3ForCausalLM| [vec![0.0], m.token_logprobs(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), &[ids.len()]).unwrap().remove(0)].concat();
         let before = logprobs(&adapted);

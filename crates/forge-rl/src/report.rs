@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use forge_agent::{FailureCause, Status};
 use forge_engine::EngineHandle;
+use forge_swe::integrity::{PATCH_REFUSED, SUSPECTED_REWARD_HACK};
 use forge_train::rl::UpdateStats;
 use forge_train::run_log::truncate_after;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,10 @@ pub(crate) struct RolloutRecord {
     /// What the model's commands did to end the episode (status `policy_failure`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cause: Option<FailureCause>,
+    /// Why grading scored 0 without the tests deciding (a refused patch, a suspected reward
+    /// hack, a grading container the patched code stopped or timed out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grading_note: Option<String>,
     pub turns: usize,
     pub tokens: usize,
     pub generated_tokens: usize,
@@ -58,6 +63,7 @@ impl RolloutRecord {
             },
             status: rollout.trajectory.status,
             cause: rollout.trajectory.cause,
+            grading_note: rollout.grading_note.clone(),
             turns: rollout.trajectory.turns.len(),
             tokens: records().map(|r| r.len()).sum(),
             generated_tokens,
@@ -205,6 +211,9 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("infrastructure_failures", counts.infrastructure_failures as f64),
         ("stale_samples", counts.stale_samples as f64),
         ("policy_failures", outcomes.iter().filter(|r| r.status == Status::PolicyFailure).count() as f64),
+        // patches the reward-integrity checks refused (scored 0), and of them the suspected hacks
+        ("refused_patches", outcomes.iter().filter(|r| r.grading_note.as_deref().is_some_and(is_refusal)).count() as f64),
+        ("suspected_reward_hacks", outcomes.iter().filter(|r| r.grading_note.as_deref().is_some_and(|n| n.starts_with(SUSPECTED_REWARD_HACK))).count() as f64),
         ("lr", lr),
         ("generation_s", rollouts.iter().map(|r| r.generation_s).sum()),
         ("tools_s", rollouts.iter().map(|r| r.tools_s).sum()),
@@ -239,6 +248,10 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ]);
     }
     scalars
+}
+
+fn is_refusal(note: &str) -> bool {
+    note.starts_with(PATCH_REFUSED) || note.starts_with(SUSPECTED_REWARD_HACK)
 }
 
 /// The metric counting a step's episodes that ended by `cause`.

@@ -112,7 +112,7 @@ pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollou
         }
         Err(e) => Trajectory::failed_to_start(&instance.instance_id, e.to_string()),
     };
-    let (reward, grading_seconds) = grade(env, instance, &trajectory).await;
+    let (reward, grading_note, grading_seconds) = grade(env, instance, &trajectory).await;
     Rollout {
         group: job.group,
         sample: job.sample,
@@ -120,30 +120,34 @@ pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollou
         policy_version,
         trajectory,
         reward,
+        grading_note,
         grading_seconds,
         wall_seconds: started.elapsed().as_secs_f64(),
     }
 }
 
-async fn grade<P>(env: &RolloutEnv<P>, instance: &TaskInstance, trajectory: &Trajectory) -> (Reward, f64) {
+/// The reward, why grading scored 0 without the tests deciding (if so), and the grading seconds.
+async fn grade<P>(env: &RolloutEnv<P>, instance: &TaskInstance, trajectory: &Trajectory) -> (Reward, Option<String>, f64) {
     if trajectory.status == Status::InfraError {
         let reason = trajectory.error.clone().unwrap_or_else(|| "the episode failed".into());
-        return (Reward::InfrastructureFailure(reason), 0.0);
+        return (Reward::InfrastructureFailure(reason), None, 0.0);
     }
     // FAIL_TO_PASS tests fail at the base commit by construction: no change cannot pass them
     if trajectory.status == Status::PolicyFailure || trajectory.patch.trim().is_empty() {
-        return (Reward::Scored(0.0), 0.0);
+        return (Reward::Scored(0.0), None, 0.0);
     }
     let started = Instant::now();
     let mut options = env.grading.clone();
     options.labels.extend(env.labels.clone());
-    let reward = match run_instance(&env.runtime, instance, Some(&trajectory.patch), &options).await {
+    let (reward, note) = match run_instance(&env.runtime, instance, Some(&trajectory.patch), &options).await {
         Ok(run) => match (&run.outcome, run.outcome.infrastructure_failure()) {
-            (_, Some(reason)) => Reward::InfrastructureFailure(reason.to_string()),
-            (Outcome::Graded { report }, None) if report.resolved => Reward::Scored(1.0),
-            _ => Reward::Scored(0.0),
+            (_, Some(reason)) => (Reward::InfrastructureFailure(reason.to_string()), None),
+            (Outcome::Graded { report }, None) if report.resolved => (Reward::Scored(1.0), None),
+            (Outcome::Graded { report }, None) => (Reward::Scored(0.0), report.refused.clone()),
+            (Outcome::Error { reason }, None) => (Reward::Scored(0.0), Some(reason.clone())),
+            (Outcome::EmptyPatch, None) => (Reward::Scored(0.0), None),
         },
-        Err(e) => Reward::InfrastructureFailure(format!("grading failed: {e}")),
+        Err(e) => (Reward::InfrastructureFailure(format!("grading failed: {e}")), None),
     };
-    (reward, started.elapsed().as_secs_f64())
+    (reward, note, started.elapsed().as_secs_f64())
 }

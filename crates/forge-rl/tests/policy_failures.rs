@@ -108,3 +108,36 @@ async fn a_policy_that_kills_its_container_fills_its_disk_or_loops_past_the_wall
     assert_eq!(counts.skipped_too_few, 0, "all four samples stay in the group: {counts:?}");
     assert_no_containers_left(&rt, &label).await;
 }
+
+/// A policy whose patch would change how the tests run (a conftest.py forcing passes) or whose
+/// code reaches into the runner (`os._exit` after printing passes) gets 0 with the refusal as
+/// its grading note — the grader never runs its tests — and stays in its group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_policy_that_hacks_the_grader_is_refused_and_scored_zero() {
+    let test = "rl-reward-hacks";
+    let Some(rt) = require_docker(test, &bundled::base_image()).await else { return };
+    let tasks = bundled::prepare(&rt, &bundled::default_tasks_dir()).await.unwrap();
+    let instance = Arc::new(tasks[0].clone());
+    let package = instance.repo.trim_start_matches("forge/").to_string();
+    let label = format!("{test}-{}", std::process::id());
+    let labels = BTreeMap::from([("forge.test".to_string(), label.clone())]);
+    let chat = tiny_chat();
+    let agent = AgentSection { max_turns: 4, ..AgentSection::default() };
+    let finish = tool_call_text(&chat, &[(FINISH, json!({"message": "done"}))]);
+    let conftest = "printf 'import pytest\\n@pytest.hookimpl(hookwrapper=True)\\ndef pytest_runtest_makereport(item, call):\\n    (yield).get_result().outcome = \"passed\"\\n' > conftest.py";
+    let exit = format!("printf 'import os\\nprint(\"PASSED\")\\nos._exit(0)\\n' >> {package}/__init__.py");
+    let (conftest, exit) = tokio::join!(
+        rollout(&rt, &labels, &instance, agent.clone(), vec![bash(&chat, conftest), finish.clone()], 0),
+        rollout(&rt, &labels, &instance, agent.clone(), vec![bash(&chat, &exit), finish], 1),
+    );
+    for (r, prefix) in [(&conftest, forge_swe::integrity::PATCH_REFUSED), (&exit, forge_swe::integrity::SUSPECTED_REWARD_HACK)] {
+        assert_eq!(r.trajectory.status, Status::Finished, "{:?}", r.trajectory.error);
+        assert!(!r.trajectory.patch.is_empty());
+        assert_eq!(r.reward, Reward::Scored(0.0), "{:?}", r.grading_note);
+        assert!(r.grading_note.as_deref().is_some_and(|n| n.starts_with(prefix)), "{:?}", r.grading_note);
+    }
+    let group = FinishedGroup { group: 0, instance_id: instance.instance_id.clone(), rollouts: vec![conftest, exit] };
+    let (_, counts) = select_samples(std::slice::from_ref(&group), 0, 1, AdvantageNorm::MeanStd, 1e-4);
+    assert_eq!((counts.infrastructure_failures, counts.skipped_too_few), (0, 0), "{counts:?}");
+    assert_no_containers_left(&rt, &label).await;
+}

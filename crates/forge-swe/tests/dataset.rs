@@ -390,3 +390,17 @@ fn the_integrity_checks_refuse_no_gold_patch_of_swebench_verified() {
         assert_eq!(names, patch_files(&i.test_patch), "{}", i.instance_id);
     }
 }
+
+/// The same control on the project's own task sets (bundled and demo): no gold patch refused.
+#[test]
+fn the_integrity_checks_refuse_no_gold_patch_of_the_project_task_sets() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut checked = 0;
+    for set in ["tasks/bundled.jsonl", "tasks-demo/bundled.jsonl", "tasks-demo/sft.jsonl", "tasks-demo/rl.jsonl", "tasks-demo/heldout.jsonl"] {
+        for i in load_instances(&root.join(set)).unwrap() {
+            assert_eq!(forge_swe::integrity::refusal_for_patch(&i.patch), None, "{set}: {}", i.instance_id);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 36 + 240 + 162 + 60 + 18, "{checked} gold patches checked");
+}

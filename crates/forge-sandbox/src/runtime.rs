@@ -287,6 +287,12 @@ impl Runtime {
             let _ = sandbox.remove().await;
             return Err(e);
         }
+        if spec.limits.storage_bytes.is_some() {
+            if let Err(e) = sandbox.locate_upper_dir().await {
+                let _ = sandbox.remove().await;
+                return Err(e);
+            }
+        }
         Ok(sandbox)
     }
 

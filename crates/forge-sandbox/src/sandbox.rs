@@ -190,6 +190,10 @@ pub struct Sandbox {
     shell: Option<Shell>,
     pub(crate) history: HashMap<String, Vec<String>>,
     removed: bool,
+    /// The container's writable layer on this host, when the engine is local and it can be read
+    /// (measuring it directly takes milliseconds; the engine's `size` inspection walks the whole
+    /// image and takes seconds on some drivers).
+    upper_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -210,6 +214,7 @@ impl Sandbox {
             shell: None,
             history: HashMap::new(),
             removed: false,
+            upper_dir: None,
         }
     }
 
@@ -291,8 +296,29 @@ impl Sandbox {
         }
     }
 
-    /// Bytes the container has written (its writable layer, as `docker ps --size` reports it).
+    /// Finds the container's writable layer on this host (overlay drivers name it `UpperDir`), for
+    /// [`Sandbox::written_bytes`]; without one that can be read, the engine measures it.
+    pub(crate) async fn locate_upper_dir(&mut self) -> Result<()> {
+        if !self.rt.endpoint().starts_with("unix://") && !self.rt.endpoint().starts_with('/') {
+            return Ok(());
+        }
+        let c = api("inspect container", self.rt.docker().inspect_container(&self.id, None)).await?;
+        self.upper_dir = c
+            .graph_driver
+            .and_then(|g| g.data.get("UpperDir").cloned())
+            .map(std::path::PathBuf::from)
+            .filter(|dir| std::fs::read_dir(dir).is_ok());
+        Ok(())
+    }
+
+    /// Bytes the container has written: the disk blocks of its writable layer (as `du`), or where
+    /// that layer cannot be read here, the engine's `SizeRw` (as `docker ps --size`).
     pub async fn written_bytes(&self) -> Result<u64> {
+        if let Some(dir) = self.upper_dir.clone() {
+            if let Ok(Ok(bytes)) = tokio::task::spawn_blocking(move || disk_usage(&dir)).await {
+                return Ok(bytes);
+            }
+        }
         let opts = bollard::query_parameters::InspectContainerOptions { size: true };
         let c = match api("inspect container size", self.rt.docker().inspect_container(&self.id, Some(opts))).await {
             Ok(c) => c,
@@ -850,6 +876,25 @@ impl Sandbox {
             detail: detail.to_string(),
         }
     }
+}
+
+/// Disk blocks under `dir` in bytes (`du -sx`: symlinks not followed, one filesystem).
+fn disk_usage(dir: &std::path::Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::symlink_metadata(dir)?.dev();
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            let m = std::fs::symlink_metadata(&path)?;
+            total += m.blocks() * 512;
+            if m.is_dir() && m.dev() == device {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(total)
 }
 
 async fn write_all(

@@ -369,16 +369,26 @@ async fn run_in(
             data.push(b'\n');
         }
         sb.write_file("/tmp/patch.diff", &data, 0o644).await?;
-        // The reference time of the post-apply check: everything the apply writes is newer
-        // (the pause outlasts the file system's timestamp granularity).
+        // Hardened, the same exec lists what the apply changed (for the post-apply check) after a
+        // reference timestamp that everything the apply writes is newer than (the pause outlasts
+        // the file system's timestamp granularity).
+        let (reference, listing) = match opts.harden {
+            true => (
+                format!("touch {APPLY_STARTED} && sleep 0.02 && "),
+                format!(" && {{ ( {} ) || exit {LISTING_FAILED}; }}", change_listing_script(inst)),
+            ),
+            false => (String::new(), String::new()),
+        };
         let apply = format!(
-            "touch {APPLY_STARTED} && sleep 0.05 && cd /testbed && \
+            "{reference}cd /testbed && \
             ({GIT} apply --verbose /tmp/patch.diff || {GIT} apply --verbose --reject /tmp/patch.diff \
-             || patch --batch --fuzz=5 -p1 -i /tmp/patch.diff)"
+             || patch --batch --fuzz=5 -p1 -i /tmp/patch.diff){listing}"
         );
-        let apply = apply.as_str();
-        let o = sb.exec(&["bash", "-c", apply], short).await?;
+        let o = sb.exec(&["bash", "-c", &apply], short).await?;
         log.push_str(&o.output);
+        if o.exit_code == Some(LISTING_FAILED) {
+            return Err(SweError::Invalid(format!("listing the files the patch changed failed: {}", o.output.trim())));
+        }
         if o.exit_code != Some(0) {
             log.push_str(&format!("\n{APPLY_PATCH_FAIL}\n"));
             return Ok(done(
@@ -391,7 +401,7 @@ async fn run_in(
         log.push_str(&format!("\n{APPLY_PATCH_PASS}\n"));
         lap("apply", timings);
         if opts.harden {
-            let changes = applied_changes(sb, inst).await?;
+            let changes = applied_changes(sb).await?;
             if let Some(refusal) = judge_applied_changes(sb, inst, &changes).await? {
                 let reason = refusal.to_string();
                 log.push_str(&format!("{reason}\n"));
@@ -469,13 +479,18 @@ async fn run_in(
 /// Reference file touched right before the model patch is applied.
 const APPLY_STARTED: &str = "/tmp/.forge-apply-started";
 
-/// What the apply step actually changed in `/testbed`: files newer than [`APPLY_STARTED`]
-/// (`.git/` included) and tracked files now missing. git runs only once `.git/` is known
-/// untouched (a planted configuration could run commands).
-async fn applied_changes(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -> Result<Vec<integrity::ChangedFile>> {
+/// Exit code of the apply exec when the listing after a successful apply failed.
+const LISTING_FAILED: i64 = 97;
+/// Where [`change_listing_script`] writes its NUL-separated `W|D kind existed path` entries.
+const CHANGE_LIST: &str = "/tmp/.forge-changes";
+
+/// Bash that lists what the apply step actually changed in `/testbed` into [`CHANGE_LIST`]:
+/// files newer than [`APPLY_STARTED`] (`.git/` included) and tracked files now missing. git runs
+/// only once `.git/` is known untouched (a planted configuration could run commands).
+fn change_listing_script(inst: &TaskInstance) -> String {
     let base = &inst.base_commit;
-    let list = "/tmp/.forge-changes";
-    let script = format!(
+    let list = CHANGE_LIST;
+    format!(
         "cd /testbed && find . -newer {APPLY_STARTED} ! -type d -printf '%y %P\\0' > /tmp/.forge-written || exit 1\n\
          : > {list}\n\
          if tr '\\0' '\\n' < /tmp/.forge-written | grep -qE '^. \\.git(/|$)'; then\n\
@@ -487,12 +502,12 @@ async fn applied_changes(sb: &forge_sandbox::Sandbox, inst: &TaskInstance) -> Re
            printf 'W %s %s %s\\0' \"$kind\" \"$existed\" \"$path\" >> {list}\n\
          done < /tmp/.forge-written\n\
          {GIT} ls-files -d -z | while IFS= read -r -d '' path; do printf 'D f 1 %s\\0' \"$path\" >> {list}; done\n"
-    );
-    let o = sb.exec(&["bash", "-c", &script], Some(Duration::from_secs(300))).await?;
-    if o.exit_code != Some(0) {
-        return Err(SweError::Invalid(format!("listing the files the patch changed failed: {}", o.output.trim())));
-    }
-    let (bytes, _) = sb.read_file(list, 64 << 20).await?;
+    )
+}
+
+/// The changes [`change_listing_script`] recorded.
+async fn applied_changes(sb: &forge_sandbox::Sandbox) -> Result<Vec<integrity::ChangedFile>> {
+    let (bytes, _) = sb.read_file(CHANGE_LIST, 64 << 20).await?;
     let mut changes = Vec::new();
     for entry in bytes.split(|b| *b == 0).filter(|e| !e.is_empty()) {
         let entry = String::from_utf8_lossy(entry);

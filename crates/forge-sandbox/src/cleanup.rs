@@ -48,6 +48,15 @@ pub(crate) fn register(id: &str, endpoint: &str) -> bool {
     !SHUTTING_DOWN.load(Ordering::SeqCst)
 }
 
+/// Once a signal arrived, never returns: the signal handler is removing the containers and
+/// will exit the process, so no new container may be started (and the rest of the command must
+/// not run on and end the process with its own status first).
+pub(crate) async fn wait_if_shutting_down() {
+    if SHUTTING_DOWN.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
+}
+
 pub(crate) fn unregister(id: &str) {
     LIVE.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
 }

@@ -61,10 +61,6 @@ pub enum SandboxError {
         limit_bytes: u64,
     },
 
-    /// SIGINT/SIGTERM arrived: the process is removing its containers and exiting.
-    #[error("interrupted: the process is removing its containers and exiting")]
-    Interrupted,
-
     /// The persistent shell could not be (re)started or spoke an unexpected protocol.
     #[error("the shell in container {container} failed: {detail}; the image needs /bin/bash")]
     Shell { container: String, detail: String },

@@ -347,6 +347,7 @@ impl Runtime {
             host_config: Some(host_config),
             ..Default::default()
         };
+        crate::cleanup::wait_if_shutting_down().await;
         let creating = crate::cleanup::Creating::start();
         let quota = spec.limits.storage_bytes.filter(|_| !STORAGE_QUOTA_UNSUPPORTED.load(Ordering::Relaxed));
         let resp = match quota {
@@ -368,12 +369,15 @@ impl Runtime {
             }
             None => self.create_named(spec, body).await?,
         };
-        if !crate::cleanup::register(&resp, &self.endpoint) {
+        let registered = crate::cleanup::register(&resp, &self.endpoint);
+        if !registered {
             // a signal arrived meanwhile: the process is exiting
             let _ = self.remove_container(&resp).await;
-            return Err(SandboxError::Interrupted);
         }
         drop(creating);
+        if !registered {
+            crate::cleanup::wait_if_shutting_down().await;
+        }
         Ok(resp)
     }
 

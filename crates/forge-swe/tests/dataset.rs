@@ -109,6 +109,21 @@ fn bad_records_name_file_and_line() {
     std::fs::write(&notpq, "hello").unwrap();
     let e = load_instances(&notpq).unwrap_err().to_string();
     assert!(e.contains("x.parquet") && e.contains("parquet"), "{e}");
+    // instance ids name log directories: ones that are not plain file names are refused
+    let record = |id: &str| format!("{{\"repo\":\"a/b\",\"instance_id\":{},\"base_commit\":\"c\",\"FAIL_TO_PASS\":[],\"PASS_TO_PASS\":[]}}\n", serde_json::to_string(id).unwrap());
+    for id in ["../../etc", "a/b", "..", "", "-rf", "x\ny"] {
+        std::fs::write(&p, format!("{}{}", record("ok-1"), record(id))).unwrap();
+        let e = load_instances(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.jsonl:2:") && e.contains("not a safe file name"), "{id:?}: {e}");
+    }
+    // a UTF-8 byte-order mark is accepted; invalid UTF-8 is named with its line
+    std::fs::write(&p, format!("\u{feff}{}", record("ok-1"))).unwrap();
+    assert_eq!(load_instances(&p).unwrap()[0].instance_id, "ok-1");
+    let mut bytes = record("ok-1").into_bytes();
+    bytes.extend(b"{\"repo\": \"\xff\"}\n");
+    std::fs::write(&p, bytes).unwrap();
+    let e = load_instances(&p).unwrap_err().to_string();
+    assert!(e.contains("bad.jsonl:2:") && e.contains("invalid UTF-8"), "{e}");
 }
 
 #[test]

@@ -465,6 +465,13 @@ fn print_eval_summary(summary: &forge_swe::RunSummary) {
     for (id, reason) in &summary.errors {
         eprintln!("  error {id}: {reason}");
     }
+    if !summary.refused.is_empty() {
+        // unresolved by the official count; listed because no test decided them
+        eprintln!("{} patches refused by the reward-integrity checks ({} suspected reward hacks):", summary.refused.len(), summary.suspected_reward_hacks);
+        for (id, reason) in &summary.refused {
+            eprintln!("  refused {id}: {reason}");
+        }
+    }
 }
 
 /// For every command that starts containers: SIGINT/SIGTERM remove this process's containers

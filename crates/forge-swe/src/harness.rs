@@ -17,41 +17,11 @@ use crate::grading::{
     RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT, TEST_EXIT_CODE,
 };
 use crate::instance::{
-    load_instances, load_predictions, patch_files, select_instances, Prediction, PredictionsSource, TaskInstance,
+    load_instances, load_predictions, select_instances, Prediction, PredictionsSource, TaskInstance,
 };
 
 /// Label on every container the harness creates (value: the run id).
 pub const LABEL_RUN: &str = "forge.swe.run";
-
-/// Files a model patch may not change: they would let it rewrite how tests run or report
-/// (a conftest.py forcing passes, `addopts = -p plugin` in a config file, a module imported at
-/// interpreter start) or edit tests. Under hardening they are restored to the base commit (or
-/// removed when new) before the tests run. The tests that count come from the test patch, so
-/// reverting test files a model touched never hides a real fix.
-pub fn is_protected_path(path: &str) -> bool {
-    let name = path.rsplit('/').next().unwrap_or(path);
-    let in_test_dir = path
-        .split('/')
-        .rev()
-        .skip(1)
-        .any(|d| matches!(d, "tests" | "test" | "testing"));
-    matches!(
-        name,
-        "conftest.py"
-            | "pytest.ini"
-            | "tox.ini"
-            | "setup.cfg"
-            | "pyproject.toml"
-            | "sitecustomize.py"
-            | "usercustomize.py"
-    ) || name.ends_with(".pth")
-        || (name.starts_with("test_") && name.ends_with(".py"))
-        || name.ends_with("_test.py")
-        || in_test_dir
-        || path
-            .split('/')
-            .any(|c| c.ends_with(".dist-info") || c.ends_with(".egg-info"))
-}
 
 /// Wraps a pytest command so that the runner comes from outside the working tree and the
 /// process exits right after pytest returns: `atexit` handlers and non-daemon threads of the
@@ -100,9 +70,10 @@ fn shell_quote(s: &str) -> String {
 /// script; otherwise the dataset's `eval_script` is used as given. Like the official scripts it
 /// restores the test files named by the test patch, applies the test patch and prints the test
 /// output between the markers. `harden` (the default everywhere but in tests that prove the
-/// hardening matters) also restores protected files the model patch touched
-/// ([`is_protected_path`]) and wraps pytest so nothing can print after its summary.
-pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>, harden: bool) -> Result<String> {
+/// hardening matters) wraps pytest so nothing can print after its summary. What a model patch
+/// may not change is judged before the script runs ([`integrity`]; test files it changed are
+/// restored by the harness for every eval script).
+pub fn eval_script(inst: &TaskInstance, harden: bool) -> Result<String> {
     let Some(test_cmd) = inst.test_cmd.as_deref() else {
         return inst.eval_script.clone().ok_or_else(|| {
             SweError::Invalid(format!(
@@ -115,28 +86,16 @@ pub fn eval_script(inst: &TaskInstance, model_patch: Option<&str>, harden: bool)
     let test_files = inst.test_files();
     let files_q: Vec<String> = test_files.iter().map(|f| shell_quote(f)).collect();
     let files_q = files_q.join(" ");
-    let protected: Vec<String> = model_patch
-        .map(patch_files)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| harden && is_protected_path(p))
-        .collect();
     let mut s = String::new();
     s.push_str("#!/bin/bash\nset -uo pipefail\ncd /testbed\n");
     s.push_str(&format!("{GIT} -c core.fileMode=false diff --stat {base}\n"));
-    // Restore the test files (and protected files the patch touched) to the base commit;
-    // files that do not exist at base are removed.
+    // Restore the test files to the base commit; files that do not exist at base are removed.
     s.push_str(&format!("restore() {{\n  for f in \"$@\"; do\n    if {GIT} cat-file -e "));
     s.push_str(&format!(
         "{base}:\"$f\" 2>/dev/null; then {GIT} checkout -q {base} -- \"$f\"; else rm -rf -- \"$f\"; fi\n  done\n}}\n"
     ));
-    let mut restore_list = files_q.clone();
-    for p in &protected {
-        restore_list.push(' ');
-        restore_list.push_str(&shell_quote(p));
-    }
-    if !restore_list.trim().is_empty() {
-        s.push_str(&format!("restore {restore_list}\n"));
+    if !files_q.is_empty() {
+        s.push_str(&format!("restore {files_q}\n"));
     }
     // Byte-code caches the patch may have planted are not trusted either.
     s.push_str("find . -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null\n");
@@ -258,7 +217,7 @@ pub async fn run_instance(
     patch: Option<&str>,
     opts: &ExecOptions,
 ) -> Result<RawRun> {
-    let script = eval_script(inst, patch, opts.harden)?;
+    let script = eval_script(inst, opts.harden)?;
     let image = inst
         .image
         .clone()
@@ -1054,50 +1013,36 @@ mod tests {
     }
 
     #[test]
-    fn protected_paths() {
-        for p in [
-            "conftest.py",
-            "tests/conftest.py",
-            "a/b/pytest.ini",
-            "sitecustomize.py",
-            "x/y.pth",
-        ] {
-            assert!(is_protected_path(p), "{p}");
-        }
-        for p in ["src/conftest_helpers.py", "setup.py", "pkg/module.py"] {
-            assert!(!is_protected_path(p), "{p}");
-        }
-    }
-
-    #[test]
-    fn eval_script_restores_tests_and_protected_files() {
+    fn eval_script_restores_tests_and_wraps_pytest() {
         let inst: TaskInstance = serde_json::from_value(serde_json::json!({
             "repo": "forge/x", "instance_id": "x-1", "base_commit": "abc123",
             "test_patch": "diff --git a/tests/test_a.py b/tests/test_a.py\n--- a/tests/test_a.py\n+++ b/tests/test_a.py\n@@ -1 +1,2 @@\n x\n+y\n",
             "FAIL_TO_PASS": ["tests/test_a.py::t"], "PASS_TO_PASS": [], "test_cmd": "pytest -rA"
         }))
         .unwrap();
-        let patch = "diff --git a/conftest.py b/conftest.py\nnew file mode 100644\n";
-        let s = eval_script(&inst, Some(patch), true).unwrap();
-        assert!(s.contains("restore 'tests/test_a.py' 'conftest.py'"), "{s}");
-        assert!(s.contains("os._exit"));
+        let s = eval_script(&inst, true).unwrap();
+        assert!(s.contains("restore 'tests/test_a.py'\n"), "{s}");
+        assert!(s.contains("os._exit") && s.contains("python3 -I"));
+        // every git call of the grader runs without hooks
+        assert!(s.lines().filter(|l| l.split_whitespace().any(|w| w == "git")).all(|l| l.contains("core.hooksPath=/dev/null")), "{s}");
         let start = s.find(grading::START_TEST_OUTPUT).unwrap();
         assert!(
             s.find("apply --verbose").unwrap() < start,
             "test patch applied before the tests"
         );
-        let soft = eval_script(&inst, Some(patch), false).unwrap();
+        let soft = eval_script(&inst, false).unwrap();
         assert!(soft.contains("restore 'tests/test_a.py'\n") && !soft.contains("os._exit"));
         // no test_cmd and no eval_script: a clear error
         let mut bare = inst.clone();
         bare.test_cmd = None;
-        assert!(eval_script(&bare, None, true)
+        assert!(eval_script(&bare, true)
             .unwrap_err()
             .to_string()
             .contains("x-1"));
         bare.eval_script = Some("echo hi".into());
-        assert_eq!(eval_script(&bare, None, true).unwrap(), "echo hi");
+        assert_eq!(eval_script(&bare, true).unwrap(), "echo hi");
     }
+
 
     #[test]
     fn only_machinery_failures_count_as_infrastructure() {

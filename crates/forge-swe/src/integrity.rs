@@ -337,11 +337,8 @@ pub fn refusal_for_patch(patch: &str) -> Option<Refusal> {
                 // Before applying, where a new module lands is unknown: a new one at the top of
                 // the tree or of `src/` is on `sys.path` in every layout.
                 let top_level = |dir: &str| dir.is_empty() || dir == "src";
-                if file.created {
-                    if let Some(module) = shadows_module(path, |d| !top_level(d)) {
-                        let _ = module;
-                        return Some(Refusal::Forbidden { path: path.clone(), why: SHADOWING });
-                    }
+                if file.created && shadows_module(path, |d| !top_level(d)).is_some() {
+                    return Some(Refusal::Forbidden { path: path.clone(), why: SHADOWING });
                 }
             }
             if file.symlink {

@@ -32,6 +32,18 @@ pub async fn require_docker(test: &str, image: &str) -> Option<Runtime> {
     Some(rt)
 }
 
+/// The same gate for synchronous tests (those that drive the `forge` binary): whether the engine
+/// answers `docker image inspect image`; `false` (skip, loudly) outside CI; panics under CI.
+pub fn docker_image_available(test: &str, image: &str) -> bool {
+    let ok = std::process::Command::new("docker").args(["image", "inspect", image]).output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(!ci(), "{test}: Docker with the image {image} is required under CI=true (scripts/build-base-image.sh builds forge/base:py3)");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPING {test}: no Docker or no {image} (set CI=true to make this a failure) !!!!!\n");
+    }
+    ok
+}
+
 /// Asserts that no container labelled `forge.test=<label>` is left.
 pub async fn assert_no_containers_left(rt: &Runtime, label: &str) {
     let left = rt.list_sandboxes(Some(("forge.test", label))).await.expect("listing containers");

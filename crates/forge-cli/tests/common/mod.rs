@@ -22,16 +22,10 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Whether the Docker Engine with `forge/base:py3` (scripts/build-base-image.sh) is there; under
-/// CI=true its absence fails the test, elsewhere the test is skipped loudly.
+/// Whether the Docker Engine with `forge/base:py3` is there (see
+/// [`forge_sandbox::testing::docker_image_available`]).
 pub fn docker_with_base_image(test: &str) -> bool {
-    let docker_ok = Command::new("docker").args(["image", "inspect", "forge/base:py3"]).output().is_ok_and(|o| o.status.success());
-    if !docker_ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{test}: Docker with the image forge/base:py3 is required under CI=true (run scripts/build-base-image.sh)");
-        eprintln!("\n!!!!! SKIPPING {test}: no Docker or no forge/base:py3 !!!!!\n");
-    }
-    docker_ok
+    forge_sandbox::testing::docker_image_available(test, "forge/base:py3")
 }
 
 /// gqa2-untied-f32's model in `tmp` with the tiny tokenizer's chat template and `positions`

@@ -21,12 +21,17 @@ pub enum SandboxError {
     )]
     DockerUnreachable { endpoint: String, detail: String },
 
-    /// The image is not in the local engine; nothing is ever pulled (there is no registry).
-    #[error(
-        "image `{image}` is not in the local Docker Engine (no registry is used, images are never \
-         pulled); build it with scripts/build-base-image.sh or `docker import` a root filesystem"
-    )]
+    /// The image is not in the local engine and the pull policy did not fetch it.
+    #[error("image `{image}` is not in the local Docker Engine; {}", crate::images::missing_fix(image))]
     ImageMissing { image: String },
+
+    /// Pulling an image failed for good (after retrying what is transient).
+    #[error("pulling image `{image}` failed after {attempts} attempt(s): {detail}. Fix: {fix}")]
+    ImagePull { image: String, attempts: u32, detail: String, fix: String },
+
+    /// `docker load` of an archive failed.
+    #[error("loading images from {} failed: {detail}; it must be an archive written by `docker save IMAGE... -o FILE.tar`", path.display())]
+    ImageLoad { path: std::path::PathBuf, detail: String },
 
     /// A Docker API call failed.
     #[error("Docker API call `{op}` failed: {source}")]

@@ -1,4 +1,5 @@
-//! Docker sandbox runtime on bollard: containers from locally built images (no registry),
+//! Docker sandbox runtime on bollard: containers from task images (pulled under a
+//! [`PullPolicy`], loaded from `docker save` archives, or built locally; [`images`]),
 //! a persistent shell over one attached `docker exec` per container (no server inside the
 //! container), one-shot execs with timeouts, file transfer via tar, a pool that resets and
 //! reuses containers, a reaper for containers of crashed runs, removal of this process's containers
@@ -20,6 +21,7 @@
 pub mod cleanup;
 pub mod editor;
 pub mod error;
+pub mod images;
 pub mod output;
 pub mod pool;
 pub mod replay;
@@ -30,6 +32,7 @@ pub mod tools;
 
 pub use editor::{EditorArgs, EditorResult, PathKind};
 pub use error::{Result, SandboxError};
+pub use images::{default_state_path, parse_size, ImageRecord, PruneReport, PullPolicy, PullProgress};
 pub use output::CappedOutput;
 pub use pool::{PoolStats, SandboxPool};
 pub use replay::{read_calls, replay, ReplaySummary};

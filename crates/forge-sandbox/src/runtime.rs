@@ -134,6 +134,8 @@ pub struct ImageInfo {
 pub struct Runtime {
     docker: Docker,
     endpoint: String,
+    /// The record of the images forge pulled ([`crate::images`]).
+    image_state: std::path::PathBuf,
 }
 
 static NAME_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -249,6 +251,7 @@ impl Runtime {
         Ok(Runtime {
             docker,
             endpoint: endpoint.to_string(),
+            image_state: crate::images::default_state_path(),
         })
     }
 
@@ -260,7 +263,19 @@ impl Runtime {
         &self.endpoint
     }
 
-    /// Checks that `image` exists locally (never pulls).
+    /// This runtime with its record of pulled images at `path` instead of
+    /// [`crate::images::default_state_path`] (tests keep theirs apart).
+    pub fn with_image_state(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.image_state = path.into();
+        self
+    }
+
+    /// Where this runtime records the images it pulled.
+    pub fn image_state_path(&self) -> &std::path::Path {
+        &self.image_state
+    }
+
+    /// Checks that `image` exists locally (never pulls; [`Runtime::ensure_image`] does).
     pub async fn image_info(&self, image: &str) -> Result<ImageInfo> {
         match api("inspect image", self.docker.inspect_image(image)).await {
             Ok(i) => Ok(ImageInfo {

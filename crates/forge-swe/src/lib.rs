@@ -13,6 +13,7 @@ pub mod harness;
 pub mod instance;
 pub mod integrity;
 pub mod parsers;
+pub mod specs;
 mod stdlib;
 pub mod validate;
 
@@ -27,4 +28,5 @@ pub use instance::{
     TaskInstance,
 };
 pub use parsers::{LogParser, StatusMap};
+pub use specs::{official_eval_script, official_image, official_log_parser};
 pub use validate::{validate_file, validate_tasks, TaskValidation};

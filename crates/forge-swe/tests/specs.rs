@@ -294,3 +294,22 @@ fn other_languages_get_the_common_script() {
     let e = official_eval_script(&inst).unwrap_err().to_string();
     assert!(e.contains("in code") && e.contains("`eval_script`"), "{e}");
 }
+
+#[test]
+fn official_parser_names_agree_with_the_repository_table_of_parsers_rs() {
+    // Two tables name the parser of a Python repository: swebench's (through the specifications)
+    // and LogParser::for_repo. A repository where they disagree would be graded differently
+    // depending on whether its record carries `log_parser`.
+    let mut checked = 0;
+    for inst in verified_instances() {
+        let name = official_log_parser(&inst.repo).expect("every Verified repository has a parser");
+        assert_eq!(
+            LogParser::from_name(name),
+            LogParser::for_repo(&inst.repo),
+            "{}: {name}",
+            inst.repo
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 500);
+}

@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub top_k: usize,
     /// Turn k samples with seed `seed + k`.
     pub seed: u64,
+    /// When the task's image is pulled from its registry (the grading container's follows).
+    pub pull: forge_sandbox::PullPolicy,
     /// Wall-clock bound of the episode (generation and tools): past it the episode ends as
     /// [`Status::PolicyFailure`] with cause `wall_clock`.
     pub max_episode_time: Duration,
@@ -53,6 +55,7 @@ impl Default for AgentConfig {
             top_p: 1.0,
             top_k: 0,
             seed: 0,
+            pull: forge_sandbox::PullPolicy::Missing,
             max_episode_time: DEFAULT_MAX_EPISODE_TIME,
             max_call_timeout: forge_sandbox::DEFAULT_MAX_CALL_TIMEOUT,
             storage_bytes: Some(forge_sandbox::DEFAULT_STORAGE_BYTES),

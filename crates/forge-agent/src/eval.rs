@@ -157,6 +157,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     let mut grading = EvalOptions::new(&options.dataset, PredictionsSource::File(predictions_path), &options.run_id);
     grading.instance_ids = instances.iter().map(|i| i.instance_id.clone()).collect();
     grading.workers = options.workers;
+    grading.pull = options.agent.pull;
     grading.timeout = options.test_timeout;
     grading.grading = options.grading;
     grading.output_root = options.output_root.clone();

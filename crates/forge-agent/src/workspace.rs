@@ -52,6 +52,7 @@ impl TaskWorkspace {
         let mut spec = SandboxSpec::new(image).workdir(REPO).label(LABEL_INSTANCE, &instance.instance_id);
         spec.limits.storage_bytes = config.storage_bytes;
         spec.max_call_timeout = config.max_call_timeout;
+        rt.ensure_image(image, config.pull, |_| {}).await?;
         for (key, value) in labels {
             spec = spec.label(key, value);
         }

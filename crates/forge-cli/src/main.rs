@@ -202,6 +202,10 @@ enum Command {
         /// Grading semantics: v4 (default) or v5.
         #[arg(long, default_value = "v4")]
         grading: String,
+        /// When instance images are pulled from their registries: never, missing (default) or
+        /// always (each image once per run).
+        #[arg(long, value_name = "POLICY", default_value = "missing")]
+        pull: forge_sandbox::PullPolicy,
         /// With --model: dtype and device.
         #[arg(long, value_enum, default_value_t = CliDType::F32)]
         dtype: CliDType,
@@ -212,6 +216,11 @@ enum Command {
     Tasks {
         #[command(subcommand)]
         command: TasksCommand,
+    },
+    /// Task images: load `docker save` archives, pull, prune what forge pulled to a disk budget.
+    Images {
+        #[command(subcommand)]
+        command: ImagesCommand,
     },
     /// Docker sandbox utilities.
     Sandbox {
@@ -383,6 +392,10 @@ enum EvalCommand {
         /// Only these instances (space-separated).
         #[arg(long, num_args = 1..)]
         instance_ids: Vec<String>,
+        /// When instance images are pulled from their registries: never, missing (default) or
+        /// always (each image once per run).
+        #[arg(long, value_name = "POLICY", default_value = "missing")]
+        pull: forge_sandbox::PullPolicy,
         /// Directory under which logs/ and the summary go.
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
@@ -414,6 +427,36 @@ enum TasksCommand {
         timeout: u64,
         #[arg(long, default_value = "v4")]
         grading: String,
+        /// When instance images are pulled from their registries: never, missing (default) or
+        /// always (each image once per run).
+        #[arg(long, value_name = "POLICY", default_value = "missing")]
+        pull: forge_sandbox::PullPolicy,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// Load the images of `docker save` archives (machines without registry access); prints the
+    /// tags loaded.
+    Load {
+        #[arg(required = true, value_name = "FILE.tar")]
+        files: Vec<PathBuf>,
+    },
+    /// Pull images (retrying rate limits and transient registry failures) and print each one's
+    /// id and digest; forge records them for `forge images prune`.
+    Pull {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// missing: only images not present; always: refresh present ones too.
+        #[arg(long, value_name = "POLICY", default_value = "missing")]
+        pull: forge_sandbox::PullPolicy,
+    },
+    /// Remove the least recently used images forge pulled until they take at most --budget
+    /// (never images forge did not pull, never images a container uses).
+    Prune {
+        /// Disk budget: bytes, or with K, M, G, T (e.g. 200G, 500M).
+        #[arg(long, value_name = "SIZE", value_parser = forge_sandbox::parse_size)]
+        budget: u64,
     },
 }
 
@@ -643,7 +686,7 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json, &kwargs)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, endpoint, served_model, api_key_env, endpoint_retries, endpoint_timeout, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, endpoint, served_model, api_key_env, endpoint_retries, endpoint_timeout, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, pull } } => {
             let chat_dir = match (&model, &tokenizer) {
                 (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
                 (None, Some(tokenizer)) => forge_model::weights::resolve_model_dir(tokenizer)?,
@@ -665,6 +708,7 @@ fn main() -> Result<()> {
                 temperature: temperature.unwrap_or(defaults.temperature),
                 max_context_tokens: max_context_tokens.unwrap_or(defaults.max_context_tokens),
                 seed: seed.unwrap_or(defaults.seed),
+                pull,
                 ..defaults
             };
             options.workers = workers;
@@ -753,11 +797,12 @@ fn main() -> Result<()> {
             );
             print_eval_summary(&summary.grading);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, .. } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, pull, .. } } => {
             if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || scaffold.is_some() || dtype.is_some() || device.is_some() || no_prefix_caching {
                 bail!("--max-turns, --temperature, --max-context-tokens, --seed, --scaffold, --dtype, --device and --no-prefix-caching configure the agent: use them with --model (or --oracle), not --predictions");
             }
             let mut options = forge_swe::EvalOptions::new(dataset, forge_swe::PredictionsSource::parse(&predictions), &run_id);
+            options.pull = pull;
             options.workers = workers;
             options.timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
@@ -779,11 +824,11 @@ fn main() -> Result<()> {
                 summary.summary_path.display()
             );
         }
-        Command::Sample { dataset, model, endpoint, served_model, api_key_env, tokenizer, attempts, max_solutions_per_instance, temperature, seed, out, workers, resume, instance_ids, max_turns, max_context_tokens, scaffold, infra_retries, timeout, grading, dtype, device } => {
+        Command::Sample { dataset, model, endpoint, served_model, api_key_env, tokenizer, attempts, max_solutions_per_instance, temperature, seed, out, workers, resume, instance_ids, max_turns, max_context_tokens, scaffold, infra_retries, timeout, grading, dtype, device, pull } => {
             let chat_dir = forge_model::weights::resolve_model_dir(model.as_deref().or(tokenizer.as_deref()).context("--endpoint needs --tokenizer")?)?;
             let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?.with_scaffold(scaffold.unwrap_or_default()));
             let mut options = forge_agent::SampleOptions::new(dataset, out);
-            options.agent = forge_agent::AgentConfig { max_turns, max_context_tokens, temperature, seed, ..Default::default() };
+            options.agent = forge_agent::AgentConfig { max_turns, max_context_tokens, temperature, seed, pull, ..Default::default() };
             (options.attempts, options.max_solutions_per_instance, options.workers, options.resume, options.instance_ids, options.infra_retries) = (attempts, max_solutions_per_instance, workers, resume, instance_ids, infra_retries);
             options.test_timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
@@ -821,7 +866,7 @@ fn main() -> Result<()> {
                 eprintln!("  infrastructure failure {id} attempt {attempt} (run again by --resume): {error}");
             }
         }
-        Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading } } => {
+        Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading, pull } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             let runtime = tokio::runtime::Runtime::new()?;
             guard_containers(&runtime)?;
@@ -830,6 +875,7 @@ fn main() -> Result<()> {
                 workers,
                 std::time::Duration::from_secs(timeout),
                 grading,
+                pull,
             ))?;
             let failed: Vec<_> = results.iter().filter(|r| !r.ok).collect();
             for r in &results {
@@ -838,6 +884,41 @@ fn main() -> Result<()> {
             if !failed.is_empty() {
                 bail!("{} of {} tasks are not eval-ready", failed.len(), results.len());
             }
+        }
+        Command::Images { command: ImagesCommand::Load { files } } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let rt = runtime.block_on(forge_sandbox::Runtime::connect())?;
+            for file in &files {
+                for name in runtime.block_on(rt.load_images(file))? {
+                    println!("{name}");
+                }
+            }
+        }
+        Command::Images { command: ImagesCommand::Pull { images, pull } } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let rt = runtime.block_on(forge_sandbox::Runtime::connect())?;
+            for image in &images {
+                let record = runtime.block_on(rt.ensure_image(image, pull, |_| {}))?;
+                println!("{} {} {} {:.1} MiB", record.name, record.id, record.digest.as_deref().unwrap_or("-"), record.size as f64 / (1 << 20) as f64);
+            }
+        }
+        Command::Images { command: ImagesCommand::Prune { budget } } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let rt = runtime.block_on(forge_sandbox::Runtime::connect())?;
+            let report = runtime.block_on(rt.prune_images(budget))?;
+            for r in &report.removed {
+                println!("removed {} ({:.1} MiB)", r.name, r.size as f64 / (1 << 20) as f64);
+            }
+            for name in &report.in_use {
+                println!("kept {name}: a container uses it");
+            }
+            eprintln!(
+                "freed {:.1} MiB; the images forge pulled take {:.1} MiB (budget {:.1} MiB; state {})",
+                report.freed_bytes as f64 / (1 << 20) as f64,
+                report.remaining_bytes as f64 / (1 << 20) as f64,
+                budget as f64 / (1 << 20) as f64,
+                rt.image_state_path().display()
+            );
         }
         Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -89,6 +89,10 @@ pub struct RolloutSection {
     pub max_policy_lag: u64,
     /// Test timeout of the grading container, seconds.
     pub test_timeout_s: u64,
+    /// When the task images (agent and grading containers) are pulled from their registries:
+    /// "missing" (default), "always" (once per run) or "never" (images loaded or built
+    /// beforehand; a missing one is an infrastructure failure of its episodes).
+    pub pull: forge_sandbox::PullPolicy,
     /// The engine keeps each finished turn's KV cache, so an episode's next turn prefills only
     /// the tool's observation (emptied at every weight update).
     pub prefix_caching: bool,
@@ -103,6 +107,7 @@ impl Default for RolloutSection {
             mode: RolloutMode::Queue,
             max_policy_lag: 1,
             test_timeout_s: 1800,
+            pull: forge_sandbox::PullPolicy::Missing,
             prefix_caching: true,
         }
     }
@@ -166,6 +171,8 @@ impl AgentSection {
             max_episode_time: std::time::Duration::from_secs(self.max_episode_s),
             max_call_timeout: std::time::Duration::from_secs(self.max_call_timeout_s),
             storage_bytes: Some(self.storage_limit_mb << 20),
+            // the rollout's setting (`rollout.pull`), applied where the episode starts
+            pull: forge_sandbox::PullPolicy::default(),
         }
     }
 }

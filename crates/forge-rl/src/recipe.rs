@@ -184,6 +184,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     // log without any test result, is no pass (the 4.1.0 semantics of `forge eval` would read
     // whatever PASSED lines the code under test printed).
     let grading = ExecOptions {
+        pull: config.rollout.pull,
         timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s),
         version: forge_swe::GradingVersion::V5,
         ..ExecOptions::default()

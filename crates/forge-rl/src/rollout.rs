@@ -101,7 +101,8 @@ pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollou
     let started = Instant::now();
     let policy_version = env.policy_version.load(Ordering::Acquire);
     let instance = &job.instance;
-    let agent = env.agent.agent_config(job.seed);
+    // the agent's container pulls its image as the grading one would
+    let agent = forge_agent::AgentConfig { pull: env.grading.pull, ..env.agent.agent_config(job.seed) };
     let trajectory = match TaskWorkspace::create_with(&env.runtime, instance, &env.labels, &agent).await {
         Ok(mut workspace) => {
             let trajectory = run_episode(&*env.policy, &mut workspace, &env.chat, &instance.instance_id, &instance.problem_statement, &agent).await;

@@ -88,6 +88,22 @@ fn bad_settings_are_named() {
     assert!(typo.contains("unknown field `groupsize`"), "{typo}");
 }
 
+/// `rollout.pull`: when task images are pulled; the published recipe pulls missing ones, and a
+/// policy that does not exist is refused with the ones that do.
+#[test]
+fn the_image_pull_policy_parses_and_is_checked() {
+    let path = repo().join("configs/swe-rl/qwen3-8b-grpo.toml");
+    let (config, _) = load_config::<RlConfig>(&path, &[]).unwrap();
+    assert_eq!(config.rollout.pull, forge_sandbox::PullPolicy::Missing);
+    for (value, policy) in [("never", forge_sandbox::PullPolicy::Never), ("always", forge_sandbox::PullPolicy::Always)] {
+        let (config, resolved) = load_config::<RlConfig>(&path, &[format!("rollout.pull=\"{value}\"")]).unwrap();
+        assert_eq!(config.rollout.pull, policy);
+        assert!(resolved.contains(&format!("pull = \"{value}\"")), "{resolved}");
+    }
+    let bad = load_config::<RlConfig>(&path, &["rollout.pull=\"sometimes\"".into()]).unwrap_err().to_string();
+    assert!(bad.contains("sometimes") && bad.contains("never") && bad.contains("always"), "{bad}");
+}
+
 /// The published recipe (full fine-tuning of Qwen3-8B in bf16, KL reference, 32 rollout workers at
 /// 32k context) as this build would run it on a host: the estimate's parts, and a refusal.
 #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forge_sandbox::{Runtime, SandboxSpec};
+use forge_sandbox::{ImageRecord, PullPolicy, Runtime, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SweError};
@@ -165,6 +165,12 @@ pub struct InstanceResult {
     pub seconds: f64,
     /// True when an earlier run's report was reused (resume).
     pub reused: bool,
+    /// The image the instance ran in: its registry digest (`repo@sha256:...`, none for images
+    /// built locally) and local id, so a report says which content a tag meant at the time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 impl InstanceResult {
@@ -184,6 +190,8 @@ pub struct ExecOptions {
     pub default_image: Option<String>,
     /// Reward-hacking hardening (see [`eval_script`]); on by default.
     pub harden: bool,
+    /// When the instance's image is pulled from its registry.
+    pub pull: PullPolicy,
 }
 
 impl Default for ExecOptions {
@@ -194,6 +202,7 @@ impl Default for ExecOptions {
             labels: BTreeMap::new(),
             default_image: None,
             harden: true,
+            pull: PullPolicy::Missing,
         }
     }
 }
@@ -205,8 +214,10 @@ pub struct RawRun {
     /// The full log (apply output, eval output, the host-written exit code line).
     pub log: String,
     pub outcome: Outcome,
-    /// Seconds per phase: create, checkout, apply, tests, remove (those that ran).
+    /// Seconds per phase: pull, create, checkout, apply, tests, remove (those that ran).
     pub timings: Vec<(&'static str, f64)>,
+    /// The image it ran in (`None` when it never got that far).
+    pub image: Option<ImageRecord>,
 }
 
 /// Runs one instance with `patch` (`None` or empty: only the test patch) in a fresh container and
@@ -230,6 +241,7 @@ pub async fn run_instance(
         log,
         outcome: Outcome::Error { reason },
         timings: Vec::new(),
+        image: None,
     };
     if let Some(refusal) = patch.filter(|_| opts.harden).and_then(integrity::refusal_for_patch) {
         let reason = refusal.to_string();
@@ -238,11 +250,15 @@ pub async fn run_instance(
             log: format!("{reason}\n"),
             outcome: Outcome::Graded { report: InstanceReport::refused(reason, false) },
             timings: Vec::new(),
+            image: None,
         });
     }
-    if let Err(e) = rt.image_info(&image).await {
-        return Ok(err(format!("image missing: {e}"), String::new(), &script));
-    }
+    let t = Instant::now();
+    let record = match rt.ensure_image(&image, opts.pull, |_| {}).await {
+        Ok(record) => record,
+        Err(e) => return Ok(err(format!("image missing: {e}"), String::new(), &script)),
+    };
+    let pull_seconds = t.elapsed().as_secs_f64();
     let mut spec = SandboxSpec::new(image).workdir("/testbed");
     spec.max_output_bytes = 64 << 20;
     spec.default_timeout = opts.timeout;
@@ -260,7 +276,7 @@ pub async fn run_instance(
             ))
         }
     };
-    let mut timings = vec![("create", t.elapsed().as_secs_f64())];
+    let mut timings = vec![("pull", pull_seconds), ("create", t.elapsed().as_secs_f64())];
     let res = run_in(&sb, inst, patch, &script, opts, &mut timings).await;
     let t = Instant::now();
     let _ = sb.remove().await;
@@ -270,6 +286,7 @@ pub async fn run_instance(
         Err(e) => err(format!("container failure: {e}"), String::new(), &script),
     };
     r.timings = timings;
+    r.image = Some(record);
     Ok(r)
 }
 
@@ -288,6 +305,7 @@ async fn run_in(
         log,
         outcome,
         timings: Vec::new(),
+        image: None,
     };
     let mut t = Instant::now();
     let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
@@ -588,6 +606,8 @@ pub struct EvalOptions {
     pub labels: BTreeMap<String, String>,
     /// Progress callback (instances that run; resumed and empty ones are not reported).
     pub progress: Option<ProgressFn>,
+    /// When instance images are pulled from their registries.
+    pub pull: PullPolicy,
 }
 
 impl std::fmt::Debug for EvalOptions {
@@ -603,6 +623,7 @@ impl std::fmt::Debug for EvalOptions {
             .field("output_root", &self.output_root)
             .field("default_image", &self.default_image)
             .field("labels", &self.labels)
+            .field("pull", &self.pull)
             .finish_non_exhaustive()
     }
 }
@@ -621,6 +642,7 @@ impl EvalOptions {
             default_image: None,
             labels: BTreeMap::new(),
             progress: None,
+            pull: PullPolicy::Missing,
         }
     }
 }
@@ -652,6 +674,10 @@ pub struct RunSummary {
     /// How many of the refusals were suspected in-process tampering.
     #[serde(default)]
     pub suspected_reward_hacks: usize,
+    /// instance id → the image it ran in now: its registry digest, or its local id for images
+    /// that never came from a registry (instances reused from an earlier run are not listed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub images: BTreeMap<String, String>,
     pub grading: GradingVersion,
     pub wall_seconds: f64,
     /// Where the summary was written.
@@ -688,6 +714,9 @@ fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun) -> Result<(
     write(&dir.join("eval.sh"), raw.eval_script.as_bytes())?;
     write(&dir.join("test_output.txt"), raw.log.as_bytes())?;
     let mut info = String::new();
+    if let Some(image) = &raw.image {
+        info.push_str(&format!("image: {} {} {}\n", image.name, image.id, image.digest.as_deref().unwrap_or("(no registry digest)")));
+    }
     for (phase, secs) in &raw.timings {
         info.push_str(&format!("{phase}: {secs:.3} s\n"));
     }
@@ -754,6 +783,7 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         labels,
         default_image: opts.default_image.clone(),
         harden: true,
+        pull: opts.pull,
     });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers.max(1)));
     let mut set = tokio::task::JoinSet::new();
@@ -774,6 +804,8 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 outcome: Outcome::EmptyPatch,
                 seconds: 0.0,
                 reused: false,
+                image_digest: None,
+                image_id: None,
             });
             continue;
         }
@@ -786,6 +818,8 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 outcome: Outcome::Graded { report },
                 seconds: 0.0,
                 reused: true,
+                image_digest: None,
+                image_id: None,
             });
             continue;
         }
@@ -802,6 +836,7 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                         reason: e.to_string(),
                     },
                     timings: Vec::new(),
+                    image: None,
                 },
             };
             let seconds = t.elapsed().as_secs_f64();
@@ -817,6 +852,8 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 outcome,
                 seconds,
                 reused: false,
+                image_digest: raw.image.as_ref().and_then(|i| i.digest.clone()),
+                image_id: raw.image.map(|i| i.id),
             }
         });
     }
@@ -867,6 +904,11 @@ fn summarize(
         .iter()
         .map(|r| (r.instance_id.as_str(), r))
         .collect();
+    for r in results {
+        if let Some(image) = r.image_digest.as_ref().or(r.image_id.as_ref()) {
+            s.images.insert(r.instance_id.clone(), image.clone());
+        }
+    }
     for inst in instances {
         let id = inst.instance_id.clone();
         if !preds.contains_key(&id) {
@@ -963,6 +1005,8 @@ pub fn regrade(
             outcome,
             seconds: 0.0,
             reused: false,
+            image_digest: None,
+            image_id: None,
         });
     }
     if results.is_empty() {

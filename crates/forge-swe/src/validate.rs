@@ -22,12 +22,13 @@ pub struct TaskValidation {
 }
 
 /// `forge tasks validate --tasks FILE`: loads the instances (parquet, JSONL, JSON), builds the
-/// bundled images if needed, and validates every instance.
+/// bundled images if needed, pulls the others under `pull`, and validates every instance.
 pub async fn validate_file(
     tasks: &std::path::Path,
     workers: usize,
     timeout: std::time::Duration,
     version: crate::GradingVersion,
+    pull: forge_sandbox::PullPolicy,
 ) -> crate::Result<Vec<TaskValidation>> {
     let instances = crate::load_instances(tasks)?;
     let rt = Runtime::connect().await?;
@@ -35,6 +36,7 @@ pub async fn validate_file(
     let opts = ExecOptions {
         timeout,
         version,
+        pull,
         ..Default::default()
     };
     Ok(validate_tasks(&rt, &instances, &opts, workers).await)

@@ -30,8 +30,7 @@ impl Ctx {
             timeout: Duration::from_secs(120),
             version,
             labels: self.labels(),
-            default_image: None,
-            harden: true,
+            ..ExecOptions::default()
         }
     }
 

@@ -208,8 +208,8 @@ impl Ctx {
             timeout: Duration::from_secs(120),
             version,
             labels: BTreeMap::from([("forge.test".to_string(), self.label.clone())]),
-            default_image: None,
             harden,
+            ..ExecOptions::default()
         }
     }
 

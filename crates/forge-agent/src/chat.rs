@@ -75,6 +75,11 @@ impl ChatFormat {
         self.scaffold.initial_messages(problem_statement)
     }
 
+    /// [`ChatFormat::initial_messages`] with the task's environment described.
+    pub fn initial_messages_with(&self, problem_statement: &str, environment: Option<&str>) -> Vec<Value> {
+        self.scaffold.initial_messages_with(problem_statement, environment)
+    }
+
     /// The token that ends an assistant turn (the sampling stop token).
     pub fn end_of_turn_id(&self) -> u32 {
         self.end_of_turn_id

@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// and how much the container may write (`None`: unlimited).
     pub max_call_timeout: Duration,
     pub storage_bytes: Option<u64>,
+    /// Memory, CPUs and pids of the task's container over its source's defaults (never network:
+    /// the agent works offline).
+    pub container: forge_swe::ContainerOverrides,
 }
 
 /// Default of [`AgentConfig::max_episode_time`].
@@ -59,6 +62,7 @@ impl Default for AgentConfig {
             max_episode_time: DEFAULT_MAX_EPISODE_TIME,
             max_call_timeout: forge_sandbox::DEFAULT_MAX_CALL_TIMEOUT,
             storage_bytes: Some(forge_sandbox::DEFAULT_STORAGE_BYTES),
+            container: forge_swe::ContainerOverrides::default(),
         }
     }
 }
@@ -77,7 +81,11 @@ pub async fn run_episode<P: Policy, W: Workspace>(
 ) -> Trajectory {
     let started = Instant::now();
     let mut episode = Episode {
-        trajectory: Trajectory::start(instance_id, chat.initial_messages(problem_statement), chat.tools().to_vec()),
+        trajectory: Trajectory::start(
+            instance_id,
+            chat.initial_messages_with(problem_statement, workspace.environment_note().as_deref()),
+            chat.tools().to_vec(),
+        ),
         chat,
         config,
         deadline: tokio::time::Instant::now() + config.max_episode_time,
@@ -112,6 +120,7 @@ pub async fn run_episode<P: Policy, W: Workspace>(
     }
     trajectory.rendering_matches_tokens = rendering_matches_tokens(chat, &trajectory);
     trajectory.total_seconds = started.elapsed().as_secs_f64();
+    trajectory.image = workspace.image();
     trajectory
 }
 

@@ -162,6 +162,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     grading.grading = options.grading;
     grading.output_root = options.output_root.clone();
     grading.labels = options.labels.clone();
+    grading.container = options.agent.container.clone();
     let grading = run_evaluation(&grading).await?;
     let resolved = done.iter().filter(|t| grading.resolved_ids.contains(&t.instance_id)).map(|t| t.sft_record());
     write_atomic(&run_dir.join("sft.resolved.jsonl"), jsonl(resolved).as_bytes())?;

@@ -62,9 +62,21 @@ impl Scaffold {
 
     /// The conversation an episode starts from.
     pub fn initial_messages(self, problem_statement: &str) -> Vec<Value> {
+        self.initial_messages_with(problem_statement, None)
+    }
+
+    /// [`Scaffold::initial_messages`] with the task's environment described after the
+    /// instruction (the standard scaffold): where the repository is, that its environment is
+    /// active, how its tests run ([`Workspace::environment_note`](crate::Workspace::environment_note)).
+    pub fn initial_messages_with(self, problem_statement: &str, environment: Option<&str>) -> Vec<Value> {
+        let mut instruction = self.task_instruction(problem_statement);
+        if let (Scaffold::Standard, Some(note)) = (self, environment) {
+            instruction.push_str("\n\n");
+            instruction.push_str(note.trim());
+        }
         vec![
             json!({"role": "system", "content": self.system_prompt()}),
-            json!({"role": "user", "content": self.task_instruction(problem_statement)}),
+            json!({"role": "user", "content": instruction}),
         ]
     }
 }

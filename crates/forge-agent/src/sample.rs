@@ -464,7 +464,7 @@ async fn run_attempt<P: Policy>(rt: &Runtime, policy: &P, chat: &ChatFormat, ins
         return (r, trajectory);
     }
     // the grading
-    let exec = ExecOptions { timeout: options.test_timeout, version: options.grading, labels: options.labels.clone(), ..Default::default() };
+    let exec = ExecOptions { timeout: options.test_timeout, version: options.grading, labels: options.labels.clone(), container: options.agent.container.clone(), ..Default::default() };
     loop {
         let error = match run_instance(rt, instance, Some(&trajectory.patch), &exec).await {
             Ok(run) => match &run.outcome {

@@ -90,9 +90,18 @@ pub fn tool_call_text(chat: &ChatFormat, calls: &[(&str, Value)]) -> String {
 pub fn oracle_turns(chat: &ChatFormat, instance: &TaskInstance) -> Vec<String> {
     let apply = format!("git apply --verbose - <<'__GOLD_PATCH__'\n{}\n__GOLD_PATCH__", instance.patch.trim_end_matches('\n'));
     let changed = forge_swe::instance::patch_files(&instance.patch).into_iter().next().unwrap_or_default();
+    // Tasks from datasets run the project's own test command in its environment, and the call's
+    // exit status is the tests' (not the pipe's): a broken environment shows as a failure.
+    let run_tests = match forge_swe::resolve::Source::of(instance) {
+        forge_swe::resolve::Source::Forge => "python3 -m pytest -q -p no:cacheprovider 2>&1 | tail -n 5".to_string(),
+        _ => {
+            let cmd = forge_swe::resolve::test_command(instance).unwrap_or_else(|| "python -m pytest -q".into());
+            format!("{cmd} 2>&1 | tail -n 5; test ${{PIPESTATUS[0]}} -eq 0")
+        }
+    };
     vec![
         tool_call_text(chat, &[(EXECUTE_BASH, json!({"command": apply}))]),
-        tool_call_text(chat, &[(EXECUTE_BASH, json!({"command": "python3 -m pytest -q -p no:cacheprovider 2>&1 | tail -n 5"}))]),
+        tool_call_text(chat, &[(EXECUTE_BASH, json!({"command": run_tests}))]),
         tool_call_text(chat, &[(STR_REPLACE_EDITOR, json!({"command": "view", "path": format!("/testbed/{changed}"), "view_range": [1, 10]}))]),
         tool_call_text(chat, &[(FINISH, json!({"message": "Applied the fix and ran the tests."}))]),
     ]

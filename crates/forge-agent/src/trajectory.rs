@@ -157,6 +157,9 @@ pub struct Trajectory {
     pub generation_seconds: f64,
     pub tool_seconds: f64,
     pub total_seconds: f64,
+    /// The image the episode ran in (name and content id): what a result is reproduced from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 impl Trajectory {
@@ -177,6 +180,7 @@ impl Trajectory {
             generation_seconds: 0.0,
             tool_seconds: 0.0,
             total_seconds: 0.0,
+            image: None,
         }
     }
 

@@ -19,6 +19,34 @@ pub trait Workspace: Send {
 
     /// The repository's changes against the base commit, as a patch `git apply` takes.
     fn patch(&mut self) -> impl Future<Output = Result<String>> + Send;
+
+    /// What the agent is told about its environment (where the repository is, how its tests
+    /// run); `None`: nothing beyond the instruction.
+    fn environment_note(&self) -> Option<String> {
+        None
+    }
+
+    /// The image the workspace runs (`name@content id`), recorded in the trajectory.
+    fn image(&self) -> Option<String> {
+        None
+    }
+}
+
+/// The environment note of a task from a dataset (forge's own tasks need none: the instruction
+/// covers them): the repository, the active environment, the test command.
+pub fn environment_note(instance: &TaskInstance) -> Option<String> {
+    if forge_swe::resolve::Source::of(instance) == forge_swe::resolve::Source::Forge {
+        return None;
+    }
+    let mut note = format!("The repository is checked out at {REPO}");
+    if instance.shell_init.is_some() {
+        note.push_str("; its Python environment is already active in your shell (`python` and `pytest` are the project's)");
+    }
+    note.push('.');
+    if let Some(cmd) = forge_swe::resolve::test_command(instance) {
+        note.push_str(&format!(" The project's tests run with `{cmd}` followed by test files or test ids, from {REPO}."));
+    }
+    Some(note)
 }
 
 /// Label on agent containers (value: the instance id).
@@ -29,9 +57,12 @@ const PATCH_FILE: &str = "/tmp/.forge_agent.patch";
 const MAX_PATCH_BYTES: usize = 64 << 20;
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A task's container: `/testbed` at the base commit with no later history reachable.
+/// A task's container: `/testbed` at the start state with no later history reachable.
 pub struct TaskWorkspace {
     sandbox: Sandbox,
+    note: Option<String>,
+    image: String,
+    /// The commit the setup left checked out: the agent's diff is taken against it.
     base_commit: String,
 }
 
@@ -50,16 +81,31 @@ impl TaskWorkspace {
             .as_deref()
             .ok_or_else(|| AgentError::Invalid(format!("instance {} names no image", instance.instance_id)))?;
         let mut spec = SandboxSpec::new(image).workdir(REPO).label(LABEL_INSTANCE, &instance.instance_id);
+        spec.limits = config.container.limits_for(instance);
         spec.limits.storage_bytes = config.storage_bytes;
+        spec.shell_init = instance.shell_init.clone();
         spec.max_call_timeout = config.max_call_timeout;
         rt.ensure_image(image, config.pull, |_| {}).await?;
         for (key, value) in labels {
             spec = spec.label(key, value);
         }
         let mut sandbox = rt.create(&spec).await?;
+        let image_ref = match rt.image_info(image).await {
+            Ok(info) => format!("{image}@{}", info.id),
+            Err(_) => image.to_string(),
+        };
         let setup = sandbox.exec(&["bash", "-c", &agent_setup_script(instance)], Some(GIT_TIMEOUT)).await;
         match setup {
-            Ok(out) if out.exit_code == Some(0) => Ok(Self { sandbox, base_commit: instance.base_commit.clone() }),
+            Ok(out) if out.exit_code == Some(0) => match out.output.lines().last().map(str::trim) {
+                // The setup's last line is the start commit (see `agent_setup_script`).
+                Some(start) if start.len() >= 40 && start.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    Ok(Self { sandbox, note: environment_note(instance), image: image_ref, base_commit: start.to_string() })
+                }
+                _ => {
+                    let _ = sandbox.remove().await;
+                    Err(AgentError::Setup { instance_id: instance.instance_id.clone(), exit_code: out.exit_code, output: format!("no start commit in the setup's output: {}", out.output) })
+                }
+            },
             other => {
                 let _ = sandbox.remove().await;
                 let out = other?;
@@ -77,6 +123,14 @@ impl TaskWorkspace {
 impl Workspace for TaskWorkspace {
     async fn call(&mut self, call: &ToolCall) -> forge_sandbox::Result<Observation> {
         self.sandbox.call(call).await
+    }
+
+    fn environment_note(&self) -> Option<String> {
+        self.note.clone()
+    }
+
+    fn image(&self) -> Option<String> {
+        Some(self.image.clone())
     }
 
     /// Every change, new files included (ignored files are not), binary-safe (`--binary` also

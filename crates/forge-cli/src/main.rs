@@ -211,6 +211,8 @@ enum Command {
         dtype: CliDType,
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
+        #[command(flatten)]
+        container: ContainerArgs,
     },
     /// Task-set utilities.
     Tasks {
@@ -399,6 +401,8 @@ enum EvalCommand {
         /// Directory under which logs/ and the summary go.
         #[arg(long, default_value = ".")]
         output_dir: PathBuf,
+        #[command(flatten)]
+        container: ContainerArgs,
     },
     /// Re-grade existing test_output.txt logs without Docker and rewrite the reports.
     Regrade {
@@ -414,8 +418,80 @@ enum EvalCommand {
     },
 }
 
+/// Resources of task containers over the per-source defaults (forge's own tasks: 2 GiB, 1 CPU,
+/// 512 pids; dataset tasks: 16 GiB, 4 CPUs at most the host's, 4096 pids).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ContainerArgs {
+    /// Memory of each task container, e.g. 8G, 512M.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<u64>,
+    /// CPUs of each task container (fractions allowed; capped at the host's).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Processes and threads of each task container at most.
+    #[arg(long, value_name = "N")]
+    pids: Option<i64>,
+    /// Network for eval scripts: on as the official harnesses run them (default for dataset
+    /// tasks: `pip install -e .` and tests that reach the network), off for forge's own tasks.
+    /// Agents never get network.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+    eval_network: Option<bool>,
+}
+
+impl ContainerArgs {
+    fn overrides(&self) -> forge_swe::ContainerOverrides {
+        forge_swe::ContainerOverrides {
+            memory_bytes: self.memory.map(|m| m as i64),
+            cpus: self.cpus,
+            pids: self.pids,
+            eval_network: self.eval_network,
+        }
+    }
+}
+
+/// `8G`, `512M`, `1.5G`, `100K` or bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return Err(format!("size {s:?}: use a number with K, M, G or T (e.g. 8G)")),
+    };
+    let n: f64 = num.trim().parse().map_err(|_| format!("size {s:?}: use a number with K, M, G or T (e.g. 8G)"))?;
+    if !(n > 0.0) {
+        return Err(format!("size {s:?} must be positive"));
+    }
+    Ok((n * scale as f64) as u64)
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
+}
+
 #[derive(Subcommand)]
 enum TasksCommand {
+    /// Resolve a dataset's records (SWE-bench as the hub ships it, SWE-Gym, SWE-smith, R2E-Gym,
+    /// SWE-rebench, forge's own) into runnable tasks: image, start state, environment, eval script
+    /// or test command, log parser, tests. Every command that reads tasks resolves them this way;
+    /// this one shows what will run.
+    Resolve {
+        #[arg(long)]
+        dataset: PathBuf,
+        /// The dataset the records come from (auto: told per record by its fields).
+        #[arg(long, default_value = "auto")]
+        source: String,
+        /// Write the resolved records as JSONL here (default: a summary on stdout only).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Eval-readiness: with the test patch, FAIL_TO_PASS fail and PASS_TO_PASS pass before the gold
     /// patch, and all pass after it.
     Validate {
@@ -686,7 +762,7 @@ fn main() -> Result<()> {
             let dir = forge_model::weights::resolve_model_dir(&model)?;
             print!("{}", forge_train::sft::inspect(&dir, &data, limit, json, &kwargs)?);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, endpoint, served_model, api_key_env, endpoint_retries, endpoint_timeout, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, pull } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: None, model, oracle, tokenizer, endpoint, served_model, api_key_env, endpoint_retries, endpoint_timeout, run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, container, pull } } => {
             let chat_dir = match (&model, &tokenizer) {
                 (Some(model), _) => forge_model::weights::resolve_model_dir(model)?,
                 (None, Some(tokenizer)) => forge_model::weights::resolve_model_dir(tokenizer)?,
@@ -709,6 +785,7 @@ fn main() -> Result<()> {
                 max_context_tokens: max_context_tokens.unwrap_or(defaults.max_context_tokens),
                 seed: seed.unwrap_or(defaults.seed),
                 pull,
+                container: container.overrides(),
                 ..defaults
             };
             options.workers = workers;
@@ -797,7 +874,7 @@ fn main() -> Result<()> {
             );
             print_eval_summary(&summary.grading);
         }
-        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, pull, .. } } => {
+        Command::Eval { command: EvalCommand::Swebench { dataset, predictions: Some(predictions), run_id, max_turns, temperature, max_context_tokens, seed, scaffold, dtype, device, no_prefix_caching, workers, timeout, grading, instance_ids, output_dir, container, pull, .. } } => {
             if max_turns.is_some() || temperature.is_some() || max_context_tokens.is_some() || seed.is_some() || scaffold.is_some() || dtype.is_some() || device.is_some() || no_prefix_caching {
                 bail!("--max-turns, --temperature, --max-context-tokens, --seed, --scaffold, --dtype, --device and --no-prefix-caching configure the agent: use them with --model (or --oracle), not --predictions");
             }
@@ -808,6 +885,7 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
+            options.container = container.overrides();
             let _lock = lock_run_dir(&options.output_root.join("logs/run_evaluation").join(&run_id))?;
             let runtime = tokio::runtime::Runtime::new()?;
             guard_containers(&runtime)?;
@@ -824,11 +902,11 @@ fn main() -> Result<()> {
                 summary.summary_path.display()
             );
         }
-        Command::Sample { dataset, model, endpoint, served_model, api_key_env, tokenizer, attempts, max_solutions_per_instance, temperature, seed, out, workers, resume, instance_ids, max_turns, max_context_tokens, scaffold, infra_retries, timeout, grading, dtype, device, pull } => {
+        Command::Sample { dataset, model, endpoint, served_model, api_key_env, tokenizer, attempts, max_solutions_per_instance, temperature, seed, out, workers, resume, instance_ids, max_turns, max_context_tokens, scaffold, infra_retries, timeout, grading, dtype, device, container, pull } => {
             let chat_dir = forge_model::weights::resolve_model_dir(model.as_deref().or(tokenizer.as_deref()).context("--endpoint needs --tokenizer")?)?;
             let chat = std::sync::Arc::new(forge_agent::ChatFormat::from_model_dir(&chat_dir, serde_json::json!({"enable_thinking": false}))?.with_scaffold(scaffold.unwrap_or_default()));
             let mut options = forge_agent::SampleOptions::new(dataset, out);
-            options.agent = forge_agent::AgentConfig { max_turns, max_context_tokens, temperature, seed, pull, ..Default::default() };
+            options.agent = forge_agent::AgentConfig { max_turns, max_context_tokens, temperature, seed, pull, container: container.overrides(), ..Default::default() };
             (options.attempts, options.max_solutions_per_instance, options.workers, options.resume, options.instance_ids, options.infra_retries) = (attempts, max_solutions_per_instance, workers, resume, instance_ids, infra_retries);
             options.test_timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
@@ -865,6 +943,26 @@ fn main() -> Result<()> {
             for (id, attempt, error) in &summary.infra_failures {
                 eprintln!("  infrastructure failure {id} attempt {attempt} (run again by --resume): {error}");
             }
+        }
+        Command::Tasks { command: TasksCommand::Resolve { dataset, source, out } } => {
+            let source = match source.as_str() {
+                "auto" => None,
+                name => Some(name.parse::<forge_swe::resolve::Source>().map_err(|e| anyhow::anyhow!("--source: {e}"))?),
+            };
+            let tasks = forge_swe::load_instances_from(&dataset, source)?;
+            let mut by_source = std::collections::BTreeMap::<String, usize>::new();
+            for t in &tasks {
+                *by_source.entry(forge_swe::resolve::Source::of(t).to_string()).or_default() += 1;
+            }
+            if let Some(out) = &out {
+                forge_swe::save_instances_jsonl(out, &tasks)?;
+            }
+            println!(
+                "resolved {} tasks ({}){}",
+                tasks.len(),
+                by_source.iter().map(|(s, n)| format!("{s}: {n}")).collect::<Vec<_>>().join(", "),
+                out.map(|o| format!("; written to {}", o.display())).unwrap_or_default()
+            );
         }
         Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading, pull } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;

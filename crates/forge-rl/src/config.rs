@@ -135,6 +135,18 @@ pub struct AgentSection {
     /// where the storage driver has one): past it the episode ends as a policy failure
     /// (`disk_quota_exceeded`, reward 0).
     pub storage_limit_mb: u64,
+    /// Memory (MiB), CPUs and pids of task containers over their source's defaults (forge's own
+    /// tasks: 2048, 1, 512; dataset tasks: 16384, 4 at most the host's, 4096). Unset: default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    /// Network for the grading's eval scripts (default: on for dataset tasks, as the official
+    /// harnesses run them; off for forge's own). The agent never has network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_network: Option<bool>,
 }
 
 impl Default for AgentSection {
@@ -152,11 +164,25 @@ impl Default for AgentSection {
             max_episode_s: agent.max_episode_time.as_secs(),
             max_call_timeout_s: agent.max_call_timeout.as_secs(),
             storage_limit_mb: agent.storage_bytes.map_or(0, |b| b >> 20),
+            memory_mb: None,
+            cpus: None,
+            pids: None,
+            eval_network: None,
         }
     }
 }
 
 impl AgentSection {
+    /// The container resources and eval network these settings ask for.
+    pub fn container(&self) -> forge_swe::ContainerOverrides {
+        forge_swe::ContainerOverrides {
+            memory_bytes: self.memory_mb.map(|m| (m << 20) as i64),
+            cpus: self.cpus,
+            pids: self.pids,
+            eval_network: self.eval_network,
+        }
+    }
+
     /// The episode settings of one sample (`seed`: its sampling seed).
     pub fn agent_config(&self, seed: u64) -> AgentConfig {
         AgentConfig {
@@ -173,6 +199,7 @@ impl AgentSection {
             storage_bytes: Some(self.storage_limit_mb << 20),
             // the rollout's setting (`rollout.pull`), applied where the episode starts
             pull: forge_sandbox::PullPolicy::default(),
+            container: self.container(),
         }
     }
 }
@@ -265,6 +292,15 @@ impl RlConfig {
             if value == 0 {
                 return bad(format!("{key} = 0: {why}; it must be positive"));
             }
+        }
+        if a.memory_mb.is_some_and(|m| m < 64) {
+            return bad(format!("agent.memory_mb = {:?}: a task container needs at least 64 MiB (unset: the source's default)", a.memory_mb));
+        }
+        if a.cpus.is_some_and(|c| !(c >= 0.01) || !c.is_finite()) {
+            return bad(format!("agent.cpus = {:?}: it must be at least 0.01 (unset: the source's default)", a.cpus));
+        }
+        if a.pids.is_some_and(|p| p < 16) {
+            return bad(format!("agent.pids = {:?}: a shell and its tests need at least 16 processes (unset: the source's default)", a.pids));
         }
         if !(a.temperature > 0.0) || !a.temperature.is_finite() {
             return bad(format!("agent.temperature = {}: RL needs sampling (> 0); groups of identical greedy samples teach nothing", a.temperature));

@@ -187,6 +187,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         pull: config.rollout.pull,
         timeout: std::time::Duration::from_secs(config.rollout.test_timeout_s),
         version: forge_swe::GradingVersion::V5,
+        container: agent.container(),
         ..ExecOptions::default()
     };
     let env = Arc::new(RolloutEnv { runtime, policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });

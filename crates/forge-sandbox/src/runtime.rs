@@ -84,6 +84,9 @@ pub struct SandboxSpec {
     pub max_call_timeout: Duration,
     /// Bytes of command output kept (head + tail); the middle is replaced by a marker.
     pub max_output_bytes: usize,
+    /// Bash the persistent shell runs when it starts (the task's environment activation: the
+    /// shell is `--norc`, so an image's `/root/.bashrc` is not read).
+    pub shell_init: Option<String>,
 }
 
 impl SandboxSpec {
@@ -98,6 +101,7 @@ impl SandboxSpec {
             default_timeout: Duration::from_secs(120),
             max_call_timeout: DEFAULT_MAX_CALL_TIMEOUT,
             max_output_bytes: 30_000,
+            shell_init: None,
         }
     }
 

@@ -493,10 +493,12 @@ impl Sandbox {
             pending: Vec::new(),
         };
         let tag = nonce();
+        let task_init = self.spec.shell_init.as_deref().map(|s| format!("{s}\n")).unwrap_or_default();
         let init = format!(
             "exec 2>&1\n\
              trap : USR1\n\
              __forge_run() {{ eval \"$__forge_cmd\"; }}\n\
+             {task_init}\
              mkdir -p {STATE_DIR} 2>/dev/null\n\
              if [ -r {STATE_DIR}/env ]; then . {STATE_DIR}/env 2>/dev/null; fi\n\
              if [ -r {STATE_DIR}/cwd ]; then IFS= read -r __forge_d < {STATE_DIR}/cwd; cd \"$__forge_d\" 2>/dev/null; unset __forge_d; fi\n\

@@ -384,14 +384,18 @@ fn apply_fix(work: &Path, t: &TaskSource, reverse: bool) -> Result<()> {
         })
 }
 
-async fn commit(
+pub(crate) async fn commit(
     rt: &Runtime,
     container: &str,
     tag: &str,
     comment: &str,
     changes: Option<&str>,
 ) -> Result<()> {
-    let (repo, tagname) = tag.split_once(':').unwrap();
+    // "name:tag", or a bare name (tag `latest`); a registry port is not a tag.
+    let (repo, tagname) = match tag.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((repo, t)) => (repo, t),
+        None => (tag, "latest"),
+    };
     let opts = bollard::query_parameters::CommitContainerOptions {
         container: Some(container.to_string()),
         repo: Some(repo.to_string()),
@@ -509,6 +513,10 @@ pub fn instances_of(
                 eval_script: None,
                 image: Some(b.source.image_tag(&b.head)),
                 test_cmd: Some(TEST_CMD.into()),
+                shell_init: None,
+                start_ref: None,
+                tests_ref: None,
+                source: None,
                 extra: BTreeMap::new(),
             });
         }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SweError};
 use crate::integrity;
+use crate::resolve::Source;
 use crate::grading::{
     self, GradingVersion, InstanceReport, APPLY_PATCH_FAIL, APPLY_PATCH_PASS, END_TEST_OUTPUT,
     RESET_FAILED, START_TEST_OUTPUT, TESTS_TIMEOUT, TEST_EXIT_CODE,
@@ -45,17 +46,31 @@ pub fn harden_test_cmd(cmd: &str) -> String {
     cmd.to_string()
 }
 
-/// Bash that puts `/testbed` of a container from the instance's image at the base commit for an
+/// Bash that puts `/testbed` of a container from the instance's image at the start state for an
 /// AGENT (rollouts, `forge eval swebench` with a model): projects share one image whose history
 /// holds later tasks' fixes, so every other ref, the reflog and the now unreachable commits are
-/// removed; `git log --all` then ends at the base commit and no later fix can be recovered.
+/// removed; `git log --all` then ends at the start and no later fix can be recovered. Git-ignored
+/// files (build outputs the image installed) are kept. The last line printed is the start
+/// commit, which the agent's diff is taken against whatever the agent commits.
 pub fn agent_setup_script(inst: &TaskInstance) -> String {
-    let base = &inst.base_commit;
-    format!(
-        "set -e\ncd /testbed\ngit checkout -qf {base}\ngit clean -fdqx\n\
-         git for-each-ref --format='%(refname)' | while read -r r; do git update-ref -d \"$r\"; done\n\
-         git checkout -q -B main\ngit reflog expire --expire=now --all\ngit gc -q --prune=now\n"
-    )
+    let mut s = String::from("set -e\ncd /testbed\n");
+    if inst.start_ref() != "HEAD" {
+        // A fresh container of an image at its start state needs no checkout, nor a clean that
+        // could remove what the image's install left untracked.
+        let start = shell_quote(inst.start_ref());
+        s.push_str(&format!("{GIT} checkout -qf {start}\n{GIT} clean -fdq\n"));
+    }
+    if Source::of(inst) == Source::R2eGym {
+        // R2E-Gym's hidden tests live outside the repository until grading.
+        let dir = crate::resolve::R2E_GYM_TESTS_DIR;
+        s.push_str(&format!("if [ -d r2e_tests ]; then rm -rf {dir} && mv r2e_tests {dir}; fi\n"));
+    }
+    s.push_str(&format!(
+        "{GIT} for-each-ref --format='%(refname)' | while read -r r; do {GIT} update-ref -d \"$r\"; done\n\
+         {GIT} checkout -q -B main\n{GIT} reflog expire --expire=now --all\n{GIT} gc -q --prune=now\n\
+         {GIT} rev-parse HEAD\n"
+    ));
+    s
 }
 
 /// git as the grader runs it: no hooks (a patch that slipped a hook past the checks would run it
@@ -88,6 +103,10 @@ pub fn eval_script(inst: &TaskInstance, harden: bool) -> Result<String> {
     let files_q = files_q.join(" ");
     let mut s = String::new();
     s.push_str("#!/bin/bash\nset -uo pipefail\ncd /testbed\n");
+    if let Some(init) = &inst.shell_init {
+        // The task's environment (its python and pytest), before anything runs.
+        s.push_str(&format!("{init}\n"));
+    }
     s.push_str(&format!("{GIT} -c core.fileMode=false diff --stat {base}\n"));
     // Restore the test files to the base commit; files that do not exist at base are removed.
     s.push_str(&format!("restore() {{\n  for f in \"$@\"; do\n    if {GIT} cat-file -e "));
@@ -96,6 +115,15 @@ pub fn eval_script(inst: &TaskInstance, harden: bool) -> Result<String> {
     ));
     if !files_q.is_empty() {
         s.push_str(&format!("restore {files_q}\n"));
+    }
+    if let Some(tests_ref) = &inst.tests_ref {
+        // The benchmark's tests the start state lacks (SWE-smith's bug branch removed them):
+        // every file that differs between the base and `tests_ref`, from `tests_ref`.
+        let r = shell_quote(tests_ref);
+        s.push_str(&format!(
+            "{GIT} diff --name-only -z {base} {r} | while IFS= read -r -d '' f; do\n  \
+             if {GIT} cat-file -e {r}:\"$f\" 2>/dev/null; then {GIT} checkout -q {r} -- \"$f\"; else rm -f -- \"$f\"; fi\ndone\n"
+        ));
     }
     // Byte-code caches the patch may have planted are not trusted either.
     s.push_str("find . -name '__pycache__' -type d -prune -exec rm -rf {} + 2>/dev/null\n");
@@ -179,6 +207,42 @@ impl InstanceResult {
     }
 }
 
+/// Container resources a user sets over the per-source defaults
+/// ([`Source::default_limits`]); `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainerOverrides {
+    pub memory_bytes: Option<i64>,
+    /// CPUs (fractions allowed).
+    pub cpus: Option<f64>,
+    pub pids: Option<i64>,
+    /// Network for eval scripts (the official harnesses give it; default per source,
+    /// [`Source::eval_network_default`]). Agents never get network from this.
+    pub eval_network: Option<bool>,
+}
+
+impl ContainerOverrides {
+    /// The limits of a container of `inst`: its source's defaults with these overrides.
+    pub fn limits_for(&self, inst: &TaskInstance) -> forge_sandbox::Limits {
+        let mut limits = Source::of(inst).default_limits();
+        if let Some(m) = self.memory_bytes {
+            limits.memory_bytes = m;
+        }
+        if let Some(c) = self.cpus {
+            // Docker refuses a quota above the host's CPUs: more means all of them.
+            limits.nano_cpus = ((c * 1e9).round() as i64).min(crate::resolve::host_cpus() * 1_000_000_000);
+        }
+        if let Some(p) = self.pids {
+            limits.pids = p;
+        }
+        limits
+    }
+
+    /// Whether `inst`'s eval container gets network.
+    pub fn eval_network_for(&self, inst: &TaskInstance) -> bool {
+        self.eval_network.unwrap_or_else(|| Source::of(inst).eval_network_default())
+    }
+}
+
 /// Options of one instance's execution.
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -190,6 +254,8 @@ pub struct ExecOptions {
     pub default_image: Option<String>,
     /// Reward-hacking hardening (see [`eval_script`]); on by default.
     pub harden: bool,
+    /// Resources and network of eval containers over the per-source defaults.
+    pub container: ContainerOverrides,
     /// When the instance's image is pulled from its registry.
     pub pull: PullPolicy,
 }
@@ -202,6 +268,7 @@ impl Default for ExecOptions {
             labels: BTreeMap::new(),
             default_image: None,
             harden: true,
+            container: ContainerOverrides::default(),
             pull: PullPolicy::Missing,
         }
     }
@@ -256,10 +323,14 @@ pub async fn run_instance(
     let t = Instant::now();
     let record = match rt.ensure_image(&image, opts.pull, |_| {}).await {
         Ok(record) => record,
-        Err(e) => return Ok(err(format!("image missing: {e}"), String::new(), &script)),
+        Err(e) => {
+            let fix = Source::of(inst).image_fix(&image);
+            return Ok(err(format!("image missing: {image} ({e}); {fix}"), String::new(), &script));
+        }
     };
     let pull_seconds = t.elapsed().as_secs_f64();
-    let mut spec = SandboxSpec::new(image).workdir("/testbed");
+    let mut spec = SandboxSpec::new(image).workdir("/testbed").limits(opts.container.limits_for(inst));
+    spec.network = opts.container.eval_network_for(inst);
     spec.max_output_bytes = 64 << 20;
     spec.default_timeout = opts.timeout;
     for (k, v) in &opts.labels {
@@ -312,15 +383,18 @@ async fn run_in(
         timings.push((name, t.elapsed().as_secs_f64()));
         t = Instant::now();
     };
-    // A clean checkout of the base commit (images may hold several tasks' commits).
-    if inst.test_cmd.is_some() {
-        let base = &inst.base_commit;
+    // A clean checkout of the start state when the image is not already at it (images shared by
+    // several tasks, SWE-smith's bug branches). Git-ignored files stay: images hold build
+    // outputs (compiled extensions, setuptools_scm's `_version.py`) the tests need.
+    let start = inst.start_ref();
+    if start != "HEAD" {
+        let base = shell_quote(start);
         let o = sb
             .exec(
                 &[
                     "bash",
                     "-c",
-                    &format!("cd /testbed && git checkout -qf {base} && git clean -fdqx"),
+                    &format!("cd /testbed && {GIT} checkout -qf {base} && {GIT} clean -fdq"),
                 ],
                 short,
             )
@@ -606,6 +680,8 @@ pub struct EvalOptions {
     pub labels: BTreeMap<String, String>,
     /// Progress callback (instances that run; resumed and empty ones are not reported).
     pub progress: Option<ProgressFn>,
+    /// Resources and network of eval containers over the per-source defaults.
+    pub container: ContainerOverrides,
     /// When instance images are pulled from their registries.
     pub pull: PullPolicy,
 }
@@ -623,6 +699,7 @@ impl std::fmt::Debug for EvalOptions {
             .field("output_root", &self.output_root)
             .field("default_image", &self.default_image)
             .field("labels", &self.labels)
+            .field("container", &self.container)
             .field("pull", &self.pull)
             .finish_non_exhaustive()
     }
@@ -642,6 +719,7 @@ impl EvalOptions {
             default_image: None,
             labels: BTreeMap::new(),
             progress: None,
+            container: ContainerOverrides::default(),
             pull: PullPolicy::Missing,
         }
     }
@@ -783,6 +861,7 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         labels,
         default_image: opts.default_image.clone(),
         harden: true,
+        container: opts.container.clone(),
         pull: opts.pull,
     });
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.workers.max(1)));
@@ -991,6 +1070,9 @@ pub fn regrade(
             })
         {
             Outcome::Error { reason }
+        } else if log.contains(APPLY_PATCH_FAIL) {
+            // As the first grading had it: an error, not an instance left to run.
+            Outcome::Error { reason: PATCH_NOT_APPLIED.into() }
         } else {
             let report = grading::grade(inst, patch.as_deref(), &log, version);
             let v = grading::report_json(&inst.instance_id, &report);

@@ -52,6 +52,27 @@ pub struct TaskInstance {
     /// harness writes its own hardened eval script.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_cmd: Option<String>,
+    /// Bash every shell of the task runs first: the environment the repository's code runs in
+    /// (`source /opt/miniconda3/bin/activate && conda activate testbed` in SWE-bench-style
+    /// images, whose environment is otherwise activated only from `/root/.bashrc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell_init: Option<String>,
+    /// The ref checked out before work starts. `HEAD`: the image already holds the start state
+    /// (official images, whose HEAD may be a commit on top of `base_commit` that records the
+    /// install). SWE-smith: the bug branch. Absent: `base_commit` for `test_cmd` tasks (images
+    /// shared by several tasks), `HEAD` otherwise. See [`TaskInstance::start_ref`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ref: Option<String>,
+    /// A ref holding benchmark test files that the start state lacks (SWE-smith removes the
+    /// failing tests in the bug branch's last commit): every file that differs between the start
+    /// and this ref is checked out from it before the tests run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests_ref: Option<String>,
+    /// Where the record came from (`swebench`, `swe-gym`, `swe-smith`, `r2e-gym`,
+    /// `swe-rebench`; absent: forge's own schema), set by [`crate::resolve`]: picks per-source
+    /// defaults (network and resources of eval containers) and the fix an error suggests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Fields of the record this crate does not interpret.
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
@@ -80,6 +101,15 @@ impl TaskInstance {
     /// Files touched by the test patch (`diff --git a/X b/X` headers), in order.
     pub fn test_files(&self) -> Vec<String> {
         patch_files(&self.test_patch)
+    }
+
+    /// The ref a fresh container checks out before work starts (see [`TaskInstance::start_ref`]).
+    pub fn start_ref(&self) -> &str {
+        match (&self.start_ref, &self.test_cmd) {
+            (Some(r), _) => r,
+            (None, Some(_)) => &self.base_commit,
+            (None, None) => "HEAD",
+        }
     }
 }
 
@@ -131,8 +161,15 @@ pub fn select_instances(mut instances: Vec<TaskInstance>, ids: &[String]) -> std
     Ok(instances)
 }
 
-/// Loads instances from `.parquet`, `.jsonl` or `.json` (a list, or an object keyed by id).
+/// Loads instances from `.parquet`, `.jsonl` or `.json` (a list, or an object keyed by id),
+/// each record resolved from the dataset it comes from, told by its fields
+/// ([`crate::resolve::detect`]).
 pub fn load_instances(path: &Path) -> Result<Vec<TaskInstance>> {
+    load_instances_from(path, None)
+}
+
+/// [`load_instances`] with every record read as one `source`'s (`None`: told per record).
+pub fn load_instances_from(path: &Path, source: Option<crate::resolve::Source>) -> Result<Vec<TaskInstance>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -145,10 +182,10 @@ pub fn load_instances(path: &Path) -> Result<Vec<TaskInstance>> {
     let mut out = Vec::with_capacity(records.len());
     let mut seen = std::collections::HashSet::new();
     for (line, v) in records {
-        let inst: TaskInstance = serde_json::from_value(v).map_err(|e| SweError::BadRecord {
+        let inst = crate::resolve::resolve_record(v, source).map_err(|detail| SweError::BadRecord {
             path: path.to_path_buf(),
             line,
-            detail: format!("not a task instance in the SWE-bench schema: {e}"),
+            detail,
         })?;
         if let Err(why) = check_instance_id(&inst.instance_id) {
             return Err(SweError::BadRecord { path: path.to_path_buf(), line, detail: why });

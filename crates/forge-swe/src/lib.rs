@@ -12,7 +12,9 @@ pub mod grading;
 pub mod harness;
 pub mod instance;
 pub mod integrity;
+pub mod layouts;
 pub mod parsers;
+pub mod resolve;
 pub mod specs;
 mod stdlib;
 pub mod validate;
@@ -20,11 +22,11 @@ pub mod validate;
 pub use error::{Result, SweError};
 pub use grading::{grade, GradingVersion, InstanceReport, TestsStatus};
 pub use harness::{
-    agent_setup_script, ensure_bundled_images, eval_script, regrade, run_evaluation, run_instance,
+    agent_setup_script, ensure_bundled_images, eval_script, ContainerOverrides, regrade, run_evaluation, run_instance,
     EvalOptions, ExecOptions, InstanceResult, Outcome, ProgressFn, RunSummary,
 };
 pub use instance::{
-    load_instances, load_predictions, save_instances_jsonl, select_instances, Prediction, PredictionsSource,
+    load_instances, load_instances_from, load_predictions, save_instances_jsonl, select_instances, Prediction, PredictionsSource,
     TaskInstance,
 };
 pub use parsers::{LogParser, StatusMap};

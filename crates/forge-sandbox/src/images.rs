@@ -115,6 +115,12 @@ pub fn default_state_path() -> PathBuf {
     home.join(".cache/forge/images.json")
 }
 
+/// Images forge builds itself (the base image, the bundled tasks'): no registry has them, so
+/// asking one would only cost the retries before the build script's advice.
+fn built_by_forge(image: &str) -> bool {
+    image.starts_with("forge-swe/") || image.starts_with("forge/")
+}
+
 /// The fix to suggest for an image that is not there and could not be pulled.
 pub(crate) fn missing_fix(image: &str) -> String {
     if image.starts_with("forge-swe/") {
@@ -327,6 +333,7 @@ impl Runtime {
         let lock = with_pulls(|p| p.locks.entry(image.to_string()).or_default().clone());
         let _one_pull = lock.lock().await;
         let present = self.inspect_record(image).await?;
+        let policy = if built_by_forge(image) { PullPolicy::Never } else { policy };
         let pull = match (&present, policy) {
             (None, PullPolicy::Never) => return Err(SandboxError::ImageMissing { image: image.to_string() }),
             (None, _) => true,

@@ -420,7 +420,7 @@ impl Runtime {
     async fn pull_once(&self, image: &str, progress: &impl Fn(&PullProgress)) -> std::result::Result<(), PullError> {
         let opts = CreateImageOptions { from_image: Some(with_tag(image)), ..Default::default() };
         let docker = self.docker().clone().with_timeout(LONG_REQUEST);
-        let mut stream = docker.create_image(Some(opts), None, None);
+        let mut stream = docker.create_image(Some(opts), None, login_for(image));
         let mut layers = LayerProgress::default();
         let started = Instant::now();
         let mut logged = Instant::now();
@@ -553,6 +553,53 @@ impl Runtime {
     }
 }
 
+/// The credentials `docker login` stored for `image`'s registry (`auths` of
+/// `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`): the engine does not read them itself,
+/// its clients send them. Credential helpers (`credsStore`) are not consulted.
+fn login_for(image: &str) -> Option<bollard::auth::DockerCredentials> {
+    let first = image.split('/').next().unwrap_or("");
+    let host = if image.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost") { first } else { "docker.io" };
+    let dir = std::env::var_os("DOCKER_CONFIG").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker")))?;
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).ok()?).ok()?;
+    let auths = config.get("auths")?.as_object()?;
+    let (key, entry) = auths.iter().find(|(k, _)| {
+        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k.split('/').next().unwrap_or(k);
+        k == host || (host == "docker.io" && (k == "index.docker.io" || k == "registry-1.docker.io"))
+    })?;
+    let decoded = base64_decode(entry.get("auth")?.as_str()?)?;
+    let (user, password) = std::str::from_utf8(&decoded).ok()?.split_once(':')?;
+    Some(bollard::auth::DockerCredentials {
+        username: Some(user.to_string()),
+        password: Some(password.to_string()),
+        serveraddress: Some(key.clone()),
+        ..Default::default()
+    })
+}
+
+/// Standard base64 (what `docker login` writes), padding optional.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
 enum PullError {
     Engine(bollard::errors::Error),
     Stalled,
@@ -630,6 +677,24 @@ mod tests {
         assert_eq!(with_tag("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
         assert_eq!(with_tag("127.0.0.1:5000/a/b:v1"), "127.0.0.1:5000/a/b:v1");
         assert_eq!(with_tag("a/b@sha256:00"), "a/b@sha256:00");
+    }
+
+    #[test]
+    fn docker_login_credentials_are_found_per_registry() {
+        assert_eq!(base64_decode("dXNlcjpwYXNz").unwrap(), b"user:pass");
+        assert_eq!(base64_decode("dXNlcjpwYXNzMQ==").unwrap(), b"user:pass1");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"auths": {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}, "127.0.0.1:5000": {"auth": "YTpi"}}}"#,
+        )
+        .unwrap();
+        std::env::set_var("DOCKER_CONFIG", dir.path());
+        let hub = login_for("swebench/sweb.eval.x86_64.x:latest").unwrap();
+        assert_eq!((hub.username.as_deref(), hub.password.as_deref()), (Some("user"), Some("pass")));
+        assert_eq!(login_for("127.0.0.1:5000/a/b:v1").unwrap().username.as_deref(), Some("a"));
+        assert!(login_for("ghcr.io/a/b:v1").is_none());
+        std::env::remove_var("DOCKER_CONFIG");
     }
 
     #[test]

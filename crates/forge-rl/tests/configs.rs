@@ -80,12 +80,30 @@ fn bad_settings_are_named() {
         ("agent.max_call_timeout_s=0", "agent.max_call_timeout_s = 0"),
         ("agent.storage_limit_mb=0", "agent.storage_limit_mb = 0"),
         ("rollout.workers=0", "rollout.workers = 0"),
+        ("agent.memory_mb=10", "agent.memory_mb"),
+        ("agent.cpus=0.0", "agent.cpus"),
+        ("agent.pids=2", "agent.pids"),
     ] {
         let e = err(set);
         assert!(e.contains(key), "{set}: {e}");
     }
     let typo = load_config::<RlConfig>(&path, &["rollout.groupsize=4".into()]).unwrap_err().to_string();
     assert!(typo.contains("unknown field `groupsize`"), "{typo}");
+}
+
+/// Container resources of task containers: unset keeps each source's defaults; set, they reach
+/// the agent's and the grading's containers.
+#[test]
+fn container_resources_parse_and_reach_the_agent() {
+    let path = repo().join("configs/tiny/rl.toml");
+    let (config, _) = load_config::<RlConfig>(&path, &[]).unwrap();
+    assert_eq!(config.agent.container(), forge_swe::ContainerOverrides::default());
+    let sets = ["agent.memory_mb=8192", "agent.cpus=2.5", "agent.pids=2048", "agent.eval_network=false"].map(String::from);
+    let (config, resolved) = load_config::<RlConfig>(&path, &sets).unwrap();
+    config.validate().unwrap();
+    let c = config.agent.agent_config(0).container;
+    assert_eq!((c.memory_bytes, c.cpus, c.pids, c.eval_network), (Some(8 << 30), Some(2.5), Some(2048), Some(false)));
+    assert!(resolved.contains("memory_mb = 8192") && resolved.contains("eval_network = false"), "{resolved}");
 }
 
 /// `rollout.pull`: when task images are pulled; the published recipe pulls missing ones, and a

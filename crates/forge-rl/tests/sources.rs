@@ -72,7 +72,8 @@ async fn rl_rolls_out_and_grades_in_every_sources_layout() {
         assert_eq!(summary.trajectories, 2, "{source}");
         let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
         let m: serde_json::Value = serde_json::from_str(metrics.lines().next().unwrap()).unwrap();
-        assert_eq!(m["infrastructure_failures"], 0.0, "{source}: {m}");
+        let rollouts = std::fs::read_to_string(run_dir.join("rollouts.jsonl")).unwrap_or_default();
+        assert_eq!(m["infrastructure_failures"], 0.0, "{source}: {m}\n{rollouts}");
         // A random model calls no tool in its one turn: reward 0, graded (not an error).
         assert_eq!(m["reward_mean"], 0.0, "{source}: {m}");
     }

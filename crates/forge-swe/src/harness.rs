@@ -65,8 +65,11 @@ pub fn agent_setup_script(inst: &TaskInstance) -> String {
         let dir = crate::resolve::R2E_GYM_TESTS_DIR;
         s.push_str(&format!("if [ -d r2e_tests ]; then rm -rf {dir} && mv r2e_tests {dir}; fi\n"));
     }
+    // Detached first: the refs HEAD may point at (the image's branch, SWE-smith's bug branch)
+    // are about to go.
     s.push_str(&format!(
-        "{GIT} for-each-ref --format='%(refname)' | while read -r r; do {GIT} update-ref -d \"$r\"; done\n\
+        "{GIT} checkout -q --detach\n\
+         {GIT} for-each-ref --format='%(refname)' | while read -r r; do {GIT} update-ref -d \"$r\"; done\n\
          {GIT} checkout -q -B main\n{GIT} reflog expire --expire=now --all\n{GIT} gc -q --prune=now\n\
          {GIT} rev-parse HEAD\n"
     ));

@@ -421,9 +421,8 @@ pub fn reverse_patch(patch: &str) -> String {
                 }
                 None => out.push_str(line),
             }
-        } else if body.starts_with("--- ") {
+        } else if let Some(old) = body.strip_prefix("--- ") {
             // The file header pair swaps sides: "--- a/X" + "+++ b/Y" → "--- a/Y" + "+++ b/X".
-            let old = &body[4..];
             let new = lines.next_if(|l| l.starts_with("+++ ")).map(|l| l.trim_end_matches(['\n', '\r'])[4..].to_string());
             match new {
                 Some(new) => {
@@ -455,7 +454,7 @@ pub fn reverse_patch(patch: &str) -> String {
         } else if let Some(rest) = body.strip_prefix("old mode ") {
             let next = lines.next_if(|l| l.starts_with("new mode "));
             match next {
-                Some(n) => out.push_str(&format!("old mode {}{eol}new mode {rest}{eol}", n.trim_end_matches(['\n', '\r'])[9..].to_string())),
+                Some(n) => out.push_str(&format!("old mode {}{eol}new mode {rest}{eol}", &n.trim_end_matches(['\n', '\r'])[9..])),
                 None => out.push_str(line),
             }
         } else if let Some(rest) = body.strip_prefix("rename from ") {

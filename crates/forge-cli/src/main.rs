@@ -950,6 +950,9 @@ fn main() -> Result<()> {
                 name => Some(name.parse::<forge_swe::resolve::Source>().map_err(|e| anyhow::anyhow!("--source: {e}"))?),
             };
             let tasks = forge_swe::load_instances_from(&dataset, source)?;
+            for t in &tasks {
+                forge_swe::resolve::check_runnable(t).map_err(|e| anyhow::anyhow!("{}: {e}", dataset.display()))?;
+            }
             let mut by_source = std::collections::BTreeMap::<String, usize>::new();
             for t in &tasks {
                 *by_source.entry(forge_swe::resolve::Source::of(t).to_string()).or_default() += 1;

@@ -60,6 +60,14 @@ pub fn agent_setup_script(inst: &TaskInstance) -> String {
         let start = shell_quote(inst.start_ref());
         s.push_str(&format!("{GIT} checkout -qf {start}\n{GIT} clean -fdq\n"));
     }
+    if Source::of(inst) == Source::SweSmith {
+        // A bug branch's ancestors hold the code before the bug was injected — the fix, one
+        // `git diff` away. The agent starts from a root commit of the same tree instead.
+        s.push_str(&format!(
+            "{GIT} checkout -q --orphan forge-start\n\
+             {GIT} -c user.name=forge -c user.email=forge@localhost commit -q --allow-empty --no-verify -m 'task start'\n"
+        ));
+    }
     if Source::of(inst) == Source::R2eGym {
         // R2E-Gym's hidden tests live outside the repository until grading.
         let dir = crate::resolve::R2E_GYM_TESTS_DIR;
@@ -93,12 +101,8 @@ fn shell_quote(s: &str) -> String {
 /// restored by the harness for every eval script).
 pub fn eval_script(inst: &TaskInstance, harden: bool) -> Result<String> {
     let Some(test_cmd) = inst.test_cmd.as_deref() else {
-        return inst.eval_script.clone().ok_or_else(|| {
-            SweError::Invalid(format!(
-                "instance {} has neither `test_cmd` nor `eval_script`; cannot run its tests",
-                inst.instance_id
-            ))
-        });
+        crate::resolve::check_runnable(inst).map_err(SweError::Invalid)?;
+        return Ok(inst.eval_script.clone().unwrap_or_default());
     };
     let base = &inst.base_commit;
     let test_files = inst.test_files();

@@ -107,7 +107,7 @@ impl Source {
     pub fn image_fix(self, image: &str) -> String {
         match self {
             Source::Forge if image.starts_with("forge/") => {
-                "build it with scripts/build-base-image.sh".to_string()
+                "build it with scripts/setup/build-base-image.sh".to_string()
             }
             Source::Forge => {
                 "build it (`forge tasks validate` builds the bundled task images) or load it with `forge images load FILE.tar`".to_string()
@@ -159,7 +159,9 @@ fn has(o: &Map<String, Value>, key: &str) -> bool {
     o.get(key).is_some_and(|v| !v.is_null())
 }
 
-/// The source of a record by its fields (what `--source auto` does).
+/// The source of a record by its fields (what `--source auto` does). A record none of the
+/// datasets' fields identify is read in forge's own schema as given (to run, it needs a
+/// `test_cmd` or an `eval_script`: [`check_runnable`] says what to do otherwise).
 pub fn detect(o: &Map<String, Value>) -> Result<Source, String> {
     if has(o, "install_config") {
         return Ok(Source::SweRebench);
@@ -184,9 +186,23 @@ pub fn detect(o: &Map<String, Value>) -> Result<Source, String> {
     if has(o, "eval_script") || specs::known_repo(repo) {
         return Ok(Source::Swebench);
     }
+    Ok(Source::Forge)
+}
+
+/// Whether a resolved task can run its tests; otherwise what to do about it.
+pub fn check_runnable(inst: &TaskInstance) -> Result<(), String> {
+    if inst.eval_script.is_some() || inst.test_cmd.is_some() {
+        return Ok(());
+    }
     Err(format!(
-        "cannot tell which dataset this record comes from (repo {repo:?}: no `test_cmd`, `eval_script`, `install_config`, `image_name` or `docker_image`, and not a SWE-bench or SWE-Gym repository); pass --source {} or give it a `test_cmd`",
-        Source::ALL[1..].iter().map(|s| s.name()).collect::<Vec<_>>().join("|")
+        "{} (repo {:?}) has neither `test_cmd` nor `eval_script`, and its fields do not tell which dataset it comes from \
+         (no `install_config`, `image_name` or `docker_image`; not a SWE-bench or SWE-Gym repository): name it with --source {} \
+         (`forge tasks resolve --source ... --out resolved.jsonl`, then use the resolved file; SWE-bench-style repositories \
+         other than SWE-bench's need their specifications in {}), or give the record a `test_cmd`",
+        inst.instance_id,
+        inst.repo,
+        Source::ALL[1..].iter().map(|s| s.name()).collect::<Vec<_>>().join("|"),
+        specs::EXTRA_SPECS_VAR
     ))
 }
 
@@ -518,8 +534,10 @@ mod tests {
         assert_eq!(d(json!({"test_cmd": "pytest", "repo": "me/x"})).unwrap(), Source::Forge);
         assert_eq!(d(json!({"repo": "getmoto/moto"})).unwrap(), Source::SweGym);
         assert_eq!(d(json!({"repo": "django/django"})).unwrap(), Source::Swebench);
-        let err = d(json!({"repo": "someone/else"})).unwrap_err();
-        assert!(err.contains("--source") && err.contains("someone/else"), "{err}");
+        assert_eq!(d(json!({"repo": "someone/else"})).unwrap(), Source::Forge);
+        let unknown = resolve_record(json!({"repo": "someone/else", "instance_id": "x", "base_commit": "c", "FAIL_TO_PASS": [], "PASS_TO_PASS": []}), None).unwrap();
+        let err = check_runnable(&unknown).unwrap_err();
+        assert!(err.contains("--source") && err.contains("someone/else") && err.contains("FORGE_SWEBENCH_SPECS"), "{err}");
     }
 
     #[test]

@@ -107,3 +107,35 @@ async fn hub_records_without_eval_script_resolve_to_official_layout_runs() {
     assert!(matches!(&run.outcome, harness::Outcome::Graded { report } if report.resolved), "{:?}\n{}", run.outcome, run.log);
     assert_no_containers_left(&rt, &label).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swe_smith_agent_starts_without_the_history_that_holds_the_fix() {
+    // The bug branch's ancestors are the code before the bug: the agent's repository must not
+    // reach them, while its tree is the branch's.
+    let test = "a_swe_smith_agent_starts_without_the_history_that_holds_the_fix";
+    let Some(rt) = require_docker(test, &bundled::base_image()).await else { return };
+    let tasks_dir = bundled::default_tasks_dir();
+    let tasks = bundled::prepare(&rt, &tasks_dir).await.expect("bundled tasks");
+    let (built, _tmp) = bundled::build_all(&rt, &tasks_dir).await.expect("bundled histories");
+    let records = layouts::convert(&rt, &built, &tasks[..1], Source::SweSmith).await.unwrap();
+    let inst = resolve::resolve_record(records[0].clone(), None).unwrap();
+    let label = format!("swe-smith-setup-{}", std::process::id());
+    let spec = forge_sandbox::SandboxSpec::new(inst.image.clone().unwrap()).workdir("/testbed").label("forge.test", &label);
+    let mut sb = rt.create(&spec).await.unwrap();
+    let id = &inst.instance_id;
+    let before = sb.exec(&["bash", "-c", &format!("cd /testbed && git rev-parse '{id}^{{tree}}' '{id}~1'")], None).await.unwrap();
+    let mut lines = before.output.lines();
+    let (tree, parent) = (lines.next().unwrap().to_string(), lines.next().unwrap().to_string());
+    let setup = sb.exec(&["bash", "-c", &harness::agent_setup_script(&inst)], Some(Duration::from_secs(120))).await.unwrap();
+    assert_eq!(setup.exit_code, Some(0), "{}", setup.output);
+    let after = sb
+        .exec(&["bash", "-c", &format!("cd /testbed && git rev-parse 'HEAD^{{tree}}' && git rev-list --all --count && (git cat-file -e {parent} && echo LEAK || true)")], None)
+        .await
+        .unwrap();
+    let mut lines = after.output.lines();
+    assert_eq!(lines.next(), Some(tree.as_str()), "the agent's tree is the bug branch's: {}", after.output);
+    assert_eq!(lines.next(), Some("1"), "one commit reachable: {}", after.output);
+    assert!(!after.output.contains("LEAK"), "the commit before the test removal is still there: {}", after.output);
+    sb.remove().await.unwrap();
+    assert_no_containers_left(&rt, &label).await;
+}

@@ -7,20 +7,18 @@
 #   3. the HELD-OUT solve rate (tasks-demo/heldout.jsonl, greedy, real containers and grading)
 #      before SFT, after SFT and after RL.
 # Usage: scripts/quickstart.sh [RUN_DIR]   (SEED=n picks the seed of SFT and RL; default 0)
-set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+. "$(dirname "${BASH_SOURCE[0]}")/lib/preamble.sh" || exit 1
 cd "$REPO"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 SEED="${SEED:-0}"
 RUN="${1:-runs/quickstart}"
 
-scripts/build-base-image.sh
+scripts/setup/build-base-image.sh
 cargo build --release --locked -p forge-cli
 FORGE="$CARGO_TARGET_DIR/release/forge"
 rm -rf "$RUN"
 mkdir -p "$RUN"
 
-source scripts/demo-lib.sh
+source scripts/lib/demo.sh
 
 echo "== 1. SFT warm start (configs/demo/sft.toml, seed $SEED)"
 # the random initialisation, as a model directory, to measure "before SFT"

@@ -5,38 +5,35 @@
 #
 # Docker-backed tests are strict here: a missing engine or image FAILS them (CI=true semantics),
 # because a skipped test must never count as a pass.
-set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib/preamble.sh" || exit 1
 
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 export CI="${CI:-true}"
-# A target dir outside the clone survives fresh clones and keeps CI fast; correctness never depends on it.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/forge/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n=== %s ===\n' "$*" >&2; }
 
 step "Qwen3's original chat template for the chat-template parity tests (third-party text, not committed)"
-FORGE_QWEN3_TEMPLATE_DIR="$(scripts/fetch-qwen3-template.sh)"
+FORGE_QWEN3_TEMPLATE_DIR="$(scripts/setup/fetch-qwen3-template.sh)"
 export FORGE_QWEN3_TEMPLATE_DIR
 
 step "sandbox base image"
-scripts/build-base-image.sh
-for script in scripts/build-task-images.sh; do
+scripts/setup/build-base-image.sh
+for script in scripts/setup/build-task-images.sh; do
   if [[ -x "$script" ]]; then
     step "$script"
     "$script"
   fi
 done
 
-step "scripts/gpu-check.sh on stub binaries (what the GPU machine runs: stage lists, budget, tables)"
-scripts/test-gpu-check.sh
+step "scripts/gpu/gpu-check.sh on stub binaries (what the GPU machine runs: stage lists, budget, tables)"
+scripts/gpu/test-gpu-check.sh
 
 step "build (all targets, incl. benches and the CLI)"
 cargo build --workspace --all-targets --locked
 
 step "the official openai Python client for forge serve's client test (a small venv, no torch)"
-FORGE_OPENAI_PYTHON="$(scripts/setup-openai-client.sh)"  # (not `export X="$(...)"`: that would hide a failure)
+FORGE_OPENAI_PYTHON="$(scripts/setup/setup-openai-client.sh)"  # (not `export X="$(...)"`: that would hide a failure)
 export FORGE_OPENAI_PYTHON
 
 step "tests"
@@ -53,9 +50,9 @@ fi
 step "lints (clippy, every target, warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "CUDA build and its lint (compile only: no GPU here; scripts/gpu-check.sh runs the GPU tests on a GPU machine)"
+step "CUDA build and its lint (compile only: no GPU here; scripts/gpu/gpu-check.sh runs the GPU tests on a GPU machine)"
 # Its own target dir outside the clone ($HOME/.cache/forge/target-cuda, kept warm between runs),
-# so it neither locks nor invalidates the CPU one. Sets up its toolchain (scripts/cuda-toolchain.sh).
-scripts/build-cuda.sh --compile-only
+# so it neither locks nor invalidates the CPU one. Sets up its toolchain (scripts/gpu/cuda-toolchain.sh).
+scripts/gpu/build-cuda.sh --compile-only
 
 echo "all tests passed" >&2

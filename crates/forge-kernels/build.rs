@@ -1,11 +1,11 @@
 //! With the `cuda` feature, compiles `kernels/*.cu` to PTX for `CUDA_COMPUTE_CAP` (90 = H100/H200)
-//! with the toolchain's nvcc (`scripts/cuda-toolchain.sh` provides one on machines without CUDA)
+//! with the toolchain's nvcc (`scripts/gpu/cuda-toolchain.sh` provides one on machines without CUDA)
 //! and writes `$OUT_DIR/ptx.rs`: one `&str` constant per file. The CPU build compiles nothing.
 //!
 //! Cargo decides whether to rerun this script by file mtimes, and its build directories are keyed
 //! by paths relative to the workspace: two checkouts sharing one target dir (a CI clone and a
 //! working tree) can leave a newer build of *other* kernel sources looking fresh. So freshness is
-//! also keyed on content: `scripts/build-cuda.sh` exports `FORGE_KERNELS_DIGEST`, a hash of
+//! also keyed on content: `scripts/gpu/build-cuda.sh` exports `FORGE_KERNELS_DIGEST`, a hash of
 //! `kernels/`, and any change of it reruns the script.
 
 fn main() {
@@ -14,7 +14,7 @@ fn main() {
     println!("cargo::rerun-if-env-changed=FORGE_KERNELS_DIGEST");
     #[cfg(feature = "cuda")]
     if let Err(err) = build_ptx() {
-        panic!("forge-kernels: compiling kernels/*.cu failed (source scripts/cuda-toolchain.sh's env.sh, set CUDA_COMPUTE_CAP): {err}");
+        panic!("forge-kernels: compiling kernels/*.cu failed (source scripts/gpu/cuda-toolchain.sh's env.sh, set CUDA_COMPUTE_CAP): {err}");
     }
 }
 

@@ -150,7 +150,7 @@ fn export_via_cli_then_score_the_export() {
     assert!(stderr(&bad).contains("shard size `lots`"), "{}", stderr(&bad));
 }
 
-/// Needs the Docker Engine and `forge/base:py3` (scripts/build-base-image.sh); under CI=true a
+/// Needs the Docker Engine and `forge/base:py3` (scripts/setup/build-base-image.sh); under CI=true a
 /// missing engine fails the test, elsewhere it is skipped loudly.
 #[test]
 fn sandbox_replay_prints_one_observation_per_call() {
@@ -505,7 +505,7 @@ fn eval_swebench_takes_predictions_or_a_model_and_agent_options_only_with_a_mode
 #[test]
 fn generate_json_continues_text_with_the_log_probs_of_forge_score() {
     let model = fixture("gqa2-untied-f32/model");
-    // the fixture's score text and its token ids (scripts/make_fixtures.py)
+    // the fixture's score text and its token ids (scripts/fixtures/make_fixtures.py)
     let scored: Vec<serde_json::Value> =
         std::fs::read_to_string(fixture("gqa2-untied-f32/score_expected.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let text_ids: Vec<u64> = scored.last().unwrap()["tokens"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();

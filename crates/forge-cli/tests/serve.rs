@@ -1,6 +1,6 @@
 //! `forge serve` as a user runs it: the built binary on a free port, checked with the official
-//! `openai` Python client (scripts/test-serve-openai.py, with the python of
-//! scripts/setup-openai-client.sh given as FORGE_OPENAI_PYTHON), then stopped with SIGTERM. The
+//! `openai` Python client (scripts/setup/test-serve-openai.py, with the python of
+//! scripts/setup/setup-openai-client.sh given as FORGE_OPENAI_PYTHON), then stopped with SIGTERM. The
 //! client's greedy chat completion is compared with `forge generate` (token ids) and `forge score`
 //! (log-probs) on the same conversation, and a second server, on a fixture model that `forge train
 //! sft` taught one tool call, must hand that call back in `tool_calls`.
@@ -22,8 +22,8 @@ fn openai_python(test: &str) -> Option<String> {
     let python = std::env::var("FORGE_OPENAI_PYTHON").ok().filter(|p| !p.is_empty());
     if python.is_none() {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-        assert!(!ci, "{test}: FORGE_OPENAI_PYTHON (the python of scripts/setup-openai-client.sh) is required under CI=true");
-        eprintln!("\n!!!!! SKIPPING the openai client checks of {test}: FORGE_OPENAI_PYTHON is unset (export FORGE_OPENAI_PYTHON=\"$(scripts/setup-openai-client.sh)\") !!!!!\n");
+        assert!(!ci, "{test}: FORGE_OPENAI_PYTHON (the python of scripts/setup/setup-openai-client.sh) is required under CI=true");
+        eprintln!("\n!!!!! SKIPPING the openai client checks of {test}: FORGE_OPENAI_PYTHON is unset (export FORGE_OPENAI_PYTHON=\"$(scripts/setup/setup-openai-client.sh)\") !!!!!\n");
     }
     python
 }
@@ -64,13 +64,13 @@ fn forge_serve_answers_the_official_openai_client_and_stops_on_sigterm() {
         let (_tool_server, tool_url) = Server::start(&tool_model, "tool-tiny", 2);
         let record = tmp.path().join("greedy.json");
         let out = Command::new(&python)
-            .arg(repo().join("scripts/test-serve-openai.py"))
+            .arg(repo().join("scripts/setup/test-serve-openai.py"))
             .args(["--base-url", &url, "--model", "tiny", "--record", record.to_str().unwrap(), "--tool-call-base-url", &tool_url, "--tool-call-model", "tool-tiny"])
             .output()
             .unwrap_or_else(|e| panic!("running {python}: {e}"));
         let stdout = String::from_utf8_lossy(&out.stdout);
         eprintln!("{stdout}");
-        assert!(out.status.success(), "scripts/test-serve-openai.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "scripts/setup/test-serve-openai.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(stdout.contains("ok tool call: execute_bash") && stdout.contains("all openai client checks passed"), "{stdout}");
         the_client_s_greedy_completion_is_forge_generate_s_and_its_logprobs_forge_score_s(&model, &record, tmp.path());
     }

@@ -3,7 +3,7 @@
 //! process can handle, the next forge command that starts containers removes the dead process's
 //! containers (their owner labels name a pid that is gone) before it starts its own.
 //!
-//! Needs the Docker Engine and `forge/base:py3` (scripts/build-base-image.sh); under CI=true a
+//! Needs the Docker Engine and `forge/base:py3` (scripts/setup/build-base-image.sh); under CI=true a
 //! missing one fails these tests, elsewhere they are skipped loudly.
 
 mod common;

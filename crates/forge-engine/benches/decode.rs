@@ -1,7 +1,7 @@
 //! Greedy generation throughput of the engine on CPU: `batch` prompts of `prompt-len` tokens, each
 //! continued by exactly `new-tokens` tokens (no stop token), submitted together. The shape and the
-//! prompts are those of `scripts/bench_decode_torch.py`, which measures transformers' `generate` on
-//! the same weights (`scripts/bench-decode.sh` runs both and writes benches/results/decode-cpu.md).
+//! prompts are those of `scripts/bench/bench_decode_torch.py`, which measures transformers' `generate` on
+//! the same weights (`scripts/bench/bench-decode.sh` runs both and writes benches/results/decode-cpu.md).
 //!
 //! `cargo bench -p forge-engine --bench decode -- --model DIR [--batch 8] [--prompt-len 64]
 //! [--new-tokens 128] [--warmup 1] [--runs 3]` prints one JSON line.
@@ -17,7 +17,7 @@ use common::{arg, number, start, tokens};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let Some(args) = start() else { return Ok(()) };
-    let dir = arg(&args, "--model").ok_or("--model DIR is required (scripts/bench-decode.sh makes one)")?;
+    let dir = arg(&args, "--model").ok_or("--model DIR is required (scripts/bench/bench-decode.sh makes one)")?;
     let batch = number(&args, "--batch", 8);
     let (prompt_len, new_tokens) = (number(&args, "--prompt-len", 64), number(&args, "--new-tokens", 128));
     let (warmup, runs) = (number(&args, "--warmup", 1), number(&args, "--runs", 3));

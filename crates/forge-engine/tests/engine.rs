@@ -54,7 +54,7 @@ struct Expected {
     logprobs: Vec<f32>,
 }
 
-/// fixtures/<name>/generate/expected.jsonl from scripts/make_generate_fixtures.py.
+/// fixtures/<name>/generate/expected.jsonl from scripts/fixtures/make_generate_fixtures.py.
 fn expected(name: &str) -> Vec<Expected> {
     let path = fixture(&format!("{name}/generate/expected.jsonl"));
     let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };

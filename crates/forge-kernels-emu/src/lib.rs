@@ -9,7 +9,7 @@
 //! would cost ([`take_memory_counts`]: shared-memory bank conflicts, global 32-byte sectors).
 //!
 //! It is not a GPU: it says nothing about speed, and a fragment layout the kernel and the emulator
-//! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu-check.sh`
+//! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu/gpu-check.sh`
 //! stays the measurement.
 
 use std::ffi::{c_char, c_void, CStr};

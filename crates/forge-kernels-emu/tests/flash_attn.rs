@@ -4,7 +4,7 @@
 //! with an empty one, a 1000-row sequence). Outputs are poisoned with NaN, every buffer ends at a
 //! guard page, and each case but the longest runs under every thread order (`ORDERS`: ascending,
 //! descending, shuffled), which must agree bit for bit. What this cannot show (speed; a fragment layout the
-//! kernel and the emulator misread alike) is left to scripts/gpu-check.sh on a GPU.
+//! kernel and the emulator misread alike) is left to scripts/gpu/gpu-check.sh on a GPU.
 
 use candle_core::{DType, Device, Tensor, Var};
 use forge_kernels::testing::{flash_parity_cases, relative_error, FlashCase, FlashGroup, FLASH_TOLERANCE};

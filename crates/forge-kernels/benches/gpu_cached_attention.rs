@@ -5,7 +5,7 @@
 //! every run in flash tiles (threshold 1) and once with every row by split-K (threshold
 //! `usize::MAX`). Prints a JSON line per (context, rows) with both times and the two routes'
 //! relative difference, and per context the shortest measured run from which on the flash tiles
-//! are faster at every longer one. Run by `scripts/gpu-check.sh decode`.
+//! are faster at every longer one. Run by `scripts/gpu/gpu-check.sh decode`.
 //!
 //! `cargo bench -p forge-kernels --features cuda --bench gpu_cached_attention -- [--contexts
 //! 1024,4096,16384] [--rows 1,2,4,8,12,16,24,32,48,64] [--batch 8] [--warmup 3] [--steps 20]`

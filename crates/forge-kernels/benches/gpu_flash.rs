@@ -2,8 +2,8 @@
 //! query heads, 8 K/V heads, head_dim 128, causal, one sequence), forward and backward, at 4k, 8k
 //! and 32k tokens; the composite matmul path (`forge_kernels::attention` with an additive causal
 //! mask) at the same shapes, which is also the memory check (it may run out of memory where the
-//! fused op fits); and the bf16 matmul rate. Run by `scripts/gpu-check.sh flash` beside
-//! scripts/bench_flash_torch.py.
+//! fused op fits); and the bf16 matmul rate. Run by `scripts/gpu/gpu-check.sh flash` beside
+//! scripts/gpu/bench_flash_torch.py.
 //!
 //! `cargo bench -p forge-kernels --features cuda --bench gpu_flash -- [--warmup 2] [--steps 10]
 //! [--seqs 4096,8192,32768]` prints one JSON line per measurement. FLOPs follow the usual

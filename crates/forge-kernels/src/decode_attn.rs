@@ -46,7 +46,7 @@ pub fn supported(device: &Device, heads: usize, kv_heads: usize, head_dim: usize
 /// Consecutive rows of one sequence (a prefill chunk) from which on they are attended by the flash
 /// forward's tiles rather than split-K row by row: a warp's share of a tile (16 of its 64 rows).
 /// Below it most of a tile's tensor-core work would be on empty rows. A guess until timed on a GPU:
-/// benches/gpu_cached_attention.rs times both kernels per run length (`scripts/gpu-check.sh decode`).
+/// benches/gpu_cached_attention.rs times both kernels per run length (`scripts/gpu/gpu-check.sh decode`).
 pub const FLASH_MIN_ROWS: usize = 16;
 
 /// The one storage type `flash_fwd_cached` is built for (its tiles are bf16 tensor-core products):

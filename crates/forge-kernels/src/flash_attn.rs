@@ -5,7 +5,7 @@
 //! so no `[seq, seq]` tensor is ever stored. Everywhere else the same functions compute the
 //! reference: [`crate::attention`] (the matmul + fused-softmax path) with the equivalent additive
 //! mask, per sequence. GPU parity and speed of the fused kernels are unmeasured until
-//! `scripts/gpu-check.sh flash` runs on a GPU machine (kernels/FLASH.md).
+//! `scripts/gpu/gpu-check.sh flash` runs on a GPU machine (kernels/FLASH.md).
 //!
 //! Two layouts, one semantics (query row `i` of a sequence attends its keys `j <= i` with
 //! `j < length`), both with grouped K/V heads (query head `i` reads K/V head `i / (h / h_kv)`):

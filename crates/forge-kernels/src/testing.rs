@@ -2,7 +2,7 @@
 //!
 //! The gate for what needs a CUDA GPU: under `CI=true` a missing GPU fails the test; elsewhere the
 //! test is skipped with a message on stderr that libtest does not capture. A skip never counts
-//! silently as a pass. scripts/gpu-check.sh runs the GPU tests with `CI=true`.
+//! silently as a pass. scripts/gpu/gpu-check.sh runs the GPU tests with `CI=true`.
 //!
 //! The benchmarks' timing: medians of device-synchronised calls, and the bf16 matmul rate that
 //! TFLOP/s and MFU figures are compared with.
@@ -61,7 +61,7 @@ pub fn median_seconds(device: &Device, warmup: usize, steps: usize, mut f: impl 
 }
 
 /// Runs `f` once between `cuProfilerStart` and `cuProfilerStop` on a CUDA `device`, so that a
-/// profiler started with profiling off (`ncu --profile-from-start off`, scripts/gpu-check.sh
+/// profiler started with profiling off (`ncu --profile-from-start off`, scripts/gpu/gpu-check.sh
 /// profile) sees exactly its kernels; elsewhere just runs it.
 pub fn profiled(device: &Device, f: impl FnOnce() -> Result<()>) -> Result<()> {
     device.synchronize()?;

@@ -2,7 +2,7 @@
 //! the composite path in parity.rs): forward values and the gradients of a random projection of
 //! the output, in f32, bf16 and f16, on random inputs with sizes that are not multiples of the
 //! block shapes. Every kernel output is poisoned with NaN before the kernel runs, so an element a
-//! kernel fails to write fails the test. Needs a GPU: run by scripts/gpu-check.sh (CI=true there;
+//! kernel fails to write fails the test. Needs a GPU: run by scripts/gpu/gpu-check.sh (CI=true there;
 //! CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 

@@ -2,7 +2,7 @@
 //! sequences prefilled with `context` tokens (in chunks of `--chunk` rows per sequence), then
 //! `new_tokens` greedy single-token steps over the GPU KV caches (prefill chunks attended by
 //! kernels/flash_attn.cu's `flash_fwd_cached`, decode steps by kernels/decode_attn.cu). The same
-//! loop runs in PyTorch + transformers (`scripts/bench_decode_torch.py --arch`); scripts/gpu-check.sh
+//! loop runs in PyTorch + transformers (`scripts/bench/bench_decode_torch.py --arch`); scripts/gpu/gpu-check.sh
 //! runs both side by side.
 //!
 //! `cargo bench -p forge-model --features cuda --bench gpu_decode -- --model 8b [--context 4096]

@@ -1,11 +1,11 @@
 //! One training step (forward + backward, no optimizer) of a Qwen3-0.6B, -1.7B or -8B shaped model
-//! with random bf16 weights on the GPU: the shape `scripts/bench_torch.py --device cuda` measures
-//! with PyTorch + transformers on the same GPU. scripts/gpu-check.sh runs both side by side.
+//! with random bf16 weights on the GPU: the shape `scripts/bench/bench_torch.py --device cuda` measures
+//! with PyTorch + transformers on the same GPU. scripts/gpu/gpu-check.sh runs both side by side.
 //!
 //! `cargo bench -p forge-model --features cuda --bench gpu_train_step -- --model 8b [--seq 4096]
 //!  [--batch 1] [--recompute] [--warmup 1] [--steps 5] [--profile-step]` prints one JSON line; with
 //!  `--profile-step` it then runs one more step between cuProfilerStart/Stop (for
-//!  `ncu --profile-from-start off`: scripts/gpu-check.sh profile).
+//!  `ncu --profile-from-start off`: scripts/gpu/gpu-check.sh profile).
 
 mod gpu_common;
 

@@ -1,6 +1,6 @@
 //! One training step (forward + backward, no optimizer) of a ~20M-parameter Qwen3 on CPU: the
-//! shape of `scripts/bench_torch.py`, which measures PyTorch + transformers side by side
-//! (`scripts/bench-cpu.sh` runs both and writes benches/results/cpu-train-step.md).
+//! shape of `scripts/bench/bench_torch.py`, which measures PyTorch + transformers side by side
+//! (`scripts/bench/bench-cpu.sh` runs both and writes benches/results/cpu-train-step.md).
 //!
 //! `cargo bench -p forge-model --bench train_step -- [--recompute] [--warmup 2] [--steps 10] [--default-malloc]`
 //! prints one JSON line. Peak memory is the process high-water mark, so run one mode per process.

@@ -302,7 +302,7 @@ impl TurnText<'_> {
 }
 
 /// For the tests of this crate and its dependents that need Qwen3's original chat template: its
-/// text is third-party and not committed; scripts/fetch-qwen3-template.sh fetches it (from PyPI's
+/// text is third-party and not committed; scripts/setup/fetch-qwen3-template.sh fetches it (from PyPI's
 /// trl wheel, sha256-checked) and scripts/test.sh exports its directory as
 /// `FORGE_QWEN3_TEMPLATE_DIR`. Without it, under `CI=true` such a test fails; elsewhere it is
 /// skipped with a message on stderr that libtest does not capture. A skip never counts silently
@@ -331,7 +331,7 @@ pub mod testing {
                 format!("{QWEN3_TEMPLATE_DIR_VAR}={} has no qwen3.jinja and qwen3_training.jinja", dir.display())
             }
         };
-        let fix = format!("run `export {QWEN3_TEMPLATE_DIR_VAR}=\"$(scripts/fetch-qwen3-template.sh)\"` (scripts/test.sh does)");
+        let fix = format!("run `export {QWEN3_TEMPLATE_DIR_VAR}=\"$(scripts/setup/fetch-qwen3-template.sh)\"` (scripts/test.sh does)");
         if forge_kernels::testing::ci() {
             panic!("{test}: Qwen3's chat template is required under CI=true: {problem}; {fix}");
         }

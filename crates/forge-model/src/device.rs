@@ -62,7 +62,7 @@ impl DeviceSpec {
         match *self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(_) if !candle_core::utils::cuda_is_available() => Err(ModelError::Invalid(format!(
-                "device `{self}`: this forge was built without CUDA; build it with scripts/build-cuda.sh \
+                "device `{self}`: this forge was built without CUDA; build it with scripts/gpu/build-cuda.sh \
                  (cargo build --release --features cuda), or use device cpu"
             ))),
             Self::Cuda(ordinal) => Device::new_cuda(ordinal)
@@ -148,6 +148,6 @@ mod tests {
     #[test]
     fn a_gpu_in_a_build_without_cuda_is_refused_with_how_to_build_one() {
         let err = DeviceSpec::Cuda(0).open().unwrap_err().to_string();
-        assert!(err.contains("device `cuda:0`: this forge was built without CUDA; build it with scripts/build-cuda.sh"), "{err}");
+        assert!(err.contains("device `cuda:0`: this forge was built without CUDA; build it with scripts/gpu/build-cuda.sh"), "{err}");
     }
 }

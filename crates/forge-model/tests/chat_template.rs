@@ -1,5 +1,5 @@
 //! Chat-template rendering and assistant-only loss masks against transformers'
-//! `apply_chat_template` (fixtures/chat, made by scripts/make_chat_fixtures.py).
+//! `apply_chat_template` (fixtures/chat, made by scripts/fixtures/make_chat_fixtures.py).
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Fixture access shared by the integration tests. Fixtures come from `scripts/make_fixtures.py`
+//! Fixture access shared by the integration tests. Fixtures come from `scripts/fixtures/make_fixtures.py`
 //! (Hugging Face transformers, f32, eager attention).
 #![allow(dead_code)]
 

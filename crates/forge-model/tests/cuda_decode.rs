@@ -4,7 +4,7 @@
 //! host caches: one ragged step mixing a long prefill (300 rows: flash tiles of 64, 64, 64, 64,
 //! 44), a 40-row prefill and a new sequence, then token-by-token steps; and decoding on from a
 //! prefix copy of a device cache (a 105-row run at position 200). Needs a GPU: run by
-//! scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
+//! scripts/gpu/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 
 use candle_core::{DType, Device, Tensor};

@@ -56,7 +56,7 @@ fn sharded_export_round_trips_bit_exactly_with_hf_metadata() {
 }
 
 /// A directory saved by transformers 5 (`rope_parameters` with YaRN, `dtype`, its tokenizer files)
-/// exports in the layout transformers 4.57 reads too (scripts/verify-export.sh loads it in both).
+/// exports in the layout transformers 4.57 reads too (scripts/fixtures/verify-export.sh loads it in both).
 #[test]
 fn transformers_5_directories_export_in_the_layout_both_versions_load() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1,6 +1,6 @@
 //! Qwen3's original chat template (qwen3.jinja of trl==1.16.0, fetched by
-//! scripts/fetch-qwen3-template.sh into `FORGE_QWEN3_TEMPLATE_DIR`) against transformers'
-//! `apply_chat_template` (fixtures/chat/qwen3, made by scripts/make_chat_fixtures.py): rendered
+//! scripts/setup/fetch-qwen3-template.sh into `FORGE_QWEN3_TEMPLATE_DIR`) against transformers'
+//! `apply_chat_template` (fixtures/chat/qwen3, made by scripts/fixtures/make_chat_fixtures.py): rendered
 //! text, token ids, the assistant mask and the generation prompts, with and without
 //! `enable_thinking`. The template rewrites history (earlier turns lose their think blocks), so
 //! these conversations exercise the masking of turns whose rendering changed.
@@ -59,11 +59,11 @@ fn qwen3_rendering_ids_mask_and_generation_prompts_match_transformers() {
     let conversations = load("fixtures/chat/qwen3/conversations.json");
     let expected = load("fixtures/chat/qwen3/expected.json");
     let expected = expected["conversations"].as_array().unwrap();
-    assert_eq!(conversations.as_array().unwrap().len(), expected.len(), "rerun scripts/make_chat_fixtures.py");
+    assert_eq!(conversations.as_array().unwrap().len(), expected.len(), "rerun scripts/fixtures/make_chat_fixtures.py");
     let mut checked_variants = 0;
     for (conv, exp) in conversations.as_array().unwrap().iter().zip(expected) {
         let name = conv["name"].as_str().unwrap();
-        assert_eq!(exp["name"], name, "rerun scripts/make_chat_fixtures.py");
+        assert_eq!(exp["name"], name, "rerun scripts/fixtures/make_chat_fixtures.py");
         let messages = conv["messages"].as_array().unwrap();
         let tools = conv["tools"].as_array().map(Vec::as_slice);
         for variant in exp["variants"].as_array().unwrap() {

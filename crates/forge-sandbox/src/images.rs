@@ -124,9 +124,9 @@ fn built_by_forge(image: &str) -> bool {
 /// The fix to suggest for an image that is not there and could not be pulled.
 pub(crate) fn missing_fix(image: &str) -> String {
     if image.starts_with("forge-swe/") {
-        format!("`{image}` is a bundled task image forge builds itself: scripts/build-task-images.sh (it needs forge/base:py3 from scripts/build-base-image.sh)")
+        format!("`{image}` is a bundled task image forge builds itself: scripts/setup/build-task-images.sh (it needs forge/base:py3 from scripts/setup/build-base-image.sh)")
     } else if image.starts_with("forge/") {
-        format!("`{image}` is built locally, never pulled: scripts/build-base-image.sh")
+        format!("`{image}` is built locally, never pulled: scripts/setup/build-base-image.sh")
     } else {
         "pull it (`forge images pull IMAGE`, or run with --pull missing), or on a machine without \
          registry access `docker save` it elsewhere and `forge images load FILE.tar`"

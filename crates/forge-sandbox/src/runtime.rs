@@ -21,7 +21,7 @@ pub const LABEL_OWNER: &str = "forge.owner";
 /// `boot_id/start_time` (the kernel's boot id, the process's start in clock ticks after boot).
 pub const LABEL_OWNER_START: &str = "forge.owner.start";
 
-/// Default image built by `scripts/build-base-image.sh`.
+/// Default image built by `scripts/setup/build-base-image.sh`.
 pub const DEFAULT_IMAGE: &str = "forge/base:py3";
 
 /// How long a plain API call may take before we call the engine hung.

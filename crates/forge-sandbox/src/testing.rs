@@ -37,7 +37,7 @@ pub async fn require_docker(test: &str, image: &str) -> Option<Runtime> {
 pub fn docker_image_available(test: &str, image: &str) -> bool {
     let ok = std::process::Command::new("docker").args(["image", "inspect", image]).output().is_ok_and(|o| o.status.success());
     if !ok {
-        assert!(!ci(), "{test}: Docker with the image {image} is required under CI=true (scripts/build-base-image.sh builds forge/base:py3)");
+        assert!(!ci(), "{test}: Docker with the image {image} is required under CI=true (scripts/setup/build-base-image.sh builds forge/base:py3)");
         use std::io::Write;
         let _ = writeln!(std::io::stderr(), "\n!!!!! SKIPPING {test}: no Docker or no {image} (set CI=true to make this a failure) !!!!!\n");
     }

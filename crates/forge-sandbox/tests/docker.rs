@@ -1,4 +1,4 @@
-//! Tests against the real Docker Engine and the image built by `scripts/build-base-image.sh`.
+//! Tests against the real Docker Engine and the image built by `scripts/setup/build-base-image.sh`.
 //!
 //! Under `CI=true` a missing engine or image FAILS the test; elsewhere the test is skipped with
 //! a loud message. Every test labels its containers and checks that none is left at its end.
@@ -504,7 +504,7 @@ async fn missing_image_is_a_clear_error() {
     let spec = SandboxSpec::new("forge/no-such-image:nope").label("forge.test", &c.label);
     let e = c.rt.create(&spec).await.unwrap_err();
     assert!(matches!(e, SandboxError::ImageMissing { .. }), "{e:?}");
-    assert!(e.to_string().contains("scripts/build-base-image.sh"), "{e}");
+    assert!(e.to_string().contains("scripts/setup/build-base-image.sh"), "{e}");
     c.assert_no_leak().await;
 }
 

@@ -294,7 +294,7 @@ async fn never_with_a_missing_image_fails_without_asking_the_registry() {
     assert_eq!(reg.requests.load(Ordering::SeqCst), 0);
     // images forge builds itself are never asked of a registry, whatever the policy
     let e = c.rt.ensure_image("forge/no-such-image:nope", PullPolicy::Always, |_| {}).await.unwrap_err();
-    assert!(matches!(e, SandboxError::ImageMissing { .. }) && e.to_string().contains("scripts/build-base-image.sh"), "{e}");
+    assert!(matches!(e, SandboxError::ImageMissing { .. }) && e.to_string().contains("scripts/setup/build-base-image.sh"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! step and extra eval commands; per repository, the language and log parser; the eval-script
 //! conventions (test-output markers, heredoc tag, non-test extensions of the test patch).
 //!
-//! The data is `data/swebench-specs.json`, written by `scripts/extract-swebench-specs.sh` from
+//! The data is `data/swebench-specs.json`, written by `scripts/fixtures/extract-swebench-specs.sh` from
 //! swebench 4.1.0's `swebench.harness.constants` and log-parser tables (the last release that
 //! carries them; 5.x moved them out). forge carries it because the hub's SWE-bench datasets have
 //! no `eval_script`, `image` or `log_parser` columns: swebench derives them from these tables at
@@ -83,7 +83,7 @@ impl Commands {
 static SPECS: LazyLock<Specs> = LazyLock::new(|| {
     let mut specs: Specs = serde_json::from_str(include_str!("../../../data/swebench-specs.json"))
         .expect(
-        "data/swebench-specs.json is valid (regenerate it with scripts/extract-swebench-specs.sh)",
+        "data/swebench-specs.json is valid (regenerate it with scripts/fixtures/extract-swebench-specs.sh)",
     );
     if let Some(path) = std::env::var_os(EXTRA_SPECS_VAR) {
         // A bad file ends the process with its reason: running with half the specifications

@@ -226,7 +226,7 @@ fn demo_tasks_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tasks-demo")
 }
 
-/// The demo curriculum (`scripts/make_demo_tasks.py`): forty projects; the SFT, RL and held-out
+/// The demo curriculum (`scripts/demo/make_demo_tasks.py`): forty projects; the SFT, RL and held-out
 /// splits partition them by repository, every gold patch is one changed line.
 #[test]
 fn demo_dataset_matches_sources_and_splits_partition_it() {

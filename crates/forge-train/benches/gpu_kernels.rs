@@ -2,7 +2,7 @@
 //! (4096 tokens, hidden 4096, 32 query heads of 128, intermediate 12288, vocabulary 151936), bf16:
 //! RMSNorm, RoPE, the SwiGLU gate and per-token cross-entropy forward + backward, the chunked LM head + loss against full logits, one
 //! AdamW step over bf16 parameters with f32 state (8 large matrices; the 310 tensors of a Qwen3-0.6B), and the bf16 matmul rate that MFU figures are
-//! measured against. Run by scripts/gpu-check.sh.
+//! measured against. Run by scripts/gpu/gpu-check.sh.
 //!
 //! `cargo bench -p forge-train --features cuda --bench gpu_kernels -- [--warmup 3] [--steps 20]`
 //! prints one JSON line per measurement.

@@ -2,7 +2,7 @@
 //! mixed lengths, right-padded rows against one packed row, alternating in one process, on CPU.
 //! RL mini-batches hold trajectories in shuffled order, so a padded micro-batch pays for its
 //! longest trajectory in every row; packing computes only real tokens. Prints one JSON line per
-//! layout and one with the ratio. `scripts/bench-packing.sh` records the table.
+//! layout and one with the ratio. `scripts/bench/bench-packing.sh` records the table.
 //!
 //! `cargo bench -p forge-train --bench packing -- [--config configs/demo/qwen3-demo.json]
 //!  [--samples 6] [--min-len 256] [--max-len 1536] [--reps 5] [--seed 0]`

@@ -1,11 +1,11 @@
 //! One SFT optimizer step on CPU (forward, backward, clipping, fused AdamW) for the tiny config
-//! and a ~50M-parameter Qwen3; `scripts/bench_sft_torch.py` measures PyTorch on the same shapes
-//! (`scripts/bench-sft.sh` runs both side by side). Prints one JSON line.
+//! and a ~50M-parameter Qwen3; `scripts/bench/bench_sft_torch.py` measures PyTorch on the same shapes
+//! (`scripts/bench/bench-sft.sh` runs both side by side). Prints one JSON line.
 //!
 //! With `--workers N` the step is data-parallel: N worker processes (this program, started as
 //! `forge train sft --nproc-per-node N` starts them), each with its own batch, gradients averaged
 //! over the workers' TCP link; rank 0 prints the line, with the time spent averaging.
-//! `scripts/bench-data-parallel.sh` compares that with PyTorch DDP (gloo).
+//! `scripts/bench/bench-data-parallel.sh` compares that with PyTorch DDP (gloo).
 //!
 //! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N]`
 

@@ -1,7 +1,7 @@
 //! The fused CUDA AdamW step against the fused CPU step: same parameters, same gradients, several
 //! steps; parameters, moments and master weights must agree bit for bit (the kernel uses the CPU
 //! arithmetic operation by operation, without FMA contraction). Needs a GPU: run by
-//! scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
+//! scripts/gpu/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 
 mod common;

@@ -1,7 +1,7 @@
 //! The SFT recipe on a GPU (`model.device = "cuda"`) against the same run on the CPU: same data,
 //! same initialisation, same seeds, so the loss curves must agree up to float reordering; in bf16
 //! the loss must fall, the checkpoint must resume and the exported weights must load. Needs a GPU:
-//! run by scripts/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
+//! run by scripts/gpu/gpu-check.sh (CI=true there; CI on GPU-less machines only compiles this file).
 #![cfg(feature = "cuda")]
 
 mod common;

@@ -1,5 +1,5 @@
 //! forge-train against PyTorch: torch.optim.AdamW + clip_grad_norm_ + transformers' schedules,
-//! from fixtures/optim/ (scripts/make_optim_fixtures.py).
+//! from fixtures/optim/ (scripts/fixtures/make_optim_fixtures.py).
 
 mod common;
 

@@ -141,7 +141,7 @@ fn a_gpu_run_in_a_build_without_cuda_is_refused_before_anything_is_written() {
     let config = small_sft_config(&run_dir, 4, &["model.device=cuda:1"]);
     assert_eq!(config.model.device, forge_model::device::DeviceSpec::Cuda(1));
     let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
-    assert!(err.contains("device `cuda:1`: this forge was built without CUDA; build it with scripts/build-cuda.sh"), "{err}");
+    assert!(err.contains("device `cuda:1`: this forge was built without CUDA; build it with scripts/gpu/build-cuda.sh"), "{err}");
     assert!(!run_dir.exists());
     let repo = repo();
     let err = load_config::<SftConfig>(&repo.join("configs/tiny/sft.toml"), &["model.device=gpu".into()]).unwrap_err().to_string();

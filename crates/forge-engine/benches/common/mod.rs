@@ -17,7 +17,7 @@ pub fn number(args: &[String], name: &str, default: usize) -> usize {
 }
 
 /// `len` token ids spread over the vocabulary, different for each `salt` (the formula of
-/// scripts/bench_decode_torch.py's prompts, so both sides of the decode bench feed the same ids).
+/// scripts/bench/bench_decode_torch.py's prompts, so both sides of the decode bench feed the same ids).
 pub fn tokens(len: usize, salt: usize, vocab: usize) -> Vec<u32> {
     (0..len).map(|i| ((i * 2_654_435_761 + salt * 40_503) % vocab) as u32).collect()
 }

@@ -74,7 +74,7 @@ pub(crate) fn decode_combine(d: usize) -> Kernel {
 
 #[cfg(test)]
 mod tests {
-    //! Run by `scripts/build-cuda.sh --compile-only` (CI): the test binary links the toolchain's
+    //! Run by `scripts/gpu/build-cuda.sh --compile-only` (CI): the test binary links the toolchain's
     //! driver stubs and never touches a device.
 
     use std::collections::{BTreeMap, BTreeSet};
@@ -214,7 +214,7 @@ mod tests {
             .args(["-v", &format!("-arch={target}"), "-o", "/dev/null"])
             .arg(&path)
             .output()
-            .unwrap_or_else(|e| panic!("running ptxas (source scripts/cuda-toolchain.sh's .cuda/env.sh): {e}"));
+            .unwrap_or_else(|e| panic!("running ptxas (source scripts/gpu/cuda-toolchain.sh's .cuda/env.sh): {e}"));
         let log = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "ptxas failed on {name}'s PTX:\n{log}");
         let mut kernels = BTreeMap::new();

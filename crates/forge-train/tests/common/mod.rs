@@ -21,7 +21,7 @@ pub struct Fixture {
 impl Fixture {
     pub fn load(name: &str) -> Fixture {
         let path = fixture_path(name);
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/make_optim_fixtures.py)", path.display()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fixtures/make_optim_fixtures.py)", path.display()));
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
         let meta = header.metadata().clone().unwrap_or_default();
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).unwrap();
@@ -102,7 +102,7 @@ pub fn synthetic_grads(params: &[(String, Var)], step: u64, scale: f32) -> Gradi
 }
 
 /// The repository: `FORGE_REPO` where the test binary runs away from where it was built (the GPU
-/// machine: scripts/gpu-check.sh sets it), else the checkout it was built in.
+/// machine: scripts/gpu/gpu-check.sh sets it), else the checkout it was built in.
 pub fn repo() -> PathBuf {
     let dir = std::env::var_os("FORGE_REPO").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."), PathBuf::from);
     dir.canonicalize().unwrap_or_else(|e| panic!("repository {}: {e}", dir.display()))

@@ -8,6 +8,11 @@
 //! exposes — and no barrier some threads miss). It also counts what each warp's memory requests
 //! would cost ([`take_memory_counts`]: shared-memory bank conflicts, global 32-byte sectors).
 //!
+//! The kernels run through forge-kernels' own launch code: [`Emulator`] is a
+//! `forge_kernels::backend::Backend`, the second one beside the GPU, so `forge_kernels::launch`
+//! (grids, argument lists, output buffers) runs here as it runs on a GPU. The wrappers of
+//! [`ops`], [`flash_attn`] and [`decode_attn`] only move host data into buffers and back.
+//!
 //! It is not a GPU: it says nothing about speed, and a fragment layout the kernel and the emulator
 //! both got wrong in the same way would pass here and fail on hardware. `scripts/gpu/gpu-check.sh`
 //! stays the measurement.
@@ -18,11 +23,13 @@ use std::ptr::NonNull;
 
 pub use forge_kernels::launch::LaunchShape;
 
+mod bindings;
 pub mod decode_attn;
-#[cfg(test)]
-mod declarations;
+pub mod device;
 pub mod flash_attn;
 pub mod ops;
+
+pub use device::{Emulator, Storage};
 
 extern "C" {
     fn simt_take_memory_counts(out: *mut RawMemoryCounts);
@@ -63,6 +70,15 @@ impl<T: Copy> Buffer<T> {
         let buffer = Self::alloc(name, data.len());
         // SAFETY: the allocation holds data.len() elements and does not overlap `data`.
         unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.ptr.as_ptr(), data.len()) };
+        buffer
+    }
+
+    /// `len` elements with every bit set (NaN for floats): a kernel output before the kernel runs,
+    /// as the GPU's poisoned outputs.
+    pub fn poisoned(name: &'static CStr, len: usize) -> Self {
+        let buffer = Self::alloc(name, len);
+        // SAFETY: the allocation holds len·size_of::<T>() writable bytes.
+        unsafe { std::ptr::write_bytes(buffer.ptr.as_ptr().cast::<u8>(), 0xFF, len * size_of::<T>()) };
         buffer
     }
 

@@ -122,9 +122,9 @@ mod device {
     use candle_core::{bail, DType, Result};
     use half::{bf16, f16};
 
-    use super::{group_launch, AdamWTensor, AdamWUpdate};
-    use crate::cuda::kernels::ADAMW_STEP;
-    use crate::cuda::{device_address, launch, CudaElem};
+    use super::{AdamWTensor, AdamWUpdate};
+    use crate::backend::Elem;
+    use crate::cuda::device_address;
 
     /// Steps every update: one launch per parameter dtype among them.
     pub fn adamw_step(updates: &[AdamWUpdate<'_>]) -> Result<()> {
@@ -156,7 +156,7 @@ mod device {
         Ok(())
     }
 
-    fn step<T: CudaElem>(group: &[&AdamWUpdate<'_>]) -> Result<()> {
+    fn step<T: Elem>(group: &[&AdamWUpdate<'_>]) -> Result<()> {
         let Some(first) = group.first() else { return Ok(()) };
         let candle_core::Device::Cuda(dev) = first.param.device() else { bail!("adamw: the parameters are not on a CUDA device") };
         // The parameters and their state belong to the optimizer alone: nothing else reads them
@@ -176,10 +176,7 @@ mod device {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let Some(shape) = group_launch(&mut table)? else { return Ok(()) };
-        let count = table.len() as i32; // group_launch checked it fits
-        let tensors = dev.clone_htod(&table)?;
-        launch!(T, dev, ADAMW_STEP, shape, tensors, count)
+        crate::launch::adamw::step::<T, candle_core::CudaDevice>(dev, &mut table)
     }
 }
 

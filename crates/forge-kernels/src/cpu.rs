@@ -109,6 +109,15 @@ where
 
 /// Calls the generic `$f::<T>(args)` for the float element type `T` of `$dtype`.
 macro_rules! dispatch_float {
+    // a function generic over the dtype and then one more type, given (`f::<_, CudaDevice>(..)`)
+    ($dtype:expr, $op:expr, $f:ident::<_, $b:ty>($($arg:expr),* $(,)?)) => {
+        match $dtype {
+            candle_core::DType::F32 => $f::<f32, $b>($($arg),*),
+            candle_core::DType::BF16 => $f::<half::bf16, $b>($($arg),*),
+            candle_core::DType::F16 => $f::<half::f16, $b>($($arg),*),
+            other => candle_core::bail!("{}: unsupported dtype {other:?} (use f32, bf16 or f16)", $op),
+        }
+    };
     ($dtype:expr, $op:expr, $f:ident($($arg:expr),* $(,)?)) => {
         match $dtype {
             candle_core::DType::F32 => $f::<f32>($($arg),*),

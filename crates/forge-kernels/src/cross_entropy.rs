@@ -83,8 +83,8 @@ impl CustomOp2 for CrossEntropy {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, ls: &CudaStorage, ll: &Layout, ts: &CudaStorage, tl: &Layout) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::cross_entropy::forward;
-        let out = dispatch_float!(ls.dtype(), self.name(), forward(ls, ll, ts, tl))?;
+        use crate::launch::cross_entropy::forward;
+        let out = dispatch_float!(ls.dtype(), self.name(), forward::<_, candle_core::CudaDevice>(&ls.device, ls, ll, ts, tl))?;
         Ok((out, Shape::from(tl.dims()[0])))
     }
 
@@ -161,8 +161,8 @@ impl CustomOp3 for CrossEntropyGrad {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::cross_entropy::grad;
-        let out = dispatch_float!(ls.dtype(), self.name(), grad(ls, ll, ts, tl, gs, gl))?;
+        use crate::launch::cross_entropy::grad;
+        let out = dispatch_float!(ls.dtype(), self.name(), grad::<_, candle_core::CudaDevice>(&ls.device, ls, ll, ts, tl, gs, gl))?;
         Ok((out, ll.shape().clone()))
     }
 }

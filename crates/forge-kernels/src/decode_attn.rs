@@ -236,7 +236,7 @@ impl CustomOp3 for DecodeAttention {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let o = crate::cuda::decode_attn::append_and_attend(self, [(qs, ql), (ks, kl), (vs, vl)])?;
+        let o = crate::cuda::append_and_attend(self, [(qs, ql), (ks, kl), (vs, vl)])?;
         Ok((o, ql.shape().clone()))
     }
 }

@@ -98,14 +98,14 @@ pub const TILE_THREADS: u32 = 128;
 pub const TILE_ROWS: usize = 64;
 
 impl TileKernel {
-    /// The entry point for head dim `d` without its dtype suffix (`flash_fwd_d128`; `_bf16` follows).
-    pub fn name(self, d: usize) -> String {
-        let root = match self {
+    /// The kernel's name in the kernel table (`crate::kernels`; its entry points are
+    /// `<name>_d<head dim>_bf16`).
+    pub fn kernel(self) -> &'static str {
+        match self {
             Self::Forward => "flash_fwd",
             Self::BackwardDkDv => "flash_bwd_dkdv",
             Self::BackwardDq => "flash_bwd_dq",
-        };
-        format!("{root}_d{d}")
+        }
     }
 
     /// Dynamic shared memory (bytes), as the kernel lays it out: tiles of bf16 rows of d + 8.
@@ -286,7 +286,7 @@ impl CustomOp3 for FlashAttn {
         vs: &candle_core::CudaStorage,
         vl: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (o, lse) = crate::cuda::flash_attn::forward(&self.seqs, self.scale, qs, ql, ks, kl, vs, vl)?;
+        let (o, lse) = crate::launch::flash_attn::forward(&qs.device, &self.seqs, self.scale, qs, ql, ks, kl, vs, vl)?;
         let (total, h, _) = ql.shape().dims3()?;
         let lse = Tensor::from_storage(candle_core::Storage::Cuda(lse), (h, total), candle_core::op::BackpropOp::none(), false);
         *self.lse.lock().expect("flash lse lock") = Some(lse);
@@ -342,8 +342,8 @@ impl CustomOp3 for FlashAttnGrad {
         let (Storage::Cuda(os), Storage::Cuda(gs), Storage::Cuda(ls)) = (&*os, &*gs, &*ls) else {
             bail!("forge-flash-attn-grad: o, dO and lse must be on the GPU")
         };
-        let saved = crate::cuda::flash_attn::Saved { o: (os, ol), dout: (gs, gl), lse: (ls, ll) };
-        let flat = crate::cuda::flash_attn::backward(&self.seqs, self.scale, qs, ql, ks, kl, vs, vl, saved)?;
+        let saved = crate::launch::flash_attn::Saved { o: (os, ol), dout: (gs, gl), lse: (ls, ll) };
+        let flat = crate::launch::flash_attn::backward(&qs.device, &self.seqs, self.scale, qs, ql, ks, kl, vs, vl, saved)?;
         let len = ql.shape().elem_count() + 2 * kl.shape().elem_count();
         Ok((flat, Shape::from(len)))
     }

@@ -11,24 +11,33 @@
 //! lands. Each op is checked against that composite path in the tests. `linear_cross_entropy` is the language-model head and its loss without full
 //! logits; `embedding_gradient` is not an op but the table gradient of a lookup, for backward code
 //! that bypasses autograd (activation recomputation).
+//!
+//! The CUDA kernels are declared once, in [`kernels`] (the kernel table: name, variants, dtypes,
+//! C parameters); their launch code ([`launch`]) is written once over a [`backend::Backend`], which
+//! candle's `CudaDevice` implements (`src/cuda`) and so does the host emulator
+//! (crates/forge-kernels-emu, in CI). Changing one kernel's parameters touches: its `.cu` file in
+//! `kernels/`, its line in `src/kernels.rs`, and its launch in `src/launch/<op>.rs`; the emulator's
+//! bindings and the CUDA build's PTX check follow from the table (a new kernel also needs its
+//! launch block size in `src/cuda/kernels.rs`'s check, and its parity test).
 
 pub mod adamw;
+pub mod backend;
 pub mod cached_attention;
 mod cpu;
 #[cfg(feature = "cuda")]
-mod cuda;
+pub mod cuda;
 pub mod cpu_memory;
 pub mod cross_entropy;
 pub mod decode_attn;
 pub mod embedding;
 pub mod flash_attn;
 pub mod few_rows;
+pub mod kernels;
 pub mod launch;
 pub mod linear_cross_entropy;
 pub mod reference;
 pub mod rms_norm;
 pub mod rope;
-pub mod signatures;
 pub mod softmax;
 pub mod swiglu;
 pub mod testing;

@@ -57,8 +57,8 @@ impl CustomOp2 for RmsNorm {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, ws: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::rms_norm::forward;
-        let out = dispatch_float!(xs.dtype(), self.name(), forward(self.eps, xs, xl, ws, wl))?;
+        use crate::launch::rms_norm::forward;
+        let out = dispatch_float!(xs.dtype(), self.name(), forward::<_, candle_core::CudaDevice>(&xs.device, self.eps, xs, xl, ws, wl))?;
         Ok((out, xl.shape().clone()))
     }
 
@@ -129,8 +129,8 @@ impl CustomOp3 for RmsNormGradInput {
         gs: &CudaStorage,
         gl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::rms_norm::grad_input;
-        let out = dispatch_float!(xs.dtype(), self.name(), grad_input(self.eps, xs, xl, ws, wl, gs, gl))?;
+        use crate::launch::rms_norm::grad_input;
+        let out = dispatch_float!(xs.dtype(), self.name(), grad_input::<_, candle_core::CudaDevice>(&xs.device, self.eps, xs, xl, ws, wl, gs, gl))?;
         Ok((out, xl.shape().clone()))
     }
 }
@@ -167,8 +167,8 @@ impl CustomOp2 for RmsNormGradWeight {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, xs: &CudaStorage, xl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::rms_norm::grad_weight;
-        let out = dispatch_float!(xs.dtype(), self.name(), grad_weight(self.eps, xs, xl, gs, gl))?;
+        use crate::launch::rms_norm::grad_weight;
+        let out = dispatch_float!(xs.dtype(), self.name(), grad_weight::<_, candle_core::CudaDevice>(&xs.device, self.eps, xs, xl, gs, gl))?;
         let n = last_dim(xl, self.name())?;
         Ok((out, Shape::from(n)))
     }

@@ -107,8 +107,8 @@ impl CustomOp3 for Rope {
         ss: &CudaStorage,
         sl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::rope::rotate;
-        let out = dispatch_float!(xs.dtype(), self.name(), rotate(self.inverse, xs, xl, cs, cl, ss, sl))?;
+        use crate::launch::rope::rotate;
+        let out = dispatch_float!(xs.dtype(), self.name(), rotate::<_, candle_core::CudaDevice>(&xs.device, self.inverse, xs, xl, cs, cl, ss, sl))?;
         Ok((out, xl.shape().clone()))
     }
 

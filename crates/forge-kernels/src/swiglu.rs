@@ -57,8 +57,8 @@ impl CustomOp2 for SwiGlu {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, gs: &CudaStorage, gl: &Layout, us: &CudaStorage, ul: &Layout) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::swiglu::gate;
-        let out = dispatch_float!(gs.dtype(), self.name(), gate(gs, gl, us, ul))?;
+        use crate::launch::swiglu::gate;
+        let out = dispatch_float!(gs.dtype(), self.name(), gate::<_, candle_core::CudaDevice>(&gs.device, gs, gl, us, ul))?;
         Ok((out, gl.shape().clone()))
     }
 
@@ -122,8 +122,8 @@ impl CustomOp3 for SwiGluGrad {
         ds: &CudaStorage,
         dl: &Layout,
     ) -> Result<(CudaStorage, Shape)> {
-        use crate::cuda::swiglu::grads;
-        let out = dispatch_float!(gs.dtype(), self.name(), grads(gs, gl, us, ul, ds, dl))?;
+        use crate::launch::swiglu::grads;
+        let out = dispatch_float!(gs.dtype(), self.name(), grads::<_, candle_core::CudaDevice>(&gs.device, gs, gl, us, ul, ds, dl))?;
         Ok((out, packed_shape(gl)))
     }
 }

@@ -1,76 +1,9 @@
-//! Every kernel the launchers load, named in one place: `launch!` and `load` take a [`Kernel`]
-//! made here, so the test below can list them all and check, on a machine without a GPU, what
-//! would otherwise first fail on one: that each name is an entry of its module's PTX (and each
-//! entry is used), and that ptxas (the assembler the driver runs on the PTX when it loads it)
-//! gives each kernel its registers and shared memory at the largest block it is launched with,
-//! without a stack frame or spills.
-
-use std::borrow::Cow;
-
-use super::{Module, ADAMW, CROSS_ENTROPY, DECODE_ATTN, FLASH_ATTN, RMS_NORM, ROPE, SWIGLU};
-use crate::flash_attn::TileKernel;
-use crate::signatures::{self, Param};
-
-/// One kernel of one `.cu` module, without its dtype suffix (`load::<T>` appends `_f32`, ...),
-/// and its C signature.
-pub(crate) struct Kernel {
-    pub(super) module: &'static Module,
-    pub(super) root: Cow<'static, str>,
-    pub(super) signature: &'static [Param],
-}
-
-impl Kernel {
-    const fn fixed(module: &'static Module, root: &'static str, signature: &'static [Param]) -> Self {
-        Self { module, root: Cow::Borrowed(root), signature }
-    }
-
-    fn sized(module: &'static Module, root: String, signature: &'static [Param]) -> Self {
-        Self { module, root: Cow::Owned(root), signature }
-    }
-}
-
-pub(crate) const ADAMW_STEP: Kernel = Kernel::fixed(&ADAMW, "adamw", signatures::ADAMW);
-pub(crate) const CROSS_ENTROPY_FWD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_fwd", signatures::CROSS_ENTROPY_FWD);
-pub(crate) const CROSS_ENTROPY_GRAD: Kernel = Kernel::fixed(&CROSS_ENTROPY, "cross_entropy_grad", signatures::CROSS_ENTROPY_GRAD);
-pub(crate) const RMS_NORM_FWD: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_fwd", signatures::RMS_NORM_FWD);
-pub(crate) const RMS_NORM_GRAD_INPUT: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_input", signatures::RMS_NORM_GRAD_INPUT);
-pub(crate) const RMS_NORM_INV_RMS: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_inv_rms", signatures::RMS_NORM_INV_RMS);
-pub(crate) const RMS_NORM_GRAD_WEIGHT_PARTIAL: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_partial", signatures::RMS_NORM_GRAD_WEIGHT_PARTIAL);
-pub(crate) const RMS_NORM_GRAD_WEIGHT_FINISH: Kernel = Kernel::fixed(&RMS_NORM, "rms_norm_grad_weight_finish", signatures::RMS_NORM_GRAD_WEIGHT_FINISH);
-pub(crate) const ROPE_ROTATE: Kernel = Kernel::fixed(&ROPE, "rope", signatures::ROPE);
-pub(crate) const SWIGLU_FWD: Kernel = Kernel::fixed(&SWIGLU, "swiglu_fwd", signatures::SWIGLU_FWD);
-pub(crate) const SWIGLU_GRAD: Kernel = Kernel::fixed(&SWIGLU, "swiglu_grad", signatures::SWIGLU_GRAD);
-pub(crate) const KV_APPEND: Kernel = Kernel::fixed(&DECODE_ATTN, "kv_append", signatures::KV_APPEND);
-
-/// A flash tile kernel (forward, dK/dV, dQ) for head dim `d`.
-pub(crate) fn flash_tile(kernel: TileKernel, d: usize) -> Kernel {
-    let signature = match kernel {
-        TileKernel::Forward => signatures::FLASH_FWD,
-        TileKernel::BackwardDkDv => signatures::FLASH_BWD_DKDV,
-        TileKernel::BackwardDq => signatures::FLASH_BWD_DQ,
-    };
-    Kernel::sized(&FLASH_ATTN, kernel.name(d), signature)
-}
-
-/// The backward's first step, delta = rowsum(dO∘O), for head dim `d`.
-pub(crate) fn flash_delta(d: usize) -> Kernel {
-    Kernel::sized(&FLASH_ATTN, format!("flash_bwd_delta_d{d}"), signatures::FLASH_BWD_DELTA)
-}
-
-/// The flash forward over KV caches (the engine's prefill runs) for head dim `d`.
-pub(crate) fn flash_cached(d: usize) -> Kernel {
-    Kernel::sized(&FLASH_ATTN, format!("flash_fwd_cached_d{d}"), signatures::FLASH_FWD_CACHED)
-}
-
-/// The split-K decode kernel for head dim `d`, built for groups of up to `group_bound` query heads.
-pub(crate) fn decode_split(d: usize, group_bound: usize) -> Kernel {
-    Kernel::sized(&DECODE_ATTN, format!("decode_attn_split_d{d}_g{group_bound}"), signatures::DECODE_SPLIT)
-}
-
-/// The combine of the split-K partial softmaxes for head dim `d`.
-pub(crate) fn decode_combine(d: usize) -> Kernel {
-    Kernel::sized(&DECODE_ATTN, format!("decode_attn_combine_d{d}"), signatures::DECODE_COMBINE)
-}
+//! The CUDA build's check of the kernel table (`crate::kernels`) against the PTX, on a machine
+//! without a GPU, of what would otherwise first fail on one: that each declared entry point is an
+//! entry of its module's PTX with the declared parameters (and each PTX entry is declared), and
+//! that ptxas (the assembler the driver runs on the PTX when it loads it) gives each kernel its
+//! registers and shared memory at the largest block the launch code (`src/launch`) launches it
+//! with, without a stack frame or spills.
 
 #[cfg(test)]
 mod tests {
@@ -80,29 +13,21 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
     use std::process::Command;
 
-    use candle_core::cuda_backend::kernel_name;
-    use half::{bf16, f16};
-
-    use super::*;
     use crate::adamw::ADAMW_THREADS;
-    use crate::decode_attn::{decode_launch, plan, FLASH_TILE_DTYPE, GROUP_BOUNDS, MAX_GROUP};
-    use crate::flash_attn::{delta_launch, KERNEL_HEAD_DIMS, TILE_THREADS};
+    use crate::decode_attn::{decode_launch, plan, FLASH_TILE_DTYPE, MAX_GROUP};
+    use crate::flash_attn::{delta_launch, TileKernel, KERNEL_HEAD_DIMS, TILE_THREADS};
+    use crate::kernels::{instantiate, ptx_carries, Declaration, Module, DECLARATIONS};
     use crate::launch::{column_reduction, elementwise_packs, per_row, LaunchShape};
 
-    /// A kernel's full name for one dtype: `load::<T>`'s own naming (`kernel_name::<T>`).
-    type Named = fn(&str) -> String;
-    const FLOATS: &[Named] = &[kernel_name::<f32>, kernel_name::<bf16>, kernel_name::<f16>];
-    const BF16: &[Named] = &[kernel_name::<bf16>];
     /// sm_90's limits per block: registers, shared memory, threads (CUDA programming guide, compute capability 9.0).
     const REGISTERS_PER_BLOCK: u32 = 64 * 1024;
     const SHARED_PER_BLOCK: u32 = 227 * 1024;
     const THREADS_PER_BLOCK: u32 = 1024;
 
-    /// A kernel as the launchers use it: the dtypes they load it for, and the largest block and
-    /// dynamic shared memory they launch it with.
+    /// An entry point as the launch code uses it: its declaration, and the largest block and
+    /// dynamic shared memory it is launched with.
     struct Use {
-        kernel: Kernel,
-        dtypes: &'static [Named],
+        declaration: &'static Declaration,
         threads: u32,
         dynamic_shared: u32,
     }
@@ -111,37 +36,54 @@ mod tests {
         shape.block.iter().product()
     }
 
-    fn uses() -> Vec<Use> {
-        let plain = |kernel, dtypes, threads| Use { kernel, dtypes, threads, dynamic_shared: 0 };
+    /// The head dim of a variant (`d128_g4` → 128).
+    fn head_dim(variant: &str) -> usize {
+        variant.trim_start_matches('d').split('_').next().unwrap().parse().expect("a variant starting with the head dim")
+    }
+
+    /// The largest block (threads) and dynamic shared memory the launch code (src/launch) gives
+    /// `kernel`'s `variant`.
+    fn launch_of(kernel: &str, variant: &str) -> (u32, u32) {
         // per_row's two shapes: a warp per row up to 1024 columns, a block per row above
         let row = threads(per_row(1, 1)).max(threads(per_row(1, 1 << 20)));
         let columns = column_reduction(1, 1);
-        let mut uses = vec![
-            plain(ADAMW_STEP, FLOATS, ADAMW_THREADS),
-            plain(CROSS_ENTROPY_FWD, FLOATS, row),
-            plain(CROSS_ENTROPY_GRAD, FLOATS, row),
-            plain(RMS_NORM_FWD, FLOATS, row),
-            plain(RMS_NORM_GRAD_INPUT, FLOATS, row),
-            plain(RMS_NORM_INV_RMS, FLOATS, row),
-            plain(RMS_NORM_GRAD_WEIGHT_PARTIAL, FLOATS, threads(columns.partial)),
-            plain(RMS_NORM_GRAD_WEIGHT_FINISH, FLOATS, threads(columns.finish)),
-            plain(ROPE_ROTATE, FLOATS, super::super::rope::THREADS),
-            plain(SWIGLU_FWD, FLOATS, threads(elementwise_packs(1, 2))),
-            plain(SWIGLU_GRAD, FLOATS, threads(elementwise_packs(1, 2))),
-            plain(KV_APPEND, FLOATS, threads(plan(&[(0, 0)], 1, 1, KERNEL_HEAD_DIMS[0], FLASH_TILE_DTYPE, 1).unwrap().append)),
-        ];
-        for d in KERNEL_HEAD_DIMS {
-            for kernel in [TileKernel::Forward, TileKernel::BackwardDkDv, TileKernel::BackwardDq] {
-                uses.push(Use { kernel: flash_tile(kernel, d), dtypes: BF16, threads: TILE_THREADS, dynamic_shared: kernel.shared_bytes(d) as u32 });
+        let tile = |t: TileKernel| (TILE_THREADS, t.shared_bytes(head_dim(variant)) as u32);
+        let plain = |threads| (threads, 0);
+        match kernel {
+            "adamw" => plain(ADAMW_THREADS),
+            "cross_entropy_fwd" | "cross_entropy_grad" | "rms_norm_fwd" | "rms_norm_grad_input" | "rms_norm_inv_rms" => plain(row),
+            "rms_norm_grad_weight_partial" => plain(threads(columns.partial)),
+            "rms_norm_grad_weight_finish" => plain(threads(columns.finish)),
+            "rope" => plain(crate::launch::rope::THREADS),
+            "swiglu_fwd" | "swiglu_grad" => plain(threads(elementwise_packs(1, 2))),
+            "kv_append" => plain(threads(plan(&[(0, 0)], 1, 1, KERNEL_HEAD_DIMS[0], FLASH_TILE_DTYPE, 1).unwrap().append)),
+            "flash_fwd" => tile(TileKernel::Forward),
+            "flash_bwd_dkdv" => tile(TileKernel::BackwardDkDv),
+            "flash_bwd_dq" => tile(TileKernel::BackwardDq),
+            "flash_bwd_delta" => plain(threads(delta_launch(1, 1))),
+            "flash_fwd_cached" => {
+                let cached = plan(&[(0, 0)], 1, 1, head_dim(variant), FLASH_TILE_DTYPE, 1).unwrap().flash.unwrap();
+                (threads(cached), cached.shared_bytes)
             }
-            uses.push(plain(flash_delta(d), BF16, threads(delta_launch(1, 1))));
-            let cached = plan(&[(0, 0)], 1, 1, d, FLASH_TILE_DTYPE, 1).unwrap().flash.unwrap();
-            uses.push(Use { kernel: flash_cached(d), dtypes: BF16, threads: threads(cached), dynamic_shared: cached.shared_bytes });
-            let decode = decode_launch(1, MAX_GROUP, 1, d, 1).unwrap();
-            for g in GROUP_BOUNDS {
-                uses.push(plain(decode_split(d, g), FLOATS, threads(decode.split)));
+            "decode_attn_split" => plain(threads(decode_launch(1, MAX_GROUP, 1, head_dim(variant), 1).unwrap().split)),
+            "decode_attn_combine" => plain(threads(decode_launch(1, MAX_GROUP, 1, head_dim(variant), 1).unwrap().combine)),
+            other => panic!("{other}: a kernel of the table whose launch this check does not know (add it here)"),
+        }
+    }
+
+    /// Every entry point of the kernel table, by module.
+    fn uses() -> BTreeMap<&'static str, (&'static Module, BTreeMap<String, Use>)> {
+        let mut uses: BTreeMap<&str, (&Module, BTreeMap<String, Use>)> = BTreeMap::new();
+        for declaration in DECLARATIONS {
+            let variants: &[&str] = if declaration.variants.is_empty() { &[""] } else { declaration.variants };
+            for variant in variants {
+                let (threads, dynamic_shared) = launch_of(declaration.kernel, variant);
+                for dtype in declaration.dtypes {
+                    let name = declaration.entry_name(variant, dtype);
+                    let module = &mut uses.entry(declaration.module.name).or_insert_with(|| (declaration.module, BTreeMap::new())).1;
+                    assert!(module.insert(name.clone(), Use { declaration, threads, dynamic_shared }).is_none(), "{name} declared twice");
+                }
             }
-            uses.push(plain(decode_combine(d), FLOATS, threads(decode.combine)));
         }
         uses
     }
@@ -242,26 +184,6 @@ mod tests {
     }
 
     #[test]
-    fn a_launch_whose_arguments_are_not_the_signature_is_refused_by_name() {
-        use crate::cuda::{check_arguments, KernelArg};
-        use Param::{Float, Int, Ptr};
-        let cached = flash_cached(128);
-        let (h, scale) = (8i32, 0.125f32);
-        let right = [Ptr("bf16"), Ptr("u64"), Ptr("u64"), Ptr("i32"), Ptr("i32"), Ptr("bf16"), h.param(), h.param(), scale.param()];
-        assert_eq!(right[6..], [Int, Int, Float]);
-        check_arguments::<bf16>(&cached, &right).unwrap();
-        let mut swapped = right;
-        swapped.swap(7, 8);
-        let err = check_arguments::<bf16>(&cached, &swapped).unwrap_err().to_string();
-        assert!(err.contains("flash_fwd_cached_d128_bf16: launched with"), "{err}");
-        // an f32 buffer where the kernel takes its own dtype's elements, and a missing argument
-        let f32_input = [Ptr("f32"), Ptr("bf16"), Ptr("bf16"), Int, Int, Float];
-        assert!(check_arguments::<bf16>(&RMS_NORM_FWD, &f32_input).is_err());
-        assert!(check_arguments::<f32>(&RMS_NORM_FWD, &f32_input).is_err());
-        assert!(check_arguments::<bf16>(&RMS_NORM_FWD, &[Ptr("bf16"), Ptr("bf16"), Ptr("bf16"), Int, Int]).is_err());
-    }
-
-    #[test]
     fn block_registers_round_per_warp() {
         assert_eq!(block_registers(32, 256), 8192);
         assert_eq!(block_registers(33, 32), 1280);
@@ -277,28 +199,17 @@ mod tests {
 
     #[test]
     fn every_launched_kernel_is_in_the_ptx_and_fits_its_block() {
-        let uses = uses();
-        let mut wanted: BTreeMap<&str, BTreeMap<String, &Use>> = BTreeMap::new();
-        let mut modules: BTreeMap<&str, &Module> = BTreeMap::new();
-        for u in &uses {
-            modules.insert(u.kernel.module.name, u.kernel.module);
-            for named in u.dtypes {
-                let name = named(&u.kernel.root);
-                assert!(wanted.entry(u.kernel.module.name).or_default().insert(name.clone(), u).is_none(), "{name} listed twice");
-            }
-        }
         let mut problems = Vec::new();
         println!("{:<40} {:>9} {:>8} {:>13} {:>14}", "kernel", "registers", "threads", "shared bytes", "block regs");
-        for (module_name, module) in modules {
+        for (module_name, (module, wanted)) in uses() {
             let in_ptx = entries(module.ptx);
             let resources = assemble(module_name, module.ptx);
-            let wanted = &wanted[module_name];
             for name in in_ptx.keys().filter(|n| !wanted.contains_key(*n)) {
-                problems.push(format!("{module_name}: the PTX entry {name} is loaded by no launcher (dead kernel, or a launcher's name is off)"));
+                problems.push(format!("{module_name}: the PTX entry {name} is not in the kernel table (crate::kernels: a dead kernel, or the table's name is off)"));
             }
-            for (name, u) in wanted {
+            for (name, u) in &wanted {
                 let Some(entry) = in_ptx.get(name) else {
-                    problems.push(format!("{module_name}: a launcher loads {name}, which its PTX does not define ({} entries: {:?})", in_ptx.len(), in_ptx.keys().collect::<BTreeSet<_>>()));
+                    problems.push(format!("{module_name}: the kernel table declares {name}, which its PTX does not define ({} entries: {:?})", in_ptx.len(), in_ptx.keys().collect::<BTreeSet<_>>()));
                     continue;
                 };
                 let r = &resources[name];
@@ -317,9 +228,9 @@ mod tests {
                 if shared > SHARED_PER_BLOCK {
                     problems.push(format!("{name}: {shared} bytes of shared memory exceed a block's {SHARED_PER_BLOCK}"));
                 }
-                let signature = u.kernel.signature;
-                if entry.params.len() != signature.len() || !entry.params.iter().zip(signature).all(|(ty, &p)| signatures::ptx_carries(ty, p)) {
-                    problems.push(format!("{name}: its PTX takes parameters {:?}, its launchers pass {signature:?} (crate::signatures)", entry.params));
+                let signature = instantiate(u.declaration.params, "T");
+                if entry.params.len() != signature.len() || !entry.params.iter().zip(&signature).all(|(ty, &p)| ptx_carries(ty, p)) {
+                    problems.push(format!("{name}: its PTX takes parameters {:?}, the kernel table declares {signature:?} (crate::kernels)", entry.params));
                 }
                 if let Some(bound) = entry.bound {
                     if u.threads > bound {

@@ -1,110 +1,126 @@
-//! Shared helpers of the CUDA kernels (`kernels/*.cu`, compiled to PTX by build.rs): the PTX
-//! modules, typed views of op inputs, and launches. Each op's launch code lives beside its peers
-//! here (`cuda/rms_norm.rs`, ...); the CustomOps call it from their `cuda_fwd`.
+//! The GPU [`Backend`]: candle's `CudaDevice` runs the launch code of `src/launch` on its stream,
+//! loading each entry point from its module's PTX (`kernels/*.cu`, compiled by build.rs). Also the
+//! GPU side of the ops whose inputs are not plain op inputs (the decode op's KV caches, AdamW's
+//! tensors): their device addresses.
 
-pub(crate) mod cross_entropy;
-pub(crate) mod decode_attn;
-pub(crate) mod flash_attn;
 pub(crate) mod kernels;
-pub(crate) mod rms_norm;
-pub(crate) mod rope;
-pub(crate) mod swiglu;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use candle_core::backend::BackendStorage as _;
-use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig};
-use candle_core::cuda_backend::{kernel_name, CudaDType, WrapErr};
-use candle_core::{bail, CudaDevice, CudaStorage, Layout, Result, Storage, Tensor, WithDType};
+use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum;
+use candle_core::cuda_backend::cudarc::driver::{result, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg as _, SyncOnDrop};
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{bail, CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
+use half::{bf16, f16};
 
+use crate::backend::{Arg, Backend, DeviceValue, Elem, Memory};
+use crate::decode_attn::DecodeAttention;
+use crate::kernels::Entry;
+use crate::launch::decode_attn::{CacheAddresses, Step};
 use crate::launch::LaunchShape;
-use crate::signatures::{self, Param, Pointee};
-use kernels::Kernel;
 
-mod ptx {
+pub(crate) mod ptx {
     include!(concat!(env!("OUT_DIR"), "/ptx.rs"));
 }
 
-/// One `.cu` file's PTX, loaded once per device under `name`.
-pub(crate) struct Module {
-    name: &'static str,
-    ptx: &'static str,
+/// Contiguous device memory borrowed from a tensor's storage (or a part of a buffer), with the
+/// stream it lives on.
+pub struct DeviceView<'a, T> {
+    view: CudaView<'a, T>,
+    stream: Arc<CudaStream>,
 }
 
-const ADAMW: Module = Module { name: "forge-adamw", ptx: ptx::ADAMW };
-const CROSS_ENTROPY: Module = Module { name: "forge-cross-entropy", ptx: ptx::CROSS_ENTROPY };
-const DECODE_ATTN: Module = Module { name: "forge-decode-attn", ptx: ptx::DECODE_ATTN };
-const FLASH_ATTN: Module = Module { name: "forge-flash-attn", ptx: ptx::FLASH_ATTN };
-const RMS_NORM: Module = Module { name: "forge-rms-norm", ptx: ptx::RMS_NORM };
-const ROPE: Module = Module { name: "forge-rope", ptx: ptx::ROPE };
-const SWIGLU: Module = Module { name: "forge-swiglu", ptx: ptx::SWIGLU };
-
-/// A storage element the kernels read and write (f32, bf16, f16).
-pub(crate) trait CudaElem: CudaDType + DeviceRepr + WithDType + Pointee {}
-impl<T: CudaDType + DeviceRepr + WithDType + Pointee> CudaElem for T {}
-
-/// A launch argument as the kernel parameter it fills.
-pub(crate) trait KernelArg {
-    fn param(&self) -> Param;
-}
-
-impl<X: Pointee> KernelArg for CudaSlice<X> {
-    fn param(&self) -> Param {
-        Param::Ptr(X::NAME)
+impl<T> Memory<CudaDevice, T> for CudaSlice<T> {
+    fn address<'a>(&'a self, _: &'a CudaDevice) -> (u64, SyncOnDrop<'a>) {
+        self.device_ptr(self.stream())
     }
 }
 
-impl<X: Pointee> KernelArg for CudaView<'_, X> {
-    fn param(&self) -> Param {
-        Param::Ptr(X::NAME)
+impl<T> Memory<CudaDevice, T> for DeviceView<'_, T> {
+    fn address<'a>(&'a self, _: &'a CudaDevice) -> (u64, SyncOnDrop<'a>) {
+        self.view.device_ptr(&self.stream)
     }
 }
 
-impl KernelArg for i32 {
-    fn param(&self) -> Param {
-        Param::Int
+impl Backend for CudaDevice {
+    type Storage = CudaStorage;
+    type Buffer<T: DeviceValue> = CudaSlice<T>;
+    type View<'a, T: DeviceValue> = DeviceView<'a, T>;
+    type Guard<'a> = SyncOnDrop<'a>;
+
+    fn view<'a, T: Elem>(&self, storage: &'a CudaStorage, layout: &Layout, op: &str, what: &str) -> Result<DeviceView<'a, T>> {
+        let Ok(slice) = storage.as_cuda_slice::<T>() else {
+            bail!("{op}: {what} has dtype {:?}, expected {:?}", storage.dtype(), T::DTYPE)
+        };
+        match layout.contiguous_offsets() {
+            Some((start, end)) => Ok(DeviceView { view: slice.slice(start..end), stream: slice.stream().clone() }),
+            None => bail!("{op}: {what} must be contiguous (call .contiguous() first)"),
+        }
+    }
+
+    fn slice<'a, T: DeviceValue>(&self, buffer: &'a CudaSlice<T>, start: usize, len: usize) -> DeviceView<'a, T> {
+        DeviceView { view: buffer.slice(start..start + len), stream: buffer.stream().clone() }
+    }
+
+    fn alloc<T: DeviceValue>(&self, len: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: uninitialised device memory is only handed to kernels that write all of it (the
+        // poisoned parity tests check that).
+        let mut out = unsafe { self.alloc::<T>(len)? };
+        if POISON_OUTPUTS.load(Ordering::Relaxed) {
+            let stream = self.cuda_stream();
+            let (ptr, _sync) = out.device_ptr_mut(&stream);
+            // SAFETY: `ptr` is a live allocation of exactly len·size_of::<T>() bytes on this stream.
+            unsafe { result::memset_d8_async(ptr, 0xFF, len * std::mem::size_of::<T>(), stream.cu_stream()) }.w()?;
+        }
+        Ok(out)
+    }
+
+    fn upload<T: DeviceValue>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        self.clone_htod(data)
+    }
+
+    fn wrap<T: Elem>(&self, buffer: CudaSlice<T>) -> CudaStorage {
+        CudaStorage::wrap_cuda_slice(buffer, self.clone())
+    }
+
+    fn allow_shared(&self, entry: &Entry<'_>, bytes: u32) -> Result<()> {
+        load(self, entry)?.set_attribute(CUfunction_attribute_enum::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32).w()?;
+        Ok(())
+    }
+
+    fn launch(&self, entry: &Entry<'_>, shape: &LaunchShape, args: &[Arg]) -> Result<()> {
+        let func = load(self, entry)?;
+        let stream = self.cuda_stream();
+        let mut builder = stream.launch_builder(&func);
+        for arg in args {
+            match arg {
+                Arg::Address(address) => builder.arg(address),
+                Arg::Int(v) => builder.arg(v),
+                Arg::Float(v) => builder.arg(v),
+            };
+        }
+        // SAFETY: the arguments are the kernel's C signature (the launch functions of
+        // crate::kernels build them from the kernel table, which the CUDA build checks against
+        // the PTX), with device buffers at least as long as the sizes passed; each pointer's
+        // memory stays borrowed, with its stream bookkeeping, until after this returns.
+        unsafe { builder.launch(LaunchConfig::from(*shape)) }.w()?;
+        Ok(())
     }
 }
 
-impl KernelArg for f32 {
-    fn param(&self) -> Param {
-        Param::Float
-    }
+/// `entry`, its module loaded once per device.
+fn load(dev: &CudaDevice, entry: &Entry<'_>) -> Result<CudaFunction> {
+    Ok(dev.get_or_load_custom_func(entry.name, entry.module.name, entry.module.ptx)?.clone())
 }
 
-/// Fails, naming the kernel and both lists, where a launch's arguments are not its C signature
-/// (`crate::signatures`) for dtype `T`: the launch would read them as garbage.
-pub(crate) fn check_arguments<T: Pointee + WithDType>(kernel: &Kernel, arguments: &[Param]) -> Result<()> {
-    let signature = signatures::instantiate(kernel.signature, T::NAME);
-    if arguments != signature.as_slice() {
-        bail!("{}: launched with {arguments:?}, its C signature takes {signature:?}", kernel_name::<T>(&kernel.root));
+impl From<LaunchShape> for LaunchConfig {
+    fn from(shape: LaunchShape) -> Self {
+        let [gx, gy, gz] = shape.grid;
+        let [bx, by, bz] = shape.block;
+        LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (bx, by, bz), shared_mem_bytes: shape.shared_bytes }
     }
-    Ok(())
-}
-
-/// The contiguous, correctly typed device view behind an op input.
-pub(crate) fn view<'a, T: CudaElem>(storage: &'a CudaStorage, layout: &Layout, op: &str, what: &str) -> Result<CudaView<'a, T>> {
-    let Ok(slice) = storage.as_cuda_slice::<T>() else {
-        bail!("{op}: {what} has dtype {:?}, expected {:?}", storage.dtype(), T::DTYPE)
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(slice.slice(start..end)),
-        None => bail!("{op}: {what} must be contiguous (call .contiguous() first)"),
-    }
-}
-
-/// The device address of a contiguous tensor of `T` on `dev`'s first element, for kernels that
-/// take it through a pointer table (and may write through it: the caller owns the tensor alone).
-pub(crate) fn device_address<T: CudaElem>(dev: &CudaDevice, t: &Tensor, op: &str, what: &str) -> Result<u64> {
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cuda(cs) = &*storage else { bail!("{op}: {what} is not on the GPU") };
-    if !layout.is_contiguous() {
-        bail!("{op}: {what} of shape {:?} is not contiguous", layout.dims());
-    }
-    let Ok(slice) = cs.as_cuda_slice::<T>() else { bail!("{op}: {what} has dtype {:?}, expected {:?}", cs.dtype(), T::DTYPE) };
-    let stream = dev.cuda_stream();
-    let (base, _sync) = slice.device_ptr(&stream);
-    Ok(base + (layout.start_offset() * std::mem::size_of::<T>()) as u64)
 }
 
 static POISON_OUTPUTS: AtomicBool = AtomicBool::new(false);
@@ -116,54 +132,62 @@ pub fn poison_outputs(on: bool) {
     POISON_OUTPUTS.store(on, Ordering::Relaxed);
 }
 
-/// An output buffer of `len` elements, for a kernel that writes every one of them.
-pub(crate) fn alloc_output<T: CudaElem>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
-    // SAFETY: uninitialised device memory is only handed to kernels that write all of it (the
-    // poisoned parity tests check that).
-    let mut out = unsafe { dev.alloc::<T>(len)? };
-    if POISON_OUTPUTS.load(Ordering::Relaxed) {
-        let stream = dev.cuda_stream();
-        let (ptr, _sync) = out.device_ptr_mut(&stream);
-        // SAFETY: `ptr` is a live allocation of exactly len·size_of::<T>() bytes on this stream.
-        unsafe { result::memset_d8_async(ptr, 0xFF, len * std::mem::size_of::<T>(), stream.cu_stream()) }.w()?;
+/// The device address of a contiguous tensor of `T` on `dev`'s first element, for kernels that
+/// take it through a pointer table (and may write through it: the caller owns the tensor alone).
+pub(crate) fn device_address<T: Elem>(dev: &CudaDevice, t: &Tensor, op: &str, what: &str) -> Result<u64> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(cs) = &*storage else { bail!("{op}: {what} is not on the GPU") };
+    if !layout.is_contiguous() {
+        bail!("{op}: {what} of shape {:?} is not contiguous", layout.dims());
     }
-    Ok(out)
+    let Ok(slice) = cs.as_cuda_slice::<T>() else { bail!("{op}: {what} has dtype {:?}, expected {:?}", cs.dtype(), T::DTYPE) };
+    let stream = dev.cuda_stream();
+    let (base, _sync) = slice.device_ptr(&stream);
+    Ok(base + (layout.start_offset() * std::mem::size_of::<T>()) as u64)
 }
 
-/// `<root>_<dtype of T>` of `kernel` (its module loaded once per device).
-pub(crate) fn load<T: WithDType>(dev: &CudaDevice, kernel: &Kernel) -> Result<CudaFunction> {
-    Ok(dev.get_or_load_custom_func(&kernel_name::<T>(&kernel.root), kernel.module.name, kernel.module.ptx)?.clone())
-}
+const DECODE_OP: &str = "forge-decode-attn";
 
-/// `launch!(T, device, kernel, config, args...)` launches `kernel` (one of [`kernels`]) for dtype
-/// `T` on the device's stream with the given arguments (places, pushed by reference, in the order
-/// of the kernel's C signature, which [`check_arguments`] holds them against first).
-macro_rules! launch {
-    ($t:ty, $dev:expr, $kernel:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
-        use candle_core::cuda_backend::cudarc::driver::PushKernelArg as _;
-        use candle_core::cuda_backend::WrapErr as _;
-        let kernel = &$kernel;
-        $crate::cuda::check_arguments::<$t>(kernel, &[$($crate::cuda::KernelArg::param(&$arg)),+])?;
-        let func = $crate::cuda::load::<$t>($dev, kernel)?;
-        let stream = $dev.cuda_stream();
-        let mut args = stream.launch_builder(&func);
-        $( args.arg(&$arg); )+
-        // SAFETY: the arguments are the kernel's C signature (checked above against the list the
-        // PTX is checked against), with device buffers at least as long as the sizes passed.
-        unsafe { args.launch(candle_core::cuda_backend::cudarc::driver::LaunchConfig::from($cfg)) }.w().map(|_| ())
-    }};
-}
-pub(crate) use launch;
-
-impl From<LaunchShape> for LaunchConfig {
-    fn from(shape: LaunchShape) -> Self {
-        let [gx, gy, gz] = shape.grid;
-        let [bx, by, bz] = shape.block;
-        LaunchConfig { grid_dim: (gx, gy, gz), block_dim: (bx, by, bz), shared_mem_bytes: shape.shared_bytes }
+/// The decode op on the GPU: its caches' addresses, then `crate::launch::decode_attn`.
+pub(crate) fn append_and_attend(op: &DecodeAttention, inputs: crate::launch::decode_attn::Inputs<'_, CudaStorage>) -> Result<CudaStorage> {
+    match inputs[0].0.dtype() {
+        DType::F32 => decode::<f32>(op, inputs),
+        DType::BF16 => decode::<bf16>(op, inputs),
+        DType::F16 => decode::<f16>(op, inputs),
+        other => bail!("{DECODE_OP}: dtype {other:?} (f32, bf16 or f16)"),
     }
 }
 
-/// Kernel arguments are C `int`s: reject sizes that do not fit rather than wrap.
-pub(crate) fn as_i32(v: usize, op: &str, what: &str) -> Result<i32> {
-    i32::try_from(v).or_else(|_| bail!("{op}: {what} = {v} exceeds the kernels' 32-bit index range"))
+fn decode<T: Elem>(op: &DecodeAttention, inputs: crate::launch::decode_attn::Inputs<'_, CudaStorage>) -> Result<CudaStorage> {
+    let DecodeAttention { caches, rows, heads, scale, flash_min_rows } = op;
+    let (ql, kl) = (inputs[0].1, inputs[1].1);
+    let (_, width) = ql.shape().dims2()?;
+    let (_, kv_width) = kl.shape().dims2()?;
+    if *heads == 0 || !width.is_multiple_of(*heads) || !kv_width.is_multiple_of(width / heads) {
+        bail!("{DECODE_OP}: q {:?} and k {:?} are not whole heads of {heads} query heads", ql.dims(), kl.dims());
+    }
+    let d = width / heads;
+    let kv_heads = kv_width / d;
+    let dev = &inputs[0].0.device;
+    // The device address of a cache tensor's first element, checked to be a contiguous
+    // `[kv_heads, capacity, d]` tensor of `T` on `dev`; and its capacity.
+    let cache_address = |t: &Tensor| -> Result<(u64, usize)> {
+        let (h, capacity, hd) = t.dims3()?;
+        if h != kv_heads || hd != d {
+            bail!("{DECODE_OP}: a KV cache of shape {:?} is not a [{kv_heads}, capacity, {d}]", t.dims());
+        }
+        Ok((device_address::<T>(dev, t, DECODE_OP, "a KV cache")?, capacity))
+    };
+    let mut addresses = Vec::with_capacity(caches.len());
+    for (keys, values) in caches {
+        let (keys, capacity) = cache_address(keys)?;
+        let (values, value_capacity) = cache_address(values)?;
+        if value_capacity != capacity {
+            bail!("{DECODE_OP}: a cache of {capacity} keys and {value_capacity} values");
+        }
+        addresses.push(CacheAddresses { keys, values, capacity });
+    }
+    let step = Step { rows, heads: *heads, scale: *scale, flash_min_rows: *flash_min_rows };
+    let (o, _plan) = crate::launch::decode_attn::append_and_attend::<T, CudaDevice>(dev, &step, &addresses, inputs)?;
+    Ok(o)
 }

@@ -1,6 +1,17 @@
-//! Launch geometry of the CUDA kernels (grid, block, dynamic shared memory), computed without a
-//! device: the CUDA launchers (`src/cuda`) and the host emulator that runs the same kernels on the
-//! CPU (crates/forge-kernels-emu) launch them in exactly the same shape.
+//! The launch code of the CUDA kernels, written once over a [`Backend`](crate::backend::Backend)
+//! (a GPU through candle's `CudaDevice`, or the host emulator of crates/forge-kernels-emu, which
+//! runs it in CI): one module per op (`rms_norm.rs`, ...) checks the inputs, sizes the outputs,
+//! picks each launch's shape and calls the kernels' typed launch functions (`crate::kernels`).
+//! Here: the launch geometry (grid, block, dynamic shared memory) they share, computed without a
+//! device.
+
+pub mod adamw;
+pub mod cross_entropy;
+pub mod decode_attn;
+pub mod flash_attn;
+pub mod rms_norm;
+pub mod rope;
+pub mod swiglu;
 
 /// Grid and block dimensions (x, y, z) and the dynamic shared memory (bytes) of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

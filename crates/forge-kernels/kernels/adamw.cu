@@ -4,7 +4,7 @@
 // forge-train's fused.rs, operation by operation, with explicitly rounded intrinsics so nvcc cannot
 // contract them into FMAs: the GPU step equals the CPU step bit for bit.
 //
-// Layout (what src/cuda/adamw.rs passes, src/adamw.rs `AdamWTensor`): a table of `count` tensors of
+// Layout (what src/launch/adamw.rs passes, src/adamw.rs `AdamWTensor`): a table of `count` tensors of
 // one storage type; tensor i owns blocks first_block .. first_block + ceil(n / CHUNK) of the grid,
 // each block updating CHUNK consecutive elements. Each tensor has its own scalars (its own step
 // count and weight decay).

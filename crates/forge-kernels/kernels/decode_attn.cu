@@ -4,7 +4,7 @@
 // to fill the GPU, and a second kernel combines the splits' partial softmaxes.
 // See src/decode_attn.rs for the op and its CPU reference (cached_attention::attend).
 //
-// Layout (what src/cuda/decode_attn.rs passes):
+// Layout (what src/launch/decode_attn.rs passes):
 //   q, o: [n, h, D]; k_new, v_new: [n, h_kv, D] (storage type T)
 //   slots[s]: the row that split-K slot s attends (rows of a long prefill run go through
 //   flash_attn.cu's flash_fwd_cached instead; src/decode_attn.rs plans which)
@@ -20,7 +20,7 @@
 // slots in x, whose limit is 2^31 - 1: a prefill step may hold many rows), 4 warps; a warp takes every 4th
 // position, each lane holds D / 32 consecutive elements of a row (lane·D/32 ..) and loads them as
 // one vector access (4 to 16 bytes: a warp reads a whole key or value row in one coalesced load;
-// q, o and the caches are 16-byte aligned, src/cuda/decode_attn.rs checks), a warp reduction gives
+// q, o and the caches are 16-byte aligned, src/launch/decode_attn.rs checks), a warp reduction gives
 // each score, and each warp keeps an online softmax per query head in registers. The warps' states
 // merge through shared memory. No cp.async; untimed.
 #include "common.cuh"

@@ -3,7 +3,7 @@
 // accumulation, head_dim 64 or 128 (template), grouped K/V heads (GQA), variable-length batches.
 // See src/flash_attn.rs for the op and FLASH.md for what is (un)measured.
 //
-// Layout (what src/cuda/flash_attn.rs passes):
+// Layout (what src/launch/flash_attn.rs passes):
 //   q, o, dq: [total, h, D]      k, v, dk, dv: [total, h_kv, D]      (rows of all sequences, packed)
 //   lse, delta: [h, total] f32   (per query head, per row: natural-log log-sum-exp; rowsum(dO∘O))
 //   starts[n], rows[n], valid[n]: sequence z owns rows starts[z] .. starts[z] + rows[z]; its query

@@ -5,7 +5,7 @@
 //! - the typed launch function of each kernel (below, one `pub fn` per kernel, generic over the
 //!   [`Backend`] it runs on: a GPU or the host emulator), which the launch code (`src/launch`)
 //!   calls; a wrong argument there is a compile error;
-//! - [`DECLARATIONS`], which the CUDA build's kernel check (`src/cuda/mod.rs`, CI) holds against
+//! - [`DECLARATIONS`], which the CUDA build's kernel check (`src/cuda/kernels.rs`, CI) holds against
 //!   each PTX entry's `.param` list, and which names every entry a launch may load;
 //! - the host emulator's `extern "C"` bindings (crates/forge-kernels-emu/src/bindings.rs expands
 //!   the same table).

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sequence packing (train.packing) against right-padded rows, side by side in one run, on CPU:
 #   1. one GRPO micro-batch of trajectories of mixed lengths in shuffled order (what an RL update
-#      sees), padded vs packed, alternating in one process (crates/forge-train/benches/packing.rs);
+#      sees), padded vs packed, alternating in one process (crates/forge-rl/benches/packing.rs);
 #   2. the demo SFT (configs/demo/sft.toml: 162 agent trajectories, ~1M-parameter Qwen3) for EPOCHS
 #      epochs each way at the same micro_batch_tokens, alternating padded / packed ROUNDS times
 #      (SFT micro-batches are length-sorted within windows, so they carry little padding).
@@ -13,7 +13,7 @@ cd "$REPO"
 EPOCHS="${1:-2}" ROUNDS="${2:-2}"
 cargo build --release --locked -p forge-cli
 FORGE="$CARGO_TARGET_DIR/release/forge"
-BENCH="$(bench_executable forge-train packing)"
+BENCH="$(bench_executable forge-rl packing)"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -53,7 +53,7 @@ read = lambda name: [json.loads(l) for l in open(f"{work}/{name}") if l.startswi
 print("# Sequence packing vs right-padded rows (CPU)\n")
 print(provenance(load_before, load_after))
 print(f"- Reproduce: `scripts/bench/bench-packing.sh {epochs} {rounds}`\n")
-print("## One GRPO micro-batch (crates/forge-train/benches/packing.rs)\n")
+print("## One GRPO micro-batch (crates/forge-rl/benches/packing.rs)\n")
 print("Forward + backward of the policy-gradient objective over 6 trajectories of uniformly random length")
 print("(256–1536 tokens) in the order an RL mini-batch holds them, demo model (~1M parameters, random f32")
 print("weights); padded and packed alternate, median of 5 after a warm-up. `loss diff`: |padded − packed| loss.\n")

@@ -132,8 +132,8 @@ struct Shared {
     reused_tokens: AtomicU64,
 }
 
-/// While alive, the engine decodes nothing: the weights may be changed (an optimizer step, LoRA
-/// adapters switched off for a reference pass) without a step seeing half of the change.
+/// While alive, the engine decodes nothing (between steps; sequences keep their place). A
+/// trainer changes the weights through [`EngineHandle::update_weights`], which holds one.
 pub struct PausedEngine<'a> {
     _weights: RwLockWriteGuard<'a, ()>,
 }
@@ -185,6 +185,15 @@ impl EngineHandle {
         let (sink, tokens) = mpsc::unbounded_channel();
         let result = self.submit(prompt, params, Some(sink))?;
         Ok(GenerationStream { tokens, result })
+    }
+
+    /// The one way a trainer changes the weights the engine serves (they are updated in place:
+    /// the optimizer's parameters are the served model's): waits for the current decoding step to
+    /// end, runs `update` while no step runs, and bumps the weights' version, which empties the
+    /// prefix cache (its entries hold keys of the old weights). Blocking.
+    pub fn update_weights<T>(&self, update: impl FnOnce() -> T) -> T {
+        let _paused = self.pause();
+        update()
     }
 
     /// Waits for the current decoding step to end and holds the engine between steps until the

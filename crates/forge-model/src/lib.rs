@@ -22,7 +22,7 @@ pub use lora::LoraConfig;
 pub use params::{Gradients, ParamStore};
 pub use kv_cache::KvCache;
 pub use qwen3::decode::SequenceStep;
-pub use qwen3::{Batch, Qwen3ForCausalLM};
+pub use qwen3::{Batch, Qwen3ForCausalLM, Weights};
 
 use std::path::Path;
 

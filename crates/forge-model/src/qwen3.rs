@@ -4,7 +4,6 @@
 //! is combined with an optional padding mask so batches may hold sequences of different lengths,
 //! or rows hold several sequences back to back ("packing", told by `position_ids`).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -215,12 +214,21 @@ impl DecoderLayer {
     }
 }
 
+/// Which weights a forward pass uses. Without LoRA the two are the same model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    /// The model as trained: the base with its LoRA adapters.
+    Trained,
+    /// The frozen base alone, adapters left out (the KL reference of a LoRA run): nothing is
+    /// switched on the shared model, so generation may go on meanwhile.
+    Base,
+}
+
 pub struct Qwen3ForCausalLM {
     config: Config,
     params: ParamStore,
     /// With LoRA: the adapters (the base is frozen); `None`: every parameter trains.
     lora: Option<(LoraConfig, ParamStore)>,
-    adapters_enabled: AtomicBool,
     dropout_seed: Mutex<Option<u64>>,
     embed_tokens: Tensor,
     layers: Vec<DecoderLayer>,
@@ -309,7 +317,6 @@ impl Qwen3ForCausalLM {
             norm,
             params,
             lora,
-            adapters_enabled: AtomicBool::new(true),
             dropout_seed: Mutex::new(None),
             embed_tokens,
             layers,
@@ -328,11 +335,6 @@ impl Qwen3ForCausalLM {
 
     pub fn lora(&self) -> Option<(&LoraConfig, &ParamStore)> {
         self.lora.as_ref().map(|(c, a)| (c, a))
-    }
-
-    /// Turns LoRA adapters off (the frozen base model, e.g. as the RL reference) or back on.
-    pub fn set_adapters_enabled(&self, enabled: bool) {
-        self.adapters_enabled.store(enabled, Ordering::Relaxed);
     }
 
     /// Seeds LoRA dropout for the next forward passes (training); `None` disables dropout.
@@ -366,7 +368,7 @@ impl Qwen3ForCausalLM {
 
     /// Mask and RoPE tables for `input_ids: [b, s]`: positions 0..s for every row (right padding),
     /// or `position_ids` for packed rows.
-    fn layer_inputs(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<LayerInputs> {
+    fn layer_inputs(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>, weights: Weights) -> Result<LayerInputs> {
         let (b, s) = input_ids.dims2()?;
         let device = self.device();
         if let Some(positions) = position_ids {
@@ -382,7 +384,7 @@ impl Qwen3ForCausalLM {
                 packed: Some(cu_seqlens),
                 cos: reshape(cos)?,
                 sin: reshape(sin)?,
-                adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+                adapters_on: weights == Weights::Trained,
                 dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
                 no_grad: false,
             });
@@ -403,7 +405,7 @@ impl Qwen3ForCausalLM {
             packed: None,
             cos,
             sin,
-            adapters_on: self.adapters_enabled.load(Ordering::Relaxed),
+            adapters_on: weights == Weights::Trained,
             dropout_seed: *self.dropout_seed.lock().expect("dropout seed lock"),
             no_grad: false,
         };
@@ -452,16 +454,16 @@ impl Qwen3ForCausalLM {
 
     /// Final hidden states after the last norm: `[b, s, hidden]`.
     pub fn forward_hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.hidden_states(input_ids, attention_mask, None)
+        self.hidden_states(input_ids, attention_mask, None, Weights::Trained)
     }
 
     /// [`Self::forward_hidden`] of packed rows (see [`Batch::position_ids`]).
     pub fn forward_hidden_packed(&self, input_ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
-        self.hidden_states(input_ids, None, Some(position_ids))
+        self.hidden_states(input_ids, None, Some(position_ids), Weights::Trained)
     }
 
-    fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>) -> Result<Tensor> {
-        let inputs = self.layer_inputs(input_ids, attention_mask, position_ids)?;
+    fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>, weights: Weights) -> Result<Tensor> {
+        let inputs = self.layer_inputs(input_ids, attention_mask, position_ids, weights)?;
         let mut h = self.embed(input_ids)?;
         for layer in &self.layers {
             h = layer.forward(&h, &inputs)?;
@@ -471,12 +473,17 @@ impl Qwen3ForCausalLM {
 
     /// Logits at every position: `[b, s, vocab]` in the model dtype.
     pub fn forward(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        linear(&self.forward_hidden(input_ids, attention_mask)?, &self.lm_head)
+        self.forward_with(input_ids, attention_mask, Weights::Trained)
+    }
+
+    /// [`Self::forward`] with the chosen [`Weights`] (the base alone: LoRA's frozen reference).
+    pub fn forward_with(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, weights: Weights) -> Result<Tensor> {
+        linear(&self.hidden_states(input_ids, attention_mask, None, weights)?, &self.lm_head)
     }
 
     /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
+        let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
         let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
         mean_over_labels(&nll, count)
     }
@@ -518,13 +525,13 @@ impl Qwen3ForCausalLM {
     {
         let mut grads = Gradients::new();
         if !recompute {
-            let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
+            let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
             let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
             let loss = objective(&nll, count)?;
             self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
             return Ok((loss.to_scalar::<f32>()?, grads));
         }
-        let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref())?;
+        let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
         // residual blocks rather than whole layers: the attention block's backward (the largest
         // transient: scores, probabilities and their gradients) runs without the MLP's activations
         let blocks: Vec<(&DecoderLayer, Block)> = self.layers.iter().flat_map(|l| [(l, Block::Attention), (l, Block::Mlp)]).collect();
@@ -568,10 +575,15 @@ impl Qwen3ForCausalLM {
     /// `log p(token_t | tokens_<t)` for t ≥ 1 of each row, natural log, computed in f32.
     /// Rows are right-padded; `lengths[r]` real tokens in row r.
     pub fn token_logprobs(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.token_logprobs_with(input_ids, lengths, Weights::Trained)
+    }
+
+    /// [`Self::token_logprobs`] with the chosen [`Weights`].
+    pub fn token_logprobs_with(&self, input_ids: &Tensor, lengths: &[usize], weights: Weights) -> Result<Vec<Vec<f32>>> {
         let (b, s) = input_ids.dims2()?;
         let mask: Vec<u32> = lengths.iter().flat_map(|&n| (0..s).map(move |j| u32::from(j < n))).collect();
         let mask = Tensor::from_vec(mask, (b, s), self.device())?;
-        let logits = self.forward(input_ids, Some(&mask))?.to_dtype(DType::F32)?;
+        let logits = self.forward_with(input_ids, Some(&mask), weights)?.to_dtype(DType::F32)?;
         let log_probs = candle_nn::ops::log_softmax(&logits.narrow(1, 0, s - 1)?, D::Minus1)?;
         let next = input_ids.narrow(1, 1, s - 1)?.contiguous()?.unsqueeze(2)?;
         let picked = log_probs.gather(&next, 2)?.squeeze(2)?.to_vec2::<f32>()?;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use forge_agent::{AgentConfig, Scaffold};
 use forge_model::LoraConfig;
-use forge_train::rl::ObjectiveConfig;
-use forge_train::sft::{OptimSection, RunSection};
+use crate::grpo::ObjectiveConfig;
+use forge_train::config::{ModelSection, OptimSection, RunSection};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, RlError};
@@ -15,6 +15,7 @@ use crate::{Result, RlError};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RlConfig {
+    /// The policy to start from (`model.path`): usually the SFT run's `model/` directory.
     pub model: ModelSection,
     pub data: DataSection,
     #[serde(default)]
@@ -30,25 +31,6 @@ pub struct RlConfig {
     /// adapters switched off (no second copy in memory).
     #[serde(default)]
     pub lora: Option<LoraConfig>,
-}
-
-/// The policy to start from: usually the SFT run's `model/` directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSection {
-    /// Model directory (HF layout, with tokenizer and chat template) or an `org/name[@revision]`
-    /// hub id (downloaded into the Hugging Face cache when missing).
-    pub path: String,
-    /// "f32" or "bf16".
-    #[serde(default = "default_dtype")]
-    pub dtype: String,
-    /// Where the policy trains and generates: "cpu", "cuda" or "cuda:N".
-    #[serde(default)]
-    pub device: forge_model::device::DeviceSpec,
-}
-
-fn default_dtype() -> String {
-    "f32".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -240,7 +222,7 @@ impl RlConfig {
     /// The memory the run will need (policy, reference, optimizer, one update micro-batch, the
     /// rollout workers' KV caches), from `model_config` alone.
     pub fn memory_estimate(&self, model_config: &forge_model::Config, device: &candle_core::Device) -> Result<forge_train::memory::MemoryEstimate> {
-        let dtype = forge_train::sft::model_dtype(&self.model.dtype)?;
+        let dtype = self.model.dtype.into();
         let step = forge_model::memory::StepShape {
             tokens: self.train.micro_batch_tokens,
             seq_len: self.agent.max_context_tokens,
@@ -268,7 +250,9 @@ impl RlConfig {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(RlError::Config(m));
-        forge_train::sft::model_dtype(&self.model.dtype)?;
+        if self.model.path.is_none() || self.model.init_config.is_some() {
+            return bad("RL starts from a trained policy: set model.path (an SFT run's model/ directory or a hub id), not model.init_config".into());
+        }
         let r = &self.rollout;
         if r.group_size < 2 {
             return bad(format!("rollout.group_size = {}: GRPO compares samples within a group, so it needs at least 2", r.group_size));
@@ -310,9 +294,10 @@ impl RlConfig {
         }
         self.objective.validate()?;
         self.optim.adamw().validate()?;
-        if self.train.steps == 0 || self.train.updates_per_step == 0 || self.run.checkpoint_every == 0 || self.run.keep_last == 0 {
-            return bad("train.steps, train.updates_per_step, run.checkpoint_every and run.keep_last must be positive".into());
+        if self.train.steps == 0 || self.train.updates_per_step == 0 {
+            return bad("train.steps and train.updates_per_step must be positive".into());
         }
+        self.run.validate()?;
         if self.train.micro_batch_tokens < a.max_context_tokens {
             return bad(format!(
                 "train.micro_batch_tokens ({}) is smaller than agent.max_context_tokens ({}): the longest trajectory would not fit one micro-batch",

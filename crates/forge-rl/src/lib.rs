@@ -11,13 +11,13 @@
 //! ```
 
 pub mod config;
-pub mod groups;
+pub mod grpo;
 pub mod recipe;
 mod report;
 pub mod rollout;
 
 pub use config::{RlConfig, RolloutMode};
-pub use groups::{select_samples, FinishedGroup, GroupBuffer, GroupCounts, Reward, Rollout};
+pub use grpo::{select_samples, FinishedGroup, GroupBuffer, GroupCounts, Reward, Rollout};
 pub use recipe::{run, RlOptions, RlSummary};
 pub use rollout::{roll_out, RolloutEnv, RolloutJob, RolloutWorkers};
 

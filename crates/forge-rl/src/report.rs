@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use forge_agent::{FailureCause, Status};
 use forge_engine::EngineHandle;
 use forge_swe::integrity::{PATCH_REFUSED, SUSPECTED_REWARD_HACK};
-use forge_train::rl::UpdateStats;
+use crate::grpo::UpdateStats;
 use forge_train::run_log::truncate_after;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::groups::{FinishedGroup, GroupCounts, Reward, Rollout, TrainSample};
+use crate::grpo::{FinishedGroup, GroupCounts, Reward, Rollout, TrainSample};
 use crate::{Result, RlError};
 
 /// One finished rollout as the metrics see it: everything but its tokens.

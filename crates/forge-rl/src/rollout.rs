@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
 use crate::config::AgentSection;
-use crate::groups::{Reward, Rollout};
+use crate::grpo::{Reward, Rollout};
 
 /// One sample to roll out.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use forge_rl::{RlConfig, RolloutMode};
 use forge_train::config::load_config;
-use forge_train::rl::KlEstimator;
+use forge_rl::grpo::KlEstimator;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -39,6 +39,27 @@ fn every_rl_config_parses_and_validates() {
         let (config, resolved) = load_config::<RlConfig>(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(resolved.contains("[rollout]"), "{}", path.display());
+    }
+}
+
+/// The resolved config (what a run directory records as config.toml and `--print-config`
+/// shows) is the typed config written out: an objective the file omits is recorded with its
+/// defaults, sampling knobs too, and loading the record gives it back unchanged.
+#[test]
+fn the_resolved_config_records_every_default() {
+    for name in ["configs/tiny/rl.toml", "configs/demo/rl.toml"] {
+        let path = repo().join(name);
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("[objective]"), "{name} must omit [objective] for this test to mean anything");
+        let (_, resolved) = load_config::<RlConfig>(&path, &[]).unwrap();
+        let table: toml::Table = toml::from_str(&resolved).unwrap();
+        let objective = table["objective"].as_table().unwrap_or_else(|| panic!("{name}: no [objective] in\n{resolved}"));
+        assert_eq!((objective["kl_coef"].as_float(), objective["clip_low"].as_float(), objective["clip_high"].as_float()), (Some(0.001), Some(0.2), Some(0.28)), "{name}");
+        for (section, key) in [("agent", "top_p"), ("agent", "top_k"), ("agent", "temperature"), ("rollout", "max_policy_lag"), ("train", "updates_per_step"), ("model", "dtype")] {
+            assert!(table[section].as_table().unwrap().contains_key(key), "{name}: {section}.{key} missing from\n{resolved}");
+        }
+        let record = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(record.path(), &resolved).unwrap();
+        assert_eq!(load_config::<RlConfig>(record.path(), &[]).unwrap().1, resolved, "{name}: loading the record changes it");
     }
 }
 

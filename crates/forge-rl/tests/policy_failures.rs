@@ -22,7 +22,7 @@ use forge_rl::{roll_out, select_samples, FinishedGroup, Reward, Rollout, Rollout
 use forge_sandbox::testing::{assert_no_containers_left, require_docker};
 use forge_sandbox::{Runtime, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};
 use forge_swe::{bundled, ExecOptions, TaskInstance};
-use forge_train::rl::AdvantageNorm;
+use forge_rl::grpo::AdvantageNorm;
 use serde_json::json;
 
 fn tiny_chat() -> Arc<ChatFormat> {

@@ -72,6 +72,15 @@ async fn a_tiny_model_rolls_out_in_containers_is_graded_and_logs_sane_metrics_an
     assert_eq!((first.steps, first.trajectories), (1, 4));
     let again = forge_rl::run(&cfg, &resolved, &RlOptions { resume: false, stop_after: None, labels: labels.clone(), distributed: None }).await;
     assert!(again.unwrap_err().to_string().contains("--resume"), "a second run must not overwrite the first");
+    // the run directory records the typed, resolved config: every default, the objective's too
+    // (configs/tiny/rl.toml has no [objective]); the resumed run starts from that record
+    let recorded = std::fs::read_to_string(run_dir.join("config.toml")).unwrap();
+    assert!(!std::fs::read_to_string(repo().join("configs/tiny/rl.toml")).unwrap().contains("[objective]"));
+    let objective: toml::Table = toml::from_str::<toml::Table>(&recorded).unwrap()["objective"].as_table().unwrap().clone();
+    assert_eq!((objective["kl_coef"].as_float(), objective["clip_low"].as_float(), objective["clip_high"].as_float()), (Some(0.001), Some(0.2), Some(0.28)), "{recorded}");
+    assert!(recorded.contains("top_p = ") && recorded.contains("kl_estimator = \"k3\""), "{recorded}");
+    let (cfg, resolved) = load_config::<RlConfig>(&run_dir.join("config.toml"), &[]).unwrap();
+    assert_eq!(resolved, recorded, "the record is a fixed point of loading");
     let summary = forge_rl::run(&cfg, &resolved, &RlOptions { resume: true, stop_after: None, labels: labels.clone(), distributed: None }).await.unwrap();
     assert_eq!((summary.steps, summary.trajectories), (2, 8));
     assert!(summary.model_dir.join("config.json").is_file() && summary.model_dir.join("tokenizer.json").is_file());

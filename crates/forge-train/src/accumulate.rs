@@ -45,6 +45,12 @@ impl GradAccumulator {
         group.mean_gradients(self.sum, self.micro_batches, params)
     }
 
+    /// The summed gradient over the micro-batches every worker of `group` added (f32), for
+    /// losses whose micro-batches are each their share of the whole (GRPO's).
+    pub fn sum_across(self, group: &ProcessGroup, params: &ParamStore) -> Result<Gradients> {
+        group.sum_gradients(self.sum, self.micro_batches, params)
+    }
+
     /// The mean gradient over the micro-batches added so far (f32).
     pub fn finish(self) -> Result<Gradients> {
         if self.micro_batches == 0 {

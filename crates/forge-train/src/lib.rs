@@ -19,10 +19,10 @@ mod error;
 mod fused;
 pub mod memory;
 pub mod optim;
-pub mod rl;
 pub mod run_lock;
 pub mod run_log;
 pub mod schedule;
+pub mod session;
 pub mod sft;
 pub mod text;
 

@@ -127,7 +127,7 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
     assert!(!run_dir.exists(), "nothing was written for a run that cannot start");
     // the estimate itself, from the config alone
-    let estimate = sft::memory_estimate(&config, &sft::model_config(&config).unwrap(), &candle_core::Device::Cpu, None).unwrap();
+    let estimate = sft::memory_estimate(&config, &config.model.architecture().unwrap(), &candle_core::Device::Cpu, None).unwrap();
     assert!(estimate.weights > 10 << 40, "{estimate}");
 }
 
@@ -153,7 +153,7 @@ fn the_estimate_counts_the_planned_micro_batch_with_the_largest_activations() {
     use forge_model::memory::{activation_bytes, StepShape};
     let tmp = tempfile::tempdir().unwrap();
     let config = small_sft_config(&tmp.path().join("run"), 4, &[]);
-    let model = sft::model_config(&config).unwrap();
+    let model = config.model.architecture().unwrap();
     let cpu = candle_core::Device::Cpu;
     let shape = |rows: usize, width: usize| StepShape { tokens: rows * width, seq_len: width, recompute: false, fused_attention: false, dtype: candle_core::DType::F32 };
     // the same 400 tokens: one row of 400 holds 4× the attention scores of four rows of 100
@@ -176,7 +176,14 @@ fn every_bundled_sft_config_parses_and_validates() {
             if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("sft")) && path.extension().is_some_and(|e| e == "toml") {
                 let (config, resolved) = load_config::<SftConfig>(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-                assert!(!resolved.is_empty());
+                // the resolved config is the typed one written out: every default present, and
+                // loading it again gives it back unchanged
+                for key in ["init_std", "dtype", "device", "min_lr_ratio", "pure_bf16", "packing", "check_memory", "keep_last"] {
+                    assert!(resolved.contains(&format!("\n{key} = ")), "{}: {key} missing from\n{resolved}", path.display());
+                }
+                let again = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(again.path(), &resolved).unwrap();
+                assert_eq!(load_config::<SftConfig>(again.path(), &[]).unwrap().1, resolved, "{}", path.display());
                 checked += 1;
             }
         }

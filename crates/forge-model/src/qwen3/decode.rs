@@ -56,7 +56,7 @@ impl Qwen3ForCausalLM {
             packed: None,
             cos,
             sin,
-            adapters_on: self.adapters_enabled.load(std::sync::atomic::Ordering::Relaxed),
+            adapters_on: true,
             dropout_seed: None,
             no_grad: true,
         };

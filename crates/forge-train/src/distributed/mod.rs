@@ -219,6 +219,17 @@ impl ProcessGroup {
     /// without data in the last step contributes nothing). A parameter no micro-batch produced a
     /// gradient for stays absent, as with one worker. `params` fixes the order and shapes.
     pub fn mean_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore) -> Result<Gradients> {
+        self.reduce_gradients(local_sum, local_micro_batches, params, true)
+    }
+
+    /// [`mean_gradients`](Self::mean_gradients) without the division: the sum over every
+    /// micro-batch of every worker (for losses whose micro-batches already carry their share of
+    /// the whole, as GRPO's).
+    pub fn sum_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore) -> Result<Gradients> {
+        self.reduce_gradients(local_sum, local_micro_batches, params, false)
+    }
+
+    fn reduce_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore, mean: bool) -> Result<Gradients> {
         // per parameter: how many workers hold a gradient; last: the micro-batches of the step
         let mut counts: Vec<f64> = params.iter().map(|(name, _)| f64::from(u8::from(local_sum.contains_key(name)))).collect();
         counts.push(local_micro_batches as f64);
@@ -237,12 +248,11 @@ impl ProcessGroup {
             })
             .collect::<Result<Vec<_>>>()?;
         let summed = self.all_reduce_tensors(tensors)?;
-        let scale = 1.0 / total;
-        let mut mean = BTreeMap::new();
+        let mut reduced = BTreeMap::new();
         for ((name, _), grad) in present.into_iter().zip(summed) {
-            mean.insert(name.to_string(), if total == 1.0 { grad } else { grad.affine(scale, 0.0)? });
+            reduced.insert(name.to_string(), if !mean || total == 1.0 { grad } else { grad.affine(1.0 / total, 0.0)? });
         }
-        Ok(mean)
+        Ok(reduced)
     }
 }
 

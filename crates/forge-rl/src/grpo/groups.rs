@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use forge_agent::Trajectory;
-use forge_train::rl::{group_advantages, AdvantageNorm};
+use super::objective::{group_advantages, AdvantageNorm};
 
 /// How a trajectory was scored.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,14 +4,14 @@
 //! longest trajectory in every row; packing computes only real tokens. Prints one JSON line per
 //! layout and one with the ratio. `scripts/bench/bench-packing.sh` records the table.
 //!
-//! `cargo bench -p forge-train --bench packing -- [--config configs/demo/qwen3-demo.json]
+//! `cargo bench -p forge-rl --bench packing -- [--config configs/demo/qwen3-demo.json]
 //!  [--samples 6] [--min-len 256] [--max-len 1536] [--reps 5] [--seed 0]`
 
 use std::time::Instant;
 
 use candle_core::{DType, Device};
 use forge_model::{Config, ParamStore, Qwen3ForCausalLM};
-use forge_train::rl::{policy_gradient, Aggregation, ObjectiveConfig, Sample};
+use forge_rl::grpo::{policy_gradient, trained_tokens, Aggregation, ObjectiveConfig, Sample};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -48,12 +48,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens: usize = batch.iter().map(|s| s.input_ids.len()).sum();
     let padded_tokens = samples * batch.iter().map(|s| s.input_ids.len()).max().unwrap_or(0);
     let objective = ObjectiveConfig { kl_coef: 0.0, aggregation: Aggregation::TokenMean, ..Default::default() };
+    let normaliser = objective.aggregation.normaliser(trained_tokens(&batch));
 
     let (mut times, mut losses) = ([Vec::new(), Vec::new()], [0f32; 2]);
     for rep in 0..reps + 1 {
         for (layout, packing) in [false, true].into_iter().enumerate() {
             let started = Instant::now();
-            let (stats, grads) = policy_gradient(&model, &batch, &objective, false, packing)?;
+            let (stats, grads) = policy_gradient(&model, &batch, &objective, normaliser, false, packing)?;
             let seconds = started.elapsed().as_secs_f64();
             drop(grads);
             losses[layout] = stats.loss;

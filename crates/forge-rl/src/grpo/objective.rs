@@ -9,7 +9,7 @@
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, TrainError};
+use forge_train::{Result, TrainError};
 
 /// How a group's rewards become advantages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -75,6 +75,18 @@ impl Default for ObjectiveConfig {
             kl_estimator: KlEstimator::K3,
             entropy_coef: 0.0,
             aggregation: Aggregation::TokenMean,
+        }
+    }
+}
+
+impl Aggregation {
+    /// The loss's denominator — the one place it is decided: the per-token losses of a whole
+    /// update (every micro-batch of every worker, `trained_tokens` assistant tokens in all) are
+    /// summed and divided by this, however the update is split.
+    pub fn normaliser(&self, trained_tokens: usize) -> f64 {
+        match *self {
+            Aggregation::TokenMean => trained_tokens as f64,
+            Aggregation::TokenSumOverConstant { constant } => constant,
         }
     }
 }
@@ -148,8 +160,10 @@ pub struct ObjectiveOutput {
 
 /// The GRPO loss over `inputs` (f32, any device):
 /// `Σ_t [ −min(r_t·A_t, clip(r_t, 1−ε_low, 1+ε_high)·A_t) + β·KL_t − c·H_t ] / normaliser`,
-/// with `r_t = exp(log π_θ − log π_old)`.
-pub fn grpo_loss(inputs: &TokenInputs, config: &ObjectiveConfig) -> Result<ObjectiveOutput> {
+/// with `r_t = exp(log π_θ − log π_old)`. `inputs` may be one micro-batch of a larger update:
+/// `normaliser` is the whole update's ([`Aggregation::normaliser`]), so the micro-batches' losses
+/// sum to the update's.
+pub fn grpo_loss(inputs: &TokenInputs, config: &ObjectiveConfig, normaliser: f64) -> Result<ObjectiveOutput> {
     let logp = inputs.logprobs.to_dtype(DType::F32)?;
     let n = logp.dims1()?;
     if n == 0 {
@@ -194,10 +208,9 @@ pub fn grpo_loss(inputs: &TokenInputs, config: &ObjectiveConfig) -> Result<Objec
         }
     }
     // 4. aggregate
-    let normaliser = match config.aggregation {
-        Aggregation::TokenMean => n as f64,
-        Aggregation::TokenSumOverConstant { constant } => constant,
-    };
+    if !(normaliser > 0.0) {
+        return Err(TrainError::Data(format!("the loss normaliser is {normaliser}; it must be > 0")));
+    }
     let loss = (per_token.sum_all()? / normaliser)?;
     Ok(ObjectiveOutput {
         loss,
@@ -292,6 +305,7 @@ mod tests {
         let out = grpo_loss(
             &TokenInputs { logprobs: logp.as_tensor(), old_logprobs: &t(&old), ref_logprobs: Some(&t(&reference)), advantages: &t(&adv), entropy: None },
             &config,
+            config.aggregation.normaliser(4),
         )
         .unwrap();
         // surrogate min(r·A, clip(r)·A): [1.1, min(3.0, 2.56)=2.56, min(-0.5, -0.8)=-0.8, min(-0.75, -0.64)=-0.75]
@@ -321,6 +335,7 @@ mod tests {
         let out = grpo_loss(
             &TokenInputs { logprobs: logp.as_tensor(), old_logprobs: &old, ref_logprobs: None, advantages: &t(&[1.0, -2.0, 0.5]), entropy: None },
             &config,
+            config.aggregation.normaliser(3),
         )
         .unwrap();
         close(out.loss.to_scalar::<f32>().unwrap(), -(1.0 - 2.0 + 0.5) / 10.0, "loss");
@@ -339,6 +354,7 @@ mod tests {
         let out = grpo_loss(
             &TokenInputs { logprobs: &logp, old_logprobs: &logp, ref_logprobs: None, advantages: &t(&[0.0, 0.0]), entropy: Some(entropy.as_tensor()) },
             &config,
+            config.aggregation.normaliser(2),
         )
         .unwrap();
         close(out.loss.to_scalar::<f32>().unwrap(), -0.01 * 2.5, "loss");
@@ -353,6 +369,7 @@ mod tests {
         let err = grpo_loss(
             &TokenInputs { logprobs: &t(&[-1.0, -1.0]), old_logprobs: &t(&[-1.0]), ref_logprobs: None, advantages: &t(&[1.0, 1.0]), entropy: None },
             &config,
+            config.aggregation.normaliser(2),
         )
         .err()
         .unwrap()
@@ -361,6 +378,7 @@ mod tests {
         let err = grpo_loss(
             &TokenInputs { logprobs: &t(&[-1.0]), old_logprobs: &t(&[-1.0]), ref_logprobs: None, advantages: &t(&[1.0]), entropy: None },
             &config,
+            config.aggregation.normaliser(1),
         )
         .err()
         .unwrap()

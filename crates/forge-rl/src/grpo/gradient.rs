@@ -6,8 +6,9 @@
 use candle_core::{DType, Tensor};
 use forge_model::{Batch, Gradients, ModelError, Qwen3ForCausalLM};
 
+use forge_train::{Result, TrainError};
+
 use super::objective::{grpo_loss, ObjectiveConfig, TokenInputs};
-use crate::{Result, TrainError};
 
 /// One trajectory as the trainer sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,11 +74,24 @@ impl Sample {
     }
 }
 
-/// The GRPO loss of `samples` and the gradient of every trainable parameter (`recompute`:
-/// activation checkpointing, same gradients up to float summation order; `packing`: the samples
-/// back to back in one row instead of right-padded rows, same loss and gradients without the
-/// padding's compute).
-pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &ObjectiveConfig, recompute: bool, packing: bool) -> Result<(UpdateStats, Gradients)> {
+/// The generated (trained) tokens of `samples`.
+pub fn trained_tokens(samples: &[Sample]) -> usize {
+    samples.iter().map(|s| s.loss_mask.iter().filter(|&&m| m != 0).count()).sum()
+}
+
+/// The GRPO loss of `samples` — one micro-batch of an update whose loss is divided by
+/// `normaliser` ([`super::Aggregation::normaliser`] of the whole update) — and the gradient of
+/// every trainable parameter (`recompute`: activation checkpointing, same gradients up to float
+/// summation order; `packing`: the samples back to back in one row instead of right-padded rows,
+/// same loss and gradients without the padding's compute).
+pub fn policy_gradient(
+    model: &Qwen3ForCausalLM,
+    samples: &[Sample],
+    config: &ObjectiveConfig,
+    normaliser: f64,
+    recompute: bool,
+    packing: bool,
+) -> Result<(UpdateStats, Gradients)> {
     config.validate()?;
     let needs_reference = config.kl_coef > 0.0;
     for (i, sample) in samples.iter().enumerate() {
@@ -145,7 +159,7 @@ pub fn policy_gradient(model: &Qwen3ForCausalLM, samples: &[Sample], config: &Ob
             advantages: &advantages,
             entropy: None,
         };
-        let out = grpo_loss(&inputs, config).map_err(|e| ModelError::Invalid(e.to_string()))?;
+        let out = grpo_loss(&inputs, config, normaliser).map_err(|e| ModelError::Invalid(e.to_string()))?;
         stats = Some((out.clip_fraction, out.kl, out.ratio_mean));
         Ok(out.loss)
     })?;
@@ -159,7 +173,12 @@ mod tests {
     use forge_model::{Config, ParamStore};
 
     use super::*;
-    use crate::rl::objective::Aggregation;
+    use crate::grpo::Aggregation;
+
+    /// The normaliser of an update made of `samples` alone.
+    fn whole(config: &ObjectiveConfig, samples: &[Sample]) -> f64 {
+        config.aggregation.normaliser(trained_tokens(samples))
+    }
 
     fn tiny_model() -> Qwen3ForCausalLM {
         let config: Config = serde_json::from_value(serde_json::json!({
@@ -204,7 +223,8 @@ mod tests {
         let mask: Vec<u8> = vec![0, 0, 0, 1, 1, 0, 0, 1, 1, 1];
         let config = ObjectiveConfig { kl_coef: 0.0, ..Default::default() };
         for recompute in [false, true] {
-            let (stats, grads) = policy_gradient(&model, &[sample(&model, ids.clone(), mask.clone(), 0.75)], &config, recompute, false).unwrap();
+            let batch = [sample(&model, ids.clone(), mask.clone(), 0.75)];
+            let (stats, grads) = policy_gradient(&model, &batch, &config, whole(&config, &batch), recompute, false).unwrap();
             assert_eq!(stats.trained_tokens, 5);
             assert!((stats.ratio_mean - 1.0).abs() < 1e-5, "ratio {}", stats.ratio_mean);
             assert_eq!(stats.clip_fraction, 0.0);
@@ -229,7 +249,7 @@ mod tests {
         let (ids2, mask2) = (vec![12u32, 30, 31, 40], vec![0u8, 1, 0, 1]);
         let config = ObjectiveConfig { kl_coef: 0.0, aggregation: Aggregation::TokenMean, ..Default::default() };
         let samples = [sample(&model, ids1.clone(), mask1.clone(), 1.0), sample(&model, ids2.clone(), mask2.clone(), -0.5)];
-        let (stats, grads) = policy_gradient(&model, &samples, &config, false, false).unwrap();
+        let (stats, grads) = policy_gradient(&model, &samples, &config, whole(&config, &samples), false, false).unwrap();
         assert_eq!(stats.trained_tokens, 6);
         let sft = |ids: &[u32], mask: &[u8]| {
             let labels: Vec<i64> = ids.iter().zip(mask).map(|(&id, &m)| if m == 1 { i64::from(id) } else { -100 }).collect();
@@ -267,8 +287,8 @@ mod tests {
         }
         let config = ObjectiveConfig { kl_coef: 0.05, aggregation: Aggregation::TokenMean, ..Default::default() };
         for recompute in [false, true] {
-            let (padded, padded_grads) = policy_gradient(&model, &samples, &config, recompute, false).unwrap();
-            let (packed, packed_grads) = policy_gradient(&model, &samples, &config, recompute, true).unwrap();
+            let (padded, padded_grads) = policy_gradient(&model, &samples, &config, whole(&config, &samples), recompute, false).unwrap();
+            let (packed, packed_grads) = policy_gradient(&model, &samples, &config, whole(&config, &samples), recompute, true).unwrap();
             assert_eq!(packed.trained_tokens, padded.trained_tokens);
             assert!(padded.clip_fraction > 0.0, "the stale log-probs clip some ratios");
             for (what, a, b) in [("loss", padded.loss, packed.loss), ("kl", padded.kl, packed.kl), ("ratio", padded.ratio_mean, packed.ratio_mean), ("clip", padded.clip_fraction, packed.clip_fraction)] {
@@ -284,18 +304,18 @@ mod tests {
         let ids = vec![1u32, 2, 3, 4, 5];
         let mut s = sample(&model, ids, vec![0, 1, 1, 1, 1], 1.0);
         let config = ObjectiveConfig::default();
-        let err = policy_gradient(&model, std::slice::from_ref(&s), &config, false, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, std::slice::from_ref(&s), &config, whole(&config, std::slice::from_ref(&s)), false, false).unwrap_err().to_string();
         assert!(err.contains("no reference log-probs"), "{err}");
         s.reference_logprobs = Some(s.sampling_logprobs.clone());
-        let (stats, _) = policy_gradient(&model, std::slice::from_ref(&s), &config, false, false).unwrap();
+        let (stats, _) = policy_gradient(&model, std::slice::from_ref(&s), &config, whole(&config, std::slice::from_ref(&s)), false, false).unwrap();
         assert!(stats.kl.abs() < 1e-6, "kl {}", stats.kl);
         let mut bad = s.clone();
         bad.loss_mask.pop();
-        let err = policy_gradient(&model, &[bad], &config, false, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, std::slice::from_ref(&bad), &config, 1.0, false, false).unwrap_err().to_string();
         assert!(err.contains("trajectory 0") && err.contains("mask entries"), "{err}");
         let mut none = s;
         none.loss_mask = vec![0; 5];
-        let err = policy_gradient(&model, &[none], &config, false, false).unwrap_err().to_string();
+        let err = policy_gradient(&model, std::slice::from_ref(&none), &config, 1.0, false, false).unwrap_err().to_string();
         assert!(err.contains("no generated tokens"), "{err}");
     }
 }

@@ -27,8 +27,8 @@ pub struct RlConfig {
     pub optim: OptimSection,
     pub train: TrainSection,
     pub run: RunSection,
-    /// Train LoRA adapters on the frozen model; the KL reference is then the model with the
-    /// adapters switched off (no second copy in memory).
+    /// Train LoRA adapters on the frozen model; the KL reference is then the base weights alone
+    /// (`Weights::Base`, no second copy in memory).
     #[serde(default)]
     pub lora: Option<LoraConfig>,
 }

@@ -4,29 +4,15 @@
 //! loudly. Every container carries this test's `forge.test` label; none may be left at the end.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use candle_core::{DType, Device};
-use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
-use forge_model::{Config, ParamStore};
 use forge_rl::{RlConfig, RlOptions};
 use forge_sandbox::testing::{assert_no_containers_left, require_docker};
 use forge_swe::bundled;
 use forge_train::config::load_config;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A randomly initialised tiny Qwen3 saved as a model directory with the tiny tokenizer.
-fn random_model(dir: &Path) -> PathBuf {
-    let config = Config::from_file(&repo().join("configs/tiny/qwen3-tiny.json")).unwrap();
-    let params = ParamStore::random(&config, 0.02, 3, DType::F32, &Device::Cpu).unwrap();
-    let out = dir.join("model");
-    let options = ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype: DType::F32, force: false };
-    save_model_dir(&params, &config, Some(&repo().join("assets/tiny-tokenizer")), &out, &options).unwrap();
-    out
-}
+mod common;
+use common::{random_model, repo};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).lines().map(|l| serde_json::from_str(l).unwrap()).collect()

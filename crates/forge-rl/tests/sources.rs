@@ -7,29 +7,15 @@
 //! Under `CI=true` a missing engine or base image FAILS this test.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-use forge_model::export::{save_model_dir, ExportOptions, DEFAULT_SHARD_SIZE};
-use forge_model::{Config, ParamStore};
 use forge_rl::{RlConfig, RlOptions};
 use forge_sandbox::testing::{assert_no_containers_left, require_docker};
 use forge_swe::resolve::Source;
 use forge_swe::{bundled, layouts};
 use forge_train::config::load_config;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn random_model(dir: &Path) -> PathBuf {
-    let config = Config::from_file(&repo().join("configs/tiny/qwen3-tiny.json")).unwrap();
-    let params = ParamStore::random(&config, 0.02, 3, DType::F32, &Device::Cpu).unwrap();
-    let out = dir.join("model");
-    let options = ExportOptions { shard_size: DEFAULT_SHARD_SIZE, dtype: DType::F32, force: false };
-    save_model_dir(&params, &config, Some(&repo().join("assets/tiny-tokenizer")), &out, &options).unwrap();
-    out
-}
+mod common;
+use common::{random_model, repo};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rl_rolls_out_and_grades_in_every_sources_layout() {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forge_sandbox::Runtime;
+use forge_sandbox::{EngineSpec, Fleet, FleetOptions};
 use forge_swe::{ensure_bundled_images, load_instances, run_evaluation, select_instances, EvalOptions, GradingVersion, PredictionsSource, RunSummary, TaskInstance};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -41,6 +41,8 @@ pub struct AgentEvalOptions {
     pub grading: GradingVersion,
     /// Extra labels on every container (agent and grading).
     pub labels: BTreeMap<String, String>,
+    /// The Docker engines to run containers on (empty: `$DOCKER_HOST` or the local socket).
+    pub engines: Vec<EngineSpec>,
 }
 
 impl AgentEvalOptions {
@@ -56,6 +58,7 @@ impl AgentEvalOptions {
             test_timeout: Duration::from_secs(1800),
             grading: GradingVersion::V4,
             labels: BTreeMap::new(),
+            engines: Vec::new(),
         }
     }
 
@@ -87,6 +90,8 @@ pub struct AgentEvalSummary {
     /// fills it in from [`crate::EndpointPolicy::usage`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<EndpointUsage>,
+    /// The Docker engines of the episodes (the grading's are in `grading.fleet`).
+    pub fleet: forge_sandbox::FleetMetrics,
     pub grading: RunSummary,
 }
 
@@ -96,8 +101,8 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     let run_dir = options.run_dir();
     let trajectories_dir = run_dir.join("trajectories");
     std::fs::create_dir_all(&trajectories_dir).map_err(|e| AgentError::io(&trajectories_dir, e))?;
-    let rt = Runtime::connect().await?;
-    ensure_bundled_images(&rt, &options.dataset, &instances).await;
+    let fleet = Fleet::connect(&options.engines, FleetOptions::default()).await?;
+    ensure_bundled_images(&fleet.any_runtime()?, &options.dataset, &instances).await;
 
     let started = Instant::now();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.workers.max(1)));
@@ -111,20 +116,11 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
             trajectories.insert(instance.instance_id.clone(), done);
             continue;
         }
-        let (rt, policy, chat, semaphore) = (rt.clone(), policy.clone(), chat.clone(), semaphore.clone());
+        let (fleet, policy, chat, semaphore) = (fleet.clone(), policy.clone(), chat.clone(), semaphore.clone());
         let (instance, agent, labels) = (instance.clone(), options.agent.clone(), options.labels.clone());
         episodes.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
-            let trajectory = match TaskWorkspace::create_with(&rt, &instance, &labels, &agent).await {
-                Ok(mut workspace) => {
-                    let trajectory = run_episode(&*policy, &mut workspace, &chat, &instance.instance_id, &instance.problem_statement, &agent).await;
-                    if let Err(e) = workspace.remove().await {
-                        tracing::warn!(instance = %instance.instance_id, error = %e, "could not remove the agent container");
-                    }
-                    trajectory
-                }
-                Err(e) => Trajectory::failed_to_start(&instance.instance_id, e.to_string()),
-            };
+            let trajectory = run_placed_episode(&fleet, &*policy, &chat, &instance, &labels, &agent).await;
             let written = write_atomic(&path, serde_json::to_string(&trajectory).expect("trajectories serialize").as_bytes());
             tracing::info!(instance = %instance.instance_id, status = ?trajectory.status, turns = trajectory.turns.len(), "episode done");
             (trajectory, written)
@@ -163,6 +159,7 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
     grading.output_root = options.output_root.clone();
     grading.labels = options.labels.clone();
     grading.container = options.agent.container.clone();
+    grading.engines = options.engines.clone();
     let grading = run_evaluation(&grading).await?;
     let resolved = done.iter().filter(|t| grading.resolved_ids.contains(&t.instance_id)).map(|t| t.sft_record());
     write_atomic(&run_dir.join("sft.resolved.jsonl"), jsonl(resolved).as_bytes())?;
@@ -185,8 +182,44 @@ pub async fn run_agent_eval<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatF
         tool_seconds,
         agent_wall_seconds,
         endpoint: None,
+        fleet: fleet.metrics(),
         grading,
     })
+}
+
+/// One episode of `instance` on the fleet; an episode that failed because its engine stopped
+/// answering runs again from the start on another engine (at most once per engine).
+pub async fn run_placed_episode<P: Policy>(
+    fleet: &Fleet,
+    policy: &P,
+    chat: &ChatFormat,
+    instance: &TaskInstance,
+    labels: &BTreeMap<String, String>,
+    agent: &crate::episode::AgentConfig,
+) -> Trajectory {
+    let mut lost = 0;
+    loop {
+        let (trajectory, engine) = match TaskWorkspace::place(fleet, instance, labels, agent).await {
+            Ok(mut workspace) => {
+                let trajectory = run_episode(policy, &mut workspace, chat, &instance.instance_id, &instance.problem_statement, agent).await;
+                let engine = workspace.runtime().clone();
+                if let Err(e) = workspace.remove().await {
+                    tracing::warn!(instance = %instance.instance_id, error = %e, "could not remove the agent container");
+                }
+                (trajectory, Some(engine))
+            }
+            Err(e) => (Trajectory::failed_to_start(&instance.instance_id, e.to_string()), None),
+        };
+        let engine_down = match &engine {
+            Some(rt) if trajectory.status == Status::InfraError && lost < fleet.len() => fleet.confirm_down(rt).await,
+            _ => false,
+        };
+        if !engine_down {
+            return trajectory;
+        }
+        lost += 1;
+        tracing::warn!(instance = %instance.instance_id, "the episode's engine stopped answering; running the episode again on another engine");
+    }
 }
 
 fn selected_instances(options: &AgentEvalOptions) -> Result<Vec<TaskInstance>> {

@@ -28,7 +28,7 @@ pub use chat::ChatFormat;
 pub use endpoint::{EndpointConfig, EndpointPolicy, EndpointUsage};
 pub use episode::{run_episode, AgentConfig, DEFAULT_MAX_EPISODE_TIME};
 pub use error::{AgentError, Result};
-pub use eval::{run_agent_eval, AgentEvalOptions, AgentEvalSummary};
+pub use eval::{run_agent_eval, run_placed_episode, AgentEvalOptions, AgentEvalSummary};
 pub use parse::{parse_tool_calls, ParsedCall};
 pub use policy::{FinishReason, Generation, Policy, SamplingParams};
 pub use prompt::Scaffold;

@@ -5,7 +5,7 @@
 //! Every (instance, attempt k) runs the agent in its own fresh container, sampling at the given
 //! temperature with a seed derived from (seed, instance, k) (turn t of the attempt uses that seed
 //! plus t); the finished attempt's patch is graded in another fresh container by the harness
-//! ([`forge_swe::run_instance`]). The output directory holds:
+//! ([`forge_swe::run_instance_on_fleet`]). The output directory holds:
 //!
 //! - `attempts.jsonl`: one line per finished attempt (instance, attempt, seed, status, resolved,
 //!   the grading outcome, infrastructure retries, infra error), appended as each attempt finishes,
@@ -32,19 +32,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use forge_sandbox::Runtime;
-use forge_swe::{ensure_bundled_images, load_instances, run_instance, select_instances, ExecOptions, GradingVersion, Outcome, TaskInstance};
+use forge_sandbox::{EngineSpec, Fleet, FleetOptions};
+use forge_swe::{ensure_bundled_images, load_instances, run_instance_on_fleet, select_instances, ExecOptions, GradingVersion, Outcome, TaskInstance};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::chat::ChatFormat;
 use crate::endpoint::{EndpointConfig, EndpointPolicy};
-use crate::episode::{run_episode, AgentConfig};
+use crate::episode::AgentConfig;
 use crate::eval::{jsonl, read_trajectory, write_atomic};
 use crate::error::{AgentError, Result};
 use crate::policy::Policy;
 use crate::trajectory::{Status, Trajectory};
-use crate::workspace::TaskWorkspace;
 
 /// Options of a sampling run.
 #[derive(Debug, Clone)]
@@ -76,6 +75,8 @@ pub struct SampleOptions {
     pub labels: BTreeMap<String, String>,
     /// Draw a progress bar on stderr (only when it is a terminal).
     pub progress: bool,
+    /// The Docker engines to run containers on (empty: `$DOCKER_HOST` or the local socket).
+    pub engines: Vec<EngineSpec>,
 }
 
 impl SampleOptions {
@@ -94,6 +95,7 @@ impl SampleOptions {
             grading: GradingVersion::V4,
             labels: BTreeMap::new(),
             progress: true,
+            engines: Vec::new(),
         }
     }
 }
@@ -294,10 +296,10 @@ pub async fn run_sampling<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatFor
     let reused = done.len();
     let total = todo.len();
 
-    let rt = if total > 0 {
-        let rt = Runtime::connect().await?;
-        ensure_bundled_images(&rt, &options.dataset, &instances).await;
-        Some(rt)
+    let fleet = if total > 0 {
+        let fleet = Fleet::connect(&options.engines, FleetOptions::default()).await?;
+        ensure_bundled_images(&fleet.any_runtime()?, &options.dataset, &instances).await;
+        Some(fleet)
     } else {
         None
     };
@@ -307,7 +309,7 @@ pub async fn run_sampling<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatFor
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.workers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for (instance, attempt) in todo {
-        let rt = rt.clone().expect("connected when there is work");
+        let fleet = fleet.clone().expect("connected when there is work");
         let (policy, chat, semaphore, shared, options, progress) = (policy.clone(), chat.clone(), semaphore.clone(), shared.clone(), options.clone(), progress.clone());
         tasks.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore is never closed");
@@ -318,7 +320,7 @@ pub async fn run_sampling<P: Policy + 'static>(policy: Arc<P>, chat: Arc<ChatFor
                     return Ok(None);
                 }
             }
-            let (record, trajectory) = run_attempt(&rt, &*policy, &chat, &instance, attempt, &options).await;
+            let (record, trajectory) = run_attempt(&fleet, &*policy, &chat, &instance, attempt, &options).await;
             let path = attempt_trajectory_path(&options.out_dir, &instance.instance_id, attempt);
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| AgentError::io(dir, e))?;
@@ -419,7 +421,7 @@ pub fn solve_rates(instances: &[TaskInstance], records: &[AttemptRecord]) -> Vec
 
 /// One attempt: the episode in a fresh container, then its grading in another, each retried on
 /// infrastructure failures.
-async fn run_attempt<P: Policy>(rt: &Runtime, policy: &P, chat: &ChatFormat, instance: &TaskInstance, attempt: usize, options: &SampleOptions) -> (AttemptRecord, Trajectory) {
+async fn run_attempt<P: Policy>(fleet: &Fleet, policy: &P, chat: &ChatFormat, instance: &TaskInstance, attempt: usize, options: &SampleOptions) -> (AttemptRecord, Trajectory) {
     let started = Instant::now();
     let seed = attempt_seed(options.agent.seed, &instance.instance_id, attempt);
     let agent = AgentConfig { seed, ..options.agent.clone() };
@@ -438,16 +440,7 @@ async fn run_attempt<P: Policy>(rt: &Runtime, policy: &P, chat: &ChatFormat, ins
     };
     // the episode
     let trajectory = loop {
-        let trajectory = match TaskWorkspace::create(rt, instance, &options.labels).await {
-            Ok(mut workspace) => {
-                let trajectory = run_episode(policy, &mut workspace, chat, &instance.instance_id, &instance.problem_statement, &agent).await;
-                if let Err(e) = workspace.remove().await {
-                    tracing::warn!(instance = %instance.instance_id, error = %e, "could not remove the agent container");
-                }
-                trajectory
-            }
-            Err(e) => Trajectory::failed_to_start(&instance.instance_id, e.to_string()),
-        };
+        let trajectory = crate::eval::run_placed_episode(fleet, policy, chat, instance, &options.labels, &agent).await;
         if trajectory.status.is_model_outcome() {
             break trajectory;
         }
@@ -466,8 +459,8 @@ async fn run_attempt<P: Policy>(rt: &Runtime, policy: &P, chat: &ChatFormat, ins
     // the grading
     let exec = ExecOptions { timeout: options.test_timeout, version: options.grading, labels: options.labels.clone(), container: options.agent.container.clone(), ..Default::default() };
     loop {
-        let error = match run_instance(rt, instance, Some(&trajectory.patch), &exec).await {
-            Ok(run) => match &run.outcome {
+        let error = match run_instance_on_fleet(fleet, instance, Some(&trajectory.patch), &exec).await {
+            Ok((run, _, _)) => match &run.outcome {
                 Outcome::Graded { report } => {
                     let r = record(&trajectory, report.resolved, "graded".into(), retries, None);
                     return (r, trajectory);

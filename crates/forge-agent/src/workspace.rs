@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
-use forge_sandbox::{Observation, Runtime, Sandbox, SandboxSpec, ToolCall};
+use forge_sandbox::{Fleet, Observation, Placement, Runtime, Sandbox, SandboxSpec, ToolCall};
 use forge_swe::{agent_setup_script, TaskInstance};
 
 use crate::episode::AgentConfig;
@@ -60,6 +60,8 @@ const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// A task's container: `/testbed` at the start state with no later history reachable.
 pub struct TaskWorkspace {
     sandbox: Sandbox,
+    /// The room its engine holds for it while it lives (workspaces placed on a [`Fleet`]).
+    placement: Option<Placement>,
     note: Option<String>,
     image: String,
     /// The commit the setup left checked out: the agent's diff is taken against it.
@@ -71,6 +73,21 @@ impl TaskWorkspace {
     /// with the default sandbox limits and prepares its repository.
     pub async fn create(rt: &Runtime, instance: &TaskInstance, labels: &BTreeMap<String, String>) -> Result<Self> {
         Self::create_with(rt, instance, labels, &AgentConfig::default()).await
+    }
+
+    /// [`TaskWorkspace::create_with`] on the engine of `fleet` that has room and the image (or
+    /// gets it), holding that room until the workspace is dropped.
+    pub async fn place(fleet: &Fleet, instance: &TaskInstance, labels: &BTreeMap<String, String>, config: &AgentConfig) -> Result<Self> {
+        let image = instance.image.as_deref().ok_or_else(|| AgentError::Invalid(format!("instance {} names no image", instance.instance_id)))?;
+        let placement = fleet.place(image, &config.container.limits_for(instance), config.pull).await?;
+        let mut workspace = Self::create_with(placement.runtime(), instance, labels, config).await?;
+        workspace.placement = Some(placement);
+        Ok(workspace)
+    }
+
+    /// The engine the container runs on.
+    pub fn runtime(&self) -> &Runtime {
+        self.sandbox.runtime()
     }
 
     /// [`TaskWorkspace::create`] with `config`'s sandbox limits (the longest tool-call timeout,
@@ -99,7 +116,7 @@ impl TaskWorkspace {
             Ok(out) if out.exit_code == Some(0) => match out.output.lines().last().map(str::trim) {
                 // The setup's last line is the start commit (see `agent_setup_script`).
                 Some(start) if start.len() >= 40 && start.chars().all(|c| c.is_ascii_hexdigit()) => {
-                    Ok(Self { sandbox, note: environment_note(instance), image: image_ref, base_commit: start.to_string() })
+                    Ok(Self { sandbox, placement: None, note: environment_note(instance), image: image_ref, base_commit: start.to_string() })
                 }
                 _ => {
                     let _ = sandbox.remove().await;
@@ -114,9 +131,11 @@ impl TaskWorkspace {
         }
     }
 
-    /// Removes the container.
+    /// Removes the container, then gives its room on the engine back.
     pub async fn remove(mut self) -> Result<()> {
-        Ok(self.sandbox.remove().await?)
+        let removed = self.sandbox.remove().await;
+        drop(self.placement.take());
+        Ok(removed?)
     }
 }
 

@@ -247,6 +247,10 @@ struct RecipeArgs {
     /// Override a config value: --set train.epochs=1 --set optim.lr=1e-4 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// RL: a Docker engine for the rollouts' containers (repeatable; sets sandbox.hosts), as
+    /// `forge eval swebench --docker-host`.
+    #[arg(long = "docker-host", value_name = "ENDPOINT[,max_containers=N,cpus=N,memory=SIZE,tls=DIR]")]
+    docker_hosts: Vec<forge_sandbox::EngineSpec>,
     /// Continue the run in run.dir from its latest checkpoint.
     #[arg(long)]
     resume: bool,
@@ -436,6 +440,13 @@ struct ContainerArgs {
     /// Agents never get network.
     #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
     eval_network: Option<bool>,
+    /// A Docker engine to run task containers on (repeatable: a fleet; default: $DOCKER_HOST or
+    /// the local socket). TLS with certificates from the directory tls= names (ca.pem, cert.pem,
+    /// key.pem), or from DOCKER_CERT_PATH when DOCKER_TLS_VERIFY is set; capacity bounds
+    /// max_containers=, cpus=, memory=. Images reach an engine that lacks them from one that has
+    /// them (docker save | docker load).
+    #[arg(long = "docker-host", value_name = "ENDPOINT[,max_containers=N,cpus=N,memory=SIZE,tls=DIR]")]
+    docker_hosts: Vec<forge_sandbox::EngineSpec>,
 }
 
 impl ContainerArgs {
@@ -584,6 +595,9 @@ fn print_eval_summary(summary: &forge_swe::RunSummary) {
     for (id, reason) in &summary.errors {
         eprintln!("  error {id}: {reason}");
     }
+    if let Some(fleet) = summary.fleet.as_ref().filter(|f| f.engines.len() > 1) {
+        print_fleet(fleet, summary.engine_reruns);
+    }
     if !summary.refused.is_empty() {
         // unresolved by the official count; listed because no test decided them
         eprintln!("{} patches refused by the reward-integrity checks ({} suspected reward hacks):", summary.refused.len(), summary.suspected_reward_hacks);
@@ -593,18 +607,39 @@ fn print_eval_summary(summary: &forge_swe::RunSummary) {
     }
 }
 
+/// Per Docker engine: containers, image transfers, failures; and the placements that waited.
+fn print_fleet(fleet: &forge_sandbox::FleetMetrics, reruns: usize) {
+    for e in &fleet.engines {
+        eprintln!(
+            "  engine {}{}: {} containers (at most {} at once), {} images received ({} MiB, {:.1} s), {} failures",
+            e.endpoint,
+            if e.up { "" } else { " (down)" },
+            e.containers,
+            e.peak_containers,
+            e.image_transfers,
+            e.transfer_bytes >> 20,
+            e.transfer_seconds,
+            e.failures
+        );
+    }
+    eprintln!("  {} placements waited for room ({:.1} s); {reruns} instances ran again after their engine stopped answering", fleet.placement_waits, fleet.placement_wait_seconds);
+}
+
 /// For every command that starts containers: SIGINT/SIGTERM remove this process's containers
 /// before it exits (with 130/143), and the containers of forge processes that died without
 /// removing theirs (SIGKILL, a crash) are removed first.
-fn guard_containers(runtime: &tokio::runtime::Runtime) -> Result<()> {
+fn guard_containers(runtime: &tokio::runtime::Runtime, engines: &[forge_sandbox::EngineSpec]) -> Result<()> {
     forge_sandbox::cleanup::remove_on_signal().context("installing the SIGINT/SIGTERM handler")?;
+    let engines = forge_sandbox::EngineSpec::fleet_or_env(engines).map_err(|e| anyhow::anyhow!("--docker-host: {e}"))?;
     runtime.block_on(async {
-        // an unreachable engine is reported by the command itself
-        let Ok(rt) = forge_sandbox::Runtime::connect().await else { return };
-        match rt.reap_stale().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "removed containers left by forge processes that died"),
-            Err(e) => tracing::warn!(error = %e, "could not remove the containers of dead forge processes"),
+        for engine in &engines {
+            // an unreachable engine is reported by the command itself
+            let Ok(rt) = forge_sandbox::Runtime::connect_engine(engine).await else { continue };
+            match rt.reap_stale().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(engine = %engine, removed = n, "removed containers left by forge processes that died"),
+                Err(e) => tracing::warn!(engine = %engine, error = %e, "could not remove the containers of dead forge processes"),
+            }
         }
     });
     Ok(())
@@ -684,6 +719,9 @@ fn main() -> Result<()> {
             forge_serve::run(forge_serve::ServeOptions { model, host, port, dtype: dtype.into(), device, served_model_name, max_concurrency, max_model_len })?;
         }
         Command::Train { recipe: TrainCommand::Sft(args) } => {
+            if !args.docker_hosts.is_empty() {
+                bail!("--docker-host places RL rollouts' containers; SFT runs none");
+            }
             let (config, resolved) = forge_train::config::load_config::<forge_train::sft::SftConfig>(&args.config, &args.overrides)?;
             if args.print_config {
                 print!("{resolved}");
@@ -716,7 +754,12 @@ fn main() -> Result<()> {
             );
         }
         Command::Train { recipe: TrainCommand::Rl(args) } => {
-            let (config, resolved) = forge_train::config::load_config::<forge_rl::RlConfig>(&args.config, &args.overrides)?;
+            let mut overrides = args.overrides.clone();
+            if !args.docker_hosts.is_empty() {
+                let hosts = toml::Value::try_from(&args.docker_hosts).context("--docker-host")?;
+                overrides.push(format!("sandbox.hosts={hosts}"));
+            }
+            let (config, resolved) = forge_train::config::load_config::<forge_rl::RlConfig>(&args.config, &overrides)?;
             if args.print_config {
                 print!("{resolved}");
                 return Ok(());
@@ -728,7 +771,7 @@ fn main() -> Result<()> {
             }
             let options = forge_rl::RlOptions { resume: args.resume, distributed: forge_train::Topology::from_env()?, ..Default::default() };
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &config.sandbox.hosts)?;
             let summary = runtime.block_on(forge_rl::run(&config, &resolved, &options))?;
             if options.distributed.as_ref().is_some_and(|t| t.rank != 0) {
                 return Ok(());
@@ -793,9 +836,10 @@ fn main() -> Result<()> {
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
+            options.engines = container.docker_hosts.clone();
             let _locks = (lock_run_dir(&options.run_dir())?, lock_run_dir(&options.output_root.join("logs/run_evaluation").join(&run_id))?);
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &options.engines)?;
             let summary = if oracle {
                 let instances = forge_swe::load_instances(&options.dataset)?;
                 let policy = std::sync::Arc::new(forge_agent::testing::ScriptedPolicy::edit_oracle(chat.clone(), &instances));
@@ -886,9 +930,10 @@ fn main() -> Result<()> {
             options.instance_ids = instance_ids;
             options.output_root = output_dir;
             options.container = container.overrides();
+            options.engines = container.docker_hosts.clone();
             let _lock = lock_run_dir(&options.output_root.join("logs/run_evaluation").join(&run_id))?;
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &options.engines)?;
             let summary = runtime.block_on(forge_swe::run_evaluation(&options))?;
             print_eval_summary(&summary);
         }
@@ -910,9 +955,10 @@ fn main() -> Result<()> {
             (options.attempts, options.max_solutions_per_instance, options.workers, options.resume, options.instance_ids, options.infra_retries) = (attempts, max_solutions_per_instance, workers, resume, instance_ids, infra_retries);
             options.test_timeout = std::time::Duration::from_secs(timeout);
             options.grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
+            options.engines = container.docker_hosts.clone();
             let _lock = lock_run_dir(&options.out_dir)?;
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &options.engines)?;
             let summary = if let (Some(url), Some(served_model)) = (&endpoint, &served_model) {
                 let api_key = match &api_key_env {
                     None => None,
@@ -970,7 +1016,7 @@ fn main() -> Result<()> {
         Command::Tasks { command: TasksCommand::Validate { tasks, workers, timeout, grading, pull } } => {
             let grading = grading.parse().map_err(|e| anyhow::anyhow!("--grading: {e}"))?;
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &[])?;
             let results = runtime.block_on(forge_swe::validate_file(
                 &tasks,
                 workers,
@@ -1023,7 +1069,7 @@ fn main() -> Result<()> {
         }
         Command::Sandbox { command: SandboxCommand::Replay { image, calls, workdir } } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            guard_containers(&runtime)?;
+            guard_containers(&runtime, &[])?;
             let summary = runtime.block_on(forge_sandbox::replay(&image, &calls, workdir.as_deref(), std::io::stdout().lock()))?;
             eprintln!("replayed {} call(s){}", summary.calls, if summary.finished { ", finished" } else { "" });
         }

@@ -24,6 +24,8 @@ pub struct RlConfig {
     pub agent: AgentSection,
     #[serde(default)]
     pub objective: ObjectiveConfig,
+    #[serde(default)]
+    pub sandbox: SandboxSection,
     pub optim: OptimSection,
     pub train: TrainSection,
     pub run: RunSection,
@@ -41,6 +43,17 @@ pub struct DataSection {
     /// Only these instances (all when empty).
     #[serde(default)]
     pub instance_ids: Vec<String>,
+}
+
+/// Where the task containers run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSection {
+    /// The Docker engines (empty: `$DOCKER_HOST` or the local socket): endpoints, or tables
+    /// `{ endpoint, tls, max_containers, cpus, memory }`. Episodes go to an engine with room
+    /// that has the task's image; others get it by `docker save` → `docker load` from a peer.
+    #[serde(default)]
+    pub hosts: Vec<forge_sandbox::EngineSpec>,
 }
 
 /// How rollouts are scheduled.

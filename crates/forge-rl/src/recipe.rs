@@ -9,7 +9,7 @@ use std::time::Instant;
 use forge_agent::ChatFormat;
 use forge_engine::{EngineConfig, EngineHandle};
 use forge_model::Qwen3ForCausalLM;
-use forge_sandbox::Runtime;
+use forge_sandbox::{Fleet, FleetOptions};
 use forge_swe::{ensure_bundled_images, load_instances, select_instances, ExecOptions, TaskInstance};
 use forge_train::session::{Session, TrainerState};
 use forge_train::{ProcessGroup, Topology};
@@ -115,11 +115,12 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         return Err(RlError::Config(format!("{} holds no instances to train on", config.data.train.display())));
     }
     let instances: Vec<Arc<TaskInstance>> = instances.into_iter().map(Arc::new).collect();
-    let runtime = Runtime::connect().await?;
+    let fleet = Fleet::connect(&config.sandbox.hosts, FleetOptions::default()).await?;
     let owned: Vec<TaskInstance> = instances.iter().map(|i| (**i).clone()).collect();
-    // one worker per machine builds missing task images while the others wait
+    // one worker per machine builds missing task images while the others wait (other engines
+    // get them by transfer when an episode is placed there)
     if options.distributed.as_ref().is_none_or(|t| t.local_rank == 0) {
-        ensure_bundled_images(&runtime, &config.data.train, &owned).await;
+        ensure_bundled_images(&fleet.any_runtime()?, &config.data.train, &owned).await;
     }
     tokio::task::block_in_place(|| group.barrier())?;
 
@@ -138,7 +139,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         container: agent.container(),
         ..ExecOptions::default()
     };
-    let env = Arc::new(RolloutEnv { runtime, policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });
+    let env = Arc::new(RolloutEnv { fleet: fleet.clone(), policy: engine.clone(), chat, agent, grading, labels: options.labels.clone(), policy_version: policy_version.clone() });
     let mut workers = RolloutWorkers::start(env, config.rollout.workers);
 
     // rank 0 writes the run's records
@@ -155,6 +156,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let (mut first_reward, mut last_reward) = (f64::NAN, f64::NAN);
     let mut interval_start = Instant::now();
     let mut engine_at_start = EngineWork::total(&engine);
+    let mut docker_at_start = fleet.metrics();
     while state.step < config.train.steps {
         if groups_in_flight == 0 || config.rollout.mode == RolloutMode::Queue {
             scheduler.refill(&workers, &mut state.recipe.next_group, &mut groups_in_flight);
@@ -200,11 +202,11 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         state.recipe.trajectories += trajectories as u64;
 
         // 3. metrics: rank 0 gathers every worker's report and writes the step's records
-        let engine_now = EngineWork::total(&engine);
-        let report = StepReport::new(&groups, &arrived, counts, &samples, version, engine_now.since(engine_at_start));
+        let (engine_now, docker_now) = (EngineWork::total(&engine), fleet.metrics());
+        let report = StepReport::new(&groups, &arrived, counts, &samples, version, engine_now.since(engine_at_start), docker_now.since(&docker_at_start));
         let reports = tokio::task::block_in_place(|| gather_reports(group, &report))?;
         let timing = Timing { wall: interval_start.elapsed().as_secs_f64(), idle_seconds, training_seconds, engines: world };
-        (interval_start, engine_at_start) = (Instant::now(), engine_now);
+        (interval_start, engine_at_start, docker_at_start) = (Instant::now(), engine_now, docker_now);
         if let (Some(report), Some(log), Some(records)) = (reports, log.as_mut(), records.as_mut()) {
             let lr = update.as_ref().map_or_else(|| schedule.lr(state.recipe.optimizer_updates), |parts| parts[0].lr);
             let scalars = step_scalars(&report, update.as_deref(), lr, &timing);

@@ -97,6 +97,10 @@ pub(crate) struct StepReport {
     pub lags: Vec<u64>,
     /// What the worker's engine did during the step.
     pub engine: EngineWork,
+    /// What the worker's Docker engines did during the step: containers per engine, image
+    /// transfers, placement waits, engine failures.
+    #[serde(default)]
+    pub docker: forge_sandbox::FleetMetrics,
 }
 
 /// A worker's engine over an interval: decoding time and prompt tokens, of which how many the
@@ -131,7 +135,7 @@ impl EngineWork {
 }
 
 impl StepReport {
-    pub fn new(groups: &[FinishedGroup], arrived: &[Rollout], counts: GroupCounts, trained: &[TrainSample], version: u64, engine: EngineWork) -> Self {
+    pub fn new(groups: &[FinishedGroup], arrived: &[Rollout], counts: GroupCounts, trained: &[TrainSample], version: u64, engine: EngineWork, docker: forge_sandbox::FleetMetrics) -> Self {
         Self {
             groups: groups
                 .iter()
@@ -141,6 +145,7 @@ impl StepReport {
             counts,
             lags: trained.iter().map(|s| version.saturating_sub(s.rollout.policy_version)).collect(),
             engine,
+            docker,
         }
     }
 
@@ -159,6 +164,7 @@ impl StepReport {
             c.stale_samples += r.stale_samples;
             all.lags.extend(report.lags);
             all.engine.add(report.engine);
+            all.docker.add(&report.docker);
         }
         all.groups.sort_by_key(|g| g.group);
         all
@@ -226,6 +232,13 @@ pub(crate) fn step_scalars(report: &StepReport, update: Option<&[MiniBatchUpdate
         ("prompt_tokens", report.engine.prompt_tokens as f64),
         ("prefix_reused_fraction", report.engine.reused_tokens as f64 / report.engine.prompt_tokens.max(1) as f64),
         ("trajectories_per_min", report.arrived.len() as f64 * 60.0 / timing.wall.max(1e-9)),
+        // the Docker engines (per engine in the step's record)
+        ("docker_containers", report.docker.containers() as f64),
+        ("docker_engines_up", report.docker.engines.iter().filter(|e| e.up).count() as f64),
+        ("docker_engine_failures", report.docker.failures() as f64),
+        ("docker_image_transfers", report.docker.image_transfers() as f64),
+        ("docker_placement_waits", report.docker.placement_waits as f64),
+        ("docker_placement_wait_s", report.docker.placement_wait_seconds),
         ("updated", f64::from(u8::from(update.is_some()))),
     ];
     // scored 0 and trained on like any unresolved sample; counted by what the commands did

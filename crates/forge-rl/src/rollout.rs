@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use forge_agent::{run_episode, ChatFormat, Policy, Status, TaskWorkspace, Trajectory};
-use forge_sandbox::Runtime;
-use forge_swe::{run_instance, ExecOptions, Outcome, TaskInstance};
+use forge_sandbox::Fleet;
+use forge_swe::{run_instance_on_fleet, ExecOptions, Outcome, TaskInstance};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinSet;
 
@@ -28,7 +28,8 @@ pub struct RolloutJob {
 
 /// What every worker shares.
 pub struct RolloutEnv<P> {
-    pub runtime: Runtime,
+    /// The Docker engines the episodes and gradings are placed on.
+    pub fleet: Fleet,
     pub policy: Arc<P>,
     pub chat: Arc<ChatFormat>,
     pub agent: AgentSection,
@@ -103,9 +104,14 @@ pub async fn roll_out<P: Policy>(env: &RolloutEnv<P>, job: RolloutJob) -> Rollou
     let instance = &job.instance;
     // the agent's container pulls its image as the grading one would
     let agent = forge_agent::AgentConfig { pull: env.grading.pull, ..env.agent.agent_config(job.seed) };
-    let trajectory = match TaskWorkspace::create_with(&env.runtime, instance, &env.labels, &agent).await {
+    let trajectory = match TaskWorkspace::place(&env.fleet, instance, &env.labels, &agent).await {
         Ok(mut workspace) => {
             let trajectory = run_episode(&*env.policy, &mut workspace, &env.chat, &instance.instance_id, &instance.problem_statement, &agent).await;
+            // an episode its engine lost is excluded (an infrastructure failure) like any other;
+            // the engine is marked down so that the next episodes go elsewhere
+            if trajectory.status == Status::InfraError {
+                env.fleet.confirm_down(workspace.runtime()).await;
+            }
             if let Err(e) = workspace.remove().await {
                 tracing::warn!(instance = %instance.instance_id, error = %e, "could not remove the agent container");
             }
@@ -140,8 +146,9 @@ async fn grade<P>(env: &RolloutEnv<P>, instance: &TaskInstance, trajectory: &Tra
     let started = Instant::now();
     let mut options = env.grading.clone();
     options.labels.extend(env.labels.clone());
-    let (reward, note) = match run_instance(&env.runtime, instance, Some(&trajectory.patch), &options).await {
-        Ok(run) => match (&run.outcome, run.outcome.infrastructure_failure()) {
+    // the patch is the episode's; a grading its engine lost is run again on another engine
+    let (reward, note) = match run_instance_on_fleet(&env.fleet, instance, Some(&trajectory.patch), &options).await {
+        Ok((run, _, _)) => match (&run.outcome, run.outcome.infrastructure_failure()) {
             (_, Some(reason)) => (Reward::InfrastructureFailure(reason.to_string()), None),
             (Outcome::Graded { report }, None) if report.resolved => (Reward::Scored(1.0), None),
             (Outcome::Graded { report }, None) => (Reward::Scored(0.0), report.refused.clone()),

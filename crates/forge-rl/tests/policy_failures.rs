@@ -35,7 +35,7 @@ async fn rollout(rt: &Runtime, labels: &BTreeMap<String, String>, instance: &Arc
     let chat = tiny_chat();
     let policy = ScriptedPolicy::new(chat.clone(), move |_, turn| turns[turn.min(turns.len() - 1)].clone());
     let env = RolloutEnv {
-        runtime: rt.clone(),
+        fleet: forge_sandbox::Fleet::of(rt.clone()),
         policy: Arc::new(policy),
         chat,
         agent,

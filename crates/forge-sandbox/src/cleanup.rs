@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::engine::EngineSpec;
 use crate::runtime::Runtime;
 
-/// Live containers: id → engine endpoint.
-static LIVE: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// Live containers: id → their engine.
+static LIVE: Mutex<BTreeMap<String, EngineSpec>> = Mutex::new(BTreeMap::new());
 /// Container creations in flight (their id is not known yet).
 static CREATING: AtomicUsize = AtomicUsize::new(0);
 /// Set once a signal arrived: containers created from now on are removed at once.
@@ -43,8 +44,8 @@ impl Drop for Creating {
 
 /// Records a new container. `false` when the process is shutting down: the caller must remove
 /// the container instead of using it.
-pub(crate) fn register(id: &str, endpoint: &str) -> bool {
-    LIVE.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), endpoint.to_string());
+pub(crate) fn register(id: &str, engine: &EngineSpec) -> bool {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), engine.clone());
     !SHUTTING_DOWN.load(Ordering::SeqCst)
 }
 
@@ -114,12 +115,12 @@ pub fn remove_on_signal() -> std::io::Result<()> {
 /// Removes registered containers until none is registered and no creation is in flight.
 async fn remove_all() {
     loop {
-        let live: Vec<(String, String)> = LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let live: Vec<(String, EngineSpec)> = LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         if live.is_empty() && CREATING.load(Ordering::SeqCst) == 0 {
             return;
         }
-        for (id, endpoint) in live {
-            match Runtime::connect_to(&endpoint).await {
+        for (id, engine) in live {
+            match Runtime::connect_engine(&engine).await {
                 Ok(rt) => match rt.remove_container(&id).await {
                     Ok(()) => {}
                     Err(e) => {

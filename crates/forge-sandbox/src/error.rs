@@ -21,6 +21,24 @@ pub enum SandboxError {
     )]
     DockerUnreachable { endpoint: String, detail: String },
 
+    /// Every engine of the sandbox fleet is down.
+    #[error(
+        "every Docker engine of the sandbox fleet is down ({engines}); waited {waited:?} for one to answer. \
+         Start them, or fix [sandbox] hosts / --docker-host"
+    )]
+    NoEngineUp { engines: String, waited: Duration },
+
+    /// No engine of the fleet could ever hold a container this large.
+    #[error(
+        "a container with {cpus} CPUs and {memory_bytes} bytes of memory fits on no engine of the fleet ({engines}); \
+         lower the container's --cpus/--memory or raise the engines' cpus/memory in [sandbox] hosts"
+    )]
+    NoEngineFits { cpus: f64, memory_bytes: u64, engines: String },
+
+    /// Moving an image from one engine to another (`docker save` into `docker load`) failed.
+    #[error("moving image `{image}` between Docker engines failed: {detail}")]
+    ImageTransfer { image: String, detail: String },
+
     /// The image is not in the local engine and the pull policy did not fetch it.
     #[error("image `{image}` is not in the local Docker Engine; {}", crate::images::missing_fix(image))]
     ImageMissing { image: String },
@@ -107,6 +125,16 @@ impl SandboxError {
         match self {
             SandboxError::ContainerGone { state, .. } => state != "removed",
             SandboxError::StorageExceeded { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the engine did not answer at all (no connection, no reply in time), as opposed to
+    /// answering with an error.
+    pub fn is_engine_unreachable(&self) -> bool {
+        match self {
+            SandboxError::DockerUnreachable { .. } | SandboxError::DockerTimeout { .. } | SandboxError::NoEngineUp { .. } => true,
+            SandboxError::Docker { source, .. } => !matches!(source, bollard::errors::Error::DockerResponseServerError { .. }),
             _ => false,
         }
     }

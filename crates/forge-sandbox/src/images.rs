@@ -184,7 +184,7 @@ const PULL_STALL: Duration = Duration::from_secs(300);
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Request timeout of the engine client for pulls and loads: the engine answers a load only
 /// after it has unpacked the whole archive (minutes for a SWE-bench image).
-const LONG_REQUEST: Duration = Duration::from_secs(3600);
+pub(crate) const LONG_REQUEST: Duration = Duration::from_secs(3600);
 
 /// `attempt`-th backoff (0-based): `BACKOFF_BASE * 2^attempt`, capped, times a jitter in
 /// [0.5, 1) so that parallel workers rate-limited together do not come back together.

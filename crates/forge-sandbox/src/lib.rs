@@ -20,7 +20,9 @@
 
 pub mod cleanup;
 pub mod editor;
+pub mod engine;
 pub mod error;
+pub mod fleet;
 pub mod images;
 pub mod output;
 pub mod pool;
@@ -31,7 +33,9 @@ pub mod testing;
 pub mod tools;
 
 pub use editor::{EditorArgs, EditorResult, PathKind};
+pub use engine::{EngineSpec, LOCAL_ENDPOINT};
 pub use error::{Result, SandboxError};
+pub use fleet::{EngineMetrics, Fleet, FleetMetrics, FleetOptions, Placement};
 pub use images::{default_state_path, parse_size, ImageRecord, PruneReport, PullPolicy, PullProgress};
 pub use output::CappedOutput;
 pub use pool::{PoolStats, SandboxPool};

@@ -10,6 +10,7 @@ use bollard::query_parameters::{
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 
+use crate::engine::EngineSpec;
 use crate::error::{Result, SandboxError};
 use crate::sandbox::Sandbox;
 
@@ -137,7 +138,7 @@ pub struct ImageInfo {
 #[derive(Clone, Debug)]
 pub struct Runtime {
     docker: Docker,
-    endpoint: String,
+    engine: EngineSpec,
     /// The record of the images forge pulled ([`crate::images`]).
     image_state: std::path::PathBuf,
 }
@@ -204,6 +205,46 @@ pub(crate) fn nonce() -> String {
     format!("{:016x}", h.finish())
 }
 
+/// A client of `engine` (nothing is sent yet).
+fn client(engine: &EngineSpec) -> Result<Docker> {
+    let endpoint = engine.endpoint.as_str();
+    let unreachable = |detail: String| SandboxError::DockerUnreachable { endpoint: endpoint.to_string(), detail };
+    if let Some(path) = endpoint.strip_prefix("unix://") {
+        return Docker::connect_with_unix(path, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION).map_err(|e| unreachable(e.to_string()));
+    }
+    let Some(certs) = &engine.tls else {
+        return Docker::connect_with_http(endpoint, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION).map_err(|e| unreachable(e.to_string()));
+    };
+    // bollard's client config takes the process-wide provider; both rustls providers are
+    // compiled in (reqwest brings ring's verifier too), so pick one explicitly
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    for file in ["ca.pem", "cert.pem", "key.pem"] {
+        if !certs.join(file).is_file() {
+            return Err(unreachable(format!(
+                "TLS: {} is missing; the certificate directory (tls = ... or DOCKER_CERT_PATH) must hold ca.pem, cert.pem and key.pem",
+                certs.join(file).display()
+            )));
+        }
+    }
+    Docker::connect_with_ssl(endpoint, &certs.join("key.pem"), &certs.join("cert.pem"), &certs.join("ca.pem"), API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
+        .map_err(|e| unreachable(error_chain(&e)))
+}
+
+/// An error and its sources, for messages (a TLS or connection failure hides its cause inside).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
 pub(crate) async fn api<T>(
     op: &'static str,
     fut: impl std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>,
@@ -218,45 +259,44 @@ pub(crate) async fn api<T>(
 }
 
 impl Runtime {
-    /// Connects to `$DOCKER_HOST` or the local socket, negotiates the API version and checks that
-    /// the engine answers (within 10 s), so an absent daemon is a clear error, never a hang.
+    /// Connects to `$DOCKER_HOST` (TLS per `DOCKER_TLS_VERIFY`/`DOCKER_CERT_PATH`) or the local
+    /// socket, negotiates the API version and checks that the engine answers (within 10 s), so an
+    /// absent daemon is a clear error, never a hang.
     pub async fn connect() -> Result<Self> {
-        let endpoint = std::env::var("DOCKER_HOST")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "unix:///var/run/docker.sock".to_string());
-        Self::connect_to(&endpoint).await
+        let engine = EngineSpec::from_env().map_err(|detail| SandboxError::DockerUnreachable { endpoint: "$DOCKER_HOST".into(), detail })?;
+        Self::connect_engine(&engine).await
     }
 
     /// Connects to an explicit endpoint: `unix:///path/docker.sock` or `tcp://host:port`.
     pub async fn connect_to(endpoint: &str) -> Result<Self> {
-        let unreachable = |detail: String| SandboxError::DockerUnreachable {
-            endpoint: endpoint.to_string(),
-            detail,
+        let engine = EngineSpec::new(endpoint).map_err(|detail| SandboxError::DockerUnreachable { endpoint: endpoint.to_string(), detail })?;
+        Self::connect_engine(&engine).await
+    }
+
+    /// Connects to one engine of a fleet (over TLS when it names certificates).
+    pub async fn connect_engine(engine: &EngineSpec) -> Result<Self> {
+        let unreachable = |detail: String| SandboxError::DockerUnreachable { endpoint: engine.endpoint.clone(), detail };
+        let docker = match tokio::time::timeout(Duration::from_secs(10), client(engine)?.negotiate_version()).await {
+            Ok(Ok(d)) => d,
+            Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
+            Err(_) => return Err(unreachable("no answer within 10 s".into())),
         };
-        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
-        } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
-            Docker::connect_with_http(endpoint, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
-        } else if endpoint.starts_with('/') {
-            Docker::connect_with_unix(endpoint, API_TIMEOUT.as_secs(), API_DEFAULT_VERSION)
-        } else {
-            return Err(unreachable(
-                "unsupported endpoint scheme (use unix:// or tcp://)".into(),
-            ));
+        Ok(Runtime { docker, engine: engine.clone(), image_state: crate::images::default_state_path() })
+    }
+
+    /// A client of an engine that does not answer now (a fleet's engine that is down at the
+    /// start): it speaks the default API version until it is reconnected.
+    pub(crate) fn unconnected(engine: &EngineSpec) -> Result<Self> {
+        Ok(Runtime { docker: client(engine)?, engine: engine.clone(), image_state: crate::images::default_state_path() })
+    }
+
+    /// Whether the engine answers a ping within `within`.
+    pub async fn ping(&self, within: Duration) -> std::result::Result<(), String> {
+        match tokio::time::timeout(within, self.docker.ping()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(error_chain(&e)),
+            Err(_) => Err(format!("no answer within {within:?}")),
         }
-        .map_err(|e| unreachable(e.to_string()))?;
-        let docker =
-            match tokio::time::timeout(Duration::from_secs(10), docker.negotiate_version()).await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => return Err(unreachable(e.to_string())),
-                Err(_) => return Err(unreachable("no answer within 10 s".into())),
-            };
-        Ok(Runtime {
-            docker,
-            endpoint: endpoint.to_string(),
-            image_state: crate::images::default_state_path(),
-        })
     }
 
     pub fn docker(&self) -> &Docker {
@@ -264,7 +304,12 @@ impl Runtime {
     }
 
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.engine.endpoint
+    }
+
+    /// The engine this runtime talks to.
+    pub fn engine(&self) -> &EngineSpec {
+        &self.engine
     }
 
     /// This runtime with its record of pulled images at `path` instead of
@@ -388,7 +433,7 @@ impl Runtime {
             }
             None => self.create_named(spec, body).await?,
         };
-        let registered = crate::cleanup::register(&resp, &self.endpoint);
+        let registered = crate::cleanup::register(&resp, &self.engine);
         if !registered {
             // a signal arrived meanwhile: the process is exiting
             let _ = self.remove_container(&resp).await;
@@ -436,7 +481,9 @@ impl Runtime {
             }) => Ok(()),
             r => r,
         };
-        if removed.is_ok() {
+        // a container its engine cut off is no longer this process's to remove: the fleet removes
+        // it when the engine returns (`remove_lost_sandboxes`), the reaper after this process
+        if removed.as_ref().is_ok() || removed.as_ref().is_err_and(SandboxError::is_engine_unreachable) {
             crate::cleanup::unregister(id);
         }
         removed
@@ -464,6 +511,22 @@ impl Runtime {
             self.remove_container(id).await?;
         }
         Ok(ids.len())
+    }
+
+    /// Removes this process's sandboxes on this engine that it no longer tracks: those an engine
+    /// outage cut off (their removal failed while the engine was down). Call it only while no
+    /// sandbox is being created on this engine (a fleet does so before it uses a returning
+    /// engine again). Returns how many it removed.
+    pub async fn remove_lost_sandboxes(&self) -> Result<usize> {
+        let live = crate::cleanup::live_containers();
+        let mine = self.list_sandboxes(Some((LABEL_OWNER, &owner_label()))).await?;
+        let mut removed = 0;
+        for id in mine.iter().filter(|id| !live.contains(id)) {
+            tracing::info!(container = %id, engine = %self.endpoint(), "removing a sandbox an engine outage cut off");
+            self.remove_container(id).await?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     /// The reaper: removes sandboxes left behind by crashed runs on this host, i.e. those whose

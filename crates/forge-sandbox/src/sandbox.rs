@@ -299,7 +299,7 @@ impl Sandbox {
     /// Finds the container's writable layer on this host (overlay drivers name it `UpperDir`), for
     /// [`Sandbox::written_bytes`]; without one that can be read, the engine measures it.
     pub(crate) async fn locate_upper_dir(&mut self) -> Result<()> {
-        if !self.rt.endpoint().starts_with("unix://") && !self.rt.endpoint().starts_with('/') {
+        if !self.rt.engine().is_local() {
             return Ok(());
         }
         let c = api("inspect container", self.rt.docker().inspect_container(&self.id, None)).await?;
@@ -929,7 +929,7 @@ impl Drop for Sandbox {
         }
         self.shell = None;
         let id = std::mem::take(&mut self.id);
-        let endpoint = self.rt.endpoint().to_string();
+        let engine = self.rt.engine().clone();
         // Drop cannot await: remove from a helper thread with its own runtime and wait for it,
         // so that even a panicking test leaves no container behind.
         let handle = std::thread::spawn(move || {
@@ -938,7 +938,7 @@ impl Drop for Sandbox {
                 .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
-                    match Runtime::connect_to(&endpoint).await {
+                    match Runtime::connect_engine(&engine).await {
                         Ok(r) => {
                             if let Err(e) = r.remove_container(&id).await {
                                 tracing::warn!(container = %id, error = %e, "could not remove dropped sandbox; the reaper will");

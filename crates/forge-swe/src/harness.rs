@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use forge_sandbox::{ImageRecord, PullPolicy, Runtime, SandboxSpec};
+use forge_sandbox::{EngineSpec, Fleet, FleetMetrics, FleetOptions, ImageRecord, PullPolicy, Runtime, SandboxError, SandboxSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SweError};
@@ -206,6 +206,16 @@ pub struct InstanceResult {
     pub image_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The Docker engine it ran on (its endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Runs lost to an engine that stopped answering before this one finished elsewhere.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub engine_failures: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl InstanceResult {
@@ -303,13 +313,7 @@ pub async fn run_instance(
     opts: &ExecOptions,
 ) -> Result<RawRun> {
     let script = eval_script(inst, opts.harden)?;
-    let image = inst
-        .image
-        .clone()
-        .or_else(|| opts.default_image.clone())
-        .ok_or_else(|| {
-            SweError::Invalid(format!("instance {} names no image", inst.instance_id))
-        })?;
+    let image = instance_image(inst, opts)?;
     let err = |reason: String, log: String, script: &str| RawRun {
         eval_script: script.to_string(),
         log,
@@ -366,6 +370,57 @@ pub async fn run_instance(
     r.timings = timings;
     r.image = Some(record);
     Ok(r)
+}
+
+/// The image `inst` runs in: its own, else the run's default.
+pub fn instance_image(inst: &TaskInstance, opts: &ExecOptions) -> Result<String> {
+    inst.image
+        .clone()
+        .or_else(|| opts.default_image.clone())
+        .ok_or_else(|| SweError::Invalid(format!("instance {} names no image; give the dataset an `image` column or --default-image", inst.instance_id)))
+}
+
+/// [`run_instance`] on a fleet: placed on an engine with room that has the image, and run again
+/// on another engine when the one it ran on stops answering (the run's failure was the
+/// engine's, not the patch's). Returns the run, the engine it ran on, and how many runs were
+/// lost to engines that went down. `Err` only when no engine is left to run it on.
+pub async fn run_instance_on_fleet(
+    fleet: &Fleet,
+    inst: &TaskInstance,
+    patch: Option<&str>,
+    opts: &ExecOptions,
+) -> std::result::Result<(RawRun, Option<String>, usize), SandboxError> {
+    let image = match instance_image(inst, opts) {
+        Ok(image) => image,
+        Err(e) => return Ok((error_run(e.to_string()), None, 0)),
+    };
+    let mut lost = 0;
+    loop {
+        let placement = match fleet.place(&image, &opts.container.limits_for(inst), opts.pull).await {
+            Ok(p) => p,
+            Err(e @ (SandboxError::NoEngineUp { .. } | SandboxError::NoEngineFits { .. })) => return Err(e),
+            Err(e) => {
+                let fix = Source::of(inst).image_fix(&image);
+                return Ok((error_run(format!("image missing: {image} ({e}); {fix}")), None, lost));
+            }
+        };
+        let run = match run_instance(placement.runtime(), inst, patch, opts).await {
+            Ok(run) => run,
+            Err(e) => error_run(e.to_string()),
+        };
+        let engine = placement.endpoint().to_string();
+        // a run that errored on an engine that no longer answers says nothing about the patch
+        if matches!(run.outcome, Outcome::Error { .. }) && lost < fleet.len() && fleet.confirm_down(placement.runtime()).await {
+            lost += 1;
+            tracing::warn!(instance = %inst.instance_id, engine, "the engine stopped answering during the run; running the instance again on another engine");
+            continue;
+        }
+        return Ok((run, Some(engine), lost));
+    }
+}
+
+fn error_run(reason: String) -> RawRun {
+    RawRun { eval_script: String::new(), log: String::new(), outcome: Outcome::Error { reason }, timings: Vec::new(), image: None }
 }
 
 async fn run_in(
@@ -691,6 +746,8 @@ pub struct EvalOptions {
     pub container: ContainerOverrides,
     /// When instance images are pulled from their registries.
     pub pull: PullPolicy,
+    /// The Docker engines to run containers on (empty: `$DOCKER_HOST` or the local socket).
+    pub engines: Vec<EngineSpec>,
 }
 
 impl std::fmt::Debug for EvalOptions {
@@ -708,6 +765,7 @@ impl std::fmt::Debug for EvalOptions {
             .field("labels", &self.labels)
             .field("container", &self.container)
             .field("pull", &self.pull)
+            .field("engines", &self.engines)
             .finish_non_exhaustive()
     }
 }
@@ -728,6 +786,7 @@ impl EvalOptions {
             progress: None,
             container: ContainerOverrides::default(),
             pull: PullPolicy::Missing,
+            engines: Vec::new(),
         }
     }
 }
@@ -765,6 +824,15 @@ pub struct RunSummary {
     pub images: BTreeMap<String, String>,
     pub grading: GradingVersion,
     pub wall_seconds: f64,
+    /// The Docker engines: containers, image transfers and failures per engine, placement waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetMetrics>,
+    /// Instances run again on another engine because the one they ran on stopped answering.
+    #[serde(default)]
+    pub engine_reruns: usize,
+    /// instance id → the engine it ran on now (with more than one engine).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub engines: BTreeMap<String, String>,
     /// Where the summary was written.
     #[serde(skip)]
     pub summary_path: PathBuf,
@@ -790,8 +858,9 @@ fn write(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| SweError::io(path, e))
 }
 
-/// Writes the per-instance files; `report.json` only for graded instances.
-fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun) -> Result<()> {
+/// Writes the per-instance files; `report.json` only for graded instances. `ran_on`: the engine
+/// and how many earlier runs engines that went down lost.
+fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun, ran_on: Option<(&str, usize)>) -> Result<()> {
     write(
         &dir.join("patch.diff"),
         pred.model_patch.as_deref().unwrap_or("").as_bytes(),
@@ -799,6 +868,12 @@ fn write_instance_files(dir: &Path, pred: &Prediction, raw: &RawRun) -> Result<(
     write(&dir.join("eval.sh"), raw.eval_script.as_bytes())?;
     write(&dir.join("test_output.txt"), raw.log.as_bytes())?;
     let mut info = String::new();
+    if let Some((engine, lost)) = ran_on {
+        info.push_str(&format!("engine: {engine}\n"));
+        if lost > 0 {
+            info.push_str(&format!("runs lost to engines that stopped answering: {lost}\n"));
+        }
+    }
     if let Some(image) = &raw.image {
         info.push_str(&format!("image: {} {} {}\n", image.name, image.id, image.digest.as_deref().unwrap_or("(no registry digest)")));
     }
@@ -858,8 +933,8 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
         .join("logs/run_evaluation")
         .join(&opts.run_id)
         .join(&model_dir);
-    let rt = Runtime::connect().await?;
-    ensure_bundled_images(&rt, &opts.dataset, &instances).await;
+    let fleet = Fleet::connect(&opts.engines, FleetOptions::default()).await?;
+    ensure_bundled_images(&fleet.any_runtime()?, &opts.dataset, &instances).await;
     let mut labels = opts.labels.clone();
     labels.insert(LABEL_RUN.into(), opts.run_id.clone());
     let exec_opts = Arc::new(ExecOptions {
@@ -892,6 +967,8 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 reused: false,
                 image_digest: None,
                 image_id: None,
+                engine: None,
+                engine_failures: 0,
             });
             continue;
         }
@@ -906,54 +983,52 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
                 reused: true,
                 image_digest: None,
                 image_id: None,
+                engine: None,
+                engine_failures: 0,
             });
             continue;
         }
-        let (rt, inst, sem, eo) = (rt.clone(), inst.clone(), sem.clone(), exec_opts.clone());
+        let (fleet, inst, sem, eo) = (fleet.clone(), inst.clone(), sem.clone(), exec_opts.clone());
         set.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore open");
             let t = Instant::now();
-            let raw = match run_instance(&rt, &inst, pred.model_patch.as_deref(), &eo).await {
-                Ok(r) => r,
-                Err(e) => RawRun {
-                    eval_script: String::new(),
-                    log: String::new(),
-                    outcome: Outcome::Error {
-                        reason: e.to_string(),
-                    },
-                    timings: Vec::new(),
-                    image: None,
-                },
-            };
+            let (raw, engine, engine_failures) = run_instance_on_fleet(&fleet, &inst, pred.model_patch.as_deref(), &eo).await?;
             let seconds = t.elapsed().as_secs_f64();
-            let outcome = match write_instance_files(&dir, &pred, &raw) {
+            let ran_on = engine.as_deref().map(|e| (e, engine_failures));
+            let outcome = match write_instance_files(&dir, &pred, &raw, ran_on) {
                 Ok(()) => raw.outcome,
                 Err(e) => Outcome::Error {
                     reason: format!("could not write outputs: {e}"),
                 },
             };
             tracing::info!(instance = %inst.instance_id, seconds, ?outcome, "evaluated");
-            InstanceResult {
+            Ok::<_, SandboxError>(InstanceResult {
                 instance_id: inst.instance_id.clone(),
                 outcome,
                 seconds,
                 reused: false,
                 image_digest: raw.image.as_ref().and_then(|i| i.digest.clone()),
                 image_id: raw.image.map(|i| i.id),
-            }
+                engine,
+                engine_failures,
+            })
         });
     }
     let to_run = set.len();
     let mut done = 0;
+    // every engine down: the instances in flight end, the finished ones keep their files (a
+    // resume reuses them) and the run stops with the error
+    let mut stopped = None;
     while let Some(r) = set.join_next().await {
         match r {
-            Ok(r) => {
+            Ok(Ok(r)) => {
                 done += 1;
                 if let Some(p) = &opts.progress {
                     p(&r, done, to_run);
                 }
                 results.push(r)
             }
+            Ok(Err(e)) => stopped = Some(e),
             Err(e) => {
                 return Err(SweError::Invalid(format!(
                     "an evaluation task panicked: {e}"
@@ -961,8 +1036,16 @@ pub async fn run_evaluation(opts: &EvalOptions) -> Result<RunSummary> {
             }
         }
     }
+    if let Some(e) = stopped {
+        return Err(e.into());
+    }
     let mut summary = summarize(&instances, &preds, &results, opts.grading);
     summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.engine_reruns = results.iter().map(|r| r.engine_failures).sum();
+    if fleet.len() > 1 {
+        summary.engines = results.iter().filter_map(|r| Some((r.instance_id.clone(), r.engine.clone()?))).collect();
+    }
+    summary.fleet = Some(fleet.metrics());
     let path = opts
         .output_root
         .join(format!("{}.{}.json", model_dir, opts.run_id));
@@ -1096,6 +1179,8 @@ pub fn regrade(
             reused: false,
             image_digest: None,
             image_id: None,
+            engine: None,
+            engine_failures: 0,
         });
     }
     if results.is_empty() {

@@ -22,7 +22,7 @@ pub mod validate;
 pub use error::{Result, SweError};
 pub use grading::{grade, GradingVersion, InstanceReport, TestsStatus};
 pub use harness::{
-    agent_setup_script, ensure_bundled_images, eval_script, ContainerOverrides, regrade, run_evaluation, run_instance,
+    agent_setup_script, ensure_bundled_images, eval_script, ContainerOverrides, regrade, run_evaluation, run_instance, run_instance_on_fleet, instance_image,
     EvalOptions, ExecOptions, InstanceResult, Outcome, ProgressFn, RunSummary,
 };
 pub use instance::{

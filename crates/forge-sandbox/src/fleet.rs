@@ -219,13 +219,16 @@ impl Engine {
     }
 }
 
+/// (engine index, image).
+type TransferKey = (usize, String);
+
 struct Inner {
     engines: Vec<Arc<Engine>>,
     options: FleetOptions,
     /// Signalled when room frees up or an engine comes back.
     changed: tokio::sync::Notify,
-    /// One transfer of an image to an engine at a time: (engine, image) → lock.
-    transfers: Mutex<HashMap<(usize, String), Arc<tokio::sync::Mutex<()>>>>,
+    /// One transfer of an image to an engine at a time.
+    transfers: Mutex<HashMap<TransferKey, Arc<tokio::sync::Mutex<()>>>>,
     placement_waits: AtomicU64,
     placement_wait_micros: AtomicU64,
     /// Set when a placement gave up on every engine being down; later placements then fail at

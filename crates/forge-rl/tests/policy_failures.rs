@@ -5,6 +5,9 @@
 //! An editor `view` of `/proc/self/...` (a path that vanishes before the engine's archive API
 //! reads it: a 404) is an observation, not an error.
 //!
+//! The other side: a sandbox whose Docker engine died under it is the infrastructure's failure,
+//! excluded from its group and counted, never a score.
+//!
 //! Real containers of a bundled task. Under `CI=true` a missing engine or base image FAILS this
 //! test; elsewhere it is skipped loudly. Every container carries the test's `forge.test` label;
 //! none may be left at the end.
@@ -19,8 +22,8 @@ use forge_agent::testing::{tool_call_text, ScriptedPolicy};
 use forge_agent::{ChatFormat, FailureCause, Status};
 use forge_rl::config::AgentSection;
 use forge_rl::{roll_out, select_samples, FinishedGroup, Reward, Rollout, RolloutEnv, RolloutJob};
-use forge_sandbox::testing::{assert_no_containers_left, require_docker};
-use forge_sandbox::{Runtime, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};
+use forge_sandbox::testing::{assert_no_containers_left, require_docker, SecondEngine};
+use forge_sandbox::{EngineSpec, Fleet, FleetOptions, Limits, Runtime, EXECUTE_BASH, FINISH, STR_REPLACE_EDITOR};
 use forge_swe::{bundled, ExecOptions, TaskInstance};
 use forge_rl::grpo::AdvantageNorm;
 use serde_json::json;
@@ -32,18 +35,23 @@ fn tiny_chat() -> Arc<ChatFormat> {
 
 /// One rollout of `instance` by a policy that plays `turns` (then repeats the last one).
 async fn rollout(rt: &Runtime, labels: &BTreeMap<String, String>, instance: &Arc<TaskInstance>, agent: AgentSection, turns: Vec<String>, sample: usize) -> Rollout {
+    rollout_on(Fleet::of(rt.clone()), labels.clone(), instance.clone(), agent, turns, sample).await
+}
+
+/// [`rollout`] on the engines of `fleet`.
+async fn rollout_on(fleet: Fleet, labels: BTreeMap<String, String>, instance: Arc<TaskInstance>, agent: AgentSection, turns: Vec<String>, sample: usize) -> Rollout {
     let chat = tiny_chat();
     let policy = ScriptedPolicy::new(chat.clone(), move |_, turn| turns[turn.min(turns.len() - 1)].clone());
     let env = RolloutEnv {
-        fleet: forge_sandbox::Fleet::of(rt.clone()),
+        fleet,
         policy: Arc::new(policy),
         chat,
         agent,
         grading: ExecOptions { timeout: std::time::Duration::from_secs(120), ..ExecOptions::default() },
-        labels: labels.clone(),
+        labels,
         policy_version: Arc::new(AtomicU64::new(0)),
     };
-    roll_out(&env, RolloutJob { group: 0, sample, instance: instance.clone(), seed: 1 }).await
+    roll_out(&env, RolloutJob { group: 0, sample, instance, seed: 1 }).await
 }
 
 fn bash(chat: &ChatFormat, command: &str) -> String {
@@ -139,5 +147,47 @@ async fn a_policy_that_hacks_the_grader_is_refused_and_scored_zero() {
     let group = FinishedGroup { group: 0, instance_id: instance.instance_id.clone(), rollouts: vec![conftest, exit] };
     let (_, counts) = select_samples(std::slice::from_ref(&group), 0, 1, AdvantageNorm::MeanStd, 1e-4);
     assert_eq!((counts.infrastructure_failures, counts.skipped_too_few), (0, 0), "{counts:?}");
+    assert_no_containers_left(&rt, &label).await;
+}
+
+/// An episode whose Docker engine dies under it (its host gone mid-command) is excluded from its
+/// group as an infrastructure failure and counted, never scored: the engine is marked down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_episode_whose_engine_dies_is_excluded_and_counted_not_scored() {
+    let test = "rl-engine-lost";
+    let Some(rt) = require_docker(test, &bundled::base_image()).await else { return };
+    let tasks = bundled::prepare(&rt, &bundled::default_tasks_dir()).await.unwrap();
+    let instance = Arc::new(tasks[0].clone());
+    let image = instance.image.clone().unwrap();
+    let tmp = tempfile::Builder::new().prefix("forge-rl-fleet-").tempdir_in("/tmp").unwrap();
+    let Some(second) = SecondEngine::start(test, &tmp.path().join("engine2")) else { return };
+    let label = format!("{test}-{}", std::process::id());
+    let labels = BTreeMap::from([("forge.test".to_string(), label.clone())]);
+    // the local engine has the image and room for one, which a reservation holds: the episode
+    // goes to the second engine, which gets the image from the first
+    let local = EngineSpec { max_containers: Some(1), ..EngineSpec::new(rt.endpoint()).unwrap() };
+    let fleet = Fleet::connect(&[local, second.spec(4)], FleetOptions::default()).await.unwrap();
+    let held = fleet.place(&image, &Limits::default(), forge_sandbox::PullPolicy::Never).await.unwrap();
+    let chat = tiny_chat();
+    let agent = AgentSection { max_turns: 4, ..AgentSection::default() };
+    let episode = tokio::spawn(rollout_on(fleet.clone(), labels, instance.clone(), agent, vec![bash(&chat, "sleep 120")], 0));
+    let started = Instant::now();
+    while second.sandboxes().is_empty() {
+        assert!(started.elapsed().as_secs() < 180 && !episode.is_finished(), "no container ran on the second engine");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // the agent's `sleep 120` is running when the engine dies
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    second.kill();
+    let lost = episode.await.unwrap();
+    assert!(started.elapsed().as_secs() < 100, "the loss ended the episode at once, not its command");
+    assert_eq!(lost.trajectory.status, Status::InfraError, "{:?}", lost.trajectory.error);
+    assert!(matches!(lost.reward, Reward::InfrastructureFailure(_)), "{:?}", lost.reward);
+    let m = fleet.metrics();
+    assert_eq!((m.engines[1].up, m.engines[1].failures, m.engines[1].image_transfers), (false, 1, 1), "{m:?}");
+    let group = FinishedGroup { group: 0, instance_id: instance.instance_id.clone(), rollouts: vec![lost] };
+    let (samples, counts) = select_samples(std::slice::from_ref(&group), 0, 1, AdvantageNorm::MeanStd, 1e-4);
+    assert_eq!((samples.len(), counts.infrastructure_failures), (0, 1), "{counts:?}");
+    drop(held);
     assert_no_containers_left(&rt, &label).await;
 }

@@ -115,7 +115,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         return Err(RlError::Config(format!("{} holds no instances to train on", config.data.train.display())));
     }
     let instances: Vec<Arc<TaskInstance>> = instances.into_iter().map(Arc::new).collect();
-    let fleet = Fleet::connect(&config.sandbox.hosts, FleetOptions::default()).await?;
+    let fleet = Fleet::connect(&worker_engines(&config.sandbox.hosts, options.distributed.as_ref()), FleetOptions::default()).await?;
     let owned: Vec<TaskInstance> = instances.iter().map(|i| (**i).clone()).collect();
     // one worker per machine builds missing task images while the others wait (other engines
     // get them by transfer when an episode is placed there)
@@ -306,4 +306,30 @@ impl GroupScheduler<'_> {
     }
 }
 
+/// The engines as one worker sees them: each worker places its own containers, so it gets an
+/// even share of every engine's bounds — of a local engine among this node's workers, of a
+/// remote one among all workers.
+fn worker_engines(hosts: &[forge_sandbox::EngineSpec], topology: Option<&Topology>) -> Vec<forge_sandbox::EngineSpec> {
+    hosts
+        .iter()
+        .map(|h| match topology {
+            None => h.clone(),
+            Some(t) if h.is_local() => h.share(t.local_world_size),
+            Some(t) => h.share(t.world_size),
+        })
+        .collect()
+}
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_share_local_engines_per_node_and_remote_ones_across_the_world() {
+        let hosts: Vec<forge_sandbox::EngineSpec> = vec!["unix:///var/run/docker.sock,max_containers=16".parse().unwrap(), "tcp://h:2376,max_containers=80,cpus=64".parse().unwrap()];
+        let topology = Topology { rank: 9, world_size: 16, local_rank: 1, local_world_size: 8, master: "n0:29500".into() };
+        let seen = worker_engines(&hosts, Some(&topology));
+        assert_eq!((seen[0].max_containers, seen[1].max_containers, seen[1].cpus), (Some(2), Some(5), Some(4.0)));
+        assert_eq!(worker_engines(&hosts, None), hosts, "one worker: the bounds as given");
+    }
+}

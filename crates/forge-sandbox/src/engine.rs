@@ -137,6 +137,19 @@ impl EngineSpec {
         Ok(())
     }
 
+    /// This engine's bounds for one of `processes` processes that each place containers on it
+    /// without seeing the others' (data-parallel workers each have their own fleet): every bound
+    /// divided evenly, at least one container each.
+    pub fn share(&self, processes: usize) -> EngineSpec {
+        let n = processes.max(1);
+        EngineSpec {
+            max_containers: self.max_containers.map(|m| (m / n).max(1)),
+            cpus: self.cpus.map(|c| c / n as f64),
+            memory_bytes: self.memory_bytes.map(|m| m / n as u64),
+            ..self.clone()
+        }
+    }
+
     /// Whether the engine runs on this machine (its container layers can be read from here).
     pub fn is_local(&self) -> bool {
         self.endpoint.starts_with("unix://")
@@ -211,6 +224,17 @@ mod tests {
         }
         let twice = [EngineSpec::new("tcp://a:1").unwrap(), EngineSpec::new("tcp://a:1").unwrap()];
         assert!(EngineSpec::fleet_or_env(&twice).unwrap_err().contains("listed twice"));
+    }
+
+    #[test]
+    fn processes_get_even_shares_of_the_bounds() {
+        let e: EngineSpec = "tcp://h:1,max_containers=80,cpus=64,memory=256G".parse().unwrap();
+        let s = e.share(8);
+        assert_eq!((s.max_containers, s.cpus, s.memory_bytes), (Some(10), Some(8.0), Some(32 << 30)));
+        assert_eq!("tcp://h:1,max=3".parse::<EngineSpec>().unwrap().share(4).max_containers, Some(1), "at least one each");
+        let unbounded = EngineSpec::new("tcp://h:1").unwrap();
+        assert_eq!(unbounded.share(8), unbounded);
+        assert_eq!(e.share(1), e);
     }
 
     #[test]

@@ -256,8 +256,6 @@ pub struct Placement {
     fleet: Weak<Inner>,
     cpus: f64,
     memory: u64,
-    /// Seconds it waited for room.
-    pub waited_seconds: f64,
 }
 
 impl Placement {
@@ -441,7 +439,7 @@ impl Fleet {
                         continue;
                     }
                     let waited_seconds = started.elapsed().as_secs_f64();
-                    let placement = Placement { engine: engine.clone(), fleet: Arc::downgrade(inner), cpus, memory, waited_seconds };
+                    let placement = Placement { engine: engine.clone(), fleet: Arc::downgrade(inner), cpus, memory };
                     match self.provision(&engine, image, pull).await {
                         Ok(()) => {
                             let mut state = engine.state();
@@ -530,15 +528,6 @@ impl Fleet {
             .collect::<Vec<_>>()
             .join("; ");
         SandboxError::NoEngineUp { engines, waited }
-    }
-
-    /// Reaps the containers of dead forge processes on every engine that answers.
-    pub async fn reap_stale(&self) -> Result<usize> {
-        let mut removed = 0;
-        for rt in self.runtimes_up() {
-            removed += rt.reap_stale().await?;
-        }
-        Ok(removed)
     }
 
     /// The counts so far.
@@ -651,7 +640,8 @@ async fn transfer(from: &Runtime, to: &Runtime, image: &str) -> Result<(u64, f64
                 Ok(bytes) => {
                     counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
                     if tx.send(Ok(bytes)).await.is_err() {
-                        return Err("the receiving engine stopped reading".to_string());
+                        // the load ended early: its error says why
+                        return Ok(());
                     }
                 }
                 Err(e) => {
@@ -664,25 +654,13 @@ async fn transfer(from: &Runtime, to: &Runtime, image: &str) -> Result<(u64, f64
         Ok(())
     });
     let chunks = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
-    let target = to.docker().clone().with_timeout(crate::images::LONG_REQUEST);
-    let options = bollard::query_parameters::ImportImageOptions { quiet: true, ..Default::default() };
-    let mut loading = target.import_image_stream(options, chunks, None);
-    let mut load_error = None;
-    while let Some(message) = loading.next().await {
-        match message {
-            Ok(info) => {
-                if let Some(e) = info.error_detail.and_then(|d| d.message) {
-                    load_error = Some(e);
-                }
-            }
-            Err(e) => load_error = Some(crate::runtime::error_chain(&e)),
-        }
-    }
+    let loaded = to.load_stream(chunks).await;
     let exported = export.await.map_err(|e| e.to_string()).and_then(|r| r);
-    let failure = match (exported, load_error) {
+    // a failed save truncates the load: the save's error is the cause
+    let failure = match (exported, loaded) {
         (Err(e), _) => Some(format!("docker save on {}: {e}", from.endpoint())),
-        (Ok(()), Some(e)) => Some(format!("docker load on {}: {e}", to.endpoint())),
-        (Ok(()), None) => None,
+        (Ok(()), Err(e)) => Some(format!("docker load on {}: {e}", to.endpoint())),
+        (Ok(()), Ok(_)) => None,
     };
     if let Some(detail) = failure {
         return Err(SandboxError::ImageTransfer { image: image.to_string(), detail });

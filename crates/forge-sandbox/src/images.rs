@@ -465,11 +465,26 @@ impl Runtime {
                 Err(e) => Some((Err(e), file)),
             }
         });
+        let loaded = self.load_stream(chunks).await.map_err(load_err)?;
+        tracing::info!(archive = %archive.display(), images = ?loaded, "loaded");
+        Ok(loaded)
+    }
+
+    /// `docker load` of a `docker save` archive arriving as `chunks` (a file, another engine's
+    /// `docker save`): the tags (or ids, for images saved without one) it loaded, or why not.
+    pub(crate) async fn load_stream<S, E>(&self, chunks: S) -> std::result::Result<Vec<String>, String>
+    where
+        S: futures_util::Stream<Item = std::result::Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
         let docker = self.docker().clone().with_timeout(LONG_REQUEST);
         let mut stream = docker.import_image_stream(ImportImageOptions { quiet: true, ..Default::default() }, chunks, None);
         let mut loaded = Vec::new();
         while let Some(msg) = stream.next().await {
-            let msg = msg.map_err(|e| load_err(e.to_string()))?;
+            let msg = msg.map_err(|e| crate::runtime::error_chain(&e))?;
+            if let Some(error) = msg.error_detail.and_then(|d| d.message) {
+                return Err(error);
+            }
             for line in msg.stream.as_deref().unwrap_or("").lines() {
                 if let Some(name) = line.strip_prefix("Loaded image: ").or_else(|| line.strip_prefix("Loaded image ID: ")) {
                     loaded.push(name.trim().to_string());
@@ -477,9 +492,8 @@ impl Runtime {
             }
         }
         if loaded.is_empty() {
-            return Err(load_err("the engine loaded no image from it".into()));
+            return Err("the engine loaded no image from it".into());
         }
-        tracing::info!(archive = %archive.display(), images = ?loaded, "loaded");
         Ok(loaded)
     }
 

@@ -197,10 +197,17 @@ pub fn discover(tasks_dir: &Path) -> Result<Vec<RepoSource>> {
     Ok(repos)
 }
 
-/// True for files that belong to the test patch.
+/// True for files that belong to the test patch: anything under a `test`, `tests` or `testing`
+/// directory, `test_*.py` / `*_test.py` files and `conftest.py` (SWE-bench's split of a fix
+/// into the gold patch and the test patch).
 pub fn is_test_file(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
-    path.starts_with("tests/") || path.contains("/tests/") || name.starts_with("test_")
+    let in_test_dir = path
+        .split('/')
+        .rev()
+        .skip(1)
+        .any(|dir| matches!(dir, "test" | "tests" | "testing"));
+    in_test_dir || name.starts_with("test_") || name.ends_with("_test.py") || name == "conftest.py"
 }
 
 fn git(dir: &Path, args: &[&str], date: &str) -> Result<String> {
@@ -580,8 +587,7 @@ fn stale(path: &Path, what: &str) -> SweError {
 /// with the gold patch in containers, and derives FAIL_TO_PASS (fail → pass) and PASS_TO_PASS
 /// (pass → pass). Writes `bundled.jsonl` and returns the instances.
 pub async fn generate(rt: &Runtime, tasks_dir: &Path) -> Result<Vec<TaskInstance>> {
-    use crate::harness::{run_instance, ExecOptions};
-    use crate::parsers::LogParser;
+    use crate::harness::ExecOptions;
     let (built, _tmp) = build_all(rt, tasks_dir).await?;
     let mut insts = instances_of(&built, &BTreeMap::new());
     let opts = ExecOptions {
@@ -589,35 +595,14 @@ pub async fn generate(rt: &Runtime, tasks_dir: &Path) -> Result<Vec<TaskInstance
         ..Default::default()
     };
     for inst in &mut insts {
-        let mut maps = Vec::new();
-        for patch in [None, Some(inst.patch.clone())] {
-            let run = run_instance(rt, inst, patch.as_deref(), &opts).await?;
-            let region = crate::grading::test_region(&run.log).ok_or_else(|| {
-                SweError::Invalid(format!(
-                    "{}: no test output:\n{}",
-                    inst.instance_id, run.log
-                ))
-            })?;
-            maps.push(LogParser::Pytest.parse(region));
-        }
-        let (before, after) = (&maps[0], &maps[1]);
-        let pass = |m: &crate::parsers::StatusMap, t: &str| m.get(t).is_some_and(|s| s == "PASSED");
-        inst.fail_to_pass = after
-            .keys()
-            .filter(|t| pass(after, t) && !pass(before, t))
-            .cloned()
-            .collect();
-        inst.pass_to_pass = after
-            .keys()
-            .filter(|t| pass(after, t) && pass(before, t))
-            .cloned()
-            .collect();
-        if inst.fail_to_pass.is_empty() {
+        let (f2p, p2p) = crate::validate::derive_tests(rt, inst, &opts).await?;
+        if f2p.is_empty() {
             return Err(SweError::Invalid(format!(
                 "{}: no test fails before and passes after the gold patch",
                 inst.instance_id
             )));
         }
+        (inst.fail_to_pass, inst.pass_to_pass) = (f2p, p2p);
     }
     crate::instance::save_instances_jsonl(&dataset_path(tasks_dir), &insts)?;
     Ok(insts)

@@ -88,7 +88,7 @@ pub fn agent_setup_script(inst: &TaskInstance) -> String {
 /// on `git checkout`) and no file-system monitor command from the repository's configuration.
 const GIT: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

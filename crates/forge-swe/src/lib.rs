@@ -8,6 +8,7 @@
 
 pub mod bundled;
 pub mod error;
+pub mod foundry;
 pub mod grading;
 pub mod harness;
 pub mod instance;

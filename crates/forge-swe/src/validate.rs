@@ -80,7 +80,37 @@ pub async fn validate_tasks(
     out.into_iter().map(|(_, v)| v).collect()
 }
 
-async fn validate_one(rt: &Runtime, inst: &TaskInstance, opts: &ExecOptions) -> TaskValidation {
+/// FAIL_TO_PASS and PASS_TO_PASS of an instance, derived by running its test files (with its
+/// test patch) without and with the gold patch: fail → pass and pass → pass, per test, as the
+/// instance's log parser reads the output. A run without test output is an error naming the
+/// instance (the tests could not run at all).
+pub async fn derive_tests(
+    rt: &Runtime,
+    inst: &TaskInstance,
+    opts: &ExecOptions,
+) -> crate::Result<(Vec<String>, Vec<String>)> {
+    let parser = crate::parsers::LogParser::for_instance(inst.log_parser.as_deref(), &inst.repo);
+    let mut maps = Vec::new();
+    for (patch, when) in [(None, "without"), (Some(inst.patch.as_str()), "with")] {
+        let run = run_instance(rt, inst, patch, opts).await?;
+        let region = crate::grading::test_region(&run.log).ok_or_else(|| {
+            let tail: String = run.log.chars().rev().take(3000).collect::<Vec<_>>().into_iter().rev().collect();
+            crate::SweError::Invalid(format!(
+                "{}: no test output {when} the gold patch:\n{tail}",
+                inst.instance_id
+            ))
+        })?;
+        maps.push(parser.parse(region));
+    }
+    let (before, after) = (&maps[0], &maps[1]);
+    let pass = |m: &crate::parsers::StatusMap, t: &str| m.get(t).is_some_and(|s| s == "PASSED");
+    let f2p = after.keys().filter(|t| pass(after, t) && !pass(before, t)).cloned().collect();
+    let p2p = after.keys().filter(|t| pass(after, t) && pass(before, t)).cloned().collect();
+    Ok((f2p, p2p))
+}
+
+/// The official verdict on one instance (see the module docs).
+pub async fn validate_one(rt: &Runtime, inst: &TaskInstance, opts: &ExecOptions) -> TaskValidation {
     let mut problems = Vec::new();
     if inst.fail_to_pass.is_empty() {
         problems.push("FAIL_TO_PASS is empty".to_string());

@@ -7,6 +7,7 @@
 #![allow(non_snake_case)]
 
 pub mod bundled;
+pub mod chat;
 pub mod error;
 pub mod foundry;
 pub mod grading;

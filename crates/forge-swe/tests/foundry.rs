@@ -114,6 +114,9 @@ async fn mines_exactly_the_fixes_of_bundled_histories() {
     for project in ["calutil", "semverkit"] {
         let (plain, expected) = plain(project, tmp.path());
         let repo = mixed_history(project, &plain, tmp.path());
+        // Images of an earlier run would be reused (their labels say how they were built):
+        // removed, so that this run builds its environments.
+        remove_images(&rt, &format!("forge-foundry/local__{project}-mixed")).await;
         let opts = MineOptions { repo: repo.display().to_string(), workers: 3, ..Default::default() };
         let (tasks, report) = foundry::mine(&rt, &opts).await.unwrap();
         let verdicts: Vec<(&str, &str)> = report.commits.iter().map(|v| (v.subject.as_str(), v.verdict.as_str())).collect();
@@ -154,10 +157,24 @@ async fn mines_exactly_the_fixes_of_bundled_histories() {
         assert_eq!(report.images.moves.len(), 1);
         assert!(report.images.bytes_per_task < report.images.baseline_bytes_per_task, "{:#?}", report.images);
         assert!(tasks.iter().all(|t| t.image == tasks[0].image));
+        // A project that declares no dependency runs on the base image's Python.
+        let built: Vec<&forge_swe::foundry::env::Attempt> = report.commits.iter().flat_map(|v| &v.env_attempts).collect();
+        assert_eq!(built.len(), 2, "one build per environment: {built:#?}");
+        assert!(built.iter().all(|a| a.ok && a.strategy == "system-python"), "{built:#?}");
         // Independently: every mined task is eval-ready by `forge tasks validate`'s definition.
         let verdicts = forge_swe::validate_tasks(&rt, &tasks, &ExecOptions::default(), 2).await;
         for v in &verdicts {
             assert!(v.ok, "{}: {:?}", v.instance_id, v.problems);
+        }
+    }
+}
+
+async fn remove_images(rt: &forge_sandbox::Runtime, repository: &str) {
+    let filters = std::collections::HashMap::from([("reference".to_string(), vec![format!("{repository}:*")])]);
+    let opts = bollard::query_parameters::ListImagesOptions { filters: Some(filters), ..Default::default() };
+    for img in rt.docker().list_images(Some(opts)).await.unwrap() {
+        for tag in img.repo_tags {
+            rt.docker().remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await.unwrap();
         }
     }
 }

@@ -17,6 +17,7 @@
 pub mod env;
 pub mod history;
 pub mod prune;
+pub mod statement;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -57,6 +58,8 @@ pub struct MineOptions {
     pub test_timeout: Duration,
     /// Try moving tasks onto fewer images ([`prune`]).
     pub prune: bool,
+    /// Rewrite commit messages into issue-style statements ([`statement`]).
+    pub rewrite: Option<crate::chat::ChatEndpoint>,
 }
 
 impl Default for MineOptions {
@@ -73,6 +76,7 @@ impl Default for MineOptions {
             max_attempts: 6,
             test_timeout: Duration::from_secs(900),
             prune: true,
+            rewrite: None,
         }
     }
 }
@@ -92,6 +96,9 @@ pub struct CommitVerdict {
     pub image: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub env_attempts: Vec<Attempt>,
+    /// The longest test run of the task's validation (without or with the fix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_seconds: Option<f64>,
 }
 
 /// The run's report (written next to the output as `<out>.report.json`).
@@ -107,6 +114,8 @@ pub struct MineReport {
     /// Reason → count, over passed-over and dropped commits.
     pub drop_reasons: BTreeMap<String, usize>,
     pub images: prune::ImageReport,
+    /// Statements rewritten into issues (the others keep the commit message, with the reason).
+    pub statements_rewritten: usize,
     pub minutes: f64,
     pub commits: Vec<CommitVerdict>,
 }
@@ -142,6 +151,7 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
             instance_id: None,
             image: None,
             env_attempts: Vec::new(),
+            test_seconds: None,
         };
         if c.parent.is_none() {
             verdicts.push(passed_over("root commit (no parent to start from)"));
@@ -166,6 +176,7 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
                 instance_id: None,
                 image: None,
                 env_attempts: Vec::new(),
+                test_seconds: None,
             });
         }
     }
@@ -203,10 +214,22 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
         tasks.extend(inst);
     }
     let images = if opts.prune {
-        prune::prune(rt, &mut tasks, &ctx.exec).await?
+        let seconds: BTreeMap<String, f64> =
+            verdicts.iter().filter_map(|v| Some((v.instance_id.clone()?, v.test_seconds?))).collect();
+        prune::prune(rt, &mut tasks, &ctx.exec, &seconds, opts.workers).await?
     } else {
         prune::ImageReport::measure(rt, &tasks, &tasks).await?
     };
+    if let Some(ep) = &opts.rewrite {
+        let client = ep.client().map_err(|e| SweError::Invalid(format!("--rewrite-endpoint {}: {e}", ep.chat_url())))?;
+        for t in tasks.iter_mut() {
+            statement::rewrite(ep, &client, t).await;
+        }
+    }
+    let statements_rewritten = tasks
+        .iter()
+        .filter(|t| t.extra.get("problem_statement_source").and_then(|v| v.as_str()).is_some_and(|s| s.starts_with("rewritten")))
+        .count();
     // The image each task ends on.
     for v in &mut verdicts {
         if let Some(t) = tasks.iter().find(|t| Some(&t.instance_id) == v.instance_id.as_ref()) {
@@ -228,6 +251,7 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
         tasks: tasks.len(),
         drop_reasons,
         images,
+        statements_rewritten,
         minutes: started.elapsed().as_secs_f64() / 60.0,
         commits: verdicts,
     };
@@ -268,6 +292,7 @@ async fn check_candidate(ctx: &MineContext, c: &CommitInfo, split: &ChangeSplit)
         instance_id: None,
         image: None,
         env_attempts: Vec::new(),
+        test_seconds: None,
     };
     match build_task(ctx, c, split, &mut verdict).await {
         Ok(inst) => {
@@ -366,6 +391,7 @@ async fn build_task(ctx: &MineContext, c: &CommitInfo, split: &ChangeSplit, verd
     if !v.ok {
         return Err(format!("not eval-ready on a second run (flaky or order-dependent tests): {}", v.problems.join("; ")));
     }
+    verdict.test_seconds = Some(v.before_seconds.max(v.after_seconds));
     Ok(inst)
 }
 

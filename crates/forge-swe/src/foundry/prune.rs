@@ -100,56 +100,82 @@ impl ImageReport {
 }
 
 /// Moves tasks onto shared images until no move validates; removes the images left unused.
-pub async fn prune(rt: &Runtime, tasks: &mut [TaskInstance], opts: &ExecOptions) -> Result<ImageReport> {
+/// Sources are taken least-used first, targets most-used first; all tasks of a source are tried
+/// on a target at once (`workers` validations in parallel), each with a time limit of four times
+/// its own validation's longest run (`seconds`, at least a minute): a task that runs far slower
+/// on another image does not belong there.
+pub async fn prune(
+    rt: &Runtime,
+    tasks: &mut [TaskInstance],
+    opts: &ExecOptions,
+    seconds: &BTreeMap<String, f64>,
+    workers: usize,
+) -> Result<ImageReport> {
     let before = tasks.to_vec();
     let mut moves = Vec::new();
     let mut tried = 0usize;
-    // (task, image) pairs already found not to validate: never tried twice.
+    // (task, image) pairs found not to validate: never tried twice.
     let mut failed: std::collections::BTreeSet<(String, String)> = Default::default();
-    loop {
+    let counts = |tasks: &[TaskInstance]| {
         let mut count: BTreeMap<String, usize> = BTreeMap::new();
-        for t in tasks.iter() {
+        for t in tasks {
             if let Some(img) = &t.image {
                 *count.entry(img.clone()).or_insert(0) += 1;
             }
         }
-        if count.len() < 2 {
+        count
+    };
+    loop {
+        let mut sources: Vec<(String, usize)> = counts(tasks).into_iter().collect();
+        if sources.len() < 2 {
             break;
         }
-        // Sources: the least-used image first; targets: the most-used first.
-        let mut order: Vec<(String, usize)> = count.into_iter().collect();
-        order.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
-        let mut moved = false;
-        'sources: for (src, _) in &order {
-            for idx in 0..tasks.len() {
-                if tasks[idx].image.as_deref() != Some(src) {
-                    continue;
+        sources.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
+        let mut changed = false;
+        for (src, _) in &sources {
+            let mut targets: Vec<(String, usize)> = counts(tasks).into_iter().filter(|(d, _)| d != src).collect();
+            targets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (dst, _) in targets {
+                let on_src: Vec<usize> = (0..tasks.len())
+                    .filter(|&i| tasks[i].image.as_deref() == Some(src.as_str()) && !failed.contains(&(tasks[i].instance_id.clone(), dst.clone())))
+                    .collect();
+                if on_src.is_empty() {
+                    break;
                 }
-                for (dst, _) in order.iter().rev().filter(|(d, _)| d != src) {
-                    let key = (tasks[idx].instance_id.clone(), dst.clone());
-                    if failed.contains(&key) {
-                        continue;
-                    }
-                    // On the target the task runs the target's test command (its plugins).
-                    let on_dst = tasks.iter().find(|t| t.image.as_deref() == Some(dst)).expect("a task uses every counted image");
-                    let mut candidate = tasks[idx].clone();
-                    candidate.image = Some(dst.clone());
+                // On the target a task runs the target's test command (its plugins).
+                let Some(on_dst) = tasks.iter().find(|t| t.image.as_deref() == Some(dst.as_str())).cloned() else { continue };
+                let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
+                let mut set = tokio::task::JoinSet::new();
+                for &i in &on_src {
+                    let mut candidate = tasks[i].clone();
+                    candidate.image = on_dst.image.clone();
                     candidate.test_cmd = on_dst.test_cmd.clone();
                     candidate.version = on_dst.version.clone();
+                    let own = seconds.get(&candidate.instance_id).copied().unwrap_or(60.0);
+                    let limit = std::time::Duration::from_secs_f64((4.0 * own).max(60.0)).min(opts.timeout);
+                    let opts = ExecOptions { timeout: limit, ..opts.clone() };
+                    let (rt, sem) = (rt.clone(), sem.clone());
+                    set.spawn(async move {
+                        let _permit = sem.acquire_owned().await.expect("semaphore open");
+                        let v = crate::validate::validate_one(&rt, &candidate, &opts).await;
+                        (i, candidate, v.ok)
+                    });
+                }
+                while let Some(r) = set.join_next().await {
+                    let (i, candidate, ok) = r.map_err(|e| crate::SweError::Invalid(format!("a pruning validation panicked: {e}")))?;
                     tried += 1;
-                    let v = crate::validate::validate_one(rt, &candidate, opts).await;
-                    if v.ok {
+                    if ok {
                         tracing::info!(task = %candidate.instance_id, from = %src, to = %dst, "task moved to a shared image");
                         moves.push(Move { instance_id: candidate.instance_id.clone(), from: src.clone(), to: dst.clone() });
-                        tasks[idx] = candidate;
-                        moved = true;
-                        break 'sources;
+                        tasks[i] = candidate;
+                        changed = true;
+                    } else {
+                        failed.insert((candidate.instance_id.clone(), dst.clone()));
                     }
-                    failed.insert(key);
                 }
             }
         }
-        if !moved {
+        if !changed {
             break;
         }
     }

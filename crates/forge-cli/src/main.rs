@@ -519,6 +519,56 @@ enum TasksCommand {
         #[arg(long, value_name = "POLICY", default_value = "missing")]
         pull: forge_sandbox::PullPolicy,
     },
+    /// SPICE-style labels on SWE-bench Verified's 0 (best) to 3 scale: difficulty (gold patch
+    /// size, solve rate), test validity (FAIL_TO_PASS count, and which patched lines those tests
+    /// run, traced in the instance's container) and clarity (identifiers of the fix named, a
+    /// reproduction, length; an LLM rubric optionally). Writes each record with a `labels` object
+    /// as JSONL and prints the distribution. Thresholds: forge_swe::labels.
+    Label {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// `forge sample`'s attempts.jsonl or solve_rates.jsonl (or its output directory): the
+        /// solve rate moves the difficulty.
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        /// Trace the FAIL_TO_PASS tests in Docker (on, the default) or label without (off).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off, default_value = "on", action = clap::ArgAction::Set)]
+        coverage: bool,
+        /// Instances traced at once (one container each).
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Seconds one instance's tests may run under the tracer.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long, value_name = "POLICY", default_value = "missing")]
+        pull: forge_sandbox::PullPolicy,
+        /// An OpenAI-compatible endpoint (base URL) asked SWE-bench Verified's "how
+        /// well-specified is the issue" question; combined with the concrete clarity score.
+        #[arg(long, requires = "rubric_model")]
+        rubric_endpoint: Option<String>,
+        /// The `model` of the rubric requests.
+        #[arg(long, requires = "rubric_endpoint")]
+        rubric_model: Option<String>,
+        /// The environment variable holding the rubric endpoint's API key.
+        #[arg(long, value_name = "VAR", requires = "rubric_endpoint")]
+        rubric_api_key_env: Option<String>,
+    },
+    /// Keep the labelled instances (`forge tasks label`'s output) whose scores are at most the
+    /// thresholds; "≤ 1 on all three" is --max-difficulty 1 --max-test-validity 1 --max-clarity 1.
+    Filter {
+        #[arg(long)]
+        dataset: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+        max_difficulty: Option<u8>,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+        max_test_validity: Option<u8>,
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
+        max_clarity: Option<u8>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1031,6 +1081,45 @@ fn main() -> Result<()> {
             if !failed.is_empty() {
                 bail!("{} of {} tasks are not eval-ready", failed.len(), results.len());
             }
+        }
+        Command::Tasks { command: TasksCommand::Label { dataset, out, samples, coverage, workers, timeout, pull, rubric_endpoint, rubric_model, rubric_api_key_env } } => {
+            let samples = match &samples {
+                Some(path) => forge_swe::labels::load_samples(path)?,
+                None => Default::default(),
+            };
+            let rubric = match (rubric_endpoint, rubric_model) {
+                (Some(url), Some(model)) => {
+                    let api_key = match &rubric_api_key_env {
+                        Some(var) => Some(std::env::var(var).ok().filter(|k| !k.is_empty()).with_context(|| format!("--rubric-api-key-env {var}: the environment variable {var} is not set"))?),
+                        None => None,
+                    };
+                    Some(forge_swe::labels::RubricEndpoint { api_key, ..forge_swe::labels::RubricEndpoint::new(&url, &model) })
+                }
+                _ => None,
+            };
+            let opts = forge_swe::labels::LabelOptions { coverage, workers, timeout: std::time::Duration::from_secs(timeout), samples, rubric, pull, ..Default::default() };
+            let runtime = tokio::runtime::Runtime::new()?;
+            if coverage {
+                guard_containers(&runtime, &[])?;
+            }
+            let summary = runtime.block_on(forge_swe::labels::label_file(&dataset, &out, &opts))?;
+            println!("labelled {} instances into {}", summary.instances, out.display());
+            print!("{}", summary.distribution);
+            if !summary.coverage_errors.is_empty() {
+                for (id, why) in &summary.coverage_errors {
+                    eprintln!("  coverage not measured for {id}: {why}");
+                }
+                bail!("the coverage of {} of {} instances could not be measured (their test_validity has coverage_error and counts as unmeasured); fix the cause above and label again, or pass --coverage off", summary.coverage_errors.len(), summary.instances);
+            }
+        }
+        Command::Tasks { command: TasksCommand::Filter { dataset, out, max_difficulty, max_test_validity, max_clarity } } => {
+            let thresholds = forge_swe::labels::Thresholds { difficulty: max_difficulty, test_validity: max_test_validity, clarity: max_clarity };
+            let summary = forge_swe::labels::filter_file(&dataset, &out, &thresholds)?;
+            println!("kept {} of {} instances ({} dropped) into {}", summary.kept, summary.kept + summary.dropped, summary.dropped, out.display());
+            println!("input:");
+            print!("{}", summary.distribution);
+            println!("kept:");
+            print!("{}", summary.kept_distribution);
         }
         Command::Images { command: ImagesCommand::Load { files } } => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -28,6 +28,15 @@ pub enum SweError {
     /// Predictions name instances the dataset lacks, or similar inconsistencies.
     #[error("{0}")]
     Invalid(String),
+    /// `forge tasks label --coverage on` (the default) could not reach Docker.
+    #[error("measuring which patched lines the FAIL_TO_PASS tests run (--coverage on, the default) needs the Docker Engine: {0}; start Docker, or pass --coverage off to label without it")]
+    CoverageNeedsDocker(String),
+    /// The rubric endpoint of `forge tasks label` failed or answered without a score.
+    #[error("rubric endpoint {endpoint}: {detail}; check --rubric-endpoint and --rubric-model, or leave them out to label without the rubric")]
+    Rubric { endpoint: String, detail: String },
+    /// `forge tasks filter` was given a record without labels.
+    #[error("{path}: instance {instance_id} has no labels; label the dataset first with `forge tasks label --dataset {path} --out LABELLED.jsonl` and filter LABELLED.jsonl")]
+    Unlabelled { path: PathBuf, instance_id: String },
     /// The Docker sandbox failed (engine, image, container).
     #[error(transparent)]
     Sandbox(#[from] forge_sandbox::SandboxError),

@@ -14,6 +14,7 @@ pub mod grading;
 pub mod harness;
 pub mod instance;
 pub mod integrity;
+pub mod labels;
 pub mod layouts;
 pub mod parsers;
 pub mod resolve;

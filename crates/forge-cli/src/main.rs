@@ -214,6 +214,11 @@ enum Command {
         #[command(flatten)]
         container: ContainerArgs,
     },
+    /// The Foundry: eval-ready tasks mined from a repository's git history.
+    Foundry {
+        #[command(subcommand)]
+        command: FoundryCommand,
+    },
     /// Task-set utilities.
     Tasks {
         #[command(subcommand)]
@@ -568,6 +573,60 @@ enum TasksCommand {
         max_test_validity: Option<u8>,
         #[arg(long, value_parser = clap::value_parser!(u8).range(0..=3))]
         max_clarity: Option<u8>,
+    },
+}
+
+#[derive(Subcommand)]
+enum FoundryCommand {
+    /// Walk a repository's first-parent history; every commit that changes Python source and
+    /// tests gets an environment image (dependencies as of its date), its tests run before and
+    /// after, and those with FAIL_TO_PASS tests that `forge tasks validate` accepts are written
+    /// in the SWE-bench schema. A report of every commit (drop reasons, environment attempts,
+    /// images, bytes per task) goes to `<out>.report.json`.
+    Mine {
+        /// A local repository or a URL git can clone.
+        #[arg(long)]
+        repo: String,
+        /// The tasks, JSONL.
+        #[arg(long)]
+        out: PathBuf,
+        /// Only commits authored on or after this date (e.g. 2023-01-01).
+        #[arg(long)]
+        since: Option<String>,
+        /// At most N candidates (the newest) are built and checked.
+        #[arg(long)]
+        max: Option<usize>,
+        /// Candidates checked at once.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// The revision whose history is walked.
+        #[arg(long, default_value = "HEAD")]
+        rev: String,
+        /// `owner/name` of the tasks (default: from the URL or the origin remote).
+        #[arg(long)]
+        name: Option<String>,
+        /// CA bundle that build containers trust (default: SSL_CERT_FILE, else the system bundle).
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        /// Keep one image per environment (no moving of tasks onto shared images).
+        #[arg(long)]
+        no_prune: bool,
+        /// Environment strategies tried before a candidate is dropped.
+        #[arg(long, default_value_t = 6)]
+        max_attempts: usize,
+        /// Seconds per test run.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// An OpenAI-compatible server (`http://host:8000`, `/v1` optional) that rewrites each
+        /// task's commit message into an issue-style statement (refused if it quotes the fix).
+        #[arg(long, requires = "rewrite_model")]
+        rewrite_endpoint: Option<String>,
+        /// The model the rewrite endpoint serves.
+        #[arg(long, requires = "rewrite_endpoint")]
+        rewrite_model: Option<String>,
+        /// Environment variable holding the rewrite endpoint's API key.
+        #[arg(long, value_name = "VAR")]
+        api_key_env: Option<String>,
     },
 }
 
@@ -1093,7 +1152,7 @@ fn main() -> Result<()> {
                         Some(var) => Some(std::env::var(var).ok().filter(|k| !k.is_empty()).with_context(|| format!("--rubric-api-key-env {var}: the environment variable {var} is not set"))?),
                         None => None,
                     };
-                    Some(forge_swe::labels::RubricEndpoint { api_key, ..forge_swe::labels::RubricEndpoint::new(&url, &model) })
+                    Some(forge_swe::chat::ChatEndpoint { api_key, ..forge_swe::chat::ChatEndpoint::new(&url, &model) })
                 }
                 _ => None,
             };
@@ -1120,6 +1179,62 @@ fn main() -> Result<()> {
             print!("{}", summary.distribution);
             println!("kept:");
             print!("{}", summary.kept_distribution);
+        }
+        Command::Foundry {
+            command:
+                FoundryCommand::Mine { repo, out, since, max, workers, rev, name, ca_bundle, no_prune, max_attempts, timeout, rewrite_endpoint, rewrite_model, api_key_env },
+        } => {
+            let rewrite = match (rewrite_endpoint, rewrite_model) {
+                (Some(url), Some(model)) => {
+                    let mut ep = forge_swe::chat::ChatEndpoint::new(&url, &model);
+                    if let Some(var) = &api_key_env {
+                        ep.api_key = Some(std::env::var(var).with_context(|| format!("--api-key-env {var}: the variable is not set"))?);
+                    }
+                    Some(ep)
+                }
+                _ => None,
+            };
+            let opts = forge_swe::foundry::MineOptions {
+                repo,
+                rev,
+                since,
+                max,
+                workers,
+                name,
+                network: forge_swe::foundry::env::BuildNetwork::from_host(ca_bundle),
+                max_attempts,
+                test_timeout: std::time::Duration::from_secs(timeout),
+                prune: !no_prune,
+                rewrite,
+                ..Default::default()
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            guard_containers(&runtime, &[])?;
+            let rt = runtime.block_on(forge_sandbox::Runtime::connect())?;
+            let (tasks, report) = runtime.block_on(forge_swe::foundry::mine(&rt, &opts))?;
+            forge_swe::save_instances_jsonl(&out, &tasks)?;
+            let report_path = forge_swe::foundry::report_path(&out);
+            std::fs::write(&report_path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", report_path.display()))?;
+            println!(
+                "{}: {} commits scanned, {} candidates ({} checked), {} eval-ready tasks -> {}",
+                report.repo, report.commits_scanned, report.candidates, report.candidates_checked, report.tasks, out.display()
+            );
+            for (reason, n) in &report.drop_reasons {
+                println!("  {n:>5}  {reason}");
+            }
+            let mib = |b: f64| b / (1u64 << 20) as f64;
+            println!(
+                "statements rewritten: {}; images: {} -> {} after pruning ({} moves of {} tried); {:.1} MiB per task shared vs {:.1} MiB one image per task; {:.1} min; report {}",
+                report.statements_rewritten,
+                report.images.images_before,
+                report.images.images_after,
+                report.images.moves.len(),
+                report.images.moves_tried,
+                mib(report.images.bytes_per_task),
+                mib(report.images.baseline_bytes_per_task),
+                report.minutes,
+                report_path.display()
+            );
         }
         Command::Images { command: ImagesCommand::Load { files } } => {
             let runtime = tokio::runtime::Runtime::new()?;

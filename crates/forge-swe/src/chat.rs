@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 /// Where to ask, and as which model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChatEndpoint {
     /// Base URL (`http://host:8000`, a trailing `/v1` accepted) or the full
     /// `.../chat/completions` URL.
@@ -92,8 +92,9 @@ mod tests {
 
     #[test]
     fn urls_take_a_base_with_or_without_v1() {
-        for url in ["http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/chat/completions"] {
+        for url in ["http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/", "http://h:8000/v1/chat/completions"] {
             assert_eq!(ChatEndpoint::new(url, "m").chat_url(), "http://h:8000/v1/chat/completions", "{url}");
         }
+        assert_eq!(ChatEndpoint::new("https://x/api/chat/completions", "m").chat_url(), "https://x/api/chat/completions");
     }
 }

@@ -78,6 +78,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::chat::ChatEndpoint;
 use crate::error::{Result, SweError};
 use crate::harness::{instance_image, ContainerOverrides, ExecOptions};
 use crate::instance::TaskInstance;
@@ -467,33 +468,6 @@ pub fn load_samples(path: &Path) -> Result<BTreeMap<String, SolveStats>> {
 // ---------------------------------------------------------------------------------------------
 // Labelling
 
-/// The rubric endpoint (OpenAI-compatible chat completions).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RubricEndpoint {
-    /// Base URL (`http://host:8000`, a trailing `/v1` accepted) or the full
-    /// `.../chat/completions` URL.
-    pub url: String,
-    pub model: String,
-    /// Sent as `Authorization: Bearer {api_key}`.
-    pub api_key: Option<String>,
-    pub timeout: Duration,
-}
-
-impl RubricEndpoint {
-    pub fn new(url: &str, model: &str) -> Self {
-        RubricEndpoint { url: url.to_string(), model: model.to_string(), api_key: None, timeout: Duration::from_secs(300) }
-    }
-
-    /// The chat-completions URL.
-    pub fn chat_url(&self) -> String {
-        let base = self.url.trim_end_matches('/');
-        if base.ends_with("/chat/completions") {
-            return base.to_string();
-        }
-        format!("{}/v1/chat/completions", base.trim_end_matches("/v1"))
-    }
-}
-
 /// Options of a labelling run.
 #[derive(Debug, Clone)]
 pub struct LabelOptions {
@@ -505,7 +479,7 @@ pub struct LabelOptions {
     pub timeout: Duration,
     /// Solve rates per instance id (`--samples`).
     pub samples: BTreeMap<String, SolveStats>,
-    pub rubric: Option<RubricEndpoint>,
+    pub rubric: Option<ChatEndpoint>,
     /// Labels on every container (tests check for leaks with them).
     pub container_labels: BTreeMap<String, String>,
     pub pull: PullPolicy,
@@ -833,61 +807,28 @@ pub fn parse_rubric_reply(text: &str) -> Option<(u8, String)> {
     }
 }
 
-fn rubric_client(ep: &RubricEndpoint) -> Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(key) = &ep.api_key {
-        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
-            .map_err(|_| SweError::Rubric { endpoint: ep.chat_url(), detail: "the API key is not a valid header value".into() })?;
-        value.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, value);
-    }
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .timeout(ep.timeout)
-        .build()
-        .map_err(|e| SweError::Rubric { endpoint: ep.chat_url(), detail: format!("cannot build the HTTP client: {e}") })
+fn rubric_client(ep: &ChatEndpoint) -> Result<reqwest::Client> {
+    ep.client().map_err(|detail| SweError::Rubric { endpoint: ep.chat_url(), detail })
 }
 
-/// Asks the rubric endpoint about `inst`'s problem statement (temperature 0; one retry of a
-/// failed request or an unreadable answer).
-pub async fn ask_rubric(client: &reqwest::Client, ep: &RubricEndpoint, inst: &TaskInstance) -> Result<RubricLabel> {
-    let url = ep.chat_url();
-    let body = json!({
-        "model": ep.model,
-        "temperature": 0,
-        "max_tokens": 512,
-        "messages": [
-            {"role": "system", "content": RUBRIC_PROMPT},
-            {"role": "user", "content": format!("Repository: {}\n\nIssue:\n{}", inst.repo, inst.problem_statement)},
-        ],
-    });
-    let err = |detail: String| SweError::Rubric { endpoint: url.clone(), detail: format!("instance {}: {detail}", inst.instance_id) };
+/// Asks the rubric endpoint about `inst`'s problem statement (temperature 0; an unreadable
+/// answer is asked once more).
+pub async fn ask_rubric(client: &reqwest::Client, ep: &ChatEndpoint, inst: &TaskInstance) -> Result<RubricLabel> {
+    let user = format!("Repository: {}\n\nIssue:\n{}", inst.repo, inst.problem_statement);
     let mut last = String::new();
     for _ in 0..2 {
-        let response = match client.post(&url).json(&body).send().await {
-            Ok(r) => r,
+        match ep.complete(client, RUBRIC_PROMPT, &user, 512).await {
+            Ok(content) => match parse_rubric_reply(&content) {
+                Some((score, reason)) => return Ok(RubricLabel { score, model: ep.model.clone(), reason }),
+                None => last = format!("no 0-3 score in the answer: {}", content.chars().take(500).collect::<String>()),
+            },
             Err(e) => {
-                last = format!("request failed: {e}");
-                continue;
-            }
-        };
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            last = format!("HTTP {status}: {}", text.chars().take(500).collect::<String>());
-            if status.is_client_error() {
+                last = e;
                 break;
             }
-            continue;
-        }
-        let v: Value = serde_json::from_str(&text).map_err(|e| err(format!("not a chat-completions response ({e}): {}", text.chars().take(500).collect::<String>())))?;
-        let content = v.pointer("/choices/0/message/content").and_then(Value::as_str).unwrap_or("");
-        match parse_rubric_reply(content) {
-            Some((score, reason)) => return Ok(RubricLabel { score, model: ep.model.clone(), reason }),
-            None => last = format!("no 0-3 score in the answer: {}", content.chars().take(500).collect::<String>()),
         }
     }
-    Err(err(last))
+    Err(SweError::Rubric { endpoint: ep.chat_url(), detail: format!("instance {}: {last}", inst.instance_id) })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1185,9 +1126,6 @@ mod tests {
         assert_eq!(parse_rubric_reply(" 0\n").map(|r| r.0), Some(0));
         assert_eq!(parse_rubric_reply("{\"score\": 7}"), None);
         assert_eq!(parse_rubric_reply("I cannot tell"), None);
-        assert_eq!(RubricEndpoint::new("http://h:8000/v1/", "m").chat_url(), "http://h:8000/v1/chat/completions");
-        assert_eq!(RubricEndpoint::new("http://h:8000", "m").chat_url(), "http://h:8000/v1/chat/completions");
-        assert_eq!(RubricEndpoint::new("https://x/api/chat/completions", "m").chat_url(), "https://x/api/chat/completions");
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use forge_sandbox::testing::{assert_no_containers_left, require_docker};
-use forge_swe::labels::{label_instances, Distribution, LabelOptions, RubricEndpoint};
+use forge_swe::chat::ChatEndpoint;
+use forge_swe::labels::{label_instances, Distribution, LabelOptions};
 use forge_swe::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -107,7 +108,7 @@ async fn the_rubric_is_asked_the_verified_question_and_combined_with_the_concret
     let (url, server) = serve_once("200 OK", answer.to_string());
     let opts = LabelOptions {
         coverage: false,
-        rubric: Some(RubricEndpoint { api_key: Some("sekrit".into()), ..RubricEndpoint::new(&format!("{url}/v1"), "judge") }),
+        rubric: Some(ChatEndpoint { api_key: Some("sekrit".into()), ..ChatEndpoint::new(&format!("{url}/v1"), "judge") }),
         ..LabelOptions::default()
     };
     let labels = label_instances(None, std::slice::from_ref(&inst), &opts).await.unwrap();
@@ -129,7 +130,7 @@ async fn the_rubric_is_asked_the_verified_question_and_combined_with_the_concret
     // an answer without a score is an error that names the flags
     let answer = serde_json::json!({"choices": [{"message": {"content": "It depends."}}]});
     let (url, first) = serve_once("200 OK", answer.to_string());
-    let opts = LabelOptions { coverage: false, rubric: Some(RubricEndpoint::new(&url, "judge")), ..LabelOptions::default() };
+    let opts = LabelOptions { coverage: false, rubric: Some(ChatEndpoint::new(&url, "judge")), ..LabelOptions::default() };
     // the retry finds no server: the error names the endpoint and the fix
     let e = label_instances(None, &[inst], &opts).await.unwrap_err().to_string();
     first.join().unwrap();

@@ -35,6 +35,9 @@ pub struct Layout {
     /// pytest plugins the project's pytest options need (from `addopts`).
     pub pytest_plugins: Vec<String>,
     pub requires_python: Option<String>,
+    /// The project's own top-level modules and packages (at the root or under `src/`): a
+    /// failure to import one of them is a build problem, never a distribution to install.
+    pub own_modules: Vec<String>,
 }
 
 const TEST_EXTRAS: &[&str] = &["test", "tests", "testing", "dev"];
@@ -47,6 +50,15 @@ impl Layout {
         let mut layout = Layout::default();
         let top = |name: &str| files.contains(&name);
         for f in &files {
+            let inner = f.strip_prefix("src/").unwrap_or(f);
+            let own = match inner.split_once('/') {
+                Some((dir, rest)) if rest == "__init__.py" => Some(dir),
+                None if inner.ends_with(".py") && inner != "setup.py" && inner != "conftest.py" => inner.strip_suffix(".py"),
+                _ => None,
+            };
+            if let Some(m) = own.filter(|m| !layout.own_modules.iter().any(|x| x == m)) {
+                layout.own_modules.push(m.to_string());
+            }
             let name = f.rsplit('/').next().unwrap_or(f);
             let depth = f.matches('/').count();
             let is_req = name.ends_with(".txt")
@@ -306,7 +318,7 @@ impl Strategy {
         if !s.venv {
             return Some((Strategy { venv: true, ..s }, "the base image's Python cannot run the tests: a virtual environment".into()));
         }
-        if let Some(module) = missing_module(log) {
+        if let Some(module) = missing_module(log).filter(|m| !layout.own_modules.contains(m)) {
             let dist = distribution_for_module(&module);
             if !s.extra_packages.contains(&dist) && s.extra_packages.len() < 4 {
                 s.extra_packages.push(dist.clone());
@@ -625,7 +637,13 @@ const LABEL_STRATEGY: &str = "forge.foundry.strategy";
 const LABEL_COMMIT: &str = "forge.foundry.commit";
 const LABEL_TEST_CMD: &str = "forge.foundry.test_cmd";
 
-const BASE_TEST_CMD: &str = "pytest -rA -p no:cacheprovider";
+/// Tars the untracked files of `/testbed` (ignored ones included, byte-code left out) into
+/// `/tmp/forge-generated.tar`.
+const COLLECT_GENERATED: &str = "cd /testbed && git -c safe.directory='*' ls-files --others -z \
+    | { grep -zv -e '__pycache__/' -e '\\.pyc$' || true; } | tar --null -T - -cf /tmp/forge-generated.tar";
+
+/// `--color=no`: a project's `addopts` may ask for colour, which no log parser reads.
+const BASE_TEST_CMD: &str = "pytest -rA -p no:cacheprovider --color=no";
 const VENV_CHANGES: &str = "WORKDIR /testbed\nENV VIRTUAL_ENV=/opt/venv\nENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// One strategy: install (in a builder for venvs), make the runtime image, and check that the
@@ -653,7 +671,15 @@ async fn try_strategy(
             if o.exit_code != Some(0) {
                 return Err(format!("install failed ({}):\n{}", strategy.name(), o.output));
             }
-            sb.download_tar("/opt/venv", 8 << 30).await.map_err(|e| format!("copying the environment out: {e}"))
+            // Files the install generated in the work tree (a version file a VCS-versioning
+            // backend writes, compiled extensions) go along with the venv.
+            let o = sb.exec(&["bash", "-c", COLLECT_GENERATED], Some(Duration::from_secs(300))).await.map_err(|e| e.to_string())?;
+            if o.exit_code != Some(0) {
+                return Err(format!("collecting the files the install generated failed:\n{}", o.output));
+            }
+            let generated = sb.read_file("/tmp/forge-generated.tar", 1 << 30).await.map_err(|e| format!("copying generated files out: {e}"))?.0;
+            let venv = sb.download_tar("/opt/venv", 8 << 30).await.map_err(|e| format!("copying the environment out: {e}"))?;
+            Ok((venv, generated))
         }
         .await;
         let _ = sb.remove().await;
@@ -666,15 +692,20 @@ async fn try_strategy(
         .map_err(|e| e.to_string())?;
     let res = async {
         sb.upload_tar("/", req.repo_tar.to_vec()).await.map_err(|e| e.to_string())?;
-        if let Some(v) = venv_tar {
-            sb.upload_tar("/opt", v).await.map_err(|e| e.to_string())?;
+        let o = sb.exec(&["bash", "-c", &checkout], Some(Duration::from_secs(300))).await.map_err(|e| e.to_string())?;
+        if o.exit_code != Some(0) {
+            return Err(format!("checking out {} failed:\n{}", req.commit, o.output));
+        }
+        if let Some((venv, generated)) = venv_tar {
+            sb.upload_tar("/opt", venv).await.map_err(|e| e.to_string())?;
+            sb.upload_tar("/testbed", generated).await.map_err(|e| e.to_string())?;
         }
         let path = if strategy.venv { "export VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH; " } else { "" };
         // The plugins the environment has, loaded by name: task runs disable autoloading.
         let plugins = format!(
             "{path}python3 -c 'import importlib.metadata as m; print(\" \".join(sorted({{e.value.split(\":\")[0] for e in m.entry_points(group=\"pytest11\")}})))'"
         );
-        let o = sb.exec(&["bash", "-c", &format!("{checkout} && {plugins}")], Some(Duration::from_secs(120))).await.map_err(|e| e.to_string())?;
+        let o = sb.exec(&["bash", "-c", &plugins], Some(Duration::from_secs(120))).await.map_err(|e| e.to_string())?;
         if o.exit_code != Some(0) {
             return Err(format!("the runtime image is broken:\n{}", o.output));
         }

@@ -114,8 +114,10 @@ pub async fn prune(
     let before = tasks.to_vec();
     let mut moves = Vec::new();
     let mut tried = 0usize;
-    // (task, image) pairs found not to validate: never tried twice.
-    let mut failed: std::collections::BTreeSet<(String, String)> = Default::default();
+    // (task, image) pairs tried (validated or not) or left: never tried again, so tasks do not
+    // move back and forth and the loop ends.
+    let mut seen: std::collections::BTreeSet<(String, String)> =
+        tasks.iter().filter_map(|t| Some((t.instance_id.clone(), t.image.clone()?))).collect();
     let counts = |tasks: &[TaskInstance]| {
         let mut count: BTreeMap<String, usize> = BTreeMap::new();
         for t in tasks {
@@ -133,11 +135,14 @@ pub async fn prune(
         sources.sort_by(|a, b| a.1.cmp(&b.1).then(a.0.cmp(&b.0)));
         let mut changed = false;
         for (src, _) in &sources {
-            let mut targets: Vec<(String, usize)> = counts(tasks).into_iter().filter(|(d, _)| d != src).collect();
+            let now = counts(tasks);
+            let Some(&src_count) = now.get(src) else { continue };
+            // Only onto images at least as used: tasks consolidate, never spread.
+            let mut targets: Vec<(String, usize)> = now.into_iter().filter(|(d, n)| d != src && *n >= src_count).collect();
             targets.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             for (dst, _) in targets {
                 let on_src: Vec<usize> = (0..tasks.len())
-                    .filter(|&i| tasks[i].image.as_deref() == Some(src.as_str()) && !failed.contains(&(tasks[i].instance_id.clone(), dst.clone())))
+                    .filter(|&i| tasks[i].image.as_deref() == Some(src.as_str()) && !seen.contains(&(tasks[i].instance_id.clone(), dst.clone())))
                     .collect();
                 if on_src.is_empty() {
                     break;
@@ -164,13 +169,12 @@ pub async fn prune(
                 while let Some(r) = set.join_next().await {
                     let (i, candidate, ok) = r.map_err(|e| crate::SweError::Invalid(format!("a pruning validation panicked: {e}")))?;
                     tried += 1;
+                    seen.insert((candidate.instance_id.clone(), dst.clone()));
                     if ok {
                         tracing::info!(task = %candidate.instance_id, from = %src, to = %dst, "task moved to a shared image");
                         moves.push(Move { instance_id: candidate.instance_id.clone(), from: src.clone(), to: dst.clone() });
                         tasks[i] = candidate;
                         changed = true;
-                    } else {
-                        failed.insert((candidate.instance_id.clone(), dst.clone()));
                     }
                 }
             }

@@ -52,7 +52,7 @@ impl Layout {
         for f in &files {
             let inner = f.strip_prefix("src/").unwrap_or(f);
             let own = match inner.split_once('/') {
-                Some((dir, rest)) if rest == "__init__.py" => Some(dir),
+                Some((dir, "__init__.py")) => Some(dir),
                 None if inner.ends_with(".py") && inner != "setup.py" && inner != "conftest.py" => inner.strip_suffix(".py"),
                 _ => None,
             };
@@ -117,10 +117,9 @@ impl Layout {
             if let Some(text) = git.show(commit, "setup.py") {
                 layout.declared_dependencies += usize::from(text.contains("install_requires"));
                 for e in TEST_EXTRAS {
-                    if text.contains(&format!("'{e}'")) || text.contains(&format!("\"{e}\"")) {
-                        if text.contains("extras_require") && !layout.test_extras.iter().any(|x| x == e) {
-                            layout.test_extras.push(e.to_string());
-                        }
+                    let named = text.contains(&format!("'{e}'")) || text.contains(&format!("\"{e}\""));
+                    if named && text.contains("extras_require") && !layout.test_extras.iter().any(|x| x == e) {
+                        layout.test_extras.push(e.to_string());
                     }
                 }
             }

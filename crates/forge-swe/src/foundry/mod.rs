@@ -258,6 +258,9 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
     Ok((tasks, report))
 }
 
+/// One environment's build, done once: the image, or every attempt that failed.
+type EnvCell = tokio::sync::OnceCell<std::result::Result<BuiltEnv, Vec<Attempt>>>;
+
 /// Shared state of one mining run.
 struct MineContext {
     rt: Runtime,
@@ -267,7 +270,7 @@ struct MineContext {
     repo_tar: Arc<Vec<u8>>,
     network: BuildNetwork,
     /// Environment key → its build (one build per key, whoever asks first).
-    envs: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<std::result::Result<BuiltEnv, Vec<Attempt>>>>>>,
+    envs: Mutex<BTreeMap<String, Arc<EnvCell>>>,
     exec: ExecOptions,
     max_attempts: usize,
 }

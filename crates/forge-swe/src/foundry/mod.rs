@@ -322,6 +322,11 @@ async fn build_task(ctx: &MineContext, c: &CommitInfo, split: &ChangeSplit, verd
     if patch.contains("\nGIT binary patch") && !split.source.iter().any(|f| patch.contains(&format!("b/{f}\n"))) {
         return Err("the source change is binary".into());
     }
+    // A fix the hardened grader would refuse as a prediction (it touches files the eval
+    // script runs, like setup.py) can never be resolved: no task.
+    if let Some(refusal) = crate::integrity::refusal_for_patch(&patch) {
+        return Err(format!("the gold patch would be refused by the grader: {refusal}"));
+    }
     let (problem_statement, hints_text) = history::statement_of(git, c).map_err(e)?;
     // The environment, at the commit (its dependencies as of the fix).
     let layout = Layout::at(git, &c.sha).map_err(e)?;

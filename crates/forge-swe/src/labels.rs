@@ -673,7 +673,9 @@ pub fn coverage_script(inst: &TaskInstance, stats: &PatchStats) -> Result<String
                 s.push_str(&format!("{GIT} apply --verbose /tmp/forge-test.diff || fail 'the test patch does not apply'\n"));
             }
             let args = if scope == "fail_to_pass" { inst.fail_to_pass.iter().map(|t| shell_quote(t)).collect::<Vec<_>>() } else { test_files };
-            format!("{cmd} {}", args.join(" "))
+            // pytest-cov (a project's `addopts = --cov ...`) would replace the tracer with
+            // coverage.py's own: `--no-cov` where it is installed.
+            format!("{cmd} $no_cov {}", args.join(" "))
         }
         _ => unreachable!("a scope other than eval_script has a test_cmd"),
     };
@@ -685,7 +687,9 @@ pub fn coverage_script(inst: &TaskInstance, stats: &PatchStats) -> Result<String
            d=$(\"$py\" -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])') || continue\n  \
            mkdir -p \"$d\" && cp /tmp/forge_trace.py \"$d/forge_trace.py\" && echo 'import forge_trace' > \"$d/forge_trace.pth\" && installed=$py\n\
          done\n\
-         [ -n \"$installed\" ] || fail 'no python3 on the PATH to install the line tracer in'\n",
+         [ -n \"$installed\" ] || fail 'no python3 on the PATH to install the line tracer in'\n\
+         no_cov=\n\
+         \"$installed\" -c 'import pytest_cov' >/dev/null 2>&1 && no_cov=--no-cov\n",
     );
     s.push_str(&format!(
         "rm -rf {TRACE_DIR} && mkdir -p {TRACE_DIR}\n\
@@ -1163,7 +1167,8 @@ mod tests {
         let s = coverage_script(&inst, &parse_patch(LEAP)).unwrap();
         assert!(s.contains("source /env\n"));
         assert!(s.contains("checkout -qf 'abc'"), "test_cmd tasks start at base_commit");
-        assert!(s.contains("FORGE_TRACE_FILES='/testbed/calutil/leap.py' pytest -rA 'tests/test_leap.py::test_c[it'\\''s]'\n"), "{s}");
+        assert!(s.contains("FORGE_TRACE_FILES='/testbed/calutil/leap.py' pytest -rA $no_cov 'tests/test_leap.py::test_c[it'\\''s]'\n"), "{s}");
+        assert!(s.contains("-c 'import pytest_cov' >/dev/null 2>&1 && no_cov=--no-cov\n"), "pytest-cov would replace the tracer: {s}");
         assert!(s.find("forge-gold.diff").unwrap() < s.find("forge-test.diff").unwrap());
         assert_eq!(coverage_scope(&inst), "fail_to_pass");
     }

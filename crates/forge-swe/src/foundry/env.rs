@@ -700,9 +700,11 @@ async fn try_strategy(
             sb.upload_tar("/testbed", generated).await.map_err(|e| e.to_string())?;
         }
         let path = if strategy.venv { "export VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH; " } else { "" };
-        // The plugins the environment has, loaded by name: task runs disable autoloading.
+        // The plugins the environment has, loaded by entry-point name (`-p NAME`): hardened task
+        // runs disable autoloading; where it is on, a name already loaded is skipped (a module
+        // path would be registered twice and stop pytest).
         let plugins = format!(
-            "{path}python3 -c 'import importlib.metadata as m; print(\" \".join(sorted({{e.value.split(\":\")[0] for e in m.entry_points(group=\"pytest11\")}})))'"
+            "{path}python3 -c 'import importlib.metadata as m; print(\" \".join(sorted({{e.name for e in m.entry_points(group=\"pytest11\")}})))'"
         );
         let o = sb.exec(&["bash", "-c", &plugins], Some(Duration::from_secs(120))).await.map_err(|e| e.to_string())?;
         if o.exit_code != Some(0) {

@@ -672,7 +672,7 @@ pub fn coverage_script(inst: &TaskInstance, stats: &PatchStats) -> Result<String
             if !inst.test_patch.trim().is_empty() {
                 s.push_str(&format!("{GIT} apply --verbose /tmp/forge-test.diff || fail 'the test patch does not apply'\n"));
             }
-            let args = if scope == "fail_to_pass" { inst.fail_to_pass.iter().map(|t| shell_quote(t)).collect::<Vec<_>>() } else { test_files };
+            let args = if scope == "fail_to_pass" { runnable_test_ids(&inst.fail_to_pass).iter().map(|t| shell_quote(t)).collect::<Vec<_>>() } else { test_files };
             // pytest-cov (a project's `addopts = --cov ...`) would replace the tracer with
             // coverage.py's own: `--no-cov` where it is installed.
             format!("{cmd} $no_cov {}", args.join(" "))
@@ -699,6 +699,23 @@ pub fn coverage_script(inst: &TaskInstance, stats: &PatchStats) -> Result<String
         shell_quote(&files.join(":")),
     ));
     Ok(s)
+}
+
+/// Test ids pytest can select: the log parsers (like the official ones) cut a parametrized id
+/// at its first space (`test_f[-1.3--1 3/10]` is recorded as `test_f[-1.3--1`), which selects
+/// nothing; such an id runs as its whole function (`test_f`). Order kept, duplicates dropped.
+fn runnable_test_ids(ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for id in ids {
+        let id = match id.find('[') {
+            Some(i) if !id.ends_with(']') => &id[..i],
+            _ => id.as_str(),
+        };
+        if !out.iter().any(|o| o == id) {
+            out.push(id.to_string());
+        }
+    }
+    out
 }
 
 /// Runs `inst`'s tests under the line tracer in a fresh container (see [`coverage_script`]).
@@ -1120,6 +1137,12 @@ mod tests {
         assert_eq!(v["difficulty"]["functions"], json!(["is_leap"]));
         assert!(v["test_validity"]["coverage"].is_null() && v["clarity"]["rubric"].is_null());
         assert_eq!(serde_json::from_value::<Labels>(v).unwrap(), l);
+    }
+
+    #[test]
+    fn truncated_parametrized_ids_run_as_their_function() {
+        let ids: Vec<String> = ["t.py::f[-1.3--1", "t.py::f[-2.5--2", "t.py::g[a]", "t.py::h"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(runnable_test_ids(&ids), vec!["t.py::f", "t.py::g[a]", "t.py::h"]);
     }
 
     #[test]

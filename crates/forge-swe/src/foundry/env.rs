@@ -334,6 +334,11 @@ impl Strategy {
             s.old_setuptools = true;
             return Some((s, "setup.py of an older setuptools era: setuptools<58, no build isolation".into()));
         }
+        if s.dated_dependencies && log.contains("build_editable") {
+            s.dated_dependencies = false;
+            s.dated_tools = false;
+            return Some((s, "the commit-era build backend cannot build editable installs (PEP 660): dependencies float".into()));
+        }
         if s.dated_tools && pytest_itself_broke(log) {
             s.dated_tools = false;
             return Some((s, "the commit-era pytest does not run on this Python: pytest and plugins float".into()));
@@ -771,6 +776,8 @@ mod tests {
         assert!(!s4.dated_tools && s4.dated_dependencies);
         let (s5, _) = s4.next_after("something else", &layout).unwrap();
         assert_eq!(s5.extras, vec!["test"]);
+        let (editable, why) = s.next_after("AttributeError: '_BuildMetaLegacyBackend' object has no attribute 'build_editable'", &layout).unwrap();
+        assert!(!editable.dated_dependencies && why.contains("PEP 660"), "{why}");
         let (s6, _) = s5.next_after("something else", &layout).unwrap();
         assert!(!s6.dated_dependencies);
         assert!(s6.next_after("something else", &layout).is_none(), "the ladder ends");

@@ -86,7 +86,7 @@ pub fn agent_setup_script(inst: &TaskInstance) -> String {
 
 /// git as the grader runs it: no hooks (a patch that slipped a hook past the checks would run it
 /// on `git checkout`) and no file-system monitor command from the repository's configuration.
-const GIT: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
+pub(crate) const GIT: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
 
 pub(crate) fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))

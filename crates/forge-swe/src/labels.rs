@@ -79,6 +79,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::chat::ChatEndpoint;
+use crate::harness::{shell_quote, GIT};
 use crate::error::{Result, SweError};
 use crate::harness::{instance_image, ContainerOverrides, ExecOptions};
 use crate::instance::TaskInstance;
@@ -615,13 +616,8 @@ pub struct Coverage {
     pub scope: &'static str,
 }
 
-const GIT: &str = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false";
 const TRACE_DIR: &str = "/tmp/forge-trace";
 const COVERAGE_ERROR: &str = "FORGE_COVERAGE_ERROR:";
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// Which tests the coverage run runs (see the module docs).
 pub fn coverage_scope(inst: &TaskInstance) -> &'static str {

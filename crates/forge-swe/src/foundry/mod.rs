@@ -101,6 +101,21 @@ pub struct CommitVerdict {
     pub test_seconds: Option<f64>,
 }
 
+impl CommitVerdict {
+    fn new(c: &CommitInfo, verdict: &str, reason: &str) -> Self {
+        CommitVerdict {
+            commit: c.sha.clone(),
+            subject: c.subject.clone(),
+            verdict: verdict.into(),
+            reason: reason.into(),
+            instance_id: None,
+            image: None,
+            env_attempts: Vec::new(),
+            test_seconds: None,
+        }
+    }
+}
+
 /// The run's report (written next to the output as `<out>.report.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MineReport {
@@ -143,16 +158,7 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
     let mut verdicts: Vec<CommitVerdict> = Vec::new();
     let mut candidates: Vec<(CommitInfo, ChangeSplit)> = Vec::new();
     for c in &commits {
-        let passed_over = |reason: &str| CommitVerdict {
-            commit: c.sha.clone(),
-            subject: c.subject.clone(),
-            verdict: "passed_over".into(),
-            reason: reason.into(),
-            instance_id: None,
-            image: None,
-            env_attempts: Vec::new(),
-            test_seconds: None,
-        };
+        let passed_over = |reason: &str| CommitVerdict::new(c, "passed_over", reason);
         if c.parent.is_none() {
             verdicts.push(passed_over("root commit (no parent to start from)"));
             continue;
@@ -168,16 +174,7 @@ pub async fn mine(rt: &Runtime, opts: &MineOptions) -> Result<(Vec<TaskInstance>
         // The newest `max`; the older ones are recorded as not checked.
         let skip = candidates.len().saturating_sub(max);
         for (c, _) in candidates.drain(..skip) {
-            verdicts.push(CommitVerdict {
-                commit: c.sha.clone(),
-                subject: c.subject.clone(),
-                verdict: "passed_over".into(),
-                reason: format!("beyond --max {max} (older candidates are not checked)"),
-                instance_id: None,
-                image: None,
-                env_attempts: Vec::new(),
-                test_seconds: None,
-            });
+            verdicts.push(CommitVerdict::new(&c, "passed_over", &format!("beyond --max {max} (older candidates are not checked)")));
         }
     }
     let ctx = Arc::new(MineContext {
@@ -287,16 +284,7 @@ fn env_tag(name: &str, key: &str) -> String {
 }
 
 async fn check_candidate(ctx: &MineContext, c: &CommitInfo, split: &ChangeSplit) -> (CommitVerdict, Option<TaskInstance>) {
-    let mut verdict = CommitVerdict {
-        commit: c.sha.clone(),
-        subject: c.subject.clone(),
-        verdict: "dropped".into(),
-        reason: String::new(),
-        instance_id: None,
-        image: None,
-        env_attempts: Vec::new(),
-        test_seconds: None,
-    };
+    let mut verdict = CommitVerdict::new(c, "dropped", "");
     match build_task(ctx, c, split, &mut verdict).await {
         Ok(inst) => {
             verdict.verdict = "task".into();

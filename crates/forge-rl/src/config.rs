@@ -222,6 +222,10 @@ pub struct TrainSection {
     /// trajectories differ widely in length).
     #[serde(default)]
     pub packing: bool,
+    /// How the training state is sharded across data-parallel workers (0–3, DeepSpeed ZeRO's
+    /// stages; see `forge_train::distributed::zero`). Has no effect with one worker.
+    #[serde(default)]
+    pub zero_stage: forge_train::distributed::ZeroStage,
     /// Refuse to start when the memory estimate exceeds what the machine has available.
     #[serde(default = "forge_train::config::default_true")]
     pub check_memory: bool,

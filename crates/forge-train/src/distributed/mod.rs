@@ -13,6 +13,9 @@ pub mod launch;
 #[cfg(feature = "cuda")]
 mod nccl;
 mod tcp;
+pub mod zero;
+
+pub use zero::ZeroStage;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

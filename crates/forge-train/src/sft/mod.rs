@@ -79,6 +79,10 @@ pub struct TrainSection {
     pub seed: u64,
     /// Layer-wise activation recomputation (same gradients, less memory).
     pub recompute: bool,
+    /// How the training state is sharded across data-parallel workers (0–3, DeepSpeed ZeRO's
+    /// stages; see `distributed::zero`). Has no effect with one worker.
+    #[serde(default)]
+    pub zero_stage: crate::distributed::ZeroStage,
     /// Refuse to start when the memory estimate exceeds what the machine has available.
     #[serde(default = "crate::config::default_true")]
     pub check_memory: bool,

@@ -12,6 +12,7 @@ pub mod memory;
 mod params;
 pub mod qwen3;
 pub mod score;
+pub mod sharded;
 pub mod tokenizer;
 pub mod weights;
 
@@ -23,6 +24,7 @@ pub use params::{Gradients, ParamStore};
 pub use kv_cache::KvCache;
 pub use qwen3::decode::SequenceStep;
 pub use qwen3::{Batch, Qwen3ForCausalLM, Weights};
+pub use sharded::{GatherUnit, ParamGather};
 
 use std::path::Path;
 

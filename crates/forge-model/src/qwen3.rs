@@ -3,15 +3,25 @@
 //! Parameter names are HF's. Forward covers whole sequences (training, scoring); a causal mask
 //! is combined with an optional padding mask so batches may hold sequences of different lengths,
 //! or rows hold several sequences back to back ("packing", told by `position_ids`).
+//!
+//! The weights are the model's own (replicated: every data-parallel worker holds them all) or,
+//! ZeRO stage 3, sharded across the workers and gathered unit by unit for each use
+//! ([`Qwen3ForCausalLM::sharded`]). Both run one code path: every use of a decoder layer, the
+//! embedding table or the head obtains it through one accessor (`layer`, `embedding_table`, `head`),
+//! borrowed from a replicated model, built from a gather for a sharded one.
 
-use std::sync::Mutex;
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use forge_kernels::{
     attention, cross_entropy_per_token, embedding_gradient, linear_cross_entropy_per_token, rms_norm, rope, swiglu, IGNORE_TARGET,
 };
 
+use crate::lora::LORA_TARGETS;
 use crate::params::accumulate_gradient;
+use crate::sharded::{gather_unit, GatherUnit, ParamGather, EMBED_TOKENS, LM_HEAD, NORM};
 use crate::{Config, Gradients, LoraConfig, ModelError, ParamStore, Result};
 
 pub mod decode;
@@ -44,6 +54,7 @@ fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 /// A LoRA adapter of one projection: `scale·B·A·dropout(x)`.
+#[derive(Clone)]
 struct Adapter {
     a: Tensor,
     b: Tensor,
@@ -54,6 +65,7 @@ struct Adapter {
 }
 
 /// A projection `x·Wᵀ`, optionally with a LoRA adapter.
+#[derive(Clone)]
 struct Linear {
     weight: Tensor,
     adapter: Option<Adapter>,
@@ -125,6 +137,7 @@ pub struct LayerInputs {
     no_grad: bool,
 }
 
+#[derive(Clone)]
 struct Attention {
     q_proj: Linear,
     k_proj: Linear,
@@ -170,6 +183,7 @@ impl Attention {
     }
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
@@ -183,6 +197,7 @@ impl Mlp {
     }
 }
 
+#[derive(Clone)]
 struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,
@@ -198,7 +213,55 @@ enum Block {
     Mlp,
 }
 
+/// A decoder layer's or the head's weights by HF parameter name.
+type WeightByName<'a> = &'a dyn Fn(&str) -> Result<Tensor>;
+
 impl DecoderLayer {
+    /// Layer `l` from its weights, with adapters on the projections `lora` targets.
+    fn new(config: &Config, l: usize, weight: WeightByName<'_>, lora: Option<&(LoraConfig, ParamStore)>) -> Result<Self> {
+        let prefix = format!("model.layers.{l}");
+        let p = |name: &str| weight(&format!("{prefix}.{name}"));
+        // adapters are numbered through the model (their dropout masks differ), layer by layer
+        let adapted_per_layer = lora.map_or(0, |(cfg, _)| LORA_TARGETS.iter().filter(|t| cfg.targets(t)).count());
+        let last_id = Cell::new((l * adapted_per_layer) as u64);
+        let proj = |module: &str| -> Result<Linear> {
+            let path = format!("{prefix}.{module}");
+            let adapter = match lora {
+                Some((cfg, adapters)) if cfg.targets(module.rsplit('.').next().unwrap_or_default()) => {
+                    last_id.set(last_id.get() + 1);
+                    Some(Adapter {
+                        a: adapters.tensor(&format!("{path}.lora_A.weight"))?,
+                        b: adapters.tensor(&format!("{path}.lora_B.weight"))?,
+                        scale: cfg.scale(),
+                        dropout: cfg.dropout,
+                        id: last_id.get(),
+                    })
+                }
+                _ => None,
+            };
+            Ok(Linear { weight: weight(&format!("{path}.weight"))?, adapter })
+        };
+        let eps = config.rms_norm_eps;
+        Ok(Self {
+            self_attn: Attention {
+                q_proj: proj("self_attn.q_proj")?,
+                k_proj: proj("self_attn.k_proj")?,
+                v_proj: proj("self_attn.v_proj")?,
+                o_proj: proj("self_attn.o_proj")?,
+                q_norm: p("self_attn.q_norm.weight")?,
+                k_norm: p("self_attn.k_norm.weight")?,
+                num_heads: config.num_attention_heads,
+                num_kv_heads: config.num_key_value_heads,
+                head_dim: config.head_dim,
+                eps,
+            },
+            mlp: Mlp { gate_proj: proj("mlp.gate_proj")?, up_proj: proj("mlp.up_proj")?, down_proj: proj("mlp.down_proj")? },
+            input_layernorm: p("input_layernorm.weight")?,
+            post_attention_layernorm: p("post_attention_layernorm.weight")?,
+            eps,
+        })
+    }
+
     /// `[b, s, hidden] -> [b, s, hidden]`
     fn forward(&self, h: &Tensor, inputs: &LayerInputs) -> Result<Tensor> {
         self.block(Block::Mlp, &self.block(Block::Attention, h, inputs)?, inputs)
@@ -224,16 +287,58 @@ pub enum Weights {
     Base,
 }
 
+/// The final norm and the output projection: last hidden states to logits.
+#[derive(Clone)]
+struct Head {
+    norm: Tensor,
+    /// `[vocab, hidden]`: `model.embed_tokens.weight` when the embeddings are tied.
+    lm_head: Tensor,
+    eps: f64,
+}
+
+impl Head {
+    fn new(config: &Config, weight: WeightByName<'_>) -> Result<Self> {
+        let lm_head = if config.tie_word_embeddings { EMBED_TOKENS } else { LM_HEAD };
+        Ok(Self { norm: weight(NORM)?, lm_head: weight(lm_head)?, eps: config.rms_norm_eps })
+    }
+
+    fn normed(&self, h: &Tensor) -> Result<Tensor> {
+        Ok(rms_norm(h, &self.norm, self.eps)?)
+    }
+}
+
+/// Where the model's modules come from.
+enum Modules {
+    /// Built once from the model's own parameters.
+    Held(HeldModules),
+    /// ZeRO stage 3: built for each use from the weights of one [`GatherUnit`], gathered from the
+    /// data-parallel workers' shards, and dropped after it.
+    Sharded(Arc<dyn ParamGather>),
+}
+
+struct HeldModules {
+    embed_tokens: Tensor,
+    layers: Vec<DecoderLayer>,
+    head: Head,
+}
+
+/// A unit's module for backward, and the store in which backward finds the gradients of its
+/// trainable weights: the model's trainable parameters, or the unit's gathered weights.
+struct Trainable<'a, M: Clone> {
+    module: Cow<'a, M>,
+    params: Cow<'a, ParamStore>,
+}
+
 pub struct Qwen3ForCausalLM {
     config: Config,
+    /// The model's own parameters; empty when sharded (the workers hold them, in shards).
     params: ParamStore,
     /// With LoRA: the adapters (the base is frozen); `None`: every parameter trains.
     lora: Option<(LoraConfig, ParamStore)>,
+    modules: Modules,
+    dtype: DType,
+    device: Device,
     dropout_seed: Mutex<Option<u64>>,
-    embed_tokens: Tensor,
-    layers: Vec<DecoderLayer>,
-    norm: Tensor,
-    lm_head: Tensor,
     /// Additive-mask value for masked positions: the most negative finite value of the dtype.
     mask_value: f64,
     /// RoPE's inverse frequencies (`head_dim / 2`, YaRN-scaled when configured) and the factor
@@ -254,81 +359,119 @@ impl Qwen3ForCausalLM {
         Self::build(config, base, Some((lora, adapters)))
     }
 
+    /// ZeRO stage 3, full fine-tuning: a model that holds no weights; each use gathers them from
+    /// `source` one [`GatherUnit`] at a time. Training takes the recompute path
+    /// ([`Self::objective_and_gradients_into`]); decoding is refused (decode a replicated copy).
+    /// Full fine-tuning only: it takes no adapters (LoRA runs stay replicated).
+    pub fn sharded(config: Config, source: Arc<dyn ParamGather>, dtype: DType, device: &Device) -> Result<Self> {
+        Ok(Self::assemble(config, ParamStore::from_entries(Vec::new()), None, Modules::Sharded(source), dtype, device.clone()))
+    }
+
     fn build(config: Config, params: ParamStore, lora: Option<(LoraConfig, ParamStore)>) -> Result<Self> {
-        let eps = config.rms_norm_eps;
         let frozen = lora.is_some();
-        let p = |name: String| -> Result<Tensor> {
-            let t = params.tensor(&name)?;
+        let weight = |name: &str| -> Result<Tensor> {
+            let t = params.tensor(name)?;
             Ok(if frozen { t.detach() } else { t })
         };
-        let mut next_id = 0u64;
-        let mut proj = |module: String| -> Result<Linear> {
-            let weight = p(format!("{module}.weight"))?;
-            let adapter = match &lora {
-                Some((cfg, adapters)) if cfg.targets(module.rsplit('.').next().unwrap_or_default()) => {
-                    next_id += 1;
-                    Some(Adapter {
-                        a: adapters.tensor(&format!("{module}.lora_A.weight"))?,
-                        b: adapters.tensor(&format!("{module}.lora_B.weight"))?,
-                        scale: cfg.scale(),
-                        dropout: cfg.dropout,
-                        id: next_id,
-                    })
-                }
-                _ => None,
-            };
-            Ok(Linear { weight, adapter })
-        };
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for l in 0..config.num_hidden_layers {
-            let prefix = format!("model.layers.{l}");
-            layers.push(DecoderLayer {
-                self_attn: Attention {
-                    q_proj: proj(format!("{prefix}.self_attn.q_proj"))?,
-                    k_proj: proj(format!("{prefix}.self_attn.k_proj"))?,
-                    v_proj: proj(format!("{prefix}.self_attn.v_proj"))?,
-                    o_proj: proj(format!("{prefix}.self_attn.o_proj"))?,
-                    q_norm: p(format!("{prefix}.self_attn.q_norm.weight"))?,
-                    k_norm: p(format!("{prefix}.self_attn.k_norm.weight"))?,
-                    num_heads: config.num_attention_heads,
-                    num_kv_heads: config.num_key_value_heads,
-                    head_dim: config.head_dim,
-                    eps,
-                },
-                mlp: Mlp {
-                    gate_proj: proj(format!("{prefix}.mlp.gate_proj"))?,
-                    up_proj: proj(format!("{prefix}.mlp.up_proj"))?,
-                    down_proj: proj(format!("{prefix}.mlp.down_proj"))?,
-                },
-                input_layernorm: p(format!("{prefix}.input_layernorm.weight"))?,
-                post_attention_layernorm: p(format!("{prefix}.post_attention_layernorm.weight"))?,
-                eps,
-            });
-        }
-        let embed_tokens = p("model.embed_tokens.weight".into())?;
-        let lm_head = if config.tie_word_embeddings { embed_tokens.clone() } else { p("lm_head.weight".into())? };
-        let mask_value = match embed_tokens.dtype() {
+        let layers = (0..config.num_hidden_layers).map(|l| DecoderLayer::new(&config, l, &weight, lora.as_ref())).collect::<Result<Vec<_>>>()?;
+        let modules = HeldModules { embed_tokens: weight(EMBED_TOKENS)?, layers, head: Head::new(&config, &weight)? };
+        let (dtype, device) = (modules.embed_tokens.dtype(), modules.embed_tokens.device().clone());
+        Ok(Self::assemble(config, params, lora, Modules::Held(modules), dtype, device))
+    }
+
+    fn assemble(config: Config, params: ParamStore, lora: Option<(LoraConfig, ParamStore)>, modules: Modules, dtype: DType, device: Device) -> Self {
+        let mask_value = match dtype {
             DType::F16 => f64::from(half::f16::MIN),
             DType::BF16 => f64::from(half::bf16::MIN),
             _ => f64::from(f32::MIN),
         };
-        let norm = p("model.norm.weight".into())?;
-        Ok(Self {
-            norm,
+        Self {
             params,
             lora,
+            modules,
+            dtype,
+            device,
             dropout_seed: Mutex::new(None),
-            embed_tokens,
-            layers,
-            lm_head,
             mask_value,
             rope_inv_freq: config.rope_inv_freq(),
             rope_scaling: config.rope_attention_scaling(),
             config,
-        })
+        }
     }
 
-    /// The parameters that receive gradients: the adapters with LoRA, else all of them.
+    /// The embedding table `[vocab, hidden]`, for the embedding step.
+    fn embedding_table(&self) -> Result<Cow<'_, Tensor>> {
+        self.module(GatherUnit::Embedding, |held| &held.embed_tokens, |weight| weight(EMBED_TOKENS))
+    }
+
+    /// Decoder layer `l` for a forward pass.
+    fn layer(&self, l: usize) -> Result<Cow<'_, DecoderLayer>> {
+        self.module(GatherUnit::Layer(l), |held| &held.layers[l], |weight| DecoderLayer::new(&self.config, l, weight, None))
+    }
+
+    fn head(&self) -> Result<Cow<'_, Head>> {
+        self.module(GatherUnit::Head, |held| &held.head, |weight| Head::new(&self.config, weight))
+    }
+
+    /// Decoder layer `l` for its backward.
+    fn trainable_layer(&self, l: usize) -> Result<Trainable<'_, DecoderLayer>> {
+        self.trainable_module(GatherUnit::Layer(l), |held| &held.layers[l], |weight| DecoderLayer::new(&self.config, l, weight, None))
+    }
+
+    fn trainable_head(&self) -> Result<Trainable<'_, Head>> {
+        self.trainable_module(GatherUnit::Head, |held| &held.head, |weight| Head::new(&self.config, weight))
+    }
+
+    /// A replicated model's own module, or one `build` from the gathered plain tensors of `unit`:
+    /// no autograd graph refers to them, so they are freed as soon as the module is dropped.
+    fn module<'a, M: Clone>(&'a self, unit: GatherUnit, held: impl FnOnce(&'a HeldModules) -> &'a M, build: impl FnOnce(WeightByName<'_>) -> Result<M>) -> Result<Cow<'a, M>> {
+        match &self.modules {
+            Modules::Held(modules) => Ok(Cow::Borrowed(held(modules))),
+            Modules::Sharded(source) => {
+                let gathered = gather_unit(source.as_ref(), &self.config, unit, self.dtype, &self.device)?;
+                Ok(Cow::Owned(build(&|name| by_name(&gathered, name))?))
+            }
+        }
+    }
+
+    /// [`Self::module`] for backward: a sharded model's gathered tensors become fresh `Var`s, so
+    /// that backward yields their gradients.
+    fn trainable_module<'a, M: Clone>(
+        &'a self,
+        unit: GatherUnit,
+        held: impl FnOnce(&'a HeldModules) -> &'a M,
+        build: impl FnOnce(WeightByName<'_>) -> Result<M>,
+    ) -> Result<Trainable<'a, M>> {
+        match &self.modules {
+            Modules::Held(modules) => Ok(Trainable { module: Cow::Borrowed(held(modules)), params: Cow::Borrowed(self.trainable()) }),
+            Modules::Sharded(source) => {
+                let gathered = gather_unit(source.as_ref(), &self.config, unit, self.dtype, &self.device)?;
+                let vars = gathered.into_iter().map(|(name, t)| Ok((name, Var::from_tensor(&t)?))).collect::<Result<Vec<_>>>()?;
+                let params = ParamStore::from_entries(vars);
+                let module = build(&|name| params.tensor(name))?;
+                Ok(Trainable { module: Cow::Owned(module), params: Cow::Owned(params) })
+            }
+        }
+    }
+
+    /// The modules of a model that holds its weights, for `what`; a sharded model refuses it
+    /// rather than gather every weight for every call.
+    fn held_modules(&self, what: &str) -> Result<&HeldModules> {
+        match &self.modules {
+            Modules::Held(held) => Ok(held),
+            Modules::Sharded(_) => Err(ModelError::Invalid(format!(
+                "{what} needs a model that holds its weights, and this one is sharded (ZeRO-3): it would gather every layer for \
+                 every token. Decode with a replicated copy (gather every parameter into a ParamStore, then Qwen3ForCausalLM::new)"
+            ))),
+        }
+    }
+
+    pub fn is_sharded(&self) -> bool {
+        matches!(self.modules, Modules::Sharded(_))
+    }
+
+    /// The parameters that receive gradients: the adapters with LoRA, else all of them (none of a
+    /// sharded model's own: see [`Self::objective_and_gradients_into`]).
     pub fn trainable(&self) -> &ParamStore {
         self.lora.as_ref().map_or(&self.params, |(_, adapters)| adapters)
     }
@@ -346,16 +489,17 @@ impl Qwen3ForCausalLM {
         &self.config
     }
 
+    /// The model's own parameters: empty for a sharded model, whose workers hold them in shards.
     pub fn params(&self) -> &ParamStore {
         &self.params
     }
 
     pub fn dtype(&self) -> DType {
-        self.embed_tokens.dtype()
+        self.dtype
     }
 
     pub fn device(&self) -> &Device {
-        self.embed_tokens.device()
+        &self.device
     }
 
     /// Rejects ids the embedding table does not have (candle would index out of bounds).
@@ -446,29 +590,33 @@ impl Qwen3ForCausalLM {
         Ok(((angles.cos()? * scaling)?, (angles.sin()? * scaling)?))
     }
 
-    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+    /// The rows of `table` (`[vocab, hidden]`) for `input_ids: [b, s]`: `[b, s, hidden]`.
+    fn embed(&self, table: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
         let (b, s) = input_ids.dims2()?;
         self.check_token_ids(&input_ids.flatten_all()?.to_vec1::<u32>()?)?;
-        Ok(self.embed_tokens.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, s, self.config.hidden_size))?)
+        Ok(table.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, s, self.config.hidden_size))?)
     }
 
     /// Final hidden states after the last norm: `[b, s, hidden]`.
     pub fn forward_hidden(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.hidden_states(input_ids, attention_mask, None, Weights::Trained)
+        let h = self.last_layer_output(input_ids, attention_mask, None, Weights::Trained)?;
+        self.head()?.normed(&h)
     }
 
     /// [`Self::forward_hidden`] of packed rows (see [`Batch::position_ids`]).
     pub fn forward_hidden_packed(&self, input_ids: &Tensor, position_ids: &Tensor) -> Result<Tensor> {
-        self.hidden_states(input_ids, None, Some(position_ids), Weights::Trained)
+        let h = self.last_layer_output(input_ids, None, Some(position_ids), Weights::Trained)?;
+        self.head()?.normed(&h)
     }
 
-    fn hidden_states(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>, weights: Weights) -> Result<Tensor> {
+    /// The last decoder layer's output, before the final norm: `[b, s, hidden]`.
+    fn last_layer_output(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, position_ids: Option<&Tensor>, weights: Weights) -> Result<Tensor> {
         let inputs = self.layer_inputs(input_ids, attention_mask, position_ids, weights)?;
-        let mut h = self.embed(input_ids)?;
-        for layer in &self.layers {
-            h = layer.forward(&h, &inputs)?;
+        let mut h = self.embed(&*self.embedding_table()?, input_ids)?;
+        for l in 0..self.config.num_hidden_layers {
+            h = self.layer(l)?.forward(&h, &inputs)?;
         }
-        Ok(rms_norm(&h, &self.norm, self.config.rms_norm_eps)?)
+        Ok(h)
     }
 
     /// Logits at every position: `[b, s, vocab]` in the model dtype.
@@ -478,19 +626,22 @@ impl Qwen3ForCausalLM {
 
     /// [`Self::forward`] with the chosen [`Weights`] (the base alone: LoRA's frozen reference).
     pub fn forward_with(&self, input_ids: &Tensor, attention_mask: Option<&Tensor>, weights: Weights) -> Result<Tensor> {
-        linear(&self.hidden_states(input_ids, attention_mask, None, weights)?, &self.lm_head)
+        let h = self.last_layer_output(input_ids, attention_mask, None, weights)?;
+        let head = self.head()?;
+        linear(&head.normed(&h)?, &head.lm_head)
     }
 
     /// Mean next-token cross-entropy over the labelled positions (HF `ForCausalLMLoss`).
     pub fn loss(&self, batch: &Batch) -> Result<Tensor> {
-        let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
-        let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
+        let h = self.last_layer_output(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
+        let head = self.head()?;
+        let (nll, count) = self.head_nll(&head, &head.normed(&h)?, batch, Logits::Full)?;
         mean_over_labels(&nll, count)
     }
 
     /// Per-position negative log-likelihood of the shifted labels, `[b·(s−1)]` f32 (position t of
     /// row r at `r·(s−1) + t` scores label t+1; 0 where the label is −100), and the label count.
-    fn head_nll(&self, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<(Tensor, usize)> {
+    fn head_nll(&self, head: &Head, hidden: &Tensor, batch: &Batch, logits: Logits) -> Result<(Tensor, usize)> {
         let labels = batch.labels.as_ref().ok_or_else(|| ModelError::Invalid("the batch has no labels".into()))?;
         let (b, s) = labels.dims2()?;
         let positions = batch.position_ids.as_ref().map(|p| packed_sequences(p, b, s)).transpose()?.map(|(_, positions)| positions);
@@ -500,8 +651,8 @@ impl Qwen3ForCausalLM {
         let hidden = hidden.narrow(1, 0, s - 1)?.reshape((b * (s - 1), h))?;
         let targets = Tensor::from_vec(targets, b * (s - 1), self.device())?;
         let nll = match logits {
-            Logits::Full => cross_entropy_per_token(&linear(&hidden, &self.lm_head)?, &targets)?,
-            Logits::Sliced => linear_cross_entropy_per_token(&hidden, &self.lm_head, &targets)?,
+            Logits::Full => cross_entropy_per_token(&linear(&hidden, &head.lm_head)?, &targets)?,
+            Logits::Sliced => linear_cross_entropy_per_token(&hidden, &head.lm_head, &targets)?,
         };
         Ok((nll, count))
     }
@@ -518,58 +669,97 @@ impl Qwen3ForCausalLM {
     /// [`Self::loss_and_gradients`] for any objective of the per-token log-likelihoods:
     /// `objective(nll, label_count)` gets the `[b·(s−1)]` negative log-likelihoods of the batch's
     /// labels (row r, position t at `r·(s−1) + t`, scoring label t+1; e.g. GRPO's clipped ratio objective) and returns the
-    /// scalar to minimise.
+    /// scalar to minimise. A sharded model needs `recompute`.
     pub fn objective_and_gradients<F>(&self, batch: &Batch, recompute: bool, objective: F) -> Result<(f32, Gradients)>
     where
         F: FnOnce(&Tensor, usize) -> Result<Tensor>,
     {
         let mut grads = Gradients::new();
-        if !recompute {
-            let hidden = self.hidden_states(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
-            let (nll, count) = self.head_nll(&hidden, batch, Logits::Full)?;
-            let loss = objective(&nll, count)?;
-            self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
-            return Ok((loss.to_scalar::<f32>()?, grads));
+        if recompute {
+            let loss = self.objective_and_gradients_into(batch, objective, &mut |unit| {
+                unit.into_iter().try_for_each(|(name, grad)| accumulate_gradient(&name, grad, &mut grads))
+            })?;
+            return Ok((loss, grads));
         }
+        if self.is_sharded() {
+            return Err(ModelError::Invalid(
+                "training a sharded (ZeRO-3) model needs recompute = true: candle's autograd keeps every weight of the graph alive \
+                 until backward ends, so only the block-wise recompute path releases each layer's gathered weights"
+                    .into(),
+            ));
+        }
+        let h = self.last_layer_output(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
+        let head = self.head()?;
+        let (nll, count) = self.head_nll(&head, &head.normed(&h)?, batch, Logits::Full)?;
+        let loss = objective(&nll, count)?;
+        self.trainable().accumulate_gradients(&loss.backward()?, &mut grads)?;
+        Ok((loss.to_scalar::<f32>()?, grads))
+    }
+
+    /// The recompute path of [`Self::objective_and_gradients`] (activation checkpointing, sliced
+    /// logits), handing the trainable parameters' gradients (HF names, full shapes) to `sink` unit
+    /// by unit as backward produces them: the head's (`model.norm.weight` and `lm_head.weight`, or
+    /// `model.embed_tokens.weight` when tied), each decoder layer's from the last to the first,
+    /// then the embedding table's; under LoRA, each layer's adapters' (the head's call is empty).
+    /// With tied embeddings the table's gradient comes in two parts, from the head and from the
+    /// embedding step: their sum is the gradient. A sharded model gathers each layer before its
+    /// forward and again before its backward, and drops its weights and gradients once `sink`
+    /// returns: one layer's weights and gradients exist at a time, and `sink` may reduce-scatter
+    /// them.
+    pub fn objective_and_gradients_into<F>(&self, batch: &Batch, objective: F, sink: &mut dyn FnMut(Gradients) -> Result<()>) -> Result<f32>
+    where
+        F: FnOnce(&Tensor, usize) -> Result<Tensor>,
+    {
         let inputs = self.layer_inputs(&batch.input_ids, batch.attention_mask.as_ref(), batch.position_ids.as_ref(), Weights::Trained)?;
-        // residual blocks rather than whole layers: the attention block's backward (the largest
-        // transient: scores, probabilities and their gradients) runs without the MLP's activations
-        let blocks: Vec<(&DecoderLayer, Block)> = self.layers.iter().flat_map(|l| [(l, Block::Attention), (l, Block::Mlp)]).collect();
-        // 1. forward without a graph, keeping only each block's input
-        let mut saved = Vec::with_capacity(blocks.len());
-        let mut h = self.embed(&batch.input_ids)?.detach();
-        for (layer, block) in &blocks {
-            let out = layer.block(*block, &h, &inputs)?.detach();
-            saved.push(std::mem::replace(&mut h, out));
+        let num_layers = self.config.num_hidden_layers;
+        // 1. forward without a graph, keeping only each residual block's input: blocks rather
+        // than whole layers, so the attention block's backward (the largest transient: scores,
+        // probabilities and their gradients) runs without the MLP's activations
+        let mut saved = Vec::with_capacity(2 * num_layers);
+        let mut h = self.embed(&*self.embedding_table()?, &batch.input_ids)?.detach();
+        for l in 0..num_layers {
+            let layer = self.layer(l)?;
+            for block in [Block::Attention, Block::Mlp] {
+                let out = layer.block(block, &h, &inputs)?.detach();
+                saved.push(std::mem::replace(&mut h, out));
+            }
         }
         // 2. head: loss and the gradient w.r.t. the last hidden state; the head's graph and
         // GradStore are dropped before the layers' backward starts
         let (loss, mut upstream) = {
+            let head = self.trainable_head()?;
             let last = Var::from_tensor(&h)?;
             drop(h);
-            let hidden = rms_norm(last.as_tensor(), &self.norm, self.config.rms_norm_eps)?;
-            let (nll, count) = self.head_nll(&hidden, batch, Logits::Sliced)?;
+            let hidden = head.module.normed(last.as_tensor())?;
+            let (nll, count) = self.head_nll(&head.module, &hidden, batch, Logits::Sliced)?;
             let loss = objective(&nll, count)?;
             let store = loss.backward()?;
-            self.trainable().accumulate_gradients(&store, &mut grads)?;
+            let mut grads = Gradients::new();
+            head.params.accumulate_gradients(&store, &mut grads)?;
+            sink(grads)?;
             (loss.to_scalar::<f32>()?, gradient_of(&store, &last)?)
         };
-        // 3. blocks in reverse: re-run the forward, back-propagate `upstream` through it; each
-        // saved input is freed once its block is done
-        for (layer, block) in blocks.iter().rev() {
-            let input = Var::from_tensor(&saved.pop().expect("one saved input per block"))?;
-            let out = layer.block(*block, input.as_tensor(), &inputs)?;
-            let store = (out * &upstream)?.sum_all()?.backward()?;
-            self.trainable().accumulate_gradients(&store, &mut grads)?;
-            upstream = gradient_of(&store, &input)?;
+        // 3. layers in reverse, each block's forward re-run from its saved input and `upstream`
+        // back-propagated through it; each saved input is freed once its block is done
+        for l in (0..num_layers).rev() {
+            let layer = self.trainable_layer(l)?;
+            let mut grads = Gradients::new();
+            for block in [Block::Mlp, Block::Attention] {
+                let input = Var::from_tensor(&saved.pop().expect("one saved input per block"))?;
+                let out = layer.module.block(block, input.as_tensor(), &inputs)?;
+                let store = (out * &upstream)?.sum_all()?.backward()?;
+                layer.params.accumulate_gradients(&store, &mut grads)?;
+                upstream = gradient_of(&store, &input)?;
+            }
+            sink(grads)?;
         }
         // 4. embedding (frozen under LoRA): the upstream rows scattered to their token ids
         if self.lora.is_none() {
             let (ids, hidden_size) = (batch.input_ids.flatten_all()?, self.config.hidden_size);
             let grad = embedding_gradient(&ids, &upstream.reshape(((), hidden_size))?, self.config.vocab_size)?;
-            accumulate_gradient("model.embed_tokens.weight", grad, &mut grads)?;
+            sink(Gradients::from([(EMBED_TOKENS.to_string(), grad)]))?;
         }
-        Ok((loss, grads))
+        Ok(loss)
     }
 
     /// `log p(token_t | tokens_<t)` for t ≥ 1 of each row, natural log, computed in f32.
@@ -602,6 +792,10 @@ enum Logits {
 
 fn mean_over_labels(nll: &Tensor, count: usize) -> Result<Tensor> {
     Ok((nll.sum_all()? / count.max(1) as f64)?)
+}
+
+fn by_name(tensors: &[(String, Tensor)], name: &str) -> Result<Tensor> {
+    tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).ok_or_else(|| ModelError::Invalid(format!("no gathered parameter named `{name}`")))
 }
 
 fn gradient_of(store: &candle_core::backprop::GradStore, var: &Var) -> Result<Tensor> {

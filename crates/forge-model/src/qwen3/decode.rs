@@ -60,8 +60,9 @@ impl Qwen3ForCausalLM {
             dropout_seed: None,
             no_grad: true,
         };
-        let mut h = self.embed(&Tensor::from_vec(ids, (1, n), self.device())?)?;
-        for (l, layer) in self.layers.iter().enumerate() {
+        let held = self.held_modules("decoding")?;
+        let mut h = self.embed(&held.embed_tokens, &Tensor::from_vec(ids, (1, n), self.device())?)?;
+        for (l, layer) in held.layers.iter().enumerate() {
             let x = rms_norm(&h, &layer.input_layernorm, layer.eps)?;
             h = (h + layer.self_attn.forward_cached(&x, &inputs, l, steps, &rows)?)?;
             let mlp = layer.mlp.forward(&rms_norm(&h, &layer.post_attention_layernorm, layer.eps)?, &inputs)?;
@@ -79,10 +80,10 @@ impl Qwen3ForCausalLM {
         }
         let last = Tensor::from_vec(last, steps.len(), self.device())?;
         let h = h.squeeze(0)?.index_select(&last, 0)?;
-        let h = rms_norm(&h, &self.norm, self.config.rms_norm_eps)?;
-        let logits = match forge_kernels::few_rows::linear(&h, &self.lm_head)? {
+        let h = rms_norm(&h, &held.head.norm, self.config.rms_norm_eps)?;
+        let logits = match forge_kernels::few_rows::linear(&h, &held.head.lm_head)? {
             Some(logits) => logits,
-            None => linear(&h, &self.lm_head)?,
+            None => linear(&h, &held.head.lm_head)?,
         };
         Ok(logits.to_dtype(DType::F32)?)
     }

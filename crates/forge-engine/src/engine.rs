@@ -1,17 +1,26 @@
 //! The engine thread and its handle: requests arrive on a tokio channel, sequences join the batch
-//! between decoding steps (up to `max_batch_size`; the rest wait in arrival order) and leave it when
-//! they finish, so many agent tasks share one batch.
+//! between decoding steps (up to `max_batch_size`, and only while the KV pool has blocks for their
+//! next prompt chunk; the rest wait in arrival order) and leave it when they finish, so many agent
+//! tasks share one batch.
+//!
+//! Keys and values live in one pool of fixed-size blocks ([`KvBlockPool`], sized by a memory
+//! budget) that every sequence draws on through its block table, as vLLM's PagedAttention: a
+//! sequence takes a block when its positions reach one, blocks holding a prefix already computed
+//! are shared by reference ([`crate::kv_blocks`]), and when a decoding sequence needs a block and
+//! none is free the most recently admitted sequence is preempted: its blocks are freed and it goes
+//! back to the front of the queue with its prompt and the tokens generated so far, to be computed
+//! again (its sampler, tokens and log-probs are kept, so the result is as if never preempted).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
-use forge_model::{KvCache, Qwen3ForCausalLM, SequenceStep};
+use forge_model::{KvBlockPool, PagedStep, Qwen3ForCausalLM};
 use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::prefix_cache::{shared_prefix, Hit, PrefixCache};
+use crate::kv_blocks::{BlockManager, KvCacheStats, NO_PREFIX};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::EngineError;
 
@@ -23,16 +32,41 @@ pub struct EngineConfig {
     /// prefilled in chunks over several steps, decoding sequences first, so a step's activations
     /// stay bounded whatever the prompts. At least `max_batch_size`.
     pub max_step_tokens: usize,
-    /// Automatic prefix caching (`prefix_cache.rs`): keep finished sequences' KV caches, and
-    /// prefill a prompt only from where it leaves what a kept or running sequence has computed.
-    /// Kept and running caches together never exceed `max_batch_size`, so memory stays that of a
-    /// full batch.
+    /// Automatic prefix caching on blocks (`kv_blocks.rs`): a prompt references the blocks already
+    /// computed for its prefix (by a running sequence, or a finished one whose blocks are still
+    /// cached) instead of computing them again.
     pub prefix_caching: bool,
+    /// Bytes of the KV block pool (`engine.kv_cache_memory`): `kv_cache_memory /
+    /// forge_model::memory::kv_block_bytes(..)` blocks. `None`: room for `max_batch_size`
+    /// sequences of the model's whole context (on the host, pages are committed only as blocks are
+    /// first written, so this is a cap; on a GPU the pool is allocated at once: give a budget).
+    pub kv_cache_memory: Option<u64>,
+    /// Positions per KV block (vLLM's default 16): the granularity of allocation and of prefix
+    /// sharing.
+    pub block_size: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { max_batch_size: 32, max_step_tokens: 8192, prefix_caching: true }
+        Self { max_batch_size: 32, max_step_tokens: 8192, prefix_caching: true, kv_cache_memory: None, block_size: 16 }
+    }
+}
+
+impl EngineConfig {
+    /// Blocks of the pool for `model`: the budget over the bytes of one block.
+    fn num_blocks(&self, model: &Qwen3ForCausalLM) -> Result<usize, EngineError> {
+        let config = model.config();
+        let Some(budget) = self.kv_cache_memory else {
+            return Ok(self.max_batch_size * config.max_context().div_ceil(self.block_size));
+        };
+        let per_block = forge_model::memory::kv_block_bytes(config, self.block_size, model.dtype(), model.device());
+        match (budget / per_block) as usize {
+            0 => Err(EngineError::InvalidParams(format!(
+                "engine.kv_cache_memory ({budget} bytes) holds no KV block: one block of block_size {} positions takes {per_block} bytes",
+                self.block_size
+            ))),
+            blocks => Ok(blocks),
+        }
     }
 }
 
@@ -116,6 +150,9 @@ pub struct EngineHandle {
     messages: mpsc::UnboundedSender<Message>,
     vocab_size: usize,
     max_positions: usize,
+    /// The pool's shape, to refuse a request that could never fit it.
+    num_blocks: usize,
+    block_size: usize,
     shared: Arc<Shared>,
 }
 
@@ -130,6 +167,10 @@ struct Shared {
     weights_version: AtomicU64,
     prompt_tokens: AtomicU64,
     reused_tokens: AtomicU64,
+    blocks_in_use: AtomicUsize,
+    peak_blocks_in_use: AtomicUsize,
+    blocks_cached: AtomicUsize,
+    preemptions: AtomicU64,
 }
 
 /// While alive, the engine decodes nothing (between steps; sequences keep their place). A
@@ -151,19 +192,27 @@ impl EngineHandle {
                 config.max_step_tokens, config.max_batch_size
             )));
         }
+        if config.block_size == 0 {
+            return Err(EngineError::InvalidParams("engine.block_size must be at least 1 position".into()));
+        }
+        let num_blocks = config.num_blocks(&model)?;
+        let pool = model
+            .new_kv_pool(num_blocks, config.block_size)
+            .map_err(|e| EngineError::Model(format!("allocating the KV pool of {num_blocks} blocks of {} positions (engine.kv_cache_memory): {e}", config.block_size)))?;
         let (messages, inbox) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
         let handle = Self {
             messages,
             vocab_size: model.config().vocab_size,
             max_positions: model.config().max_context(),
+            num_blocks,
+            block_size: config.block_size,
             shared: shared.clone(),
         };
+        let blocks = BlockManager::new(num_blocks, config.block_size);
         std::thread::Builder::new()
             .name("forge-engine".into())
-            .spawn(move || {
-                EngineLoop { model, config, inbox, shared, waiting: VecDeque::new(), active: Vec::new(), prefix_cache: PrefixCache::new() }.run()
-            })
+            .spawn(move || EngineLoop { model, config, inbox, shared, waiting: VecDeque::new(), active: Vec::new(), pool, blocks, preemptions: 0 }.run())
             .map_err(|e| EngineError::Model(format!("could not start the engine thread: {e}")))?;
         Ok(handle)
     }
@@ -205,6 +254,18 @@ impl EngineHandle {
         PausedEngine { _weights: weights }
     }
 
+    /// The KV pool's blocks: in use, cached, the peak, and preemptions since the engine started.
+    pub fn kv_cache_stats(&self) -> KvCacheStats {
+        KvCacheStats {
+            blocks_total: self.num_blocks,
+            block_size: self.block_size,
+            blocks_in_use: self.shared.blocks_in_use.load(Ordering::Relaxed),
+            peak_blocks_in_use: self.shared.peak_blocks_in_use.load(Ordering::Relaxed),
+            blocks_cached: self.shared.blocks_cached.load(Ordering::Relaxed),
+            preemptions: self.shared.preemptions.load(Ordering::Relaxed),
+        }
+    }
+
     /// Prompt tokens processed since the engine started, and those reused from the prefix cache.
     pub fn prefill_stats(&self) -> PrefillStats {
         PrefillStats {
@@ -234,59 +295,81 @@ impl EngineHandle {
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= self.vocab_size) {
             return Err(EngineError::TokenOutOfVocab { id, vocab_size: self.vocab_size });
         }
+        // the last new token is never fed back, so at most max_len - 1 positions are cached
+        let positions = max_len(prompt.len(), &params, self.max_positions) - 1;
+        if positions.div_ceil(self.block_size) > self.num_blocks {
+            return Err(EngineError::ExceedsKvCache { positions, block_size: self.block_size, blocks: self.num_blocks });
+        }
         let (reply, receiver) = oneshot::channel();
         self.messages.send(Message::Generate(Request { prompt, params, reply, stream })).map_err(|_| EngineError::Stopped)?;
         Ok(receiver)
     }
 }
 
-/// A sequence in the batch.
+/// Positions a request's sequence may occupy: the prompt and its new tokens, within the model's
+/// context.
+fn max_len(prompt_len: usize, params: &SamplingParams, max_positions: usize) -> usize {
+    (prompt_len + params.max_new_tokens).min(max_positions)
+}
+
+/// A request's sequence, waiting or in the batch.
 struct Sequence {
     reply: Reply,
     stream: Option<TokenSink>,
     sampler: Sampler,
-    cache: KvCache,
-    /// Tokens to feed at the next step: the prompt (less what the prefix cache held), then the
-    /// last sampled token.
-    pending: Vec<u32>,
-    /// The prompt, then the new tokens: `history[..cache.len()]` is what the cache holds.
+    /// The prompt, then the new tokens: `history[..cached]` is in the blocks, the rest is fed at
+    /// the next steps (the prompt, less what the prefix cache held, then the last sampled token).
     history: Vec<u32>,
     prompt_len: usize,
-    /// The capacity the sequence's positions need; a cache from the prefix cache may be larger.
     max_len: usize,
     tokens: Vec<u32>,
     logprobs: Vec<f32>,
-    /// The weights version its cache was begun with.
+    /// The block table: block `i` holds positions `i·block_size..(i+1)·block_size`.
+    blocks: Vec<u32>,
+    /// Positions whose keys and values are in `blocks`.
+    cached: usize,
+    /// Leading blocks given to the prefix cache, and the chain hash after them.
+    registered: usize,
+    chain: u64,
+    /// The weights version its blocks were computed with.
     weights_version: u64,
+    /// Preempted at least once: its prompt was counted in the prefill stats already.
+    preempted: bool,
 }
 
 impl Sequence {
-    /// Positions a request's sequence may occupy: the last new token is never fed back, so this
-    /// holds every position that is.
-    fn max_len(model: &Qwen3ForCausalLM, request: &Request) -> usize {
-        (request.prompt.len() + request.params.max_new_tokens).min(model.config().max_context())
-    }
-
-    /// The request's sequence over `cache`, whose first `reused` positions hold the prompt's first
-    /// tokens.
-    fn new(request: Request, cache: KvCache, reused: usize, max_len: usize, weights_version: u64) -> Self {
+    fn new(request: Request, max_positions: usize) -> Self {
         let prompt_len = request.prompt.len();
         let max_new = request.params.max_new_tokens;
+        let max_len = max_len(prompt_len, &request.params, max_positions);
         let mut history = request.prompt;
         history.reserve(max_new);
         Self {
             reply: request.reply,
             stream: request.stream,
             sampler: Sampler::new(request.params),
-            cache,
-            pending: history[reused..].to_vec(),
             history,
             prompt_len,
             max_len,
             tokens: Vec::with_capacity(max_new),
             logprobs: Vec::with_capacity(max_new),
-            weights_version,
+            blocks: Vec::new(),
+            cached: 0,
+            registered: 0,
+            chain: NO_PREFIX,
+            weights_version: 0,
+            preempted: false,
         }
+    }
+
+    /// Tokens to feed before the next token can be sampled.
+    fn pending(&self) -> usize {
+        self.history.len() - self.cached
+    }
+
+    /// Blocks to add so that `n` more positions fit the block table.
+    fn blocks_short(&self, n: usize, block_size: usize) -> usize {
+        (self.cached + n).div_ceil(block_size).saturating_sub(self.blocks.len())
     }
 
     /// Appends the sampled `token`; returns why the sequence ends, if it does.
@@ -298,8 +381,6 @@ impl Sequence {
         self.tokens.push(token);
         self.logprobs.push(logprob);
         self.history.push(token);
-        self.pending.clear();
-        self.pending.push(token);
         let params = self.sampler.params();
         if params.stop_tokens.contains(&token) {
             Some(FinishReason::Stop)
@@ -310,13 +391,11 @@ impl Sequence {
         }
     }
 
-    /// Answers the requester; returns what the prefix cache may keep: the tokens and the cache.
-    fn finish(self, outcome: Result<FinishReason, EngineError>) -> Option<(Vec<u32>, KvCache, u64)> {
-        let ok = outcome.is_ok();
+    /// Answers the requester.
+    fn finish(self, outcome: Result<FinishReason, EngineError>) {
         let result = outcome.map(|finish_reason| Generation { tokens: self.tokens, logprobs: self.logprobs, finish_reason });
         // the requester may have gone away; its result is then simply dropped
         let _ = self.reply.send(result);
-        ok.then_some((self.history, self.cache, self.weights_version))
     }
 }
 
@@ -325,172 +404,210 @@ struct EngineLoop {
     config: EngineConfig,
     inbox: mpsc::UnboundedReceiver<Message>,
     shared: Arc<Shared>,
-    waiting: VecDeque<Request>,
+    /// In arrival order, preempted sequences in front.
+    waiting: VecDeque<Sequence>,
+    /// In admission order: the last is the first to be preempted.
     active: Vec<Sequence>,
-    prefix_cache: PrefixCache,
+    pool: KvBlockPool,
+    blocks: BlockManager,
+    preemptions: u64,
 }
 
 impl EngineLoop {
     fn run(mut self) {
+        let max_positions = self.model.config().max_context();
         loop {
             if self.active.is_empty() && self.waiting.is_empty() {
                 // idle: sleep until a request arrives; every handle gone ends the thread
                 match self.inbox.blocking_recv() {
-                    Some(Message::Generate(request)) => self.waiting.push_back(request),
+                    Some(Message::Generate(request)) => self.waiting.push_back(Sequence::new(request, max_positions)),
                     Some(Message::Shutdown) | None => return self.stop(),
                 }
             }
             loop {
                 match self.inbox.try_recv() {
-                    Ok(Message::Generate(request)) => self.waiting.push_back(request),
+                    Ok(Message::Generate(request)) => self.waiting.push_back(Sequence::new(request, max_positions)),
                     Ok(Message::Shutdown) => return self.stop(),
                     // disconnected: no new requests, but finish those we have
                     Err(_) => break,
                 }
             }
-            self.waiting.retain(|r| !r.reply.is_closed());
-            self.active.retain(|s| !s.reply.is_closed());
+            self.waiting.retain(|s| !s.reply.is_closed());
+            for cancelled in extract(&mut self.active, |s| s.reply.is_closed()) {
+                self.blocks.release(&cancelled.blocks);
+            }
             let shared = self.shared.clone();
-            // admitted under the weights lock too, so a sequence's reused cache and its first step
-            // see the same weights
+            // scheduled under the weights lock too, so a sequence's reused blocks and its first
+            // step see the same weights
             let weights = shared.weights.read().unwrap_or_else(|poisoned| poisoned.into_inner());
             let weights_version = shared.weights_version.load(Ordering::Relaxed);
-            self.prefix_cache.sync_weights(weights_version);
-            let mut held_back = Vec::new();
-            while self.active.len() < self.config.max_batch_size {
-                let Some(request) = self.waiting.pop_front() else { break };
-                if self.waits_for_shared_prefill(&request.prompt) {
-                    held_back.push(request);
-                    continue;
-                }
-                if let Some(sequence) = self.admit(request, weights_version) {
-                    self.active.push(sequence);
-                }
-            }
-            for request in held_back.into_iter().rev() {
-                self.waiting.push_front(request);
-            }
+            self.blocks.sync_weights(weights_version);
+            let take = self.schedule(weights_version);
+            self.publish_stats();
             if self.active.is_empty() {
                 continue;
             }
             let started = Instant::now();
-            let finished = self.step();
+            let finished = self.step(&take, weights_version);
             shared.busy_nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             drop(weights);
+            self.publish_stats();
             // reply only once the step is accounted, so a caller that has its result sees its busy time
             for (sequence, outcome) in finished {
-                if let Some((tokens, cache, version)) = sequence.finish(outcome) {
-                    if self.config.prefix_caching {
-                        self.prefix_cache.insert(tokens, cache, version);
-                    }
+                sequence.finish(outcome);
+            }
+        }
+    }
+
+    fn publish_stats(&self) {
+        let in_use = self.blocks.in_use();
+        self.shared.blocks_in_use.store(in_use, Ordering::Relaxed);
+        self.shared.peak_blocks_in_use.fetch_max(in_use, Ordering::Relaxed);
+        self.shared.blocks_cached.store(self.blocks.cached_unused(), Ordering::Relaxed);
+        self.shared.preemptions.store(self.preemptions, Ordering::Relaxed);
+    }
+
+    /// Tokens each active sequence feeds this step (parallel to `active`), with the blocks they
+    /// need allocated: every decoding sequence its one token, then prompts in admission order,
+    /// chunked to the step's token budget; then waiting sequences are admitted while the batch,
+    /// the budget and the pool have room. A running sequence short of blocks preempts the most
+    /// recently admitted one (possibly itself), until it fits.
+    fn schedule(&mut self, weights_version: u64) -> Vec<usize> {
+        let block_size = self.blocks.block_size();
+        let mut budget = self.config.max_step_tokens;
+        let mut take = vec![0; self.active.len()];
+        let decoding = (0..self.active.len()).filter(|&i| self.active[i].pending() == 1);
+        let prefilling = (0..self.active.len()).filter(|&i| self.active[i].pending() > 1);
+        // indices stay valid: preemption removes only from the end, and a removed index is skipped
+        let order: Vec<usize> = decoding.chain(prefilling).collect();
+        let mut preempted = false;
+        for i in order {
+            if i >= self.active.len() || budget == 0 {
+                continue;
+            }
+            loop {
+                let s = &self.active[i];
+                // a prompt chunk shrinks to the blocks free; one position is the least any step takes
+                let fits = (s.blocks.len() + self.blocks.free()) * block_size - s.cached;
+                let n = s.pending().min(budget).min(fits);
+                if n > 0 {
+                    let short = s.blocks_short(n, block_size);
+                    let new: Vec<u32> = (0..short).map(|_| self.blocks.allocate().expect("counted free")).collect();
+                    self.active[i].blocks.extend(new);
+                    take[i] = n;
+                    budget -= n;
+                    break;
+                }
+                let victim = self.active.len() - 1;
+                budget += take.pop().expect("parallel to active");
+                let sequence = self.active.pop().expect("the pool is short, so some sequence holds blocks");
+                self.preempt(sequence);
+                preempted = true;
+                if victim == i {
+                    break;
                 }
             }
         }
-    }
-
-    /// The request's sequence over a cache from the prefix cache or a new one; `None` when no
-    /// cache can be allocated (the requester is told).
-    fn admit(&mut self, request: Request, weights_version: u64) -> Option<Sequence> {
-        let max_len = Sequence::max_len(&self.model, &request);
-        self.shared.prompt_tokens.fetch_add(request.prompt.len() as u64, Ordering::Relaxed);
-        let hit = self.reuse(&request.prompt, max_len, weights_version);
-        // kept caches give way to running ones: together at most a full batch (a no-op after a hit
-        // that took its entry)
-        self.prefix_cache.evict_to(self.config.max_batch_size - self.active.len() - 1);
-        if let Some(hit) = hit {
-            self.shared.reused_tokens.fetch_add(hit.reused as u64, Ordering::Relaxed);
-            return Some(Sequence::new(request, hit.cache, hit.reused, max_len, weights_version));
-        }
-        let cache = self.model.new_kv_cache(max_len).or_else(|_| {
-            // the kept caches may be what fills the device: retry without them
-            self.prefix_cache.clear();
-            self.model.new_kv_cache(max_len)
-        });
-        match cache {
-            Ok(cache) => Some(Sequence::new(request, cache, 0, max_len, weights_version)),
-            Err(e) => {
-                let _ = request.reply.send(Err(EngineError::Model(format!("allocating a KV cache of {max_len} positions: {e}"))));
-                None
+        // vLLM's rule: no admission in a step that had to preempt (the pool is at its limit)
+        while !preempted && budget > 0 && self.active.len() < self.config.max_batch_size {
+            let Some(position) = self.waiting.iter().position(|s| !self.waits_for_shared_prefill(s)) else { break };
+            let s = &self.waiting[position];
+            // at least the last token is always computed: its logits give the next token
+            let hits = if self.config.prefix_caching { self.blocks.lookup(&s.history[..s.history.len() - 1]) } else { Vec::new() };
+            let reused = hits.len() * block_size;
+            // the chunk is cut to what the whole pool could ever hold beside the hits, so a
+            // prompt longer than the pool still starts (and goes on chunk by chunk)
+            let n = (s.history.len() - reused).min(budget).min((self.blocks.num_blocks() - hits.len()) * block_size);
+            let needed = (reused + n).div_ceil(block_size) - hits.len();
+            if needed + self.blocks.unreferenced(&hits) > self.blocks.free() {
+                break;
             }
-        }
-    }
-
-    /// Whether `prompt` should wait for a running sequence still prefilling most of it, to copy
-    /// those positions once they are computed instead of computing them again.
-    fn waits_for_shared_prefill(&self, prompt: &[u32]) -> bool {
-        let worth_waiting = |shared: usize| shared > 1 && 2 * shared >= prompt.len();
-        self.config.prefix_caching && self.active.iter().any(|s| s.tokens.is_empty() && worth_waiting(shared_prefix(&s.history[..s.prompt_len], prompt)))
-    }
-
-    /// A cache holding the longest prefix of `prompt` already computed with the current weights:
-    /// from the prefix cache (on a tie: it may hand over its entry without a copy), or copied from
-    /// a running sequence.
-    fn reuse(&mut self, prompt: &[u32], max_len: usize, weights_version: u64) -> Option<Hit> {
-        if !self.config.prefix_caching {
-            return None;
-        }
-        let running = self
-            .active
-            .iter()
-            .filter(|s| s.weights_version == weights_version)
-            .map(|s| (shared_prefix(&s.history[..s.cache.len()], prompt), s))
-            .max_by_key(|(common, _)| *common);
-        let offered = running.map_or(0, |(common, _)| common);
-        if let Some(hit) = self.prefix_cache.take(prompt, max_len, offered) {
-            return Some(hit);
-        }
-        let (common, sequence) = running?;
-        let reused = common.min(prompt.len() - 1);
-        (reused > 0).then(|| Hit::copy(&sequence.cache, reused, max_len)).flatten()
-    }
-
-    /// Tokens each active sequence feeds this step: every decoding sequence its one token, then
-    /// prompts in arrival order, chunked to the step's token budget.
-    fn plan_step(&self) -> Vec<usize> {
-        let mut budget = self.config.max_step_tokens;
-        let mut take = vec![0; self.active.len()];
-        for (t, _) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() == 1) {
-            *t = 1;
-            budget -= 1;
-        }
-        for (t, s) in take.iter_mut().zip(&self.active).filter(|(_, s)| s.pending.len() > 1) {
-            *t = s.pending.len().min(budget);
-            budget -= *t;
+            let mut s = self.waiting.remove(position).expect("found above");
+            self.blocks.reference(&hits);
+            s.blocks = hits;
+            s.blocks.extend((0..needed).map(|_| self.blocks.allocate().expect("counted free")));
+            s.cached = reused;
+            s.registered = 0;
+            s.chain = NO_PREFIX;
+            // the hits are registered already: walk the chain past them
+            for chunk in s.history[..reused].chunks_exact(block_size) {
+                s.chain = self.blocks.register(s.blocks[s.registered], s.chain, chunk);
+                s.registered += 1;
+            }
+            s.weights_version = weights_version;
+            if !s.preempted {
+                self.shared.prompt_tokens.fetch_add(s.prompt_len as u64, Ordering::Relaxed);
+                self.shared.reused_tokens.fetch_add(reused as u64, Ordering::Relaxed);
+            }
+            self.active.push(s);
+            take.push(n);
+            budget -= n;
         }
         take
     }
 
-    /// One forward pass over the active sequences' planned tokens, then one new token for each
-    /// sequence whose prompt is now wholly in its cache; returns the sequences that ended (all of
-    /// them, with the error, if the step failed), for the caller to answer.
-    fn step(&mut self) -> Vec<(Sequence, Result<FinishReason, EngineError>)> {
-        let take = self.plan_step();
-        let mut steps: Vec<SequenceStep> = self
+    /// Frees a running sequence's blocks and puts it back at the front of the queue, to be
+    /// computed again (prompt and tokens so far) when the pool has room.
+    fn preempt(&mut self, mut sequence: Sequence) {
+        self.blocks.release(&sequence.blocks);
+        sequence.blocks.clear();
+        sequence.cached = 0;
+        sequence.preempted = true;
+        self.preemptions += 1;
+        tracing::debug!("KV pool exhausted: preempted a sequence of {} positions to recompute later", sequence.history.len());
+        self.waiting.push_front(sequence);
+    }
+
+    /// Whether `sequence` should wait for a running one still prefilling most of its prompt, to
+    /// share those blocks once they are computed instead of computing them again.
+    fn waits_for_shared_prefill(&self, sequence: &Sequence) -> bool {
+        let prompt = &sequence.history;
+        let worth_waiting = |shared: usize| shared >= self.blocks.block_size() && 2 * shared >= prompt.len();
+        self.config.prefix_caching && self.active.iter().any(|s| s.pending() > 1 && worth_waiting(shared_prefix(&s.history, prompt)))
+    }
+
+    /// One forward pass over the active sequences' scheduled tokens, then one new token for each
+    /// sequence whose tokens are now all in its blocks; returns the sequences that ended (all of
+    /// them, with the error, if the step failed), for the caller to answer, their blocks freed.
+    fn step(&mut self, take: &[usize], weights_version: u64) -> Vec<(Sequence, Result<FinishReason, EngineError>)> {
+        let steps: Vec<PagedStep> = self
             .active
-            .iter_mut()
-            .zip(&take)
+            .iter()
+            .zip(take)
             .filter(|(_, &n)| n > 0)
-            .map(|(s, &n)| SequenceStep { cache: &mut s.cache, tokens: &s.pending[..n] })
+            .map(|(s, &n)| PagedStep { block_table: &s.blocks, cached: s.cached, tokens: &s.history[s.cached..s.cached + n] })
             .collect();
         let fed = steps.len();
-        let logits = self.model.forward_step(&mut steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
+        let logits = self.model.forward_paged(&mut self.pool, &steps).and_then(|l| Ok(l.flatten_all()?.to_vec1::<f32>()?));
+        drop(steps);
         let logits = match logits {
             Ok(logits) => logits,
             Err(e) => {
                 tracing::error!("engine step failed for {} sequence(s): {e}", self.active.len());
-                return self.active.drain(..).map(|sequence| (sequence, Err(EngineError::Model(e.to_string())))).collect();
+                let failed: Vec<Sequence> = self.active.drain(..).collect();
+                for s in &failed {
+                    self.blocks.release(&s.blocks);
+                }
+                return failed.into_iter().map(|sequence| (sequence, Err(EngineError::Model(e.to_string())))).collect();
             }
         };
         let vocab = logits.len() / fed;
-        // a sequence with prompt left over keeps it for the next step; the others sample
+        let block_size = self.blocks.block_size();
+        let share = self.config.prefix_caching;
+        // a sequence with tokens left to feed keeps them for the next step; the others sample
         let mut rows = logits.chunks_exact(vocab);
         let mut samples = vec![false; self.active.len()];
         let mut sampling: Vec<(&mut Sequence, &[f32])> = Vec::new();
-        for ((s, &n), sample) in self.active.iter_mut().zip(&take).zip(&mut samples).filter(|((_, &n), _)| n > 0) {
+        for ((s, &n), sample) in self.active.iter_mut().zip(take).zip(&mut samples).filter(|((_, &n), _)| n > 0) {
             let row = rows.next().expect("one logits row per fed sequence");
-            if n < s.pending.len() {
-                s.pending.drain(..n);
-            } else {
+            s.cached += n;
+            // blocks now full go to the prefix cache (if computed with the current weights alone)
+            while share && s.weights_version == weights_version && (s.registered + 1) * block_size <= s.cached {
+                let tokens = &s.history[s.registered * block_size..(s.registered + 1) * block_size];
+                s.chain = self.blocks.register(s.blocks[s.registered], s.chain, tokens);
+                s.registered += 1;
+            }
+            if s.pending() == 0 {
                 *sample = true;
                 sampling.push((s, row));
             }
@@ -502,7 +619,10 @@ impl EngineLoop {
         for (mut sequence, sample) in std::mem::take(&mut self.active).into_iter().zip(samples) {
             let outcome = if sample { sequence.advance(picks.next().expect("a pick per sampling sequence")) } else { None };
             match outcome {
-                Some(reason) => finished.push((sequence, Ok(reason))),
+                Some(reason) => {
+                    self.blocks.release(&sequence.blocks);
+                    finished.push((sequence, Ok(reason)));
+                }
                 None => self.active.push(sequence),
             }
         }
@@ -514,14 +634,23 @@ impl EngineLoop {
         self.inbox.close();
         while let Ok(message) = self.inbox.try_recv() {
             if let Message::Generate(request) = message {
-                self.waiting.push_back(request);
+                let _ = request.reply.send(Err(EngineError::Stopped));
             }
         }
-        for request in self.waiting {
-            let _ = request.reply.send(Err(EngineError::Stopped));
-        }
-        for sequence in self.active {
+        for sequence in self.waiting.into_iter().chain(self.active) {
             let _ = sequence.reply.send(Err(EngineError::Stopped));
         }
     }
+}
+
+/// How many leading tokens `a` and `b` share.
+fn shared_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Removes and returns the items of `items` for which `pred` holds, keeping the others in order.
+fn extract<T>(items: &mut Vec<T>, pred: impl Fn(&T) -> bool) -> Vec<T> {
+    let (out, keep) = std::mem::take(items).into_iter().partition(pred);
+    *items = keep;
+    out
 }

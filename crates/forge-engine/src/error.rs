@@ -10,6 +10,9 @@ pub enum EngineError {
     #[error("prompt token id {id} is outside the vocabulary (vocab_size {vocab_size})")]
     TokenOutOfVocab { id: u32, vocab_size: usize },
 
+    #[error("the request may reach {positions} cached positions, {} blocks of block_size {block_size}, but the KV cache pool holds {blocks} blocks in all: raise engine.kv_cache_memory (or lower max_new_tokens)", positions.div_ceil(*block_size))]
+    ExceedsKvCache { positions: usize, block_size: usize, blocks: usize },
+
     #[error("invalid sampling parameters: {0}")]
     InvalidParams(String),
 

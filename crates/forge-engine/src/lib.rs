@@ -1,8 +1,9 @@
 //! The rollout engine: batched decoding with a KV cache over the model's own weights, greedy and
 //! seeded sampling (temperature, top-k, top-p), per-token log-probs of the raw distribution,
-//! continuous batching behind an async handle that many agent tasks share, and automatic prefix
-//! caching (an agent's next turn, or another sample of a prompt, reuses the positions already
-//! computed).
+//! continuous batching behind an async handle that many agent tasks share, a paged KV cache (one
+//! pool of fixed-size blocks under a memory budget, with admission control and preemption by
+//! recompute) and automatic prefix caching on its blocks (an agent's next turn, or another sample
+//! of a prompt, references the blocks already computed).
 //!
 //! ```no_run
 //! # async fn demo(model: std::sync::Arc<forge_model::Qwen3ForCausalLM>) -> Result<(), forge_engine::EngineError> {
@@ -15,10 +16,11 @@
 
 mod engine;
 mod error;
-mod prefix_cache;
+mod kv_blocks;
 pub mod generate;
 pub mod sampling;
 
 pub use engine::{EngineConfig, EngineHandle, FinishReason, Generation, GenerationStream, PausedEngine, PrefillStats, StreamedToken};
 pub use error::EngineError;
+pub use kv_blocks::KvCacheStats;
 pub use sampling::SamplingParams;

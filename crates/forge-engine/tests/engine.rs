@@ -286,9 +286,9 @@ fn converse(engine: &EngineHandle, conversations: usize, turns: usize, observati
 }
 
 #[test]
-fn prompts_extending_a_finished_sequence_reuse_its_cache_and_generate_as_a_whole_prefill() {
+fn prompts_extending_a_finished_sequence_reuse_its_blocks_and_generate_as_a_whole_prefill() {
     let model = load("gqa4-tied-f32");
-    let config = |prefix_caching, max_step_tokens| EngineConfig { max_batch_size: 3, max_step_tokens, prefix_caching };
+    let config = |prefix_caching, max_step_tokens| EngineConfig { max_batch_size: 3, max_step_tokens, prefix_caching, block_size: 4, ..Default::default() };
     let uncached = EngineHandle::start(model.clone(), config(false, 8192)).unwrap();
     let want = converse(&uncached, 3, 4, 9);
     assert_eq!(uncached.prefill_stats().reused_tokens, 0);
@@ -305,15 +305,15 @@ fn prompts_extending_a_finished_sequence_reuse_its_cache_and_generate_as_a_whole
                 }
             }
         }
-        // each later turn reuses everything but the previous turn's last new token (never fed) and
-        // the observation
+        // each later turn reuses the whole blocks of what the previous turn computed: all of it but
+        // its last new token (never fed), in blocks of 4
         let mut expected = PrefillStats::default();
         for (c, generations) in want.iter().enumerate() {
             let mut len = 20 + 5 * c;
             for (turn, generation) in generations.iter().enumerate() {
                 expected.prompt_tokens += len as u64;
                 if turn > 0 {
-                    expected.reused_tokens += (len - 9 - 1) as u64;
+                    expected.reused_tokens += ((len - 9 - 1) / 4 * 4) as u64;
                 }
                 len += generation.tokens.len() + 9;
             }
@@ -326,33 +326,35 @@ fn prompts_extending_a_finished_sequence_reuse_its_cache_and_generate_as_a_whole
 #[test]
 fn a_pause_drops_the_prefix_cache_since_the_weights_may_change() {
     let model = load("gqa2-untied-f32");
-    let engine = engine(&model, 2);
+    let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 2, block_size: 4, ..Default::default() }).unwrap();
     let first = engine.generate_blocking(prompt(20, 1), greedy(4)).unwrap();
     let next: Vec<u32> = prompt(20, 1).into_iter().chain(first.tokens.clone()).chain([7, 8, 9]).collect();
     drop(engine.pause());
     engine.generate_blocking(next.clone(), greedy(4)).unwrap();
     assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 20 + next.len() as u64, reused_tokens: 0 });
-    // without a pause in between, the same continuation reuses the finished sequence
+    // without a pause in between, the same continuation reuses the finished sequence's blocks:
+    // the whole blocks of `next` (its generation then diverges from [1, 2])
     let again: Vec<u32> = next.clone().into_iter().chain([1, 2]).collect();
     engine.generate_blocking(again, greedy(4)).unwrap();
-    assert!(engine.prefill_stats().reused_tokens >= next.len() as u64, "{:?}", engine.prefill_stats());
+    assert_eq!(engine.prefill_stats().reused_tokens, (next.len() / 4 * 4) as u64, "{:?}", engine.prefill_stats());
 }
 
 #[test]
-fn a_later_sample_of_a_prompt_copies_it_and_leaves_the_first_sample_its_cache() {
+fn a_later_sample_of_a_prompt_shares_its_blocks_and_each_sample_keeps_its_continuation() {
     let model = load("gqa2-untied-f32");
-    let engine = engine(&model, 4);
+    let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, block_size: 4, ..Default::default() }).unwrap();
     let task = prompt(30, 2);
     let first = engine.generate_blocking(task.clone(), sampled(1.0, 1.0, 0, 1)).unwrap();
-    // another sample of the same task (a GRPO group): its prompt lies inside the first's cache
+    // another sample of the same task (a GRPO group): the whole blocks of its prompt but the last
+    // token are the first sample's, 28 of 29
     let second = engine.generate_blocking(task.clone(), sampled(1.0, 1.0, 0, 2)).unwrap();
-    assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 60, reused_tokens: 29 });
-    // the first sample's next turn still finds its whole cache, the second's too
+    assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 60, reused_tokens: 28 });
+    // the first sample's next turn still finds all its whole blocks, the second's too
     for (generation, observation) in [(&first, [3, 4]), (&second, [5, 6])] {
         let before = engine.prefill_stats().reused_tokens;
         let next: Vec<u32> = task.iter().chain(&generation.tokens).chain(&observation).copied().collect();
         engine.generate_blocking(next, greedy(3)).unwrap();
-        assert_eq!(engine.prefill_stats().reused_tokens - before, (30 + generation.tokens.len() - 1) as u64);
+        assert_eq!(engine.prefill_stats().reused_tokens - before, ((30 + generation.tokens.len() - 1) / 4 * 4) as u64);
     }
 }
 
@@ -363,7 +365,7 @@ fn samples_arriving_together_with_one_prompt_compute_it_once() {
     let requests: Vec<_> = (0..4).map(|i| (task.clone(), sampled(1.0, 0.9, 0, 40 + i))).collect();
     let want = generate_together(&EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, prefix_caching: false, ..Default::default() }).unwrap(), &requests);
     for max_step_tokens in [8192, 4] {
-        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, max_step_tokens, prefix_caching: true }).unwrap();
+        let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 4, max_step_tokens, ..Default::default() }).unwrap();
         let got = generate_together(&engine, &requests);
         for (a, b) in got.iter().zip(&want) {
             assert_eq!(a.tokens, b.tokens, "max_step_tokens {max_step_tokens}");
@@ -371,7 +373,8 @@ fn samples_arriving_together_with_one_prompt_compute_it_once() {
                 assert!((x - y).abs() <= 1e-5, "log-prob {x} shared vs {y} prefilled");
             }
         }
-        // the first sample computes the prompt; the others copy all of it but its last token
-        assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 120, reused_tokens: 3 * 29 }, "max_step_tokens {max_step_tokens}");
+        // the first sample computes the prompt; the others share its whole blocks below the last
+        // token (one of 16 positions) and compute the rest
+        assert_eq!(engine.prefill_stats(), PrefillStats { prompt_tokens: 120, reused_tokens: 3 * 16 }, "max_step_tokens {max_step_tokens}");
     }
 }

@@ -68,6 +68,14 @@ pub fn kv_cache_size(config: &Config, sequences: usize, context: usize, dtype: D
     KvCacheSize { bytes: (sequences * context * per_token * element) as u64, on_device }
 }
 
+/// Bytes of one block of the engine's KV pool ([`crate::KvBlockPool`]): keys and values of every
+/// layer for `block_size` positions, where the pool of a model of `dtype` on `device` keeps them
+/// (as [`kv_cache_size`]: the model's dtype on the GPU where the decode kernels serve its attention
+/// shape, else f32 on the host). A budget of `B` bytes holds `B / kv_block_bytes(..)` blocks.
+pub fn kv_block_bytes(config: &Config, block_size: usize, dtype: DType, device: &Device) -> u64 {
+    kv_cache_size(config, 1, block_size, dtype, device).bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

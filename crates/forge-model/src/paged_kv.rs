@@ -1,0 +1,203 @@
+//! Keys and values of many sequences in fixed-size blocks of one pool (vLLM's PagedAttention): a
+//! sequence's positions live in the blocks its block table lists, `block_size` positions each, so
+//! sequences grow a block at a time, and blocks holding a common prefix are shared by reference
+//! (the engine keeps the tables and the reference counts; this is only the storage).
+//!
+//! Two homes, as [`crate::KvCache`]: the host in f32 (each row's attention gathers its sequence's
+//! blocks into contiguous rows and runs the contiguous cache's attention on them, so the result is
+//! bit-identical), or the GPU in the model's dtype where the decode kernels serve the attention
+//! shape (each step gathers the blocks of its sequences into contiguous caches for those kernels
+//! and writes the blocks it appended to back; a paged kernel would read the blocks in place).
+
+use candle_core::{DType, Device, Tensor};
+use forge_kernels::decode_attn::{self, LayerCache as DeviceLayer};
+
+use crate::{Config, ModelError, Result};
+
+/// The keys and values of every layer in `num_blocks` blocks of `block_size` positions.
+pub struct KvBlockPool {
+    storage: Storage,
+    num_kv_heads: usize,
+    head_dim: usize,
+    num_blocks: usize,
+    block_size: usize,
+}
+
+enum Storage {
+    /// Keys and values `[num_blocks, num_kv_heads, block_size, head_dim]` per layer: one head's
+    /// rows of a block are contiguous. Allocated zeroed, so the OS commits a block's pages only
+    /// when it is first written: the budget is a cap, not an up-front cost.
+    Host(Vec<(Vec<f32>, Vec<f32>)>),
+    /// The same layout as tensors on the GPU.
+    Device(Vec<(Tensor, Tensor)>),
+}
+
+/// One sequence's share of a paged forward step: the tokens to append at positions
+/// `cached..cached + tokens.len()`, in the blocks of `block_table` (block `i` holds positions
+/// `i·block_size..(i+1)·block_size`).
+pub struct PagedStep<'a> {
+    pub block_table: &'a [u32],
+    pub cached: usize,
+    pub tokens: &'a [u32],
+}
+
+impl KvBlockPool {
+    /// A host pool of `num_blocks` blocks (f32).
+    pub fn new(config: &Config, num_blocks: usize, block_size: usize) -> Self {
+        let size = num_blocks * config.num_key_value_heads * block_size * config.head_dim;
+        let layers = (0..config.num_hidden_layers).map(|_| (vec![0.0; size], vec![0.0; size])).collect();
+        Self { storage: Storage::Host(layers), num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, num_blocks, block_size }
+    }
+
+    /// A pool for a model of `dtype` on `device`: on the GPU where the decode kernels serve this
+    /// attention shape ([`decode_attn::supported`]), else on the host. Where that is, and the
+    /// element size, decide [`crate::memory::kv_block_bytes`].
+    pub fn for_model(config: &Config, num_blocks: usize, block_size: usize, dtype: DType, device: &Device) -> Result<Self> {
+        if block_size == 0 || num_blocks == 0 {
+            return Err(ModelError::Invalid(format!("a KV block pool needs at least one block of at least one position (got {num_blocks} blocks of {block_size})")));
+        }
+        if !decode_attn::supported(device, config.num_attention_heads, config.num_key_value_heads, config.head_dim) {
+            return Ok(Self::new(config, num_blocks, block_size));
+        }
+        let shape = (num_blocks, config.num_key_value_heads, block_size, config.head_dim);
+        let layers = (0..config.num_hidden_layers)
+            .map(|_| Ok((Tensor::zeros(shape, dtype, device)?, Tensor::zeros(shape, dtype, device)?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { storage: Storage::Device(layers), num_kv_heads: config.num_key_value_heads, head_dim: config.head_dim, num_blocks, block_size })
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.num_blocks
+    }
+
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Whether the pool lives on the GPU (attended by the decode kernels).
+    pub fn on_device(&self) -> bool {
+        matches!(self.storage, Storage::Device(_))
+    }
+
+    /// Rejects a step whose tokens would go beyond its block table or name a block not in the pool.
+    pub(crate) fn check_step(&self, step: &PagedStep<'_>) -> Result<()> {
+        let end = step.cached + step.tokens.len();
+        if end > step.block_table.len() * self.block_size {
+            return Err(ModelError::Invalid(format!(
+                "a block table of {} blocks of {} positions cannot hold positions up to {end}",
+                step.block_table.len(),
+                self.block_size
+            )));
+        }
+        if let Some(&block) = step.block_table.iter().find(|&&b| b as usize >= self.num_blocks) {
+            return Err(ModelError::Invalid(format!("block {block} is not in the pool of {} blocks", self.num_blocks)));
+        }
+        Ok(())
+    }
+
+    /// Offset of `head`'s rows in `block` of a host layer.
+    fn head_offset(&self, block: u32, head: usize) -> usize {
+        (block as usize * self.num_kv_heads + head) * self.block_size * self.head_dim
+    }
+
+    /// Stores one position's key and value rows (`[num_kv_heads · head_dim]` each) in `layer` of a
+    /// host pool, at `position` of the sequence whose blocks `block_table` lists.
+    pub(crate) fn write(&mut self, layer: usize, block_table: &[u32], position: usize, key: &[f32], value: &[f32]) {
+        let d = self.head_dim;
+        let (block, offset) = (block_table[position / self.block_size], position % self.block_size);
+        let starts: Vec<usize> = (0..self.num_kv_heads).map(|head| self.head_offset(block, head) + offset * d).collect();
+        let Storage::Host(layers) = &mut self.storage else { unreachable!("forward_paged checks where the pool lives") };
+        let (keys, values) = &mut layers[layer];
+        for (head, at) in starts.into_iter().enumerate() {
+            keys[at..at + d].copy_from_slice(&key[head * d..(head + 1) * d]);
+            values[at..at + d].copy_from_slice(&value[head * d..(head + 1) * d]);
+        }
+    }
+
+    /// Positions `0..len` of `layer` of a host pool, of the sequence whose blocks `block_table`
+    /// lists, as contiguous keys and values `[num_kv_heads, len, head_dim]`: the layout of a
+    /// [`crate::KvCache`] of capacity `len`.
+    pub(crate) fn gather(&self, layer: usize, block_table: &[u32], len: usize) -> (Vec<f32>, Vec<f32>) {
+        let (d, bs) = (self.head_dim, self.block_size);
+        let Storage::Host(layers) = &self.storage else { unreachable!("forward_paged checks where the pool lives") };
+        let (keys, values) = &layers[layer];
+        let mut out_keys = Vec::with_capacity(self.num_kv_heads * len * d);
+        let mut out_values = Vec::with_capacity(self.num_kv_heads * len * d);
+        for head in 0..self.num_kv_heads {
+            for (i, &block) in block_table.iter().enumerate().take(len.div_ceil(bs)) {
+                let rows = bs.min(len - i * bs) * d;
+                let at = self.head_offset(block, head);
+                out_keys.extend_from_slice(&keys[at..at + rows]);
+                out_values.extend_from_slice(&values[at..at + rows]);
+            }
+        }
+        (out_keys, out_values)
+    }
+
+    /// `layer`'s blocks `block_table[..blocks]` on the GPU as one contiguous cache `[num_kv_heads,
+    /// blocks · block_size, head_dim]` (keys, values), for the decode kernels.
+    pub(crate) fn gather_device(&self, layer: usize, block_table: &[u32], blocks: usize) -> Result<(Tensor, Tensor)> {
+        let Storage::Device(layers) = &self.storage else { unreachable!("forward_paged checks where the pool lives") };
+        let (keys, values) = &layers[layer];
+        let ids = Tensor::from_slice(&block_table[..blocks], blocks, keys.device())?;
+        let gather = |pool: &Tensor| -> Result<Tensor> {
+            // [blocks, heads, bs, d] -> [heads, blocks·bs, d]
+            let picked = pool.index_select(&ids, 0)?.transpose(0, 1)?.contiguous()?;
+            Ok(picked.reshape((self.num_kv_heads, blocks * self.block_size, self.head_dim))?)
+        };
+        Ok((gather(keys)?, gather(values)?))
+    }
+
+    /// Writes blocks `block_table[first..last]` of a gathered cache (as [`Self::gather_device`]
+    /// returns it, after the kernels appended to it) back into `layer` of the pool.
+    pub(crate) fn scatter_device(&self, layer: usize, block_table: &[u32], first: usize, last: usize, cache: &DeviceLayer<'_>) -> Result<()> {
+        let Storage::Device(layers) = &self.storage else { unreachable!("forward_paged checks where the pool lives") };
+        let (keys, values) = &layers[layer];
+        for (i, &block) in block_table.iter().enumerate().take(last).skip(first) {
+            for (pool, gathered) in [(keys, cache.keys), (values, cache.values)] {
+                let rows = gathered.narrow(1, i * self.block_size, self.block_size)?.contiguous()?.unsqueeze(0)?;
+                pool.slice_set(&rows, 0, block as usize)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::from_json(
+            r#"{"vocab_size": 16, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 3,
+                "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 64}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_written_through_a_block_table_gather_back_in_position_order() {
+        let mut pool = KvBlockPool::new(&config(), 6, 4);
+        // a sequence of 10 positions in blocks 5, 1, 3 (out of order, as a pool hands them out)
+        let table = [5, 1, 3];
+        let row = |p: usize, salt: f32| (0..6).map(|i| p as f32 * 10.0 + i as f32 + salt).collect::<Vec<f32>>();
+        for p in 0..10 {
+            pool.write(1, &table, p, &row(p, 0.0), &row(p, 0.5));
+        }
+        let (keys, values) = pool.gather(1, &table, 10);
+        for head in 0..2 {
+            for p in 0..10 {
+                let at = (head * 10 + p) * 3;
+                assert_eq!(&keys[at..at + 3], &row(p, 0.0)[head * 3..head * 3 + 3], "key head {head} position {p}");
+                assert_eq!(&values[at..at + 3], &row(p, 0.5)[head * 3..head * 3 + 3], "value head {head} position {p}");
+            }
+        }
+        let (other_layer, _) = pool.gather(0, &table, 10);
+        assert!(other_layer.iter().all(|&x| x == 0.0), "layer 0 was never written");
+        let err = pool.check_step(&PagedStep { block_table: &table, cached: 10, tokens: &[1, 2, 3] }).unwrap_err().to_string();
+        assert!(err.contains("a block table of 3 blocks of 4 positions cannot hold positions up to 13"), "{err}");
+        let err = pool.check_step(&PagedStep { block_table: &[6], cached: 0, tokens: &[1] }).unwrap_err().to_string();
+        assert!(err.contains("block 6 is not in the pool of 6 blocks"), "{err}");
+    }
+}

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockWriteGuard};
 use std::time::Instant;
 
+use forge_model::forge_kernels::decode_attn;
 use forge_model::{KvBlockPool, PagedStep, Qwen3ForCausalLM};
 use rayon::prelude::*;
 use tokio::sync::{mpsc, oneshot};
@@ -38,8 +39,8 @@ pub struct EngineConfig {
     pub prefix_caching: bool,
     /// Bytes of the KV block pool (`engine.kv_cache_memory`): `kv_cache_memory /
     /// forge_model::memory::kv_block_bytes(..)` blocks. `None`: room for `max_batch_size`
-    /// sequences of the model's whole context (on the host, pages are committed only as blocks are
-    /// first written, so this is a cap; on a GPU the pool is allocated at once: give a budget).
+    /// sequences of the model's whole context; on the host that is a cap (pages are committed only
+    /// as blocks are first written), on a GPU (allocated at once) at most 90% of its free memory.
     pub kv_cache_memory: Option<u64>,
     /// Positions per KV block (vLLM's default 16): the granularity of allocation and of prefix
     /// sharing.
@@ -56,10 +57,14 @@ impl EngineConfig {
     /// Blocks of the pool for `model`: the budget over the bytes of one block.
     fn num_blocks(&self, model: &Qwen3ForCausalLM) -> Result<usize, EngineError> {
         let config = model.config();
-        let Some(budget) = self.kv_cache_memory else {
-            return Ok(self.max_batch_size * config.max_context().div_ceil(self.block_size));
-        };
         let per_block = forge_model::memory::kv_block_bytes(config, self.block_size, model.dtype(), model.device());
+        let Some(budget) = self.kv_cache_memory else {
+            let full_batch = self.max_batch_size * config.max_context().div_ceil(self.block_size);
+            // a GPU pool is allocated at once: at most vLLM's default share of what is free
+            let on_gpu = decode_attn::supported(model.device(), config.num_attention_heads, config.num_key_value_heads, config.head_dim);
+            let free = if on_gpu { forge_model::device::memory_available(model.device()) } else { None };
+            return Ok(free.map_or(full_batch, |free| full_batch.min((free as f64 * DEFAULT_GPU_SHARE) as u64 as usize / per_block as usize)));
+        };
         match (budget / per_block) as usize {
             0 => Err(EngineError::InvalidParams(format!(
                 "engine.kv_cache_memory ({budget} bytes) holds no KV block: one block of block_size {} positions takes {per_block} bytes",
@@ -69,6 +74,9 @@ impl EngineConfig {
         }
     }
 }
+
+/// The share of a GPU's free memory a pool without a budget takes (vLLM's gpu_memory_utilization).
+const DEFAULT_GPU_SHARE: f64 = 0.9;
 
 /// Prompt tokens the engine was asked to process since it started, and how many of them came
 /// from the prefix cache instead of a forward pass.

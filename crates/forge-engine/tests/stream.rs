@@ -1,5 +1,5 @@
 //! Streamed generation (`EngineHandle::generate_stream`): the same tokens and log-probs as a plain
-//! generation, delivered one by one, and dropping the stream frees the sequence's place.
+//! generation, delivered one by one, and dropping the stream ends the sequence.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -7,10 +7,10 @@ use std::sync::Arc;
 use candle_core::{DType, Device};
 use forge_engine::{EngineConfig, EngineHandle, SamplingParams, StreamedToken};
 
-fn engine(max_batch_size: usize) -> EngineHandle {
+fn engine(max_batch_size: usize, block_size: usize) -> EngineHandle {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/gqa2-untied-f32/model");
     let model = Arc::new(forge_model::load_model(&dir, DType::F32, &Device::Cpu).unwrap());
-    EngineHandle::start(model, EngineConfig { max_batch_size, ..Default::default() }).unwrap()
+    EngineHandle::start(model, EngineConfig { max_batch_size, block_size, ..Default::default() }).unwrap()
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -23,7 +23,7 @@ fn prompt(len: usize, salt: usize) -> Vec<u32> {
 
 #[test]
 fn streamed_tokens_are_those_of_the_whole_generation() {
-    let engine = engine(4);
+    let engine = engine(4, 16);
     let cases = [
         (prompt(9, 1), SamplingParams { max_new_tokens: 20, ..Default::default() }),
         (prompt(14, 2), SamplingParams { max_new_tokens: 25, temperature: 0.9, top_k: 40, seed: 5, ..Default::default() }),
@@ -54,35 +54,29 @@ fn streamed_tokens_are_those_of_the_whole_generation() {
 
 #[test]
 fn a_dropped_stream_ends_its_sequence() {
-    // One place in the batch and prefix caching on: a sequence that runs to its end (the whole
-    // context: 8 + 119 of 128 positions, long enough for the drop to land first) leaves its
-    // cache for a prompt that extends it; a dropped one is ended at once and leaves nothing.
-    let engine = engine(1);
+    // One place in the batch, blocks of 4 with prefix caching: every whole block a sequence
+    // computed stays cached after it ends, so the cache tells how far a sequence ran.
     let long = SamplingParams { max_new_tokens: 119, ..Default::default() };
     let short = SamplingParams { max_new_tokens: 4, ..Default::default() };
+    let prompt = prompt(8, 4);
     block_on(async {
-        for drop_early in [false, true] {
-            let prompt = prompt(8, 4 + drop_early as usize);
-            let mut stream = engine.generate_stream(prompt.clone(), long.clone()).unwrap();
-            let mut seen = Vec::new();
-            for _ in 0..3 {
-                seen.push(stream.next_token().await.unwrap().token);
-            }
-            if drop_early {
-                drop(stream);
-            } else {
-                assert_eq!(stream.finish().await.unwrap().tokens.len(), 119);
-            }
-            let before = engine.prefill_stats().reused_tokens;
-            let extended = [prompt, seen].concat();
-            let next = engine.generate(extended.clone(), short.clone()).await.unwrap();
-            assert_eq!(next.tokens.len(), 4);
-            let reused = engine.prefill_stats().reused_tokens - before;
-            if drop_early {
-                assert_eq!(reused, 0, "the dropped sequence ran on and was kept");
-            } else {
-                assert_eq!(reused as usize, extended.len() - 1, "the control: a finished sequence's cache is reused");
-            }
+        // the control runs to the end of the context: 8 + 119 of 128 positions, long enough for
+        // the drop below to land first
+        let whole = engine(1, 4).generate(prompt.clone(), long.clone()).await.unwrap();
+        assert_eq!(whole.tokens.len(), 119);
+        let engine = engine(1, 4);
+        let mut stream = engine.generate_stream(prompt.clone(), long.clone()).unwrap();
+        for _ in 0..3 {
+            stream.next_token().await.unwrap();
         }
+        drop(stream);
+        // a prompt extending the whole generation finds only the blocks computed before the drop
+        // (had the sequence run on, 124 of its 126 computed positions)
+        let extended = [prompt.clone(), whole.tokens.clone()].concat();
+        let next = engine.generate(extended, short.clone()).await.unwrap();
+        assert_eq!(next.tokens.len(), 1, "the context's last position");
+        let reused = engine.prefill_stats().reused_tokens;
+        assert!(reused < 124, "the dropped sequence ran on to the end of the context: {reused} positions reused");
+        assert_eq!(engine.kv_cache_stats().blocks_in_use, 0);
     });
 }

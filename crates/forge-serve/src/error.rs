@@ -99,6 +99,8 @@ impl From<EngineError> for ApiError {
             EngineError::TokenOutOfVocab { .. } => Self::invalid("prompt".to_string(), e.to_string()),
             EngineError::PromptTooLong { len, max } => Self::context_length_exceeded(max, len, "prompt"),
             EngineError::InvalidParams(reason) => Self::invalid(None, reason),
+            // the pool is the server's (--kv-cache-memory); the client can ask for fewer tokens
+            EngineError::ExceedsKvCache { .. } => Self::invalid("max_tokens".to_string(), e.to_string()),
             EngineError::Stopped => Self { status: StatusCode::SERVICE_UNAVAILABLE, ..Self::server("the engine has stopped: the server is shutting down") },
             EngineError::Model(reason) => Self::server(format!("the model failed during generation: {reason}")),
         }

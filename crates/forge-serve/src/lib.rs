@@ -43,10 +43,15 @@ pub struct ServeConfig {
     /// Sequences generated at once at most; the engine's batch size. A request with `n` choices
     /// holds `n` places; requests beyond wait for places to free up (never refused for it).
     pub max_concurrency: usize,
-    /// Prompt plus completion at most, in tokens; `None`: the model's context. The KV cache of
-    /// each sequence is allocated for its prompt plus `max_tokens` (by default, the rest of this
-    /// length), so a lower value bounds memory when clients send no `max_tokens`.
+    /// Prompt plus completion at most, in tokens; `None`: the model's context. A request must fit
+    /// the KV pool at this length (prompt plus `max_tokens`, by default the rest of it).
     pub max_model_len: Option<usize>,
+    /// Bytes of the engine's KV block pool, shared by every sequence (`--kv-cache-memory`);
+    /// `None`: the engine's default, room for `max_concurrency` sequences of the model's context
+    /// (capped at 90% of a GPU's free memory).
+    pub kv_cache_memory: Option<u64>,
+    /// Positions per KV block (`--block-size`).
+    pub block_size: usize,
 }
 
 /// A model loaded with its engine, ready to serve.
@@ -77,7 +82,13 @@ impl ModelServer {
         };
         let engine = EngineHandle::start(
             model,
-            EngineConfig { max_batch_size: config.max_concurrency, max_step_tokens: EngineConfig::default().max_step_tokens.max(config.max_concurrency), prefix_caching: true },
+            EngineConfig {
+                max_batch_size: config.max_concurrency,
+                max_step_tokens: EngineConfig::default().max_step_tokens.max(config.max_concurrency),
+                prefix_caching: true,
+                kv_cache_memory: config.kv_cache_memory,
+                block_size: config.block_size,
+            },
         )?;
         tracing::info!(
             "serving {} as `{}`: context {max_model_len} tokens, up to {} sequences at once; defaults temperature {} top_p {} top_k {}; end tokens {:?}",
@@ -142,6 +153,8 @@ pub struct ServeOptions {
     pub served_model_name: Option<String>,
     pub max_concurrency: usize,
     pub max_model_len: Option<usize>,
+    pub kv_cache_memory: Option<u64>,
+    pub block_size: usize,
 }
 
 /// `forge serve`: loads the model, listens, prints the URL on stdout, and serves until Ctrl-C or
@@ -152,6 +165,8 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
         served_model_name: options.served_model_name.clone().unwrap_or_else(|| options.model.clone()),
         max_concurrency: options.max_concurrency,
         max_model_len: options.max_model_len,
+        kv_cache_memory: options.kv_cache_memory,
+        block_size: options.block_size,
     };
     let server = ModelServer::load(&dir, &options.model, options.dtype, &options.device, config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -52,7 +52,7 @@ struct Running {
 
 impl Running {
     async fn start(dir: &Path, max_concurrency: usize) -> Self {
-        let config = ServeConfig { served_model_name: "tiny".into(), max_concurrency, max_model_len: None };
+        let config = ServeConfig { served_model_name: "tiny".into(), max_concurrency, max_model_len: None, kv_cache_memory: None, block_size: 16 };
         let server = ModelServer::load(dir, &dir.display().to_string(), DType::F32, &Device::Cpu, config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

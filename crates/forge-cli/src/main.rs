@@ -125,6 +125,33 @@ enum Command {
         #[command(subcommand)]
         recipe: TrainCommand,
     },
+    /// The memory plan of a training config, per worker (per GPU): weights, reference,
+    /// gradients, optimizer, activations, KV pool and workspace as train.zero_stage shards them,
+    /// whether they fit, the largest train.micro_batch_tokens and rollout sequences × context that
+    /// would; exits 1 naming the setting to change when the run cannot fit. Needs no weights: a
+    /// Qwen3 release's hub id (model.path = "Qwen/Qwen3-8B") plans from its published architecture.
+    Plan {
+        /// An SFT or RL config (TOML), e.g. configs/qwen3-8b/sft.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override a config value: --set train.zero_stage=3 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Which recipe the config is for (default: told by its sections: [rollout], [agent],
+        /// [objective], [engine] or train.steps make it RL).
+        #[arg(long, value_enum)]
+        kind: Option<RecipeKind>,
+        /// Data-parallel workers per node (one per GPU), as `forge train --nproc-per-node`.
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        nproc_per_node: usize,
+        /// Nodes: the workers that shard the state are N × M.
+        #[arg(long, default_value_t = 1, value_name = "M")]
+        nnodes: usize,
+        /// Memory of each GPU, e.g. 80GiB or 141GB (default: model.device's free memory; on the
+        /// CPU the host's available memory shared by the N workers).
+        #[arg(long, value_name = "SIZE")]
+        gpu_memory: Option<forge_model::memory::ByteSize>,
+    },
     /// Look at training data the way the trainer sees it.
     Data {
         #[command(subcommand)]
@@ -673,6 +700,30 @@ enum SandboxCommand {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RecipeKind {
+    Sft,
+    Rl,
+}
+
+/// A config `forge plan` read, typed by its recipe.
+#[allow(clippy::large_enum_variant)]
+enum Recipe {
+    Sft(forge_train::sft::SftConfig),
+    Rl(forge_rl::RlConfig),
+}
+
+impl RecipeKind {
+    /// RL when the config has a section or key only `forge train rl` knows, else SFT.
+    fn of_config(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let table: toml::Table = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+        let rl_section = ["rollout", "agent", "objective", "engine", "sandbox"].iter().any(|s| table.contains_key(*s));
+        let rl_train = table.get("train").and_then(|t| t.get("steps")).is_some();
+        Ok(if rl_section || rl_train { Self::Rl } else { Self::Sft })
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum CliDType {
     F32,
@@ -861,6 +912,49 @@ fn main() -> Result<()> {
                 summary.data.truncated,
                 summary.model_dir.display()
             );
+        }
+        Command::Plan { config, overrides, kind, nproc_per_node, nnodes, gpu_memory } => {
+            let kind = match kind {
+                Some(kind) => kind,
+                None => RecipeKind::of_config(&config)?,
+            };
+            let recipe = match kind {
+                RecipeKind::Sft => Recipe::Sft(forge_train::config::load_config(&config, &overrides)?.0),
+                RecipeKind::Rl => Recipe::Rl(forge_train::config::load_config(&config, &overrides)?.0),
+            };
+            let model = match &recipe {
+                Recipe::Sft(sft) => {
+                    sft.validate()?;
+                    &sft.model
+                }
+                Recipe::Rl(rl) => {
+                    rl.validate()?;
+                    &rl.model
+                }
+            };
+            let architecture = model.architecture()?;
+            let device = forge_train::memory::DeviceKind::of_spec(model.device);
+            let memory = match (gpu_memory, device) {
+                (Some(size), _) => Some(size.0),
+                (None, forge_train::memory::DeviceKind::Cpu) => forge_model::device::host_memory_available().map(|bytes| bytes / nproc_per_node.max(1) as u64),
+                (None, forge_train::memory::DeviceKind::Cuda) => {
+                    let gpu = model.device.open().context("planning for a GPU this machine cannot open: give its memory with --gpu-memory (e.g. 80GiB)")?;
+                    forge_model::device::memory_available(&gpu)
+                }
+            };
+            let workers = nproc_per_node * nnodes;
+            let plan = match &recipe {
+                Recipe::Sft(sft) => forge_train::plan::plan(&forge_train::sft::run_shape(sft, &architecture, device, workers, None), memory),
+                Recipe::Rl(rl) => forge_train::plan::plan(&rl.run_shape(&architecture, device, workers), memory),
+            };
+            let recipe_name = match kind {
+                RecipeKind::Sft => "forge train sft",
+                RecipeKind::Rl => "forge train rl",
+            };
+            println!("{} ({recipe_name})\n{plan}", config.display());
+            if let Some(short) = &plan.shortfall {
+                bail!("does not fit: {}; to fit: {}", short.reason, short.change);
+            }
         }
         Command::Train { recipe: TrainCommand::Rl(args) } => {
             let mut overrides = args.overrides.clone();

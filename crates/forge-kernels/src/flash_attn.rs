@@ -146,7 +146,13 @@ pub fn delta_launch(total: usize, heads: usize) -> crate::launch::LaunchShape {
 /// Whether [`causal_attention_padded`] / [`causal_attention_varlen`] run the fused kernels for
 /// tensors on `device` of `dtype` with this head dim (CUDA builds only, bf16, head_dim 64 or 128).
 pub fn supported(device: &Device, dtype: DType, head_dim: usize) -> bool {
-    cfg!(feature = "cuda") && device.is_cuda() && dtype == DType::BF16 && KERNEL_HEAD_DIMS.contains(&head_dim)
+    cfg!(feature = "cuda") && device.is_cuda() && runs_on_cuda(dtype, head_dim)
+}
+
+/// Whether a CUDA build runs the fused kernels for this dtype and head dim on a GPU (what a plan
+/// made away from the GPU assumes).
+pub fn runs_on_cuda(dtype: DType, head_dim: usize) -> bool {
+    dtype == DType::BF16 && KERNEL_HEAD_DIMS.contains(&head_dim)
 }
 
 /// The additive-mask value of masked positions: the most negative finite value of the dtype (as

@@ -417,6 +417,23 @@ impl Config {
         Some(Self::from_json(&json).expect("the release configs are valid"))
     }
 
+    /// The architecture of the Qwen3 release a hub repo holds (`Qwen/Qwen3-8B`, `Qwen/Qwen3-8B-Base`,
+    /// any case), for planning without its files; `None` for other repos.
+    pub fn qwen3_hub_release(repo: &str) -> Option<Self> {
+        let name = repo.to_ascii_lowercase();
+        let size = name.strip_prefix("qwen/qwen3-")?;
+        Self::qwen3_release(size.strip_suffix("-base").unwrap_or(size))
+    }
+
+    /// This architecture with `rope_scaling` (a config.json `rope_scaling` dict, e.g. YaRN's
+    /// `{"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768}`) in
+    /// place of its own, checked as config.json's is.
+    pub fn with_rope_scaling(&self, rope_scaling: &Map<String, Value>) -> Result<Self, ModelError> {
+        let mut json = serde_json::to_value(self).expect("a Config always serialises");
+        json["rope_scaling"] = Value::Object(rope_scaling.clone());
+        Self::from_json(&json.to_string())
+    }
+
     pub fn num_parameters(&self) -> usize {
         self.parameter_shapes().iter().map(|(_, s)| s.iter().product::<usize>()).sum()
     }
@@ -489,6 +506,21 @@ mod tests {
         assert_eq!(explicit.rope_attention_scaling(), 1.5);
         let qwen = parse(r#""rope_theta": 1000000.0, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}"#).unwrap();
         assert_eq!(qwen.max_context(), 131_072, "Qwen3's YaRN: factor 4 over 32,768");
+    }
+
+    #[test]
+    fn a_release_is_known_by_its_hub_id_and_takes_a_rope_scaling_override() {
+        let eight = Config::qwen3_hub_release("Qwen/Qwen3-8B").unwrap();
+        assert_eq!(eight, Config::qwen3_release("8b").unwrap());
+        assert_eq!(Config::qwen3_hub_release("qwen/qwen3-8b-base"), Some(eight.clone()));
+        assert_eq!(Config::qwen3_hub_release("Qwen/Qwen3-4B"), None, "a release this build has no table for");
+        assert_eq!(Config::qwen3_hub_release("someone/Qwen3-8B"), None);
+        let yarn: Map<String, Value> = serde_json::from_str(r#"{"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 32768}"#).unwrap();
+        let long = eight.with_rope_scaling(&yarn).unwrap();
+        assert_eq!((long.max_context(), long.yarn.as_ref().map(|y| y.factor)), (65_536, Some(2.0)));
+        assert_eq!(Config { yarn: None, ..long }, eight, "only the rotary scaling changes");
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"rope_type": "dynamic", "factor": 2.0}"#).unwrap();
+        assert!(eight.with_rope_scaling(&bad).unwrap_err().to_string().contains("\"dynamic\" is not supported"));
     }
 
     #[test]

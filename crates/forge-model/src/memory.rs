@@ -76,12 +76,98 @@ pub fn kv_block_bytes(config: &Config, block_size: usize, dtype: DType, device: 
     kv_cache_size(config, 1, block_size, dtype, device).bytes
 }
 
+/// An amount of memory as configs and flags write it: `80GiB`, `141 GB`, `512MiB`, `1.5TiB` or a
+/// plain number of bytes (binary units are powers of 1024, decimal ones of 1000).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ByteSizeText", into = "String")]
+pub struct ByteSize(pub u64);
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ByteSizeText {
+    Number(u64),
+    Text(String),
+}
+
+impl TryFrom<ByteSizeText> for ByteSize {
+    type Error = String;
+
+    fn try_from(value: ByteSizeText) -> Result<Self, String> {
+        match value {
+            ByteSizeText::Number(n) => Ok(Self(n)),
+            ByteSizeText::Text(text) => text.parse(),
+        }
+    }
+}
+
+impl From<ByteSize> for String {
+    fn from(size: ByteSize) -> String {
+        size.to_string()
+    }
+}
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let (number, unit) = (t[..split].trim(), t[split..].trim());
+        let unit_bytes: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1 << 10,
+            "mib" | "m" => 1 << 20,
+            "gib" | "g" => 1 << 30,
+            "tib" | "t" => 1 << 40,
+            "kb" => 1_000,
+            "mb" => 1_000_000,
+            "gb" => 1_000_000_000,
+            "tb" => 1_000_000_000_000,
+            _ => return Err(format!("`{text}` is not an amount of memory: write e.g. 80GiB, 141GB, 512MiB or a number of bytes")),
+        };
+        let value: f64 = number.parse().map_err(|_| format!("`{text}` is not an amount of memory: write e.g. 80GiB, 141GB, 512MiB or a number of bytes"))?;
+        if !value.is_finite() || value < 0.0 {
+            return Err(format!("`{text}`: an amount of memory is a non-negative number"));
+        }
+        Ok(Self((value * unit_bytes as f64).round() as u64))
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    /// Whole GiB or MiB when exact (`80GiB`), else bytes: parsing the text gives the same size.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            b if b >= 1 << 30 && b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            b if b >= 1 << 20 && b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            b => write!(f, "{b}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn qwen3_8b() -> Config {
         Config::qwen3_release("8b").unwrap()
+    }
+
+    #[test]
+    fn sizes_parse_in_binary_and_decimal_units_and_print_back() {
+        for (text, bytes) in [("80GiB", 80u64 << 30), ("141 GB", 141_000_000_000), ("512MiB", 512 << 20), ("1.5GiB", 3 << 29), ("4096", 4096)] {
+            let size: ByteSize = text.parse().unwrap();
+            assert_eq!(size.0, bytes, "{text}");
+            assert_eq!(size.to_string().parse::<ByteSize>().unwrap(), size, "{text}");
+        }
+        let err = "80 gigs".parse::<ByteSize>().unwrap_err();
+        assert!(err.contains("write e.g. 80GiB"), "{err}");
+        #[derive(serde::Deserialize)]
+        struct Section {
+            a: ByteSize,
+            b: ByteSize,
+        }
+        let s: Section = toml::from_str("a = \"40GiB\"\nb = 1024").unwrap();
+        assert_eq!((s.a.0, s.b.0), (40 << 30, 1024));
     }
 
     #[test]

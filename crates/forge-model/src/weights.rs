@@ -54,6 +54,12 @@ pub fn resolve_in_hub_cache(id: &str, cache: &hf_hub::Cache) -> Result<PathBuf> 
     resolve_hub_model(&model, &settings)
 }
 
+/// `model`'s config.json in the hub cache, if its snapshot holds one (weights or not): enough to
+/// plan a run without downloading anything.
+pub fn cached_hub_config(model: &HubModelId, cache_dir: &Path) -> Option<PathBuf> {
+    HubCacheRepo::new(cache_dir, model).snapshot().map(|snapshot| snapshot.join(CONFIG_FILE)).filter(|config| config.is_file())
+}
+
 /// A model on the hub: `org/name`, optionally pinned with `@revision` (a branch, tag or commit
 /// sha; `main` without one).
 #[derive(Debug, Clone, PartialEq, Eq)]

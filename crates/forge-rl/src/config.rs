@@ -8,6 +8,7 @@ use forge_agent::{AgentConfig, Scaffold};
 use forge_model::LoraConfig;
 use crate::grpo::ObjectiveConfig;
 use forge_train::config::{ModelSection, OptimSection, RunSection};
+use forge_train::memory::{DeviceKind, KvPoolSize, Rollouts, RunShape};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, RlError};
@@ -28,6 +29,9 @@ pub struct RlConfig {
     pub sandbox: SandboxSection,
     pub optim: OptimSection,
     pub train: TrainSection,
+    /// The rollout engine's KV cache (a pool of fixed-size blocks under a memory budget).
+    #[serde(default)]
+    pub engine: EngineSection,
     pub run: RunSection,
     /// Train LoRA adapters on the frozen model; the KL reference is then the base weights alone
     /// (`Weights::Base`, no second copy in memory).
@@ -199,6 +203,26 @@ impl AgentSection {
     }
 }
 
+/// `[engine]`: the rollout engine's paged KV cache, vLLM's knobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// The KV cache pool, e.g. "40GiB"; unset: `gpu_memory_utilization` of the device's memory
+    /// less what the weights and training state take (vLLM's rule).
+    pub kv_cache_memory: Option<forge_model::memory::ByteSize>,
+    /// Fraction of the device's memory this worker may use in all (weights, training state,
+    /// activations, KV pool), when `kv_cache_memory` is unset.
+    pub gpu_memory_utilization: f64,
+    /// Tokens per KV cache block (vLLM's default 16).
+    pub block_size: usize,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self { kv_cache_memory: None, gpu_memory_utilization: 0.9, block_size: 16 }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSection {
@@ -236,28 +260,35 @@ fn one_update() -> usize {
 }
 
 impl RlConfig {
-    /// The memory the run will need (policy, reference, optimizer, one update micro-batch, the
-    /// rollout workers' KV caches), from `model_config` alone.
-    pub fn memory_estimate(&self, model_config: &forge_model::Config, device: &candle_core::Device) -> Result<forge_train::memory::MemoryEstimate> {
+    /// What the run holds in memory (for `forge_train::plan::plan`): the policy, the KL reference,
+    /// the optimizer, the update's largest micro-batch (rows of `agent.max_context_tokens`
+    /// filling `train.micro_batch_tokens`: trajectories are not known in advance) and the rollout
+    /// engine's KV pool, with `workers` data-parallel workers on `device`.
+    pub fn run_shape<'a>(&'a self, model_config: &'a forge_model::Config, device: DeviceKind, workers: usize) -> RunShape<'a> {
         let dtype = self.model.dtype.into();
         let step = forge_model::memory::StepShape {
             tokens: self.train.micro_batch_tokens,
             seq_len: self.agent.max_context_tokens,
             recompute: self.train.recompute,
-            fused_attention: forge_model::forge_kernels::flash_attn::supported(device, dtype, model_config.head_dim),
+            fused_attention: device.fused_attention(dtype, model_config.head_dim),
             dtype,
         };
-        Ok(forge_train::memory::estimate(&forge_train::memory::RunShape {
+        let pool = match self.engine.kv_cache_memory {
+            Some(size) => KvPoolSize::Fixed(size.0),
+            None => KvPoolSize::Utilization(self.engine.gpu_memory_utilization),
+        };
+        RunShape {
             model: model_config,
             dtype,
             lora: self.lora.as_ref(),
             master_weights: self.optim.adamw().keeps_master(dtype),
-            grad_accum: 1,
             reference_model: self.objective.kl_coef > 0.0,
+            zero_stage: self.train.zero_stage,
+            workers,
             step,
-            rollouts: (self.rollout.workers, self.agent.max_context_tokens),
+            rollouts: Some(Rollouts { sequences: self.rollout.workers, context: self.agent.max_context_tokens, block_size: self.engine.block_size, pool }),
             device,
-        }))
+        }
     }
 
     /// Optimizer updates of the whole run: what the learning-rate schedule spans.
@@ -311,6 +342,13 @@ impl RlConfig {
         }
         self.objective.validate()?;
         self.optim.adamw().validate()?;
+        let e = &self.engine;
+        if !(e.gpu_memory_utilization > 0.0 && e.gpu_memory_utilization <= 1.0) {
+            return bad(format!("engine.gpu_memory_utilization = {}: it is a fraction in (0, 1]", e.gpu_memory_utilization));
+        }
+        if e.block_size == 0 || !e.block_size.is_power_of_two() {
+            return bad(format!("engine.block_size = {}: it is a power of two (vLLM uses 16)", e.block_size));
+        }
         if self.train.steps == 0 || self.train.updates_per_step == 0 {
             return bad("train.steps and train.updates_per_step must be positive".into());
         }

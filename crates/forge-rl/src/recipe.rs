@@ -82,13 +82,9 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let session = tokio::task::block_in_place(|| Session::open(&config.model, &config.run, options.resume, options.distributed.as_ref()))?;
     let (group, world) = (&session.group, session.world_size());
     let model_config = config.model.architecture()?;
-    let remedies = forge_train::memory::remedies(
-        &["lower rollout.workers or agent.max_context_tokens (KV caches)", "lower train.micro_batch_tokens"],
-        config.lora.is_some(),
-        config.train.recompute,
-    );
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
-    forge_train::memory::report_and_check(&config.memory_estimate(&model_config, &session.device)?, &session.device, workers_on_host, config.train.check_memory, &remedies)?;
+    let shape = config.run_shape(&model_config, forge_train::memory::DeviceKind::of(&session.device), world);
+    forge_train::plan::plan(&shape, forge_train::plan::available_memory(&session.device, workers_on_host)).report_and_check(config.train.check_memory)?;
     let _lock = session.begin(resolved_toml)?;
 
     // Qwen3 templates: the non-thinking format the agent is trained in
@@ -101,7 +97,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let reference = match (needs_reference, &config.lora) {
         (true, None) => {
             let start = config.model.pretrained_dir()?.expect("validated: RL starts from model.path");
-            Some(Qwen3ForCausalLM::new(model_config.clone(), forge_model::load_weights(&start, session.dtype, &session.device)?.1)?)
+            Some(Qwen3ForCausalLM::new(policy.config.clone(), forge_model::load_weights(&start, session.dtype, &session.device)?.1)?)
         }
         _ => None,
     };

@@ -1,9 +1,13 @@
-//! Every RL config in configs/ parses and validates; the defaults are the published recipe.
+//! Every RL config in configs/ parses, validates and is planned; the defaults are the published
+//! recipe; the Qwen3-8B recipes fit one node of 8 GPUs of 80 GiB.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use forge_rl::{RlConfig, RolloutMode};
 use forge_train::config::load_config;
+use forge_train::memory::DeviceKind;
+use forge_train::plan::{plan, Plan};
+use forge_train::sft::{self, SftConfig};
 use forge_rl::grpo::KlEstimator;
 
 fn repo() -> PathBuf {
@@ -31,14 +35,43 @@ fn rl_configs() -> Vec<PathBuf> {
     found
 }
 
+/// `--set model.path=…` for a config whose `model.path` is an earlier run's output that does not
+/// exist yet: the architecture it starts from (a random-init `qwen3-*.json` beside it, written
+/// into `scratch` as a model directory, else Qwen3-8B).
+fn starting_architecture(path: &Path, scratch: &Path) -> Vec<String> {
+    let (config, _) = load_config::<RlConfig>(path, &[]).unwrap();
+    if config.model.path.as_deref().is_some_and(|p| Path::new(p).is_dir()) {
+        return Vec::new();
+    }
+    let beside = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "json"));
+    match beside {
+        Some(json) => {
+            let dir = scratch.join(path.parent().unwrap().file_name().unwrap());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::copy(json, dir.join("config.json")).unwrap();
+            vec![format!("model.path=\"{}\"", dir.display())]
+        }
+        None => vec!["model.path=\"Qwen/Qwen3-8B\"".into()],
+    }
+}
+
 #[test]
-fn every_rl_config_parses_and_validates() {
+fn every_rl_config_parses_validates_and_is_planned() {
     let configs = rl_configs();
-    assert!(configs.len() >= 2, "expected the tiny and the published-recipe configs, found {configs:?}");
+    assert!(configs.len() >= 4, "expected the tiny, demo and Qwen3-8B configs, found {configs:?}");
+    let scratch = tempfile::tempdir().unwrap();
     for path in configs {
         let (config, resolved) = load_config::<RlConfig>(&path, &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         config.validate().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(resolved.contains("[rollout]"), "{}", path.display());
+        let (config, _) = load_config::<RlConfig>(&path, &starting_architecture(&path, scratch.path())).unwrap();
+        let model = config.model.architecture().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let (device, workers, memory) = match config.model.device {
+            forge_model::device::DeviceSpec::Cpu => (DeviceKind::Cpu, 1, 16 << 30),
+            forge_model::device::DeviceSpec::Cuda(_) => (DeviceKind::Cuda, 8, 80 << 30),
+        };
+        let planned = plan(&config.run_shape(&model, device, workers), Some(memory));
+        assert!(planned.fits(), "{}:\n{planned}", path.display());
     }
 }
 
@@ -131,7 +164,7 @@ fn container_resources_parse_and_reach_the_agent() {
 /// policy that does not exist is refused with the ones that do.
 #[test]
 fn the_image_pull_policy_parses_and_is_checked() {
-    let path = repo().join("configs/swe-rl/qwen3-8b-grpo.toml");
+    let path = repo().join("configs/qwen3-8b/grpo.toml");
     let (config, _) = load_config::<RlConfig>(&path, &[]).unwrap();
     assert_eq!(config.rollout.pull, forge_sandbox::PullPolicy::Missing);
     for (value, policy) in [("never", forge_sandbox::PullPolicy::Never), ("always", forge_sandbox::PullPolicy::Always)] {
@@ -143,21 +176,82 @@ fn the_image_pull_policy_parses_and_is_checked() {
     assert!(bad.contains("sometimes") && bad.contains("never") && bad.contains("always"), "{bad}");
 }
 
-/// The published recipe (full fine-tuning of Qwen3-8B in bf16, KL reference, 32 rollout workers at
-/// 32k context) as this build would run it on a host: the estimate's parts, and a refusal.
+const P: u64 = 8_190_735_360;
+const GIB: u64 = 1 << 30;
+
+fn plan_8b(name: &str, sets: &[&str], gpu_memory: u64) -> Plan {
+    let path = repo().join("configs/qwen3-8b").join(name);
+    let mut sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    if name.starts_with("grpo") {
+        // the SFT run's model/ does not exist yet: the architecture it starts from
+        sets.push("model.path=\"Qwen/Qwen3-8B\"".into());
+        let (config, _) = load_config::<RlConfig>(&path, &sets).unwrap();
+        config.validate().unwrap();
+        let model = config.model.architecture().unwrap();
+        return plan(&config.run_shape(&model, DeviceKind::Cuda, 8), Some(gpu_memory));
+    }
+    let (config, _) = load_config::<SftConfig>(&path, &sets).unwrap();
+    config.validate().unwrap();
+    let model = config.model.architecture().unwrap();
+    plan(&sft::run_shape(&config, &model, DeviceKind::Cuda, 8, None), Some(gpu_memory))
+}
+
+/// The four Qwen3-8B recipes on 8 GPUs of 80 GiB, term by term (P = 8,190,735,360 parameters,
+/// bf16, AdamW with f32 moments and master weights, 1 GiB of CUDA workspace).
 #[test]
-fn the_published_8b_recipe_needs_more_than_one_host_in_this_build() {
-    let (config, _) = load_config::<RlConfig>(&repo().join("configs/swe-rl/qwen3-8b-grpo.toml"), &[]).unwrap();
+fn the_qwen3_8b_recipes_fit_eight_80gib_gpus() {
     let qwen3_8b = forge_model::Config::qwen3_release("8b").unwrap();
-    let e = config.memory_estimate(&qwen3_8b, &candle_core::Device::Cpu).unwrap();
-    let p = 8_190_735_360u64;
-    assert_eq!((e.weights, e.reference, e.gradients, e.optimizer), (2 * p, 2 * p, 2 * p, 12 * p), "{e}");
-    // 32 workers × 32768 tokens × 36 layers × 2 × 8 heads × 128 × 4 bytes
-    assert_eq!(e.kv_cache, 32 * 32768 * 36 * 2 * 8 * 128 * 4);
-    // even a 512 GiB host is too small (mostly the host KV caches and, without flash attention on
-    // the CPU, the 32k-wide attention scores of the update)
-    let host = forge_train::memory::MemoryUse { memory: forge_train::memory::Memory::Host, needed: e.total(), available: Some(512 << 30) };
-    let err = forge_train::memory::check_fits(&e, &[host], &["lower rollout.workers"]).unwrap_err().to_string();
-    assert!(err.contains("KV cache 288.0 GiB"), "{err}");
-    eprintln!("{err}");
+    // one 32K (64K) micro-batch with layer recompute and flash attention: 2 saved block inputs per
+    // layer and one MLP block's activations and gradients, per token, bf16
+    let per_token = (2 * 36 * 4096 + 2 * (3 * 4096 + 3 * 12288)) * 2;
+    let step = forge_model::memory::StepShape { tokens: 32768, seq_len: 32768, recompute: true, fused_attention: true, dtype: candle_core::DType::BF16 };
+    assert_eq!(forge_model::memory::activation_bytes(&qwen3_8b, &step), 32768 * per_token);
+
+    // full fine-tuning, stage 2: weights and bf16 gradients whole, the f32 gradient buffer and
+    // AdamW's 12 B per parameter in eighths
+    let sft = plan_8b("sft.toml", &[], 80 * GIB);
+    let e = sft.estimate;
+    assert_eq!((e.weights, e.reference, e.gradients, e.optimizer), (2 * P, 0, 2 * P + 4 * P / 8, 12 * P / 8));
+    assert_eq!(e.optimizer, 12_286_103_040);
+    assert_eq!((e.activations, e.workspace), (32768 * per_token, GIB));
+    assert!(sft.fits() && sft.total() < 71 * GIB, "{sft}");
+    assert_eq!(sft.largest_micro_batch_tokens, Some(32768));
+
+    // zero_stage 0 (DDP) needs 177.6 GiB a GPU and is refused, naming the stage that fits
+    let replicated = plan_8b("sft.toml", &["train.zero_stage=0"], 80 * GIB);
+    assert_eq!(replicated.total(), 20 * P + 32768 * per_token + GIB);
+    let short = replicated.shortfall.clone().expect("zero_stage 0 cannot fit 80 GiB");
+    assert_eq!(short.change, "set train.zero_stage = 2 (shards the optimizer state and gradients across the 8 workers)");
+    assert!(plan_8b("sft.toml", &["train.zero_stage=1"], 80 * GIB).shortfall.unwrap().change.contains("train.zero_stage = 2"));
+
+    // LoRA rank 64 on all 7 linear layers: 36 × 64 × (3·(4096 + 4096) + 2·(4096 + 1024) + 3·(4096 + 12288))
+    let adapters = 36 * 64 * (2 * 8192 + 2 * 5120 + 3 * 16384);
+    let lora = plan_8b("sft-lora.toml", &[], 80 * GIB);
+    let e = lora.estimate;
+    assert_eq!((e.weights, e.gradients, e.optimizer), (2 * (P + adapters), 6 * adapters, 12 * adapters));
+    assert!(lora.fits(), "{lora}");
+
+    // GRPO, stage 3: weights and the frozen reference in eighths (+ two gathered 622.3M-parameter
+    // LM heads in flight), and the KV pool 0.9 × 80 GiB less the rest
+    let grpo = plan_8b("grpo.toml", &[], 80 * GIB);
+    let e = grpo.estimate;
+    let head = 4096 + 151_936 * 4096;
+    assert_eq!((e.weights, e.reference), (2 * P / 8 + 2 * 2 * head, 2 * P / 8));
+    assert_eq!((e.gradients, e.optimizer), (2 * P + 4 * P / 8, 12 * P / 8));
+    let kv = grpo.kv.unwrap();
+    let block = 2 * 36 * 8 * 128 * 16 * 2;
+    assert_eq!(kv.bytes, (((80 * GIB) as f64 * 0.9) as u64 - e.total()) / block * block);
+    assert_eq!((kv.sequences_at_context, kv.sequences, kv.context), (2, 4, 32768));
+    assert!(grpo.fits(), "{grpo}");
+
+    // 64K with YaRN: LoRA, stage 3, 48 GiB of activations; the pool holds 2 sequences of 64K
+    let long = plan_8b("grpo-64k.toml", &[], 80 * GIB);
+    assert_eq!(long.estimate.activations, 65536 * per_token);
+    assert_eq!(long.kv.unwrap().sequences_at_context, 2);
+    assert!(long.fits(), "{long}");
+    // full fine-tuning at 64K does not fit 80 GiB even at stage 3
+    let full_64k = plan_8b("grpo.toml", &["agent.max_context_tokens=65536", "train.micro_batch_tokens=65536"], 80 * GIB);
+    assert!(full_64k.shortfall.unwrap().reason.contains("before its KV pool"));
+    let (config, _) = load_config::<RlConfig>(&repo().join("configs/qwen3-8b/grpo-64k.toml"), &["model.path=\"Qwen/Qwen3-8B\"".into()]).unwrap();
+    assert_eq!(config.model.architecture().unwrap().max_context(), 65536, "YaRN factor 2 over 32,768");
 }

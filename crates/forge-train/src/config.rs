@@ -54,6 +54,11 @@ pub struct ModelSection {
     /// Where the model trains (and generates): "cpu", "cuda" or "cuda:N".
     #[serde(default)]
     pub device: DeviceSpec,
+    /// Replaces the model's `rope_scaling` (as config.json writes it), e.g. Qwen3's YaRN to 64K:
+    /// `{ rope_type = "yarn", factor = 2.0, original_max_position_embeddings = 32768 }`. The
+    /// trained model's config.json records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn default_init_std() -> f64 {
@@ -88,12 +93,37 @@ impl ModelSection {
         }
     }
 
-    /// The model's architecture: `path`'s config.json or `init_config`.
+    /// The model's architecture (with `rope_scaling`), without its weights: `path`'s config.json
+    /// (a hub id's from the hub cache, else for a Qwen3 release its published architecture, else
+    /// downloaded) or `init_config`.
     pub fn architecture(&self) -> Result<forge_model::Config> {
-        match (self.pretrained_dir()?, &self.init_config) {
-            (Some(dir), _) => Ok(forge_model::Config::from_file(&dir.join("config.json"))?),
-            (None, Some(init)) => Ok(forge_model::Config::from_file(init)?),
-            (None, None) => Err(TrainError::Config("no model: set model.path or model.init_config".into())),
+        let config = match (&self.path, &self.init_config) {
+            (Some(path), _) => match forge_model::weights::HubModelId::parse(path).filter(|_| !Path::new(path).is_dir()) {
+                Some(id) => match forge_model::weights::cached_hub_config(&id, &forge_model::weights::HubSettings::from_env().cache_dir) {
+                    Some(cached) => forge_model::Config::from_file(&cached)?,
+                    None => match forge_model::Config::qwen3_hub_release(&id.repo) {
+                        Some(release) => release,
+                        None => forge_model::Config::from_file(&forge_model::weights::resolve_model_dir(path)?.join("config.json"))?,
+                    },
+                },
+                None if !Path::new(path).is_dir() => {
+                    return Err(TrainError::Config(format!(
+                        "model.path `{path}` does not exist (yet: an earlier run's model/?); to plan without it, set model.path to the model it starts from, e.g. --set model.path=Qwen/Qwen3-8B"
+                    )))
+                }
+                None => forge_model::Config::from_file(&Path::new(path).join("config.json"))?,
+            },
+            (None, Some(init)) => forge_model::Config::from_file(init)?,
+            (None, None) => return Err(TrainError::Config("no model: set model.path or model.init_config".into())),
+        };
+        self.with_rope_scaling(config)
+    }
+
+    /// `config` with `rope_scaling` in place of its own, when set.
+    pub fn with_rope_scaling(&self, config: forge_model::Config) -> Result<forge_model::Config> {
+        match &self.rope_scaling {
+            Some(scaling) => config.with_rope_scaling(scaling).map_err(|e| TrainError::Config(format!("model.rope_scaling: {e}"))),
+            None => Ok(config),
         }
     }
 }

@@ -58,13 +58,12 @@ pub enum TrainError {
 
 /// What [`TrainError::WouldNotFit`] reports (boxed: it would double every `Result`'s size).
 #[derive(Debug, thiserror::Error)]
-#[error("this run needs about {needed} of {memory} memory but {available} is available ({estimate}); to fit: {remedies}; or set train.check_memory = false to start anyway")]
+#[error("this run does not fit: {reason}; to fit: {change}, or set train.check_memory = false to start anyway\n{plan}")]
 pub struct MemoryShortfall {
-    pub needed: String,
-    pub memory: String,
-    pub available: String,
-    pub estimate: String,
-    pub remedies: String,
+    pub reason: String,
+    pub change: String,
+    /// The memory plan's table.
+    pub plan: String,
 }
 
 impl TrainError {

@@ -19,6 +19,7 @@ mod error;
 mod fused;
 pub mod memory;
 pub mod optim;
+pub mod plan;
 pub mod run_lock;
 pub mod run_log;
 pub mod schedule;

@@ -116,7 +116,10 @@ impl Session {
     pub fn load_policy(&self, model: &ModelSection, lora: Option<&LoraConfig>) -> Result<Policy> {
         let (dtype, device) = (self.dtype, &self.device);
         let (config, mut params) = match model.pretrained_dir()? {
-            Some(dir) => forge_model::load_weights(&dir, dtype, device)?,
+            Some(dir) => {
+                let (config, params) = forge_model::load_weights(&dir, dtype, device)?;
+                (model.with_rope_scaling(config)?, params)
+            }
             None => {
                 let config = model.architecture()?;
                 let params = ParamStore::random(&config, model.init_std, model.init_seed, dtype, device)?;

@@ -3,6 +3,7 @@
 
 use forge_train::config::load_config;
 use forge_train::run_log::read_series;
+use forge_train::memory::DeviceKind;
 use forge_train::sft::{self, SftConfig, SftOptions};
 
 mod common;
@@ -122,13 +123,14 @@ fn a_model_too_large_for_this_machine_is_refused_before_anything_is_loaded() {
     std::fs::write(&path, model.to_string()).unwrap();
     let started = std::time::Instant::now();
     let err = sft::run(&config, "", &SftOptions { resume: false, stop_after: None, ..Default::default() }).unwrap_err().to_string();
-    assert!(err.contains("this run needs about") && err.contains("of host memory but") && err.contains("is available (weights"), "{err}");
-    assert!(err.contains("to fit: lower train.micro_batch_tokens or data.max_seq_len, train LoRA adapters ([lora]), enable train.recompute; or set train.check_memory = false"), "{err}");
+    assert!(err.contains("this run does not fit: each worker needs about") && err.contains("| weights |"), "{err}");
+    assert!(err.contains("to fit: train LoRA adapters ([lora]), or set train.check_memory = false to start anyway"), "{err}");
     assert!(started.elapsed().as_secs() < 5, "refused before allocating anything");
     assert!(!run_dir.exists(), "nothing was written for a run that cannot start");
     // the estimate itself, from the config alone
-    let estimate = sft::memory_estimate(&config, &config.model.architecture().unwrap(), &candle_core::Device::Cpu, None).unwrap();
-    assert!(estimate.weights > 10 << 40, "{estimate}");
+    let model = config.model.architecture().unwrap();
+    let estimate = forge_train::memory::estimate(&sft::run_shape(&config, &model, DeviceKind::Cpu, 1, None));
+    assert!(estimate.weights > 10 << 40, "{estimate:?}");
 }
 
 /// `model.device` (or `--set model.device=cuda:1`) picks the GPU; a build without CUDA refuses it
@@ -154,20 +156,19 @@ fn the_estimate_counts_the_planned_micro_batch_with_the_largest_activations() {
     let tmp = tempfile::tempdir().unwrap();
     let config = small_sft_config(&tmp.path().join("run"), 4, &[]);
     let model = config.model.architecture().unwrap();
-    let cpu = candle_core::Device::Cpu;
     let shape = |rows: usize, width: usize| StepShape { tokens: rows * width, seq_len: width, recompute: false, fused_attention: false, dtype: candle_core::DType::F32 };
     // the same 400 tokens: one row of 400 holds 4× the attention scores of four rows of 100
-    let planned = sft::memory_estimate(&config, &model, &cpu, Some(&[(4, 100), (1, 400)])).unwrap();
+    let planned = forge_train::memory::estimate(&sft::run_shape(&config, &model, DeviceKind::Cpu, 1, Some(&[(4, 100), (1, 400)])));
     assert_eq!(planned.activations, activation_bytes(&model, &shape(1, 400)));
     assert!(activation_bytes(&model, &shape(1, 400)) > activation_bytes(&model, &shape(4, 100)));
     // without a plan: rows of data.max_seq_len filling train.micro_batch_tokens
-    let worst = sft::memory_estimate(&config, &model, &cpu, None).unwrap();
+    let worst = forge_train::memory::estimate(&sft::run_shape(&config, &model, DeviceKind::Cpu, 1, None));
     let rows = (config.train.micro_batch_tokens / config.data.max_seq_len).max(1);
     assert_eq!(worst.activations, activation_bytes(&model, &shape(rows, config.data.max_seq_len)));
 }
 
 #[test]
-fn every_bundled_sft_config_parses_and_validates() {
+fn every_bundled_sft_config_parses_validates_and_is_planned() {
     let dir = repo().join("configs");
     let mut checked = 0;
     for group in std::fs::read_dir(&dir).unwrap() {
@@ -184,11 +185,21 @@ fn every_bundled_sft_config_parses_and_validates() {
                 let again = tempfile::NamedTempFile::new().unwrap();
                 std::fs::write(again.path(), &resolved).unwrap();
                 assert_eq!(load_config::<SftConfig>(again.path(), &[]).unwrap().1, resolved, "{}", path.display());
+                // planned without any weights: a CPU config on one 16 GiB worker, a GPU one on 8 × 80 GiB
+                let mut config = config;
+                config.model.init_config = config.model.init_config.map(|json| repo().join(json));
+                let model = config.model.architecture().unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let (device, workers, memory) = match config.model.device {
+                    forge_model::device::DeviceSpec::Cpu => (DeviceKind::Cpu, 1, 16u64 << 30),
+                    forge_model::device::DeviceSpec::Cuda(_) => (DeviceKind::Cuda, 8, 80 << 30),
+                };
+                let planned = forge_train::plan::plan(&sft::run_shape(&config, &model, device, workers, None), Some(memory));
+                assert!(planned.fits(), "{}:\n{planned}", path.display());
                 checked += 1;
             }
         }
     }
-    assert!(checked >= 1, "no SFT configs found under {}", dir.display());
+    assert!(checked >= 4, "expected the tiny, demo and Qwen3-8B SFT configs under {}", dir.display());
 }
 
 #[test]

@@ -14,7 +14,6 @@ pub use inspect::inspect;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Device;
 use forge_model::chat_template::ChatTemplate;
 use forge_model::memory::{activation_bytes, StepShape};
 use forge_model::tokenizer::Tokenizer;
@@ -22,7 +21,8 @@ use forge_model::{Config, LoraConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ModelSection, OptimSection, RunSection};
-use crate::memory::{estimate, remedies, report_and_check, MemoryEstimate, RunShape};
+use crate::memory::{DeviceKind, RunShape};
+use crate::plan::available_memory;
 use crate::session::Session;
 use crate::{GradAccumulator, Result, Topology, TrainError};
 
@@ -144,11 +144,11 @@ impl SftConfig {
     }
 }
 
-/// The memory the run will need, from the model's config alone (nothing loaded yet).
-/// `micro_batches` are the planned `(rows, padded width)` shapes: the one with the largest
-/// activations counts. Without them, the worst the config allows: rows of `data.max_seq_len`
-/// filling `train.micro_batch_tokens`.
-pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micro_batches: Option<&[(usize, usize)]>) -> Result<MemoryEstimate> {
+/// What the run holds in memory (for `plan::plan`), from the model's config alone (nothing
+/// loaded yet), with `workers` data-parallel workers on `device`. `micro_batches` are the planned
+/// `(rows, padded width)` shapes: the one with the largest activations counts. Without them, the
+/// worst the config allows: rows of `data.max_seq_len` filling `train.micro_batch_tokens`.
+pub fn run_shape<'a>(config: &'a SftConfig, model: &'a Config, device: DeviceKind, workers: usize, micro_batches: Option<&[(usize, usize)]>) -> RunShape<'a> {
     let dtype = config.model.dtype.into();
     let width = config.data.max_seq_len;
     let worst = [((config.train.micro_batch_tokens / width).max(1), width)];
@@ -156,7 +156,7 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
         tokens: rows * width,
         seq_len: width,
         recompute: config.train.recompute,
-        fused_attention: forge_kernels::flash_attn::supported(device, dtype, model.head_dim),
+        fused_attention: device.fused_attention(dtype, model.head_dim),
         dtype,
     };
     let step = micro_batches
@@ -165,17 +165,18 @@ pub fn memory_estimate(config: &SftConfig, model: &Config, device: &Device, micr
         .map(step)
         .max_by_key(|shape| activation_bytes(model, shape))
         .unwrap_or_else(|| step(&worst[0]));
-    Ok(estimate(&RunShape {
+    RunShape {
         model,
         dtype,
         lora: config.lora.as_ref(),
         master_weights: config.optim.adamw().keeps_master(dtype),
-        grad_accum: config.train.grad_accum,
         reference_model: false,
+        zero_stage: config.train.zero_stage,
+        workers,
         step,
-        rollouts: (0, 0),
+        rollouts: None,
         device,
-    }))
+    }
 }
 
 /// Runs the recipe. `resolved_toml` is written to the run directory as `config.toml`.
@@ -213,9 +214,10 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
             (rows, longest)
         })
         .collect();
-    let fixes = remedies(&["lower train.micro_batch_tokens or data.max_seq_len"], config.lora.is_some(), config.train.recompute);
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
-    report_and_check(&memory_estimate(config, &config.model.architecture()?, &session.device, Some(&shapes))?, &session.device, workers_on_host, config.train.check_memory, &fixes)?;
+    let architecture = config.model.architecture()?;
+    let shape = run_shape(config, &architecture, DeviceKind::of(&session.device), world, Some(&shapes));
+    crate::plan::plan(&shape, available_memory(&session.device, workers_on_host)).report_and_check(config.train.check_memory)?;
     let _lock = session.begin(resolved_toml)?;
     let policy = session.load_policy(&config.model, config.lora.as_ref())?;
     let model = &policy.model;

@@ -170,7 +170,7 @@ mod tests {
     fn config() -> Config {
         Config::from_json(
             r#"{"vocab_size": 16, "hidden_size": 8, "intermediate_size": 8, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 3,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 4,
                 "rope_theta": 10000.0, "rms_norm_eps": 1e-6, "max_position_embeddings": 64}"#,
         )
         .unwrap()
@@ -181,16 +181,16 @@ mod tests {
         let mut pool = KvBlockPool::new(&config(), 6, 4);
         // a sequence of 10 positions in blocks 5, 1, 3 (out of order, as a pool hands them out)
         let table = [5, 1, 3];
-        let row = |p: usize, salt: f32| (0..6).map(|i| p as f32 * 10.0 + i as f32 + salt).collect::<Vec<f32>>();
+        let row = |p: usize, salt: f32| (0..8).map(|i| p as f32 * 10.0 + i as f32 + salt).collect::<Vec<f32>>();
         for p in 0..10 {
             pool.write(1, &table, p, &row(p, 0.0), &row(p, 0.5));
         }
         let (keys, values) = pool.gather(1, &table, 10);
         for head in 0..2 {
             for p in 0..10 {
-                let at = (head * 10 + p) * 3;
-                assert_eq!(&keys[at..at + 3], &row(p, 0.0)[head * 3..head * 3 + 3], "key head {head} position {p}");
-                assert_eq!(&values[at..at + 3], &row(p, 0.5)[head * 3..head * 3 + 3], "value head {head} position {p}");
+                let at = (head * 10 + p) * 4;
+                assert_eq!(&keys[at..at + 4], &row(p, 0.0)[head * 4..head * 4 + 4], "key head {head} position {p}");
+                assert_eq!(&values[at..at + 4], &row(p, 0.5)[head * 4..head * 4 + 4], "value head {head} position {p}");
             }
         }
         let (other_layer, _) = pool.gather(0, &table, 10);
@@ -199,5 +199,35 @@ mod tests {
         assert!(err.contains("a block table of 3 blocks of 4 positions cannot hold positions up to 13"), "{err}");
         let err = pool.check_step(&PagedStep { block_table: &[6], cached: 0, tokens: &[1] }).unwrap_err().to_string();
         assert!(err.contains("block 6 is not in the pool of 6 blocks"), "{err}");
+    }
+
+    #[test]
+    fn device_blocks_gather_into_a_contiguous_cache_and_appended_blocks_scatter_back() {
+        // the GPU layout's tensor logic, on CPU tensors: 5 blocks of 4 positions, 2 heads of dim 3
+        let (blocks, heads, bs, d) = (5, 2, 4, 3);
+        let values = |salt: f32| Tensor::arange(0f32, (blocks * heads * bs * d) as f32, &Device::Cpu).unwrap().affine(1.0, salt as f64).unwrap().reshape((blocks, heads, bs, d)).unwrap();
+        let pool = KvBlockPool { storage: Storage::Device(vec![(values(0.0), values(0.5))]), num_kv_heads: heads, head_dim: d, num_blocks: blocks, block_size: bs };
+        let table = [3, 1];
+        let (keys, vals) = pool.gather_device(0, &table, 2).unwrap();
+        assert_eq!(keys.dims(), [heads, 2 * bs, d]);
+        let block_rows = |t: &Tensor, block: usize, head: usize| t.get(block).unwrap().get(head).unwrap().to_vec2::<f32>().unwrap();
+        for head in 0..heads {
+            let gathered = keys.get(head).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(gathered[..bs], block_rows(&values(0.0), 3, head), "head {head}: positions 0..4 are block 3's");
+            assert_eq!(gathered[bs..], block_rows(&values(0.0), 1, head), "head {head}: positions 4..8 are block 1's");
+        }
+        // the kernels append position 5 (table block 1 = pool block 1) to the gathered cache
+        let row = Tensor::full(-1f32, (heads, 1, d), &Device::Cpu).unwrap();
+        keys.slice_set(&row, 1, 5).unwrap();
+        vals.slice_set(&row, 1, 5).unwrap();
+        pool.scatter_device(0, &table, 1, 2, &DeviceLayer { keys: &keys, values: &vals }).unwrap();
+        let Storage::Device(layers) = &pool.storage else { unreachable!() };
+        for head in 0..heads {
+            let block = block_rows(&layers[0].0, 1, head);
+            assert_eq!(block[1], vec![-1.0; d], "head {head}: position 5 written back");
+            assert_eq!(block[0], block_rows(&values(0.0), 1, head)[0], "head {head}: the rest unchanged");
+            assert_eq!(block_rows(&layers[0].0, 3, head), block_rows(&values(0.0), 3, head), "head {head}: block 3 not scattered");
+            assert_eq!(block_rows(&layers[0].1, 1, head)[1], vec![-1.0; d], "head {head}: values too");
+        }
     }
 }

@@ -85,7 +85,7 @@ pub fn plan(run: &RunShape, budget: Option<u64>) -> Plan {
         false => Some(Shortfall { reason: assessed.reason.clone(), change: change_to_fit(run, budget, &assessed) }),
     };
     Plan {
-        rows: rows(run, &assessed),
+        rows: rows(run, budget, &assessed),
         header: header(run, budget),
         unit: match run.device {
             DeviceKind::Cuda => "GPU",
@@ -138,14 +138,13 @@ fn assess(run: &RunShape, budget: Option<u64>) -> Assessed {
     let block_bytes = run.device.kv_block_bytes(run.model, rollouts.block_size, run.dtype);
     let blocks_per_sequence = rollouts.context.div_ceil(rollouts.block_size) as u64;
     let one_sequence = blocks_per_sequence * block_bytes;
-    let (pool, limit) = match (rollouts.pool, budget) {
-        (KvPoolSize::Fixed(bytes), _) => (bytes, budget),
-        (KvPoolSize::Utilization(fraction), Some(b)) => {
+    let (pool, limit) = match (pool_rule(run, budget), budget) {
+        (PoolRule::Fixed(bytes), _) => (bytes, budget),
+        (PoolRule::ShareOfGpu(fraction), Some(b)) => {
             let allowed = (b as f64 * fraction) as u64;
             (allowed.saturating_sub(rest), Some(allowed))
         }
-        // no budget to take a share of: the pool every sequence needs at full context
-        (KvPoolSize::Utilization(_), None) => (rollouts.sequences as u64 * one_sequence, None),
+        (PoolRule::ShareOfGpu(_) | PoolRule::EverySequenceAtFullContext, _) => (rollouts.sequences as u64 * one_sequence, budget),
     };
     let pool = pool / block_bytes * block_bytes;
     let blocks = pool / block_bytes;
@@ -167,6 +166,24 @@ fn assess(run: &RunShape, budget: Option<u64>) -> Assessed {
         _ => (true, String::new()),
     };
     Assessed { estimate, kv: Some(kv), fits, reason }
+}
+
+/// How the rollout engine sizes its pool (forge-rl's `rollout_engine_config`).
+enum PoolRule {
+    /// `engine.kv_cache_memory`.
+    Fixed(u64),
+    /// `engine.gpu_memory_utilization` of the GPU less everything else (vLLM's rule).
+    ShareOfGpu(f64),
+    /// On the host, or without a known budget: room for every rollout sequence at full context.
+    EverySequenceAtFullContext,
+}
+
+fn pool_rule(run: &RunShape, budget: Option<u64>) -> PoolRule {
+    match (run.rollouts.map(|r| r.pool), run.device, budget) {
+        (Some(KvPoolSize::Fixed(bytes)), _, _) => PoolRule::Fixed(bytes),
+        (Some(KvPoolSize::Utilization(fraction)), DeviceKind::Cuda, Some(_)) => PoolRule::ShareOfGpu(fraction),
+        _ => PoolRule::EverySequenceAtFullContext,
+    }
 }
 
 /// The largest multiple of the micro-batch's sequence length that fits as `train.micro_batch_tokens`.
@@ -215,13 +232,18 @@ fn change_to_fit(run: &RunShape, budget: Option<u64>, assessed: &Assessed) -> St
         return format!("lower train.micro_batch_tokens to {tokens} (or less)");
     }
     if let (Some(rollouts), Some(kv)) = (run.rollouts, assessed.kv) {
-        if assessed.estimate.total() < budget.unwrap_or(u64::MAX) && kv.context_for_sequences < rollouts.context {
-            let longest = kv.bytes / kv.block_bytes * kv.block_size as u64;
-            let pool_key = match rollouts.pool {
-                KvPoolSize::Fixed(_) => "raise engine.kv_cache_memory",
-                KvPoolSize::Utilization(_) => "raise engine.gpu_memory_utilization",
-            };
-            return format!("lower agent.max_context_tokens to {longest} (or less), or {pool_key}");
+        let longest = kv.bytes / kv.block_bytes * kv.block_size as u64;
+        match pool_rule(run, budget) {
+            PoolRule::Fixed(_) if kv.sequences_at_context == 0 => {
+                return format!("lower agent.max_context_tokens to {longest} (or less), or raise engine.kv_cache_memory")
+            }
+            PoolRule::ShareOfGpu(_) if kv.sequences_at_context == 0 && assessed.estimate.total() < budget.unwrap_or(u64::MAX) => {
+                return format!("lower agent.max_context_tokens to {longest} (or less), or raise engine.gpu_memory_utilization")
+            }
+            PoolRule::EverySequenceAtFullContext if rollouts.sequences > 1 => {
+                return "lower rollout.workers or agent.max_context_tokens, or set engine.kv_cache_memory (the engine preempts beyond it)".into()
+            }
+            _ => {}
         }
     }
     if run.lora.is_none() {
@@ -258,7 +280,7 @@ fn header(run: &RunShape, budget: Option<u64>) -> String {
     )
 }
 
-fn rows(run: &RunShape, assessed: &Assessed) -> Vec<Row> {
+fn rows(run: &RunShape, budget: Option<u64>, assessed: &Assessed) -> Vec<Row> {
     let e = &assessed.estimate;
     let stage = run.effective_stage();
     let bytes = run.dtype.size_in_bytes();
@@ -286,11 +308,12 @@ fn rows(run: &RunShape, assessed: &Assessed) -> Vec<Row> {
         if s.recompute { "on" } else { "off" },
         if s.fused_attention { "flash attention" } else { "attention scores stored" }
     );
-    let kv = match (&assessed.kv, run.rollouts) {
-        (Some(kv), Some(r)) => {
-            let size = match r.pool {
-                KvPoolSize::Fixed(_) => "engine.kv_cache_memory".to_string(),
-                KvPoolSize::Utilization(f) => format!("{f} × memory − the rest"),
+    let kv = match &assessed.kv {
+        Some(kv) => {
+            let size = match pool_rule(run, budget) {
+                PoolRule::Fixed(_) => "engine.kv_cache_memory".to_string(),
+                PoolRule::ShareOfGpu(f) => format!("{f} × memory − the rest"),
+                PoolRule::EverySequenceAtFullContext => "rollout.workers × agent.max_context_tokens".to_string(),
             };
             format!(
                 "{size}: {} blocks of {} tokens; holds {} × {} tokens (rollout.workers = {}: all at once up to {} tokens each)",
@@ -421,6 +444,10 @@ mod tests {
         let short = small.shortfall.unwrap();
         assert!(short.reason.contains("holds no sequence of agent.max_context_tokens = 32768"), "{short:?}");
         assert_eq!(short.change, "lower agent.max_context_tokens to 14560 (or less), or raise engine.kv_cache_memory");
+        // on the host the engine's pool is room for every sequence at full context (f32 blocks)
+        let host = RunShape { device: DeviceKind::Cpu, step: StepShape { fused_attention: false, tokens: 4096, seq_len: 4096, ..run.step }, ..run.clone() };
+        let host_kv = plan(&host, Some(512 * GIB)).kv.unwrap();
+        assert_eq!((host_kv.bytes, host_kv.sequences_at_context), (4 * 2048 * 2 * block, 4));
     }
 
     #[test]

@@ -250,7 +250,7 @@ pub struct TrainSection {
     /// stages; see `forge_train::distributed::zero`). Has no effect with one worker.
     #[serde(default)]
     pub zero_stage: forge_train::distributed::ZeroStage,
-    /// Refuse to start when the memory estimate exceeds what the machine has available.
+    /// Refuse to start when the memory plan (`forge plan`) does not fit the device.
     #[serde(default = "forge_train::config::default_true")]
     pub check_memory: bool,
 }

@@ -83,7 +83,7 @@ pub struct TrainSection {
     /// stages; see `distributed::zero`). Has no effect with one worker.
     #[serde(default)]
     pub zero_stage: crate::distributed::ZeroStage,
-    /// Refuse to start when the memory estimate exceeds what the machine has available.
+    /// Refuse to start when the memory plan (`forge plan`) does not fit the device.
     #[serde(default = "crate::config::default_true")]
     pub check_memory: bool,
 }

@@ -219,14 +219,26 @@ fn with_tokens<'a>(run: &RunShape<'a>, tokens: usize) -> RunShape<'a> {
 /// The first setting, in order of how little it changes the training, that makes the run fit.
 fn change_to_fit(run: &RunShape, budget: Option<u64>, assessed: &Assessed) -> String {
     let fits = |candidate: &RunShape| assess(candidate, budget).fits;
-    if run.workers > 1 {
+    // the lowest higher stage that fits `candidate` (stage 3 needs layer recompute and full
+    // fine-tuning: what `distributed::zero` runs)
+    let stage_that_fits = |candidate: &RunShape| {
+        let allowed = |stage: &ZeroStage| !stage.shards_parameters() || (candidate.step.recompute && candidate.lora.is_none());
         let stages = [ZeroStage::OptimizerState, ZeroStage::Gradients, ZeroStage::Parameters];
-        if let Some(stage) = stages.into_iter().filter(|s| *s > run.zero_stage).find(|s| fits(&RunShape { zero_stage: *s, ..run.clone() })) {
-            return format!("set train.zero_stage = {} (shards {} across the {} workers)", stage.number(), sharded_by(stage), run.workers);
-        }
+        stages.into_iter().filter(|s| run.workers > 1 && *s > run.zero_stage && allowed(s)).find(|s| fits(&RunShape { zero_stage: *s, ..candidate.clone() }))
+    };
+    let sharding = |stage: ZeroStage| format!("train.zero_stage = {} (shards {} across the {} workers)", stage.number(), sharded_by(stage), run.workers);
+    if let Some(stage) = stage_that_fits(run) {
+        return format!("set {}", sharding(stage));
     }
-    if !run.step.recompute && fits(&RunShape { step: forge_model::memory::StepShape { recompute: true, ..run.step }, ..run.clone() }) {
-        return "set train.recompute = true (same gradients, activations of one layer at a time)".into();
+    if !run.step.recompute {
+        let recomputing = RunShape { step: forge_model::memory::StepShape { recompute: true, ..run.step }, ..run.clone() };
+        let recompute = "train.recompute = true (same gradients, activations of one layer at a time)";
+        if fits(&recomputing) {
+            return format!("set {recompute}");
+        }
+        if let Some(stage) = stage_that_fits(&recomputing) {
+            return format!("set {recompute} and {}", sharding(stage));
+        }
     }
     if let Some(tokens) = largest_micro_batch_tokens(run, budget) {
         return format!("lower train.micro_batch_tokens to {tokens} (or less)");
@@ -458,6 +470,12 @@ mod tests {
         let lora = LoraConfig { rank: 16, alpha: 32.0, dropout: 0.0, target_modules: vec!["q_proj".into()], seed: 0 };
         let plain = RunShape { lora: Some(&lora), step: StepShape { recompute: false, ..one_worker.step }, ..one_worker.clone() };
         assert_eq!(plan(&plain, Some(48 * GIB)).shortfall.unwrap().change, "set train.recompute = true (same gradients, activations of one layer at a time)");
+        // without recompute, 8B full fine-tuning on 8 workers needs both (stage 3 needs recompute)
+        let no_recompute = RunShape { step: StepShape { recompute: false, ..one_worker.step }, workers: 8, ..one_worker.clone() };
+        assert_eq!(
+            plan(&no_recompute, Some(80 * GIB)).shortfall.unwrap().change,
+            "set train.recompute = true (same gradients, activations of one layer at a time) and train.zero_stage = 2 (shards the optimizer state and gradients across the 8 workers)"
+        );
         // unknown memory: planned, not checked
         let unknown = plan(&one_worker, None);
         assert!(unknown.fits() && unknown.largest_micro_batch_tokens.is_none());

@@ -273,6 +273,18 @@ fn cached_main_branch_tag_and_sha_resolve_without_the_network() {
     assert_snapshot_holds(&snapshot_b, &fixture_files("gqa2-sharded-f32"));
 }
 
+/// Planning reads a cached snapshot's config.json alone: a snapshot without weights has one, a
+/// repo not in the cache (or a revision not cached) has none.
+#[test]
+fn a_cached_config_is_found_without_the_weights() {
+    let cache = tempfile::tempdir().unwrap();
+    assert_eq!(forge_model::weights::cached_hub_config(&id(REPO), cache.path()), None);
+    let snapshot = cache_snapshot(cache.path(), COMMIT_A, &without(fixture_files("gqa2-sharded-f32"), &[SHARD_3]));
+    write_ref(cache.path(), "main", COMMIT_A);
+    assert_eq!(forge_model::weights::cached_hub_config(&id(REPO), cache.path()), Some(snapshot.join("config.json")));
+    assert_eq!(forge_model::weights::cached_hub_config(&id(&format!("{REPO}@v2")), cache.path()), None);
+}
+
 #[test]
 fn offline_without_the_model_names_the_cache_and_hf_hub_offline() {
     let cache = tempfile::tempdir().unwrap();

@@ -244,3 +244,23 @@ fn lora_sft_trains_adapters_resumes_exactly_and_exports_merged() {
     assert!(diff(q) > 0.0, "q_proj carries an adapter and must change");
     assert_eq!(diff(k), 0.0, "k_proj has no adapter and must stay the base weight");
 }
+
+/// `model.rope_scaling` (YaRN here) replaces the pretrained model's: the plan's architecture and
+/// the trained model have it, and the saved model's config.json records it.
+#[test]
+fn model_rope_scaling_reaches_the_trained_model_and_its_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let yarn = "model.rope_scaling={ rope_type = \"yarn\", factor = 4.0, original_max_position_embeddings = 128 }";
+    let mut config = small_sft_config(&run_dir, 2, &["train.max_steps=1", "optim.warmup_steps=0", yarn]);
+    config.model.init_config = None;
+    config.model.path = Some(repo().join("fixtures/gqa2-untied-f32/model").display().to_string());
+    assert_eq!(config.model.architecture().unwrap().max_context(), 512, "factor 4 over 128 positions");
+    let summary = sft::run(&config, "", &SftOptions::default()).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(summary.model_dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(saved["rope_scaling"]["rope_type"], "yarn", "{saved}");
+    assert_eq!((saved["rope_scaling"]["factor"].as_f64(), saved["rope_scaling"]["original_max_position_embeddings"].as_u64()), (Some(4.0), Some(128)));
+    let bad = small_sft_config(&tmp.path().join("bad"), 2, &["model.rope_scaling={ rope_type = \"dynamic\", factor = 2.0 }"]);
+    let err = bad.model.architecture().unwrap_err().to_string();
+    assert!(err.contains("model.rope_scaling:") && err.contains("\"dynamic\" is not supported"), "{err}");
+}

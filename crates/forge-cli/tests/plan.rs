@@ -51,6 +51,9 @@ fn an_rl_config_is_told_by_its_sections_and_its_kv_pool_is_sized() {
     assert!(table.contains("(forge train rl)"), "{table}");
     assert!(table.contains("| KV pool | 10.4 GiB | 0.9 × memory − the rest: 4712 blocks of 16 tokens; holds 2 × 32768 tokens"), "{table}");
     assert!(table.contains("| **total** | **72.0 GiB** | fits 80.0 GiB"), "{table}");
+    // --kind overrides the sections' verdict: read as SFT, the RL config's sections are unknown
+    let as_sft = plan(&["configs/qwen3-8b/grpo.toml", "--kind", "sft", "--gpu-memory", "80GiB"]);
+    assert!(!as_sft.status.success() && stderr(&as_sft).contains("unknown field `agent`"), "{}", stderr(&as_sft));
     // the SFT run it starts from does not exist yet: the error says how to plan anyway
     let missing = plan(&["configs/qwen3-8b/grpo.toml", "--nproc-per-node", "8", "--gpu-memory", "80GiB"]);
     assert!(!missing.status.success());

@@ -274,7 +274,8 @@ fn sharded_by(stage: ZeroStage) -> &'static str {
 }
 
 fn header(run: &RunShape, budget: Option<u64>) -> String {
-    let params = run.model.num_parameters() as f64 / 1e9;
+    let count = run.model.num_parameters() as f64;
+    let params = if count >= 1e9 { format!("{:.2}B", count / 1e9) } else { format!("{:.2}M", count / 1e6) };
     let training = match run.lora {
         None => "full fine-tuning".to_string(),
         Some(lora) => format!("LoRA rank {} on {} ({:.1}M trainable)", lora.rank, lora.target_modules.join(", "), run.trainable_parameters() as f64 / 1e6),
@@ -285,7 +286,7 @@ fn header(run: &RunShape, budget: Option<u64>) -> String {
     };
     let memory = budget.map_or_else(|| "unknown memory".into(), |b| format!("{} each", human(b)));
     format!(
-        "Qwen3 {params:.2}B, {}, {training}; {} × {device}, {memory}; train.zero_stage = {}",
+        "Qwen3 {params}, {}, {training}; {} × {device}, {memory}; train.zero_stage = {}",
         if run.dtype == candle_core::DType::BF16 { "bf16" } else { "f32" },
         run.workers,
         run.zero_stage.number()

@@ -3,13 +3,15 @@
 //! sequences grow a block at a time, and blocks holding a common prefix are shared by reference
 //! (the engine keeps the tables and the reference counts; this is only the storage).
 //!
-//! Two homes, as [`crate::KvCache`]: the host in f32 (each row's attention gathers its sequence's
-//! blocks into contiguous rows and runs the contiguous cache's attention on them, so the result is
-//! bit-identical), or the GPU in the model's dtype where the decode kernels serve the attention
-//! shape (each step gathers the blocks of its sequences into contiguous caches for those kernels
-//! and writes the blocks it appended to back; a paged kernel would read the blocks in place).
+//! Two homes, as [`crate::KvCache`]: the host in f32 (attention reads the blocks in place through
+//! the block table, `cached_attention::attend_blocks`: the contiguous cache's arithmetic in the
+//! same order, so the same bits where `block_size` is a multiple of `SCORE_TILE`, 4), or the GPU
+//! in the model's dtype where the decode kernels serve the attention shape (each step gathers the
+//! blocks of its sequences into contiguous caches for those kernels and writes the blocks it
+//! appended to back; a paged kernel would read the blocks in place).
 
 use candle_core::{DType, Device, Tensor};
+use forge_kernels::cached_attention::attend_blocks;
 use forge_kernels::decode_attn::{self, LayerCache as DeviceLayer};
 
 use crate::{Config, ModelError, Result};
@@ -114,24 +116,30 @@ impl KvBlockPool {
         }
     }
 
-    /// Positions `0..len` of `layer` of a host pool, of the sequence whose blocks `block_table`
-    /// lists, as contiguous keys and values `[num_kv_heads, len, head_dim]`: the layout of a
-    /// [`crate::KvCache`] of capacity `len`.
-    pub(crate) fn gather(&self, layer: usize, block_table: &[u32], len: usize) -> (Vec<f32>, Vec<f32>) {
+    /// `softmax(q·kᵀ·scale)·v` of one query row `[num_heads · head_dim]` at `position` over
+    /// positions `0..=position` of `layer` of a host pool, of the sequence whose blocks
+    /// `block_table` lists, into `out` (same shape): [`crate::KvCache`]'s attention over the
+    /// blocks where they lie. `scores` is scratch space.
+    #[allow(clippy::too_many_arguments)] // one attention's operands
+    pub(crate) fn attend(&self, layer: usize, block_table: &[u32], position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
         let (d, bs) = (self.head_dim, self.block_size);
         let Storage::Host(layers) = &self.storage else { unreachable!("forward_paged checks where the pool lives") };
         let (keys, values) = &layers[layer];
-        let mut out_keys = Vec::with_capacity(self.num_kv_heads * len * d);
-        let mut out_values = Vec::with_capacity(self.num_kv_heads * len * d);
-        for head in 0..self.num_kv_heads {
-            for (i, &block) in block_table.iter().enumerate().take(len.div_ceil(bs)) {
-                let rows = bs.min(len - i * bs) * d;
-                let at = self.head_offset(block, head);
-                out_keys.extend_from_slice(&keys[at..at + rows]);
-                out_values.extend_from_slice(&values[at..at + rows]);
+        let visible = position + 1;
+        let blocks = &block_table[..visible.div_ceil(bs)];
+        let (mut key_blocks, mut value_blocks) = (Vec::with_capacity(blocks.len()), Vec::with_capacity(blocks.len()));
+        // the query heads of one K/V head are adjacent in the row
+        let group_width = query.len() / self.num_kv_heads;
+        for (head, (queries, o)) in query.chunks_exact(group_width).zip(out.chunks_exact_mut(group_width)).enumerate() {
+            key_blocks.clear();
+            value_blocks.clear();
+            for (i, &block) in blocks.iter().enumerate() {
+                let (at, rows) = (self.head_offset(block, head), bs.min(visible - i * bs) * d);
+                key_blocks.push(&keys[at..at + rows]);
+                value_blocks.push(&values[at..at + rows]);
             }
+            attend_blocks(queries, &key_blocks, &value_blocks, d, scale, scores, o);
         }
-        (out_keys, out_values)
     }
 
     /// `layer`'s blocks `block_table[..blocks]` on the GPU as one contiguous cache `[num_kv_heads,
@@ -177,24 +185,24 @@ mod tests {
     }
 
     #[test]
-    fn rows_written_through_a_block_table_gather_back_in_position_order() {
-        let mut pool = KvBlockPool::new(&config(), 6, 4);
+    fn attention_through_a_block_table_is_that_of_a_contiguous_cache_bit_for_bit() {
+        let config = config();
+        let mut pool = KvBlockPool::new(&config, 6, 4);
+        let mut cache = crate::KvCache::new(&config, 10);
         // a sequence of 10 positions in blocks 5, 1, 3 (out of order, as a pool hands them out)
         let table = [5, 1, 3];
-        let row = |p: usize, salt: f32| (0..8).map(|i| p as f32 * 10.0 + i as f32 + salt).collect::<Vec<f32>>();
+        let row = |p: usize, salt: f32| (0..8).map(|i| ((p * 8 + i) as f32 * 0.37 + salt).sin()).collect::<Vec<f32>>();
         for p in 0..10 {
             pool.write(1, &table, p, &row(p, 0.0), &row(p, 0.5));
+            cache.write(1, p, &row(p, 0.0), &row(p, 0.5));
         }
-        let (keys, values) = pool.gather(1, &table, 10);
-        for head in 0..2 {
-            for p in 0..10 {
-                let at = (head * 10 + p) * 4;
-                assert_eq!(&keys[at..at + 4], &row(p, 0.0)[head * 4..head * 4 + 4], "key head {head} position {p}");
-                assert_eq!(&values[at..at + 4], &row(p, 0.5)[head * 4..head * 4 + 4], "value head {head} position {p}");
-            }
+        let query: Vec<f32> = (0..16).map(|i| (i as f32 * 0.21).cos()).collect();
+        for position in [0, 3, 4, 9] {
+            let (mut paged, mut contiguous) = (vec![f32::NAN; 16], vec![f32::NAN; 16]);
+            pool.attend(1, &table, position, &query, 0.5, &mut Vec::new(), &mut paged);
+            cache.attend(1, position, &query, 0.5, &mut Vec::new(), &mut contiguous);
+            assert_eq!(paged, contiguous, "position {position}");
         }
-        let (other_layer, _) = pool.gather(0, &table, 10);
-        assert!(other_layer.iter().all(|&x| x == 0.0), "layer 0 was never written");
         let err = pool.check_step(&PagedStep { block_table: &table, cached: 10, tokens: &[1, 2, 3] }).unwrap_err().to_string();
         assert!(err.contains("a block table of 3 blocks of 4 positions cannot hold positions up to 13"), "{err}");
         let err = pool.check_step(&PagedStep { block_table: &[6], cached: 0, tokens: &[1] }).unwrap_err().to_string();

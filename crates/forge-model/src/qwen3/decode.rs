@@ -13,7 +13,6 @@ use forge_kernels::{rms_norm, rope};
 use rayon::prelude::*;
 
 use super::{linear, Attention, LayerInputs, Qwen3ForCausalLM};
-use crate::kv_cache::attend_contiguous;
 use crate::paged_kv::{KvBlockPool, PagedStep};
 use crate::{KvCache, ModelError, Result};
 
@@ -41,22 +40,19 @@ impl StepCaches<'_, '_> {
     }
 }
 
-/// One layer's keys and values of each sequence of a step, as host attention reads them.
+/// The keys and values of each sequence of a step, as host attention reads them.
 enum HostLayers<'c> {
     Caches(Vec<&'c KvCache>),
-    /// Each sequence's blocks gathered into the contiguous layout, with its length.
-    Gathered(Vec<(Vec<f32>, Vec<f32>, usize)>),
+    /// The blocks of each sequence's table, read in place.
+    Paged(&'c KvBlockPool, &'c [PagedStep<'c>]),
 }
 
 impl HostLayers<'_> {
     #[allow(clippy::too_many_arguments)] // one attention's operands
-    fn attend(&self, layer: usize, sequence: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32], d: usize) {
+    fn attend(&self, layer: usize, sequence: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
         match self {
             Self::Caches(caches) => caches[sequence].attend(layer, position, query, scale, scores, out),
-            Self::Gathered(layers) => {
-                let (keys, values, len) = &layers[sequence];
-                attend_contiguous(keys, values, *len, d, position, query, scale, scores, out);
-            }
+            Self::Paged(pool, steps) => pool.attend(layer, steps[sequence].block_table, position, query, scale, scores, out),
         }
     }
 }
@@ -222,18 +218,13 @@ impl Attention {
                     let at = r * kv_width..(r + 1) * kv_width;
                     pool.write(layer, steps[seq].block_table, position, &k[at.clone()], &v[at]);
                 }
-                let gather = |s: &PagedStep<'_>| {
-                    let len = s.cached + s.tokens.len();
-                    let (keys, values) = pool.gather(layer, s.block_table, len);
-                    (keys, values, len)
-                };
-                HostLayers::Gathered(if parallel { steps.par_iter().map(gather).collect() } else { steps.iter().map(gather).collect() })
+                HostLayers::Paged(pool, steps)
             }
         };
         let mut out = vec![0f32; n * width];
         let attend_row = |scores: &mut Vec<f32>, (r, o): (usize, &mut [f32])| {
             let (seq, position) = rows[r];
-            layers.attend(layer, seq, position, &q[r * width..(r + 1) * width], scale, scores, o, d);
+            layers.attend(layer, seq, position, &q[r * width..(r + 1) * width], scale, scores, o);
         };
         if parallel {
             out.par_chunks_mut(width).enumerate().for_each_init(Vec::new, attend_row);

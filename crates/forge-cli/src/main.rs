@@ -114,11 +114,18 @@ enum Command {
         /// n); further requests wait for a place, they are not refused.
         #[arg(long, default_value_t = 32)]
         max_concurrency: usize,
-        /// Prompt plus completion at most, in tokens (default: the model's context). Each
-        /// sequence's KV cache is allocated up front for its prompt plus max_tokens (by default
-        /// the rest of this length), so lower it to bound memory.
+        /// Prompt plus completion at most, in tokens (default: the model's context). A request
+        /// must fit the KV pool at its prompt plus max_tokens (by default the rest of this length).
         #[arg(long)]
         max_model_len: Option<usize>,
+        /// The KV cache pool shared by all sequences, e.g. 20GiB (default: room for
+        /// --max-concurrency sequences of the model's context, at most 90% of a GPU's free memory).
+        /// When it is full, the latest sequence is preempted and recomputed later.
+        #[arg(long, value_name = "SIZE")]
+        kv_cache_memory: Option<forge_model::memory::ByteSize>,
+        /// Tokens per KV cache block: the granularity of allocation and prefix sharing.
+        #[arg(long, default_value_t = 16)]
+        block_size: usize,
     },
     /// Training recipes.
     Train {
@@ -874,9 +881,20 @@ fn main() -> Result<()> {
                 eprintln!("{} new token(s), finish reason: {}", output.tokens.len(), output.finish_reason);
             }
         }
-        Command::Serve { model, host, port, dtype, device, served_model_name, max_concurrency, max_model_len } => {
+        Command::Serve { model, host, port, dtype, device, served_model_name, max_concurrency, max_model_len, kv_cache_memory, block_size } => {
             let device = device.open()?;
-            forge_serve::run(forge_serve::ServeOptions { model, host, port, dtype: dtype.into(), device, served_model_name, max_concurrency, max_model_len })?;
+            forge_serve::run(forge_serve::ServeOptions {
+                model,
+                host,
+                port,
+                dtype: dtype.into(),
+                device,
+                served_model_name,
+                max_concurrency,
+                max_model_len,
+                kv_cache_memory: kv_cache_memory.map(|size| size.0),
+                block_size,
+            })?;
         }
         Command::Train { recipe: TrainCommand::Sft(args) } => {
             if !args.docker_hosts.is_empty() {

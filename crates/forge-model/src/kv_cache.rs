@@ -176,16 +176,25 @@ impl KvCache {
     /// `i` reads K/V head `i / (num_heads / num_kv_heads)`, as HF's `repeat_kv`. `scores` is
     /// scratch space.
     pub(crate) fn attend(&self, layer: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
-        let (d, cap) = (self.head_dim, self.capacity);
-        // the query heads of one K/V head are adjacent in the row
-        let group_width = query.len() / self.num_kv_heads;
         let cache = self.host_layer(layer);
-        let visible = (position + 1) * d;
-        for (head, (queries, o)) in query.chunks_exact(group_width).zip(out.chunks_exact_mut(group_width)).enumerate() {
-            let start = head * cap * d;
-            let (keys, values) = (&cache.keys[start..start + visible], &cache.values[start..start + visible]);
-            forge_kernels::cached_attention::attend(queries, keys, values, d, scale, scores, o);
-        }
+        attend_contiguous(&cache.keys, &cache.values, self.capacity, self.head_dim, position, query, scale, scores, out);
+    }
+}
+
+/// `softmax(q·kᵀ·scale)·v` of one query row `[num_heads · head_dim]` at `position` over rows
+/// `0..=position` of contiguous keys and values `[num_kv_heads, capacity, head_dim]` (a host
+/// [`KvCache`] layer, or blocks of a [`crate::KvBlockPool`] gathered into that layout), into `out`
+/// (same shape as the query). Query head `i` reads K/V head `i / (num_heads / num_kv_heads)`, as
+/// HF's `repeat_kv`. `scores` is scratch space.
+#[allow(clippy::too_many_arguments)] // one attention's operands and its shape
+pub(crate) fn attend_contiguous(keys: &[f32], values: &[f32], capacity: usize, d: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let num_kv_heads = keys.len() / (capacity * d);
+    // the query heads of one K/V head are adjacent in the row
+    let group_width = query.len() / num_kv_heads;
+    let visible = (position + 1) * d;
+    for (head, (queries, o)) in query.chunks_exact(group_width).zip(out.chunks_exact_mut(group_width)).enumerate() {
+        let start = head * capacity * d;
+        forge_kernels::cached_attention::attend(queries, &keys[start..start + visible], &values[start..start + visible], d, scale, scores, o);
     }
 }
 

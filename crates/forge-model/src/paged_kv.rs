@@ -3,9 +3,10 @@
 //! sequences grow a block at a time, and blocks holding a common prefix are shared by reference
 //! (the engine keeps the tables and the reference counts; this is only the storage).
 //!
-//! Two homes, as [`crate::KvCache`]: the host in f32 (attention reads the blocks in place through
-//! the block table, `cached_attention::attend_blocks`: the contiguous cache's arithmetic in the
-//! same order, so the same bits where `block_size` is a multiple of `SCORE_TILE`, 4), or the GPU
+//! Two homes, as [`crate::KvCache`]: the host in f32 (a decoding row's attention reads the blocks
+//! in place through the block table, `cached_attention::attend_blocks`: the contiguous cache's
+//! arithmetic in the same order, so the same bits where `block_size` is a multiple of
+//! `SCORE_TILE`, 4; a prompt chunk's rows read the blocks gathered once per layer), or the GPU
 //! in the model's dtype where the decode kernels serve the attention shape (each step gathers the
 //! blocks of its sequences into contiguous caches for those kernels and writes the blocks it
 //! appended to back; a paged kernel would read the blocks in place).
@@ -142,6 +143,25 @@ impl KvBlockPool {
         }
     }
 
+    /// Positions `0..len` of `layer` of a host pool, of the sequence whose blocks `block_table`
+    /// lists, as contiguous keys and values `[num_kv_heads, len, head_dim]`: the layout of a
+    /// [`crate::KvCache`] of capacity `len`.
+    pub(crate) fn gather(&self, layer: usize, block_table: &[u32], len: usize) -> (Vec<f32>, Vec<f32>) {
+        let (d, bs) = (self.head_dim, self.block_size);
+        let Storage::Host(layers) = &self.storage else { unreachable!("forward_paged checks where the pool lives") };
+        let (keys, values) = &layers[layer];
+        let mut out_keys = Vec::with_capacity(self.num_kv_heads * len * d);
+        let mut out_values = Vec::with_capacity(self.num_kv_heads * len * d);
+        for head in 0..self.num_kv_heads {
+            for (i, &block) in block_table.iter().enumerate().take(len.div_ceil(bs)) {
+                let (at, rows) = (self.head_offset(block, head), bs.min(len - i * bs) * d);
+                out_keys.extend_from_slice(&keys[at..at + rows]);
+                out_values.extend_from_slice(&values[at..at + rows]);
+            }
+        }
+        (out_keys, out_values)
+    }
+
     /// `layer`'s blocks `block_table[..blocks]` on the GPU as one contiguous cache `[num_kv_heads,
     /// blocks · block_size, head_dim]` (keys, values), for the decode kernels.
     pub(crate) fn gather_device(&self, layer: usize, block_table: &[u32], blocks: usize) -> Result<(Tensor, Tensor)> {
@@ -202,6 +222,14 @@ mod tests {
             pool.attend(1, &table, position, &query, 0.5, &mut Vec::new(), &mut paged);
             cache.attend(1, position, &query, 0.5, &mut Vec::new(), &mut contiguous);
             assert_eq!(paged, contiguous, "position {position}");
+        }
+        let (keys, values) = pool.gather(1, &table, 10);
+        for head in 0..2 {
+            for p in 0..10 {
+                let at = (head * 10 + p) * 4;
+                assert_eq!(&keys[at..at + 4], &row(p, 0.0)[head * 4..head * 4 + 4], "key head {head} position {p}");
+                assert_eq!(&values[at..at + 4], &row(p, 0.5)[head * 4..head * 4 + 4], "value head {head} position {p}");
+            }
         }
         let err = pool.check_step(&PagedStep { block_table: &table, cached: 10, tokens: &[1, 2, 3] }).unwrap_err().to_string();
         assert!(err.contains("a block table of 3 blocks of 4 positions cannot hold positions up to 13"), "{err}");

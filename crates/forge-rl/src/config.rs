@@ -362,6 +362,6 @@ impl RlConfig {
         if let Some(lora) = &self.lora {
             lora.validate()?;
         }
-        Ok(())
+        self.train.zero_stage.check(self.train.recompute, self.lora.is_some()).map_err(RlError::Config)
     }
 }

@@ -69,6 +69,31 @@ struct RlState {
     trajectories: u64,
 }
 
+/// The rollout engine: a batch of `rollout.workers` sequences over a KV pool of
+/// `engine.kv_cache_memory`; unset, on a GPU the pool the memory plan leaves it
+/// (`engine.gpu_memory_utilization` of the device less everything else, `planned_pool`), and on the
+/// host room for every worker's sequence at `max_context_tokens`: the most the rollouts can use,
+/// never a share of host memory they would not.
+fn rollout_engine_config(config: &RlConfig, max_context_tokens: usize, model: &Qwen3ForCausalLM, planned_pool: Option<u64>) -> EngineConfig {
+    let block_size = config.engine.block_size;
+    let full_context = || {
+        let block = forge_model::memory::kv_block_bytes(model.config(), block_size, model.dtype(), model.device());
+        config.rollout.workers as u64 * max_context_tokens.div_ceil(block_size) as u64 * block
+    };
+    let kv_cache_memory = match (config.engine.kv_cache_memory, planned_pool) {
+        (Some(budget), _) => budget.0,
+        (None, Some(pool)) if model.device().is_cuda() => pool,
+        (None, _) => full_context(),
+    };
+    EngineConfig {
+        max_batch_size: config.rollout.workers,
+        prefix_caching: config.rollout.prefix_caching,
+        kv_cache_memory: Some(kv_cache_memory),
+        block_size,
+        ..Default::default()
+    }
+}
+
 /// Runs the recipe. Needs a multi-threaded tokio runtime: updates run on the calling task
 /// (`block_in_place`) while rollouts continue on the others.
 ///
@@ -84,24 +109,36 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let model_config = config.model.architecture()?;
     let workers_on_host = options.distributed.as_ref().map_or(1, |t| t.local_world_size);
     let shape = config.run_shape(&model_config, forge_train::memory::DeviceKind::of(&session.device), world);
-    forge_train::plan::plan(&shape, forge_train::plan::available_memory(&session.device, workers_on_host)).report_and_check(config.train.check_memory)?;
+    let memory_plan = forge_train::plan::plan(&shape, forge_train::plan::available_memory(&session.device, workers_on_host));
+    memory_plan.report_and_check(config.train.check_memory)?;
     let _lock = session.begin(resolved_toml)?;
 
     // Qwen3 templates: the non-thinking format the agent is trained in
     let chat = Arc::new(ChatFormat::from_model_dir(&config.model.tokenizer_dir()?, json!({"enable_thinking": false}))?.with_scaffold(config.agent.scaffold));
-    let policy = session.load_policy(&config.model, config.lora.as_ref())?;
+    let policy = session.load_policy(&config.model, config.lora.as_ref(), config.train.zero_stage)?;
     let model = policy.model.clone();
     // the KL reference: with LoRA the base (adapters off, no second copy); with full fine-tuning
-    // a frozen copy of the starting weights, loaded apart so the updates do not reach it
+    // a frozen copy of the starting weights, loaded apart so the updates do not reach it (at
+    // ZeRO-3 sharded like the policy, each layer gathered when it scores)
     let needs_reference = config.objective.kl_coef > 0.0;
     let reference = match (needs_reference, &config.lora) {
         (true, None) => {
             let start = config.model.pretrained_dir()?.expect("validated: RL starts from model.path");
-            Some(Qwen3ForCausalLM::new(policy.config.clone(), forge_model::load_weights(&start, session.dtype, &session.device)?.1)?)
+            let weights = forge_model::load_weights(&start, session.dtype, &session.device)?.1;
+            Some(match &policy.shards {
+                Some(_) => {
+                    let shards = Arc::new(forge_train::ShardedParams::from_full(weights, session.group.clone())?);
+                    Qwen3ForCausalLM::sharded(policy.config.clone(), shards, session.dtype, &session.device)?
+                }
+                None => Qwen3ForCausalLM::new(policy.config.clone(), weights)?,
+            })
         }
         _ => None,
     };
-    let mut optimizer = session.optimizer(&policy, &config.optim)?;
+    // what the rollout engine decodes with: the policy itself, or at ZeRO-3 a replicated copy
+    // that every update refreshes (the engine cannot gather layers per token)
+    let serving = tokio::task::block_in_place(|| policy.serving_model())?;
+    let mut optimizer = session.optimizer(&policy, &config.optim, config.train.zero_stage)?.with_serving_copy(serving.params());
     let schedule = config.optim.schedule(config.optimizer_updates())?;
     let mut state = session.trainer_state(RlState::default())?;
 
@@ -123,7 +160,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
     let mut agent = config.agent.clone();
     // the model cannot attend beyond its positions, whatever budget was asked for
     agent.max_context_tokens = agent.max_context_tokens.min(model_config.max_context());
-    let engine = Arc::new(EngineHandle::start(model.clone(), EngineConfig { max_batch_size: config.rollout.workers, prefix_caching: config.rollout.prefix_caching, ..Default::default() })?);
+    let engine = Arc::new(EngineHandle::start(serving.clone(), rollout_engine_config(config, agent.max_context_tokens, &serving, memory_plan.kv.map(|kv| kv.bytes)))?);
     let policy_version = Arc::new(AtomicU64::new(state.recipe.updates));
     // v5 semantics for rewards: a non-zero test exit code without any failure in the log, or a
     // log without any test result, is no pass (the 4.1.0 semantics of `forge eval` would read

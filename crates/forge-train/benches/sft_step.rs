@@ -7,14 +7,18 @@
 //! over the workers' TCP link; rank 0 prints the line, with the time spent averaging.
 //! `scripts/bench/bench-data-parallel.sh` compares that with PyTorch DDP (gloo).
 //!
-//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N]`
+//! With `--zero-stage S` (1 or 2) the optimizer state (and from 2 the reduced gradients) is
+//! sharded across the workers (ZeRO); the line then carries this worker's optimizer-state and
+//! reduced-gradient bytes beside its peak RSS: `scripts/bench/bench-zero.sh` sweeps the stages.
+//!
+//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N] [--zero-stage S]`
 
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
 use forge_train::distributed::launch;
-use forge_train::{AdamW, AdamWConfig, GradAccumulator, ProcessGroup, Topology};
+use forge_train::{AdamWConfig, DistributedAdamW, ProcessGroup, Reduction, Topology, ZeroStage};
 
 fn rss_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -58,29 +62,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rss_before = rss_mib("VmRSS:");
     let params = ParamStore::random(&config, 0.02, 0, DType::F32, &Device::Cpu)?;
     let model = Qwen3ForCausalLM::new(config.clone(), params)?;
-    let mut optimizer = AdamW::for_params(
+    let zero_stage = ZeroStage::try_from(num("--zero-stage", 0) as u8)?;
+    let mut optimizer = DistributedAdamW::new(
         model.params(),
         AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), pure_bf16: false },
+        zero_stage,
+        &group,
     )?;
     let offset = group.rank() * batch * seq;
     let ids: Vec<u32> = (offset..offset + batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
     let step = Batch { labels: Some(input_ids.to_dtype(DType::I64)?), input_ids, attention_mask: None, position_ids: None };
-    let (mut times, mut reduce_times) = (Vec::new(), Vec::new());
+    let (mut times, mut reduce_times, mut gradient_bytes) = (Vec::new(), Vec::new(), 0);
     for i in 0..warmup + steps {
         let start = Instant::now();
         let (_, grads) = model.loss_and_gradients(&step, false)?;
         let reduce_start = Instant::now();
-        let grads = match group.world_size() {
-            1 => grads,
-            _ => {
-                let mut accumulator = GradAccumulator::new();
-                accumulator.add(grads)?;
-                accumulator.finish_across(&group, model.params())?
-            }
-        };
+        let mut gradients = optimizer.begin_step()?;
+        gradients.add(&group, grads)?;
+        let grads = optimizer.reduce(&group, gradients, Reduction::Mean)?;
         let reduce_s = reduce_start.elapsed().as_secs_f64();
-        optimizer.step(&grads)?;
+        gradient_bytes = grads.bytes();
+        optimizer.step(&group, &grads)?;
         if i >= warmup {
             times.push(start.elapsed().as_secs_f64());
             reduce_times.push(reduce_s);
@@ -100,6 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "params": config.num_parameters(), "tokens_per_step": tokens,
                 "step_s_median": step_s, "tokens_per_s": tokens as f64 / step_s, "all_reduce_s_median": reduce_s,
                 "peak_rss_mib": rss_mib("VmHWM:"), "rss_before_model_mib": rss_before,
+                "zero_stage": zero_stage.number(), "optimizer_state_bytes": optimizer.state_bytes(), "reduced_gradient_bytes": gradient_bytes,
             })
         );
     }

@@ -1,9 +1,9 @@
 //! Gradient accumulation over micro-batches.
 
 use candle_core::{DType, Tensor};
-use forge_model::{Gradients, ParamStore};
+use forge_model::Gradients;
 
-use crate::{ProcessGroup, Result, TrainError};
+use crate::{Result, TrainError};
 
 /// Sums the gradients of several micro-batches (in f32, whatever the model dtype: bf16 sums
 /// lose low bits quickly) and returns their mean. Summing then scaling by 1/n equals averaging
@@ -39,16 +39,10 @@ impl GradAccumulator {
         self.micro_batches
     }
 
-    /// The mean gradient over the micro-batches every worker of `group` added (f32): the
-    /// data-parallel form of [`finish`](Self::finish), equal to it for a single worker.
-    pub fn finish_across(self, group: &ProcessGroup, params: &ParamStore) -> Result<Gradients> {
-        group.mean_gradients(self.sum, self.micro_batches, params)
-    }
-
-    /// The summed gradient over the micro-batches every worker of `group` added (f32), for
-    /// losses whose micro-batches are each their share of the whole (GRPO's).
-    pub fn sum_across(self, group: &ProcessGroup, params: &ParamStore) -> Result<Gradients> {
-        group.sum_gradients(self.sum, self.micro_batches, params)
+    /// The sum of the gradients added (f32) and how many micro-batches they came from: what a
+    /// data-parallel reduction (`DistributedAdamW::reduce`) takes.
+    pub fn into_sum(self) -> (Gradients, usize) {
+        (self.sum, self.micro_batches)
     }
 
     /// The mean gradient over the micro-batches added so far (f32).

@@ -86,6 +86,12 @@ impl Checkpoints {
         Ok(dest)
     }
 
+    /// Where the workers of a run with sharded state write their shards of checkpoint `step`
+    /// before rank 0 moves them into it (a temporary: removed by `remove_stale_temporaries`).
+    pub fn shard_staging_dir(&self, step: u64) -> PathBuf {
+        self.root.join(format!("{TEMP_PREFIX}{step}.tmp-shards"))
+    }
+
     /// Complete checkpoints, oldest first.
     pub fn list(&self) -> Result<Vec<(u64, PathBuf)>> {
         let entries = match fs::read_dir(&self.root) {

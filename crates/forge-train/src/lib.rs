@@ -29,7 +29,8 @@ pub mod text;
 
 pub use accumulate::GradAccumulator;
 pub use checkpoint::Checkpoints;
-pub use distributed::{ProcessGroup, Topology};
+pub use distributed::zero::{DistributedAdamW, ReducedGradients, Reduction, ShardedParams, StepGradients};
+pub use distributed::{ProcessGroup, Topology, ZeroStage};
 pub use clip::{clip_coefficient, clip_grad_norm, grad_norm};
 pub use error::{MemoryShortfall, Result, TrainError};
 pub use optim::{applies_weight_decay, AdamW, AdamWConfig, ParamGroups, StepStats};

@@ -229,25 +229,18 @@ impl AdamW {
     /// One AdamW step on the given gradients (parameters without a gradient are skipped).
     /// Gradients with NaN or infinity are rejected before anything changes.
     pub fn step(&mut self, grads: &Gradients) -> Result<StepStats> {
-        let mut order = Vec::with_capacity(grads.len());
-        for (name, grad) in grads {
-            let &i = self.index.get(name).ok_or_else(|| TrainError::UnknownGradient(name.clone()))?;
-            let var = &self.slots[i].var;
-            if grad.dims() != var.dims() {
-                return Err(TrainError::GradientShape {
-                    name: name.clone(),
-                    expected: var.dims().to_vec(),
-                    found: grad.dims().to_vec(),
-                });
-            }
-            if !grad.device().same_device(var.device()) {
-                return Err(TrainError::GradientDevice { name: name.clone() });
-            }
-            order.push(i);
-        }
-        let grad_norm = grad_norm(grads)?;
-        let clip_coef = self.config.max_grad_norm.map_or(1.0, |max| clip_coefficient(grad_norm, max));
+        let norm = grad_norm(grads)?;
+        self.step_with_grad_norm(grads, norm)
+    }
 
+    /// [`step`](Self::step) with the global gradient norm measured by the caller: a sharded
+    /// optimizer holds only its shard of the gradients, while clipping needs the norm of all.
+    pub fn step_with_grad_norm(&mut self, grads: &Gradients, grad_norm: f32) -> Result<StepStats> {
+        let order = self.check_gradients(grads)?;
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFiniteGradients { name: "(the global gradient norm)".into(), norm: grad_norm });
+        }
+        let clip_coef = self.config.max_grad_norm.map_or(1.0, |max| clip_coefficient(grad_norm, max));
         self.steps += 1;
         let (beta1, beta2, eps, fused) = (self.config.beta1, self.config.beta2, self.config.eps, self.fused);
         // CUDA parameters step together after the loop: one launch per dtype
@@ -284,6 +277,28 @@ impl AdamW {
         #[cfg(feature = "cuda")]
         self.step_on_device(&on_device)?;
         Ok(StepStats { step: self.steps, lr: self.lr, grad_norm, clip_coef })
+    }
+
+    /// The slot of every gradient, in the map's order; an unknown name, another shape or another
+    /// device is an error.
+    fn check_gradients(&self, grads: &Gradients) -> Result<Vec<usize>> {
+        let mut order = Vec::with_capacity(grads.len());
+        for (name, grad) in grads {
+            let &i = self.index.get(name).ok_or_else(|| TrainError::UnknownGradient(name.clone()))?;
+            let var = &self.slots[i].var;
+            if grad.dims() != var.dims() {
+                return Err(TrainError::GradientShape {
+                    name: name.clone(),
+                    expected: var.dims().to_vec(),
+                    found: grad.dims().to_vec(),
+                });
+            }
+            if !grad.device().same_device(var.device()) {
+                return Err(TrainError::GradientDevice { name: name.clone() });
+            }
+            order.push(i);
+        }
+        Ok(order)
     }
 
     /// The fused CUDA step of the given slots (index, gradient in the parameter's dtype, scalars).

@@ -9,14 +9,15 @@
 //! let session = Session::open(&config.model, &config.run, resume, distributed)?;   // device, workers, resume point
 //! ... recipe checks (data, memory) ...
 //! let _lock = session.begin(resolved_toml)?;                                      // the run directory is ours
-//! let policy = session.load_policy(&config.model, config.lora.as_ref())?;
-//! let mut optimizer = session.optimizer(&policy, &config.optim)?;
+//! let policy = session.load_policy(&config.model, config.lora.as_ref(), config.train.zero_stage)?;
+//! let mut optimizer = session.optimizer(&policy, &config.optim, config.train.zero_stage)?;
 //! let mut state = session.trainer_state(RecipeState::default())?;
 //! loop { ...; if session.checkpoint_due(state.step, total) { session.save_checkpoint(&state, &policy, &optimizer)?; } }
 //! let model_dir = session.finish(&policy, log.as_ref(), "loss")?;
 //! ```
 //! Checkpoint layout (`run.dir/checkpoints/step-N/`): `model/` (full fine-tuning, HF layout) or
-//! `adapter/` (LoRA, PEFT layout), `optimizer.safetensors`, `trainer_state.json`.
+//! `adapter/` (LoRA, PEFT layout), `optimizer.safetensors` (or with sharded state one
+//! `optimizer.rank-R-of-W.safetensors` per worker), `trainer_state.json`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,10 +32,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ModelSection, OptimSection, RunSection};
 use crate::run_lock::RunLock;
 use crate::run_log::RunLog;
-use crate::{AdamW, Checkpoints, ProcessGroup, Result, Topology, TrainError};
+use crate::{Checkpoints, DistributedAdamW, ProcessGroup, Result, ShardedParams, Topology, TrainError, ZeroStage};
 
 const TRAINER_STATE: &str = "trainer_state.json";
-const OPTIMIZER_STATE: &str = "optimizer.safetensors";
 
 /// `trainer_state.json`: the step and worker count every run has, and the recipe's own fields
 /// (`R`, flattened beside them).
@@ -51,7 +51,8 @@ pub struct TrainerState<R> {
 /// A run in its directory, on this worker's device, among its workers.
 pub struct Session {
     pub device: Device,
-    pub group: ProcessGroup,
+    /// Shared: a ZeRO-3 model gathers its layers through it.
+    pub group: Arc<ProcessGroup>,
     pub dtype: DType,
     run: RunSection,
     checkpoints: Checkpoints,
@@ -60,11 +61,12 @@ pub struct Session {
 
 impl Session {
     /// Opens this worker's device and process group and decides where the run starts: with
-    /// `resume`, the latest complete checkpoint (refused when there is none); without, a run
+    /// `resume`, the latest complete checkpoint (refused when there is none, or when another
+    /// number of workers trained it); without, a run
     /// directory that already holds checkpoints is refused. Nothing is loaded yet.
     pub fn open(model: &ModelSection, run: &RunSection, resume: bool, distributed: Option<&Topology>) -> Result<Session> {
         let device = crate::distributed::worker_device(distributed, model.device)?.open()?;
-        let group = ProcessGroup::for_topology(distributed, &device)?;
+        let group = Arc::new(ProcessGroup::for_topology(distributed, &device)?);
         let checkpoints = Checkpoints::new(run.dir.join("checkpoints"));
         let resume_from = match (resume, checkpoints.latest()?) {
             (true, Some(latest)) => Some(latest),
@@ -77,6 +79,11 @@ impl Session {
             }
             (false, None) => None,
         };
+        if let Some((step, dir)) = &resume_from {
+            // before anything is loaded: the optimizer shards and the data order belong to the count
+            let world = distributed.map_or(1, |t| t.world_size);
+            crate::distributed::check_resume_workers(*step, read_trainer_state::<serde_json::Value>(dir)?.workers, world)?;
+        }
         Ok(Session { device, group, dtype: model.dtype.into(), run: run.clone(), checkpoints, resume_from })
     }
 
@@ -112,8 +119,9 @@ impl Session {
 
     /// The model to train: `model.path`'s weights or a random initialisation, with LoRA
     /// adapters when `lora` is set; a resumed run takes the checkpoint's weights (full
-    /// fine-tuning) or adapters (LoRA).
-    pub fn load_policy(&self, model: &ModelSection, lora: Option<&LoraConfig>) -> Result<Policy> {
+    /// fine-tuning) or adapters (LoRA). At `zero_stage` 3 with several workers, each keeps only
+    /// its rows of the weights ([`ShardedParams`]) and the model gathers each layer when it runs.
+    pub fn load_policy(&self, model: &ModelSection, lora: Option<&LoraConfig>, zero_stage: ZeroStage) -> Result<Policy> {
         let (dtype, device) = (self.dtype, &self.device);
         let (config, mut params) = match model.pretrained_dir()? {
             Some(dir) => {
@@ -129,7 +137,14 @@ impl Session {
         if let (Some((_, dir)), None) = (&self.resume_from, lora) {
             params = forge_model::weights::load_params(&dir.join("model"), &config, dtype, device)?;
         }
+        let mut shards = None;
         let trained = match lora {
+            None if zero_stage.shards_parameters() && self.world_size() > 1 => {
+                let sharded = Arc::new(ShardedParams::from_full(params, self.group.clone())?);
+                tracing::info!(bytes = sharded.owned_bytes(), "parameters sharded (ZeRO-3)");
+                shards = Some(sharded.clone());
+                Qwen3ForCausalLM::sharded(config.clone(), sharded, dtype, device)?
+            }
             None => Qwen3ForCausalLM::new(config.clone(), params)?,
             Some(lora) => {
                 let adapters = match &self.resume_from {
@@ -139,28 +154,28 @@ impl Session {
                 Qwen3ForCausalLM::with_lora(config.clone(), params, lora.clone(), adapters)?
             }
         };
-        Ok(Policy { model: Arc::new(trained), config, tokenizer_dir: model.tokenizer_dir()?, base: model.path.clone().unwrap_or_default(), dtype })
+        Ok(Policy { model: Arc::new(trained), shards, config, tokenizer_dir: model.tokenizer_dir()?, base: model.path.clone().unwrap_or_default(), dtype })
     }
 
-    /// AdamW over the policy's trainable parameters, with the checkpoint's state on resume.
-    pub fn optimizer(&self, policy: &Policy, optim: &OptimSection) -> Result<AdamW> {
-        let mut optimizer = AdamW::for_params(policy.model.trainable(), optim.adamw())?;
+    /// AdamW over the policy's trainable parameters, its state sharded across the workers as
+    /// `zero_stage` says, with the checkpoint's state on resume.
+    pub fn optimizer(&self, policy: &Policy, optim: &OptimSection, zero_stage: ZeroStage) -> Result<DistributedAdamW> {
+        let mut optimizer = match &policy.shards {
+            Some(shards) => DistributedAdamW::for_shards(shards, optim.adamw())?,
+            None => DistributedAdamW::new(policy.model.trainable(), optim.adamw(), zero_stage, &self.group)?,
+        };
         if let Some((_, dir)) = &self.resume_from {
-            optimizer.load_state(&dir.join(OPTIMIZER_STATE))?;
+            optimizer.load_state(dir, &self.group)?;
         }
         Ok(optimizer)
     }
 
-    /// Step 0 with `fresh`, or the checkpoint's state on resume (refused when it was trained by
-    /// another number of workers).
+    /// Step 0 with `fresh`, or the checkpoint's state on resume.
     pub fn trainer_state<R: DeserializeOwned>(&self, fresh: R) -> Result<TrainerState<R>> {
         let Some((step, dir)) = &self.resume_from else {
             return Ok(TrainerState { step: 0, workers: self.world_size(), recipe: fresh });
         };
-        let path = dir.join(TRAINER_STATE);
-        let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
-        let state: TrainerState<R> = serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-        crate::distributed::check_resume_workers(*step, state.workers, self.world_size())?;
+        let state = read_trainer_state(dir)?;
         tracing::info!(step, "resumed");
         Ok(state)
     }
@@ -188,20 +203,37 @@ impl Session {
         step.is_multiple_of(self.run.checkpoint_every) || step == total
     }
 
-    /// Writes checkpoint `state.step` (rank 0; the others hold the same weights and state) and
-    /// keeps the newest `run.keep_last`.
-    pub fn save_checkpoint<R: Serialize>(&self, state: &TrainerState<R>, policy: &Policy, optimizer: &AdamW) -> Result<()> {
-        if !self.is_main() {
-            return Ok(());
+    /// Writes checkpoint `state.step` and keeps the newest `run.keep_last`. Rank 0 writes the
+    /// model and trainer state; the optimizer state is rank 0's (replicated) or every worker's
+    /// own shard, staged beside the checkpoint and moved into it before it is made durable, so
+    /// a checkpoint is complete with every shard or absent. Every worker returns once it is written.
+    pub fn save_checkpoint<R: Serialize>(&self, state: &TrainerState<R>, policy: &Policy, optimizer: &DistributedAdamW) -> Result<()> {
+        let staging = self.checkpoints.shard_staging_dir(state.step);
+        let sharded = optimizer.stage().shards_optimizer() && self.world_size() > 1;
+        let gathered = policy.gathered()?;
+        if sharded {
+            if self.is_main() {
+                let _ = std::fs::remove_dir_all(&staging);
+                std::fs::create_dir_all(&staging).map_err(|e| TrainError::io(&staging, e))?;
+            }
+            self.group.barrier()?;
+            optimizer.save_state(&staging, &self.group)?;
+            self.group.barrier()?;
         }
-        self.checkpoints.save(state.step, |dir| {
-            policy.save_trained(dir)?;
-            optimizer.save_state(&dir.join(OPTIMIZER_STATE))?;
-            let path = dir.join(TRAINER_STATE);
-            std::fs::write(&path, serde_json::to_string_pretty(state).expect("state serialises")).map_err(|e| TrainError::io(&path, e))
-        })?;
-        self.checkpoints.prune(self.run.keep_last)?;
-        Ok(())
+        if self.is_main() {
+            self.checkpoints.save(state.step, |dir| {
+                policy.save_trained(dir, gathered.as_ref())?;
+                match sharded {
+                    true => move_files(&staging, dir)?,
+                    false => optimizer.save_state(dir, &self.group)?,
+                }
+                let path = dir.join(TRAINER_STATE);
+                std::fs::write(&path, serde_json::to_string_pretty(state).expect("state serialises")).map_err(|e| TrainError::io(&path, e))
+            })?;
+            let _ = std::fs::remove_dir_all(&staging);
+            self.checkpoints.prune(self.run.keep_last)?;
+        }
+        self.group.barrier()
     }
 
     /// The final model, `run.dir/model` in HF layout (LoRA merged into the base), and the
@@ -209,8 +241,9 @@ impl Session {
     /// Blocking (a barrier): async callers run it off their workers.
     pub fn finish(&self, policy: &Policy, log: Option<&RunLog>, plot: &str) -> Result<PathBuf> {
         let out = self.run.dir.join("model");
+        let gathered = policy.gathered()?;
         if self.is_main() {
-            policy.save_merged(&out)?;
+            policy.save_merged(&out, gathered.as_ref())?;
             if let Some(log) = log {
                 log.plot(plot)?;
             }
@@ -220,9 +253,28 @@ impl Session {
     }
 }
 
+/// The `trainer_state.json` of checkpoint `dir`.
+fn read_trainer_state<R: DeserializeOwned>(dir: &Path) -> Result<TrainerState<R>> {
+    let path = dir.join(TRAINER_STATE);
+    let text = std::fs::read_to_string(&path).map_err(|e| TrainError::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+}
+
+/// Moves every file of `from` into `to`.
+fn move_files(from: &Path, to: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(from).map_err(|e| TrainError::io(from, e))? {
+        let entry = entry.map_err(|e| TrainError::io(from, e))?;
+        let dest = to.join(entry.file_name());
+        std::fs::rename(entry.path(), &dest).map_err(|e| TrainError::io(&dest, e))?;
+    }
+    Ok(())
+}
+
 /// The model being trained, and what saving it needs.
 pub struct Policy {
     pub model: Arc<Qwen3ForCausalLM>,
+    /// ZeRO-3: this worker's rows of the weights, which `model` gathers from.
+    pub shards: Option<Arc<ShardedParams>>,
     pub config: Config,
     /// The tokenizer and chat template copied beside every saved model.
     tokenizer_dir: PathBuf,
@@ -232,21 +284,38 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// What a checkpoint holds of the model: `adapter/` (LoRA) or `model/`.
-    fn save_trained(&self, dir: &Path) -> Result<()> {
+    /// ZeRO-3: every weight gathered from the workers (a collective: every worker calls it);
+    /// `None` when the weights are not sharded.
+    pub fn gathered(&self) -> Result<Option<ParamStore>> {
+        self.shards.as_ref().map(|s| s.gather_all()).transpose()
+    }
+
+    /// A replicated copy of the model to serve (RL's rollout engine): the model itself, or at
+    /// ZeRO-3 its gathered weights (a collective); keep it current with
+    /// `DistributedAdamW::with_serving_copy`.
+    pub fn serving_model(&self) -> Result<Arc<Qwen3ForCausalLM>> {
+        match self.gathered()? {
+            Some(params) => Ok(Arc::new(Qwen3ForCausalLM::new(self.config.clone(), params)?)),
+            None => Ok(self.model.clone()),
+        }
+    }
+
+    /// What a checkpoint holds of the model: `adapter/` (LoRA) or `model/` (`gathered`: the
+    /// weights of a sharded model).
+    fn save_trained(&self, dir: &Path, gathered: Option<&ParamStore>) -> Result<()> {
         match self.model.lora() {
             Some((lora, adapters)) => save_adapters(&dir.join("adapter"), adapters, lora, &self.base)?,
-            None => self.save_params(self.model.params(), &dir.join("model"), false)?,
+            None => self.save_params(gathered.unwrap_or(self.model.params()), &dir.join("model"), false)?,
         }
         Ok(())
     }
 
     /// The model as users load it in transformers: LoRA merged into the base.
-    fn save_merged(&self, out: &Path) -> Result<()> {
+    fn save_merged(&self, out: &Path, gathered: Option<&ParamStore>) -> Result<()> {
         self.model.set_dropout_seed(None);
         match self.model.lora() {
             Some((lora, adapters)) => self.save_params(&merge(self.model.params(), adapters, lora)?, out, true),
-            None => self.save_params(self.model.params(), out, true),
+            None => self.save_params(gathered.unwrap_or(self.model.params()), out, true),
         }
     }
 

@@ -13,6 +13,7 @@ use forge_kernels::{rms_norm, rope};
 use rayon::prelude::*;
 
 use super::{linear, Attention, LayerInputs, Qwen3ForCausalLM};
+use crate::kv_cache::attend_contiguous;
 use crate::paged_kv::{KvBlockPool, PagedStep};
 use crate::{KvCache, ModelError, Result};
 
@@ -43,16 +44,22 @@ impl StepCaches<'_, '_> {
 /// The keys and values of each sequence of a step, as host attention reads them.
 enum HostLayers<'c> {
     Caches(Vec<&'c KvCache>),
-    /// The blocks of each sequence's table, read in place.
-    Paged(&'c KvBlockPool, &'c [PagedStep<'c>]),
+    /// The blocks of each sequence's table: read in place by a decoding row; gathered once into a
+    /// contiguous cache (keys, values, length) for the rows of a prompt chunk, which all read
+    /// them (one score product per row rather than one per block and row). The same bits either way.
+    Paged(&'c KvBlockPool, &'c [PagedStep<'c>], Vec<Option<(Vec<f32>, Vec<f32>, usize)>>),
 }
 
 impl HostLayers<'_> {
     #[allow(clippy::too_many_arguments)] // one attention's operands
-    fn attend(&self, layer: usize, sequence: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    fn attend(&self, layer: usize, sequence: usize, position: usize, query: &[f32], scale: f32, scores: &mut Vec<f32>, out: &mut [f32], d: usize) {
         match self {
             Self::Caches(caches) => caches[sequence].attend(layer, position, query, scale, scores, out),
-            Self::Paged(pool, steps) => pool.attend(layer, steps[sequence].block_table, position, query, scale, scores, out),
+            Self::Paged(_, _, gathered) if gathered[sequence].is_some() => {
+                let (keys, values, len) = gathered[sequence].as_ref().expect("checked");
+                attend_contiguous(keys, values, *len, d, position, query, scale, scores, out);
+            }
+            Self::Paged(pool, steps, _) => pool.attend(layer, steps[sequence].block_table, position, query, scale, scores, out),
         }
     }
 }
@@ -218,13 +225,21 @@ impl Attention {
                     let at = r * kv_width..(r + 1) * kv_width;
                     pool.write(layer, steps[seq].block_table, position, &k[at.clone()], &v[at]);
                 }
-                HostLayers::Paged(pool, steps)
+                let gather = |s: &PagedStep<'_>| {
+                    let len = s.cached + s.tokens.len();
+                    (s.tokens.len() > 1).then(|| {
+                        let (keys, values) = pool.gather(layer, s.block_table, len);
+                        (keys, values, len)
+                    })
+                };
+                let gathered = if parallel { steps.par_iter().map(gather).collect() } else { steps.iter().map(gather).collect() };
+                HostLayers::Paged(pool, steps, gathered)
             }
         };
         let mut out = vec![0f32; n * width];
         let attend_row = |scores: &mut Vec<f32>, (r, o): (usize, &mut [f32])| {
             let (seq, position) = rows[r];
-            layers.attend(layer, seq, position, &q[r * width..(r + 1) * width], scale, scores, o);
+            layers.attend(layer, seq, position, &q[r * width..(r + 1) * width], scale, scores, o, d);
         };
         if parallel {
             out.par_chunks_mut(width).enumerate().for_each_init(Vec::new, attend_row);

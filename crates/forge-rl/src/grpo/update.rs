@@ -7,8 +7,8 @@
 use candle_core::Tensor;
 use forge_agent::{TokenRecord, Trajectory};
 use forge_engine::EngineHandle;
-use forge_model::{Gradients, Qwen3ForCausalLM, Weights};
-use forge_train::{AdamW, GradAccumulator, LrSchedule, ProcessGroup};
+use forge_model::{Qwen3ForCausalLM, Weights};
+use forge_train::{DistributedAdamW, LrSchedule, ProcessGroup, Reduction, StepGradients};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -68,20 +68,28 @@ pub(crate) fn to_samples(chosen: &[TrainSample], reference: Option<Vec<Vec<f32>>
         .collect()
 }
 
-/// The update's gradient over micro-batches of at most `micro_batch_tokens` tokens (padded, or
-/// back to back with `packing`), as if the batch of every worker of `group` were one: each
-/// micro-batch's loss is divided by the whole update's normaliser, and the micro-batches'
-/// gradients are summed over every worker. A worker may have no samples: it contributes nothing
-/// but takes part.
+/// How an update is cut into micro-batches and computed (the `train` settings).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MicroBatching {
+    /// At most this many tokens per micro-batch (padded, or back to back with `packing`).
+    pub tokens: usize,
+    pub recompute: bool,
+    pub packing: bool,
+}
+
+/// This worker's share of the update's gradient, over micro-batches cut as `batching` says, as if the batch of every
+/// worker of `group` were one: each micro-batch's loss is divided by the whole update's
+/// normaliser, so summing the accumulated gradients over every worker (`Reduction::Sum`) gives
+/// the update's. A worker may have no samples: it contributes nothing but takes part.
 pub(crate) fn policy_gradients(
     model: &Qwen3ForCausalLM,
     samples: &[Sample],
     objective: &ObjectiveConfig,
-    micro_batch_tokens: usize,
-    recompute: bool,
-    packing: bool,
+    batching: MicroBatching,
     group: &ProcessGroup,
-) -> Result<(UpdateStats, Gradients)> {
+    optimizer: &DistributedAdamW,
+) -> Result<(UpdateStats, StepGradients)> {
+    let MicroBatching { tokens: micro_batch_tokens, recompute, packing } = batching;
     let mut micro_batches: Vec<Vec<Sample>> = Vec::new();
     let mut current: Vec<Sample> = Vec::new();
     for sample in samples {
@@ -104,19 +112,24 @@ pub(crate) fn policy_gradients(
         return Err(RlError::Config("an update without samples on any worker".into()));
     }
     let normaliser = objective.aggregation.normaliser(trained_everywhere as usize);
-    let mut accumulator = GradAccumulator::new();
+    let mut gradients = optimizer.begin_step()?;
+    // a worker with fewer micro-batches takes part in the others' reductions all the same
+    // (agreed on before any of them starts)
+    let most = group.max_over_workers(micro_batches.len())?;
     // the micro-batches' losses (they sum to the update's); token-weighted clip fraction, KL and ratio
     let mut sums = [0.0f64; 4];
     for batch in &micro_batches {
         let (stats, grads) = policy_gradient(model, batch, objective, normaliser, recompute, packing)?;
-        accumulator.add(grads)?;
+        gradients.add(group, grads)?;
         let tokens = stats.trained_tokens as f64;
         sums[0] += f64::from(stats.loss);
         sums[1] += f64::from(stats.clip_fraction) * tokens;
         sums[2] += f64::from(stats.kl) * tokens;
         sums[3] += f64::from(stats.ratio_mean) * tokens;
     }
-    let grads = accumulator.sum_across(group, model.trainable())?;
+    for _ in micro_batches.len()..most {
+        gradients.skip(group, model)?;
+    }
     group.all_reduce_f64(&mut sums)?;
     let per_token = |sum: f64| (sum / trained_everywhere.max(1.0)) as f32;
     let stats = UpdateStats {
@@ -126,7 +139,7 @@ pub(crate) fn policy_gradients(
         kl: per_token(sums[2]),
         ratio_mean: per_token(sums[3]),
     };
-    Ok((stats, grads))
+    Ok((stats, gradients))
 }
 
 /// What a step's update needs besides the optimizer.
@@ -143,14 +156,16 @@ impl Trainer<'_> {
     /// samples, `samples_everywhere`, than that), one per mini-batch of `batch`; the engine is
     /// paused only while the weights change. `optimizer_updates` is the schedule's clock.
     /// Blocking: run it off the async workers.
-    pub fn update(&self, optimizer: &mut AdamW, batch: Vec<Sample>, samples_everywhere: usize, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
+    pub fn update(&self, optimizer: &mut DistributedAdamW, batch: Vec<Sample>, samples_everywhere: usize, seed: u64, optimizer_updates: &mut u64) -> Result<Vec<MiniBatchUpdate>> {
         let train = &self.config.train;
         let mut parts = Vec::new();
+        let batching = MicroBatching { tokens: train.micro_batch_tokens, recompute: train.recompute, packing: train.packing };
         for mini_batch in mini_batches(batch, train.updates_per_step.min(samples_everywhere), seed) {
-            let (stats, grads) = policy_gradients(self.model, &mini_batch, &self.config.objective, train.micro_batch_tokens, train.recompute, train.packing, self.group)?;
+            let (stats, gradients) = policy_gradients(self.model, &mini_batch, &self.config.objective, batching, self.group, optimizer)?;
+            let grads = optimizer.reduce(self.group, gradients, Reduction::Sum)?;
             let lr = self.schedule.lr(*optimizer_updates);
             optimizer.set_lr(lr);
-            let step_stats = self.engine.update_weights(|| optimizer.step(&grads))?;
+            let step_stats = self.engine.update_weights(|| optimizer.step(self.group, &grads))?;
             *optimizer_updates += 1;
             parts.push(MiniBatchUpdate { stats, grad_norm: step_stats.grad_norm, lr });
         }
@@ -211,7 +226,7 @@ mod tests {
         Sample { input_ids: ids, loss_mask: mask, sampling_logprobs, reference_logprobs: Some(current), advantage }
     }
 
-    fn max_relative_difference(a: &Gradients, b: &Gradients) -> f32 {
+    fn max_relative_difference(a: &forge_model::Gradients, b: &forge_model::Gradients) -> f32 {
         assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
         a.iter()
             .map(|(name, ga)| {
@@ -240,8 +255,11 @@ mod tests {
         for (aggregation, packing) in aggregations.into_iter().flat_map(|a| [(a, false), (a, true)]) {
             let objective = ObjectiveConfig { aggregation, ..ObjectiveConfig::default() };
             // the whole batch padded; 10 tokens per micro-batch: one trajectory each
-            let (whole_stats, whole) = policy_gradients(&model, &samples, &objective, 1 << 20, false, false, &ProcessGroup::single()).unwrap();
-            let (split_stats, split) = policy_gradients(&model, &samples, &objective, 10, false, packing, &ProcessGroup::single()).unwrap();
+            let group = ProcessGroup::single();
+            let optimizer = DistributedAdamW::new(model.trainable(), Default::default(), Default::default(), &group).unwrap();
+            let sum = |(stats, gradients)| (stats, optimizer.reduce(&group, gradients, Reduction::Sum).unwrap().grads);
+            let (whole_stats, whole) = sum(policy_gradients(&model, &samples, &objective, MicroBatching { tokens: 1 << 20, recompute: false, packing: false }, &group, &optimizer).unwrap());
+            let (split_stats, split) = sum(policy_gradients(&model, &samples, &objective, MicroBatching { tokens: 10, recompute: false, packing }, &group, &optimizer).unwrap());
             assert!(max_relative_difference(&split, &whole) < 1e-5, "{aggregation:?} packing {packing}: {}", max_relative_difference(&split, &whole));
             assert!((split_stats.loss - whole_stats.loss).abs() < 1e-5, "{split_stats:?} vs {whole_stats:?}");
             assert_eq!(split_stats.trained_tokens, 13);
@@ -279,8 +297,8 @@ mod tests {
         let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &["train.updates_per_step=2".into(), "optim.lr=1e-2".into()]).unwrap();
         let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
         let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
-        let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
         let group = ProcessGroup::single();
+        let mut optimizer = DistributedAdamW::new(model.trainable(), config.optim.adamw(), config.train.zero_stage, &group).unwrap();
         let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule, group: &group };
         let mut clock = 7;
         let parts = trainer.update(&mut optimizer, batch, 6, 0, &mut clock).unwrap();
@@ -323,6 +341,11 @@ mod tests {
     }
 
     fn update_as_workers(shares: Vec<Vec<Sample>>, updates_per_step: usize) -> Vec<WorkerUpdates> {
+        update_as_workers_at(shares, updates_per_step, 0)
+    }
+
+    /// [`update_as_workers`] with `train.zero_stage = zero_stage`.
+    fn update_as_workers_at(shares: Vec<Vec<Sample>>, updates_per_step: usize, zero_stage: u8) -> Vec<WorkerUpdates> {
         let world = shares.len();
         let everywhere: usize = shares.iter().map(Vec::len).sum();
         let master = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
@@ -338,11 +361,11 @@ mod tests {
                     };
                     let model = Arc::new(tiny_model());
                     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/rl.toml");
-                    let overrides = [format!("train.updates_per_step={updates_per_step}"), "optim.lr=1e-2".into(), "train.micro_batch_tokens=10".into()];
+                    let overrides = [format!("train.updates_per_step={updates_per_step}"), "optim.lr=1e-2".into(), "train.micro_batch_tokens=10".into(), format!("train.zero_stage={zero_stage}")];
                     let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &overrides).unwrap();
                     let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
                     let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
-                    let mut optimizer = AdamW::for_params(model.trainable(), config.optim.adamw()).unwrap();
+                    let mut optimizer = DistributedAdamW::new(model.trainable(), config.optim.adamw(), config.train.zero_stage, &group).unwrap();
                     let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule, group: &group };
                     let parts = trainer.update(&mut optimizer, share, everywhere, 3, &mut 0).unwrap();
                     engine.shutdown();
@@ -370,6 +393,24 @@ mod tests {
                 assert!(weights == &alone.1, "rank {rank} of shares {:?}: the weights differ", shares.iter().map(Vec::len).collect::<Vec<_>>());
             }
             assert!(alone.1 != update_as_workers(vec![samples[..1].to_vec()], 1).remove(0).1, "the samples must matter for this test to mean anything");
+        }
+    }
+
+    /// ZeRO: workers that shard the optimizer state (1) and the reduced gradients (2) apply the
+    /// very updates replicated workers apply, to the bit — two updates, one worker with no
+    /// sample in the second.
+    #[test]
+    fn zero_stages_update_exactly_as_replicated_workers() {
+        let model = tiny_model();
+        let samples: Vec<Sample> = (0..3u32).map(|i| sample(&model, vec![3, 9 + i, 17, 4 + i, 22, 41], vec![0, 0, 1, 1, 1, 1], if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
+        let shares = || vec![samples[..2].to_vec(), samples[2..].to_vec()];
+        let replicated = update_as_workers_at(shares(), 2, 0);
+        for stage in [1, 2] {
+            let sharded = update_as_workers_at(shares(), 2, stage);
+            for rank in 0..2 {
+                assert_eq!(sharded[rank].0, replicated[rank].0, "zero_stage {stage}, rank {rank}: update stats");
+                assert!(sharded[rank].1 == replicated[rank].1, "zero_stage {stage}, rank {rank}: the weights differ from replicated workers'");
+            }
         }
     }
 

@@ -188,6 +188,14 @@ impl ProcessGroup {
         }
     }
 
+    /// The largest of the workers' `value`s, on every worker.
+    pub fn max_over_workers(&self, value: usize) -> Result<usize> {
+        let mut each = vec![0f64; self.world_size];
+        each[self.rank] = value as f64;
+        self.all_reduce_f64(&mut each)?;
+        Ok(each.into_iter().fold(0.0, f64::max) as usize)
+    }
+
     /// Waits until every worker has reached this point.
     pub fn barrier(&self) -> Result<()> {
         self.all_reduce_f64(&mut [])
@@ -217,22 +225,40 @@ impl ProcessGroup {
             .collect()
     }
 
-    /// The mean gradient over every micro-batch of every worker: each worker passes the sum of
-    /// its own micro-batches' gradients (f32) and how many it had (zero is allowed: a worker
-    /// without data in the last step contributes nothing). A parameter no micro-batch produced a
-    /// gradient for stays absent, as with one worker. `params` fixes the order and shapes.
-    pub fn mean_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore) -> Result<Gradients> {
-        self.reduce_gradients(local_sum, local_micro_batches, params, true)
+    /// Sums `padded` (f32, `world_size × chunk` rows, the same shape on every worker) over the
+    /// workers and returns this worker's chunk of the sum: rows `rank × chunk ..`. Over TCP the
+    /// sum is taken in rank order, so the chunk equals those rows of an all-reduce to the bit.
+    pub fn reduce_scatter(&self, padded: &Tensor) -> Result<Tensor> {
+        let Some(link) = &self.link else { return Ok(padded.clone()) };
+        let mut chunk_shape = padded.dims().to_vec();
+        chunk_shape[0] /= self.world_size;
+        #[cfg(feature = "cuda")]
+        if let Some(nccl) = &self.nccl {
+            return nccl.reduce_scatter(padded, &chunk_shape);
+        }
+        let values = padded.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(Tensor::from_vec(link.reduce_scatter(&values)?, chunk_shape, padded.device())?)
     }
 
-    /// [`mean_gradients`](Self::mean_gradients) without the division: the sum over every
-    /// micro-batch of every worker (for losses whose micro-batches already carry their share of
-    /// the whole, as GRPO's).
-    pub fn sum_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore) -> Result<Gradients> {
-        self.reduce_gradients(local_sum, local_micro_batches, params, false)
+    /// Every worker's `chunk` (the same shape and dtype on each), concatenated along dim 0 in
+    /// rank order, on every worker.
+    pub fn all_gather(&self, chunk: &Tensor) -> Result<Tensor> {
+        let Some(link) = &self.link else { return Ok(chunk.clone()) };
+        let mut full_shape = chunk.dims().to_vec();
+        full_shape[0] *= self.world_size;
+        #[cfg(feature = "cuda")]
+        if let Some(nccl) = &self.nccl {
+            return nccl.all_gather(chunk, &full_shape);
+        }
+        let (bytes, dtype) = (tensor_bytes(chunk)?, chunk.dtype());
+        let all = link.all_gather(&bytes)?;
+        Ok(Tensor::from_raw_buffer(&all, dtype, &full_shape, &Device::Cpu)?.to_device(chunk.device())?)
     }
 
-    fn reduce_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore, mean: bool) -> Result<Gradients> {
+    /// Which of `params` any worker has a gradient for (a parameter no micro-batch produced a
+    /// gradient for stays absent, as with one worker), and the micro-batches of the step over
+    /// all workers (zero is an error).
+    pub(crate) fn gradients_present(&self, local_sum: &Gradients, local_micro_batches: usize, params: &ParamStore) -> Result<(Vec<bool>, f64)> {
         // per parameter: how many workers hold a gradient; last: the micro-batches of the step
         let mut counts: Vec<f64> = params.iter().map(|(name, _)| f64::from(u8::from(local_sum.contains_key(name)))).collect();
         counts.push(local_micro_batches as f64);
@@ -241,7 +267,16 @@ impl ProcessGroup {
         if total == 0.0 {
             return Err(TrainError::EmptyAccumulation);
         }
-        let present: Vec<(&str, &candle_core::Var)> = params.iter().zip(&counts).filter(|(_, &c)| c > 0.0).map(|(p, _)| p).collect();
+        Ok((counts.into_iter().map(|c| c > 0.0).collect(), total))
+    }
+
+    /// The sum (or with `mean`, the mean) over every micro-batch of every worker of the
+    /// gradients: each worker passes the sum of its own micro-batches' gradients (f32) and how
+    /// many it had (zero is allowed: a worker without data in the last step contributes
+    /// nothing). `params` fixes the order and shapes.
+    pub(crate) fn reduce_gradients(&self, local_sum: Gradients, local_micro_batches: usize, params: &ParamStore, mean: bool) -> Result<Gradients> {
+        let (present, total) = self.gradients_present(&local_sum, local_micro_batches, params)?;
+        let present: Vec<(&str, &candle_core::Var)> = params.iter().zip(&present).filter(|(_, &p)| p).map(|(p, _)| p).collect();
         let mut local_sum = local_sum;
         let tensors = present
             .iter()
@@ -257,6 +292,18 @@ impl ProcessGroup {
         }
         Ok(reduced)
     }
+}
+
+/// The little-endian bytes of a tensor's elements (row-major), as `Tensor::from_raw_buffer` reads them.
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => flat.to_vec1::<f32>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::BF16 => flat.to_vec1::<half::bf16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F16 => flat.to_vec1::<half::f16>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        DType::F64 => flat.to_vec1::<f64>()?.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        other => return Err(TrainError::Distributed(format!("all-gather of {other:?} tensors is not supported"))),
+    })
 }
 
 #[cfg(test)]

@@ -5,15 +5,25 @@
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, DType, Storage, Tensor};
-use cudarc::nccl::{Comm, Id, ReduceOp};
+use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 
 use super::tcp::Link;
 use crate::{Result, TrainError};
 
 pub(super) struct Communicator {
-    comm: Comm,
+    comm: std::sync::Mutex<SerialComm>,
     device: CudaDevice,
 }
+
+/// cudarc's `Comm` holds NCCL's raw communicator pointer, so it is neither `Send` nor `Sync`.
+/// NCCL lets a communicator be used from any thread as long as calls on it do not overlap,
+/// which the mutex around it ensures (a ZeRO-3 model gathers its layers from whichever thread
+/// trains it).
+struct SerialComm(Comm);
+
+// SAFETY: see `SerialComm`: the communicator is only reached through `Communicator::comm`'s
+// mutex, one call at a time, and NCCL communicators are not tied to the thread that made them.
+unsafe impl Send for SerialComm {}
 
 fn nccl_error(what: &str, e: impl std::fmt::Debug) -> TrainError {
     TrainError::Distributed(format!("NCCL {what} failed ({e:?}); set NCCL_DEBUG=INFO for NCCL's own account"))
@@ -36,7 +46,7 @@ impl Communicator {
             }
         };
         let comm = Comm::from_rank(device.cuda_stream(), rank, world_size, id).map_err(|e| nccl_error("communicator init", e))?;
-        Ok(Self { comm, device: device.clone() })
+        Ok(Self { comm: std::sync::Mutex::new(SerialComm(comm)), device: device.clone() })
     }
 
     /// Sums each tensor (f32, on this worker's GPU) over the workers.
@@ -52,10 +62,51 @@ impl Communicator {
                 let (start, end) = layout.contiguous_offsets().expect("contiguous");
                 let source = storage.as_cuda_slice::<f32>()?.slice(start..end);
                 let mut summed = self.device.cuda_stream().alloc_zeros::<f32>(end - start).map_err(|e| nccl_error("allocation", e))?;
-                self.comm.all_reduce(&source, &mut summed, &ReduceOp::Sum).map_err(|e| nccl_error("all_reduce", e))?;
+                self.comm.lock().expect("NCCL communicator lock").0.all_reduce(&source, &mut summed, &ReduceOp::Sum).map_err(|e| nccl_error("all_reduce", e))?;
                 let storage = CudaStorage::wrap_cuda_slice(summed, self.device.clone());
                 Ok(Tensor::from_storage(Storage::Cuda(storage), tensor.shape().clone(), BackpropOp::none(), false))
             })
             .collect()
+    }
+
+    /// This worker's chunk of the sum of `padded` (f32, `world × chunk` rows) over the workers.
+    pub(super) fn reduce_scatter(&self, padded: &Tensor, chunk_shape: &[usize]) -> Result<Tensor> {
+        let padded = padded.to_dtype(DType::F32)?.contiguous()?;
+        let (storage, layout) = padded.storage_and_layout();
+        let Storage::Cuda(storage) = &*storage else {
+            return Err(TrainError::Distributed("NCCL reduces GPU tensors; this gradient is on the CPU".into()));
+        };
+        let (start, end) = layout.contiguous_offsets().expect("contiguous");
+        let source = storage.as_cuda_slice::<f32>()?.slice(start..end);
+        let count: usize = chunk_shape.iter().product();
+        let mut chunk = self.device.cuda_stream().alloc_zeros::<f32>(count).map_err(|e| nccl_error("allocation", e))?;
+        self.comm.lock().expect("NCCL communicator lock").0.reduce_scatter(&source, &mut chunk, &ReduceOp::Sum).map_err(|e| nccl_error("reduce_scatter", e))?;
+        let storage = CudaStorage::wrap_cuda_slice(chunk, self.device.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(storage), chunk_shape, BackpropOp::none(), false))
+    }
+
+    /// Every worker's `chunk` concatenated along dim 0 in rank order (f32, bf16 or f16).
+    pub(super) fn all_gather(&self, chunk: &Tensor, full_shape: &[usize]) -> Result<Tensor> {
+        match chunk.dtype() {
+            DType::F32 => self.all_gather_typed::<f32>(chunk, full_shape),
+            DType::BF16 => self.all_gather_typed::<half::bf16>(chunk, full_shape),
+            DType::F16 => self.all_gather_typed::<half::f16>(chunk, full_shape),
+            other => Err(TrainError::Distributed(format!("NCCL all-gather of {other:?} tensors is not supported"))),
+        }
+    }
+
+    fn all_gather_typed<T: NcclType + candle_core::cuda_backend::CudaDType + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, chunk: &Tensor, full_shape: &[usize]) -> Result<Tensor> {
+        let chunk = chunk.contiguous()?;
+        let (storage, layout) = chunk.storage_and_layout();
+        let Storage::Cuda(storage) = &*storage else {
+            return Err(TrainError::Distributed("NCCL gathers GPU tensors; this one is on the CPU".into()));
+        };
+        let (start, end) = layout.contiguous_offsets().expect("contiguous");
+        let source = storage.as_cuda_slice::<T>()?.slice(start..end);
+        let count: usize = full_shape.iter().product();
+        let mut full = self.device.cuda_stream().alloc_zeros::<T>(count).map_err(|e| nccl_error("allocation", e))?;
+        self.comm.lock().expect("NCCL communicator lock").0.all_gather(&source, &mut full).map_err(|e| nccl_error("all_gather", e))?;
+        let storage = CudaStorage::wrap_cuda_slice(full, self.device.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(storage), full_shape, BackpropOp::none(), false))
     }
 }

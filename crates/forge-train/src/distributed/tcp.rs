@@ -42,6 +42,7 @@ const F32_SUM: u8 = 1;
 const F64_SUM: u8 = 2;
 const BROADCAST: u8 = 3;
 const GATHER: u8 = 4;
+const F32_REDUCE_SCATTER: u8 = 5;
 element!(f32, F32_SUM);
 element!(f64, F64_SUM);
 
@@ -51,6 +52,7 @@ fn kind_name(kind: u8) -> &'static str {
         F64_SUM => "f64 sum",
         BROADCAST => "broadcast",
         GATHER => "gather",
+        F32_REDUCE_SCATTER => "f32 reduce-scatter",
         _ => "unknown message",
     }
 }
@@ -149,8 +151,68 @@ impl Link {
         Ok(())
     }
 
+    /// The sum over all workers of `values` (every worker passes the same length, a multiple of
+    /// the world size), cut into `world_size` equal chunks: this worker gets chunk `rank`. Rank 0
+    /// sums in rank order, as [`all_reduce`](Self::all_reduce) does, so chunk r is bit-identical
+    /// to the same elements of an all-reduce.
+    pub(super) fn reduce_scatter(&self, values: &[f32]) -> Result<Vec<f32>> {
+        let chunk = values.len() / self.world_size;
+        assert_eq!(chunk * self.world_size, values.len(), "reduce_scatter: {} values do not split into {} chunks", values.len(), self.world_size);
+        let mut peers = self.peers.lock().expect("link lock");
+        match &mut *peers {
+            Peers::Master(streams) => {
+                let mut sum = values.to_vec();
+                let mut incoming = vec![0u8; values.len() * 4];
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    read_header(stream, i + 1, F32_REDUCE_SCATTER, Some(values.len()))?;
+                    stream.read_exact(&mut incoming).map_err(|e| lost(i + 1, e))?;
+                    for (v, bytes) in sum.iter_mut().zip(incoming.chunks_exact(4)) {
+                        *v += f32::read(bytes);
+                    }
+                }
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    let mut bytes = Vec::with_capacity(chunk * 4);
+                    sum[(i + 1) * chunk..(i + 2) * chunk].iter().for_each(|v| v.write(&mut bytes));
+                    write_frame(stream, F32_REDUCE_SCATTER, chunk, &bytes).map_err(|e| lost(i + 1, e))?;
+                }
+                sum.truncate(chunk);
+                Ok(sum)
+            }
+            Peers::Worker(stream) => {
+                let mut bytes = Vec::with_capacity(values.len() * 4);
+                values.iter().for_each(|v| v.write(&mut bytes));
+                write_frame(stream, F32_REDUCE_SCATTER, values.len(), &bytes).map_err(|e| lost(0, e))?;
+                read_header(stream, 0, F32_REDUCE_SCATTER, Some(chunk))?;
+                let mut incoming = vec![0u8; chunk * 4];
+                stream.read_exact(&mut incoming).map_err(|e| lost(0, e))?;
+                Ok(incoming.chunks_exact(4).map(f32::read).collect())
+            }
+        }
+    }
+
+    /// Every worker's `bytes` (the same length on each), concatenated in rank order, on every worker.
+    pub(super) fn all_gather(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        let gathered = self.gather(bytes)?;
+        let all = match gathered {
+            Some(parts) => {
+                if let Some((rank, part)) = parts.iter().enumerate().find(|(_, p)| p.len() != bytes.len()) {
+                    return Err(TrainError::Distributed(format!(
+                        "the workers diverged: rank {rank} all-gathers {} bytes while rank 0 all-gathers {}; every worker must run the same plan",
+                        part.len(),
+                        bytes.len()
+                    )));
+                }
+                self.broadcast(Some(&parts.concat()))?
+            }
+            None => self.broadcast(None)?,
+        };
+        if all.len() != bytes.len() * self.world_size {
+            return Err(TrainError::Distributed(format!("all-gather: rank 0 sent {} bytes, expected {}", all.len(), bytes.len() * self.world_size)));
+        }
+        Ok(all)
+    }
+
     /// Rank 0's `bytes`, on every worker (workers pass `None`).
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
     pub(super) fn broadcast(&self, bytes: Option<&[u8]>) -> Result<Vec<u8>> {
         let mut peers = self.peers.lock().expect("link lock");
         match (&mut *peers, bytes) {
@@ -329,6 +391,30 @@ mod tests {
             assert_eq!(values, &[in_rank_order, 6.0, 9.0]);
             assert_eq!(scalars, &[3.0, 1.5]);
         }
+    }
+
+    #[test]
+    fn reduce_scatter_gives_each_worker_its_chunk_of_the_rank_order_sum() {
+        let results = workers(3, |rank, link| {
+            // chunk 0 sums (1e8 + 1) - 1e8 in rank order, as all_reduce does
+            let values = [[1e8f32, 1.0, 0.0, 1.0, 5.0, 1.0], [1.0, 2.0, 1.0, 1.0, 6.0, 1.0], [-1e8, 3.0, 2.0, 1.0, 7.0, 1.0]][rank];
+            let mut reduced = values;
+            link.all_reduce(&mut reduced).unwrap();
+            (link.reduce_scatter(&values).unwrap(), reduced)
+        });
+        for (rank, (chunk, reduced)) in results.iter().enumerate() {
+            assert_eq!(chunk, &reduced[rank * 2..rank * 2 + 2], "rank {rank}");
+        }
+        assert_eq!(results[0].0, [(1e8f32 + 1.0) + -1e8, 6.0]);
+        assert_eq!(results[2].0, [18.0, 3.0]);
+    }
+
+    #[test]
+    fn all_gather_concatenates_every_workers_bytes_in_rank_order_everywhere() {
+        let results = workers(3, |rank, link| link.all_gather(&[rank as u8, 10 + rank as u8]).unwrap());
+        assert!(results.iter().all(|r| r == &[0, 10, 1, 11, 2, 12]), "{results:?}");
+        let diverged = workers(2, |rank, link| link.all_gather(&vec![0u8; 1 + rank]).err().map(|e| e.to_string()));
+        assert!(diverged[0].as_deref().is_some_and(|e| e.contains("rank 1 all-gathers 2 bytes")), "{diverged:?}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::config::{ModelSection, OptimSection, RunSection};
 use crate::memory::{DeviceKind, RunShape};
 use crate::plan::available_memory;
 use crate::session::Session;
-use crate::{GradAccumulator, Result, Topology, TrainError};
+use crate::{Reduction, Result, Topology, TrainError};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -140,7 +140,7 @@ impl SftConfig {
         }
         self.run.validate()?;
         self.optim.adamw().validate()?;
-        Ok(())
+        self.train.zero_stage.check(self.train.recompute, self.lora.is_some()).map_err(TrainError::Config)
     }
 }
 
@@ -219,12 +219,12 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
     let shape = run_shape(config, &architecture, DeviceKind::of(&session.device), world, Some(&shapes));
     crate::plan::plan(&shape, available_memory(&session.device, workers_on_host)).report_and_check(config.train.check_memory)?;
     let _lock = session.begin(resolved_toml)?;
-    let policy = session.load_policy(&config.model, config.lora.as_ref())?;
+    let policy = session.load_policy(&config.model, config.lora.as_ref(), config.train.zero_stage)?;
     let model = &policy.model;
     if (pad_id as usize) >= policy.config.vocab_size {
         return Err(TrainError::Config(format!("the tokenizer's pad id {pad_id} is outside the model's vocabulary")));
     }
-    let mut optimizer = session.optimizer(&policy, &config.optim)?;
+    let mut optimizer = session.optimizer(&policy, &config.optim, config.train.zero_stage)?;
     let schedule = config.optim.schedule(total_steps)?;
     let mut state = session.trainer_state(SftState::default())?;
     let mut log = session.run_log()?;
@@ -239,12 +239,15 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let start = state.recipe.micro_batches as usize;
         let end = (start + per_step).min(micro_batches.len());
         let mine = (start + group.rank() * config.train.grad_accum).min(end)..(start + (group.rank() + 1) * config.train.grad_accum).min(end);
-        let mut accumulator = GradAccumulator::new();
+        let mut gradients = optimizer.begin_step()?;
+        // the last step may leave a worker fewer micro-batches: it takes part in the others'
+        // reductions all the same (agreed on before any of them starts)
+        let most = group.max_over_workers(mine.len())?;
         // LoRA dropout masks: a pure function of (seed, step), so a resumed run draws the same
         model.set_dropout_seed(Some(config.train.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ state.step));
         // tokens of the examples; tokens the model computes (with the padding of padded rows)
         let (mut loss_sum, mut step_tokens, mut computed_tokens, mut trained_tokens) = (0f64, 0usize, 0usize, 0usize);
-        for indices in &micro_batches[mine] {
+        for indices in &micro_batches[mine.clone()] {
             let batch_examples: Vec<&Example> = indices.iter().map(|&i| &examples[i]).collect();
             step_tokens += batch_examples.iter().map(|e| e.input_ids.len()).sum::<usize>();
             trained_tokens += batch_examples.iter().map(|e| e.trained_tokens()).sum::<usize>();
@@ -255,7 +258,10 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
             computed_tokens += batch.input_ids.elem_count();
             let (loss, grads) = model.loss_and_gradients(&batch, config.train.recompute)?;
             loss_sum += f64::from(loss);
-            accumulator.add(grads)?;
+            gradients.add(group, grads)?;
+        }
+        for _ in mine.len()..most {
+            gradients.skip(group, model)?;
         }
         let mut totals = [loss_sum, step_tokens as f64, computed_tokens as f64, trained_tokens as f64];
         group.all_reduce_f64(&mut totals)?;
@@ -263,7 +269,8 @@ pub fn run(config: &SftConfig, resolved_toml: &str, options: &SftOptions) -> Res
         let (step_tokens, trained_tokens) = (step_tokens as usize, trained_tokens as usize);
         let lr = schedule.lr(state.step);
         optimizer.set_lr(lr);
-        let stats = optimizer.step(&accumulator.finish_across(group, model.trainable())?)?;
+        let grads = optimizer.reduce(group, gradients, Reduction::Mean)?;
+        let stats = optimizer.step(group, &grads)?;
         let loss = (loss_sum / (end - start) as f64) as f32;
         state.step += 1;
         state.recipe.micro_batches = end as u64;

@@ -355,21 +355,41 @@ mod tests {
             .map(|(rank, share)| {
                 let master = master.clone();
                 std::thread::spawn(move || {
-                    let group = match world {
+                    let group = Arc::new(match world {
                         1 => ProcessGroup::single(),
                         _ => ProcessGroup::join(&Topology { rank, world_size: world, local_rank: rank, local_world_size: world, master }, &Device::Cpu).unwrap(),
-                    };
-                    let model = Arc::new(tiny_model());
+                    });
                     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/tiny/rl.toml");
-                    let overrides = [format!("train.updates_per_step={updates_per_step}"), "optim.lr=1e-2".into(), "train.micro_batch_tokens=10".into(), format!("train.zero_stage={zero_stage}")];
+                    // stage 3 gathers layers in the block-wise (recompute) backward: the others run it too
+                    let overrides = [format!("train.updates_per_step={updates_per_step}"), "optim.lr=1e-2".into(), "train.micro_batch_tokens=10".into(), format!("train.zero_stage={zero_stage}"), "train.recompute=true".into()];
                     let (config, _) = forge_train::config::load_config::<RlConfig>(&path, &overrides).unwrap();
                     let schedule = config.optim.schedule(config.optimizer_updates()).unwrap();
-                    let engine = EngineHandle::start(model.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
-                    let mut optimizer = DistributedAdamW::new(model.trainable(), config.optim.adamw(), config.train.zero_stage, &group).unwrap();
+                    // as the recipe builds them: at ZeRO-3 a sharded policy, and a replicated copy the engine serves
+                    let (model, shards) = match zero_stage {
+                        3 => {
+                            let shards = Arc::new(forge_train::ShardedParams::from_full(tiny_model().params().clone(), group.clone()).unwrap());
+                            (Arc::new(Qwen3ForCausalLM::sharded(tiny_config(), shards.clone(), candle_core::DType::F32, &Device::Cpu).unwrap()), Some(shards))
+                        }
+                        _ => (Arc::new(tiny_model()), None),
+                    };
+                    let serving = match &shards {
+                        Some(shards) => Arc::new(Qwen3ForCausalLM::new(tiny_config(), shards.gather_all().unwrap()).unwrap()),
+                        None => model.clone(),
+                    };
+                    let engine = EngineHandle::start(serving.clone(), EngineConfig { max_batch_size: 1, ..Default::default() }).unwrap();
+                    let mut optimizer = match &shards {
+                        Some(shards) => DistributedAdamW::for_shards(shards, config.optim.adamw()).unwrap().with_serving_copy(serving.params()),
+                        None => DistributedAdamW::new(model.trainable(), config.optim.adamw(), config.train.zero_stage, &group).unwrap(),
+                    };
                     let trainer = Trainer { model: &model, engine: &engine, config: &config, schedule: &schedule, group: &group };
                     let parts = trainer.update(&mut optimizer, share, everywhere, 3, &mut 0).unwrap();
                     engine.shutdown();
-                    let weights = model.params().iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+                    let flat = |params: &ParamStore| -> Vec<Vec<f32>> { params.iter().map(|(_, v)| v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect() };
+                    let weights = match &shards {
+                        Some(shards) => flat(&shards.gather_all().unwrap()),
+                        None => flat(model.params()),
+                    };
+                    assert!(flat(serving.params()) == weights, "the engine serves the updated weights");
                     (parts.into_iter().map(|p| (p.stats, p.grad_norm)).collect(), weights)
                 })
             })
@@ -396,16 +416,17 @@ mod tests {
         }
     }
 
-    /// ZeRO: workers that shard the optimizer state (1) and the reduced gradients (2) apply the
-    /// very updates replicated workers apply, to the bit — two updates, one worker with no
-    /// sample in the second.
+    /// ZeRO: workers that shard the optimizer state (1), the reduced gradients (2) and the
+    /// weights (3, the engine serving a replicated copy each update refreshes) apply the very
+    /// updates replicated workers apply, to the bit — two updates, one worker with no sample in
+    /// the second (it takes part in the others' gathers and reductions all the same).
     #[test]
     fn zero_stages_update_exactly_as_replicated_workers() {
         let model = tiny_model();
         let samples: Vec<Sample> = (0..3u32).map(|i| sample(&model, vec![3, 9 + i, 17, 4 + i, 22, 41], vec![0, 0, 1, 1, 1, 1], if i % 2 == 0 { 1.0 } else { -1.0 })).collect();
         let shares = || vec![samples[..2].to_vec(), samples[2..].to_vec()];
         let replicated = update_as_workers_at(shares(), 2, 0);
-        for stage in [1, 2] {
+        for stage in [1, 2, 3] {
             let sharded = update_as_workers_at(shares(), 2, stage);
             for rank in 0..2 {
                 assert_eq!(sharded[rank].0, replicated[rank].0, "zero_stage {stage}, rank {rank}: update stats");

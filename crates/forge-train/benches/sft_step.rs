@@ -7,18 +7,20 @@
 //! over the workers' TCP link; rank 0 prints the line, with the time spent averaging.
 //! `scripts/bench/bench-data-parallel.sh` compares that with PyTorch DDP (gloo).
 //!
-//! With `--zero-stage S` (1 or 2) the optimizer state (and from 2 the reduced gradients) is
-//! sharded across the workers (ZeRO); the line then carries this worker's optimizer-state and
-//! reduced-gradient bytes beside its peak RSS: `scripts/bench/bench-zero.sh` sweeps the stages.
+//! With `--zero-stage S` the training state is sharded across the workers (ZeRO: 1 optimizer
+//! state, 2 + reduced gradients, 3 + weights, which needs `--recompute`); the line carries this
+//! worker's optimizer-state, reduced-gradient and weight bytes beside its peak RSS:
+//! `scripts/bench/bench-zero.sh` sweeps the stages.
 //!
-//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N] [--zero-stage S]`
+//! `cargo bench -p forge-train --bench sft_step -- --model tiny|50m [--batch 2] [--seq 512] [--steps 10] [--workers N] [--zero-stage S] [--recompute]`
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use forge_model::{Batch, Config, ParamStore, Qwen3ForCausalLM};
 use forge_train::distributed::launch;
-use forge_train::{AdamWConfig, DistributedAdamW, ProcessGroup, Reduction, Topology, ZeroStage};
+use forge_train::{AdamWConfig, DistributedAdamW, ProcessGroup, Reduction, ShardedParams, Topology, ZeroStage};
 
 fn rss_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -48,7 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         launch::run_workers(&plan)?;
         return Ok(());
     }
-    let group = ProcessGroup::for_topology(Topology::from_env()?.as_ref(), &Device::Cpu)?;
+    let group = Arc::new(ProcessGroup::for_topology(Topology::from_env()?.as_ref(), &Device::Cpu)?);
     let config_json = match model_name {
         "tiny" => std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/tiny/qwen3-tiny.json"))?,
         "50m" => r#"{"model_type": "qwen3", "vocab_size": 8192, "hidden_size": 768, "intermediate_size": 2048,
@@ -61,14 +63,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_json(&config_json)?;
     let rss_before = rss_mib("VmRSS:");
     let params = ParamStore::random(&config, 0.02, 0, DType::F32, &Device::Cpu)?;
-    let model = Qwen3ForCausalLM::new(config.clone(), params)?;
     let zero_stage = ZeroStage::try_from(num("--zero-stage", 0) as u8)?;
-    let mut optimizer = DistributedAdamW::new(
-        model.params(),
-        AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), pure_bf16: false },
-        zero_stage,
-        &group,
-    )?;
+    let recompute = args.iter().any(|a| a == "--recompute");
+    zero_stage.check(recompute, false)?;
+    let adamw = AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01, max_grad_norm: Some(1.0), pure_bf16: false };
+    // at stage 3 the workers keep their rows of the weights and the model gathers each layer
+    let (model, mut optimizer, weight_bytes) = if zero_stage.shards_parameters() && group.world_size() > 1 {
+        let shards = Arc::new(ShardedParams::from_full(params, group.clone())?);
+        let optimizer = DistributedAdamW::for_shards(&shards, adamw)?;
+        let held = shards.owned_bytes();
+        (Qwen3ForCausalLM::sharded(config.clone(), shards, DType::F32, &Device::Cpu)?, optimizer, held)
+    } else {
+        let model = Qwen3ForCausalLM::new(config.clone(), params)?;
+        let optimizer = DistributedAdamW::new(model.params(), adamw, zero_stage, &group)?;
+        let held = model.params().iter().map(|(_, v)| v.elem_count() * 4).sum();
+        (model, optimizer, held)
+    };
     let offset = group.rank() * batch * seq;
     let ids: Vec<u32> = (offset..offset + batch * seq).map(|i| ((i * 2654435761usize) % config.vocab_size) as u32).collect();
     let input_ids = Tensor::from_vec(ids, (batch, seq), &Device::Cpu)?;
@@ -76,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut times, mut reduce_times, mut gradient_bytes) = (Vec::new(), Vec::new(), 0);
     for i in 0..warmup + steps {
         let start = Instant::now();
-        let (_, grads) = model.loss_and_gradients(&step, false)?;
+        let (_, grads) = model.loss_and_gradients(&step, recompute)?;
         let reduce_start = Instant::now();
         let mut gradients = optimizer.begin_step()?;
         gradients.add(&group, grads)?;
@@ -103,7 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "params": config.num_parameters(), "tokens_per_step": tokens,
                 "step_s_median": step_s, "tokens_per_s": tokens as f64 / step_s, "all_reduce_s_median": reduce_s,
                 "peak_rss_mib": rss_mib("VmHWM:"), "rss_before_model_mib": rss_before,
-                "zero_stage": zero_stage.number(), "optimizer_state_bytes": optimizer.state_bytes(), "reduced_gradient_bytes": gradient_bytes,
+                "zero_stage": zero_stage.number(), "recompute": recompute, "optimizer_state_bytes": optimizer.state_bytes(),
+                "reduced_gradient_bytes": gradient_bytes, "weight_bytes": weight_bytes,
             })
         );
     }

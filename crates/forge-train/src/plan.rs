@@ -219,10 +219,9 @@ fn with_tokens<'a>(run: &RunShape<'a>, tokens: usize) -> RunShape<'a> {
 /// The first setting, in order of how little it changes the training, that makes the run fit.
 fn change_to_fit(run: &RunShape, budget: Option<u64>, assessed: &Assessed) -> String {
     let fits = |candidate: &RunShape| assess(candidate, budget).fits;
-    // the lowest higher stage that fits `candidate` (stage 3 needs layer recompute and full
-    // fine-tuning: what `distributed::zero` runs)
+    // the lowest higher stage that the rest of `candidate` allows (`ZeroStage::check`) and that fits it
     let stage_that_fits = |candidate: &RunShape| {
-        let allowed = |stage: &ZeroStage| !stage.shards_parameters() || (candidate.step.recompute && candidate.lora.is_none());
+        let allowed = |stage: &ZeroStage| stage.check(candidate.step.recompute, candidate.lora.is_some()).is_ok();
         let stages = [ZeroStage::OptimizerState, ZeroStage::Gradients, ZeroStage::Parameters];
         stages.into_iter().filter(|s| run.workers > 1 && *s > run.zero_stage && allowed(s)).find(|s| fits(&RunShape { zero_stage: *s, ..candidate.clone() }))
     };

@@ -26,6 +26,8 @@ use forge_model::{Config, KvCache, ParamStore, Qwen3ForCausalLM, SequenceStep};
 mod common;
 use common::{arg, number, start, tokens};
 
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 struct Workload {
     sequences: usize,
     samples: usize,
@@ -43,7 +45,7 @@ impl Workload {
 }
 
 /// Every sequence's tokens, the seconds, and the peak KV bytes of the contiguous scheme.
-fn contiguous(model: &Qwen3ForCausalLM, w: &Workload, run: usize) -> Result<(Vec<Vec<u32>>, f64, u64), Box<dyn std::error::Error>> {
+fn contiguous(model: &Qwen3ForCausalLM, w: &Workload, run: usize) -> BenchResult<(Vec<Vec<u32>>, f64, u64)> {
     let vocab = model.config().vocab_size;
     let started = Instant::now();
     let requests: Vec<_> = (0..w.sequences).map(|s| w.request(run, s, vocab)).collect();
@@ -78,7 +80,7 @@ fn contiguous(model: &Qwen3ForCausalLM, w: &Workload, run: usize) -> Result<(Vec
 }
 
 /// Every sequence's tokens and the seconds, through the paged engine.
-fn paged(engine: &EngineHandle, w: &Workload, run: usize, vocab: usize, runtime: &tokio::runtime::Runtime) -> Result<(Vec<Vec<u32>>, f64), Box<dyn std::error::Error>> {
+fn paged(engine: &EngineHandle, w: &Workload, run: usize, vocab: usize, runtime: &tokio::runtime::Runtime) -> BenchResult<(Vec<Vec<u32>>, f64)> {
     let started = Instant::now();
     let requests: Vec<_> = (0..w.sequences).map(|s| w.request(run, s, vocab)).collect();
     let generations = runtime.block_on(futures_util::future::try_join_all(requests.into_iter().map(|(prompt, params)| engine.generate(prompt, params))))?;
@@ -90,7 +92,7 @@ fn median(mut times: Vec<f64>) -> f64 {
     times[times.len() / 2]
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> BenchResult<()> {
     let Some(args) = start() else { return Ok(()) };
     let config_path = arg(&args, "--config").ok_or("--config CONFIG.json (a Qwen3 config.json) is required")?;
     let config = Config::from_json(&std::fs::read_to_string(config_path)?)?;

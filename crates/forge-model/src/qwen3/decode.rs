@@ -41,13 +41,16 @@ impl StepCaches<'_, '_> {
     }
 }
 
+/// One layer of a sequence's blocks gathered into a contiguous cache: keys, values, length.
+type Gathered = (Vec<f32>, Vec<f32>, usize);
+
 /// The keys and values of each sequence of a step, as host attention reads them.
 enum HostLayers<'c> {
     Caches(Vec<&'c KvCache>),
     /// The blocks of each sequence's table: read in place by a decoding row; gathered once into a
     /// contiguous cache (keys, values, length) for the rows of a prompt chunk, which all read
     /// them (one score product per row rather than one per block and row). The same bits either way.
-    Paged(&'c KvBlockPool, &'c [PagedStep<'c>], Vec<Option<(Vec<f32>, Vec<f32>, usize)>>),
+    Paged(&'c KvBlockPool, &'c [PagedStep<'c>], Vec<Option<Gathered>>),
 }
 
 impl HostLayers<'_> {

@@ -53,6 +53,10 @@ def parse_args():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--workers", type=int, default=1)
+    # sharding as forge's train.zero_stage: 1 = ZeroRedundancyOptimizer over DDP; 2 and 3 = FSDP2
+    # (fully_shard per decoder layer, reshard_after_forward False / True)
+    ap.add_argument("--zero", type=int, choices=[0, 1, 2, 3], default=0)
+    ap.add_argument("--recompute", action="store_true", help="activation checkpointing per decoder layer")
     return ap.parse_args()
 
 
@@ -66,14 +70,27 @@ def train(rank, args, port):
     cfg = Qwen3Config(**SHAPES[args.model], rope_theta=10000.0, rms_norm_eps=1e-6, max_position_embeddings=4096,
                       use_sliding_window=False, attention_bias=False, use_cache=False)
     model = Qwen3ForCausalLM._from_config(cfg, dtype=torch.float32).train()
+    if args.recompute:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     step_model = model
     if port is not None:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=args.workers)
-        step_model = torch.nn.parallel.DistributedDataParallel(model)
+        if args.zero >= 2:
+            from torch.distributed.fsdp import fully_shard
+            for layer in model.model.layers:
+                fully_shard(layer, reshard_after_forward=args.zero == 3)
+            fully_shard(model, reshard_after_forward=args.zero == 3)
+        else:
+            step_model = torch.nn.parallel.DistributedDataParallel(model)
     decay = [p for n, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+    groups = [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.zero == 1 and port is not None:
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+        opt = ZeroRedundancyOptimizer(decay, optimizer_class=torch.optim.AdamW, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+        opt.add_param_group({"params": no_decay, "weight_decay": 0.0})
+    else:
+        opt = torch.optim.AdamW(groups, lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
     ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=torch.Generator().manual_seed(1 + rank))
     times = []
     for i in range(args.warmup + args.steps):
@@ -92,7 +109,7 @@ def train(rank, args, port):
     if rank != 0:
         return
     print(json.dumps({
-        "impl": "pytorch", "model": args.model, "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
+        "impl": "pytorch", "model": args.model, "zero_stage": args.zero, "recompute": args.recompute, "torch": torch.__version__, "threads": torch.get_num_threads(), "workers": args.workers,
         "params": sum(p.numel() for p in model.parameters()), "tokens_per_step": tokens,
         "step_s_median": median, "tokens_per_s": tokens / median,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "rss_before_model_mib": rss_before,

@@ -49,7 +49,7 @@ fn an_rl_config_is_told_by_its_sections_and_its_kv_pool_is_sized() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     assert!(table.contains("(forge train rl)"), "{table}");
-    assert!(table.contains("| KV pool | 10.4 GiB | 0.9 × memory − the rest: 4712 blocks of 16 tokens; holds 2 × 32768 tokens"), "{table}");
+    assert!(table.contains("| KV pool | 30.8 GiB | 0.9 × memory − the rest: 14002 blocks of 16 tokens; holds 6 × 32768 tokens"), "{table}");
     assert!(table.contains("| **total** | **72.0 GiB** | fits 80.0 GiB"), "{table}");
     // --kind overrides the sections' verdict: read as SFT, the RL config's sections are unknown
     let as_sft = plan(&["configs/qwen3-8b/grpo.toml", "--kind", "sft", "--gpu-memory", "80GiB"]);

@@ -141,8 +141,10 @@ impl RunShape<'_> {
 /// Bytes one worker holds, by what holds them (the KV pool apart: it is sized against a budget).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryEstimate {
-    /// The model's weights (with LoRA, the base and the adapters); at stage 3 this worker's shard
-    /// and two gathered units in flight (the one running and the next, prefetched).
+    /// The model's weights (with LoRA, the base and the adapters); at stage 3 this worker's shard,
+    /// two gathered units in flight (the one running and its copy for the backward, or the
+    /// next), and in RL the replicated copy the rollout engine decodes with (it cannot gather a
+    /// layer per token; every update refreshes it).
     pub weights: u64,
     /// A frozen copy of the starting weights (RL's KL reference under full fine-tuning).
     pub reference: u64,
@@ -170,8 +172,9 @@ pub fn estimate(run: &RunShape) -> MemoryEstimate {
         true => 2 * largest_gathered_unit(run.model) * bytes,
         false => 0,
     };
+    let serving_copy = if stage.shards_parameters() && run.rollouts.is_some() { base * bytes } else { 0 };
     MemoryEstimate {
-        weights: run.per_worker((base + adapters) * bytes, stage.shards_parameters()) + gathered,
+        weights: run.per_worker((base + adapters) * bytes, stage.shards_parameters()) + gathered + serving_copy,
         // LoRA's reference is the same model with its adapters off: no copy
         reference: if run.reference_model && run.lora.is_none() { run.per_worker(base * bytes, stage.shards_parameters()) } else { 0 },
         gradients: trainable * bytes + run.per_worker(trainable * 4, stage.shards_gradients()),

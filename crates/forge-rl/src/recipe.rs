@@ -223,7 +223,7 @@ pub async fn run(config: &RlConfig, resolved_toml: &str, options: &RlOptions) ->
         let update = if samples_everywhere == 0 {
             None
         } else {
-            let reference = tokio::task::block_in_place(|| reference_logprobs(&model, reference.as_ref(), &samples, needs_reference))?;
+            let reference = tokio::task::block_in_place(|| reference_logprobs(&model, reference.as_ref(), &samples, needs_reference, group))?;
             let batch = to_samples(&samples, reference);
             let parts = tokio::task::block_in_place(|| trainer.update(&mut optimizer, batch, samples_everywhere, config.train.seed ^ state.step, &mut state.recipe.optimizer_updates))?;
             state.recipe.updates += 1;

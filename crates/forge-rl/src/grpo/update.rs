@@ -23,7 +23,7 @@ use crate::{Result, RlError};
 /// every token (0 for the first), when the objective has a KL term: the `frozen` copy of the
 /// starting weights (full fine-tuning), or the policy's base weights without its LoRA adapters
 /// (asked for by [`Weights::Base`]; generation goes on meanwhile, nothing is switched).
-pub(crate) fn reference_logprobs(model: &Qwen3ForCausalLM, frozen: Option<&Qwen3ForCausalLM>, samples: &[TrainSample], needed: bool) -> Result<Option<Vec<Vec<f32>>>> {
+pub(crate) fn reference_logprobs(model: &Qwen3ForCausalLM, frozen: Option<&Qwen3ForCausalLM>, samples: &[TrainSample], needed: bool, group: &ProcessGroup) -> Result<Option<Vec<Vec<f32>>>> {
     if !needed {
         return Ok(None);
     }
@@ -31,17 +31,19 @@ pub(crate) fn reference_logprobs(model: &Qwen3ForCausalLM, frozen: Option<&Qwen3
         Some(frozen) => (frozen, Weights::Trained),
         None => (model, Weights::Base),
     };
-    samples
-        .iter()
-        .flat_map(|s| trained_records(&s.rollout.trajectory))
-        .map(|record| {
-            let ids = &record.input_ids;
-            let input = Tensor::new(ids.as_slice(), reference.device())?.unsqueeze(0)?;
-            let row = reference.token_logprobs_with(&input, &[ids.len()], weights)?.remove(0);
-            Ok([vec![0.0], row].concat())
-        })
-        .collect::<Result<Vec<_>>>()
-        .map(Some)
+    let records: Vec<&TokenRecord> = samples.iter().flat_map(|s| trained_records(&s.rollout.trajectory)).collect();
+    let score = |ids: &[u32]| -> Result<Vec<f32>> {
+        let input = Tensor::new(ids, reference.device())?.unsqueeze(0)?;
+        Ok(reference.token_logprobs_with(&input, &[ids.len()], weights)?.remove(0))
+    };
+    // a ZeRO-3 reference gathers every layer for each forward, a collective: a worker with fewer
+    // records scores a two-token stand-in for each it lacks (the count agreed on first)
+    let most = if reference.is_sharded() { group.max_over_workers(records.len())? } else { records.len() };
+    let rows = records.iter().map(|record| Ok([vec![0.0], score(&record.input_ids)?].concat())).collect::<Result<Vec<_>>>()?;
+    for _ in records.len()..most {
+        score(&[0, 0])?;
+    }
+    Ok(Some(rows))
 }
 
 /// The token records with generated tokens (a record that a rewritten prompt started just before
@@ -435,6 +437,41 @@ mod tests {
         }
     }
 
+    /// A ZeRO-3 reference gathers its layers for every scored record: a worker with fewer records
+    /// (here none) scores stand-ins with the others, and the records' rows equal the replicated
+    /// reference's.
+    #[test]
+    fn a_sharded_reference_scores_with_workers_that_have_fewer_records() {
+        let ids = vec![1u32, 5, 9, 2, 33, 7];
+        let mut trajectory = Trajectory::start("t", Vec::new(), Vec::new());
+        trajectory.tokens.input_ids = ids.clone();
+        trajectory.tokens.loss_mask = vec![0, 0, 0, 1, 1, 1];
+        let rollout = Rollout { group: 0, sample: 0, instance_id: "t".into(), policy_version: 0, trajectory, reward: Reward::Scored(1.0), grading_note: None, grading_seconds: 0.0, wall_seconds: 0.0 };
+        let replicated = tiny_model();
+        let expected = reference_logprobs(&replicated, Some(&replicated), &[TrainSample { rollout: &rollout, advantage: 1.0 }], true, &ProcessGroup::single()).unwrap().unwrap();
+        let master = format!("127.0.0.1:{}", std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port());
+        let rows: Vec<Vec<Vec<f32>>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..2)
+                .map(|rank| {
+                    let (master, rollout) = (master.clone(), &rollout);
+                    scope.spawn(move || {
+                        let group = Arc::new(ProcessGroup::join(&Topology { rank, world_size: 2, local_rank: rank, local_world_size: 2, master }, &Device::Cpu).unwrap());
+                        let shards = Arc::new(forge_train::ShardedParams::from_full(tiny_model().params().clone(), group.clone()).unwrap());
+                        let reference = Qwen3ForCausalLM::sharded(tiny_config(), shards, candle_core::DType::F32, &Device::Cpu).unwrap();
+                        let chosen: Vec<TrainSample> = match rank {
+                            0 => vec![TrainSample { rollout, advantage: 1.0 }, TrainSample { rollout, advantage: -1.0 }],
+                            _ => Vec::new(),
+                        };
+                        reference_logprobs(&reference, Some(&reference), &chosen, true, &group).unwrap().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(rows[0], vec![expected[0].clone(), expected[0].clone()]);
+        assert!(rows[1].is_empty());
+    }
+
     /// A worker with fewer samples than the step's mini-batches takes part in every update with
     /// an empty one: the workers apply the same updates and keep the same weights.
     #[test]
@@ -488,7 +525,7 @@ mod tests {
         };
         let mut references = Vec::new();
         while !generating.is_finished() || references.is_empty() {
-            references.push(reference_logprobs(&adapted, None, &chosen, true).unwrap().unwrap().remove(0));
+            references.push(reference_logprobs(&adapted, None, &chosen, true, &ProcessGroup::single()).unwrap().unwrap().remove(0));
         }
         let generated = generating.join().unwrap();
         engine.shutdown();
@@ -499,6 +536,6 @@ mod tests {
         assert!(adapted_logprobs.iter().zip(&base_logprobs).any(|(a, b)| (a - b).abs() > 1e-3), "the adapters must change the model for this test to mean anything");
         assert!(generated.iter().all(|tokens| tokens == &adapted_alone), "generation during reference passes used other weights");
         assert_eq!(logprobs(&adapted), adapted_logprobs, "the policy is unchanged");
-        assert!(reference_logprobs(&adapted, None, &chosen, false).unwrap().is_none());
+        assert!(reference_logprobs(&adapted, None, &chosen, false, &ProcessGroup::single()).unwrap().is_none());
     }
 }

@@ -259,6 +259,8 @@ fn the_qwen3_8b_recipes_fit_eight_80gib_gpus() {
     assert_eq!((e.weights, e.reference), (2 * P / 8 + 2 * 2 * head + 2 * P, 2 * P / 8));
     assert_eq!((e.gradients, e.optimizer), (2 * P + 4 * P / 8, 12 * P / 8));
     assert!(!full(80 * GIB).fits() && full(141 * GIB).fits(), "{}\n{}", full(80 * GIB), full(141 * GIB));
+    // no block of KV pool is left: the change named is not a shorter context but LoRA
+    assert_eq!(full(80 * GIB).shortfall.unwrap().change, "train LoRA adapters ([lora])");
 
     // 64K with YaRN: LoRA (its state sharded at stage 2, the base replicated), 48 GiB of
     // activations; at 0.95 of the GPU the pool holds one sequence of 64K (9 GiB)

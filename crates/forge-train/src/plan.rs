@@ -245,10 +245,11 @@ fn change_to_fit(run: &RunShape, budget: Option<u64>, assessed: &Assessed) -> St
     if let (Some(rollouts), Some(kv)) = (run.rollouts, assessed.kv) {
         let longest = kv.bytes / kv.block_bytes * kv.block_size as u64;
         match pool_rule(run, budget) {
-            PoolRule::Fixed(_) if kv.sequences_at_context == 0 => {
+            // a pool of no block at all: shortening the context cannot help, the later remedies can
+            PoolRule::Fixed(_) if kv.sequences_at_context == 0 && longest > 0 => {
                 return format!("lower agent.max_context_tokens to {longest} (or less), or raise engine.kv_cache_memory")
             }
-            PoolRule::ShareOfGpu(_) if kv.sequences_at_context == 0 && assessed.estimate.total() < budget.unwrap_or(u64::MAX) => {
+            PoolRule::ShareOfGpu(_) if kv.sequences_at_context == 0 && longest > 0 && assessed.estimate.total() < budget.unwrap_or(u64::MAX) => {
                 return format!("lower agent.max_context_tokens to {longest} (or less), or raise engine.gpu_memory_utilization")
             }
             PoolRule::EverySequenceAtFullContext if rollouts.sequences > 1 => {

@@ -5,6 +5,8 @@
 use candle_core::cuda_backend::CudaStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{CudaDevice, DType, Storage, Tensor};
+use cudarc::driver::{CudaSlice, CudaView};
+use cudarc::nccl::result::{NcclError, NcclStatus};
 use cudarc::nccl::{Comm, Id, NcclType, ReduceOp};
 
 use super::tcp::Link;
@@ -54,59 +56,49 @@ impl Communicator {
         tensors
             .into_iter()
             .map(|tensor| {
-                let tensor = tensor.to_dtype(DType::F32)?.contiguous()?;
-                let (storage, layout) = tensor.storage_and_layout();
-                let Storage::Cuda(storage) = &*storage else {
-                    return Err(TrainError::Distributed("NCCL reduces GPU tensors; this gradient is on the CPU".into()));
-                };
-                let (start, end) = layout.contiguous_offsets().expect("contiguous");
-                let source = storage.as_cuda_slice::<f32>()?.slice(start..end);
-                let mut summed = self.device.cuda_stream().alloc_zeros::<f32>(end - start).map_err(|e| nccl_error("allocation", e))?;
-                self.comm.lock().expect("NCCL communicator lock").0.all_reduce(&source, &mut summed, &ReduceOp::Sum).map_err(|e| nccl_error("all_reduce", e))?;
-                let storage = CudaStorage::wrap_cuda_slice(summed, self.device.clone());
-                Ok(Tensor::from_storage(Storage::Cuda(storage), tensor.shape().clone(), BackpropOp::none(), false))
+                let shape = tensor.dims().to_vec();
+                self.collective::<f32>("all_reduce", &tensor.to_dtype(DType::F32)?, &shape, |comm, source, out| comm.all_reduce(source, out, &ReduceOp::Sum))
             })
             .collect()
     }
 
     /// This worker's chunk of the sum of `padded` (f32, `world × chunk` rows) over the workers.
     pub(super) fn reduce_scatter(&self, padded: &Tensor, chunk_shape: &[usize]) -> Result<Tensor> {
-        let padded = padded.to_dtype(DType::F32)?.contiguous()?;
-        let (storage, layout) = padded.storage_and_layout();
-        let Storage::Cuda(storage) = &*storage else {
-            return Err(TrainError::Distributed("NCCL reduces GPU tensors; this gradient is on the CPU".into()));
-        };
-        let (start, end) = layout.contiguous_offsets().expect("contiguous");
-        let source = storage.as_cuda_slice::<f32>()?.slice(start..end);
-        let count: usize = chunk_shape.iter().product();
-        let mut chunk = self.device.cuda_stream().alloc_zeros::<f32>(count).map_err(|e| nccl_error("allocation", e))?;
-        self.comm.lock().expect("NCCL communicator lock").0.reduce_scatter(&source, &mut chunk, &ReduceOp::Sum).map_err(|e| nccl_error("reduce_scatter", e))?;
-        let storage = CudaStorage::wrap_cuda_slice(chunk, self.device.clone());
-        Ok(Tensor::from_storage(Storage::Cuda(storage), chunk_shape, BackpropOp::none(), false))
+        self.collective::<f32>("reduce_scatter", &padded.to_dtype(DType::F32)?, chunk_shape, |comm, source, out| comm.reduce_scatter(source, out, &ReduceOp::Sum))
     }
 
     /// Every worker's `chunk` concatenated along dim 0 in rank order (f32, bf16 or f16).
     pub(super) fn all_gather(&self, chunk: &Tensor, full_shape: &[usize]) -> Result<Tensor> {
         match chunk.dtype() {
-            DType::F32 => self.all_gather_typed::<f32>(chunk, full_shape),
-            DType::BF16 => self.all_gather_typed::<half::bf16>(chunk, full_shape),
-            DType::F16 => self.all_gather_typed::<half::f16>(chunk, full_shape),
+            DType::F32 => self.collective::<f32>("all_gather", chunk, full_shape, |comm, source, out| comm.all_gather(source, out)),
+            DType::BF16 => self.collective::<half::bf16>("all_gather", chunk, full_shape, |comm, source, out| comm.all_gather(source, out)),
+            DType::F16 => self.collective::<half::f16>("all_gather", chunk, full_shape, |comm, source, out| comm.all_gather(source, out)),
             other => Err(TrainError::Distributed(format!("NCCL all-gather of {other:?} tensors is not supported"))),
         }
     }
 
-    fn all_gather_typed<T: NcclType + candle_core::cuda_backend::CudaDType + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, chunk: &Tensor, full_shape: &[usize]) -> Result<Tensor> {
-        let chunk = chunk.contiguous()?;
-        let (storage, layout) = chunk.storage_and_layout();
+    /// Runs the NCCL call `what` from `tensor` (this worker's GPU, elements `T`) into a new tensor of
+    /// `out_shape`: the one place that takes a tensor's device memory and wraps the result.
+    fn collective<T>(
+        &self,
+        what: &str,
+        tensor: &Tensor,
+        out_shape: &[usize],
+        call: impl FnOnce(&Comm, &CudaView<'_, T>, &mut CudaSlice<T>) -> std::result::Result<NcclStatus, NcclError>,
+    ) -> Result<Tensor>
+    where
+        T: NcclType + candle_core::cuda_backend::CudaDType + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits,
+    {
+        let tensor = tensor.contiguous()?;
+        let (storage, layout) = tensor.storage_and_layout();
         let Storage::Cuda(storage) = &*storage else {
-            return Err(TrainError::Distributed("NCCL gathers GPU tensors; this one is on the CPU".into()));
+            return Err(TrainError::Distributed(format!("NCCL's {what} takes GPU tensors; this one is on the CPU")));
         };
         let (start, end) = layout.contiguous_offsets().expect("contiguous");
         let source = storage.as_cuda_slice::<T>()?.slice(start..end);
-        let count: usize = full_shape.iter().product();
-        let mut full = self.device.cuda_stream().alloc_zeros::<T>(count).map_err(|e| nccl_error("allocation", e))?;
-        self.comm.lock().expect("NCCL communicator lock").0.all_gather(&source, &mut full).map_err(|e| nccl_error("all_gather", e))?;
-        let storage = CudaStorage::wrap_cuda_slice(full, self.device.clone());
-        Ok(Tensor::from_storage(Storage::Cuda(storage), full_shape, BackpropOp::none(), false))
+        let mut out = self.device.cuda_stream().alloc_zeros::<T>(out_shape.iter().product()).map_err(|e| nccl_error("allocation", e))?;
+        call(&self.comm.lock().expect("NCCL communicator lock").0, &source, &mut out).map_err(|e| nccl_error(what, e))?;
+        let storage = CudaStorage::wrap_cuda_slice(out, self.device.clone());
+        Ok(Tensor::from_storage(Storage::Cuda(storage), out_shape, BackpropOp::none(), false))
     }
 }
